@@ -1,0 +1,13 @@
+//! Runs the seed workflow once and prints its output:
+//! `cargo run -p workflows-examples --example hello_world`
+
+use workflows_examples::hello_world::{HelloInput, hello_world};
+use workflows_runtime::Engine;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let engine = Engine::builder().memory().start().await?;
+    let output = hello_world::run(&engine, HelloInput { name: "John".into() }).await?;
+    println!("{}", serde_json::to_string(&output)?);
+    Ok(())
+}

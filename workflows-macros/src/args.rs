@@ -1,0 +1,158 @@
+//! Parsing the options of `#[step(...)]` and `#[workflow(...)]`.
+//!
+//! Options are `key = value`, `key(...)` or a bare `key`, separated by commas. Each key has
+//! one setter; a repeated or unknown key is an error that lists the valid ones.
+
+use proc_macro2::{Span, TokenStream};
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, ExprPath, Ident, Lit, LitInt, LitStr, Path, Token};
+
+/// One `key = value`, `key(...)` or `key`.
+pub(crate) struct Arg {
+    pub key: Ident,
+    pub value: Value,
+}
+
+pub(crate) enum Value {
+    Flag,
+    Assign(Expr),
+    /// `key(...)`: no option takes a list yet; kept so the error says what is expected.
+    List,
+}
+
+impl Parse for Arg {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        // `parse_any` accepts keywords such as `crate` and `async` as keys.
+        let key = Ident::parse_any(input)?;
+        let value = if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            Value::Assign(input.parse()?)
+        } else if input.peek(syn::token::Paren) {
+            let content;
+            syn::parenthesized!(content in input);
+            content.parse::<TokenStream>()?;
+            Value::List
+        } else {
+            Value::Flag
+        };
+        Ok(Self { key, value })
+    }
+}
+
+/// Collects several errors so that all of them are reported at once.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    pub fn push_result<T>(&mut self, result: syn::Result<T>) -> Option<T> {
+        result.map_err(|e| self.push(e)).ok()
+    }
+
+    pub fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+/// Parses the option list, rejecting repeated keys.
+pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Vec<Arg> {
+    let args = match Punctuated::<Arg, Token![,]>::parse_terminated.parse2(tokens) {
+        Ok(args) => args,
+        Err(error) => {
+            errors.push(error);
+            return Vec::new();
+        }
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let mut unique = Vec::new();
+    for arg in args {
+        let key = arg.key.to_string();
+        if seen.contains(&key) {
+            errors.push(syn::Error::new_spanned(&arg.key, format!("option `{key}` is given twice; keep one")));
+        } else {
+            seen.push(key);
+            unique.push(arg);
+        }
+    }
+    unique
+}
+
+/// The error for a key that is not one of `valid`.
+pub(crate) fn unknown(arg: &Arg, attribute: &str, valid: &[&str]) -> syn::Error {
+    let expected = valid.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+    syn::Error::new_spanned(
+        &arg.key,
+        format!("unknown option `{}` for #[{attribute}]; expected one of: {expected}", arg.key),
+    )
+}
+
+impl Arg {
+    fn assigned(&self, expected: &str) -> syn::Result<&Expr> {
+        match &self.value {
+            Value::Assign(expr) => Ok(expr),
+            _ => Err(syn::Error::new_spanned(&self.key, format!("expected `{} = {expected}`", self.key))),
+        }
+    }
+
+    /// `key = "string"`, not empty.
+    pub fn string(&self) -> syn::Result<LitStr> {
+        match self.assigned("\"...\"")? {
+            Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) if !s.value().trim().is_empty() => Ok(s.clone()),
+            Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => {
+                Err(syn::Error::new_spanned(s, format!("`{}` must not be empty", self.key)))
+            }
+            other => Err(syn::Error::new_spanned(other, format!("expected a string: `{} = \"...\"`", self.key))),
+        }
+    }
+
+    /// `key = path::to::item`.
+    pub fn path(&self) -> syn::Result<Path> {
+        match self.assigned("path::to::function")? {
+            Expr::Path(ExprPath { path, qself: None, .. }) => Ok(path.clone()),
+            other => Err(syn::Error::new_spanned(
+                other,
+                format!("expected the path of a function: `{} = my_module::my_function`", self.key),
+            )),
+        }
+    }
+
+    /// `key = 3`, a `u32`.
+    pub fn u32(&self) -> syn::Result<u32> {
+        match self.assigned("N")? {
+            Expr::Lit(ExprLit { lit: Lit::Int(int), .. }) => parse_u32(int),
+            other => Err(syn::Error::new_spanned(other, format!("expected a whole number: `{} = 1`", self.key))),
+        }
+    }
+
+    /// `crate = "path"` (or an unquoted path): where the runtime crate is.
+    pub fn crate_path(&self) -> syn::Result<Path> {
+        match self.assigned("\"path\"")? {
+            Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => s.parse(),
+            Expr::Path(ExprPath { path, qself: None, .. }) => Ok(path.clone()),
+            other => {
+                Err(syn::Error::new_spanned(other, "expected a path: `crate = \"my_reexport::workflows_runtime\"`"))
+            }
+        }
+    }
+}
+
+fn parse_u32(int: &LitInt) -> syn::Result<u32> {
+    int.base10_parse::<u32>().map_err(|_| syn::Error::new_spanned(int, "expected a whole number from 0 to 4294967295"))
+}
+
+/// The path generated code uses to reach the runtime.
+pub(crate) fn runtime_path(krate: Option<Path>) -> Path {
+    krate.unwrap_or_else(|| {
+        let mut path: Path = Ident::new("workflows_runtime", Span::call_site()).into();
+        path.leading_colon = Some(Default::default());
+        path
+    })
+}

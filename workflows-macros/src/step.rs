@@ -1,0 +1,220 @@
+//! `#[step]`: parse and check the function, then generate the step call, its registration and
+//! its compensation hook.
+
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{ItemFn, LitStr, Path, Type, Visibility};
+
+use crate::args::{self, Errors};
+use crate::emit;
+use crate::signature::{self, Input};
+
+/// Everything the expansion needs, checked.
+struct Step {
+    krate: Path,
+    name: LitStr,
+    compensate: Option<Path>,
+    /// The body takes `&StepContext` first.
+    takes_context: bool,
+    inputs: Vec<Input>,
+    output: Type,
+    compensation: Type,
+    returns_response: bool,
+    error: Type,
+}
+
+pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
+    let function: ItemFn = match syn::parse2(item.clone()) {
+        Ok(function) => function,
+        Err(_) => {
+            let error = syn::Error::new(Span::call_site(), "#[step] must be applied to an `async fn`");
+            return emit::with_errors(item, error);
+        }
+    };
+    match analyze(args, &function) {
+        Ok(step) => generate(&step, function),
+        Err(error) => emit::with_errors(function, error),
+    }
+}
+
+fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Step> {
+    let mut errors = Errors::default();
+    let mut name = None;
+    let mut compensate = None;
+    let mut krate = None;
+    for arg in args::parse(args, &mut errors) {
+        match arg.key.to_string().as_str() {
+            "name" => name = errors.push_result(arg.string()),
+            "compensate" => compensate = errors.push_result(arg.path()),
+            "crate" => krate = errors.push_result(arg.crate_path()),
+            _ => errors.push(args::unknown(&arg, "step", &["name", "compensate", "crate"])),
+        }
+    }
+
+    let sig = &function.sig;
+    signature::check_common(sig, "step", &mut errors);
+    let mut inputs = signature::typed_inputs(sig);
+    let takes_context = inputs.first().is_some_and(|i| signature::is_step_context_ref(&i.ty));
+    if takes_context {
+        inputs.remove(0);
+    }
+    for input in &inputs {
+        if signature::is_step_context_ref(&input.ty) {
+            errors.push(syn::Error::new_spanned(&input.ty, "the `&StepContext` parameter must come first"));
+        } else if signature::is_step_context_misused(&input.ty) {
+            errors.push(syn::Error::new_spanned(
+                &input.ty,
+                "take the step context by shared reference: `ctx: &StepContext`",
+            ));
+        } else if let Type::Reference(_) = &input.ty {
+            errors.push(syn::Error::new_spanned(
+                &input.ty,
+                "step inputs are taken by value (they are hashed into the journal and kept for retries); \
+                 use an owned type, such as `String` for `&str`",
+            ));
+        } else if let Type::ImplTrait(_) = &input.ty {
+            errors
+                .push(syn::Error::new_spanned(&input.ty, "step inputs must be concrete serde types, not `impl Trait`"));
+        }
+    }
+
+    let expected = "Result<T, E>` or `Result<StepResponse<T, C>, E>";
+    let result = errors.push_result(signature::result_type(sig, expected));
+    errors.finish()?;
+    let result = result.expect("a missing result type was reported above");
+
+    let (output, compensation, returns_response) = match signature::step_response(&result.ok) {
+        Some((output, compensation)) => (output, compensation, true),
+        None => (result.ok.clone(), result.ok, false),
+    };
+    let name = name.unwrap_or_else(|| LitStr::new(&sig.ident.to_string(), sig.ident.span()));
+    Ok(Step {
+        krate: args::runtime_path(krate),
+        name,
+        compensate,
+        takes_context,
+        inputs,
+        output,
+        compensation,
+        returns_response,
+        error: result.err,
+    })
+}
+
+fn generate(step: &Step, function: ItemFn) -> TokenStream {
+    let Step { krate, name, output, compensation, error, .. } = step;
+    let private = quote!(#krate::__private);
+    let ItemFn { attrs, vis, sig, block, .. } = function;
+    let ident = &sig.ident;
+    let span = ident.span();
+
+    // The callable's parameters keep the user's names where they are plain bindings.
+    let arg_names: Vec<Ident> = step
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| match signature::binding(&input.pat) {
+            Some(binding) => format_ident!("{}", binding),
+            None => format_ident!("__wf_arg{}", i),
+        })
+        .collect();
+    let arg_types: Vec<&Type> = step.inputs.iter().map(|i| &i.ty).collect();
+
+    // The original function, renamed, becomes the body the step runs.
+    let lints = emit::lint_attributes(&attrs);
+    let body_fn = {
+        let mut sig = sig.clone();
+        sig.ident = Ident::new("__wf_body", span);
+        quote! {
+            #(#lints)*
+            #[allow(clippy::needless_lifetimes)]
+            #sig #block
+        }
+    };
+    let context_arg = step.takes_context.then(|| quote!(__wf_ctx,));
+    let ok = if step.returns_response { quote!(__wf_ok) } else { quote!(#krate::StepResponse::new(__wf_ok)) };
+    let convert_error = quote_spanned!(error.span()=> #private::step_error(__wf_err));
+
+    let compensate_fn = step.compensate.as_ref().map(|path| {
+        let call = quote_spanned!(path.span()=> #path(__wf_ctx, __wf_input));
+        quote! {
+            fn compensate(
+                __wf_ctx: &#krate::StepContext,
+                __wf_input: Self::Compensation,
+            ) -> impl #private::Future<Output = #private::Result<(), #krate::StepError>> + #private::Send + '_ {
+                async move {
+                    match #call.await {
+                        #private::Result::Ok(()) => #private::Result::Ok(()),
+                        #private::Result::Err(__wf_err) => #private::Result::Err(#private::step_error(__wf_err)),
+                    }
+                }
+            }
+        }
+    });
+    let compensation_definition = match &step.compensate {
+        Some(path) => {
+            let path_name = crate::signature::type_string(path);
+            quote! {
+                #private::Some(#private::CompensationDefinition::new(#path_name, #private::compensation_hook::<__wf_step>))
+            }
+        }
+        None => quote!(#private::None),
+    };
+    let fn_name = ident.to_string();
+    let location = emit::location(krate, ident);
+    let call_body = quote_spanned! {span=>
+        async move {
+            match __wf_body(#context_arg #(#arg_names),*).await {
+                #private::Result::Ok(__wf_ok) => #private::Result::Ok(#ok),
+                #private::Result::Err(__wf_err) => #private::Result::Err(#convert_error),
+            }
+        }
+    };
+    let visibility: &Visibility = &vis;
+
+    quote! {
+        #(#attrs)*
+        #visibility fn #ident<'__wf>(
+            __wf_workflow: &'__wf #krate::Workflow,
+            #(#arg_names: #arg_types),*
+        ) -> impl #private::Future<Output = #private::Result<#output, #krate::StepError>> + #private::Send + '__wf {
+            #body_fn
+
+            #[allow(non_camel_case_types)]
+            struct __wf_step;
+
+            impl #private::StepFn for __wf_step {
+                type Input = (#(#arg_types,)*);
+                type Output = #output;
+                type Compensation = #compensation;
+
+                fn definition() -> &'static #private::StepDefinition {
+                    &__WF_DEFINITION
+                }
+
+                #[allow(unused_variables)]
+                fn call(
+                    __wf_ctx: &#krate::StepContext,
+                    __wf_input: Self::Input,
+                ) -> impl #private::Future<
+                    Output = #private::Result<#krate::StepResponse<#output, #compensation>, #krate::StepError>,
+                > + #private::Send + '_ {
+                    let (#(#arg_names,)*) = __wf_input;
+                    #call_body
+                }
+
+                #compensate_fn
+            }
+
+            static __WF_DEFINITION: #private::StepDefinition =
+                #private::StepDefinition::new(#name, #fn_name, #location, #compensation_definition);
+
+            #private::inventory::submit! {
+                #private::StepRegistration(&__WF_DEFINITION)
+            }
+
+            #private::call_step::<__wf_step>(__wf_workflow, (#(#arg_names,)*))
+        }
+    }
+}

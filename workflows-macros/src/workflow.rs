@@ -1,0 +1,216 @@
+//! `#[workflow]`: parse and check the function, then generate its entry points and its
+//! registration (with the steps its body calls and the fingerprint of its code).
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, ItemFn, LitStr, Path, Type};
+
+use crate::args::{self, Errors};
+use crate::signature::{self, type_string};
+use crate::{calls, emit, fingerprint};
+
+struct Workflow {
+    krate: Path,
+    name: LitStr,
+    version: u32,
+    /// The context parameter's name, to find step calls.
+    context: Option<Ident>,
+    input: Type,
+    output: Type,
+    error: Type,
+}
+
+pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
+    let function: ItemFn = match syn::parse2(item.clone()) {
+        Ok(function) => function,
+        Err(_) => {
+            let error = syn::Error::new(Span::call_site(), "#[workflow] must be applied to an `async fn`");
+            return emit::with_errors(item, error);
+        }
+    };
+    match analyze(args, &function) {
+        Ok(workflow) => generate(&workflow, function),
+        Err(error) => emit::with_errors(function, error),
+    }
+}
+
+fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Workflow> {
+    let mut errors = Errors::default();
+    let mut name = None;
+    let mut version = None;
+    let mut krate = None;
+    for arg in args::parse(args, &mut errors) {
+        match arg.key.to_string().as_str() {
+            "name" => name = errors.push_result(arg.string()),
+            "version" => version = errors.push_result(arg.u32()),
+            "crate" => krate = errors.push_result(arg.crate_path()),
+            _ => errors.push(args::unknown(&arg, "workflow", &["name", "version", "crate"])),
+        }
+    }
+
+    let sig = &function.sig;
+    signature::check_common(sig, "workflow", &mut errors);
+    let inputs = signature::typed_inputs(sig);
+    let usage = format!("`async fn {}(wf: &Workflow, input: Input) -> Result<Output, WorkflowError>`", sig.ident);
+    let context = inputs.first().filter(|i| matches!(i.ty, Type::Reference(_)));
+    if context.is_none() {
+        let span = inputs.first().map_or_else(|| signature::inputs_span(sig), |i| i.ty.span());
+        errors.push(syn::Error::new(
+            span,
+            format!("the first parameter of a #[workflow] fn is its context, `wf: &Workflow`: write {usage}"),
+        ));
+    }
+    let input = match inputs.as_slice() {
+        [_, input] if matches!(input.ty, Type::Reference(_)) => {
+            errors.push(syn::Error::new_spanned(
+                &input.ty,
+                "the workflow input is taken by value (it is stored as JSON); use an owned type",
+            ));
+            None
+        }
+        [_, input] => Some(input.ty.clone()),
+        [_, _, extra, ..] => {
+            errors.push(syn::Error::new_spanned(
+                &extra.pat,
+                "a #[workflow] fn takes one input after its context; put several values in one struct",
+            ));
+            None
+        }
+        [_] if context.is_some() => {
+            errors.push(syn::Error::new(
+                signature::inputs_span(sig),
+                format!("a #[workflow] fn takes one input after its context (use `_: ()` for none): write {usage}"),
+            ));
+            None
+        }
+        _ => None,
+    };
+    let result = errors.push_result(signature::result_type(sig, "Result<Output, WorkflowError>"));
+    errors.finish()?;
+    let (Some(input), Some(result)) = (input, result) else {
+        unreachable!("missing parts were reported as errors above")
+    };
+
+    Ok(Workflow {
+        krate: args::runtime_path(krate),
+        name: name.unwrap_or_else(|| LitStr::new(&sig.ident.to_string(), sig.ident.span())),
+        version: version.unwrap_or(0),
+        context: context.and_then(|c| signature::binding(&c.pat)).cloned(),
+        input,
+        output: result.ok,
+        error: result.err,
+    })
+}
+
+fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
+    let Workflow { krate, name, version, input, output, error, .. } = workflow;
+    let private = quote!(#krate::__private);
+    let ident = &function.sig.ident;
+    let span = ident.span();
+    let vis = &function.vis;
+
+    let fn_name = ident.to_string();
+    let fingerprint = fingerprint::fingerprint(&function);
+    let input_name = type_string(input);
+    let output_name = type_string(output);
+    let calls = calls::step_calls(&function.block, workflow.context.as_ref());
+    let location = emit::location(krate, ident);
+    let convert_error = quote_spanned!(error.span()=> #private::workflow_error(__wf_err));
+    let call_body = quote_spanned! {span=>
+        async move {
+            match #ident(__wf_workflow, __wf_input).await {
+                #private::Result::Ok(__wf_ok) => #private::Result::Ok(__wf_ok),
+                #private::Result::Err(__wf_err) => #private::Result::Err(#convert_error),
+            }
+        }
+    };
+    let doc = format!(
+        "Entry points of the workflow [`{fn_name}`](fn@{fn_name}): `run`, `run_with`, `start` and `start_with`."
+    );
+
+    quote! {
+        #function
+
+        #[doc = #doc]
+        #[allow(non_camel_case_types, dead_code)]
+        #vis struct #ident {}
+
+        const _: () = {
+            #[allow(dead_code)]
+            impl #ident {
+                /// Runs the workflow on `engine` and waits for its output.
+                pub async fn run(
+                    engine: &#krate::Engine,
+                    input: #input,
+                ) -> #private::Result<#output, #krate::RunError> {
+                    engine.run_workflow::<#ident>(input, #krate::RunOptions::new()).await
+                }
+
+                /// Runs the workflow with options (such as a chosen execution id) and waits for its output.
+                pub async fn run_with(
+                    engine: &#krate::Engine,
+                    input: #input,
+                    options: #krate::RunOptions,
+                ) -> #private::Result<#output, #krate::RunError> {
+                    engine.run_workflow::<#ident>(input, options).await
+                }
+
+                /// Starts the workflow; the handle has the execution id and awaits the output.
+                pub async fn start(
+                    engine: &#krate::Engine,
+                    input: #input,
+                ) -> #private::Result<#krate::ExecutionHandle<#output>, #krate::RunError> {
+                    engine.start_workflow::<#ident>(input, #krate::RunOptions::new()).await
+                }
+
+                /// Starts the workflow with options; the handle has the execution id and awaits the output.
+                pub async fn start_with(
+                    engine: &#krate::Engine,
+                    input: #input,
+                    options: #krate::RunOptions,
+                ) -> #private::Result<#krate::ExecutionHandle<#output>, #krate::RunError> {
+                    engine.start_workflow::<#ident>(input, options).await
+                }
+
+                /// The registered definition: name, source location, fingerprint, step calls.
+                pub fn definition() -> &'static #private::WorkflowDefinition {
+                    &__WF_DEFINITION
+                }
+            }
+
+            impl #private::WorkflowFn for #ident {
+                type Input = #input;
+                type Output = #output;
+
+                fn definition() -> &'static #private::WorkflowDefinition {
+                    &__WF_DEFINITION
+                }
+
+                fn call(
+                    __wf_workflow: &#krate::Workflow,
+                    __wf_input: Self::Input,
+                ) -> impl #private::Future<Output = #private::Result<Self::Output, #krate::WorkflowError>>
+                       + #private::Send + '_ {
+                    #call_body
+                }
+            }
+
+            static __WF_DEFINITION: #private::WorkflowDefinition = #private::WorkflowDefinition::new(
+                #name,
+                #fn_name,
+                #location,
+                #fingerprint,
+                #version,
+                #input_name,
+                #output_name,
+                &[#(#calls),*],
+                #private::erased_entry::<#ident>,
+            );
+
+            #private::inventory::submit! {
+                #private::WorkflowRegistration(&__WF_DEFINITION)
+            }
+        };
+    }
+}

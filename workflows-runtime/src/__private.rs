@@ -1,0 +1,29 @@
+//! The one door generated code goes through. Not public API: anything here may change in any
+//! release without notice.
+
+pub use inventory;
+pub use serde;
+pub use serde_json::value::RawValue;
+
+pub use crate::registry::{
+    CompensationDefinition, SourceLocation, StepDefinition, StepRegistration, WorkflowDefinition, WorkflowRegistration,
+};
+pub use crate::step::{StepFn, call_step, compensation_hook};
+pub use crate::workflow::{WorkflowFn, erased_entry};
+
+pub use std::future::Future;
+pub use std::marker::Send;
+pub use std::option::Option::{None, Some};
+pub use std::result::Result;
+
+/// Converts a step body's error into a `StepError` (any `E: Into<StepError>`).
+#[inline]
+pub fn step_error<E: Into<crate::StepError>>(error: E) -> crate::StepError {
+    error.into()
+}
+
+/// Converts a workflow body's error into a `WorkflowError` (any `E: Into<WorkflowError>`).
+#[inline]
+pub fn workflow_error<E: Into<crate::WorkflowError>>(error: E) -> crate::WorkflowError {
+    error.into()
+}

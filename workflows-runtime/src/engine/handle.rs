@@ -1,0 +1,173 @@
+//! Handles to started executions, and results read back from the store.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+use super::Engine;
+use crate::error::{Failure, FailureKind, RunError};
+use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
+use crate::journal::JournalEvent;
+use crate::workflow::WorkflowFn;
+
+/// A started execution: its id, and its result to await.
+///
+/// ```no_run
+/// # use workflows_runtime::prelude::*;
+/// # #[workflow] async fn nightly(wf: &Workflow, input: u32) -> Result<u32, WorkflowError> { Ok(input) }
+/// # async fn demo(engine: Engine) -> Result<(), RunError> {
+/// let handle = nightly::start(&engine, 7).await?;
+/// println!("started {}", handle.id());
+/// let output = handle.await?;
+/// # Ok(()) }
+/// ```
+pub struct ExecutionHandle<O> {
+    id: ExecutionId,
+    state: State<O>,
+}
+
+enum State<O> {
+    /// Driven by this engine: the driver sends the result.
+    Live(oneshot::Receiver<Result<O, RunError>>),
+    /// Known already.
+    Ready(Result<O, RunError>),
+    /// Driven elsewhere (or resumed by recovery): read from the store when it finishes.
+    Attached(Engine),
+}
+
+impl<O> ExecutionHandle<O> {
+    pub(crate) fn live(id: ExecutionId, receiver: oneshot::Receiver<Result<O, RunError>>) -> Self {
+        Self { id, state: State::Live(receiver) }
+    }
+
+    /// The execution's id.
+    pub fn id(&self) -> &ExecutionId {
+        &self.id
+    }
+}
+
+impl<O: DeserializeOwned> ExecutionHandle<O> {
+    /// Waits for the execution to finish and returns its output, or why it failed.
+    pub async fn result(self) -> Result<O, RunError> {
+        match self.state {
+            State::Live(receiver) => receiver.await.unwrap_or_else(|_| {
+                Err(RunError::Interrupted {
+                    execution: self.id,
+                    reason: "the engine stopped driving it before it finished".to_owned(),
+                })
+            }),
+            State::Ready(result) => result,
+            State::Attached(engine) => wait_for(&engine, &self.id).await,
+        }
+    }
+}
+
+impl<O: DeserializeOwned + Send + 'static> IntoFuture for ExecutionHandle<O> {
+    type Output = Result<O, RunError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<O, RunError>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.result())
+    }
+}
+
+/// The start of an execution whose id exists already.
+pub(super) async fn existing<W: WorkflowFn>(
+    engine: Engine,
+    record: ExecutionRecord,
+    input: &W::Input,
+) -> Result<ExecutionHandle<W::Output>, RunError> {
+    let name = W::definition().name();
+    if record.workflow != name {
+        return Err(RunError::Conflict {
+            execution: record.id,
+            reason: format!("it is an execution of workflow `{}`, not `{name}`", record.workflow),
+        });
+    }
+    if !same_json(input, &record.input) {
+        return Err(RunError::Conflict {
+            execution: record.id,
+            reason: format!(
+                "it was started with a different input ({}); start it with the same input to get its result, \
+                 or use another id",
+                truncate(record.input.get(), 200)
+            ),
+        });
+    }
+    let state = if record.state.is_finished() {
+        State::Ready(outcome(&engine, record.clone()).await)
+    } else {
+        State::Attached(engine)
+    };
+    Ok(ExecutionHandle { id: record.id, state })
+}
+
+/// Compares as JSON values, so that the order of map entries does not matter.
+fn same_json<T: Serialize>(value: &T, stored: &serde_json::value::RawValue) -> bool {
+    match (serde_json::to_value(value), serde_json::from_str::<serde_json::Value>(stored.get())) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// Polls the store until the execution finishes, then returns its outcome.
+pub(crate) async fn wait_for<O: DeserializeOwned>(engine: &Engine, id: &ExecutionId) -> Result<O, RunError> {
+    let mut delay = Duration::from_millis(5);
+    loop {
+        let Some(record) = engine.execution(id).await? else {
+            return Err(RunError::Interrupted {
+                execution: id.clone(),
+                reason: "the execution was removed from the store".to_owned(),
+            });
+        };
+        if record.state.is_finished() {
+            return outcome(engine, record).await;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// The result of a finished execution, as its `run` would have returned it.
+pub(crate) async fn outcome<O: DeserializeOwned>(engine: &Engine, record: ExecutionRecord) -> Result<O, RunError> {
+    let failure = || {
+        Box::new(record.failure.clone().unwrap_or_else(|| Failure::new(FailureKind::Workflow, "no failure recorded")))
+    };
+    let workflow = record.workflow.clone();
+    let execution = record.id.clone();
+    match record.state {
+        ExecutionState::Completed => {
+            let json = record.result.as_deref().map(|r| r.get()).unwrap_or("null");
+            serde_json::from_str(json).map_err(|source| RunError::Output {
+                execution,
+                expected: std::any::type_name::<O>(),
+                source,
+            })
+        }
+        ExecutionState::Compensated => Err(RunError::Compensated { workflow, execution, failure: failure() }),
+        ExecutionState::CompensationFailed => {
+            let compensation_failures = engine
+                .journal(&record.id)
+                .await?
+                .into_iter()
+                .filter_map(|entry| match entry.event {
+                    JournalEvent::CompensationFailed { error, .. } => Some(error),
+                    _ => None,
+                })
+                .collect();
+            Err(RunError::CompensationFailed { workflow, execution, failure: failure(), compensation_failures })
+        }
+        _ => Err(RunError::Failed { workflow, execution, failure: failure() }),
+    }
+}

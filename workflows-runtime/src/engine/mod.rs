@@ -1,0 +1,310 @@
+//! The engine: starts executions, drives their bodies, compensates, and resumes executions
+//! whose owner went away.
+
+mod driver;
+mod handle;
+pub(crate) mod live;
+pub(crate) mod panic;
+mod recovery;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+
+pub use handle::ExecutionHandle;
+
+use self::live::LiveExecution;
+use crate::container::Container;
+use crate::error::RunError;
+use crate::execution::{ExecutionId, ExecutionRecord};
+use crate::journal::JournalEntry;
+use crate::journal::replay::Progress;
+use crate::registry::{Registry, RegistryError};
+use crate::store::{CreateOutcome, ExecutionQuery, MemoryStore, NewExecution, Store, StoreError};
+use crate::time::Timestamp;
+use crate::workflow::{Workflow, WorkflowFn};
+
+/// Runs workflows: the handle an application keeps (cheap to clone) and passes to the
+/// generated entry points, `hello_world::run(&engine, input)`.
+///
+/// ```no_run
+/// # use workflows_runtime::prelude::*;
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = Engine::builder().container(Container::new().with(42u32)).start().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+pub(crate) struct EngineInner {
+    pub store: Arc<dyn Store>,
+    pub registry: &'static Registry,
+    pub container: Container,
+    /// This engine's owner id in the store: unique per engine instance.
+    pub owner: String,
+    pub lease: Duration,
+    /// Executions this engine is driving.
+    live: Mutex<HashMap<ExecutionId, AbortHandle>>,
+    closed: AtomicBool,
+}
+
+/// Configures and starts an [`Engine`].
+#[must_use = "call .start().await to get an engine"]
+pub struct EngineBuilder {
+    store: Option<Arc<dyn Store>>,
+    container: Container,
+    lease: Duration,
+}
+
+/// The engine could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// Two workflows or two steps share a name.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        Self { store: None, container: Container::new(), lease: Duration::from_secs(30) }
+    }
+}
+
+impl EngineBuilder {
+    /// Keeps executions in `store`.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Keeps executions in memory: nothing survives the process (tests, benchmarks).
+    pub fn memory(self) -> Self {
+        self.store(MemoryStore::new())
+    }
+
+    /// The services steps can [`resolve`](crate::StepContext::resolve).
+    pub fn container(mut self, container: Container) -> Self {
+        self.container = container;
+        self
+    }
+
+    /// How long this engine's ownership of an execution lasts without renewal (default 30 s).
+    /// The engine renews its leases every third of it; when a process dies, another engine on
+    /// the same store takes its executions over once their leases expire.
+    pub fn lease_duration(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
+    /// Builds the registry (failing on duplicate names), then resumes the executions on the
+    /// store that have no live owner, and starts renewing leases in the background.
+    ///
+    /// Must be called inside a Tokio runtime.
+    pub async fn start(self) -> Result<Engine, EngineError> {
+        let registry = Registry::global()?;
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        let owner = format!("{}-{}", std::process::id(), ExecutionId::new());
+        let inner = Arc::new(EngineInner {
+            store,
+            registry,
+            container: self.container,
+            owner,
+            lease: self.lease,
+            live: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        });
+        inner.recover().await?;
+        recovery::spawn_maintenance(&inner);
+        Ok(Engine { inner })
+    }
+}
+
+/// Options of one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub(crate) id: Option<ExecutionId>,
+    pub(crate) container: Option<Container>,
+}
+
+impl RunOptions {
+    /// Default options: a new UUIDv7 id, the engine's container.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs under this execution id. If an execution with this id exists, no new one starts:
+    /// the run returns that execution's result (waiting for it if it is still running), or a
+    /// [`RunError::Conflict`] if it is another workflow or had a different input.
+    pub fn id(mut self, id: impl Into<ExecutionId>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Services for this run only, consulted before the engine's container. They are not
+    /// stored: if the execution resumes in another process, only the engine's container is there.
+    pub fn container(mut self, container: Container) -> Self {
+        self.container = Some(container);
+        self
+    }
+}
+
+impl Engine {
+    /// Configures a new engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// Runs workflow `W` to completion and returns its output.
+    /// The generated `name::run` and `name::run_with` call this.
+    pub async fn run_workflow<W: WorkflowFn>(
+        &self,
+        input: W::Input,
+        options: RunOptions,
+    ) -> Result<W::Output, RunError> {
+        self.start_workflow::<W>(input, options).await?.result().await
+    }
+
+    /// Starts workflow `W` and returns a handle to await its result.
+    /// The execution is durable once this returns. The generated `name::start` calls this.
+    pub async fn start_workflow<W: WorkflowFn>(
+        &self,
+        input: W::Input,
+        options: RunOptions,
+    ) -> Result<ExecutionHandle<W::Output>, RunError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(RunError::ShutDown);
+        }
+        let definition = W::definition();
+        let input_json = serde_json::value::to_raw_value(&input)
+            .map_err(|source| RunError::Input { workflow: definition.name().to_owned(), source })?;
+        let id = options.id.unwrap_or_default();
+        let now = Timestamp::now();
+        let new = NewExecution {
+            id: id.clone(),
+            workflow: definition.name().to_owned(),
+            fingerprint: definition.fingerprint().to_owned(),
+            version: definition.version(),
+            input: input_json,
+            owner: inner.owner.clone(),
+            lease_until: now + inner.lease,
+            now,
+        };
+        if let CreateOutcome::Exists(record) = inner.store.create_execution(new).await? {
+            return handle::existing::<W>(self.clone(), *record, &input).await;
+        }
+        let live = Arc::new(LiveExecution::new(
+            id.clone(),
+            definition,
+            inner.clone(),
+            options.container,
+            1,
+            definition.fingerprint().into(),
+            Progress::new(),
+        ));
+        let (sender, receiver) = oneshot::channel();
+        inner.spawn(id.clone(), async move {
+            let wf = Workflow { live };
+            let body = W::call(&wf, input);
+            driver::drive(&wf, body, Some(sender)).await;
+        });
+        Ok(ExecutionHandle::live(id, receiver))
+    }
+
+    /// The registry of workflows and steps this engine runs.
+    pub fn registry(&self) -> &'static Registry {
+        self.inner.registry
+    }
+
+    /// The store this engine uses.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// This engine's owner id, as recorded on the executions it drives.
+    pub fn owner_id(&self) -> &str {
+        &self.inner.owner
+    }
+
+    /// The stored record of an execution.
+    pub async fn execution(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
+        self.inner.store.execution(id).await
+    }
+
+    /// The journal of an execution.
+    pub async fn journal(&self, id: &ExecutionId) -> Result<Vec<JournalEntry>, StoreError> {
+        self.inner.store.journal(id).await
+    }
+
+    /// Executions matching `query`, newest first.
+    pub async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<ExecutionRecord>, StoreError> {
+        self.inner.store.list_executions(query).await
+    }
+
+    /// Takes over and resumes the executions on the store whose owner is gone (its lease
+    /// expired, or it shut down). The engine does this at start and periodically; call it to
+    /// do it now. Returns how many executions it resumed.
+    pub async fn recover(&self) -> Result<usize, StoreError> {
+        self.inner.recover().await
+    }
+
+    /// How many executions this engine is driving right now.
+    pub fn running(&self) -> usize {
+        self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Stops the engine: new runs are refused, running executions stop where they are (their
+    /// callers get [`RunError::Interrupted`]), and their ownership is released so that another
+    /// engine on the same store resumes them at once.
+    pub async fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let running: Vec<AbortHandle> =
+            self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, h)| h).collect();
+        for task in &running {
+            task.abort();
+        }
+        // Tasks stop at their next await; fencing refuses any write they still submit after
+        // another engine took over.
+        if let Err(error) = self.inner.store.release(&self.inner.owner).await {
+            tracing::warn!(%error, "could not release executions at shutdown; they resume when their leases expire");
+        }
+    }
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine").field("store", &self.inner.store.describe()).field("owner", &self.inner.owner).finish()
+    }
+}
+
+impl EngineInner {
+    /// Spawns the task driving execution `id` and tracks it until it ends.
+    fn spawn(self: &Arc<Self>, id: ExecutionId, task: impl Future<Output = ()> + Send + 'static) {
+        let inner = self.clone();
+        let key = id.clone();
+        // Inserting under the lock that the task's own removal takes keeps a fast task from
+        // removing itself before it was inserted.
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let handle = tokio::spawn(async move {
+            task.await;
+            inner.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        });
+        live.insert(id, handle.abort_handle());
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,235 @@
+//! Executions: one run of a workflow, its id, its state and its stored record.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::Failure;
+use crate::time::Timestamp;
+
+/// The id of an execution: a UUIDv7 by default, or any non-empty string the caller chose
+/// (see [`RunOptions::id`](crate::RunOptions::id)).
+///
+/// Cloning is cheap (a reference count).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExecutionId(Arc<str>);
+
+impl ExecutionId {
+    /// A new, time-ordered unique id (UUIDv7).
+    pub fn new() -> Self {
+        let mut buf = uuid::Uuid::encode_buffer();
+        Self(Arc::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf)))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ExecutionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for ExecutionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ExecutionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for ExecutionId {
+    fn from(s: &str) -> Self {
+        Self(Arc::from(s))
+    }
+}
+
+impl From<String> for ExecutionId {
+    fn from(s: String) -> Self {
+        Self(Arc::from(s))
+    }
+}
+
+impl From<&String> for ExecutionId {
+    fn from(s: &String) -> Self {
+        Self(Arc::from(s.as_str()))
+    }
+}
+
+impl From<&ExecutionId> for ExecutionId {
+    fn from(id: &ExecutionId) -> Self {
+        id.clone()
+    }
+}
+
+impl Borrow<str> for ExecutionId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for ExecutionId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for ExecutionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ExecutionId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(Self::from(&*s))
+    }
+}
+
+/// Where an execution is in its life.
+///
+/// ```text
+/// pending → running → completed
+///              │
+///              ├──→ compensating → compensated | compensation_failed
+///              └──→ failed   (a failure that must not be compensated, e.g. non-determinism)
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionState {
+    /// Created, not started yet.
+    Pending,
+    /// Running (or to be resumed by an engine after its owner went away).
+    Running,
+    /// Suspended until something durable happens (an external completion, a timer, an event).
+    Waiting,
+    /// Finished with a result.
+    Completed,
+    /// Failed; the compensations of its completed steps are running.
+    Compensating,
+    /// Failed, and every completed step was compensated.
+    Compensated,
+    /// Failed, and at least one compensation failed (the others still ran).
+    CompensationFailed,
+    /// Cancelled; its completed steps were compensated.
+    Cancelled,
+    /// Exceeded its time limit; its completed steps were compensated.
+    TimedOut,
+    /// Failed in a way that must not be compensated automatically (non-determinism,
+    /// undecodable stored data, input that does not match the workflow).
+    Failed,
+}
+
+impl ExecutionState {
+    /// Every state, in life-cycle order.
+    pub const ALL: [ExecutionState; 10] = [
+        Self::Pending,
+        Self::Running,
+        Self::Waiting,
+        Self::Completed,
+        Self::Compensating,
+        Self::Compensated,
+        Self::CompensationFailed,
+        Self::Cancelled,
+        Self::TimedOut,
+        Self::Failed,
+    ];
+
+    /// The state's name as stored and shown: `running`, `compensation_failed`, ...
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Waiting => "waiting",
+            Self::Completed => "completed",
+            Self::Compensating => "compensating",
+            Self::Compensated => "compensated",
+            Self::CompensationFailed => "compensation_failed",
+            Self::Cancelled => "cancelled",
+            Self::TimedOut => "timed_out",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// True when the execution will not change by itself any more.
+    pub const fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Self::Completed
+                | Self::Compensated
+                | Self::CompensationFailed
+                | Self::Cancelled
+                | Self::TimedOut
+                | Self::Failed
+        )
+    }
+
+    /// True for the states an engine drives (and recovers when their owner is gone).
+    pub const fn is_active(self) -> bool {
+        matches!(self, Self::Pending | Self::Running | Self::Compensating)
+    }
+}
+
+impl fmt::Display for ExecutionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of parsing an unknown [`ExecutionState`] name.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "unknown execution state `{0}`; expected one of: pending, running, waiting, completed, compensating, compensated, compensation_failed, cancelled, timed_out, failed"
+)]
+pub struct UnknownState(pub String);
+
+impl FromStr for ExecutionState {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// An execution as the store keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    /// The execution's id.
+    pub id: ExecutionId,
+    /// The registered name of the workflow.
+    pub workflow: String,
+    /// The fingerprint of the workflow's code when the execution started.
+    pub fingerprint: String,
+    /// The workflow's declared `version` when the execution started.
+    pub version: u32,
+    /// The workflow input, as JSON.
+    pub input: Box<RawValue>,
+    /// The current state.
+    pub state: ExecutionState,
+    /// The output, once `completed`.
+    pub result: Option<Box<RawValue>>,
+    /// Why it failed, once failing or failed.
+    pub failure: Option<Failure>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When its record last changed.
+    pub updated_at: Timestamp,
+    /// The engine that owns it while it is active.
+    pub owner: Option<String>,
+    /// Until when the owner's lease holds; after that another engine may take it over.
+    pub lease_until: Option<Timestamp>,
+    /// Incremented on every change of owner; writes carrying an older epoch are refused.
+    pub epoch: u64,
+}

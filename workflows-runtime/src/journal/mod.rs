@@ -1,0 +1,241 @@
+//! The journal: the ordered record of everything an execution did — every step attempt,
+//! completion, failure and compensation — from which replay rebuilds its progress.
+
+mod input_hash;
+pub(crate) mod replay;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+pub use input_hash::input_hash;
+
+use crate::error::Failure;
+use crate::time::Timestamp;
+
+/// The deterministic key of a step call: the step's name and its occurrence in the execution,
+/// written `name#occurrence` (`reserve_stock#2` is the second call of `reserve_stock`).
+///
+/// Occurrences are assigned when the step function is *called* (not when its future is first
+/// polled), in program order, so the steps of a `join!` get the same keys on every replay.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StepKey {
+    name: Cow<'static, str>,
+    occurrence: u32,
+}
+
+impl StepKey {
+    /// The key of the `occurrence`-th call (1-based) of the step `name`.
+    pub fn new(name: impl Into<Cow<'static, str>>, occurrence: u32) -> Self {
+        Self { name: name.into(), occurrence }
+    }
+
+    /// The step's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Which call of this step it is, from 1.
+    pub fn occurrence(&self) -> u32 {
+        self.occurrence
+    }
+}
+
+impl fmt::Display for StepKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.name, self.occurrence)
+    }
+}
+
+/// A string that is not a `name#occurrence` step key.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`{0}` is not a step key; expected `name#occurrence`, e.g. `reserve_stock#1`")]
+pub struct InvalidStepKey(pub String);
+
+impl FromStr for StepKey {
+    type Err = InvalidStepKey;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, occurrence) = s.rsplit_once('#').ok_or_else(|| InvalidStepKey(s.to_owned()))?;
+        let occurrence = occurrence.parse().map_err(|_| InvalidStepKey(s.to_owned()))?;
+        if name.is_empty() {
+            return Err(InvalidStepKey(s.to_owned()));
+        }
+        Ok(Self::new(name.to_owned(), occurrence))
+    }
+}
+
+impl Serialize for StepKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StepKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One thing that happened in an execution.
+///
+/// `seq` is the step call's position in program order (0 for the first step called), which
+/// replay uses together with the key to detect a workflow that no longer calls the same steps.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalEvent {
+    /// An attempt of a step began.
+    StepStarted {
+        /// Position of the call in program order.
+        seq: u32,
+        /// The step call's key.
+        key: StepKey,
+        /// [`input_hash`] of the step's input.
+        #[serde(with = "hex_u64")]
+        input_hash: u64,
+        /// The attempt number, from 1.
+        attempt: u32,
+    },
+    /// A step completed; its output is what replay returns from now on.
+    StepCompleted {
+        /// Position of the call in program order.
+        seq: u32,
+        /// The step call's key.
+        key: StepKey,
+        /// The step's output, as JSON.
+        output: Box<RawValue>,
+        /// The input of the step's compensation, present exactly when the step has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compensation: Option<Box<RawValue>>,
+    },
+    /// An attempt of a step failed.
+    StepFailed {
+        /// Position of the call in program order.
+        seq: u32,
+        /// The step call's key.
+        key: StepKey,
+        /// The attempt number, from 1.
+        attempt: u32,
+        /// The error.
+        error: Failure,
+        /// When the next attempt is due; `None` when this failure is final.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_at: Option<Timestamp>,
+    },
+    /// A step's compensation began.
+    CompensationStarted {
+        /// Position of the compensated call in program order.
+        seq: u32,
+        /// The compensated step call's key.
+        key: StepKey,
+    },
+    /// A step's compensation completed.
+    CompensationCompleted {
+        /// Position of the compensated call in program order.
+        seq: u32,
+        /// The compensated step call's key.
+        key: StepKey,
+    },
+    /// A step's compensation failed.
+    CompensationFailed {
+        /// Position of the compensated call in program order.
+        seq: u32,
+        /// The compensated step call's key.
+        key: StepKey,
+        /// The error.
+        error: Failure,
+    },
+}
+
+impl JournalEvent {
+    /// The event's name as stored: `step_started`, `step_completed`, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::StepStarted { .. } => "step_started",
+            Self::StepCompleted { .. } => "step_completed",
+            Self::StepFailed { .. } => "step_failed",
+            Self::CompensationStarted { .. } => "compensation_started",
+            Self::CompensationCompleted { .. } => "compensation_completed",
+            Self::CompensationFailed { .. } => "compensation_failed",
+        }
+    }
+
+    /// The step call the event is about.
+    pub fn step(&self) -> (u32, &StepKey) {
+        match self {
+            Self::StepStarted { seq, key, .. }
+            | Self::StepCompleted { seq, key, .. }
+            | Self::StepFailed { seq, key, .. }
+            | Self::CompensationStarted { seq, key }
+            | Self::CompensationCompleted { seq, key }
+            | Self::CompensationFailed { seq, key, .. } => (*seq, key),
+        }
+    }
+}
+
+/// A journal event with its position and time.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// Position in the execution's journal, from 0, without gaps.
+    pub index: u64,
+    /// When it was recorded.
+    pub at: Timestamp,
+    /// What happened.
+    pub event: JournalEvent,
+}
+
+/// Hashes are shown and stored as 16 hex digits: JSON numbers above 2^53 lose precision in
+/// many JSON readers.
+mod hex_u64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{v:016x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        u64::from_str_radix(&s, 16).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_keys_round_trip() {
+        let key: StepKey = "reserve_stock#2".parse().unwrap();
+        assert_eq!(key.name(), "reserve_stock");
+        assert_eq!(key.occurrence(), 2);
+        assert_eq!(key.to_string(), "reserve_stock#2");
+        assert!("nohash".parse::<StepKey>().is_err());
+        assert!("#1".parse::<StepKey>().is_err());
+        assert!("a#b".parse::<StepKey>().is_err());
+        // Names may contain '#': the occurrence is after the last one.
+        assert_eq!("a#b#3".parse::<StepKey>().unwrap().name(), "a#b");
+    }
+
+    #[test]
+    fn events_round_trip_through_json() {
+        let event = JournalEvent::StepCompleted {
+            seq: 3,
+            key: StepKey::new("charge", 1),
+            output: RawValue::from_string("{\"id\":7}".into()).unwrap(),
+            compensation: None,
+        };
+        let json = serde_json::to_string(&event).unwrap();
+        assert_eq!(json, r#"{"step_completed":{"seq":3,"key":"charge#1","output":{"id":7}}}"#);
+        let back: JournalEvent = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.step().1.to_string(), "charge#1");
+        let started = JournalEvent::StepStarted { seq: 0, key: StepKey::new("a", 1), input_hash: u64::MAX, attempt: 1 };
+        let json = serde_json::to_string(&started).unwrap();
+        assert!(json.contains("\"ffffffffffffffff\""), "{json}");
+        let back: JournalEvent = serde_json::from_str(&json).unwrap();
+        assert!(matches!(back, JournalEvent::StepStarted { input_hash: u64::MAX, .. }));
+    }
+}

@@ -1,0 +1,347 @@
+//! Replay: an execution's progress, rebuilt from its journal and kept up to date as it runs.
+//!
+//! Every step call gets a position (`seq`, program order) and a key (`name#occurrence`).
+//! A call whose slot is completed returns the stored output without running; a call that
+//! meets a different key, or the same key with another input hash, is non-determinism.
+//! Lookups are by position in a `Vec`, so the cost per step does not grow with history.
+
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
+
+use super::{JournalEntry, JournalEvent, StepKey};
+use crate::error::Failure;
+
+/// What a step call must do, decided from the journal.
+pub(crate) enum Decision {
+    /// Run the step body: this is attempt number `attempt`.
+    Run { attempt: u32 },
+    /// The step completed before: return this output without running.
+    Completed(Box<RawValue>),
+    /// The step failed for good before: return this failure without running.
+    Failed(Failure),
+    /// The journal has something else at this position.
+    Mismatch(Mismatch),
+}
+
+/// The journal and the workflow disagree about a step call.
+#[derive(Debug, Clone)]
+pub(crate) struct Mismatch {
+    pub seq: u32,
+    /// What the journal recorded at this position (`None`: nothing, the call is missing).
+    pub recorded: Option<(StepKey, Option<u64>)>,
+    /// What the workflow does now (`None`: it finished without making this call).
+    pub called: Option<(StepKey, u64)>,
+}
+
+impl Mismatch {
+    /// Describes the difference, naming the keys.
+    pub fn describe(&self) -> String {
+        let seq = self.seq;
+        match (&self.recorded, &self.called) {
+            (Some((recorded, _)), Some((called, _))) if recorded != called => {
+                format!("step call #{seq} is `{called}` now, but the journal recorded `{recorded}` at that position")
+            }
+            (Some((recorded, Some(old))), Some((_, new))) => format!(
+                "step `{recorded}` (call #{seq}) is called with a different input now (input hash {new:016x}, journal has {old:016x})"
+            ),
+            (Some((recorded, _)), None) => format!(
+                "the workflow finished without calling step `{recorded}` (call #{seq}), which the journal recorded"
+            ),
+            (_, Some((called, _))) => format!("step `{called}` (call #{seq}) does not match the journal"),
+            (None, None) => format!("step call #{seq} does not match the journal"),
+        }
+    }
+}
+
+/// Where a step's compensation is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Compensation {
+    /// Not started.
+    Pending,
+    /// Started (and maybe interrupted): it runs again.
+    Started,
+    /// Completed.
+    Done,
+    /// Failed.
+    Failed(Failure),
+}
+
+enum Status {
+    /// An attempt started and neither completed nor failed for good.
+    Running,
+    /// Completed; the output is kept only when loaded from the journal, until replay takes it.
+    Completed { output: Option<Box<RawValue>> },
+    /// Failed for good.
+    Failed(Failure),
+}
+
+struct Slot {
+    key: StepKey,
+    input_hash: Option<u64>,
+    attempts: u32,
+    status: Status,
+    /// The compensation input, for completed steps that have a compensation.
+    compensation_input: Option<Box<RawValue>>,
+    compensation: Compensation,
+}
+
+/// A compensation to run.
+pub(crate) struct PlannedCompensation {
+    pub seq: u32,
+    pub key: StepKey,
+    pub input: Box<RawValue>,
+}
+
+/// An execution's progress: step calls made so far, and what the journal says about each.
+#[derive(Default)]
+pub(crate) struct Progress {
+    next_seq: u32,
+    occurrences: HashMap<&'static str, u32>,
+    slots: Vec<Option<Slot>>,
+    completion_order: Vec<u32>,
+    next_index: u64,
+}
+
+impl Progress {
+    /// The progress of a new execution.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The progress recorded in a journal.
+    pub fn from_journal(entries: Vec<JournalEntry>) -> Self {
+        let mut progress = Self::new();
+        for entry in entries {
+            progress.next_index = progress.next_index.max(entry.index + 1);
+            progress.apply(entry.event);
+        }
+        progress
+    }
+
+    fn apply(&mut self, event: JournalEvent) {
+        match event {
+            JournalEvent::StepStarted { seq, key, input_hash, attempt } => self.started(seq, key, input_hash, attempt),
+            JournalEvent::StepCompleted { seq, key, output, compensation } => {
+                self.slot_or_insert(seq, key);
+                self.completed(seq, Some(output), compensation)
+            }
+            JournalEvent::StepFailed { seq, key, attempt, error, retry_at } => {
+                let slot = self.slot_or_insert(seq, key);
+                slot.attempts = slot.attempts.max(attempt);
+                if retry_at.is_none() {
+                    slot.status = Status::Failed(error);
+                }
+            }
+            JournalEvent::CompensationStarted { seq, key } => {
+                self.slot_or_insert(seq, key).compensation = Compensation::Started
+            }
+            JournalEvent::CompensationCompleted { seq, key } => {
+                self.slot_or_insert(seq, key).compensation = Compensation::Done
+            }
+            JournalEvent::CompensationFailed { seq, key, error } => {
+                self.slot_or_insert(seq, key).compensation = Compensation::Failed(error)
+            }
+        }
+    }
+
+    fn slot_or_insert(&mut self, seq: u32, key: StepKey) -> &mut Slot {
+        let index = seq as usize;
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, || None);
+        }
+        self.slots[index].get_or_insert(Slot {
+            key,
+            input_hash: None,
+            attempts: 0,
+            status: Status::Running,
+            compensation_input: None,
+            compensation: Compensation::Pending,
+        })
+    }
+
+    /// The journal index the next event gets.
+    pub fn take_index(&mut self) -> u64 {
+        let index = self.next_index;
+        self.next_index += 1;
+        index
+    }
+
+    /// Assigns the next step call its position and key.
+    pub fn next_call(&mut self, name: &'static str) -> (u32, StepKey) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let occurrence = self.occurrences.entry(name).or_insert(0);
+        *occurrence += 1;
+        (seq, StepKey::new(name, *occurrence))
+    }
+
+    /// What the step call at `seq` must do.
+    pub fn decide(&mut self, seq: u32, key: &StepKey, input_hash: u64) -> Decision {
+        let Some(Some(slot)) = self.slots.get_mut(seq as usize) else {
+            return Decision::Run { attempt: 1 };
+        };
+        let hash_differs = slot.input_hash.is_some_and(|h| h != input_hash);
+        if slot.key != *key || hash_differs {
+            return Decision::Mismatch(Mismatch {
+                seq,
+                recorded: Some((slot.key.clone(), slot.input_hash)),
+                called: Some((key.clone(), input_hash)),
+            });
+        }
+        match &mut slot.status {
+            Status::Running => Decision::Run { attempt: slot.attempts + 1 },
+            Status::Failed(failure) => Decision::Failed(failure.clone()),
+            Status::Completed { output } => match output.take() {
+                Some(output) => Decision::Completed(output),
+                // Reached twice in one run: cannot happen with assigned positions.
+                None => Decision::Mismatch(Mismatch { seq, recorded: None, called: Some((key.clone(), input_hash)) }),
+            },
+        }
+    }
+
+    /// Records that an attempt started.
+    pub fn started(&mut self, seq: u32, key: StepKey, input_hash: u64, attempt: u32) {
+        let slot = self.slot_or_insert(seq, key);
+        slot.input_hash = Some(input_hash);
+        slot.attempts = slot.attempts.max(attempt);
+        slot.status = Status::Running;
+    }
+
+    /// Records a completion. `output` is kept only for replay (it is `None` when live).
+    pub fn completed(&mut self, seq: u32, output: Option<Box<RawValue>>, compensation: Option<Box<RawValue>>) {
+        if let Some(Some(slot)) = self.slots.get_mut(seq as usize) {
+            slot.status = Status::Completed { output };
+            slot.compensation_input = compensation;
+            self.completion_order.push(seq);
+        }
+    }
+
+    /// Records a final failure.
+    pub fn failed(&mut self, seq: u32, failure: Failure) {
+        if let Some(Some(slot)) = self.slots.get_mut(seq as usize) {
+            slot.status = Status::Failed(failure);
+        }
+    }
+
+    /// Records where a compensation is.
+    pub fn compensation(&mut self, seq: u32, state: Compensation) {
+        if let Some(Some(slot)) = self.slots.get_mut(seq as usize) {
+            slot.compensation = state;
+        }
+    }
+
+    /// A journal entry the finished workflow never reached (`calls` step calls were made).
+    pub fn unreached(&self, calls: u32) -> Option<Mismatch> {
+        self.slots.iter().enumerate().skip(calls as usize).find_map(|(seq, slot)| {
+            let slot = slot.as_ref()?;
+            matches!(slot.status, Status::Completed { .. } | Status::Failed(_)).then(|| Mismatch {
+                seq: seq as u32,
+                recorded: Some((slot.key.clone(), slot.input_hash)),
+                called: None,
+            })
+        })
+    }
+
+    /// How many step calls the workflow made so far in this run.
+    pub fn calls(&self) -> u32 {
+        self.next_seq
+    }
+
+    /// The compensations still to run, in reverse completion order, and the failures of
+    /// compensations that already failed.
+    pub fn compensation_plan(&self) -> (Vec<PlannedCompensation>, Vec<Failure>) {
+        let mut plan = Vec::new();
+        let mut failed = Vec::new();
+        for &seq in self.completion_order.iter().rev() {
+            let Some(Some(slot)) = self.slots.get(seq as usize) else { continue };
+            let Some(input) = &slot.compensation_input else { continue };
+            match &slot.compensation {
+                Compensation::Pending | Compensation::Started => {
+                    plan.push(PlannedCompensation { seq, key: slot.key.clone(), input: input.clone() })
+                }
+                Compensation::Done => {}
+                Compensation::Failed(failure) => failed.push(failure.clone()),
+            }
+        }
+        (plan, failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::FailureKind;
+    use crate::time::Timestamp;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    fn journal(events: Vec<JournalEvent>) -> Vec<JournalEntry> {
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| JournalEntry { index: i as u64, at: Timestamp::now(), event })
+            .collect()
+    }
+
+    #[test]
+    fn completed_steps_replay_and_the_next_one_runs() {
+        let mut p = Progress::from_journal(journal(vec![
+            JournalEvent::StepStarted { seq: 0, key: StepKey::new("a", 1), input_hash: 7, attempt: 1 },
+            JournalEvent::StepCompleted { seq: 0, key: StepKey::new("a", 1), output: raw("1"), compensation: None },
+            JournalEvent::StepStarted { seq: 1, key: StepKey::new("b", 1), input_hash: 8, attempt: 1 },
+        ]));
+        let (seq, key) = p.next_call("a");
+        assert!(matches!(p.decide(seq, &key, 7), Decision::Completed(o) if o.get() == "1"));
+        let (seq, key) = p.next_call("b");
+        assert!(matches!(p.decide(seq, &key, 8), Decision::Run { attempt: 2 }));
+        let (seq, key) = p.next_call("c");
+        assert!(matches!(p.decide(seq, &key, 9), Decision::Run { attempt: 1 }));
+        assert_eq!(p.take_index(), 3);
+    }
+
+    #[test]
+    fn a_different_step_or_input_is_a_mismatch() {
+        let events = vec![
+            JournalEvent::StepStarted { seq: 0, key: StepKey::new("a", 1), input_hash: 7, attempt: 1 },
+            JournalEvent::StepCompleted { seq: 0, key: StepKey::new("a", 1), output: raw("1"), compensation: None },
+        ];
+        let mut p = Progress::from_journal(journal(events.clone()));
+        let (seq, key) = p.next_call("b");
+        let Decision::Mismatch(m) = p.decide(seq, &key, 7) else { panic!("expected a mismatch") };
+        assert_eq!(m.describe(), "step call #0 is `b#1` now, but the journal recorded `a#1` at that position");
+
+        let mut p = Progress::from_journal(journal(events));
+        let (seq, key) = p.next_call("a");
+        let Decision::Mismatch(m) = p.decide(seq, &key, 99) else { panic!("expected a mismatch") };
+        assert!(m.describe().contains("different input"), "{}", m.describe());
+        assert!(p.unreached(0).is_some());
+    }
+
+    #[test]
+    fn compensation_plan_is_reverse_completion_order_and_skips_done() {
+        let mut events = Vec::new();
+        for (seq, name) in ["a", "b", "c"].iter().enumerate() {
+            let key = StepKey::new(*name, 1);
+            events.push(JournalEvent::StepStarted { seq: seq as u32, key: key.clone(), input_hash: 0, attempt: 1 });
+        }
+        // Completion order c, a, b (parallel steps).
+        for seq in [2u32, 0, 1] {
+            let key = StepKey::new(["a", "b", "c"][seq as usize], 1);
+            events.push(JournalEvent::StepCompleted { seq, key, output: raw("0"), compensation: Some(raw("0")) });
+        }
+        events.push(JournalEvent::CompensationCompleted { seq: 1, key: StepKey::new("b", 1) });
+        events.push(JournalEvent::CompensationFailed {
+            seq: 0,
+            key: StepKey::new("a", 1),
+            error: Failure::new(FailureKind::Compensation, "nope"),
+        });
+        let p = Progress::from_journal(journal(events));
+        let (plan, failed) = p.compensation_plan();
+        let keys: Vec<_> = plan.iter().map(|c| c.key.to_string()).collect();
+        assert_eq!(keys, ["c#1"]);
+        assert_eq!(failed.len(), 1);
+    }
+}

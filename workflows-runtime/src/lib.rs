@@ -1,0 +1,89 @@
+//! Durable workflows for Rust.
+//!
+//! A workflow is an ordinary `async fn` made of steps. Every step's result is checkpointed,
+//! so a workflow survives crashes and restarts; when it fails for good, the completed steps
+//! are rolled back by running their compensations in reverse order (a saga).
+//!
+//! ```
+//! use workflows_runtime::prelude::*;
+//!
+//! #[step]
+//! async fn step_1() -> Result<String, StepError> {
+//!     Ok("Hello from step one!".into())
+//! }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct HelloInput { name: String }
+//!
+//! #[step]
+//! async fn step_2(input: HelloInput) -> Result<String, StepError> {
+//!     Ok(format!("Hello {} from step two!", input.name))
+//! }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Message { message: String }
+//!
+//! #[workflow]
+//! async fn hello_world(wf: &Workflow, input: HelloInput) -> Result<Message, WorkflowError> {
+//!     let _str1 = step_1(wf).await?;
+//!     let str2 = step_2(wf, input).await?;
+//!     Ok(Message { message: str2 })
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::builder().memory().start().await?;
+//! let out = hello_world::run(&engine, HelloInput { name: "John".into() }).await?;
+//! assert_eq!(out.message, "Hello John from step two!");
+//! # Ok(()) }
+//! ```
+//!
+//! Users depend on this crate alone (plus `serde` for their own types): it re-exports the
+//! [`step`] and [`workflow`] macros and a [`prelude`].
+#![warn(missing_docs)]
+
+pub mod container;
+pub mod engine;
+pub mod error;
+pub mod execution;
+pub mod journal;
+pub mod registry;
+pub mod step;
+pub mod store;
+pub mod time;
+pub mod workflow;
+
+#[doc(hidden)]
+pub mod __private;
+
+/// Turns an `async fn` into a durable step.
+///
+/// See the crate documentation and the README for the options
+/// (`name = "..."`, `compensate = path`, `crate = "..."`).
+pub use workflows_macros::step;
+/// Turns an `async fn(&Workflow, Input) -> Result<Output, E>` into a registered workflow with
+/// generated entry points `name::run`, `name::start` and `name::run_with`.
+pub use workflows_macros::workflow;
+
+pub use container::{Container, ResolveError};
+pub use engine::{Engine, EngineBuilder, EngineError, ExecutionHandle, RunOptions};
+pub use error::{Failure, FailureKind, RunError, StepError, StepResultExt, WorkflowError};
+pub use execution::{ExecutionId, ExecutionRecord, ExecutionState};
+pub use journal::{JournalEntry, JournalEvent, StepKey};
+pub use registry::Registry;
+pub use step::{StepContext, StepResponse};
+pub use store::{MemoryStore, Store, StoreError};
+pub use time::Timestamp;
+pub use workflow::{Workflow, WorkflowFn};
+
+/// serde, re-exported for `#[serde(crate = "workflows_runtime::serde")]`.
+pub use serde;
+
+/// Everything a workflow file needs: `use workflows_runtime::prelude::*;`
+pub mod prelude {
+    pub use crate::{
+        Container, Engine, ExecutionId, RunError, RunOptions, StepContext, StepError, StepResponse, StepResultExt,
+        Workflow, WorkflowError, step, workflow,
+    };
+    pub use serde::{Deserialize, Serialize};
+}

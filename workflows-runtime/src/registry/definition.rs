@@ -1,0 +1,203 @@
+//! The static definitions the macros emit for each step and workflow.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::value::RawValue;
+
+use crate::error::{StepError, WorkflowError};
+use crate::step::StepContext;
+use crate::workflow::Workflow;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a step or workflow is defined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceLocation {
+    /// The Rust module path (`my_app::orders`).
+    pub module_path: &'static str,
+    /// The source file.
+    pub file: &'static str,
+    /// The line of the function's name.
+    pub line: u32,
+}
+
+impl fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{} ({})", self.file, self.line, self.module_path)
+    }
+}
+
+/// Runs a step's compensation from its stored JSON input.
+#[doc(hidden)]
+pub type CompensationHook = for<'a> fn(&'a StepContext, &'a RawValue) -> BoxFuture<'a, Result<(), StepError>>;
+
+/// Starts a workflow body from its stored JSON input; the output comes back as JSON.
+/// Fails before running if the input does not decode as the workflow's input type.
+#[doc(hidden)]
+pub type ErasedEntry = for<'a> fn(
+    &'a Workflow,
+    &RawValue,
+) -> Result<BoxFuture<'a, Result<Box<RawValue>, WorkflowError>>, serde_json::Error>;
+
+/// A step's compensation.
+#[derive(Clone, Copy)]
+pub struct CompensationDefinition {
+    pub(crate) name: &'static str,
+    pub(crate) hook: CompensationHook,
+}
+
+impl CompensationDefinition {
+    #[doc(hidden)]
+    pub const fn new(name: &'static str, hook: CompensationHook) -> Self {
+        Self { name, hook }
+    }
+
+    /// The compensation function as written in `compensate = ...`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl fmt::Debug for CompensationDefinition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// A registered `#[step]`.
+#[derive(Debug)]
+pub struct StepDefinition {
+    pub(crate) name: &'static str,
+    pub(crate) fn_name: &'static str,
+    pub(crate) location: SourceLocation,
+    pub(crate) compensation: Option<CompensationDefinition>,
+}
+
+impl StepDefinition {
+    #[doc(hidden)]
+    pub const fn new(
+        name: &'static str,
+        fn_name: &'static str,
+        location: SourceLocation,
+        compensation: Option<CompensationDefinition>,
+    ) -> Self {
+        Self { name, fn_name, location, compensation }
+    }
+
+    /// The registered name (the function's name unless `name = "..."` was given).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The function's name.
+    pub fn fn_name(&self) -> &'static str {
+        self.fn_name
+    }
+
+    /// Where it is defined.
+    pub fn location(&self) -> SourceLocation {
+        self.location
+    }
+
+    /// Its compensation, if it has one.
+    pub fn compensation(&self) -> Option<&CompensationDefinition> {
+        self.compensation.as_ref()
+    }
+}
+
+/// A registered `#[workflow]`.
+pub struct WorkflowDefinition {
+    pub(crate) name: &'static str,
+    pub(crate) fn_name: &'static str,
+    pub(crate) location: SourceLocation,
+    pub(crate) fingerprint: &'static str,
+    pub(crate) version: u32,
+    pub(crate) input_type: &'static str,
+    pub(crate) output_type: &'static str,
+    pub(crate) calls: &'static [&'static str],
+    pub(crate) entry: ErasedEntry,
+}
+
+impl WorkflowDefinition {
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub const fn new(
+        name: &'static str,
+        fn_name: &'static str,
+        location: SourceLocation,
+        fingerprint: &'static str,
+        version: u32,
+        input_type: &'static str,
+        output_type: &'static str,
+        calls: &'static [&'static str],
+        entry: ErasedEntry,
+    ) -> Self {
+        Self { name, fn_name, location, fingerprint, version, input_type, output_type, calls, entry }
+    }
+
+    /// The registered name (the function's name unless `name = "..."` was given).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The function's name.
+    pub fn fn_name(&self) -> &'static str {
+        self.fn_name
+    }
+
+    /// Where it is defined.
+    pub fn location(&self) -> SourceLocation {
+        self.location
+    }
+
+    /// A hash of the function's tokens (signature and body): it changes when the code does.
+    /// Executions record it, so a replay mismatch can say whether the code changed since.
+    pub fn fingerprint(&self) -> &'static str {
+        self.fingerprint
+    }
+
+    /// The declared `version` (0 unless `#[workflow(version = N)]`).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The input type as written in the signature.
+    pub fn input_type(&self) -> &'static str {
+        self.input_type
+    }
+
+    /// The output type as written in the signature.
+    pub fn output_type(&self) -> &'static str {
+        self.output_type
+    }
+
+    /// The names of the functions the body calls with its workflow context, in source order.
+    pub fn calls(&self) -> &'static [&'static str] {
+        self.calls
+    }
+}
+
+impl fmt::Debug for WorkflowDefinition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkflowDefinition")
+            .field("name", &self.name)
+            .field("location", &self.location)
+            .field("fingerprint", &self.fingerprint)
+            .field("version", &self.version)
+            .field("calls", &self.calls)
+            .finish()
+    }
+}
+
+/// The `inventory` entry of a step.
+#[doc(hidden)]
+pub struct StepRegistration(pub &'static StepDefinition);
+
+/// The `inventory` entry of a workflow.
+#[doc(hidden)]
+pub struct WorkflowRegistration(pub &'static WorkflowDefinition);
+
+inventory::collect!(StepRegistration);
+inventory::collect!(WorkflowRegistration);

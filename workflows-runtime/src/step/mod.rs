@@ -1,0 +1,118 @@
+//! Steps: the context a step body gets, the response it returns, and how a step call runs.
+
+pub(crate) mod run;
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::container::ResolveError;
+use crate::engine::live::LiveExecution;
+use crate::execution::ExecutionId;
+use crate::journal::StepKey;
+
+#[doc(hidden)]
+pub use run::{StepFn, call_step, compensation_hook};
+
+/// What a step body (or a compensation) gets as its optional first parameter
+/// `ctx: &StepContext`: who it is, which attempt this is, and the application's services.
+pub struct StepContext {
+    pub(crate) live: Arc<LiveExecution>,
+    pub(crate) key: StepKey,
+    pub(crate) attempt: u32,
+}
+
+impl StepContext {
+    /// The execution this step belongs to.
+    pub fn execution_id(&self) -> &ExecutionId {
+        &self.live.id
+    }
+
+    /// The name of the workflow this step runs in.
+    pub fn workflow_name(&self) -> &'static str {
+        self.live.definition.name()
+    }
+
+    /// The step's registered name.
+    pub fn step_name(&self) -> &str {
+        self.key.name()
+    }
+
+    /// The step call's key (`name#occurrence`).
+    pub fn key(&self) -> &StepKey {
+        &self.key
+    }
+
+    /// The attempt number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// A key that is the same for every attempt of this step call, in this and any later
+    /// process, and different for every other call: `<execution id>/<step key>`.
+    /// Pass it to the services a step calls so that a retried or re-run step does not repeat
+    /// its side effect (a payment captured twice, for example).
+    pub fn idempotency_key(&self) -> String {
+        format!("{}/{}", self.live.id, self.key)
+    }
+
+    /// The service of type `T` from the run's container or, failing that, the engine's.
+    ///
+    /// A missing service is an error naming the type; `?` turns it into a [`StepError`](crate::StepError).
+    pub fn resolve<T: Send + Sync + 'static>(&self) -> Result<&T, ResolveError> {
+        let engine = &self.live.engine.container;
+        match &self.live.container {
+            Some(run) => {
+                run.get::<T>().or_else(|| engine.get::<T>()).ok_or_else(|| ResolveError::new::<T>(&[run, engine]))
+            }
+            None => engine.get::<T>().ok_or_else(|| ResolveError::new::<T>(&[engine])),
+        }
+    }
+}
+
+impl fmt::Debug for StepContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepContext")
+            .field("execution", &self.live.id)
+            .field("key", &self.key)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+/// A step's output together with the input its compensation will receive.
+///
+/// By default the compensation receives the output itself; use
+/// [`compensate_with`](StepResponse::compensate_with) to give it something else (an id, a
+/// reservation handle):
+///
+/// ```
+/// # use workflows_runtime::prelude::*;
+/// # #[derive(Clone, Serialize, Deserialize)] struct Reservation { id: u64, sku: String }
+/// let reservation = Reservation { id: 7, sku: "tee".into() };
+/// let response: StepResponse<Reservation, u64> =
+///     StepResponse::new(reservation.clone()).compensate_with(reservation.id);
+/// ```
+#[derive(Debug)]
+pub struct StepResponse<T, C = T> {
+    pub(crate) output: T,
+    pub(crate) compensation: Option<C>,
+}
+
+impl<T> StepResponse<T, T> {
+    /// A response whose compensation input is the output.
+    pub fn new(output: T) -> Self {
+        Self { output, compensation: None }
+    }
+}
+
+impl<T, C> StepResponse<T, C> {
+    /// The same output, with `input` for the compensation.
+    pub fn compensate_with<C2>(self, input: C2) -> StepResponse<T, C2> {
+        StepResponse { output: self.output, compensation: Some(input) }
+    }
+
+    /// The output.
+    pub fn output(&self) -> &T {
+        &self.output
+    }
+}

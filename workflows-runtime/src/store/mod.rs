@@ -1,0 +1,290 @@
+//! Where executions and their journals live: the [`Store`] trait and its implementations.
+//!
+//! The engine is the only writer of an execution while it holds the execution's lease; every
+//! write carries the lease's `epoch`, and a store refuses writes with an older epoch, so an
+//! engine that lost its lease (it stalled, another engine took over) cannot corrupt the journal.
+
+mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
+
+pub use memory::MemoryStore;
+
+use crate::error::Failure;
+use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
+use crate::journal::JournalEntry;
+use crate::time::Timestamp;
+
+/// A boxed future returned by [`Store`] methods.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A store of executions and journals.
+///
+/// Implementations: [`MemoryStore`] (tests; nothing survives the process). Writes of one
+/// execution must be applied in the order [`Store::append`] is called.
+pub trait Store: Send + Sync + 'static {
+    /// A short description for logs and the helper binary: `memory`, `sqlite:/path`, ...
+    fn describe(&self) -> String;
+
+    /// Creates an execution, owned by `new.owner` with epoch 1, unless one with the same id
+    /// exists — then returns that one and changes nothing.
+    fn create_execution(&self, new: NewExecution) -> StoreFuture<'_, CreateOutcome>;
+
+    /// Appends journal entries and applies a state change, atomically.
+    ///
+    /// The write is *submitted* when this method returns: it is applied (in call order) even if
+    /// the returned [`WriteAck`] is dropped unawaited. The ack resolves once the write is as
+    /// durable as the store promises (for [`WriteMode::Lazy`] writes, possibly later than
+    /// other writes; they are committed no later than the next durable write).
+    fn append(&self, batch: AppendBatch) -> WriteAck;
+
+    /// The execution with this id.
+    fn execution<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Option<ExecutionRecord>>;
+
+    /// The execution's journal, in order.
+    fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>>;
+
+    /// Executions matching `query`, newest first.
+    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, Vec<ExecutionRecord>>;
+
+    /// Takes over up to `limit` active executions (`pending`, `running`, `compensating`) that
+    /// have no owner or whose owner's lease expired before `now`: sets their owner and lease,
+    /// increments their epoch, and returns them.
+    fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>>;
+
+    /// Extends the lease of every active execution `owner` holds until `lease_until`.
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, u64>;
+
+    /// Gives up ownership of `owner`'s active executions, so another engine can take them
+    /// over at once. Returns how many were released.
+    fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64>;
+}
+
+/// An `Arc`-shared store is a store (tests share one store between engines).
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn create_execution(&self, new: NewExecution) -> StoreFuture<'_, CreateOutcome> {
+        (**self).create_execution(new)
+    }
+    fn append(&self, batch: AppendBatch) -> WriteAck {
+        (**self).append(batch)
+    }
+    fn execution<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Option<ExecutionRecord>> {
+        (**self).execution(id)
+    }
+    fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>> {
+        (**self).journal(id)
+    }
+    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, Vec<ExecutionRecord>> {
+        (**self).list_executions(query)
+    }
+    fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
+        (**self).claim_orphans(claim)
+    }
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, u64> {
+        (**self).renew_leases(owner, lease_until)
+    }
+    fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
+        (**self).release(owner)
+    }
+}
+
+/// A new execution.
+#[derive(Clone, Debug)]
+pub struct NewExecution {
+    /// Its id.
+    pub id: ExecutionId,
+    /// The workflow's registered name.
+    pub workflow: String,
+    /// The workflow's code fingerprint.
+    pub fingerprint: String,
+    /// The workflow's declared version.
+    pub version: u32,
+    /// The input, as JSON.
+    pub input: Box<RawValue>,
+    /// The owning engine.
+    pub owner: String,
+    /// Until when the owner's lease holds.
+    pub lease_until: Timestamp,
+    /// Creation time.
+    pub now: Timestamp,
+}
+
+/// What [`Store::create_execution`] did.
+#[derive(Debug)]
+pub enum CreateOutcome {
+    /// The execution was created.
+    Created,
+    /// An execution with this id existed; here it is, unchanged.
+    Exists(Box<ExecutionRecord>),
+}
+
+/// How durable a write must be before its [`WriteAck`] resolves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// As durable as the store's durability setting promises, before the ack resolves.
+    Durable,
+    /// May wait for the next durable write (or a short timer): for records whose loss in a
+    /// crash is harmless, such as "attempt 1 started".
+    Lazy,
+}
+
+/// A state change written together with journal entries.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    /// The new state.
+    pub state: ExecutionState,
+    /// The output, when completing.
+    pub result: Option<Box<RawValue>>,
+    /// The failure, when failing.
+    pub failure: Option<Failure>,
+}
+
+/// Journal entries and an optional state change of one execution, written atomically.
+#[derive(Debug)]
+pub struct AppendBatch {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// The writer's lease epoch; the store refuses the write if the execution's epoch differs.
+    pub epoch: u64,
+    /// Entries to append, with consecutive indexes following the journal's last one.
+    pub entries: Vec<JournalEntry>,
+    /// A state change, if any.
+    pub transition: Option<Transition>,
+    /// How durable it must be before the ack resolves.
+    pub mode: WriteMode,
+}
+
+/// The acknowledgement of a submitted write: resolves when the write is durable.
+#[must_use = "a write ack does nothing unless awaited; the write itself is already submitted"]
+pub struct WriteAck(AckInner);
+
+enum AckInner {
+    Ready(Option<Result<(), StoreError>>),
+    Pending(oneshot::Receiver<Result<(), StoreError>>),
+}
+
+impl WriteAck {
+    /// An ack that is already resolved (for stores that apply writes synchronously).
+    pub fn ready(result: Result<(), StoreError>) -> Self {
+        Self(AckInner::Ready(Some(result)))
+    }
+
+    /// An ack resolved by the store's writer through a oneshot channel.
+    pub fn pending(receiver: oneshot::Receiver<Result<(), StoreError>>) -> Self {
+        Self(AckInner::Pending(receiver))
+    }
+}
+
+impl Future for WriteAck {
+    type Output = Result<(), StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            AckInner::Ready(result) => Poll::Ready(result.take().unwrap_or(Ok(()))),
+            AckInner::Pending(receiver) => Pin::new(receiver)
+                .poll(cx)
+                .map(|r| r.unwrap_or_else(|_| Err(StoreError::Unavailable("the store's writer stopped".into())))),
+        }
+    }
+}
+
+/// A request to take over orphaned executions.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    /// The claiming engine.
+    pub owner: String,
+    /// The current time: leases that ended before it are expired.
+    pub now: Timestamp,
+    /// The new lease's end.
+    pub lease_until: Timestamp,
+    /// At most this many.
+    pub limit: usize,
+    /// Only executions of these workflows (the ones the claiming engine can run).
+    pub workflows: Vec<String>,
+}
+
+/// A filter for [`Store::list_executions`].
+#[derive(Clone, Debug, Default)]
+pub struct ExecutionQuery {
+    /// Only executions in one of these states (all when empty).
+    pub states: Vec<ExecutionState>,
+    /// Only executions of this workflow.
+    pub workflow: Option<String>,
+    /// Only executions created at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only executions created before this time (for paging, newest first).
+    pub before: Option<Timestamp>,
+    /// At most this many (all when `None`).
+    pub limit: Option<usize>,
+}
+
+impl ExecutionQuery {
+    /// True if `record` passes the filter (ignoring the limit).
+    pub fn matches(&self, record: &ExecutionRecord) -> bool {
+        (self.states.is_empty() || self.states.contains(&record.state))
+            && self.workflow.as_deref().is_none_or(|w| w == record.workflow)
+            && self.since.is_none_or(|t| record.created_at >= t)
+            && self.before.is_none_or(|t| record.created_at < t)
+    }
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The write carried an older lease epoch than the execution's: another engine owns it now.
+    #[error(
+        "execution {execution} is owned by another engine now (lease epoch {current}, this write had {attempted}); \
+         this engine stopped driving it"
+    )]
+    Fenced {
+        /// The execution.
+        execution: ExecutionId,
+        /// The epoch in the store.
+        current: u64,
+        /// The epoch of the refused write.
+        attempted: u64,
+    },
+    /// The write's journal index does not follow the journal's last entry.
+    #[error("journal of execution {execution} is out of sequence: expected index {expected}, got {got}")]
+    OutOfSequence {
+        /// The execution.
+        execution: ExecutionId,
+        /// The next index the store expected.
+        expected: u64,
+        /// The index written.
+        got: u64,
+    },
+    /// The execution does not exist.
+    #[error("execution {0} does not exist in the store")]
+    NotFound(ExecutionId),
+    /// A stored row could not be decoded.
+    #[error("execution {execution}: stored data cannot be decoded ({what}): {detail}")]
+    Corrupt {
+        /// The execution.
+        execution: ExecutionId,
+        /// Which row or field.
+        what: String,
+        /// The decoder's message.
+        detail: String,
+    },
+    /// The store cannot be used (closed, stopped, unreachable).
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store's backend reported an error.
+    #[error("{context}: {source}")]
+    Backend {
+        /// What the store was doing.
+        context: String,
+        /// The backend's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}

@@ -97,7 +97,7 @@ pub(crate) fn unknown(arg: &Arg, attribute: &str, valid: &[&str]) -> syn::Error 
 impl Arg {
     fn assigned(&self, expected: &str) -> syn::Result<&Expr> {
         match &self.value {
-            Value::Assign(expr) => Ok(expr),
+            Value::Assign(expr) => Ok(ungroup(expr)),
             _ => Err(syn::Error::new_spanned(&self.key, format!("expected `{} = {expected}`", self.key))),
         }
     }
@@ -141,6 +141,15 @@ impl Arg {
                 Err(syn::Error::new_spanned(other, "expected a path: `crate = \"my_reexport::workflows_runtime\"`"))
             }
         }
+    }
+}
+
+/// Values passed through `macro_rules!` fragments (`$name:literal`, `$path:path`) arrive
+/// wrapped in invisible groups.
+fn ungroup(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Group(group) => ungroup(&group.expr),
+        other => other,
     }
 }
 

@@ -1,7 +1,8 @@
 //! Pieces of generated code shared by both macros.
 
-use proc_macro2::{Ident, TokenStream};
+use proc_macro2::{Ident, Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
 use syn::{Attribute, Path};
 
 /// On error: the original item (so the rest of the crate and IDEs still see it) and the errors.
@@ -11,8 +12,25 @@ pub(crate) fn with_errors(item: impl ToTokens, error: syn::Error) -> TokenStream
     out
 }
 
+/// A span at `tokens`' location that resolves names like the macro's own code.
+///
+/// Generated code spanned at user tokens points errors at the user's code; but a span taken
+/// from tokens that came through `macro_rules!` also carries that macro's hygiene, and the
+/// generated locals (`__wf_err`, ...) would no longer resolve. `located_at` keeps only the location.
+pub(crate) fn span_at(tokens: &impl Spanned) -> Span {
+    Span::call_site().located_at(tokens.span())
+}
+
+/// A generated local variable's name, resolved at the macro's call site but shown at `tokens`
+/// (errors about the value then point at the user's code).
+pub(crate) fn local_at(name: &str, tokens: &impl Spanned) -> Ident {
+    Ident::new(name, span_at(tokens))
+}
+
 /// `SourceLocation { .. }` of the item named `ident` (the line of its name).
 pub(crate) fn location(krate: &Path, ident: &Ident) -> TokenStream {
+    // The ident's own span, context included: `line!()` resolves its expansion context, and
+    // these macros bind no names, so hygiene does not matter here.
     let span = ident.span();
     let line = quote_spanned!(span=> ::core::line!());
     let file = quote_spanned!(span=> ::core::file!());

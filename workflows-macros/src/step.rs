@@ -107,7 +107,7 @@ fn generate(step: &Step, function: ItemFn) -> TokenStream {
     let private = quote!(#krate::__private);
     let ItemFn { attrs, vis, sig, block, .. } = function;
     let ident = &sig.ident;
-    let span = ident.span();
+    let span = emit::span_at(ident);
 
     // The callable's parameters keep the user's names where they are plain bindings.
     let arg_names: Vec<Ident> = step
@@ -134,10 +134,14 @@ fn generate(step: &Step, function: ItemFn) -> TokenStream {
     };
     let context_arg = step.takes_context.then(|| quote!(__wf_ctx,));
     let ok = if step.returns_response { quote!(__wf_ok) } else { quote!(#krate::StepResponse::new(__wf_ok)) };
-    let convert_error = quote_spanned!(error.span()=> #private::step_error(__wf_err));
+    // The user's spans (so type errors point at their code) with locals interpolated from
+    // call-site idents (so they resolve even when the user's tokens came from `macro_rules!`).
+    let err = emit::local_at("__wf_err", error);
+    let convert_error = quote_spanned!(error.span()=> #private::step_error(#err));
 
     let compensate_fn = step.compensate.as_ref().map(|path| {
-        let call = quote_spanned!(path.span()=> #path(__wf_ctx, __wf_input));
+        let (ctx, input) = (emit::local_at("__wf_ctx", path), emit::local_at("__wf_input", path));
+        let call = quote_spanned!(path.span()=> #path(#ctx, #input));
         quote! {
             fn compensate(
                 __wf_ctx: &#krate::StepContext,

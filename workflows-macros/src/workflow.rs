@@ -107,7 +107,7 @@ fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
     let Workflow { krate, name, version, input, output, error, .. } = workflow;
     let private = quote!(#krate::__private);
     let ident = &function.sig.ident;
-    let span = ident.span();
+    let span = emit::span_at(ident);
     let vis = &function.vis;
 
     let fn_name = ident.to_string();
@@ -116,7 +116,8 @@ fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
     let output_name = type_string(output);
     let calls = calls::step_calls(&function.block, workflow.context.as_ref());
     let location = emit::location(krate, ident);
-    let convert_error = quote_spanned!(error.span()=> #private::workflow_error(__wf_err));
+    let err = emit::local_at("__wf_err", error);
+    let convert_error = quote_spanned!(error.span()=> #private::workflow_error(#err));
     let call_body = quote_spanned! {span=>
         async move {
             match #ident(__wf_workflow, __wf_input).await {

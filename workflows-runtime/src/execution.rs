@@ -15,8 +15,24 @@ use crate::time::Timestamp;
 /// (see [`RunOptions::id`](crate::RunOptions::id)).
 ///
 /// Cloning is cheap (a reference count).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialOrd, Ord)]
 pub struct ExecutionId(Arc<str>);
+
+impl std::hash::Hash for ExecutionId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Equal ids have equal text, whatever their pointers: hash the text.
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for ExecutionId {
+    fn eq(&self, other: &Self) -> bool {
+        // Clones of one id share their text: compare the pointer before the bytes.
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for ExecutionId {}
 
 impl ExecutionId {
     /// A new, time-ordered unique id (UUIDv7).

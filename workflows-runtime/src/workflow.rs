@@ -73,7 +73,7 @@ pub fn erased_entry<'a, W: WorkflowFn>(
     let input: W::Input = serde_json::from_str(input.get())?;
     Ok(Box::pin(async move {
         let output = W::call(wf, input).await?;
-        serde_json::value::to_raw_value(&output)
+        crate::journal::json::to_raw(&output)
             .map_err(|e| WorkflowError::new(format!("the workflow's output cannot be serialized to JSON: {e}")))
     }))
 }

@@ -1,7 +1,7 @@
 //! Driving an execution: poll the workflow body, then complete it, compensate it, or fail it.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::live::{Abort, LiveExecution};
-use super::panic::panic_message;
+use super::panic::catch_unwind;
 use crate::error::{Failure, FailureKind, RunError, WorkflowError};
 use crate::execution::ExecutionState;
 use crate::step::run::run_compensation;
@@ -26,20 +26,26 @@ enum Body<T> {
 }
 
 /// Runs the workflow body to its end and records the outcome.
-pub(crate) async fn drive<O: Serialize>(
+///
+/// The body is pinned by the caller and passed down by reference: a workflow body's future
+/// holds its current step's future, and every by-value hand-over would store another copy
+/// in the task.
+pub(crate) async fn drive<O: Serialize, F: Future<Output = Result<O, WorkflowError>> + ?Sized>(
     wf: &Workflow,
-    body: impl Future<Output = Result<O, WorkflowError>>,
+    body: Pin<&mut F>,
     waiter: Option<Waiter<O>>,
 ) {
     let live = &wf.live;
+    // The failure paths are boxed: inline, their state would make every task larger (and
+    // every spawn copy more) for the rare execution that fails.
     let result = match run_body(live, body).await {
         Body::Returned(Ok(output)) => complete(live, output).await,
-        Body::Returned(Err(error)) => Err(compensate(live, error.into_failure(), true).await),
+        Body::Returned(Err(error)) => Err(Box::pin(compensate(live, error.into_failure(), true)).await),
         Body::Panicked(message) => {
             let failure = Failure::new(FailureKind::Panic, format!("the workflow body panicked: {message}"));
-            Err(compensate(live, failure, true).await)
+            Err(Box::pin(compensate(live, failure, true)).await)
         }
-        Body::Aborted(Abort::Fail(failure)) => Err(fail(live, failure).await),
+        Body::Aborted(Abort::Fail(failure)) => Err(Box::pin(fail(live, failure)).await),
         Body::Aborted(Abort::Store(error)) => Err(interrupted(live, error)),
     };
     if let Some(waiter) = waiter {
@@ -49,19 +55,19 @@ pub(crate) async fn drive<O: Serialize>(
 }
 
 /// Polls the body until it returns, panics, or a step aborts the execution.
-async fn run_body<T>(live: &LiveExecution, body: impl Future<Output = T>) -> Body<T> {
-    let mut body = std::pin::pin!(body);
+async fn run_body<F: Future + ?Sized>(live: &LiveExecution, body: Pin<&mut F>) -> Body<F::Output> {
+    let mut body = catch_unwind(body);
     std::future::poll_fn(|cx| {
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx)));
+        let polled = Pin::new(&mut body).poll(cx);
         // A step that aborts never resolves, so the body is pending; checking after the poll
         // catches the abort in the same wake-up.
         if let Some(abort) = live.take_abort() {
             return Poll::Ready(Body::Aborted(abort));
         }
         match polled {
-            Ok(Poll::Ready(output)) => Poll::Ready(Body::Returned(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Body::Panicked(panic_message(payload.as_ref()))),
+            Poll::Ready(Ok(output)) => Poll::Ready(Body::Returned(output)),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(message)) => Poll::Ready(Body::Panicked(message)),
         }
     })
     .await
@@ -70,14 +76,14 @@ async fn run_body<T>(live: &LiveExecution, body: impl Future<Output = T>) -> Bod
 async fn complete<O: Serialize>(live: &Arc<LiveExecution>, output: O) -> Result<O, RunError> {
     // A journal entry the body never reached means the body took another path than before.
     if let Some(mismatch) = live.with_progress(|p| p.unreached(p.calls())) {
-        return Err(fail(live, live.non_determinism(&mismatch)).await);
+        return Err(Box::pin(fail(live, live.non_determinism(&mismatch))).await);
     }
-    let json = match serde_json::value::to_raw_value(&output) {
+    let json = match crate::journal::json::to_raw(&output) {
         Ok(json) => json,
         Err(e) => {
             let failure =
                 Failure::new(FailureKind::Workflow, format!("the workflow's output cannot be serialized to JSON: {e}"));
-            return Err(compensate(live, failure, true).await);
+            return Err(Box::pin(compensate(live, failure, true)).await);
         }
     };
     match live.transition(ExecutionState::Completed, Some(json), None).await {

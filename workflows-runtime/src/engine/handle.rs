@@ -162,7 +162,7 @@ pub(crate) async fn outcome<O: DeserializeOwned>(engine: &Engine, record: Execut
                 .await?
                 .into_iter()
                 .filter_map(|entry| match entry.event {
-                    JournalEvent::CompensationFailed { error, .. } => Some(error),
+                    JournalEvent::CompensationFailed { error, .. } => Some(*error),
                     _ => None,
                 })
                 .collect();

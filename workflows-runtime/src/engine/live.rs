@@ -13,7 +13,7 @@ use crate::execution::{ExecutionId, ExecutionState};
 use crate::journal::replay::{Mismatch, Progress};
 use crate::journal::{JournalEntry, JournalEvent};
 use crate::registry::WorkflowDefinition;
-use crate::store::{AppendBatch, StoreError, Transition, WriteAck, WriteMode};
+use crate::store::{AppendBatch, JournalEntries, StoreError, Transition, WriteAck, WriteMode};
 use crate::time::Timestamp;
 
 /// Why the engine stops driving an execution's body before it returns.
@@ -148,7 +148,7 @@ impl LiveExecution {
     ) -> WriteAck {
         let at = Timestamp::now();
         let mut state = self.lock();
-        let entries: Vec<JournalEntry> =
+        let entries: JournalEntries =
             events.into_iter().map(|event| JournalEntry { index: state.progress.take_index(), at, event }).collect();
         update(&mut state.progress);
         // Submitted under the lock: the store applies one execution's writes in call order.

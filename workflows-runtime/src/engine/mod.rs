@@ -49,10 +49,10 @@ pub(crate) struct EngineInner {
     pub registry: &'static Registry,
     pub container: Container,
     /// This engine's owner id in the store: unique per engine instance.
-    pub owner: String,
+    pub owner: Arc<str>,
     pub lease: Duration,
     /// Executions this engine is driving.
-    live: Mutex<HashMap<ExecutionId, AbortHandle>>,
+    live: Mutex<HashMap<ExecutionId, AbortHandle, foldhash::fast::RandomState>>,
     closed: AtomicBool,
 }
 
@@ -115,14 +115,14 @@ impl EngineBuilder {
     pub async fn start(self) -> Result<Engine, EngineError> {
         let registry = Registry::global()?;
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
-        let owner = format!("{}-{}", std::process::id(), ExecutionId::new());
+        let owner = Arc::from(format!("{}-{}", std::process::id(), ExecutionId::new()));
         let inner = Arc::new(EngineInner {
             store,
             registry,
             container: self.container,
             owner,
             lease: self.lease,
-            live: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::default()),
             closed: AtomicBool::new(false),
         });
         inner.recover().await?;
@@ -188,14 +188,14 @@ impl Engine {
             return Err(RunError::ShutDown);
         }
         let definition = W::definition();
-        let input_json = serde_json::value::to_raw_value(&input)
+        let input_json = crate::journal::json::to_raw(&input)
             .map_err(|source| RunError::Input { workflow: definition.name().to_owned(), source })?;
         let id = options.id.unwrap_or_default();
         let now = Timestamp::now();
         let new = NewExecution {
             id: id.clone(),
-            workflow: definition.name().to_owned(),
-            fingerprint: definition.fingerprint().to_owned(),
+            workflow: definition.name(),
+            fingerprint: definition.fingerprint(),
             version: definition.version(),
             input: input_json,
             owner: inner.owner.clone(),
@@ -212,12 +212,12 @@ impl Engine {
             options.container,
             1,
             definition.fingerprint().into(),
-            Progress::new(),
+            Progress::new(definition.calls().len()),
         ));
         let (sender, receiver) = oneshot::channel();
         inner.spawn(id.clone(), async move {
             let wf = Workflow { live };
-            let body = W::call(&wf, input);
+            let body = std::pin::pin!(W::call(&wf, input));
             driver::drive(&wf, body, Some(sender)).await;
         });
         Ok(ExecutionHandle::live(id, receiver))

@@ -23,7 +23,7 @@ impl EngineInner {
         loop {
             let now = Timestamp::now();
             let claim = Claim {
-                owner: self.owner.clone(),
+                owner: self.owner.to_string(),
                 now,
                 lease_until: now + self.lease,
                 limit: CLAIM_BATCH,
@@ -69,7 +69,7 @@ impl EngineInner {
         self.spawn(record.id, async move {
             let wf = Workflow { live };
             match (definition.entry)(&wf, &input) {
-                Ok(body) => driver::drive(&wf, body, None).await,
+                Ok(mut body) => driver::drive(&wf, body.as_mut(), None).await,
                 Err(error) => {
                     let message = format!(
                         "the stored input of execution {} does not decode as `{}`: {error}",

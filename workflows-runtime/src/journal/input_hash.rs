@@ -1,8 +1,8 @@
 //! A stable hash of a step's input, used by replay to check that a step is called with the
 //! same input as the journal recorded.
 //!
-//! The hash is computed by a serde serializer that feeds xxh3 directly (no JSON text is
-//! built). Map entries are hashed independently and combined with a commutative sum, so a
+//! The hash is computed by a serde serializer that writes a tagged byte stream into a reused
+//! buffer (no JSON text is built) and hashes it once with xxh3. Map entries are hashed independently and combined with a commutative sum, so a
 //! `HashMap`, whose iteration order changes from process to process, hashes the same after a
 //! restart. Sequences keep their order (a `HashSet` is a sequence to serde: use a `BTreeSet`
 //! in step inputs). The hash is part of the journal format: changing it is a schema change.
@@ -10,21 +10,54 @@
 use std::fmt;
 
 use serde::ser::{self, Serialize};
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::xxh3_64;
+
+type Buffer = Vec<u8>;
+
+thread_local! {
+    /// Reused between calls: hashing a typical input allocates nothing.
+    static BUFFER: std::cell::RefCell<Buffer> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// The hash of `value`'s serde representation (see the module docs).
 pub fn input_hash<T: Serialize + ?Sized>(value: &T) -> u64 {
-    let mut hasher = Xxh3::new();
-    // Only a `Serialize` impl that reports its own custom error can fail; hash the message
-    // then, so a broken input still yields a deterministic value.
-    if let Err(error) = value.serialize(Hasher { h: &mut hasher }) {
-        hasher.update(error.0.as_bytes());
-    }
-    hasher.digest()
+    BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut buffer) => {
+            buffer.clear();
+            let hash = hash_into(value, &mut buffer);
+            if buffer.capacity() > 64 * 1024 {
+                *buffer = Vec::new();
+            }
+            hash
+        }
+        // A `Serialize` impl that hashes another input re-enters: use a fresh buffer.
+        Err(_) => hash_into(value, &mut Vec::new()),
+    })
 }
 
+fn hash_into<T: Serialize + ?Sized>(value: &T, buffer: &mut Buffer) -> u64 {
+    // Only a `Serialize` impl that reports its own custom error can fail; hash the message
+    // then, so a broken input still yields a deterministic value.
+    if let Err(error) = value.serialize(Hasher { h: buffer }) {
+        buffer.extend_from_slice(error.0.as_bytes());
+    }
+    xxh3_64(buffer)
+}
+
+/// Appends the tagged byte stream of a value to a buffer.
 struct Hasher<'a> {
-    h: &'a mut Xxh3,
+    h: &'a mut Buffer,
+}
+
+trait Update {
+    fn update(&mut self, bytes: &[u8]);
+}
+
+impl Update for Buffer {
+    #[inline]
+    fn update(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
 }
 
 #[derive(Debug)]
@@ -209,7 +242,7 @@ impl<'a> ser::Serializer for Hasher<'a> {
         Ok(self)
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<MapHasher<'a>, Error> {
-        Ok(MapHasher { parent: self.h, sum: 0, count: 0, entry: None })
+        Ok(MapHasher { parent: self.h, sum: 0, count: 0, entry: Buffer::new() })
     }
     fn serialize_struct(mut self, _name: &'static str, _len: usize) -> Result<Self, Error> {
         self.tag(tag::STRUCT);
@@ -310,10 +343,10 @@ impl ser::SerializeStructVariant for Hasher<'_> {
 
 /// Hashes each entry on its own and sums the digests, so entry order does not matter.
 struct MapHasher<'a> {
-    parent: &'a mut Xxh3,
+    parent: &'a mut Buffer,
     sum: u64,
     count: u64,
-    entry: Option<Xxh3>,
+    entry: Buffer,
 }
 
 impl ser::SerializeMap for MapHasher<'_> {
@@ -321,16 +354,13 @@ impl ser::SerializeMap for MapHasher<'_> {
     type Error = Error;
 
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
-        let mut entry = Xxh3::new();
-        key.serialize(Hasher { h: &mut entry })?;
-        self.entry = Some(entry);
-        Ok(())
+        self.entry.clear();
+        key.serialize(Hasher { h: &mut self.entry })
     }
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        let mut entry = self.entry.take().unwrap_or_default();
-        value.serialize(Hasher { h: &mut entry })?;
-        self.sum = self.sum.wrapping_add(entry.digest());
+        value.serialize(Hasher { h: &mut self.entry })?;
+        self.sum = self.sum.wrapping_add(xxh3_64(&self.entry));
         self.count += 1;
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! completion, failure and compensation — from which replay rebuilds its progress.
 
 mod input_hash;
+pub(crate) mod json;
 pub(crate) mod replay;
 
 use std::borrow::Cow;
@@ -85,20 +86,25 @@ impl<'de> Deserialize<'de> for StepKey {
 ///
 /// `seq` is the step call's position in program order (0 for the first step called), which
 /// replay uses together with the key to detect a workflow that no longer calls the same steps.
+///
+/// An attempt that finishes within its first poll (no I/O awaited) is journaled by its
+/// completion or failure alone, which carries the attempt's number, input hash and start time;
+/// an attempt that suspends is journaled when it suspends ([`JournalEvent::StepStarted`]), so a
+/// crash during it is counted as an attempt.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JournalEvent {
-    /// An attempt of a step began.
+    /// An attempt of a step suspended (awaits I/O) before finishing.
     StepStarted {
         /// Position of the call in program order.
         seq: u32,
         /// The step call's key.
         key: StepKey,
+        /// The attempt number, from 1.
+        attempt: u32,
         /// [`input_hash`] of the step's input.
         #[serde(with = "hex_u64")]
         input_hash: u64,
-        /// The attempt number, from 1.
-        attempt: u32,
     },
     /// A step completed; its output is what replay returns from now on.
     StepCompleted {
@@ -106,6 +112,13 @@ pub enum JournalEvent {
         seq: u32,
         /// The step call's key.
         key: StepKey,
+        /// The attempt number, from 1.
+        attempt: u32,
+        /// [`input_hash`] of the step's input.
+        #[serde(with = "hex_u64")]
+        input_hash: u64,
+        /// When the attempt started.
+        started_at: Timestamp,
         /// The step's output, as JSON.
         output: Box<RawValue>,
         /// The input of the step's compensation, present exactly when the step has one.
@@ -120,8 +133,13 @@ pub enum JournalEvent {
         key: StepKey,
         /// The attempt number, from 1.
         attempt: u32,
+        /// [`input_hash`] of the step's input.
+        #[serde(with = "hex_u64")]
+        input_hash: u64,
+        /// When the attempt started.
+        started_at: Timestamp,
         /// The error.
-        error: Failure,
+        error: Box<Failure>,
         /// When the next attempt is due; `None` when this failure is final.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_at: Option<Timestamp>,
@@ -147,7 +165,7 @@ pub enum JournalEvent {
         /// The compensated step call's key.
         key: StepKey,
         /// The error.
-        error: Failure,
+        error: Box<Failure>,
     },
 }
 
@@ -225,11 +243,17 @@ mod tests {
         let event = JournalEvent::StepCompleted {
             seq: 3,
             key: StepKey::new("charge", 1),
+            attempt: 1,
+            input_hash: 255,
+            started_at: Timestamp::from_micros(5),
             output: RawValue::from_string("{\"id\":7}".into()).unwrap(),
             compensation: None,
         };
         let json = serde_json::to_string(&event).unwrap();
-        assert_eq!(json, r#"{"step_completed":{"seq":3,"key":"charge#1","output":{"id":7}}}"#);
+        assert_eq!(
+            json,
+            r#"{"step_completed":{"seq":3,"key":"charge#1","attempt":1,"input_hash":"00000000000000ff","started_at":5,"output":{"id":7}}}"#
+        );
         let back: JournalEvent = serde_json::from_str(&json).unwrap();
         assert_eq!(back.step().1.to_string(), "charge#1");
         let started = JournalEvent::StepStarted { seq: 0, key: StepKey::new("a", 1), input_hash: u64::MAX, attempt: 1 };

@@ -5,8 +5,6 @@
 //! meets a different key, or the same key with another input hash, is non-determinism.
 //! Lookups are by position in a `Vec`, so the cost per step does not grow with history.
 
-use std::collections::HashMap;
-
 use serde_json::value::RawValue;
 
 use super::{JournalEntry, JournalEvent, StepKey};
@@ -64,7 +62,7 @@ pub(crate) enum Compensation {
     /// Completed.
     Done,
     /// Failed.
-    Failed(Failure),
+    Failed(Box<Failure>),
 }
 
 enum Status {
@@ -73,7 +71,7 @@ enum Status {
     /// Completed; the output is kept only when loaded from the journal, until replay takes it.
     Completed { output: Option<Box<RawValue>> },
     /// Failed for good.
-    Failed(Failure),
+    Failed(Box<Failure>),
 }
 
 struct Slot {
@@ -97,21 +95,23 @@ pub(crate) struct PlannedCompensation {
 #[derive(Default)]
 pub(crate) struct Progress {
     next_seq: u32,
-    occurrences: HashMap<&'static str, u32>,
+    /// Calls so far per step name. A workflow calls few distinct steps, and names are
+    /// `&'static` (usually pointer-equal), so a linear scan beats hashing.
+    occurrences: Vec<(&'static str, u32)>,
     slots: Vec<Option<Slot>>,
     completion_order: Vec<u32>,
     next_index: u64,
 }
 
 impl Progress {
-    /// The progress of a new execution.
-    pub fn new() -> Self {
-        Self::default()
+    /// The progress of a new execution that will make about `calls` step calls.
+    pub fn new(calls: usize) -> Self {
+        Self { slots: Vec::with_capacity(calls), occurrences: Vec::with_capacity(calls), ..Self::default() }
     }
 
     /// The progress recorded in a journal.
     pub fn from_journal(entries: Vec<JournalEntry>) -> Self {
-        let mut progress = Self::new();
+        let mut progress = Self::default();
         for entry in entries {
             progress.next_index = progress.next_index.max(entry.index + 1);
             progress.apply(entry.event);
@@ -122,15 +122,14 @@ impl Progress {
     fn apply(&mut self, event: JournalEvent) {
         match event {
             JournalEvent::StepStarted { seq, key, input_hash, attempt } => self.started(seq, key, input_hash, attempt),
-            JournalEvent::StepCompleted { seq, key, output, compensation } => {
-                self.slot_or_insert(seq, key);
+            JournalEvent::StepCompleted { seq, key, attempt, input_hash, output, compensation, .. } => {
+                self.started(seq, key, input_hash, attempt);
                 self.completed(seq, Some(output), compensation)
             }
-            JournalEvent::StepFailed { seq, key, attempt, error, retry_at } => {
-                let slot = self.slot_or_insert(seq, key);
-                slot.attempts = slot.attempts.max(attempt);
+            JournalEvent::StepFailed { seq, key, attempt, input_hash, error, retry_at, .. } => {
+                self.started(seq, key, input_hash, attempt);
                 if retry_at.is_none() {
-                    slot.status = Status::Failed(error);
+                    self.failed(seq, *error);
                 }
             }
             JournalEvent::CompensationStarted { seq, key } => {
@@ -171,9 +170,22 @@ impl Progress {
     pub fn next_call(&mut self, name: &'static str) -> (u32, StepKey) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let occurrence = self.occurrences.entry(name).or_insert(0);
-        *occurrence += 1;
-        (seq, StepKey::new(name, *occurrence))
+        // Names come from `&'static` definitions: compare addresses first, text only if none matches.
+        let found = match self.occurrences.iter().position(|(known, _)| std::ptr::eq(*known, name)) {
+            Some(index) => Some(index),
+            None => self.occurrences.iter().position(|(known, _)| *known == name),
+        };
+        let occurrence = match found {
+            Some(index) => {
+                self.occurrences[index].1 += 1;
+                self.occurrences[index].1
+            }
+            None => {
+                self.occurrences.push((name, 1));
+                1
+            }
+        };
+        (seq, StepKey::new(name, occurrence))
     }
 
     /// What the step call at `seq` must do.
@@ -191,7 +203,7 @@ impl Progress {
         }
         match &mut slot.status {
             Status::Running => Decision::Run { attempt: slot.attempts + 1 },
-            Status::Failed(failure) => Decision::Failed(failure.clone()),
+            Status::Failed(failure) => Decision::Failed((**failure).clone()),
             Status::Completed { output } => match output.take() {
                 Some(output) => Decision::Completed(output),
                 // Reached twice in one run: cannot happen with assigned positions.
@@ -220,7 +232,7 @@ impl Progress {
     /// Records a final failure.
     pub fn failed(&mut self, seq: u32, failure: Failure) {
         if let Some(Some(slot)) = self.slots.get_mut(seq as usize) {
-            slot.status = Status::Failed(failure);
+            slot.status = Status::Failed(Box::new(failure));
         }
     }
 
@@ -261,7 +273,7 @@ impl Progress {
                     plan.push(PlannedCompensation { seq, key: slot.key.clone(), input: input.clone() })
                 }
                 Compensation::Done => {}
-                Compensation::Failed(failure) => failed.push(failure.clone()),
+                Compensation::Failed(failure) => failed.push((**failure).clone()),
             }
         }
         (plan, failed)
@@ -278,6 +290,24 @@ mod tests {
         RawValue::from_string(s.to_owned()).unwrap()
     }
 
+    fn completed(
+        seq: u32,
+        name: &'static str,
+        input_hash: u64,
+        output: &str,
+        compensation: Option<&str>,
+    ) -> JournalEvent {
+        JournalEvent::StepCompleted {
+            seq,
+            key: StepKey::new(name, 1),
+            attempt: 1,
+            input_hash,
+            started_at: Timestamp::now(),
+            output: raw(output),
+            compensation: compensation.map(raw),
+        }
+    }
+
     fn journal(events: Vec<JournalEvent>) -> Vec<JournalEntry> {
         events
             .into_iter()
@@ -289,8 +319,7 @@ mod tests {
     #[test]
     fn completed_steps_replay_and_the_next_one_runs() {
         let mut p = Progress::from_journal(journal(vec![
-            JournalEvent::StepStarted { seq: 0, key: StepKey::new("a", 1), input_hash: 7, attempt: 1 },
-            JournalEvent::StepCompleted { seq: 0, key: StepKey::new("a", 1), output: raw("1"), compensation: None },
+            completed(0, "a", 7, "1", None),
             JournalEvent::StepStarted { seq: 1, key: StepKey::new("b", 1), input_hash: 8, attempt: 1 },
         ]));
         let (seq, key) = p.next_call("a");
@@ -299,15 +328,12 @@ mod tests {
         assert!(matches!(p.decide(seq, &key, 8), Decision::Run { attempt: 2 }));
         let (seq, key) = p.next_call("c");
         assert!(matches!(p.decide(seq, &key, 9), Decision::Run { attempt: 1 }));
-        assert_eq!(p.take_index(), 3);
+        assert_eq!(p.take_index(), 2);
     }
 
     #[test]
     fn a_different_step_or_input_is_a_mismatch() {
-        let events = vec![
-            JournalEvent::StepStarted { seq: 0, key: StepKey::new("a", 1), input_hash: 7, attempt: 1 },
-            JournalEvent::StepCompleted { seq: 0, key: StepKey::new("a", 1), output: raw("1"), compensation: None },
-        ];
+        let events = vec![completed(0, "a", 7, "1", None)];
         let mut p = Progress::from_journal(journal(events.clone()));
         let (seq, key) = p.next_call("b");
         let Decision::Mismatch(m) = p.decide(seq, &key, 7) else { panic!("expected a mismatch") };
@@ -329,14 +355,13 @@ mod tests {
         }
         // Completion order c, a, b (parallel steps).
         for seq in [2u32, 0, 1] {
-            let key = StepKey::new(["a", "b", "c"][seq as usize], 1);
-            events.push(JournalEvent::StepCompleted { seq, key, output: raw("0"), compensation: Some(raw("0")) });
+            events.push(completed(seq, ["a", "b", "c"][seq as usize], 0, "0", Some("0")));
         }
         events.push(JournalEvent::CompensationCompleted { seq: 1, key: StepKey::new("b", 1) });
         events.push(JournalEvent::CompensationFailed {
             seq: 0,
             key: StepKey::new("a", 1),
-            error: Failure::new(FailureKind::Compensation, "nope"),
+            error: Box::new(Failure::new(FailureKind::Compensation, "nope")),
         });
         let p = Progress::from_journal(journal(events));
         let (plan, failed) = p.compensation_plan();

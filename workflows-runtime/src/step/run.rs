@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -20,6 +21,7 @@ use crate::journal::replay::{Compensation, Decision};
 use crate::journal::{JournalEvent, StepKey, input_hash};
 use crate::registry::StepDefinition;
 use crate::store::WriteMode;
+use crate::time::Timestamp;
 use crate::workflow::Workflow;
 
 /// A `#[step]` function, as the macro describes it to the runtime. Not public API.
@@ -73,62 +75,128 @@ async fn run_step<S: StepFn>(
     key: StepKey,
     input: S::Input,
 ) -> Result<S::Output, StepError> {
+    // Only what depends on the step's types is generic; the journaling is shared code.
     let input_hash = input_hash(&input);
-    let attempt = match live.with_progress(|p| p.decide(seq, &key, input_hash)) {
-        Decision::Run { attempt } => attempt,
-        Decision::Completed(output) => match serde_json::from_str::<S::Output>(output.get()) {
+    let attempt = match begin(live, seq, &key, input_hash) {
+        Begin::Run { attempt } => attempt,
+        Begin::Replay(output) => match serde_json::from_str::<S::Output>(output.get()) {
             Ok(output) => return Ok(output),
             Err(error) => {
                 live.abort_decode(format!("the stored output of step `{key}` does not decode"), &error);
                 return std::future::pending().await;
             }
         },
-        Decision::Failed(failure) => return Err(StepError::from_failure(&failure)),
+        Begin::Failed(error) => return Err(error),
+        Begin::Stop => return std::future::pending().await,
+    };
+    let started_at = Timestamp::now();
+    let ctx = StepContext { live: live.clone(), key, attempt };
+    let result = {
+        let mut call = std::pin::pin!(catch_unwind(S::call(&ctx, input)));
+        // An attempt that finishes within its first poll is journaled by its outcome alone;
+        // one that suspends (awaits I/O) journals its start now, so that a crash during it
+        // still counts as an attempt.
+        match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                journal_start(&ctx, seq, input_hash);
+                call.await
+            }
+        }
+    };
+    let (value, outcome) = match result {
+        Ok(Ok(response)) => match encode(&response, definition) {
+            Ok(encoded) => (Some(response.output), Ok(encoded)),
+            Err(error) => (None, Err(error)),
+        },
+        Ok(Err(error)) => (None, Err(error)),
+        Err(panic) => (None, Err(StepError::permanent(format!("the step panicked: {panic}")))),
+    };
+    record(ctx, seq, input_hash, started_at, definition, outcome).await?;
+    Ok(value.expect("a recorded completion has a value"))
+}
+
+/// What a step call does first, decided from the journal.
+enum Begin {
+    Run {
+        attempt: u32,
+    },
+    Replay(Box<RawValue>),
+    Failed(StepError),
+    /// The execution was aborted (non-determinism): never resolve.
+    Stop,
+}
+
+/// Decides from the journal whether the step runs, replays, or stops the execution.
+fn begin(live: &LiveExecution, seq: u32, key: &StepKey, input_hash: u64) -> Begin {
+    match live.with_progress(|p| p.decide(seq, key, input_hash)) {
+        Decision::Run { attempt } => Begin::Run { attempt },
+        Decision::Completed(output) => Begin::Replay(output),
+        Decision::Failed(failure) => Begin::Failed(StepError::from_failure(&failure)),
         Decision::Mismatch(mismatch) => {
             live.abort_mismatch(&mismatch);
-            return std::future::pending().await;
+            Begin::Stop
         }
-    };
+    }
+}
 
-    // Nobody waits for this record: it is committed with the next durable write.
-    let started = JournalEvent::StepStarted { seq, key: key.clone(), input_hash, attempt };
-    drop(live.append([started], None, WriteMode::Lazy, |p| p.started(seq, key.clone(), input_hash, attempt)));
+/// Journals that an attempt is under way. Nobody waits for this record: it is committed
+/// with the next durable write (or soon after, by the store).
+fn journal_start(ctx: &StepContext, seq: u32, input_hash: u64) {
+    let (key, attempt) = (ctx.key.clone(), ctx.attempt);
+    let started = JournalEvent::StepStarted { seq, key: key.clone(), attempt, input_hash };
+    drop(ctx.live.append([started], None, WriteMode::Lazy, |p| p.started(seq, key, input_hash, attempt)));
+}
 
-    let ctx = StepContext { live: live.clone(), key, attempt };
-    let outcome = match catch_unwind(S::call(&ctx, input)).await {
-        Ok(Ok(response)) => {
-            encode(&response, definition).map(|(output, compensation)| (response.output, output, compensation))
-        }
-        Ok(Err(error)) => Err(error),
-        Err(panic) => Err(StepError::permanent(format!("the step panicked: {panic}"))),
-    };
-    let StepContext { key, .. } = ctx;
-
-    match outcome {
-        Ok((value, output, compensation)) => {
+/// Journals an attempt's outcome and waits until it is durable: the workflow goes on only
+/// after that. Returns the step's error, if it failed. A store failure aborts the execution.
+async fn record(
+    ctx: StepContext,
+    seq: u32,
+    input_hash: u64,
+    started_at: Timestamp,
+    definition: &'static StepDefinition,
+    outcome: Result<(Box<RawValue>, Option<Box<RawValue>>), StepError>,
+) -> Result<(), StepError> {
+    let StepContext { live, key, attempt } = ctx;
+    let (ack, result) = match outcome {
+        Ok((output, compensation)) => {
             let kept = compensation.clone();
-            let completed = JournalEvent::StepCompleted { seq, key, output, compensation };
-            let ack = live.append([completed], None, WriteMode::Durable, |p| p.completed(seq, None, kept));
-            // The completion is durable before the workflow goes on.
-            if let Err(error) = ack.await {
-                live.abort(Abort::Store(error));
-                return std::future::pending().await;
-            }
-            Ok(value)
+            let progress_key = key.clone();
+            let completed =
+                JournalEvent::StepCompleted { seq, key, attempt, input_hash, started_at, output, compensation };
+            let ack = live.append([completed], None, WriteMode::Durable, |p| {
+                p.started(seq, progress_key, input_hash, attempt);
+                p.completed(seq, None, kept);
+            });
+            (ack, Ok(()))
         }
         Err(error) => {
             let error = error.with_step(definition.name(), &key.to_string(), attempt);
             let failure = error.to_failure();
             let kept = failure.clone();
-            let failed = JournalEvent::StepFailed { seq, key, attempt, error: failure, retry_at: None };
-            let ack = live.append([failed], None, WriteMode::Durable, |p| p.failed(seq, kept));
-            if let Err(error) = ack.await {
-                live.abort(Abort::Store(error));
-                return std::future::pending().await;
-            }
-            Err(error)
+            let progress_key = key.clone();
+            let failed = JournalEvent::StepFailed {
+                seq,
+                key,
+                attempt,
+                input_hash,
+                started_at,
+                error: Box::new(failure),
+                retry_at: None,
+            };
+            let ack = live.append([failed], None, WriteMode::Durable, |p| {
+                p.started(seq, progress_key, input_hash, attempt);
+                p.failed(seq, kept);
+            });
+            (ack, Err(error))
         }
+    };
+    if let Err(error) = ack.await {
+        live.abort(Abort::Store(error));
+        return std::future::pending().await;
     }
+    result
 }
 
 /// Serializes a step's output and, if the step has a compensation, its compensation input.
@@ -136,12 +204,12 @@ fn encode<T: Serialize, C: Serialize>(
     response: &StepResponse<T, C>,
     definition: &StepDefinition,
 ) -> Result<(Box<RawValue>, Option<Box<RawValue>>), StepError> {
-    let output = serde_json::value::to_raw_value(&response.output)
+    let output = crate::journal::json::to_raw(&response.output)
         .map_err(|e| StepError::permanent(format!("the step's output cannot be serialized to JSON: {e}")))?;
     let compensation = match (&definition.compensation, &response.compensation) {
         (None, _) => None,
         (Some(_), None) => Some(output.clone()),
-        (Some(_), Some(input)) => Some(serde_json::value::to_raw_value(input).map_err(|e| {
+        (Some(_), Some(input)) => Some(crate::journal::json::to_raw(input).map_err(|e| {
             StepError::permanent(format!("the step's compensation input cannot be serialized to JSON: {e}"))
         })?),
     };
@@ -202,8 +270,8 @@ pub(crate) async fn run_compensation(
                 attempts: Some(1),
                 permanent: error.is_permanent(),
             };
-            let event = JournalEvent::CompensationFailed { seq, key, error: failure.clone() };
-            (event, Compensation::Failed(failure.clone()), Some(failure))
+            let event = JournalEvent::CompensationFailed { seq, key, error: Box::new(failure.clone()) };
+            (event, Compensation::Failed(Box::new(failure.clone())), Some(failure))
         }
     };
     if let Err(error) = live.append([event], None, WriteMode::Durable, |p| p.compensation(seq, state)).await {

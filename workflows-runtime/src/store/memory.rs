@@ -1,11 +1,15 @@
 //! The in-memory store: for tests and benchmarks. Nothing survives the process.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::value::RawValue;
 
 use super::{
-    AppendBatch, Claim, CreateOutcome, ExecutionQuery, NewExecution, Store, StoreError, StoreFuture, WriteAck,
+    AppendBatch, Claim, CreateOutcome, ExecutionQuery, NewExecution, Store, StoreAck, StoreError, StoreFuture, WriteAck,
 };
+use crate::error::Failure;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::journal::JournalEntry;
 use crate::time::Timestamp;
@@ -16,12 +20,51 @@ use crate::time::Timestamp;
 /// how tests show an execution resuming on a new engine.
 #[derive(Default)]
 pub struct MemoryStore {
-    executions: Mutex<HashMap<ExecutionId, Entry>>,
+    executions: Mutex<Executions>,
 }
 
+type Executions = HashMap<ExecutionId, Entry, foldhash::fast::RandomState>;
+
+/// An execution as kept here: names borrowed from the registry and the owner shared, so
+/// creating one allocates little; [`ExecutionRecord`]s are built when asked for.
 struct Entry {
-    record: ExecutionRecord,
+    workflow: Cow<'static, str>,
+    fingerprint: Cow<'static, str>,
+    version: u32,
+    input: Box<RawValue>,
+    state: ExecutionState,
+    result: Option<Box<RawValue>>,
+    failure: Option<Failure>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    owner: Option<Arc<str>>,
+    lease_until: Option<Timestamp>,
+    epoch: u64,
     journal: Vec<JournalEntry>,
+}
+
+impl Entry {
+    fn record(&self, id: &ExecutionId) -> ExecutionRecord {
+        ExecutionRecord {
+            id: id.clone(),
+            workflow: self.workflow.to_string(),
+            fingerprint: self.fingerprint.to_string(),
+            version: self.version,
+            input: self.input.clone(),
+            state: self.state,
+            result: self.result.clone(),
+            failure: self.failure.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            owner: self.owner.as_deref().map(str::to_owned),
+            lease_until: self.lease_until,
+            epoch: self.epoch,
+        }
+    }
+
+    fn is_orphan(&self, now: Timestamp) -> bool {
+        self.state.is_active() && (self.owner.is_none() || self.lease_until.is_none_or(|t| t < now))
+    }
 }
 
 impl MemoryStore {
@@ -30,7 +73,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<ExecutionId, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Executions> {
         // A panic while holding the lock leaves consistent data: every change below is
         // completed before anything that can panic.
         self.executions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -40,10 +83,10 @@ impl MemoryStore {
         let mut executions = self.lock();
         let entry =
             executions.get_mut(&batch.execution).ok_or_else(|| StoreError::NotFound(batch.execution.clone()))?;
-        if entry.record.epoch != batch.epoch {
+        if entry.epoch != batch.epoch {
             return Err(StoreError::Fenced {
                 execution: batch.execution,
-                current: entry.record.epoch,
+                current: entry.epoch,
                 attempted: batch.epoch,
             });
         }
@@ -59,18 +102,21 @@ impl MemoryStore {
         }
         entry.journal.extend(batch.entries);
         if let Some(transition) = batch.transition {
-            let record = &mut entry.record;
-            record.state = transition.state;
-            record.result = transition.result;
-            record.failure = transition.failure;
-            record.updated_at = Timestamp::now();
+            entry.state = transition.state;
+            entry.result = transition.result;
+            entry.failure = transition.failure;
+            entry.updated_at = Timestamp::now();
             if transition.state.is_finished() {
-                record.owner = None;
-                record.lease_until = None;
+                entry.owner = None;
+                entry.lease_until = None;
             }
         }
         Ok(())
     }
+}
+
+fn ready<T: Send + 'static>(value: T) -> StoreFuture<'static, T> {
+    Box::pin(std::future::ready(Ok(value)))
 }
 
 impl Store for MemoryStore {
@@ -78,31 +124,29 @@ impl Store for MemoryStore {
         "memory".to_owned()
     }
 
-    fn create_execution(&self, new: NewExecution) -> StoreFuture<'_, CreateOutcome> {
+    fn create_execution(&self, new: NewExecution) -> StoreAck<CreateOutcome> {
         let mut executions = self.lock();
-        let outcome = match executions.get(&new.id) {
-            Some(existing) => CreateOutcome::Exists(Box::new(existing.record.clone())),
-            None => {
-                let record = ExecutionRecord {
-                    id: new.id.clone(),
-                    workflow: new.workflow,
-                    fingerprint: new.fingerprint,
-                    version: new.version,
-                    input: new.input,
-                    state: ExecutionState::Running,
-                    result: None,
-                    failure: None,
-                    created_at: new.now,
-                    updated_at: new.now,
-                    owner: Some(new.owner),
-                    lease_until: Some(new.lease_until),
-                    epoch: 1,
-                };
-                executions.insert(new.id, Entry { record, journal: Vec::new() });
-                CreateOutcome::Created
-            }
+        if let Some(existing) = executions.get(&new.id) {
+            return StoreAck::ready(Ok(CreateOutcome::Exists(Box::new(existing.record(&new.id)))));
+        }
+        let entry = Entry {
+            workflow: Cow::Borrowed(new.workflow),
+            fingerprint: Cow::Borrowed(new.fingerprint),
+            version: new.version,
+            input: new.input,
+            state: ExecutionState::Running,
+            result: None,
+            failure: None,
+            created_at: new.now,
+            updated_at: new.now,
+            owner: Some(new.owner),
+            lease_until: Some(new.lease_until),
+            epoch: 1,
+            // Most workflows fit, so appending steps does not regrow (and copy) the journal.
+            journal: Vec::with_capacity(16),
         };
-        Box::pin(std::future::ready(Ok(outcome)))
+        executions.insert(new.id, entry);
+        StoreAck::ready(Ok(CreateOutcome::Created))
     }
 
     fn append(&self, batch: AppendBatch) -> WriteAck {
@@ -110,69 +154,64 @@ impl Store for MemoryStore {
     }
 
     fn execution<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Option<ExecutionRecord>> {
-        let record = self.lock().get(id).map(|e| e.record.clone());
-        Box::pin(std::future::ready(Ok(record)))
+        ready(self.lock().get(id).map(|e| e.record(id)))
     }
 
     fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>> {
-        let journal = self.lock().get(id).map(|e| e.journal.clone()).unwrap_or_default();
-        Box::pin(std::future::ready(Ok(journal)))
+        ready(self.lock().get(id).map(|e| e.journal.clone()).unwrap_or_default())
     }
 
     fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, Vec<ExecutionRecord>> {
         let mut records: Vec<_> =
-            self.lock().values().filter(|e| query.matches(&e.record)).map(|e| e.record.clone()).collect();
+            self.lock().iter().map(|(id, e)| e.record(id)).filter(|record| query.matches(record)).collect();
         records.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
         if let Some(limit) = query.limit {
             records.truncate(limit);
         }
-        Box::pin(std::future::ready(Ok(records)))
+        ready(records)
     }
 
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
         let mut executions = self.lock();
-        let mut orphans: Vec<&mut Entry> = executions
-            .values_mut()
-            .filter(|e| {
-                e.record.state.is_active()
-                    && claim.workflows.contains(&e.record.workflow)
-                    && (e.record.owner.is_none() || e.record.lease_until.is_none_or(|t| t < claim.now))
-            })
+        let mut orphans: Vec<(&ExecutionId, &mut Entry)> = executions
+            .iter_mut()
+            .filter(|(_, e)| e.is_orphan(claim.now) && claim.workflows.iter().any(|w| *w == e.workflow))
             .collect();
-        orphans.sort_by_key(|e| e.record.created_at);
+        orphans.sort_by_key(|(_, e)| e.created_at);
+        let owner: Arc<str> = Arc::from(claim.owner.as_str());
         let claimed = orphans
             .into_iter()
             .take(claim.limit)
-            .map(|e| {
-                e.record.owner = Some(claim.owner.clone());
-                e.record.lease_until = Some(claim.lease_until);
-                e.record.epoch += 1;
-                e.record.clone()
+            .map(|(id, e)| {
+                e.owner = Some(owner.clone());
+                e.lease_until = Some(claim.lease_until);
+                e.epoch += 1;
+                e.record(id)
             })
             .collect();
-        Box::pin(std::future::ready(Ok(claimed)))
+        ready(claimed)
     }
 
     fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, u64> {
         let mut renewed = 0;
         for entry in self.lock().values_mut() {
-            if entry.record.owner.as_deref() == Some(owner) && entry.record.state.is_active() {
-                entry.record.lease_until = Some(lease_until);
+            if entry.owner.as_deref() == Some(owner) && entry.state.is_active() {
+                entry.lease_until = Some(lease_until);
                 renewed += 1;
             }
         }
-        Box::pin(std::future::ready(Ok(renewed)))
+        ready(renewed)
     }
 
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
         let mut released = 0;
         for entry in self.lock().values_mut() {
-            if entry.record.owner.as_deref() == Some(owner) && entry.record.state.is_active() {
-                entry.record.owner = None;
-                entry.record.lease_until = None;
+            if entry.owner.as_deref() == Some(owner) && entry.state.is_active() {
+                entry.owner = None;
+                entry.lease_until = None;
                 released += 1;
             }
         }
-        Box::pin(std::future::ready(Ok(released)))
+        ready(released)
     }
 }

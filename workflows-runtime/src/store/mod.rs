@@ -8,6 +8,7 @@ mod memory;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use serde_json::value::RawValue;
@@ -32,8 +33,9 @@ pub trait Store: Send + Sync + 'static {
     fn describe(&self) -> String;
 
     /// Creates an execution, owned by `new.owner` with epoch 1, unless one with the same id
-    /// exists — then returns that one and changes nothing.
-    fn create_execution(&self, new: NewExecution) -> StoreFuture<'_, CreateOutcome>;
+    /// exists — then returns that one and changes nothing. Resolves once the execution is
+    /// durable.
+    fn create_execution(&self, new: NewExecution) -> StoreAck<CreateOutcome>;
 
     /// Appends journal entries and applies a state change, atomically.
     ///
@@ -70,7 +72,7 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn describe(&self) -> String {
         (**self).describe()
     }
-    fn create_execution(&self, new: NewExecution) -> StoreFuture<'_, CreateOutcome> {
+    fn create_execution(&self, new: NewExecution) -> StoreAck<CreateOutcome> {
         (**self).create_execution(new)
     }
     fn append(&self, batch: AppendBatch) -> WriteAck {
@@ -97,20 +99,22 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 }
 
 /// A new execution.
+///
+/// New executions always come from registered definitions, so their names are `'static`.
 #[derive(Clone, Debug)]
 pub struct NewExecution {
     /// Its id.
     pub id: ExecutionId,
     /// The workflow's registered name.
-    pub workflow: String,
+    pub workflow: &'static str,
     /// The workflow's code fingerprint.
-    pub fingerprint: String,
+    pub fingerprint: &'static str,
     /// The workflow's declared version.
     pub version: u32,
     /// The input, as JSON.
     pub input: Box<RawValue>,
     /// The owning engine.
-    pub owner: String,
+    pub owner: Arc<str>,
     /// Until when the owner's lease holds.
     pub lease_until: Timestamp,
     /// Creation time.
@@ -136,6 +140,9 @@ pub enum WriteMode {
     Lazy,
 }
 
+/// The entries of one write: usually one, kept inline to spare an allocation per step.
+pub type JournalEntries = smallvec::SmallVec<[JournalEntry; 1]>;
+
 /// A state change written together with journal entries.
 #[derive(Clone, Debug)]
 pub struct Transition {
@@ -155,7 +162,7 @@ pub struct AppendBatch {
     /// The writer's lease epoch; the store refuses the write if the execution's epoch differs.
     pub epoch: u64,
     /// Entries to append, with consecutive indexes following the journal's last one.
-    pub entries: Vec<JournalEntry>,
+    pub entries: JournalEntries,
     /// A state change, if any.
     pub transition: Option<Transition>,
     /// How durable it must be before the ack resolves.
@@ -163,32 +170,39 @@ pub struct AppendBatch {
 }
 
 /// The acknowledgement of a submitted write: resolves when the write is durable.
-#[must_use = "a write ack does nothing unless awaited; the write itself is already submitted"]
-pub struct WriteAck(AckInner);
+///
+/// A concrete type rather than a boxed future: writes are on the per-step path.
+#[must_use = "an ack does nothing unless awaited; the write itself is already submitted"]
+pub struct StoreAck<T>(AckInner<T>);
 
-enum AckInner {
-    Ready(Option<Result<(), StoreError>>),
-    Pending(oneshot::Receiver<Result<(), StoreError>>),
+/// The acknowledgement of a journal write.
+pub type WriteAck = StoreAck<()>;
+
+enum AckInner<T> {
+    Ready(Option<Result<T, StoreError>>),
+    Pending(oneshot::Receiver<Result<T, StoreError>>),
 }
 
-impl WriteAck {
+impl<T> StoreAck<T> {
     /// An ack that is already resolved (for stores that apply writes synchronously).
-    pub fn ready(result: Result<(), StoreError>) -> Self {
+    pub fn ready(result: Result<T, StoreError>) -> Self {
         Self(AckInner::Ready(Some(result)))
     }
 
     /// An ack resolved by the store's writer through a oneshot channel.
-    pub fn pending(receiver: oneshot::Receiver<Result<(), StoreError>>) -> Self {
+    pub fn pending(receiver: oneshot::Receiver<Result<T, StoreError>>) -> Self {
         Self(AckInner::Pending(receiver))
     }
 }
 
-impl Future for WriteAck {
-    type Output = Result<(), StoreError>;
+impl<T: Unpin> Future for StoreAck<T> {
+    type Output = Result<T, StoreError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {
-            AckInner::Ready(result) => Poll::Ready(result.take().unwrap_or(Ok(()))),
+            AckInner::Ready(result) => Poll::Ready(result.take().unwrap_or_else(|| {
+                Err(StoreError::Unavailable("a store acknowledgement was polled after it resolved".into()))
+            })),
             AckInner::Pending(receiver) => Pin::new(receiver)
                 .poll(cx)
                 .map(|r| r.unwrap_or_else(|_| Err(StoreError::Unavailable("the store's writer stopped".into())))),

@@ -1,0 +1,225 @@
+//! Benchmarks the engine on the reference workloads and prints one JSON line per workload:
+//!
+//! ```text
+//! cargo run --release -p workflows-examples --bin bench -- \
+//!     [--workload seq-10,concurrent-10,saga-5,parallel-10,long-1000] [--store memory] \
+//!     [--scale F] [--concurrency K] [--threads current|multi]
+//! ```
+//!
+//! Counts, warm-ups and checks follow the Medusa reference harness. Any failed check exits
+//! non-zero.
+
+mod workloads;
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
+use workflows_runtime::Engine;
+
+use workloads::{LONG_STEPS, SAGA_COMPENSATIONS, SAGA_INVOKES};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks workflows-runtime on the reference workloads (one JSON line per workload)")]
+struct Args {
+    /// Workloads to run, comma-separated, in this order.
+    #[arg(long, value_delimiter = ',', default_value = "seq-10,concurrent-10,saga-5,parallel-10,long-1000")]
+    workload: Vec<Workload>,
+    /// Where executions are stored.
+    #[arg(long, value_enum, default_value_t = StoreKind::Memory)]
+    store: StoreKind,
+    /// Multiplies every run count and warm-up (0.1 for a quick run).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Runs in flight at once in concurrent-10.
+    #[arg(long, default_value_t = 100)]
+    concurrency: usize,
+    /// The Tokio runtime: one thread (comparable with Node's single thread) or two workers.
+    #[arg(long, value_enum, default_value_t = Threads::Current)]
+    threads: Threads,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    #[value(name = "seq-10")]
+    Seq10,
+    #[value(name = "concurrent-10")]
+    Concurrent10,
+    #[value(name = "saga-5")]
+    Saga5,
+    #[value(name = "parallel-10")]
+    Parallel10,
+    #[value(name = "long-1000")]
+    Long1000,
+    /// A workflow without steps: the engine's fixed cost per execution.
+    #[value(name = "noop")]
+    Noop,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    Memory,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Threads {
+    Current,
+    Multi,
+}
+
+/// How a workload is driven and counted.
+struct Plan {
+    name: &'static str,
+    runs: usize,
+    warmup: usize,
+    steps_per_workflow: u64,
+    /// Runs in flight at once (1: one after another).
+    concurrency: usize,
+}
+
+impl Workload {
+    fn plan(self, args: &Args) -> Plan {
+        let scaled = |n: f64| ((n * args.scale).round() as usize).max(1);
+        let (name, runs, warmup, steps, concurrency) = match self {
+            Self::Seq10 => ("seq-10", 2000.0, 200.0, 10, 1),
+            Self::Concurrent10 => ("concurrent-10", 10_000.0, 200.0, 10, args.concurrency.max(1)),
+            Self::Saga5 => ("saga-5", 1000.0, 200.0, 5, 1),
+            Self::Parallel10 => ("parallel-10", 2000.0, 200.0, 10, 1),
+            Self::Long1000 => ("long-1000", 20.0, 2.0, LONG_STEPS, 1),
+            Self::Noop => ("noop", 2000.0, 200.0, 0, 1),
+        };
+        Plan { name, runs: scaled(runs), warmup: scaled(warmup), steps_per_workflow: steps, concurrency }
+    }
+
+    async fn run_once(self, engine: &Engine) -> Result<(), String> {
+        match self {
+            Self::Seq10 | Self::Concurrent10 => workloads::run_seq_10(engine).await,
+            Self::Saga5 => workloads::run_saga_5(engine).await,
+            Self::Parallel10 => workloads::run_parallel_10(engine).await,
+            Self::Long1000 => workloads::run_long_1000(engine).await,
+            Self::Noop => workloads::run_noop(engine).await,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match args.threads {
+        Threads::Current => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Threads::Multi => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build(),
+    }
+    .expect("a Tokio runtime");
+    match runtime.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &Args) -> Result<(), String> {
+    let engine = match args.store {
+        StoreKind::Memory => Engine::builder().memory().start().await.map_err(|e| e.to_string())?,
+    };
+    let store = match args.store {
+        StoreKind::Memory => "memory",
+    };
+    let threads = match args.threads {
+        Threads::Current => "current",
+        Threads::Multi => "multi",
+    };
+    for &workload in &args.workload {
+        let plan = workload.plan(args);
+        drive(&engine, workload, plan.warmup, plan.concurrency).await?;
+        SAGA_INVOKES.store(0, Ordering::Relaxed);
+        SAGA_COMPENSATIONS.store(0, Ordering::Relaxed);
+
+        let started = Instant::now();
+        drive(&engine, workload, plan.runs, plan.concurrency).await?;
+        let seconds = started.elapsed().as_secs_f64();
+
+        let mut line = serde_json::json!({
+            "system": "workflows-rs",
+            "store": store,
+            "workload": plan.name,
+            "runs": plan.runs,
+            "concurrency": plan.concurrency,
+            "threads": threads,
+            "total_ms": round(seconds * 1000.0, 3),
+            "us_per_workflow": round(seconds * 1e6 / plan.runs as f64, 3),
+            "workflows_per_s": round(plan.runs as f64 / seconds, 1),
+            "steps_per_s": round((plan.runs as u64 * plan.steps_per_workflow) as f64 / seconds, 1),
+            "rss_mb": round(rss_bytes() as f64 / (1024.0 * 1024.0), 1),
+            "steps_per_workflow": plan.steps_per_workflow,
+            "warmup_runs": plan.warmup,
+        });
+        if workload == Workload::Saga5 {
+            let (invokes, compensations) =
+                (SAGA_INVOKES.load(Ordering::Relaxed), SAGA_COMPENSATIONS.load(Ordering::Relaxed));
+            let runs = plan.runs as u64;
+            if invokes != 5 * runs || compensations != 4 * runs {
+                return Err(format!(
+                    "saga-5: {invokes} step invocations and {compensations} compensations for {runs} runs \
+                     (expected 5 and 4 per run)"
+                ));
+            }
+            line["step_invocations"] = invokes.into();
+            line["compensations"] = compensations.into();
+        }
+        if workload == Workload::Long1000 {
+            line["us_per_step"] = round(seconds * 1e6 / (plan.runs as u64 * LONG_STEPS) as f64, 3).into();
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Runs `runs` executions with at most `concurrency` in flight.
+async fn drive(engine: &Engine, workload: Workload, runs: usize, concurrency: usize) -> Result<(), String> {
+    if concurrency <= 1 {
+        for _ in 0..runs {
+            workload.run_once(engine).await?;
+        }
+        return Ok(());
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers = (0..concurrency.min(runs)).map(|_| {
+        let engine = engine.clone();
+        let next = next.clone();
+        spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < runs {
+                workload.run_once(&engine).await?;
+            }
+            Ok(())
+        })
+    });
+    for worker in workers.collect::<Vec<_>>() {
+        worker.await.map_err(|e| format!("a benchmark worker failed: {e}"))??;
+    }
+    Ok(())
+}
+
+fn spawn<F: Future<Output = Result<(), String>> + Send + 'static>(f: F) -> tokio::task::JoinHandle<F::Output> {
+    tokio::spawn(f)
+}
+
+fn round(value: f64, digits: i32) -> f64 {
+    let factor = 10f64.powi(digits);
+    (value * factor).round() / factor
+}
+
+/// The process's resident set size (Linux; 0 elsewhere).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,373 @@
+//! Journal and replay: an execution resumes on a new engine over the same store without
+//! re-running completed steps; parallel steps get deterministic keys; a workflow that no longer
+//! calls the same steps is stopped with a non-determinism error naming the key.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use workflows_runtime::prelude::*;
+use workflows_runtime::store::{AppendBatch, NewExecution, WriteMode};
+use workflows_runtime::{
+    EngineBuilder, ExecutionState, FailureKind, JournalEntry, JournalEvent, MemoryStore, StepKey, Store, Timestamp,
+    WorkflowFn,
+};
+use workflows_tests::{Gate, Log, eventually};
+
+/// Counts every step run, and holds `gated` steps at the gate.
+#[derive(Default)]
+struct Probe {
+    runs: Log,
+    gate: Gate,
+}
+
+#[step]
+async fn first(ctx: &StepContext, n: u32) -> Result<u32, StepError> {
+    ctx.resolve::<Arc<Probe>>()?.runs.push(format!("first({n})"));
+    Ok(n + 1)
+}
+
+#[step]
+async fn gated(ctx: &StepContext, n: u32) -> Result<u32, StepError> {
+    let probe = ctx.resolve::<Arc<Probe>>()?;
+    probe.runs.push(format!("gated({n}) attempt {}", ctx.attempt()));
+    probe.gate.pass().await;
+    Ok(n * 10)
+}
+
+#[workflow]
+async fn resumable(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
+    let a = first(wf, n).await?;
+    let b = gated(wf, a).await?;
+    Ok(b + 1)
+}
+
+fn engine_on(store: &Arc<MemoryStore>, probe: &Arc<Probe>) -> EngineBuilder {
+    Engine::builder().store(store.clone()).container(Container::new().with(probe.clone()))
+}
+
+#[tokio::test]
+async fn a_new_engine_resumes_without_rerunning_completed_steps() {
+    let store = Arc::new(MemoryStore::new());
+    let probe = Arc::new(Probe::default());
+
+    let engine1 = engine_on(&store, &probe).start().await.unwrap();
+    let handle = resumable::start(&engine1, 4).await.unwrap();
+    let id = handle.id().clone();
+    eventually(Duration::from_secs(5), || async { (probe.gate.arrived() == 1).then_some(()) }).await;
+    engine1.shutdown().await;
+    let interrupted = handle.await.unwrap_err();
+    assert!(matches!(interrupted, RunError::Interrupted { .. }), "{interrupted}");
+    assert_eq!(store.execution(&id).await.unwrap().unwrap().state, ExecutionState::Running);
+
+    // A new engine on the same store takes the execution over at start.
+    probe.gate.open();
+    let engine2 = engine_on(&store, &probe).start().await.unwrap();
+    let output = resumable::run_with(&engine2, 4, RunOptions::new().id(&id)).await.unwrap();
+    assert_eq!(output, 51);
+    assert_eq!(probe.runs.lines(), ["first(4)", "gated(5) attempt 1", "gated(5) attempt 2"]);
+
+    let journal = engine2.journal(&id).await.unwrap();
+    let kinds: Vec<_> = journal.iter().map(|e| format!("{} {}", e.event.kind(), e.event.step().1)).collect();
+    // `first` finished within its first poll: its completion alone is journaled. `gated`
+    // suspended at the gate, so its start was journaled; attempt 2 passed the open gate at once.
+    assert_eq!(kinds, ["step_completed first#1", "step_started gated#1", "step_completed gated#1"]);
+    assert!(matches!(journal[1].event, JournalEvent::StepStarted { attempt: 1, .. }));
+    assert!(matches!(journal[2].event, JournalEvent::StepCompleted { attempt: 2, .. }));
+    assert!(journal.windows(2).all(|w| w[1].index == w[0].index + 1));
+    let record = engine2.execution(&id).await.unwrap().unwrap();
+    assert_eq!(record.state, ExecutionState::Completed);
+    assert_eq!(record.result.unwrap().get(), "51");
+    assert_eq!(record.epoch, 2, "the second engine claimed it with a new epoch");
+}
+
+#[test]
+fn an_engine_that_dies_is_replaced_once_its_lease_expires() {
+    let store = Arc::new(MemoryStore::new());
+    let probe = Arc::new(Probe::default());
+    let lease = Duration::from_millis(300);
+
+    // The first engine runs on its own runtime; dropping the runtime kills every task
+    // mid-flight without releasing anything, as a crashed process would.
+    let first_runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let id = first_runtime.block_on(async {
+        let engine = engine_on(&store, &probe).lease_duration(lease).start().await.unwrap();
+        let handle = resumable::start(&engine, 1).await.unwrap();
+        eventually(Duration::from_secs(5), || async { (probe.gate.arrived() == 1).then_some(()) }).await;
+        handle.id().clone()
+    });
+    drop(first_runtime);
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        probe.gate.open();
+        let engine = engine_on(&store, &probe).lease_duration(lease).start().await.unwrap();
+        // Still leased by the dead engine: not taken over yet.
+        assert_eq!(engine.running(), 0);
+        let output = resumable::run_with(&engine, 1, RunOptions::new().id(&id)).await.unwrap();
+        assert_eq!(output, 21);
+        assert_eq!(probe.runs.count("first(1)"), 1, "{:?}", probe.runs.lines());
+        assert_eq!(probe.runs.count("gated(2) attempt 2"), 1, "{:?}", probe.runs.lines());
+    });
+}
+
+#[step]
+async fn numbered(ctx: &StepContext, n: u32) -> Result<u32, StepError> {
+    ctx.resolve::<Arc<Probe>>()?.runs.push(format!("numbered({n})"));
+    Ok(n)
+}
+
+#[workflow]
+async fn fan_out(wf: &Workflow, n: u32) -> Result<Vec<u32>, WorkflowError> {
+    // Created in program order, polled concurrently: keys numbered#1..#3 in call order.
+    let (a, b, c) = tokio::try_join!(numbered(wf, n), numbered(wf, n + 1), numbered(wf, n + 2))?;
+    // Called in one order, awaited in the other: keys follow the calls.
+    let later = numbered(wf, 100);
+    let sooner = numbered(wf, 200);
+    let sooner = sooner.await?;
+    let later = later.await?;
+    let gate = gated(wf, a + b + c).await?;
+    Ok(vec![a, b, c, later, sooner, gate])
+}
+
+#[tokio::test]
+async fn parallel_steps_get_keys_in_call_order_and_replay_exactly() {
+    let store = Arc::new(MemoryStore::new());
+    let probe = Arc::new(Probe::default());
+    let engine1 = engine_on(&store, &probe).start().await.unwrap();
+    let handle = fan_out::start(&engine1, 1).await.unwrap();
+    let id = handle.id().clone();
+    eventually(Duration::from_secs(5), || async { (probe.gate.arrived() == 1).then_some(()) }).await;
+    engine1.shutdown().await;
+
+    let journal = store.journal(&id).await.unwrap();
+    let completed: Vec<(u32, String, String)> = journal
+        .iter()
+        .filter_map(|e| match &e.event {
+            JournalEvent::StepCompleted { seq, key, output, .. } => {
+                Some((*seq, key.to_string(), output.get().to_owned()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut by_seq = completed.clone();
+    by_seq.sort();
+    assert_eq!(
+        by_seq,
+        [
+            (0, "numbered#1".into(), "1".into()),
+            (1, "numbered#2".into(), "2".into()),
+            (2, "numbered#3".into(), "3".into()),
+            (3, "numbered#4".into(), "100".into()),
+            (4, "numbered#5".into(), "200".into()),
+        ]
+    );
+
+    probe.gate.open();
+    let engine2 = engine_on(&store, &probe).start().await.unwrap();
+    let output = fan_out::run_with(&engine2, 1, RunOptions::new().id(&id)).await.unwrap();
+    assert_eq!(output, [1, 2, 3, 100, 200, 60]);
+    for n in ["numbered(1)", "numbered(2)", "numbered(3)", "numbered(100)", "numbered(200)"] {
+        assert_eq!(probe.runs.count(n), 1, "{n} ran again: {:?}", probe.runs.lines());
+    }
+}
+
+/// Flipped by the test to make the workflow take another path on replay.
+static TAKE_OTHER_PATH: AtomicBool = AtomicBool::new(false);
+
+#[step]
+async fn path_a(ctx: &StepContext) -> Result<u32, StepError> {
+    ctx.resolve::<Arc<Probe>>()?.runs.push("path_a");
+    Ok(1)
+}
+
+#[step]
+async fn path_b(ctx: &StepContext) -> Result<u32, StepError> {
+    ctx.resolve::<Arc<Probe>>()?.runs.push("path_b");
+    Ok(2)
+}
+
+#[workflow]
+async fn wobbly(wf: &Workflow, _input: ()) -> Result<u32, WorkflowError> {
+    // Reading a global in the body is exactly the non-determinism replay must catch.
+    let first = if TAKE_OTHER_PATH.load(Ordering::SeqCst) { path_b(wf).await? } else { path_a(wf).await? };
+    let second = gated(wf, first).await?;
+    Ok(second)
+}
+
+#[tokio::test]
+async fn a_body_that_takes_another_path_on_replay_fails_with_the_differing_key() {
+    let store = Arc::new(MemoryStore::new());
+    let probe = Arc::new(Probe::default());
+    let engine1 = engine_on(&store, &probe).start().await.unwrap();
+    let handle = wobbly::start(&engine1, ()).await.unwrap();
+    let id = handle.id().clone();
+    eventually(Duration::from_secs(5), || async { (probe.gate.arrived() == 1).then_some(()) }).await;
+    engine1.shutdown().await;
+
+    TAKE_OTHER_PATH.store(true, Ordering::SeqCst);
+    let engine2 = engine_on(&store, &probe).start().await.unwrap();
+    let error = wobbly::run_with(&engine2, (), RunOptions::new().id(&id)).await.unwrap_err();
+    let RunError::Failed { failure, .. } = &error else { panic!("expected a failure without compensation: {error}") };
+    assert_eq!(failure.kind, FailureKind::NonDeterminism);
+    let message = &failure.message;
+    assert!(message.contains("`path_b#1`") && message.contains("`path_a#1`"), "{message}");
+    assert!(message.contains("code is unchanged"), "{message}");
+    assert_eq!(probe.runs.count("path_b"), 0, "nothing runs with the wrong data");
+    assert_eq!(engine2.execution(&id).await.unwrap().unwrap().state, ExecutionState::Failed);
+}
+
+#[step]
+async fn echo(n: u32) -> Result<u32, StepError> {
+    Ok(n)
+}
+
+#[workflow]
+async fn echo_twice(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
+    let a = echo(wf, n).await?;
+    let b = echo(wf, a + 1).await?;
+    Ok(b)
+}
+
+/// Writes an execution of `echo_twice` as an older build with other code would have left it.
+async fn forge(store: &MemoryStore, id: &str, fingerprint: &'static str, events: Vec<JournalEvent>) {
+    let now = Timestamp::now();
+    store
+        .create_execution(NewExecution {
+            id: id.into(),
+            workflow: "echo_twice",
+            fingerprint,
+            version: 0,
+            input: serde_json::value::to_raw_value(&5u32).unwrap(),
+            owner: std::sync::Arc::from("old-build"),
+            lease_until: now,
+            now,
+        })
+        .await
+        .unwrap();
+    let entries = events.into_iter().enumerate().map(|(i, event)| JournalEntry { index: i as u64, at: now, event });
+    store
+        .append(AppendBatch {
+            execution: id.into(),
+            epoch: 1,
+            entries: entries.collect(),
+            transition: None,
+            mode: WriteMode::Durable,
+        })
+        .await
+        .unwrap();
+    store.release("old-build").await.unwrap();
+}
+
+fn completed(seq: u32, name: &'static str, input_hash: u64, output: &str) -> [JournalEvent; 1] {
+    [JournalEvent::StepCompleted {
+        seq,
+        key: StepKey::new(name, seq + 1),
+        attempt: 1,
+        input_hash,
+        started_at: Timestamp::now(),
+        output: serde_json::value::RawValue::from_string(output.into()).unwrap(),
+        compensation: None,
+    }]
+}
+
+#[tokio::test]
+async fn a_changed_input_is_detected_and_blamed_on_the_code_change() {
+    let store = Arc::new(MemoryStore::new());
+    let input_hash = workflows_runtime::journal::input_hash(&(99u32,));
+    forge(&store, "changed", "0123456789abcdef", completed(0, "echo", input_hash, "99").into()).await;
+
+    let engine = Engine::builder().store(store.clone()).start().await.unwrap();
+    let error = echo_twice::run_with(&engine, 5, RunOptions::new().id("changed")).await.unwrap_err();
+    let failure = error.failure().expect("a failure");
+    assert_eq!(failure.kind, FailureKind::NonDeterminism);
+    assert!(
+        failure.message.contains("step `echo#1` (call #0) is called with a different input"),
+        "{}",
+        failure.message
+    );
+    let current = echo_twice::definition().fingerprint();
+    assert!(
+        failure.message.contains(&format!(
+            "code changed since the execution started (fingerprint 0123456789abcdef then, {current} now)"
+        )),
+        "{}",
+        failure.message
+    );
+    assert_eq!(failure.key.as_deref(), Some("echo#1"));
+}
+
+#[tokio::test]
+async fn an_unchanged_journal_resumes_from_where_it_was() {
+    let store = Arc::new(MemoryStore::new());
+    let fingerprint = echo_twice::definition().fingerprint();
+    let input_hash = workflows_runtime::journal::input_hash(&(5u32,));
+    forge(&store, "same", fingerprint, completed(0, "echo", input_hash, "5").into()).await;
+
+    let engine = Engine::builder().store(store.clone()).start().await.unwrap();
+    assert_eq!(echo_twice::run_with(&engine, 5, RunOptions::new().id("same")).await.unwrap(), 6);
+    let journal = store.journal(&"same".into()).await.unwrap();
+    assert_eq!(journal.len(), 2, "one replayed step, one new: {journal:?}");
+}
+
+#[tokio::test]
+async fn a_journal_step_the_body_never_reaches_is_non_determinism() {
+    let store = Arc::new(MemoryStore::new());
+    let fingerprint = echo_twice::definition().fingerprint();
+    let mut events: Vec<JournalEvent> =
+        completed(0, "echo", workflows_runtime::journal::input_hash(&(5u32,)), "5").into();
+    events.extend(completed(1, "echo", workflows_runtime::journal::input_hash(&(6u32,)), "6"));
+    events.extend(completed(2, "echo", 0, "7"));
+    forge(&store, "extra", fingerprint, events).await;
+
+    let engine = Engine::builder().store(store.clone()).start().await.unwrap();
+    let error = echo_twice::run_with(&engine, 5, RunOptions::new().id("extra")).await.unwrap_err();
+    let failure = error.failure().expect("a failure");
+    assert_eq!(failure.kind, FailureKind::NonDeterminism);
+    assert!(failure.message.contains("finished without calling step `echo#3`"), "{}", failure.message);
+}
+
+#[tokio::test]
+async fn undecodable_stored_output_fails_that_execution_only() {
+    let store = Arc::new(MemoryStore::new());
+    let fingerprint = echo_twice::definition().fingerprint();
+    let input_hash = workflows_runtime::journal::input_hash(&(5u32,));
+    forge(&store, "corrupt", fingerprint, completed(0, "echo", input_hash, "\"not a number\"").into()).await;
+
+    let engine = Engine::builder().store(store.clone()).start().await.unwrap();
+    let error = echo_twice::run_with(&engine, 5, RunOptions::new().id("corrupt")).await.unwrap_err();
+    let failure = error.failure().expect("a failure");
+    assert_eq!(failure.kind, FailureKind::Decode);
+    assert!(
+        failure.message.contains("execution corrupt") && failure.message.contains("`echo#1`"),
+        "{}",
+        failure.message
+    );
+    // The engine itself is fine.
+    assert_eq!(echo_twice::run(&engine, 1).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn recovered_executions_use_the_registered_entry_point() {
+    // `WorkflowFn` is usable generically; the definition names the steps the body calls.
+    let definition = <fan_out as WorkflowFn>::definition();
+    assert_eq!(definition.calls(), ["numbered", "numbered", "numbered", "numbered", "numbered", "gated"]);
+    let engine = Engine::builder().memory().start().await.unwrap();
+    let calls = engine.registry().calls(definition);
+    assert!(calls.iter().all(|c| matches!(c, workflows_runtime::registry::Call::Step(_))), "{calls:?}");
+}
+
+#[tokio::test]
+async fn idempotent_ids_return_the_first_result_and_refuse_other_input() {
+    let engine = Engine::builder().memory().start().await.unwrap();
+    let first = echo_twice::run_with(&engine, 1, RunOptions::new().id("order-1")).await.unwrap();
+    let again = echo_twice::run_with(&engine, 1, RunOptions::new().id("order-1")).await.unwrap();
+    assert_eq!((first, again), (2, 2));
+    assert_eq!(engine.journal(&"order-1".into()).await.unwrap().len(), 2, "the second run ran nothing");
+
+    let conflict = echo_twice::run_with(&engine, 2, RunOptions::new().id("order-1")).await.unwrap_err();
+    assert!(matches!(conflict, RunError::Conflict { .. }), "{conflict}");
+    assert!(conflict.to_string().contains("different input"), "{conflict}");
+    let other = resumable::run_with(&engine, 1, RunOptions::new().id("order-1")).await.unwrap_err();
+    assert!(other.to_string().contains("workflow `echo_twice`, not `resumable`"), "{other}");
+}

@@ -1,0 +1,6 @@
+use workflows_runtime::prelude::*;
+
+#[step]
+struct NotAFunction;
+
+fn main() {}

@@ -1,6 +1,5 @@
 //! Executions: one run of a workflow, its id, its state and its stored record.
 
-use std::borrow::Borrow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -14,36 +13,63 @@ use crate::time::Timestamp;
 /// The id of an execution: a UUIDv7 by default, or any non-empty string the caller chose
 /// (see [`RunOptions::id`](crate::RunOptions::id)).
 ///
-/// Cloning is cheap (a reference count).
-#[derive(Clone, PartialOrd, Ord)]
-pub struct ExecutionId(Arc<str>);
+/// Cloning is cheap (a reference count). The id carries a hash of its text, computed once, so
+/// the engine's and the stores' maps do not rehash it on every step.
+#[derive(Clone)]
+pub struct ExecutionId {
+    text: Arc<str>,
+    hash: u64,
+}
 
-impl std::hash::Hash for ExecutionId {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // Equal ids have equal text, whatever their pointers: hash the text.
-        self.0.hash(state);
+impl ExecutionId {
+    /// A new, time-ordered unique id (UUIDv7).
+    pub fn new() -> Self {
+        let mut buf = uuid::Uuid::encode_buffer();
+        Self::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    fn from_text(text: Arc<str>) -> Self {
+        // Seeded per process: ids are often chosen by callers, and a fixed hash would let them
+        // pick colliding ids.
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let seed = *SEED.get_or_init(|| {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new().build_hasher().finish()
+        });
+        let hash = xxhash_rust::xxh3::xxh3_64_with_seed(text.as_bytes(), seed);
+        Self { text, hash }
     }
 }
 
 impl PartialEq for ExecutionId {
     fn eq(&self, other: &Self) -> bool {
         // Clones of one id share their text: compare the pointer before the bytes.
-        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+        Arc::ptr_eq(&self.text, &other.text) || (self.hash == other.hash && self.text == other.text)
     }
 }
 
 impl Eq for ExecutionId {}
 
-impl ExecutionId {
-    /// A new, time-ordered unique id (UUIDv7).
-    pub fn new() -> Self {
-        let mut buf = uuid::Uuid::encode_buffer();
-        Self(Arc::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf)))
+impl std::hash::Hash for ExecutionId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
     }
+}
 
-    /// The id as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
+impl PartialOrd for ExecutionId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ExecutionId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
     }
 }
 
@@ -55,31 +81,31 @@ impl Default for ExecutionId {
 
 impl fmt::Display for ExecutionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 impl fmt::Debug for ExecutionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&*self.text, f)
     }
 }
 
 impl From<&str> for ExecutionId {
     fn from(s: &str) -> Self {
-        Self(Arc::from(s))
+        Self::from_text(Arc::from(s))
     }
 }
 
 impl From<String> for ExecutionId {
     fn from(s: String) -> Self {
-        Self(Arc::from(s))
+        Self::from_text(Arc::from(s))
     }
 }
 
 impl From<&String> for ExecutionId {
     fn from(s: &String) -> Self {
-        Self(Arc::from(s.as_str()))
+        Self::from(s.as_str())
     }
 }
 
@@ -89,21 +115,15 @@ impl From<&ExecutionId> for ExecutionId {
     }
 }
 
-impl Borrow<str> for ExecutionId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
 impl AsRef<str> for ExecutionId {
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
 impl Serialize for ExecutionId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(&self.text)
     }
 }
 

@@ -148,8 +148,10 @@ impl LiveExecution {
     ) -> WriteAck {
         let at = Timestamp::now();
         let mut state = self.lock();
-        let entries: JournalEntries =
-            events.into_iter().map(|event| JournalEntry { index: state.progress.take_index(), at, event }).collect();
+        let mut entries = JournalEntries::new();
+        for event in events {
+            entries.push(JournalEntry { index: state.progress.take_index(), at, event });
+        }
         update(&mut state.progress);
         // Submitted under the lock: the store applies one execution's writes in call order.
         self.engine.store.append(AppendBatch {

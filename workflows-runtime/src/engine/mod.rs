@@ -52,9 +52,12 @@ pub(crate) struct EngineInner {
     pub owner: Arc<str>,
     pub lease: Duration,
     /// Executions this engine is driving.
-    live: Mutex<HashMap<ExecutionId, AbortHandle, foldhash::fast::RandomState>>,
+    live: Mutex<LiveTasks>,
     closed: AtomicBool,
 }
+
+/// The executions an engine drives, with their tasks' abort handles.
+type LiveTasks = HashMap<ExecutionId, Option<AbortHandle>, foldhash::fast::RandomState>;
 
 /// Configures and starts an [`Engine`].
 #[must_use = "call .start().await to get an engine"]
@@ -262,7 +265,7 @@ impl Engine {
 
     /// How many executions this engine is driving right now.
     pub fn running(&self) -> usize {
-        self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.inner.lock_live().len()
     }
 
     /// Stops the engine: new runs are refused, running executions stop where they are (their
@@ -270,8 +273,7 @@ impl Engine {
     /// engine on the same store resumes them at once.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        let running: Vec<AbortHandle> =
-            self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, h)| h).collect();
+        let running: Vec<AbortHandle> = self.inner.lock_live().drain().filter_map(|(_, h)| h).collect();
         for task in &running {
             task.abort();
         }
@@ -280,6 +282,36 @@ impl Engine {
         if let Err(error) = self.inner.store.release(&self.inner.owner).await {
             tracing::warn!(%error, "could not release executions at shutdown; they resume when their leases expire");
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An execution's task. A struct rather than an `async` wrapper, which would store the
+    /// execution's future twice (as a capture and as the awaited value).
+    struct Tracked<F> {
+        #[pin]
+        task: F,
+        _guard: Untrack,
+    }
+}
+
+impl<F: Future> Future for Tracked<F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        self.project().task.poll(cx)
+    }
+}
+
+/// Removes an execution from the engine's live set when its task ends or is aborted.
+struct Untrack {
+    engine: Arc<EngineInner>,
+    id: ExecutionId,
+}
+
+impl Drop for Untrack {
+    fn drop(&mut self) {
+        self.engine.lock_live().remove(&self.id);
     }
 }
 
@@ -292,16 +324,22 @@ impl fmt::Debug for Engine {
 impl EngineInner {
     /// Spawns the task driving execution `id` and tracks it until it ends.
     fn spawn(self: &Arc<Self>, id: ExecutionId, task: impl Future<Output = ()> + Send + 'static) {
-        let inner = self.clone();
-        let key = id.clone();
-        // Inserting under the lock that the task's own removal takes keeps a fast task from
-        // removing itself before it was inserted.
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        let handle = tokio::spawn(async move {
-            task.await;
-            inner.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-        });
-        live.insert(id, handle.abort_handle());
+        // The entry exists before the task can end, so the task's guard always finds it; the
+        // abort handle is filled in afterwards, unless the task already ended and removed it.
+        self.lock_live().insert(id.clone(), None);
+        let guard = Untrack { engine: self.clone(), id: id.clone() };
+        let handle = tokio::spawn(Tracked { task, _guard: guard });
+        if let Some(entry) = self.lock_live().get_mut(&id) {
+            *entry = Some(handle.abort_handle());
+        }
+        // Started while the engine shut down (past `shutdown`'s sweep): stop it too.
+        if self.is_closed() {
+            handle.abort();
+        }
+    }
+
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, LiveTasks> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn is_closed(&self) -> bool {

@@ -106,7 +106,12 @@ pub(crate) struct Progress {
 impl Progress {
     /// The progress of a new execution that will make about `calls` step calls.
     pub fn new(calls: usize) -> Self {
-        Self { slots: Vec::with_capacity(calls), occurrences: Vec::with_capacity(calls), ..Self::default() }
+        Self {
+            slots: Vec::with_capacity(calls),
+            occurrences: Vec::with_capacity(calls),
+            completion_order: Vec::with_capacity(calls),
+            ..Self::default()
+        }
     }
 
     /// The progress recorded in a journal.

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -20,7 +20,7 @@ use crate::error::{Failure, FailureKind, StepError};
 use crate::journal::replay::{Compensation, Decision};
 use crate::journal::{JournalEvent, StepKey, input_hash};
 use crate::registry::StepDefinition;
-use crate::store::WriteMode;
+use crate::store::{WriteAck, WriteMode};
 use crate::time::Timestamp;
 use crate::workflow::Workflow;
 
@@ -148,16 +148,18 @@ fn journal_start(ctx: &StepContext, seq: u32, input_hash: u64) {
     drop(ctx.live.append([started], None, WriteMode::Lazy, |p| p.started(seq, key, input_hash, attempt)));
 }
 
-/// Journals an attempt's outcome and waits until it is durable: the workflow goes on only
-/// after that. Returns the step's error, if it failed. A store failure aborts the execution.
-async fn record(
+/// Journals an attempt's outcome now; the returned future resolves once it is durable (the
+/// workflow goes on only after that) with the step's error, if it failed. A store failure
+/// aborts the execution. Eager, with a small hand-written future, because a step's future
+/// is embedded in its workflow's (ten parallel steps: ten of them).
+fn record(
     ctx: StepContext,
     seq: u32,
     input_hash: u64,
     started_at: Timestamp,
     definition: &'static StepDefinition,
     outcome: Result<(Box<RawValue>, Option<Box<RawValue>>), StepError>,
-) -> Result<(), StepError> {
+) -> Recorded {
     let StepContext { live, key, attempt } = ctx;
     let (ack, result) = match outcome {
         Ok((output, compensation)) => {
@@ -192,11 +194,30 @@ async fn record(
             (ack, Err(error))
         }
     };
-    if let Err(error) = ack.await {
-        live.abort(Abort::Store(error));
-        return std::future::pending().await;
+    Recorded { live, ack, result: Some(result) }
+}
+
+/// Waits for a step outcome's write; see [`record`].
+struct Recorded {
+    live: Arc<LiveExecution>,
+    ack: WriteAck,
+    result: Option<Result<(), StepError>>,
+}
+
+impl Future for Recorded {
+    type Output = Result<(), StepError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.ack).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(self.result.take().unwrap_or(Ok(()))),
+            // The driver sees the abort right after this poll and stops the body.
+            Poll::Ready(Err(error)) => {
+                self.live.abort(Abort::Store(error));
+                Poll::Pending
+            }
+        }
     }
-    result
 }
 
 /// Serializes a step's output and, if the step has a compensation, its compensation input.

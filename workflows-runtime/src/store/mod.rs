@@ -179,14 +179,15 @@ pub struct StoreAck<T>(AckInner<T>);
 pub type WriteAck = StoreAck<()>;
 
 enum AckInner<T> {
-    Ready(Option<Result<T, StoreError>>),
+    // Boxed: a store error is large and rare, and acks are part of every step's future.
+    Ready(Option<Result<T, Box<StoreError>>>),
     Pending(oneshot::Receiver<Result<T, StoreError>>),
 }
 
 impl<T> StoreAck<T> {
     /// An ack that is already resolved (for stores that apply writes synchronously).
     pub fn ready(result: Result<T, StoreError>) -> Self {
-        Self(AckInner::Ready(Some(result)))
+        Self(AckInner::Ready(Some(result.map_err(Box::new))))
     }
 
     /// An ack resolved by the store's writer through a oneshot channel.
@@ -200,9 +201,10 @@ impl<T: Unpin> Future for StoreAck<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {
-            AckInner::Ready(result) => Poll::Ready(result.take().unwrap_or_else(|| {
-                Err(StoreError::Unavailable("a store acknowledgement was polled after it resolved".into()))
-            })),
+            AckInner::Ready(result) => Poll::Ready(match result.take() {
+                Some(result) => result.map_err(|error| *error),
+                None => Err(StoreError::Unavailable("a store acknowledgement was polled after it resolved".into())),
+            }),
             AckInner::Pending(receiver) => Pin::new(receiver)
                 .poll(cx)
                 .map(|r| r.unwrap_or_else(|_| Err(StoreError::Unavailable("the store's writer stopped".into())))),

@@ -11,7 +11,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(port) => port.parse().map_err(|_| format!("`{port}` is not a port number"))?,
         None => 3000,
     };
-    let engine = Engine::builder().memory().start().await?;
+    let engine = Engine::builder().start().await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on http://{}/workflow", listener.local_addr()?);
     axum::serve(listener, router(engine)).await?;

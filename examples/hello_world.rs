@@ -6,7 +6,7 @@ use workflows_runtime::Engine;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let engine = Engine::builder().memory().start().await?;
+    let engine = Engine::builder().start().await?;
     let output = hello_world::run(&engine, HelloInput { name: "John".into() }).await?;
     println!("{}", serde_json::to_string(&output)?);
     Ok(())

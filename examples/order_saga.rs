@@ -6,8 +6,7 @@ use workflows_runtime::{Container, Engine, RunError};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let engine =
-        Engine::builder().memory().container(Container::new().with(Backends::with_carrier_down())).start().await?;
+    let engine = Engine::builder().container(Container::new().with(Backends::with_carrier_down())).start().await?;
     let order = Order { id: "1001".into(), sku: "tee".into(), quantity: 2, amount_cents: 4000 };
     println!("running order_saga for order {}:", order.id);
     match order_saga::run(&engine, order).await {

@@ -7,7 +7,7 @@ use workflows_runtime::{Container, Engine};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let products = ProductService::new(["t-shirt", "mug", "poster"]);
-    let engine = Engine::builder().memory().container(Container::new().with(products)).start().await?;
+    let engine = Engine::builder().container(Container::new().with(products)).start().await?;
     let output = product_count::run(&engine, ()).await?;
     println!("{}", serde_json::to_string(&output)?);
     Ok(())

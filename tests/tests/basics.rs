@@ -36,7 +36,7 @@ async fn start_returns_a_handle_with_the_execution_id() {
 #[tokio::test]
 async fn a_step_resolves_services_from_the_container() {
     let products = ProductService::new(["a", "b", "c", "d"]);
-    let engine = Engine::builder().container(Container::new().with(products)).start().await.unwrap();
+    let engine = Engine::builder().memory().container(Container::new().with(products)).start().await.unwrap();
     assert_eq!(product_count::run(&engine, ()).await.unwrap(), ProductCount { count: 4 });
 
     // A per-run container comes first.
@@ -46,7 +46,7 @@ async fn a_step_resolves_services_from_the_container() {
 
 #[tokio::test]
 async fn a_missing_service_is_an_error_naming_the_type() {
-    let engine = Engine::builder().container(Container::new().with(5u32)).start().await.unwrap();
+    let engine = Engine::builder().memory().container(Container::new().with(5u32)).start().await.unwrap();
     let error = product_count::run(&engine, ()).await.unwrap_err();
     let failure = error.failure().expect("the step failure");
     assert_eq!(failure.kind, FailureKind::Step);

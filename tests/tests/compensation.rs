@@ -109,7 +109,7 @@ async fn saga(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
 }
 
 async fn engine(saga: &Arc<Saga>) -> Engine {
-    Engine::builder().container(Container::new().with(saga.clone())).start().await.unwrap()
+    Engine::builder().memory().container(Container::new().with(saga.clone())).start().await.unwrap()
 }
 
 #[tokio::test]

@@ -72,7 +72,7 @@ pub use execution::{ExecutionId, ExecutionRecord, ExecutionState};
 pub use journal::{JournalEntry, JournalEvent, StepKey};
 pub use registry::Registry;
 pub use step::{StepContext, StepResponse};
-pub use store::{MemoryStore, Store, StoreError};
+pub use store::{Durability, MemoryStore, SqliteOptions, SqliteStore, Store, StoreError};
 pub use time::Timestamp;
 pub use workflow::{Workflow, WorkflowFn};
 

@@ -86,7 +86,7 @@ async fn complete<O: Serialize>(live: &Arc<LiveExecution>, output: O) -> Result<
             return Err(Box::pin(compensate(live, failure, true)).await);
         }
     };
-    match live.transition(ExecutionState::Completed, Some(json), None).await {
+    match live.durable(live.transition(ExecutionState::Completed, Some(json), None)).await {
         Ok(()) => Ok(output),
         Err(error) => Err(interrupted(live, error)),
     }
@@ -94,7 +94,7 @@ async fn complete<O: Serialize>(live: &Arc<LiveExecution>, output: O) -> Result<
 
 /// Ends the execution `failed`, without compensation.
 pub(crate) async fn fail(live: &Arc<LiveExecution>, failure: Failure) -> RunError {
-    if let Err(error) = live.transition(ExecutionState::Failed, None, Some(failure.clone())).await {
+    if let Err(error) = live.durable(live.transition(ExecutionState::Failed, None, Some(failure.clone()))).await {
         return interrupted(live, error);
     }
     RunError::Failed {
@@ -112,7 +112,7 @@ pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, tran
         // Durable before any compensation runs: a restart then resumes compensating instead
         // of re-running the body.
         let state = ExecutionState::Compensating;
-        if let Err(error) = live.transition(state, None, Some(failure.clone())).await {
+        if let Err(error) = live.durable(live.transition(state, None, Some(failure.clone()))).await {
             return interrupted(live, error);
         }
     }
@@ -128,7 +128,7 @@ pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, tran
     let workflow = live.definition.name().to_owned();
     let execution = live.id.clone();
     let state = if failures.is_empty() { ExecutionState::Compensated } else { ExecutionState::CompensationFailed };
-    if let Err(error) = live.transition(state, None, Some(failure.clone())).await {
+    if let Err(error) = live.durable(live.transition(state, None, Some(failure.clone()))).await {
         return interrupted(live, error);
     }
     if failures.is_empty() {

@@ -1,8 +1,12 @@
 //! A live execution: the in-memory state an engine keeps while it drives one execution.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use serde_json::value::RawValue;
 
@@ -37,6 +41,18 @@ pub(crate) struct LiveExecution {
     /// Set with `state.abort`, so the driver can check it on every poll without the lock.
     aborted: AtomicBool,
     state: Mutex<State>,
+    /// Durable writes submitted and not yet confirmed (see [`LiveExecution::defer`]).
+    unconfirmed: Mutex<Unconfirmed>,
+}
+
+/// Acks of durable writes, in submission order.
+#[derive(Default)]
+struct Unconfirmed {
+    acks: VecDeque<WriteAck>,
+    /// How many durable writes were submitted.
+    submitted: u64,
+    /// How many of them are confirmed durable.
+    confirmed: u64,
 }
 
 struct State {
@@ -63,6 +79,7 @@ impl LiveExecution {
             started_fingerprint,
             aborted: AtomicBool::new(false),
             state: Mutex::new(State { progress, abort: None }),
+            unconfirmed: Mutex::new(Unconfirmed::default()),
         }
     }
 
@@ -163,6 +180,37 @@ impl LiveExecution {
         })
     }
 
+    /// Keeps the ack of a durable write without waiting for it. Durability is a barrier: the
+    /// engine waits for every write submitted before a side effect (a step body, a
+    /// compensation, the result going back to the caller) before that effect happens — see
+    /// [`LiveExecution::barrier`] — so writes ride along in the same commit when they can.
+    pub fn defer(&self, ack: WriteAck) {
+        let mut unconfirmed = self.lock_unconfirmed();
+        unconfirmed.acks.push_back(ack);
+        unconfirmed.submitted += 1;
+    }
+
+    /// How many durable writes were submitted so far: the barrier of a step called now.
+    pub fn submitted(&self) -> u64 {
+        self.lock_unconfirmed().submitted
+    }
+
+    /// Resolves once the first `upto` durable writes are durable.
+    pub fn barrier(&self, upto: u64) -> Barrier<'_> {
+        Barrier { live: self, upto }
+    }
+
+    /// Waits until `ack` and every write submitted before it are durable.
+    pub async fn durable(&self, ack: WriteAck) -> Result<(), StoreError> {
+        let upto = self.submitted();
+        self.barrier(upto).await?;
+        ack.await
+    }
+
+    fn lock_unconfirmed(&self) -> MutexGuard<'_, Unconfirmed> {
+        self.unconfirmed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Writes a state change with no journal entry.
     pub fn transition(
         &self,
@@ -171,5 +219,34 @@ impl LiveExecution {
         failure: Option<Failure>,
     ) -> WriteAck {
         self.append([], Some(Transition { state, result, failure }), WriteMode::Durable, |_| {})
+    }
+}
+
+/// Waits until the first `upto` durable writes of an execution are durable.
+///
+/// Polled from any branch of the workflow; all branches run in one task, so whichever polls
+/// the oldest unconfirmed ack registers the task's waker.
+pub(crate) struct Barrier<'a> {
+    live: &'a LiveExecution,
+    upto: u64,
+}
+
+impl Future for Barrier<'_> {
+    type Output = Result<(), StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut unconfirmed = self.live.lock_unconfirmed();
+        while unconfirmed.confirmed < self.upto {
+            let Some(ack) = unconfirmed.acks.front_mut() else { break };
+            match Pin::new(ack).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(result) => {
+                    unconfirmed.acks.pop_front();
+                    unconfirmed.confirmed += 1;
+                    result?;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }

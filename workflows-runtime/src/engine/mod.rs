@@ -10,6 +10,7 @@ mod recovery;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +27,9 @@ use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::journal::JournalEntry;
 use crate::journal::replay::Progress;
 use crate::registry::{Registry, RegistryError};
-use crate::store::{CreateOutcome, ExecutionQuery, MemoryStore, NewExecution, Store, StoreError};
+use crate::store::{
+    self, CreateOutcome, ExecutionQuery, MemoryStore, NewExecution, SqliteOptions, SqliteStore, Store, StoreError,
+};
 use crate::time::Timestamp;
 use crate::workflow::{Workflow, WorkflowFn};
 
@@ -36,7 +39,7 @@ use crate::workflow::{Workflow, WorkflowFn};
 /// ```no_run
 /// # use workflows_runtime::prelude::*;
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// let engine = Engine::builder().container(Container::new().with(42u32)).start().await?;
+/// let engine = Engine::builder().sqlite("workflows.db").container(Container::new().with(42u32)).start().await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -62,9 +65,18 @@ type LiveTasks = HashMap<ExecutionId, Option<AbortHandle>, foldhash::fast::Rando
 /// Configures and starts an [`Engine`].
 #[must_use = "call .start().await to get an engine"]
 pub struct EngineBuilder {
-    store: Option<Arc<dyn Store>>,
+    store: StoreChoice,
     container: Container,
     lease: Duration,
+}
+
+/// Which store the engine will use; file stores are opened by `start`.
+enum StoreChoice {
+    /// `$WORKFLOWS_STORE`, or `sqlite:workflows.db`.
+    Default,
+    Url(String),
+    Sqlite(PathBuf, SqliteOptions),
+    Given(Arc<dyn Store>),
 }
 
 /// The engine could not start.
@@ -81,14 +93,35 @@ pub enum EngineError {
 
 impl Default for EngineBuilder {
     fn default() -> Self {
-        Self { store: None, container: Container::new(), lease: Duration::from_secs(30) }
+        Self { store: StoreChoice::Default, container: Container::new(), lease: Duration::from_secs(30) }
     }
 }
 
 impl EngineBuilder {
     /// Keeps executions in `store`.
+    ///
+    /// Without a store, the engine uses the one `$WORKFLOWS_STORE` names (`sqlite:PATH` or
+    /// `memory`), or else the SQLite file `workflows.db` in the working directory.
     pub fn store(mut self, store: impl Store) -> Self {
-        self.store = Some(Arc::new(store));
+        self.store = StoreChoice::Given(Arc::new(store));
+        self
+    }
+
+    /// Keeps executions in the SQLite file at `path` (created if missing), fsyncing every
+    /// commit ([`Durability::Full`](crate::Durability::Full)).
+    pub fn sqlite(self, path: impl Into<PathBuf>) -> Self {
+        self.sqlite_with(path, SqliteOptions::default())
+    }
+
+    /// Keeps executions in the SQLite file at `path`, with options (such as the durability).
+    pub fn sqlite_with(mut self, path: impl Into<PathBuf>, options: SqliteOptions) -> Self {
+        self.store = StoreChoice::Sqlite(path.into(), options);
+        self
+    }
+
+    /// Keeps executions in the store a URL names: `sqlite:PATH` or `memory`.
+    pub fn store_url(mut self, url: impl Into<String>) -> Self {
+        self.store = StoreChoice::Url(url.into());
         self
     }
 
@@ -117,7 +150,14 @@ impl EngineBuilder {
     /// Must be called inside a Tokio runtime.
     pub async fn start(self) -> Result<Engine, EngineError> {
         let registry = Registry::global()?;
-        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        let store = match self.store {
+            StoreChoice::Given(store) => store,
+            StoreChoice::Default => open_blocking(move || store::open_url(&store::default_url())).await?,
+            StoreChoice::Url(url) => open_blocking(move || store::open_url(&url)).await?,
+            StoreChoice::Sqlite(path, options) => {
+                open_blocking(move || Ok(Arc::new(SqliteStore::open_with(path, options)?) as Arc<dyn Store>)).await?
+            }
+        };
         let owner = Arc::from(format!("{}-{}", std::process::id(), ExecutionId::new()));
         let inner = Arc::new(EngineInner {
             store,
@@ -132,6 +172,15 @@ impl EngineBuilder {
         recovery::spawn_maintenance(&inner);
         Ok(Engine { inner })
     }
+}
+
+/// Opens a store off the async threads (file stores do blocking I/O).
+async fn open_blocking(
+    open: impl FnOnce() -> Result<Arc<dyn Store>, StoreError> + Send + 'static,
+) -> Result<Arc<dyn Store>, StoreError> {
+    tokio::task::spawn_blocking(open)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("opening the store was interrupted: {e}")))?
 }
 
 /// Options of one run.

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -20,7 +20,7 @@ use crate::error::{Failure, FailureKind, StepError};
 use crate::journal::replay::{Compensation, Decision};
 use crate::journal::{JournalEvent, StepKey, input_hash};
 use crate::registry::StepDefinition;
-use crate::store::{WriteAck, WriteMode};
+use crate::store::WriteMode;
 use crate::time::Timestamp;
 use crate::workflow::Workflow;
 
@@ -65,7 +65,10 @@ pub fn call_step<S: StepFn>(
 ) -> impl Future<Output = Result<S::Output, StepError>> + Send + '_ {
     let definition = S::definition();
     let (seq, key) = wf.live.with_progress(|p| p.next_call(definition.name()));
-    run_step::<S>(&wf.live, definition, seq, key, input)
+    // The writes submitted before this call must be durable before its body runs; steps
+    // called together (a `join!`) do not wait for each other.
+    let barrier = wf.live.submitted();
+    run_step::<S>(&wf.live, definition, seq, key, barrier, input)
 }
 
 async fn run_step<S: StepFn>(
@@ -73,6 +76,7 @@ async fn run_step<S: StepFn>(
     definition: &'static StepDefinition,
     seq: u32,
     key: StepKey,
+    barrier: u64,
     input: S::Input,
 ) -> Result<S::Output, StepError> {
     // Only what depends on the step's types is generic; the journaling is shared code.
@@ -89,6 +93,10 @@ async fn run_step<S: StepFn>(
         Begin::Failed(error) => return Err(error),
         Begin::Stop => return std::future::pending().await,
     };
+    if let Err(error) = live.barrier(barrier).await {
+        live.abort(Abort::Store(error));
+        return std::future::pending().await;
+    }
     let started_at = Timestamp::now();
     let ctx = StepContext { live: live.clone(), key, attempt };
     let result = {
@@ -112,7 +120,7 @@ async fn run_step<S: StepFn>(
         Ok(Err(error)) => (None, Err(error)),
         Err(panic) => (None, Err(StepError::permanent(format!("the step panicked: {panic}")))),
     };
-    record(ctx, seq, input_hash, started_at, definition, outcome).await?;
+    record(ctx, seq, input_hash, started_at, definition, outcome)?;
     Ok(value.expect("a recorded completion has a value"))
 }
 
@@ -148,10 +156,9 @@ fn journal_start(ctx: &StepContext, seq: u32, input_hash: u64) {
     drop(ctx.live.append([started], None, WriteMode::Lazy, |p| p.started(seq, key, input_hash, attempt)));
 }
 
-/// Journals an attempt's outcome now; the returned future resolves once it is durable (the
-/// workflow goes on only after that) with the step's error, if it failed. A store failure
-/// aborts the execution. Eager, with a small hand-written future, because a step's future
-/// is embedded in its workflow's (ten parallel steps: ten of them).
+/// Journals an attempt's outcome and returns the step's error, if it failed. The write is
+/// durable before the workflow's next side effect (see [`LiveExecution::defer`]): the next
+/// step's body, a compensation, or the result going back to the caller.
 fn record(
     ctx: StepContext,
     seq: u32,
@@ -159,7 +166,7 @@ fn record(
     started_at: Timestamp,
     definition: &'static StepDefinition,
     outcome: Result<(Box<RawValue>, Option<Box<RawValue>>), StepError>,
-) -> Recorded {
+) -> Result<(), StepError> {
     let StepContext { live, key, attempt } = ctx;
     let (ack, result) = match outcome {
         Ok((output, compensation)) => {
@@ -194,30 +201,8 @@ fn record(
             (ack, Err(error))
         }
     };
-    Recorded { live, ack, result: Some(result) }
-}
-
-/// Waits for a step outcome's write; see [`record`].
-struct Recorded {
-    live: Arc<LiveExecution>,
-    ack: WriteAck,
-    result: Option<Result<(), StepError>>,
-}
-
-impl Future for Recorded {
-    type Output = Result<(), StepError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match Pin::new(&mut self.ack).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(())) => Poll::Ready(self.result.take().unwrap_or(Ok(()))),
-            // The driver sees the abort right after this poll and stops the body.
-            Poll::Ready(Err(error)) => {
-                self.live.abort(Abort::Store(error));
-                Poll::Pending
-            }
-        }
-    }
+    live.defer(ack);
+    result
 }
 
 /// Serializes a step's output and, if the step has a compensation, its compensation input.
@@ -268,6 +253,12 @@ pub(crate) async fn run_compensation(
     let started = JournalEvent::CompensationStarted { seq, key: key.clone() };
     drop(live.append([started], None, WriteMode::Lazy, |p| p.compensation(seq, Compensation::Started)));
 
+    // The previous compensation (and everything before it) is durable before this one runs.
+    let upto = live.submitted();
+    if let Err(error) = live.barrier(upto).await {
+        live.abort(Abort::Store(error));
+        return None;
+    }
     let ctx = StepContext { live: live.clone(), key, attempt: 1 };
     let result = match hook {
         Some(hook) => match catch_unwind(hook(&ctx, input)).await {
@@ -295,8 +286,6 @@ pub(crate) async fn run_compensation(
             (event, Compensation::Failed(Box::new(failure.clone())), Some(failure))
         }
     };
-    if let Err(error) = live.append([event], None, WriteMode::Durable, |p| p.compensation(seq, state)).await {
-        live.abort(Abort::Store(error));
-    }
+    live.defer(live.append([event], None, WriteMode::Durable, |p| p.compensation(seq, state)));
     failure
 }

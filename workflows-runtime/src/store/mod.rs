@@ -5,6 +5,7 @@
 //! engine that lost its lease (it stalled, another engine took over) cannot corrupt the journal.
 
 mod memory;
+mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 pub use memory::MemoryStore;
+pub use sqlite::{SCHEMA_VERSION, SqliteOptions, SqliteStore};
 
 use crate::error::Failure;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
@@ -26,8 +28,9 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 /// A store of executions and journals.
 ///
-/// Implementations: [`MemoryStore`] (tests; nothing survives the process). Writes of one
-/// execution must be applied in the order [`Store::append`] is called.
+/// Implementations: [`SqliteStore`] (one file, the default) and [`MemoryStore`] (tests;
+/// nothing survives the process). Writes of one execution must be applied in the order
+/// [`Store::append`] is called.
 pub trait Store: Send + Sync + 'static {
     /// A short description for logs and the helper binary: `memory`, `sqlite:/path`, ...
     fn describe(&self) -> String;
@@ -67,6 +70,35 @@ pub trait Store: Send + Sync + 'static {
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64>;
 }
 
+/// The environment variable naming the default store (see [`open_url`]).
+pub const STORE_ENV: &str = "WORKFLOWS_STORE";
+
+/// The store used when none is configured: `sqlite:workflows.db` in the working directory.
+pub const DEFAULT_STORE_URL: &str = "sqlite:workflows.db";
+
+/// The store named by `$WORKFLOWS_STORE`, or [`DEFAULT_STORE_URL`].
+pub fn default_url() -> String {
+    std::env::var(STORE_ENV).ok().filter(|url| !url.trim().is_empty()).unwrap_or_else(|| DEFAULT_STORE_URL.to_owned())
+}
+
+/// Opens the store a URL names: `sqlite:PATH` (a file, created if missing) or `memory`.
+/// Blocking for file stores.
+pub fn open_url(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let url = url.trim();
+    if url == "memory" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        if path.is_empty() {
+            return Err(StoreError::Unavailable("`sqlite:` needs a file path, e.g. `sqlite:workflows.db`".into()));
+        }
+        return Ok(Arc::new(SqliteStore::open(path)?));
+    }
+    Err(StoreError::Unavailable(format!(
+        "`{url}` is not a store this build can open; use `sqlite:PATH` (e.g. `sqlite:workflows.db`) or `memory`"
+    )))
+}
+
 /// An `Arc`-shared store is a store (tests share one store between engines).
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn describe(&self) -> String {
@@ -96,6 +128,19 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
         (**self).release(owner)
     }
+}
+
+/// What a durable store promises once a write is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit reaches the disk (fsync) before it is acknowledged: an acknowledged step
+    /// survives a crash of the process, of the operating system, and a power loss.
+    #[default]
+    Full,
+    /// Commits are handed to the operating system but not synced: an acknowledged step
+    /// survives a crash of the process, but a power loss or kernel crash may lose the last
+    /// commits (never corrupting the store). Much faster on disks with slow syncs.
+    Process,
 }
 
 /// A new execution.
@@ -290,6 +335,28 @@ pub enum StoreError {
         /// Which row or field.
         what: String,
         /// The decoder's message.
+        detail: String,
+    },
+    /// The store was written by a newer version of the schema than this build knows.
+    #[error(
+        "the workflows store {} has schema version {found}, newer than this build supports ({supported}); \
+         upgrade workflows-runtime to open it (nothing was changed)",
+        path.display()
+    )]
+    NewerSchema {
+        /// The store's file.
+        path: std::path::PathBuf,
+        /// The version in the file.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+    /// The file is not a workflows store.
+    #[error("{} is not a workflows store: {detail}", path.display())]
+    NotAStore {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was found.
         detail: String,
     },
     /// The store cannot be used (closed, stopped, unreachable).

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p workflows-examples --bin bench -- \
-//!     [--workload seq-10,concurrent-10,saga-5,parallel-10,long-1000] [--store memory] \
+//!     [--workload seq-10,concurrent-10,saga-5,parallel-10,long-1000] [--store memory|sqlite|sqlite-process] \
 //!     [--scale F] [--concurrency K] [--threads current|multi]
 //! ```
 //!
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use workflows_runtime::Engine;
+use workflows_runtime::{Durability, Engine, SqliteOptions};
 
 use workloads::{LONG_STEPS, SAGA_COMPENSATIONS, SAGA_INVOKES};
 
@@ -28,9 +28,13 @@ struct Args {
     /// Workloads to run, comma-separated, in this order.
     #[arg(long, value_delimiter = ',', default_value = "seq-10,concurrent-10,saga-5,parallel-10,long-1000")]
     workload: Vec<Workload>,
-    /// Where executions are stored.
+    /// Where executions are stored: in memory, or a fresh SQLite file with `Full` durability
+    /// (fsync per commit) or `Process` durability.
     #[arg(long, value_enum, default_value_t = StoreKind::Memory)]
     store: StoreKind,
+    /// Directory for the SQLite file and the fsync probe (default: the system's temp directory).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
     /// Multiplies every run count and warm-up (0.1 for a quick run).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
@@ -62,6 +66,18 @@ enum Workload {
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum StoreKind {
     Memory,
+    Sqlite,
+    SqliteProcess,
+}
+
+impl StoreKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Sqlite => "sqlite",
+            Self::SqliteProcess => "sqlite-process",
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -122,12 +138,19 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: &Args) -> Result<(), String> {
-    let engine = match args.store {
-        StoreKind::Memory => Engine::builder().memory().start().await.map_err(|e| e.to_string())?,
+    let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = Scratch::new(&dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
+    let (engine, fsync_us) = match args.store {
+        StoreKind::Memory => (Engine::builder().memory().start().await.map_err(|e| e.to_string())?, None),
+        StoreKind::Sqlite | StoreKind::SqliteProcess => {
+            let fsync = fsync_median_us(&scratch.path.join("fsync-probe")).map_err(|e| format!("fsync probe: {e}"))?;
+            let durability = if args.store == StoreKind::Sqlite { Durability::Full } else { Durability::Process };
+            let options = SqliteOptions::new().durability(durability);
+            let engine = Engine::builder().sqlite_with(scratch.path.join("bench.db"), options).start().await;
+            (engine.map_err(|e| e.to_string())?, Some(fsync))
+        }
     };
-    let store = match args.store {
-        StoreKind::Memory => "memory",
-    };
+    let store = args.store.name();
     let threads = match args.threads {
         Threads::Current => "current",
         Threads::Multi => "multi",
@@ -170,6 +193,11 @@ async fn run(args: &Args) -> Result<(), String> {
             line["step_invocations"] = invokes.into();
             line["compensations"] = compensations.into();
         }
+        if let Some(fsync_us) = fsync_us {
+            line["fsync_us"] = round(fsync_us, 1).into();
+            let per_step_fsyncs = seconds * 1e6 / plan.runs as f64 / fsync_us;
+            line["fsyncs_per_workflow"] = round(per_step_fsyncs, 2).into();
+        }
         if workload == Workload::Long1000 {
             line["us_per_step"] = round(seconds * 1e6 / (plan.runs as u64 * LONG_STEPS) as f64, 3).into();
         }
@@ -205,6 +233,43 @@ async fn drive(engine: &Engine, workload: Workload, runs: usize, concurrency: us
 
 fn spawn<F: Future<Output = Result<(), String>> + Send + 'static>(f: F) -> tokio::task::JoinHandle<F::Output> {
     tokio::spawn(f)
+}
+
+/// A fresh directory for the benchmark's files, removed at the end.
+struct Scratch {
+    path: std::path::PathBuf,
+}
+
+impl Scratch {
+    fn new(parent: &std::path::Path) -> std::io::Result<Self> {
+        let path = parent.join(format!("workflows-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// The median time of one 4 KiB append followed by `fsync`, on the disk of `path`: what one
+/// durable commit costs at least. `fsync`, not `fdatasync`, because that is what SQLite calls
+/// (it does not trust `fdatasync` unless compiled to).
+fn fsync_median_us(path: &std::path::Path) -> std::io::Result<f64> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let block = [7u8; 4096];
+    let mut samples = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let started = Instant::now();
+        file.write_all(&block)?;
+        file.sync_all()?;
+        samples.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2])
 }
 
 fn round(value: f64, digits: i32) -> f64 {

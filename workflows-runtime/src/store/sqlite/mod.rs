@@ -1,0 +1,338 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! One writer thread owns the write connection and group-commits the writes of all executions
+//! (one transaction, so one fsync, for everything that is waiting); readers use connections of
+//! their own. Several processes may share one file: SQLite's locks serialize their writes, and
+//! executions are owned through leases fenced by epochs (see [`Store`]).
+
+mod rows;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, params_from_iter};
+use tokio::sync::oneshot;
+
+pub use schema::SCHEMA_VERSION;
+
+use self::writer::Command;
+use super::{
+    AppendBatch, Claim, CreateOutcome, Durability, ExecutionQuery, NewExecution, Store, StoreAck, StoreError,
+    StoreFuture, WriteAck,
+};
+use crate::execution::{ExecutionId, ExecutionRecord};
+use crate::journal::JournalEntry;
+use crate::time::Timestamp;
+
+/// The states an engine drives, as an SQL list.
+const ACTIVE_STATES: &str = "('pending', 'running', 'compensating')";
+
+/// How many idle read connections are kept.
+const READERS: usize = 4;
+
+fn backend(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend { context: context.into(), source: Box::new(source) }
+}
+
+/// How an [`SqliteStore`] is opened.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    durability: Durability,
+    max_size: Option<u64>,
+    busy_timeout: Duration,
+    lazy_delay: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Full,
+            max_size: None,
+            busy_timeout: Duration::from_secs(5),
+            lazy_delay: Duration::from_millis(20),
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// Default options: [`Durability::Full`], no size limit, a 5 s busy timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What a commit promises: [`Durability::Full`] (the default) fsyncs every commit;
+    /// [`Durability::Process`] survives a crash of the process but not of the machine.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Refuses writes that would make the file larger than `bytes` (rounded down to pages).
+    /// Writes past it fail with "database or disk is full", like a full disk.
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.max_size = Some(bytes);
+        self
+    }
+
+    /// How long a write waits for another process's write lock before failing (default 5 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+}
+
+/// A [`Store`] in one SQLite file. Cheap to clone; clones share the file's writer.
+///
+/// ```no_run
+/// use workflows_runtime::store::{Durability, SqliteOptions, SqliteStore};
+///
+/// let store = SqliteStore::open("workflows.db")?;
+/// let fast = SqliteStore::open_with("scratch.db", SqliteOptions::new().durability(Durability::Process))?;
+/// # Ok::<(), workflows_runtime::StoreError>(())
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    options: SqliteOptions,
+    commands: Mutex<Option<mpsc::Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the store at `path` with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens (creating it if needed) the store at `path`. Applies schema migrations; refuses a
+    /// file written by a newer schema version, or a SQLite file that is not a workflows store.
+    /// Blocking: call it before the runtime, or through `spawn_blocking` (as the engine does).
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_owned();
+        let mut conn = Connection::open(&path).map_err(|e| {
+            backend(
+                format!("cannot open the workflows store {}: check the path and its permissions", path.display()),
+                e,
+            )
+        })?;
+        configure(&conn, &options, &path)?;
+        schema::migrate(&mut conn, &path)?;
+        let (sender, receiver) = mpsc::channel();
+        let lazy_delay = options.lazy_delay;
+        let writer = std::thread::Builder::new()
+            .name("workflows-sqlite-writer".into())
+            .spawn(move || writer::run(conn, receiver, lazy_delay))
+            .map_err(|e| backend("cannot start the store's writer thread", e))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                options,
+                commands: Mutex::new(Some(sender)),
+                writer: Mutex::new(Some(writer)),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The durability commits have.
+    pub fn durability(&self) -> Durability {
+        self.inner.options.durability
+    }
+
+    /// Stops the writer after it committed everything submitted so far. Later writes fail.
+    /// Dropping the last clone does the same.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    fn send<T>(&self, command: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command) -> StoreAck<T> {
+        let (reply, receiver) = oneshot::channel();
+        let sent = match &*self.inner.commands.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(commands) => commands.send(command(reply)).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return StoreAck::ready(Err(StoreError::Unavailable(format!(
+                "the store {} is closed",
+                self.inner.path.display()
+            ))));
+        }
+        StoreAck::pending(receiver)
+    }
+
+    /// Runs `read` on a read connection, off the async threads.
+    fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'static, T> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = inner.reader()?;
+                let result = read(&conn);
+                let mut idle = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+                if idle.len() < READERS {
+                    idle.push(conn);
+                }
+                result
+            })
+            .await
+            .map_err(|e| backend("a store read was cancelled", e))?
+        })
+    }
+}
+
+impl Inner {
+    fn reader(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(conn);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&self.path, flags)
+            .map_err(|e| backend(format!("cannot open {} for reading", self.path.display()), e))?;
+        conn.busy_timeout(self.options.busy_timeout).map_err(|e| backend("cannot configure a read connection", e))?;
+        Ok(conn)
+    }
+
+    fn close(&self) {
+        // Dropping the sender lets the writer commit what it has and exit.
+        self.commands.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn configure(conn: &Connection, options: &SqliteOptions, path: &Path) -> Result<(), StoreError> {
+    let context = || format!("cannot configure the workflows store {}", path.display());
+    conn.busy_timeout(options.busy_timeout).map_err(|e| backend(context(), e))?;
+    let mode: String =
+        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| backend(context(), e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "{} cannot use write-ahead logging (journal mode is {mode}); use a file on a local disk",
+            path.display()
+        )));
+    }
+    // WAL with FULL syncs the log on every commit; NORMAL only at checkpoints.
+    let synchronous = match options.durability {
+        Durability::Full => "FULL",
+        Durability::Process => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous).map_err(|e| backend(context(), e))?;
+    if let Some(bytes) = options.max_size {
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(|e| backend(context(), e))?;
+        let pages = (bytes as i64 / page_size).max(1);
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(|e| backend(context(), e))?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.inner.path.display())
+    }
+
+    fn create_execution(&self, new: NewExecution) -> StoreAck<CreateOutcome> {
+        self.send(|reply| Command::Create(new, reply))
+    }
+
+    fn append(&self, batch: AppendBatch) -> WriteAck {
+        self.send(|reply| Command::Append(batch, reply))
+    }
+
+    fn execution<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Option<ExecutionRecord>> {
+        let id = id.clone();
+        self.read(move |conn| writer::read_execution(conn, &id))
+    }
+
+    fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>> {
+        let id = id.clone();
+        self.read(move |conn| {
+            let context = || format!("cannot read the journal of execution {id}");
+            let sql = format!("SELECT {} FROM journal WHERE execution_id = ?1 ORDER BY idx", rows::JOURNAL_COLUMNS);
+            let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context(), e))?;
+            let mut found = statement.query([id.as_str()]).map_err(|e| backend(context(), e))?;
+            let mut entries = Vec::new();
+            while let Some(row) = found.next().map_err(|e| backend(context(), e))? {
+                entries.push(rows::journal_entry(row)?);
+            }
+            Ok(entries)
+        })
+    }
+
+    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, Vec<ExecutionRecord>> {
+        let query = query.clone();
+        self.read(move |conn| {
+            let mut sql = format!("SELECT {} FROM executions WHERE 1 = 1", rows::EXECUTION_COLUMNS);
+            let mut values: Vec<rusqlite::types::Value> = Vec::new();
+            if !query.states.is_empty() {
+                let states: Vec<&str> = query.states.iter().map(|s| s.as_str()).collect();
+                sql.push_str(" AND state IN (SELECT value FROM json_each(?))");
+                values.push(serde_json::to_string(&states).unwrap_or_default().into());
+            }
+            if let Some(workflow) = &query.workflow {
+                sql.push_str(" AND workflow = ?");
+                values.push(workflow.clone().into());
+            }
+            if let Some(since) = query.since {
+                sql.push_str(" AND created_at >= ?");
+                values.push(since.as_micros().into());
+            }
+            if let Some(before) = query.before {
+                sql.push_str(" AND created_at < ?");
+                values.push(before.as_micros().into());
+            }
+            sql.push_str(" ORDER BY created_at DESC, id DESC");
+            if let Some(limit) = query.limit {
+                sql.push_str(" LIMIT ?");
+                values.push((limit as i64).into());
+            }
+            let context = "cannot list executions";
+            let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context, e))?;
+            let mut found = statement.query(params_from_iter(values)).map_err(|e| backend(context, e))?;
+            let mut records = Vec::new();
+            while let Some(row) = found.next().map_err(|e| backend(context, e))? {
+                records.push(rows::execution(row)?);
+            }
+            Ok(records)
+        })
+    }
+
+    fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
+        let ack = self.send(|reply| Command::Claim(claim.clone(), reply));
+        Box::pin(ack)
+    }
+
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, u64> {
+        let ack = self.send(|reply| Command::Renew(owner.to_owned(), lease_until, reply));
+        Box::pin(ack)
+    }
+
+    fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
+        let ack = self.send(|reply| Command::Release(owner.to_owned(), reply));
+        Box::pin(ack)
+    }
+}

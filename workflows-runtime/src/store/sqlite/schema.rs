@@ -1,0 +1,103 @@
+//! The SQLite schema and its versioned migrations.
+//!
+//! The file's `application_id` marks it as a workflows store; its `user_version` is the schema
+//! version. Opening applies the missing migrations, each in its own transaction; a file
+//! written by a newer schema is refused, untouched.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::backend;
+use crate::store::StoreError;
+
+/// "WFLW": identifies a workflows store among SQLite files.
+pub(super) const APPLICATION_ID: i32 = 0x5746_4c57;
+
+/// Migration `n` (1-based) brings the schema from version `n - 1` to `n`.
+const MIGRATIONS: &[&str] = &[
+    // 1: executions and their journals.
+    r#"
+    CREATE TABLE executions (
+        id          TEXT PRIMARY KEY NOT NULL,
+        workflow    TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        input       TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        result      TEXT,
+        failure     TEXT,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        owner       TEXT,
+        lease_until INTEGER,
+        epoch       INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX executions_by_state ON executions (state, lease_until);
+    CREATE INDEX executions_by_created ON executions (created_at);
+    CREATE INDEX executions_by_workflow ON executions (workflow, created_at);
+    CREATE INDEX executions_by_owner ON executions (owner) WHERE owner IS NOT NULL;
+
+    CREATE TABLE journal (
+        execution_id TEXT NOT NULL,
+        idx          INTEGER NOT NULL,
+        at           INTEGER NOT NULL,
+        kind         TEXT NOT NULL,
+        step_key     TEXT NOT NULL,
+        event        TEXT NOT NULL,
+        PRIMARY KEY (execution_id, idx)
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Checks the file is a workflows store of a version this build can use, and applies the
+/// missing migrations.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let context = || format!("cannot open the workflows store {}", path.display());
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| backend(format!("{}: cannot lock it to check its schema", context()), e))?;
+        let (application_id, version) = read_header(&tx).map_err(|e| backend(context(), e))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema { path: path.to_owned(), found: version, supported: SCHEMA_VERSION });
+        }
+        if application_id != APPLICATION_ID {
+            let has_tables: bool = tx
+                .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table')", [], |r| r.get(0))
+                .map_err(|e| backend(context(), e))?;
+            if application_id != 0 || has_tables {
+                return Err(StoreError::NotAStore {
+                    path: path.to_owned(),
+                    detail: format!(
+                        "it is a SQLite database of another application (application_id {application_id:#x}, \
+                         expected {APPLICATION_ID:#x}); point the engine at a new file or an existing workflows store"
+                    ),
+                });
+            }
+        }
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        // One migration per transaction: a crash leaves the file at a consistent version.
+        let next = version + 1;
+        let sql = MIGRATIONS[(next - 1) as usize];
+        let apply = || -> rusqlite::Result<()> {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            tx.pragma_update(None, "user_version", next)?;
+            Ok(())
+        };
+        apply().map_err(|e| backend(format!("{}: migration to schema version {next} failed", context()), e))?;
+        tx.commit().map_err(|e| backend(format!("{}: migration to schema version {next} failed", context()), e))?;
+    }
+}
+
+fn read_header(conn: &Connection) -> rusqlite::Result<(i32, i64)> {
+    let application_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok((application_id, version))
+}

@@ -1,0 +1,351 @@
+//! The single writer: one thread owns the write connection and commits the pending writes of
+//! all executions in one transaction per fsync (group commit).
+//!
+//! Commands arrive over a channel in the order they were submitted. The thread takes every
+//! command waiting, applies each inside its own savepoint (one failing command does not undo
+//! the others), commits once, and only then answers them. Lazy appends wait for the next
+//! durable command, or for `lazy_delay`, so that "attempt started" records ride along with the
+//! next commit instead of costing an fsync of their own.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::{ACTIVE_STATES, backend, rows};
+use crate::error::{Failure, FailureKind};
+use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
+use crate::store::{AppendBatch, Claim, CreateOutcome, NewExecution, StoreError, WriteMode};
+use crate::time::Timestamp;
+
+/// At most this many commands go into one transaction.
+const MAX_BATCH: usize = 4096;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A write for the writer thread.
+pub(super) enum Command {
+    Create(NewExecution, Reply<CreateOutcome>),
+    Append(AppendBatch, Reply<()>),
+    Claim(Claim, Reply<Vec<ExecutionRecord>>),
+    Renew(String, Timestamp, Reply<u64>),
+    Release(String, Reply<u64>),
+}
+
+impl Command {
+    fn is_lazy(&self) -> bool {
+        matches!(self, Command::Append(batch, _) if batch.mode == WriteMode::Lazy)
+    }
+}
+
+/// A command applied, waiting for the commit before its answer is sent.
+enum Applied {
+    Create(Reply<CreateOutcome>, Result<CreateOutcome, StoreError>),
+    Unit(Reply<()>, Result<(), StoreError>),
+    Records(Reply<Vec<ExecutionRecord>>, Result<Vec<ExecutionRecord>, StoreError>),
+    Count(Reply<u64>, Result<u64, StoreError>),
+}
+
+impl Applied {
+    /// Answers with the command's result, or with the commit's error if the commit failed.
+    fn answer(self, commit: &Result<(), String>) {
+        let failed = |message: &String| StoreError::Backend {
+            context: "the store could not commit the write".into(),
+            source: message.clone().into(),
+        };
+        // A receiver that is gone (a lazy write nobody waits for) is fine.
+        match (self, commit) {
+            (Applied::Create(reply, result), Ok(())) => drop(reply.send(result)),
+            (Applied::Unit(reply, result), Ok(())) => drop(reply.send(result)),
+            (Applied::Records(reply, result), Ok(())) => drop(reply.send(result)),
+            (Applied::Count(reply, result), Ok(())) => drop(reply.send(result)),
+            (Applied::Create(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
+            (Applied::Unit(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
+            (Applied::Records(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
+            (Applied::Count(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
+        }
+    }
+}
+
+/// The writer thread's loop; returns when every sender is gone, after a last commit.
+pub(super) fn run(mut conn: Connection, commands: Receiver<Command>, lazy_delay: Duration) {
+    let mut queue: Vec<Command> = Vec::new();
+    // When the oldest uncommitted lazy command arrived.
+    let mut lazy_since: Option<Instant> = None;
+    loop {
+        let (received, closed) = match lazy_since {
+            None => match commands.recv() {
+                Ok(command) => (Some(command), false),
+                Err(_) => (None, true),
+            },
+            Some(since) => {
+                match commands.recv_timeout((since + lazy_delay).saturating_duration_since(Instant::now())) {
+                    Ok(command) => (Some(command), false),
+                    Err(RecvTimeoutError::Timeout) => (None, false),
+                    Err(RecvTimeoutError::Disconnected) => (None, true),
+                }
+            }
+        };
+        queue.extend(received);
+        // Everything already waiting goes into the same transaction.
+        while queue.len() < MAX_BATCH {
+            match commands.try_recv() {
+                Ok(command) => queue.push(command),
+                Err(_) => break,
+            }
+        }
+        let lazy_due = lazy_since.is_some_and(|since| since.elapsed() >= lazy_delay);
+        if !closed && !lazy_due && queue.iter().all(Command::is_lazy) {
+            if !queue.is_empty() {
+                lazy_since.get_or_insert_with(Instant::now);
+            }
+            continue;
+        }
+        if !queue.is_empty() {
+            commit(&mut conn, std::mem::take(&mut queue));
+        }
+        lazy_since = None;
+        if closed {
+            return;
+        }
+    }
+}
+
+fn commit(conn: &mut Connection, commands: Vec<Command>) {
+    let mut applied = Vec::with_capacity(commands.len());
+    let outcome = match exec(conn, "BEGIN IMMEDIATE") {
+        Ok(()) => {
+            for command in commands {
+                applied.push(apply(conn, command));
+            }
+            exec(conn, "COMMIT").map_err(|e| {
+                // A failed COMMIT (disk full, I/O error) leaves the transaction open: undo it.
+                let _ = exec(conn, "ROLLBACK");
+                e.to_string()
+            })
+        }
+        Err(e) => {
+            for command in commands {
+                applied.push(apply_nothing(command));
+            }
+            Err(format!("cannot start a write transaction: {e}"))
+        }
+    };
+    for done in applied {
+        done.answer(&outcome);
+    }
+}
+
+/// Runs a statement without parameters, prepared once per connection: transaction control
+/// runs several times per commit.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+/// The answer slot of a command that could not run (its result is replaced by the error).
+fn apply_nothing(command: Command) -> Applied {
+    fn never<T>() -> Result<T, StoreError> {
+        Err(StoreError::Unavailable("not applied".into()))
+    }
+    match command {
+        Command::Create(_, reply) => Applied::Create(reply, never()),
+        Command::Append(_, reply) => Applied::Unit(reply, never()),
+        Command::Claim(_, reply) => Applied::Records(reply, never()),
+        Command::Renew(_, _, reply) | Command::Release(_, reply) => Applied::Count(reply, never()),
+    }
+}
+
+fn apply(conn: &Connection, command: Command) -> Applied {
+    match command {
+        Command::Create(new, reply) => Applied::Create(reply, in_savepoint(conn, |c| create(c, new))),
+        Command::Append(batch, reply) => Applied::Unit(reply, in_savepoint(conn, |c| append(c, batch))),
+        Command::Claim(claim, reply) => Applied::Records(reply, in_savepoint(conn, |c| claim_orphans(c, &claim))),
+        Command::Renew(owner, until, reply) => Applied::Count(reply, in_savepoint(conn, |c| renew(c, &owner, until))),
+        Command::Release(owner, reply) => Applied::Count(reply, in_savepoint(conn, |c| release(c, &owner))),
+    }
+}
+
+/// Runs `f` in a savepoint: a failed command leaves no trace, and the others still commit.
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    exec(conn, "SAVEPOINT command").map_err(|e| backend("cannot open a savepoint", e))?;
+    let result = f(conn);
+    if result.is_err() {
+        exec(conn, "ROLLBACK TO command").map_err(|e| backend("cannot roll back a failed write", e))?;
+    }
+    exec(conn, "RELEASE command").map_err(|e| backend("cannot release a savepoint", e))?;
+    result
+}
+
+fn create(conn: &Connection, new: NewExecution) -> Result<CreateOutcome, StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO executions (id, workflow, fingerprint, version, input, state, result, failure,
+                                     created_at, updated_at, owner, lease_until, epoch)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', NULL, NULL, ?6, ?6, ?7, ?8, 1)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                new.id.as_str(),
+                new.workflow,
+                new.fingerprint,
+                new.version,
+                new.input.get(),
+                new.now.as_micros(),
+                &*new.owner,
+                new.lease_until.as_micros(),
+            ])
+        })
+        .map_err(|e| backend(format!("cannot create execution {}", new.id), e))?;
+    if inserted == 1 {
+        return Ok(CreateOutcome::Created);
+    }
+    let existing = read_execution(conn, &new.id)?.ok_or_else(|| StoreError::NotFound(new.id.clone()))?;
+    Ok(CreateOutcome::Exists(Box::new(existing)))
+}
+
+pub(super) fn read_execution(conn: &Connection, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
+    let sql = format!("SELECT {} FROM executions WHERE id = ?1", rows::EXECUTION_COLUMNS);
+    let mut statement = conn.prepare_cached(&sql).map_err(|e| backend("cannot read an execution", e))?;
+    let mut found = statement.query([id.as_str()]).map_err(|e| backend("cannot read an execution", e))?;
+    match found.next().map_err(|e| backend("cannot read an execution", e))? {
+        Some(row) => rows::execution(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn append(conn: &Connection, batch: AppendBatch) -> Result<(), StoreError> {
+    let id = &batch.execution;
+    let context = || format!("cannot write to the journal of execution {id}");
+    let epoch: Option<i64> = conn
+        .prepare_cached("SELECT epoch FROM executions WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
+        .map_err(|e| backend(context(), e))?;
+    let current = epoch.ok_or_else(|| StoreError::NotFound(id.clone()))? as u64;
+    if current != batch.epoch {
+        return Err(StoreError::Fenced { execution: id.clone(), current, attempted: batch.epoch });
+    }
+    if !batch.entries.is_empty() {
+        let mut insert = conn
+            .prepare_cached(
+                "INSERT INTO journal (execution_id, idx, at, kind, step_key, event) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(|e| backend(context(), e))?;
+        for entry in &batch.entries {
+            let event = rows::event_json(&entry.event)?;
+            let step_key = entry.event.step().1.to_string();
+            let inserted = insert.execute(params![
+                id.as_str(),
+                entry.index as i64,
+                entry.at.as_micros(),
+                entry.event.kind(),
+                step_key,
+                event
+            ]);
+            match inserted {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    let expected: i64 = conn
+                        .query_row(
+                            "SELECT COALESCE(MAX(idx) + 1, 0) FROM journal WHERE execution_id = ?1",
+                            [id.as_str()],
+                            |r| r.get(0),
+                        )
+                        .map_err(|e| backend(context(), e))?;
+                    return Err(StoreError::OutOfSequence {
+                        execution: id.clone(),
+                        expected: expected as u64,
+                        got: entry.index,
+                    });
+                }
+                Err(e) => return Err(backend(context(), e)),
+            }
+        }
+    }
+    if let Some(transition) = &batch.transition {
+        let failure = transition.failure.as_ref().map(rows::failure_json).transpose()?;
+        conn.prepare_cached(
+            "UPDATE executions SET state = ?2, result = ?3, failure = ?4, updated_at = ?5,
+                 owner = CASE WHEN ?6 THEN NULL ELSE owner END,
+                 lease_until = CASE WHEN ?6 THEN NULL ELSE lease_until END
+             WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id.as_str(),
+                transition.state.as_str(),
+                transition.result.as_deref().map(|r| r.get()),
+                failure,
+                Timestamp::now().as_micros(),
+                transition.state.is_finished(),
+            ])
+        })
+        .map_err(|e| backend(context(), e))?;
+    }
+    Ok(())
+}
+
+fn claim_orphans(conn: &Connection, claim: &Claim) -> Result<Vec<ExecutionRecord>, StoreError> {
+    let context = "cannot claim orphaned executions";
+    let sql = format!(
+        "UPDATE executions SET owner = ?1, lease_until = ?2, epoch = epoch + 1
+         WHERE id IN (
+             SELECT id FROM executions
+             WHERE state IN {ACTIVE_STATES}
+               AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3)
+               AND workflow IN (SELECT value FROM json_each(?4))
+             ORDER BY created_at
+             LIMIT ?5)
+         RETURNING {}",
+        rows::EXECUTION_COLUMNS
+    );
+    let workflows = serde_json::to_string(&claim.workflows).map_err(|e| backend(context, e))?;
+    let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context, e))?;
+    let mut claimed = statement
+        .query(params![
+            claim.owner,
+            claim.lease_until.as_micros(),
+            claim.now.as_micros(),
+            workflows,
+            claim.limit as i64
+        ])
+        .map_err(|e| backend(context, e))?;
+    let mut records = Vec::new();
+    let mut corrupt = Vec::new();
+    while let Some(row) = claimed.next().map_err(|e| backend(context, e))? {
+        match rows::execution(row) {
+            Ok(record) => records.push(record),
+            Err(StoreError::Corrupt { execution, what, detail }) => corrupt.push((execution, what, detail)),
+            Err(other) => return Err(other),
+        }
+    }
+    drop(claimed);
+    drop(statement);
+    // A row that cannot be decoded cannot be resumed: fail that execution, not the engine.
+    for (execution, what, detail) in corrupt {
+        let message = format!("execution {execution} cannot be resumed: {what} cannot be decoded: {detail}");
+        tracing::error!(%execution, "{message}");
+        let failure = rows::failure_json(&Failure::new(FailureKind::Decode, message))?;
+        conn.execute(
+            "UPDATE executions SET state = ?2, failure = ?3, owner = NULL, lease_until = NULL, updated_at = ?4
+             WHERE id = ?1",
+            params![execution.as_str(), ExecutionState::Failed.as_str(), failure, Timestamp::now().as_micros()],
+        )
+        .map_err(|e| backend(context, e))?;
+    }
+    Ok(records)
+}
+
+fn renew(conn: &Connection, owner: &str, until: Timestamp) -> Result<u64, StoreError> {
+    let sql = format!("UPDATE executions SET lease_until = ?2 WHERE owner = ?1 AND state IN {ACTIVE_STATES}");
+    conn.execute(&sql, params![owner, until.as_micros()])
+        .map(|n| n as u64)
+        .map_err(|e| backend("cannot renew leases", e))
+}
+
+fn release(conn: &Connection, owner: &str) -> Result<u64, StoreError> {
+    let sql =
+        format!("UPDATE executions SET owner = NULL, lease_until = NULL WHERE owner = ?1 AND state IN {ACTIVE_STATES}");
+    conn.execute(&sql, params![owner]).map(|n| n as u64).map_err(|e| backend("cannot release executions", e))
+}

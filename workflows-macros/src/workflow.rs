@@ -207,6 +207,7 @@ fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
                 #output_name,
                 &[#(#calls),*],
                 #private::erased_entry::<#ident>,
+                #private::check_input::<#ident>,
             );
 
             #private::inventory::submit! {

@@ -9,7 +9,7 @@ pub use crate::registry::{
     CompensationDefinition, SourceLocation, StepDefinition, StepRegistration, WorkflowDefinition, WorkflowRegistration,
 };
 pub use crate::step::{StepFn, call_step, compensation_hook};
-pub use crate::workflow::{WorkflowFn, erased_entry};
+pub use crate::workflow::{WorkflowFn, check_input, erased_entry};
 
 pub use std::future::Future;
 pub use std::marker::Send;

@@ -404,6 +404,24 @@ pub enum RunError {
         /// serde's error.
         source: serde_json::Error,
     },
+    /// No workflow is registered under this name.
+    #[error("no workflow is registered as `{name}`{}", suggest(similar))]
+    UnknownWorkflow {
+        /// The name asked for.
+        name: String,
+        /// Registered names close to it.
+        similar: Vec<&'static str>,
+    },
+    /// The input does not match the workflow's input type.
+    #[error("the input does not match workflow `{workflow}`'s input type `{expected}`: {source}")]
+    InvalidInput {
+        /// The workflow's name.
+        workflow: String,
+        /// The input type as written in the workflow's signature.
+        expected: &'static str,
+        /// serde's error, with the line and column.
+        source: serde_json::Error,
+    },
     /// The stored output could not be decoded as the workflow's output type.
     #[error("the output of execution {execution} could not be decoded as `{expected}`: {source}")]
     Output {
@@ -441,6 +459,13 @@ pub enum RunError {
     Store(#[from] StoreError),
 }
 
+fn suggest(similar: &[&'static str]) -> String {
+    match similar {
+        [] => "; list the registered workflows with `workflows list`".to_owned(),
+        names => format!("; did you mean {}?", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" or ")),
+    }
+}
+
 fn list(failures: &[Failure]) -> String {
     failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
@@ -455,7 +480,11 @@ impl RunError {
             | Self::Output { execution, .. }
             | Self::Conflict { execution, .. }
             | Self::Interrupted { execution, .. } => Some(execution),
-            Self::Input { .. } | Self::ShutDown | Self::Store(_) => None,
+            Self::Input { .. }
+            | Self::UnknownWorkflow { .. }
+            | Self::InvalidInput { .. }
+            | Self::ShutDown
+            | Self::Store(_) => None,
         }
     }
 

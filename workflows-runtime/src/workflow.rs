@@ -77,3 +77,9 @@ pub fn erased_entry<'a, W: WorkflowFn>(
             .map_err(|e| WorkflowError::new(format!("the workflow's output cannot be serialized to JSON: {e}")))
     }))
 }
+
+/// Checks that `input` decodes as workflow `W`'s input type. Not public API.
+#[doc(hidden)]
+pub fn check_input<W: WorkflowFn>(input: &RawValue) -> Result<(), serde_json::Error> {
+    serde_json::from_str::<W::Input>(input.get()).map(drop)
+}

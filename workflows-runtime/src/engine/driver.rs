@@ -143,8 +143,13 @@ pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, tran
     }
 }
 
-/// The store refused a write: this engine stops driving the execution, which stays as stored.
+/// The store refused a write: this engine stops driving the execution, which stays as stored,
+/// and gives up its ownership (unless another engine owns it already) so that it is taken over
+/// once the store works again.
 fn interrupted(live: &LiveExecution, error: StoreError) -> RunError {
     tracing::warn!(execution = %live.id, %error, "stopped driving an execution after a store error");
+    if !matches!(error, StoreError::Fenced { .. }) {
+        live.engine.abandon(live.id.clone(), live.epoch);
+    }
     RunError::Interrupted { execution: live.id.clone(), reason: format!("a store write failed: {error}") }
 }

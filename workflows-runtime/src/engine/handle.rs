@@ -12,7 +12,6 @@ use super::Engine;
 use crate::error::{Failure, FailureKind, RunError};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::journal::JournalEvent;
-use crate::workflow::WorkflowFn;
 
 /// A started execution: its id, and its result to await.
 ///
@@ -75,20 +74,21 @@ impl<O: DeserializeOwned + Send + 'static> IntoFuture for ExecutionHandle<O> {
     }
 }
 
-/// The start of an execution whose id exists already.
-pub(super) async fn existing<W: WorkflowFn>(
+/// The start of an execution whose id exists already: its result if it finished, a handle
+/// attached to it if it runs, or a conflict if it is another workflow or had another input.
+pub(super) async fn existing<O: DeserializeOwned>(
     engine: Engine,
+    workflow: &str,
     record: ExecutionRecord,
-    input: &W::Input,
-) -> Result<ExecutionHandle<W::Output>, RunError> {
-    let name = W::definition().name();
-    if record.workflow != name {
+    same_input: bool,
+) -> Result<ExecutionHandle<O>, RunError> {
+    if record.workflow != workflow {
         return Err(RunError::Conflict {
             execution: record.id,
-            reason: format!("it is an execution of workflow `{}`, not `{name}`", record.workflow),
+            reason: format!("it is an execution of workflow `{}`, not `{workflow}`", record.workflow),
         });
     }
-    if !same_json(input, &record.input) {
+    if !same_input {
         return Err(RunError::Conflict {
             execution: record.id,
             reason: format!(
@@ -107,7 +107,7 @@ pub(super) async fn existing<W: WorkflowFn>(
 }
 
 /// Compares as JSON values, so that the order of map entries does not matter.
-fn same_json<T: Serialize>(value: &T, stored: &serde_json::value::RawValue) -> bool {
+pub(super) fn same_json<T: Serialize + ?Sized>(value: &T, stored: &serde_json::value::RawValue) -> bool {
     match (serde_json::to_value(value), serde_json::from_str::<serde_json::Value>(stored.get())) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
@@ -26,7 +27,7 @@ use crate::error::RunError;
 use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::journal::JournalEntry;
 use crate::journal::replay::Progress;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Registry, RegistryError, WorkflowDefinition};
 use crate::store::{
     self, CreateOutcome, ExecutionQuery, MemoryStore, NewExecution, SqliteOptions, SqliteStore, Store, StoreError,
 };
@@ -56,6 +57,9 @@ pub(crate) struct EngineInner {
     pub lease: Duration,
     /// Executions this engine is driving.
     live: Mutex<LiveTasks>,
+    /// Executions this engine stopped driving after a store error, with their epochs: their
+    /// ownership is given up as soon as the store accepts it, so they can be taken over.
+    abandoned: Mutex<Vec<(ExecutionId, u64)>>,
     closed: AtomicBool,
 }
 
@@ -166,12 +170,19 @@ impl EngineBuilder {
             owner,
             lease: self.lease,
             live: Mutex::new(HashMap::default()),
+            abandoned: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
         });
         inner.recover().await?;
         recovery::spawn_maintenance(&inner);
         Ok(Engine { inner })
     }
+}
+
+/// What [`Engine::create`] found.
+enum Created {
+    New(Arc<LiveExecution>),
+    Exists(Box<ExecutionRecord>),
 }
 
 /// Opens a store off the async threads (file stores do blocking I/O).
@@ -235,13 +246,85 @@ impl Engine {
         input: W::Input,
         options: RunOptions,
     ) -> Result<ExecutionHandle<W::Output>, RunError> {
+        let definition = W::definition();
+        let input_json = crate::journal::json::to_raw(&input)
+            .map_err(|source| RunError::Input { workflow: definition.name().to_owned(), source })?;
+        let live = match self.create(definition, input_json, options).await? {
+            Created::New(live) => live,
+            Created::Exists(record) => {
+                let same = handle::same_json(&input, &record.input);
+                return handle::existing(self.clone(), definition.name(), *record, same).await;
+            }
+        };
+        let id = live.id.clone();
+        let (sender, receiver) = oneshot::channel();
+        self.inner.spawn(id.clone(), async move {
+            let wf = Workflow { live };
+            let body = std::pin::pin!(W::call(&wf, input));
+            driver::drive(&wf, body, Some(sender)).await;
+        });
+        Ok(ExecutionHandle::live(id, receiver))
+    }
+
+    /// Starts the workflow registered as `name` with a JSON input, for callers that do not
+    /// know its types (the helper binary, a generic HTTP endpoint). The output comes back as
+    /// JSON. An unknown name is [`RunError::UnknownWorkflow`] (with the closest names); input
+    /// that does not match the workflow's input type is [`RunError::InvalidInput`], and
+    /// nothing is stored.
+    pub async fn start_workflow_by_name(
+        &self,
+        name: &str,
+        input: impl serde::Serialize,
+        options: RunOptions,
+    ) -> Result<ExecutionHandle<Box<RawValue>>, RunError> {
+        let registry = self.inner.registry;
+        let definition = registry.workflow(name).ok_or_else(|| RunError::UnknownWorkflow {
+            name: name.to_owned(),
+            similar: registry.similar_workflows(name),
+        })?;
+        let input_json = crate::journal::json::to_raw(&input)
+            .map_err(|source| RunError::Input { workflow: definition.name().to_owned(), source })?;
+        (definition.check_input)(&input_json).map_err(|source| RunError::InvalidInput {
+            workflow: definition.name().to_owned(),
+            expected: definition.input_type(),
+            source,
+        })?;
+        let provided = input_json.clone();
+        let live = match self.create(definition, input_json, options).await? {
+            Created::New(live) => live,
+            Created::Exists(record) => {
+                let same = handle::same_json(&provided, &record.input);
+                return handle::existing(self.clone(), definition.name(), *record, same).await;
+            }
+        };
+        let id = live.id.clone();
+        let (sender, receiver) = oneshot::channel();
+        self.inner.spawn(id.clone(), async move {
+            let wf = Workflow { live };
+            match (definition.entry)(&wf, &provided) {
+                Ok(mut body) => driver::drive(&wf, body.as_mut(), Some(sender)).await,
+                // Checked above; a stored input is the one just checked.
+                Err(error) => drop(sender.send(Err(RunError::InvalidInput {
+                    workflow: definition.name().to_owned(),
+                    expected: definition.input_type(),
+                    source: error,
+                }))),
+            }
+        });
+        Ok(ExecutionHandle::live(id, receiver))
+    }
+
+    /// Creates a new execution of `definition`, or finds the one with the requested id.
+    async fn create(
+        &self,
+        definition: &'static WorkflowDefinition,
+        input: Box<RawValue>,
+        options: RunOptions,
+    ) -> Result<Created, RunError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(RunError::ShutDown);
         }
-        let definition = W::definition();
-        let input_json = crate::journal::json::to_raw(&input)
-            .map_err(|source| RunError::Input { workflow: definition.name().to_owned(), source })?;
         let id = options.id.unwrap_or_default();
         let now = Timestamp::now();
         let new = NewExecution {
@@ -249,30 +332,23 @@ impl Engine {
             workflow: definition.name(),
             fingerprint: definition.fingerprint(),
             version: definition.version(),
-            input: input_json,
+            input,
             owner: inner.owner.clone(),
             lease_until: now + inner.lease,
             now,
         };
         if let CreateOutcome::Exists(record) = inner.store.create_execution(new).await? {
-            return handle::existing::<W>(self.clone(), *record, &input).await;
+            return Ok(Created::Exists(record));
         }
-        let live = Arc::new(LiveExecution::new(
-            id.clone(),
+        Ok(Created::New(Arc::new(LiveExecution::new(
+            id,
             definition,
             inner.clone(),
             options.container,
             1,
             definition.fingerprint().into(),
             Progress::new(definition.calls().len()),
-        ));
-        let (sender, receiver) = oneshot::channel();
-        inner.spawn(id.clone(), async move {
-            let wf = Workflow { live };
-            let body = std::pin::pin!(W::call(&wf, input));
-            driver::drive(&wf, body, Some(sender)).await;
-        });
-        Ok(ExecutionHandle::live(id, receiver))
+        ))))
     }
 
     /// The registry of workflows and steps this engine runs.
@@ -384,6 +460,22 @@ impl EngineInner {
         // Started while the engine shut down (past `shutdown`'s sweep): stop it too.
         if self.is_closed() {
             handle.abort();
+        }
+    }
+
+    /// Marks an execution this engine stopped driving, to release it (see `abandoned`).
+    pub(crate) fn abandon(&self, id: ExecutionId, epoch: u64) {
+        self.abandoned.lock().unwrap_or_else(|p| p.into_inner()).push((id, epoch));
+    }
+
+    /// Releases the abandoned executions the store accepts to release now.
+    pub(crate) async fn release_abandoned(&self) {
+        let pending = std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|p| p.into_inner()));
+        for (id, epoch) in pending {
+            if let Err(error) = self.store.release_execution(&id, epoch).await {
+                tracing::warn!(execution = %id, %error, "could not release an execution yet; retrying");
+                self.abandon(id, epoch);
+            }
         }
     }
 

@@ -45,7 +45,16 @@ impl EngineInner {
     async fn resume(self: &Arc<Self>, record: ExecutionRecord) -> Result<(), StoreError> {
         // The claim only returns workflows of this registry.
         let Some(definition) = self.registry.workflow(&record.workflow) else { return Ok(()) };
-        let journal = self.store.journal(&record.id).await?;
+        let (progress, corrupt) = match self.store.journal(&record.id).await {
+            Ok(journal) => (Progress::from_journal(journal), None),
+            // A journal row that cannot be decoded fails this execution, not the engine.
+            Err(StoreError::Corrupt { execution, what, detail }) => {
+                let message =
+                    format!("execution {execution} cannot be resumed: its {what} cannot be decoded: {detail}");
+                (Progress::default(), Some(Failure::new(FailureKind::Decode, message)))
+            }
+            Err(other) => return Err(other),
+        };
         let live = Arc::new(LiveExecution::new(
             record.id.clone(),
             definition,
@@ -53,8 +62,13 @@ impl EngineInner {
             None,
             record.epoch,
             record.fingerprint.into(),
-            Progress::from_journal(journal),
+            progress,
         ));
+        if let Some(failure) = corrupt {
+            tracing::error!(execution = %record.id, "{}", failure.message);
+            driver::fail(&live, failure).await;
+            return Ok(());
+        }
         tracing::info!(execution = %record.id, workflow = definition.name(), state = %record.state, "resuming execution");
         if record.state == ExecutionState::Compensating {
             let failure = record
@@ -103,6 +117,7 @@ pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
                 return;
             }
             if renewing {
+                inner.release_abandoned().await;
                 let until = Timestamp::now() + inner.lease;
                 if let Err(error) = inner.store.renew_leases(&inner.owner, until).await {
                     tracing::warn!(%error, "could not renew execution leases");

@@ -41,6 +41,10 @@ pub type ErasedEntry = for<'a> fn(
     &RawValue,
 ) -> Result<BoxFuture<'a, Result<Box<RawValue>, WorkflowError>>, serde_json::Error>;
 
+/// Checks that JSON decodes as a workflow's input type.
+#[doc(hidden)]
+pub type InputCheck = fn(&RawValue) -> Result<(), serde_json::Error>;
+
 /// A step's compensation.
 #[derive(Clone, Copy)]
 pub struct CompensationDefinition {
@@ -118,6 +122,7 @@ pub struct WorkflowDefinition {
     pub(crate) output_type: &'static str,
     pub(crate) calls: &'static [&'static str],
     pub(crate) entry: ErasedEntry,
+    pub(crate) check_input: InputCheck,
 }
 
 impl WorkflowDefinition {
@@ -133,8 +138,9 @@ impl WorkflowDefinition {
         output_type: &'static str,
         calls: &'static [&'static str],
         entry: ErasedEntry,
+        check_input: InputCheck,
     ) -> Self {
-        Self { name, fn_name, location, fingerprint, version, input_type, output_type, calls, entry }
+        Self { name, fn_name, location, fingerprint, version, input_type, output_type, calls, entry, check_input }
     }
 
     /// The registered name (the function's name unless `name = "..."` was given).

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 pub use definition::{CompensationDefinition, SourceLocation, StepDefinition, WorkflowDefinition};
 #[doc(hidden)]
-pub use definition::{CompensationHook, ErasedEntry, StepRegistration, WorkflowRegistration};
+pub use definition::{CompensationHook, ErasedEntry, InputCheck, StepRegistration, WorkflowRegistration};
 
 /// All registered workflows and steps, by name.
 ///

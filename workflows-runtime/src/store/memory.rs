@@ -214,4 +214,17 @@ impl Store for MemoryStore {
         }
         ready(released)
     }
+
+    fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
+        let mut executions = self.lock();
+        let released = match executions.get_mut(id) {
+            Some(entry) if entry.epoch == epoch && entry.state.is_active() => {
+                entry.owner = None;
+                entry.lease_until = None;
+                true
+            }
+            _ => false,
+        };
+        ready(released)
+    }
 }

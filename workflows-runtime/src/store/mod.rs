@@ -68,6 +68,10 @@ pub trait Store: Send + Sync + 'static {
     /// Gives up ownership of `owner`'s active executions, so another engine can take them
     /// over at once. Returns how many were released.
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64>;
+
+    /// Gives up ownership of one execution, if it is still held at `epoch`. Returns whether
+    /// it was released.
+    fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool>;
 }
 
 /// The environment variable naming the default store (see [`open_url`]).
@@ -127,6 +131,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
         (**self).release(owner)
+    }
+    fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
+        (**self).release_execution(id, epoch)
     }
 }
 

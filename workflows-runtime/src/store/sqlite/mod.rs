@@ -335,4 +335,9 @@ impl Store for SqliteStore {
         let ack = self.send(|reply| Command::Release(owner.to_owned(), reply));
         Box::pin(ack)
     }
+
+    fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
+        let ack = self.send(|reply| Command::ReleaseOne(id.clone(), epoch, reply));
+        Box::pin(ack)
+    }
 }

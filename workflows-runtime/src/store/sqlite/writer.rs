@@ -31,6 +31,7 @@ pub(super) enum Command {
     Claim(Claim, Reply<Vec<ExecutionRecord>>),
     Renew(String, Timestamp, Reply<u64>),
     Release(String, Reply<u64>),
+    ReleaseOne(ExecutionId, u64, Reply<bool>),
 }
 
 impl Command {
@@ -45,9 +46,23 @@ enum Applied {
     Unit(Reply<()>, Result<(), StoreError>),
     Records(Reply<Vec<ExecutionRecord>>, Result<Vec<ExecutionRecord>, StoreError>),
     Count(Reply<u64>, Result<u64, StoreError>),
+    Flag(Reply<bool>, Result<bool, StoreError>),
 }
 
 impl Applied {
+    /// The command's error message, if it failed.
+    fn error(&self) -> Option<String> {
+        let message = |e: &StoreError| Some(e.to_string());
+        match self {
+            Applied::Create(_, Err(e))
+            | Applied::Unit(_, Err(e))
+            | Applied::Records(_, Err(e))
+            | Applied::Count(_, Err(e))
+            | Applied::Flag(_, Err(e)) => message(e),
+            _ => None,
+        }
+    }
+
     /// Answers with the command's result, or with the commit's error if the commit failed.
     fn answer(self, commit: &Result<(), String>) {
         let failed = |message: &String| StoreError::Backend {
@@ -60,10 +75,12 @@ impl Applied {
             (Applied::Unit(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Records(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Count(reply, result), Ok(())) => drop(reply.send(result)),
+            (Applied::Flag(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Create(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Unit(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Records(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Count(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
+            (Applied::Flag(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
         }
     }
 }
@@ -114,24 +131,35 @@ pub(super) fn run(mut conn: Connection, commands: Receiver<Command>, lazy_delay:
 
 fn commit(conn: &mut Connection, commands: Vec<Command>) {
     let mut applied = Vec::with_capacity(commands.len());
+    let mut commands = commands.into_iter();
     let outcome = match exec(conn, "BEGIN IMMEDIATE") {
         Ok(()) => {
-            for command in commands {
-                applied.push(apply(conn, command));
+            let mut rolled_back = None;
+            for command in commands.by_ref() {
+                let done = apply(conn, command);
+                // On a full disk or an I/O error SQLite rolls the whole transaction back by
+                // itself: every command of this batch is lost, and that error is the cause.
+                if conn.is_autocommit() {
+                    rolled_back = Some(done.error().unwrap_or_else(|| "the write transaction was rolled back".into()));
+                    applied.push(done);
+                    break;
+                }
+                applied.push(done);
             }
-            exec(conn, "COMMIT").map_err(|e| {
-                // A failed COMMIT (disk full, I/O error) leaves the transaction open: undo it.
-                let _ = exec(conn, "ROLLBACK");
-                e.to_string()
-            })
-        }
-        Err(e) => {
-            for command in commands {
-                applied.push(apply_nothing(command));
+            match rolled_back {
+                Some(cause) => Err(cause),
+                None => exec(conn, "COMMIT").map_err(|e| {
+                    // A failed COMMIT may leave the transaction open: undo it.
+                    if !conn.is_autocommit() {
+                        let _ = exec(conn, "ROLLBACK");
+                    }
+                    e.to_string()
+                }),
             }
-            Err(format!("cannot start a write transaction: {e}"))
         }
+        Err(e) => Err(format!("cannot start a write transaction: {e}")),
     };
+    applied.extend(commands.map(apply_nothing));
     for done in applied {
         done.answer(&outcome);
     }
@@ -153,6 +181,7 @@ fn apply_nothing(command: Command) -> Applied {
         Command::Append(_, reply) => Applied::Unit(reply, never()),
         Command::Claim(_, reply) => Applied::Records(reply, never()),
         Command::Renew(_, _, reply) | Command::Release(_, reply) => Applied::Count(reply, never()),
+        Command::ReleaseOne(_, _, reply) => Applied::Flag(reply, never()),
     }
 }
 
@@ -163,6 +192,9 @@ fn apply(conn: &Connection, command: Command) -> Applied {
         Command::Claim(claim, reply) => Applied::Records(reply, in_savepoint(conn, |c| claim_orphans(c, &claim))),
         Command::Renew(owner, until, reply) => Applied::Count(reply, in_savepoint(conn, |c| renew(c, &owner, until))),
         Command::Release(owner, reply) => Applied::Count(reply, in_savepoint(conn, |c| release(c, &owner))),
+        Command::ReleaseOne(id, epoch, reply) => {
+            Applied::Flag(reply, in_savepoint(conn, |c| release_one(c, &id, epoch)))
+        }
     }
 }
 
@@ -170,6 +202,10 @@ fn apply(conn: &Connection, command: Command) -> Applied {
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
     exec(conn, "SAVEPOINT command").map_err(|e| backend("cannot open a savepoint", e))?;
     let result = f(conn);
+    if conn.is_autocommit() {
+        // SQLite already rolled the whole transaction back (see `commit`).
+        return result;
+    }
     if result.is_err() {
         exec(conn, "ROLLBACK TO command").map_err(|e| backend("cannot roll back a failed write", e))?;
     }
@@ -348,4 +384,13 @@ fn release(conn: &Connection, owner: &str) -> Result<u64, StoreError> {
     let sql =
         format!("UPDATE executions SET owner = NULL, lease_until = NULL WHERE owner = ?1 AND state IN {ACTIVE_STATES}");
     conn.execute(&sql, params![owner]).map(|n| n as u64).map_err(|e| backend("cannot release executions", e))
+}
+
+fn release_one(conn: &Connection, id: &ExecutionId, epoch: u64) -> Result<bool, StoreError> {
+    let sql = format!(
+        "UPDATE executions SET owner = NULL, lease_until = NULL WHERE id = ?1 AND epoch = ?2 AND state IN {ACTIVE_STATES}"
+    );
+    conn.execute(&sql, params![id.as_str(), epoch as i64])
+        .map(|n| n == 1)
+        .map_err(|e| backend(format!("cannot release execution {id}"), e))
 }

@@ -1,0 +1,156 @@
+//! What both crash-test workers share: the side-effect log, the `crash_saga` workflow, and the
+//! command line (`DB LOG full|process start ID PLAN_JSON | resume ID`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use workflows_runtime::prelude::*;
+use workflows_runtime::{Durability, SqliteOptions};
+
+/// What the workflow does; part of its input, so replay sees the same plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    steps: u32,
+    /// This step fails permanently, so the completed ones are compensated.
+    fail_at: Option<u32>,
+    /// Each step and compensation sleeps a pseudo-random 0..=jitter_ms, from `seed`.
+    jitter_ms: u64,
+    seed: u64,
+}
+
+impl Plan {
+    fn delay(&self, salt: u64) -> Duration {
+        if self.jitter_ms == 0 {
+            return Duration::ZERO;
+        }
+        let mut x = self.seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        Duration::from_millis(x % (self.jitter_ms + 1))
+    }
+}
+
+/// The side-effect log: one line per effect, appended with one `write` each.
+struct SideEffects {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl SideEffects {
+    fn record(&self, line: String) {
+        let _guard = self.lock.lock().unwrap();
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).unwrap();
+        file.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    fn contains(&self, line: &str) -> bool {
+        std::fs::read_to_string(&self.path).unwrap_or_default().lines().any(|l| l == line)
+    }
+}
+
+/// Records a side effect, then stops forever if `CRASH_BLOCK` names `point` and this is the
+/// first attempt (the test kills the process there).
+pub async fn effect(ctx: &StepContext, line: String, point: &str) -> Result<(), StepError> {
+    let effects = ctx.resolve::<SideEffects>()?;
+    effects.record(line);
+    if ctx.attempt() == 1 {
+        maybe_block(effects, point).await;
+    }
+    Ok(())
+}
+
+/// Stops here forever if `CRASH_BLOCK` names this point (the test kills the process).
+async fn maybe_block(effects: &SideEffects, point: &str) {
+    if std::env::var("CRASH_BLOCK").ok().as_deref() == Some(point) {
+        effects.record(format!("{point} blocked"));
+        std::future::pending::<()>().await;
+    }
+}
+
+#[step(compensate = undo)]
+async fn act(ctx: &StepContext, k: u32, plan: Plan) -> Result<u32, StepError> {
+    let effects = ctx.resolve::<SideEffects>()?;
+    effects.record(format!("step {k} begin {}", ctx.attempt()));
+    if ctx.attempt() == 1 {
+        maybe_block(effects, &format!("step:{k}")).await;
+    }
+    tokio::time::sleep(plan.delay(u64::from(k))).await;
+    if plan.fail_at == Some(k) {
+        effects.record(format!("step {k} failed"));
+        return Err(StepError::permanent(format!("step {k} fails as planned")));
+    }
+    effects.record(format!("step {k} end"));
+    Ok(k)
+}
+
+async fn undo(ctx: &StepContext, k: u32) -> Result<(), StepError> {
+    let effects = ctx.resolve::<SideEffects>()?;
+    effects.record(format!("comp {k} begin"));
+    maybe_block(effects, &format!("comp:{k}")).await;
+    tokio::time::sleep(Duration::from_millis(u64::from(k) % 3)).await;
+    // Idempotent, as compensations must be: a re-run after a crash does not undo twice.
+    if !effects.contains(&format!("comp {k} end")) {
+        effects.record(format!("comp {k} end"));
+    }
+    Ok(())
+}
+
+#[workflow]
+async fn crash_saga(wf: &Workflow, plan: Plan) -> Result<u32, WorkflowError> {
+    let mut sum = 0;
+    for k in 1..=plan.steps {
+        sum += act(wf, k, plan.clone()).await?;
+    }
+    Ok(sum)
+}
+
+/// The worker's main: see the binaries' docs.
+pub async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, db, log, durability, command, id, rest @ ..] = args.as_slice() else {
+        eprintln!("usage: crash_worker DB LOG full|process start ID PLAN_JSON | resume ID");
+        return ExitCode::from(2);
+    };
+    let durability = if durability == "process" { Durability::Process } else { Durability::Full };
+    let effects = SideEffects { path: PathBuf::from(log), lock: Mutex::new(()) };
+    let lease = std::env::var("CRASH_LEASE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let engine = Engine::builder()
+        .sqlite_with(db, SqliteOptions::new().durability(durability))
+        .container(Container::new().with(effects))
+        .lease_duration(Duration::from_millis(lease))
+        .start()
+        .await
+        .expect("engine start");
+    let id = ExecutionId::from(id.as_str());
+    if command == "start" {
+        // The outcome is read back from the store below, like after a resume.
+        if rest[0] == "evolving" {
+            let _ = engine.start_workflow_by_name("evolving", serde_json::Value::Null, RunOptions::new().id(&id)).await;
+        } else {
+            let plan: Plan = serde_json::from_str(&rest[0]).expect("a plan");
+            let _ = crash_saga::run_with(&engine, plan, RunOptions::new().id(&id)).await;
+        }
+    }
+    loop {
+        match engine.execution(&id).await {
+            Ok(Some(record)) if record.state.is_finished() => {
+                println!("STATE {}", record.state);
+                return ExitCode::SUCCESS;
+            }
+            // Killed before the execution was created: nothing to resume.
+            Ok(None) => {
+                println!("STATE none");
+                return ExitCode::SUCCESS;
+            }
+            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(error) => {
+                eprintln!("crash_worker: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+}

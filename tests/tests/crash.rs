@@ -1,0 +1,370 @@
+//! Crash tests with real processes: `crash_worker` runs a workflow on a SQLite file and is
+//! killed with SIGKILL inside a step body, right after a step's completion was committed,
+//! during compensation, and at random moments; a new process on the same file must finish
+//! the execution, never re-run a step whose completion was committed, and run every
+//! compensation to completion exactly once. Every scenario runs with both durability levels.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+const WORKER: &str = env!("CARGO_BIN_EXE_crash_worker");
+/// The same program after a deploy that reordered the `evolving` workflow's steps.
+const WORKER_V2: &str = env!("CARGO_BIN_EXE_crash_worker_v2");
+const DURABILITIES: [&str; 2] = ["full", "process"];
+
+/// One store file and side-effect log, and the processes run on them.
+struct Scenario {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    log: PathBuf,
+    durability: &'static str,
+}
+
+impl Scenario {
+    fn new(durability: &'static str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("store.db");
+        let log = dir.path().join("effects.log");
+        Self { _dir: dir, db, log, durability }
+    }
+
+    fn worker(&self, args: &[&str]) -> Command {
+        self.program(WORKER, args)
+    }
+
+    fn program(&self, program: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(program);
+        command
+            .arg(&self.db)
+            .arg(&self.log)
+            .arg(self.durability)
+            .args(args)
+            .env("CRASH_LEASE_MS", "250")
+            .env_remove("CRASH_BLOCK")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Starts a new execution in a child process.
+    fn start(&self, id: &str, plan: &serde_json::Value, block: Option<&str>) -> Child {
+        let mut command = self.worker(&["start", id, &plan.to_string()]);
+        if let Some(block) = block {
+            command.env("CRASH_BLOCK", block);
+        }
+        command.spawn().unwrap()
+    }
+
+    /// Starts a process that takes the execution over and waits until it finished.
+    fn resume(&self, id: &str) -> String {
+        finish(self.worker(&["resume", id]).spawn().unwrap())
+    }
+
+    fn log(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+
+    fn count(&self, line: &str) -> usize {
+        self.log().iter().filter(|l| *l == line).count()
+    }
+
+    fn count_prefix(&self, prefix: &str) -> usize {
+        self.log().iter().filter(|l| l.starts_with(prefix)).count()
+    }
+
+    fn wait_for_log(&self, line: &str) {
+        wait_until(&format!("`{line}` in the side-effect log"), || self.count(line) > 0);
+    }
+
+    /// The journal as (kind, step key) pairs, read from the file like any other process would.
+    fn journal(&self, id: &str) -> Vec<(String, String)> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+        let Ok(conn) = rusqlite::Connection::open_with_flags(&self.db, flags) else { return Vec::new() };
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        let Ok(mut statement) = conn.prepare("SELECT kind, step_key FROM journal WHERE execution_id = ?1 ORDER BY idx")
+        else {
+            return Vec::new();
+        };
+        statement.query_map([id], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    }
+
+    fn journal_has(&self, id: &str, kind: &str, key: &str) -> bool {
+        self.journal(id).iter().any(|(k, s)| k == kind && s == key)
+    }
+
+    fn wait_for_journal(&self, id: &str, kind: &str, key: &str) {
+        wait_until(&format!("{kind} {key} in the journal"), || self.journal_has(id, kind, key));
+    }
+
+    /// How many times the journal records `kind` for `key`.
+    fn journal_count(&self, id: &str, kind: &str, key: &str) -> usize {
+        self.journal(id).iter().filter(|(k, s)| k == kind && s == key).count()
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits for a worker and returns its stdout; fails the test with its stderr if it failed.
+fn finish(mut child: Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stdout = String::new();
+            let mut stderr = String::new();
+            child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            assert!(status.success(), "worker failed ({status}): {stderr}");
+            return stdout;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("worker did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGKILL: no destructor, no flush, no lease released.
+fn kill(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn plan(steps: u32, fail_at: Option<u32>, jitter_ms: u64, seed: u64) -> serde_json::Value {
+    json!({ "steps": steps, "fail_at": fail_at, "jitter_ms": jitter_ms, "seed": seed })
+}
+
+fn key(k: u32) -> String {
+    format!("act#{k}")
+}
+
+#[test]
+fn killed_inside_a_step_body_the_attempt_is_retried_and_completed_steps_are_not() {
+    for durability in DURABILITIES {
+        let s = Scenario::new(durability);
+        let child = s.start("inside", &plan(5, None, 0, 0), Some("step:3"));
+        s.wait_for_log("step:3 blocked");
+        // The suspended attempt is journaled (lazily, within milliseconds): wait for it, so the
+        // attempt number must continue after the restart.
+        s.wait_for_journal("inside", "step_started", &key(3));
+        kill(child);
+
+        assert_eq!(s.resume("inside").trim(), "STATE completed", "{durability}");
+        for k in [1, 2, 4, 5] {
+            assert_eq!(
+                s.count_prefix(&format!("step {k} begin")),
+                1,
+                "{durability}: step {k} ran again: {:?}",
+                s.log()
+            );
+        }
+        assert_eq!(s.count("step 3 begin 1"), 1, "{durability}");
+        assert_eq!(s.count("step 3 begin 2"), 1, "{durability}: the attempt number continues");
+        for k in 1..=5 {
+            assert_eq!(s.journal_count("inside", "step_completed", &key(k)), 1, "{durability}");
+        }
+    }
+}
+
+#[test]
+fn killed_right_after_a_completion_was_committed_that_step_is_not_run_again() {
+    for durability in DURABILITIES {
+        let s = Scenario::new(durability);
+        // Step 4 holds the process; step 3's completion is committed before step 4 may start.
+        let child = s.start("after-commit", &plan(5, None, 0, 0), Some("step:4"));
+        s.wait_for_journal("after-commit", "step_completed", &key(3));
+        s.wait_for_log("step:4 blocked");
+        kill(child);
+
+        assert_eq!(s.resume("after-commit").trim(), "STATE completed", "{durability}");
+        for k in 1..=3 {
+            assert_eq!(
+                s.count_prefix(&format!("step {k} begin")),
+                1,
+                "{durability}: step {k} ran again: {:?}",
+                s.log()
+            );
+        }
+        assert_eq!(s.count_prefix("step 4 begin"), 2, "{durability}");
+        assert_eq!(s.count("step 5 end"), 1, "{durability}");
+    }
+}
+
+#[test]
+fn killed_during_compensation_every_compensation_completes_exactly_once() {
+    for durability in DURABILITIES {
+        let s = Scenario::new(durability);
+        let child = s.start("compensating", &plan(5, Some(5), 0, 0), Some("comp:3"));
+        s.wait_for_log("comp:3 blocked");
+        kill(child);
+        assert!(s.journal_has("compensating", "compensation_completed", &key(4)));
+
+        assert_eq!(s.resume("compensating").trim(), "STATE compensated", "{durability}");
+        for k in 1..=5 {
+            assert_eq!(s.count_prefix(&format!("step {k} begin")), 1, "{durability}: step {k} ran again");
+        }
+        assert_eq!(s.count("comp 4 begin"), 1, "{durability}: a completed compensation ran again");
+        assert_eq!(s.count("comp 3 begin"), 2, "{durability}: the interrupted compensation runs again");
+        let ends: Vec<String> = s.log().into_iter().filter(|l| l.ends_with(" end") && l.starts_with("comp")).collect();
+        assert_eq!(ends, ["comp 4 end", "comp 3 end", "comp 2 end", "comp 1 end"], "{durability}");
+        for k in 1..=4 {
+            assert_eq!(s.journal_count("compensating", "compensation_completed", &key(k)), 1, "{durability}");
+        }
+    }
+}
+
+/// xorshift64*: enough randomness for kill times, reproducible from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[test]
+fn killed_at_random_moments_the_invariants_hold() {
+    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    println!("random crash test: CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+    // Where the kills landed, to show the loop covers every phase.
+    let mut landed: BTreeMap<&str, usize> = BTreeMap::new();
+    for iteration in 0..30 {
+        let durability = DURABILITIES[iteration % 2];
+        let steps = 6;
+        let fail_at = rng.next().is_multiple_of(2).then_some(steps);
+        let kill_after = Duration::from_millis(rng.next() % 200);
+        let context = format!(
+            "CRASH_SEED={seed} iteration {iteration} ({durability}, fail_at {fail_at:?}, kill after {kill_after:?})"
+        );
+        let s = Scenario::new(durability);
+        let id = format!("random-{iteration}");
+        let child = s.start(&id, &plan(steps, fail_at, 30, rng.next()), None);
+        std::thread::sleep(kill_after);
+        kill(child);
+
+        println!("{context}");
+        // What was durable when the process died.
+        let committed: Vec<u32> = (1..=steps).filter(|k| s.journal_has(&id, "step_completed", &key(*k))).collect();
+        let journal_at_kill = s.journal(&id);
+        let phase = if journal_at_kill.iter().any(|(k, _)| k.starts_with("compensation")) {
+            "during compensation"
+        } else if committed.len() as u32 == fail_at.map_or(steps, |f| f - 1)
+            && journal_at_kill.iter().any(|(k, _)| k == "step_failed")
+            || committed.len() as u32 == steps
+        {
+            "after the last step"
+        } else if journal_at_kill.is_empty() {
+            "before the first step completed"
+        } else {
+            "between or inside steps"
+        };
+        let outcome = s.resume(&id);
+        *landed
+            .entry(if outcome.trim() == "STATE none" { "before the execution existed" } else { phase })
+            .or_default() += 1;
+        if outcome.trim() == "STATE none" {
+            // Killed before the execution was created: no step may have run.
+            assert!(s.log().is_empty(), "{context}: side effects without an execution: {:?}", s.log());
+            continue;
+        }
+        let expected = if fail_at.is_some() { "STATE compensated" } else { "STATE completed" };
+        assert_eq!(outcome.trim(), expected, "{context}");
+
+        let completing = fail_at.map_or(steps, |f| f - 1);
+        for k in 1..=completing {
+            assert_eq!(s.journal_count(&id, "step_completed", &key(k)), 1, "{context}: step {k} completions");
+            let begins = s.count_prefix(&format!("step {k} begin"));
+            if committed.contains(&k) {
+                assert_eq!(begins, 1, "{context}: step {k} ran again after its completion was committed");
+            } else {
+                assert!((1..=2).contains(&begins), "{context}: step {k} began {begins} times");
+            }
+        }
+        if fail_at.is_some() {
+            let order: Vec<String> = s
+                .journal(&id)
+                .into_iter()
+                .filter(|(kind, _)| kind == "compensation_completed")
+                .map(|(_, key)| key)
+                .collect();
+            let expected_order: Vec<String> = (1..=completing).rev().map(key).collect();
+            assert_eq!(order, expected_order, "{context}: compensations");
+            let mut ends = BTreeMap::new();
+            for line in s.log() {
+                if let Some(k) = line.strip_prefix("comp ").and_then(|l| l.strip_suffix(" end")) {
+                    *ends.entry(k.to_owned()).or_insert(0) += 1;
+                }
+            }
+            assert_eq!(ends.len(), completing as usize, "{context}: {ends:?}");
+            assert!(ends.values().all(|n| *n == 1), "{context}: {ends:?}");
+        }
+    }
+    println!("kills landed: {landed:?}");
+}
+
+#[test]
+fn a_live_owner_keeps_its_execution_until_it_dies() {
+    let s = Scenario::new("full");
+    let owner = s.start("shared", &plan(3, None, 0, 0), Some("step:2"));
+    s.wait_for_log("step:2 blocked");
+    // A second process on the same file: the first one renews its lease, so nothing moves.
+    let second = s.worker(&["resume", "shared"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(s.count_prefix("step 2 begin"), 1, "the second process took over a live execution: {:?}", s.log());
+    kill(owner);
+    assert_eq!(finish(second).trim(), "STATE completed");
+    assert_eq!(s.count("step 2 begin 2"), 1);
+    assert_eq!(s.count_prefix("step 1 begin"), 1);
+}
+
+#[test]
+fn a_deploy_that_changes_the_step_sequence_stops_old_executions_and_says_the_code_changed() {
+    let s = Scenario::new("full");
+    let v1 = s.worker(&["start", "before-deploy", "evolving"]).env("CRASH_BLOCK", "part:b").spawn().unwrap();
+    s.wait_for_log("part:b blocked");
+    s.wait_for_journal("before-deploy", "step_started", "part#2");
+    kill(v1);
+
+    // The new build resumes it: its body calls `part("c")` where the journal has `part("b")`.
+    let outcome = finish(s.program(WORKER_V2, &["resume", "before-deploy"]).spawn().unwrap());
+    assert_eq!(outcome.trim(), "STATE failed");
+    let conn = rusqlite::Connection::open(&s.db).unwrap();
+    let (failure, fingerprint): (String, String) = conn
+        .query_row("SELECT failure, fingerprint FROM executions WHERE id = 'before-deploy'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let failure: serde_json::Value = serde_json::from_str(&failure).unwrap();
+    let message = failure["message"].as_str().unwrap();
+    assert_eq!(failure["kind"], "non_determinism");
+    assert!(message.contains("step `part#2` (call #1) is called with a different input"), "{message}");
+    assert!(
+        message.contains(&format!("code changed since the execution started (fingerprint {fingerprint} then, ")),
+        "{message}"
+    );
+    assert_eq!(s.count("part c begin 1"), 0, "nothing runs with the wrong data: {:?}", s.log());
+    assert_eq!(s.count_prefix("part a begin"), 1);
+
+    // The same build resumes an interrupted execution of the same code without complaint.
+    let v1 = s.worker(&["start", "same-build", "evolving"]).env("CRASH_BLOCK", "part:b").spawn().unwrap();
+    wait_until("the second execution to block", || s.count("part:b blocked") == 2);
+    kill(v1);
+    assert_eq!(s.resume("same-build").trim(), "STATE completed");
+}

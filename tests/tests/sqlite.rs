@@ -1,0 +1,341 @@
+//! The SQLite store: schema versions, corrupted rows, fencing, a locked file, a full disk,
+//! and many concurrent executions through the group-committing writer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use workflows_runtime::prelude::*;
+use workflows_runtime::store::{self, AppendBatch, Claim, NewExecution, SCHEMA_VERSION, WriteMode};
+use workflows_runtime::{
+    ExecutionState, FailureKind, JournalEntry, JournalEvent, SqliteOptions, SqliteStore, StepKey, Store, StoreError,
+    Timestamp,
+};
+use workflows_tests::{Gate, eventually};
+
+#[step]
+async fn add(n: u32, m: u32) -> Result<u32, StepError> {
+    Ok(n + m)
+}
+
+#[step]
+async fn held(ctx: &StepContext, n: u32) -> Result<u32, StepError> {
+    ctx.resolve::<Arc<Gate>>()?.pass().await;
+    Ok(n)
+}
+
+#[workflow]
+async fn sum_then_hold(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
+    let a = add(wf, n, 1).await?;
+    let b = add(wf, a, 1).await?;
+    Ok(held(wf, b).await?)
+}
+
+fn header(path: &std::path::Path) -> (i64, i32) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let version = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let application_id = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
+    (version, application_id)
+}
+
+#[tokio::test]
+async fn a_fresh_file_gets_the_schema_and_reopening_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let engine = Engine::builder().sqlite(&path).container(Container::new().with(Arc::new(Gate::opened()))).start();
+    let engine = engine.await.unwrap();
+    assert_eq!(sum_then_hold::run_with(&engine, 1, RunOptions::new().id("kept")).await.unwrap(), 3);
+    drop(engine);
+    assert_eq!(header(&path), (SCHEMA_VERSION, 0x5746_4c57));
+
+    let reopened = SqliteStore::open(&path).unwrap();
+    let record = reopened.execution(&"kept".into()).await.unwrap().unwrap();
+    assert_eq!(record.state, ExecutionState::Completed);
+    assert_eq!(record.result.unwrap().get(), "3");
+    assert_eq!(record.fingerprint, sum_then_hold::definition().fingerprint());
+    let journal = reopened.journal(&"kept".into()).await.unwrap();
+    assert_eq!(journal.len(), 3);
+    assert_eq!(journal[0].event.kind(), "step_completed");
+    assert_eq!(reopened.describe(), format!("sqlite:{}", path.display()));
+}
+
+#[tokio::test]
+async fn a_store_written_by_a_newer_schema_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("newer.db");
+    drop(SqliteStore::open(&path).unwrap());
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+
+    let error = SqliteStore::open(&path).err().expect("refused");
+    assert!(matches!(error, StoreError::NewerSchema { found: 99, .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("schema version 99, newer than this build supports (1)"), "{message}");
+    assert!(message.contains("upgrade workflows-runtime"), "{message}");
+    assert_eq!(header(&path).0, 99, "nothing was changed");
+
+    let engine = Engine::builder().sqlite(&path).start().await.err().expect("refused");
+    assert!(engine.to_string().contains("schema version 99"), "{engine}");
+}
+
+#[test]
+fn a_sqlite_file_of_another_application_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    rusqlite::Connection::open(&path).unwrap().execute_batch("CREATE TABLE customers (id INTEGER)").unwrap();
+    let error = SqliteStore::open(&path).err().expect("refused");
+    assert!(matches!(error, StoreError::NotAStore { .. }), "{error}");
+    assert!(error.to_string().contains("is not a workflows store"), "{error}");
+}
+
+/// Two executions held at their third step, then the engine stops.
+async fn two_held_executions(path: &std::path::Path) {
+    let gate = Arc::new(Gate::default());
+    let engine = Engine::builder().sqlite(path).container(Container::new().with(gate.clone())).start().await.unwrap();
+    sum_then_hold::start_with(&engine, 10, RunOptions::new().id("damaged")).await.unwrap();
+    sum_then_hold::start_with(&engine, 20, RunOptions::new().id("healthy")).await.unwrap();
+    eventually(Duration::from_secs(5), || async { (gate.arrived() == 2).then_some(()) }).await;
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_corrupted_journal_row_fails_that_execution_only_naming_it_and_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corrupt.db");
+    two_held_executions(&path).await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let changed = conn
+        .execute("UPDATE journal SET event = '{\"step_completed\": {\"seq\": 1, ' WHERE execution_id = 'damaged' AND idx = 1", [])
+        .unwrap();
+    assert_eq!(changed, 1);
+
+    let engine = Engine::builder()
+        .sqlite(&path)
+        .container(Container::new().with(Arc::new(Gate::opened())))
+        .start()
+        .await
+        .expect("the engine starts despite the damaged row");
+    assert_eq!(sum_then_hold::run_with(&engine, 20, RunOptions::new().id("healthy")).await.unwrap(), 22);
+    let error = sum_then_hold::run_with(&engine, 10, RunOptions::new().id("damaged")).await.unwrap_err();
+    let failure = error.failure().expect("a failure");
+    assert_eq!(failure.kind, FailureKind::Decode);
+    assert!(failure.message.contains("execution damaged"), "{}", failure.message);
+    assert!(failure.message.contains("journal entry 1 (step `add#2`)"), "{}", failure.message);
+    // Reading it still names the row.
+    let read = engine.journal(&"damaged".into()).await.unwrap_err();
+    assert!(read.to_string().contains("journal entry 1 (step `add#2`)"), "{read}");
+}
+
+#[tokio::test]
+async fn a_corrupted_execution_row_fails_that_execution_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corrupt-input.db");
+    two_held_executions(&path).await;
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE executions SET input = 'not json' WHERE id = 'damaged'", [])
+        .unwrap();
+
+    let engine = Engine::builder()
+        .sqlite(&path)
+        .container(Container::new().with(Arc::new(Gate::opened())))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(sum_then_hold::run_with(&engine, 20, RunOptions::new().id("healthy")).await.unwrap(), 22);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (state, failure): (String, String) = conn
+        .query_row("SELECT state, failure FROM executions WHERE id = 'damaged'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!(state, "failed");
+    assert!(failure.contains("execution damaged cannot be resumed: its input is not valid JSON"), "{failure}");
+}
+
+fn new_execution(id: &str, owner: &str) -> NewExecution {
+    let now = Timestamp::now();
+    NewExecution {
+        id: id.into(),
+        workflow: "sum_then_hold",
+        fingerprint: "0000000000000000",
+        version: 0,
+        input: serde_json::value::to_raw_value(&1).unwrap(),
+        owner: Arc::from(owner),
+        lease_until: now,
+        now,
+    }
+}
+
+fn started(index: u64, seq: u32) -> JournalEntry {
+    JournalEntry {
+        index,
+        at: Timestamp::now(),
+        event: JournalEvent::StepStarted { seq, key: StepKey::new("add", seq + 1), attempt: 1, input_hash: 0 },
+    }
+}
+
+#[tokio::test]
+async fn writes_of_an_engine_that_lost_its_lease_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("fenced.db")).unwrap();
+    store.create_execution(new_execution("contested", "engine-a")).await.unwrap();
+    let write = |epoch, index| AppendBatch {
+        execution: "contested".into(),
+        epoch,
+        entries: [started(index, index as u32)].into_iter().collect(),
+        transition: None,
+        mode: WriteMode::Durable,
+    };
+    store.append(write(1, 0)).await.unwrap();
+
+    // engine-a's lease expired; engine-b takes the execution over.
+    let claim = Claim {
+        owner: "engine-b".into(),
+        now: Timestamp::now() + Duration::from_secs(1),
+        lease_until: Timestamp::now() + Duration::from_secs(60),
+        limit: 10,
+        workflows: vec!["sum_then_hold".into()],
+    };
+    let claimed = store.claim_orphans(&claim).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!((claimed[0].epoch, claimed[0].owner.as_deref()), (2, Some("engine-b")));
+
+    let refused = store.append(write(1, 1)).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Fenced { current: 2, attempted: 1, .. }), "{refused}");
+    store.append(write(2, 1)).await.unwrap();
+    let duplicate = store.append(write(2, 1)).await.unwrap_err();
+    assert!(matches!(duplicate, StoreError::OutOfSequence { expected: 2, got: 1, .. }), "{duplicate}");
+    assert_eq!(store.journal(&"contested".into()).await.unwrap().len(), 2, "refused writes left nothing");
+    // A claim does not take executions whose lease holds.
+    assert!(store.claim_orphans(&claim).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_locked_file_is_an_error_for_the_caller_and_work_resumes_when_it_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("locked.db");
+    let options = SqliteOptions::new().busy_timeout(Duration::from_millis(200));
+    let engine = Engine::builder()
+        .sqlite_with(&path, options)
+        .container(Container::new().with(Arc::new(Gate::opened())))
+        .start()
+        .await
+        .unwrap();
+
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let error = sum_then_hold::run(&engine, 1).await.unwrap_err();
+    assert!(matches!(error, RunError::Store(_)), "{error}");
+    assert!(error.to_string().contains("database is locked"), "{error}");
+    blocker.execute_batch("COMMIT").unwrap();
+
+    assert_eq!(sum_then_hold::run(&engine, 1).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn a_full_disk_is_an_error_for_the_caller_and_leaves_no_half_written_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.db");
+    let gate = Arc::new(Gate::opened());
+    let options = SqliteOptions::new().max_size(96 * 1024);
+    let engine =
+        Engine::builder().sqlite_with(&path, options).container(Container::new().with(gate.clone())).start().await;
+    let engine = engine.unwrap();
+    let mut error = None;
+    for n in 0..2000 {
+        if let Err(e) = sum_then_hold::run_with(&engine, n, RunOptions::new().id(format!("fill-{n}"))).await {
+            error = Some(e);
+            break;
+        }
+    }
+    let error = error.expect("the store filled up");
+    assert!(error.to_string().contains("full"), "{error}");
+    engine.shutdown().await;
+    drop(engine);
+
+    // With room again, every execution that exists is complete or finishes now: each write
+    // was all or nothing.
+    let engine = Engine::builder().sqlite(&path).container(Container::new().with(gate)).start().await.unwrap();
+    let all = engine.executions(&Default::default()).await.unwrap();
+    assert!(!all.is_empty());
+    for record in all {
+        let n: u32 = record.id.as_str().trim_start_matches("fill-").parse().unwrap();
+        let output = sum_then_hold::run_with(&engine, n, RunOptions::new().id(&record.id)).await.unwrap();
+        assert_eq!(output, n + 2, "{}", record.id);
+        let journal = engine.journal(&record.id).await.unwrap();
+        assert!(journal.iter().enumerate().all(|(i, e)| e.index == i as u64), "{}: {journal:?}", record.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_executions_go_through_the_group_commit_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::builder()
+        .sqlite(dir.path().join("busy.db"))
+        .container(Container::new().with(Arc::new(Gate::opened())))
+        .start()
+        .await
+        .unwrap();
+    let runs = (0..300u32).map(|n| {
+        let engine = engine.clone();
+        tokio::spawn(async move { sum_then_hold::run_with(&engine, n, RunOptions::new().id(format!("c-{n}"))).await })
+    });
+    for (n, run) in runs.collect::<Vec<_>>().into_iter().enumerate() {
+        assert_eq!(run.await.unwrap().unwrap(), n as u32 + 2);
+    }
+    let completed = engine
+        .executions(&store::ExecutionQuery { states: vec![ExecutionState::Completed], ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(completed.len(), 300);
+    for record in completed.iter().take(20) {
+        let journal = engine.journal(&record.id).await.unwrap();
+        assert_eq!(journal.len(), 3, "{}", record.id);
+    }
+}
+
+#[tokio::test]
+async fn store_urls_name_sqlite_files_and_memory_and_refuse_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("by-url.db");
+    let sqlite = store::open_url(&format!("sqlite:{}", path.display())).unwrap();
+    assert_eq!(sqlite.describe(), format!("sqlite:{}", path.display()));
+    assert_eq!(store::open_url("memory").unwrap().describe(), "memory");
+    let error = store::open_url("mysql://localhost/db").err().expect("refused");
+    assert!(error.to_string().contains("use `sqlite:PATH`"), "{error}");
+    let error = store::open_url("sqlite:").err().expect("refused");
+    assert!(error.to_string().contains("needs a file path"), "{error}");
+}
+
+#[tokio::test]
+async fn an_execution_stopped_by_a_store_error_is_taken_over_once_the_store_works_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flaky.db");
+    let gate = Arc::new(Gate::default());
+    let engine = Engine::builder()
+        .sqlite_with(&path, SqliteOptions::new().busy_timeout(Duration::from_millis(100)))
+        .container(Container::new().with(gate.clone()))
+        .lease_duration(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let handle = sum_then_hold::start_with(&engine, 1, RunOptions::new().id("flaky")).await.unwrap();
+    eventually(Duration::from_secs(5), || async { (gate.arrived() == 1).then_some(()) }).await;
+
+    // The held step finishes while another process holds the file: its completion cannot be written.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    gate.open();
+    let error = handle.await.unwrap_err();
+    assert!(matches!(error, RunError::Interrupted { .. }), "{error}");
+    assert!(error.to_string().contains("database is locked"), "{error}");
+    blocker.execute_batch("COMMIT").unwrap();
+
+    // The engine gave the execution up and takes it over again: it finishes.
+    let output = tokio::time::timeout(
+        Duration::from_secs(10),
+        sum_then_hold::run_with(&engine, 1, RunOptions::new().id("flaky")),
+    )
+    .await
+    .expect("taken over within the lease")
+    .unwrap();
+    assert_eq!(output, 3);
+    assert_eq!(gate.arrived(), 2, "the step whose completion was lost ran again");
+}

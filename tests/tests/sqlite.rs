@@ -72,7 +72,7 @@ async fn a_store_written_by_a_newer_schema_is_refused_untouched() {
     assert!(message.contains("upgrade workflows-runtime"), "{message}");
     assert_eq!(header(&path).0, 99, "nothing was changed");
 
-    let engine = Engine::builder().sqlite(&path).start().await.err().expect("refused");
+    let engine = Engine::builder().sqlite(&path).start().await.expect_err("refused");
     assert!(engine.to_string().contains("schema version 99"), "{engine}");
 }
 

@@ -6,7 +6,17 @@ use workflows_examples::api_route::router;
 use workflows_runtime::Engine;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = match std::env::args().nth(1).or_else(|| std::env::var("PORT").ok()) {
         Some(port) => port.parse().map_err(|_| format!("`{port}` is not a port number"))?,
         None => 3000,

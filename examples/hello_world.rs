@@ -5,7 +5,17 @@ use workflows_examples::hello_world::{HelloInput, hello_world};
 use workflows_runtime::Engine;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::builder().start().await?;
     let output = hello_world::run(&engine, HelloInput { name: "John".into() }).await?;
     println!("{}", serde_json::to_string(&output)?);

@@ -5,7 +5,17 @@ use workflows_examples::order_saga::{Backends, Order, order_saga};
 use workflows_runtime::{Container, Engine, RunError};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::builder().container(Container::new().with(Backends::with_carrier_down())).start().await?;
     let order = Order { id: "1001".into(), sku: "tee".into(), quantity: 2, amount_cents: 4000 };
     println!("running order_saga for order {}:", order.id);

@@ -5,7 +5,17 @@ use workflows_examples::product_count::{ProductService, product_count};
 use workflows_runtime::{Container, Engine};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let products = ProductService::new(["t-shirt", "mug", "poster"]);
     let engine = Engine::builder().container(Container::new().with(products)).start().await?;
     let output = product_count::run(&engine, ()).await?;

@@ -14,13 +14,8 @@
 
 mod common;
 
+use common::part;
 use workflows_runtime::prelude::*;
-
-#[step]
-async fn part(ctx: &StepContext, name: String) -> Result<String, StepError> {
-    common::effect(ctx, format!("part {name} begin {}", ctx.attempt()), &format!("part:{name}")).await?;
-    Ok(name)
-}
 
 /// Version 1: parts a, b, c.
 #[workflow(name = "evolving")]

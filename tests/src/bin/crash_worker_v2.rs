@@ -14,13 +14,8 @@
 
 mod common;
 
+use common::part;
 use workflows_runtime::prelude::*;
-
-#[step]
-async fn part(ctx: &StepContext, name: String) -> Result<String, StepError> {
-    common::effect(ctx, format!("part {name} begin {}", ctx.attempt()), &format!("part:{name}")).await?;
-    Ok(name)
-}
 
 /// Version 2, deployed while version 1 executions were in flight: c now runs before b.
 #[workflow(name = "evolving")]

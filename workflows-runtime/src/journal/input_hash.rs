@@ -273,73 +273,47 @@ impl Hasher<'_> {
     }
 }
 
-impl ser::SerializeSeq for Hasher<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), Error> {
-        Hasher::end(self)
-    }
+/// Sequences, tuples and tuple structs hash their elements in order.
+macro_rules! elements {
+    ($($trait:ident :: $method:ident),* $(,)?) => {$(
+        impl ser::$trait for Hasher<'_> {
+            type Ok = ();
+            type Error = Error;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+                self.element(value)
+            }
+            fn end(self) -> Result<(), Error> {
+                Hasher::end(self)
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Hasher<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), Error> {
-        Hasher::end(self)
-    }
+elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
+);
+
+/// Structs hash their fields' names and values in declaration order.
+macro_rules! fields {
+    ($($trait:ident),* $(,)?) => {$(
+        impl ser::$trait for Hasher<'_> {
+            type Ok = ();
+            type Error = Error;
+            fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), Error> {
+                self.str(key);
+                self.element(value)
+            }
+            fn end(self) -> Result<(), Error> {
+                Hasher::end(self)
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTupleStruct for Hasher<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), Error> {
-        Hasher::end(self)
-    }
-}
-
-impl ser::SerializeTupleVariant for Hasher<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), Error> {
-        Hasher::end(self)
-    }
-}
-
-impl ser::SerializeStruct for Hasher<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), Error> {
-        self.str(key);
-        self.element(value)
-    }
-    fn end(self) -> Result<(), Error> {
-        Hasher::end(self)
-    }
-}
-
-impl ser::SerializeStructVariant for Hasher<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), Error> {
-        self.str(key);
-        self.element(value)
-    }
-    fn end(self) -> Result<(), Error> {
-        Hasher::end(self)
-    }
-}
+fields!(SerializeStruct, SerializeStructVariant);
 
 /// Hashes each entry on its own and sums the digests, so entry order does not matter.
 struct MapHasher<'a> {

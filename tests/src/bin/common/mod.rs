@@ -99,6 +99,13 @@ async fn undo(ctx: &StepContext, k: u32) -> Result<(), StepError> {
     Ok(())
 }
 
+/// One part of the `evolving` workflow, which each worker build defines its own way.
+#[step]
+pub async fn part(ctx: &StepContext, name: String) -> Result<String, StepError> {
+    effect(ctx, format!("part {name} begin {}", ctx.attempt()), &format!("part:{name}")).await?;
+    Ok(name)
+}
+
 #[workflow]
 async fn crash_saga(wf: &Workflow, plan: Plan) -> Result<u32, WorkflowError> {
     let mut sum = 0;

@@ -242,6 +242,9 @@ async fn forge(store: &MemoryStore, id: &str, fingerprint: &'static str, events:
             owner: std::sync::Arc::from("old-build"),
             lease_until: now,
             now,
+            exclusive_key: None,
+            fail_if_held: false,
+            rerun_of: None,
         })
         .await
         .unwrap();

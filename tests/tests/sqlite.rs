@@ -68,7 +68,7 @@ async fn a_store_written_by_a_newer_schema_is_refused_untouched() {
     let error = SqliteStore::open(&path).err().expect("refused");
     assert!(matches!(error, StoreError::NewerSchema { found: 99, .. }), "{error}");
     let message = error.to_string();
-    assert!(message.contains("schema version 99, newer than this build supports (1)"), "{message}");
+    assert!(message.contains("schema version 99, newer than this build supports (2)"), "{message}");
     assert!(message.contains("upgrade workflows-runtime"), "{message}");
     assert_eq!(header(&path).0, 99, "nothing was changed");
 
@@ -160,6 +160,9 @@ fn new_execution(id: &str, owner: &str) -> NewExecution {
         owner: Arc::from(owner),
         lease_until: now,
         now,
+        exclusive_key: None,
+        fail_if_held: false,
+        rerun_of: None,
     }
 }
 

@@ -18,8 +18,8 @@ pub(crate) struct Arg {
 pub(crate) enum Value {
     Flag,
     Assign(Expr),
-    /// `key(...)`: no option takes a list yet; kept so the error says what is expected.
-    List,
+    /// `key(...)`: the tokens inside the parentheses.
+    List(TokenStream),
 }
 
 impl Parse for Arg {
@@ -32,8 +32,7 @@ impl Parse for Arg {
         } else if input.peek(syn::token::Paren) {
             let content;
             syn::parenthesized!(content in input);
-            content.parse::<TokenStream>()?;
-            Value::List
+            Value::List(content.parse()?)
         } else {
             Value::Flag
         };
@@ -129,6 +128,58 @@ impl Arg {
         match self.assigned("N")? {
             Expr::Lit(ExprLit { lit: Lit::Int(int), .. }) => parse_u32(int),
             other => Err(syn::Error::new_spanned(other, format!("expected a whole number: `{} = 1`", self.key))),
+        }
+    }
+
+    /// `key = "duration"`, checked at expansion time.
+    pub fn duration(&self) -> syn::Result<std::time::Duration> {
+        match self.assigned("\"30s\"")? {
+            Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => crate::duration::parse(s),
+            other => {
+                Err(syn::Error::new_spanned(other, format!("expected a duration string: `{} = \"30s\"`", self.key)))
+            }
+        }
+    }
+
+    /// `key = 1.5` or `key = 2`, a number.
+    pub fn number(&self) -> syn::Result<f64> {
+        match self.assigned("1.5")? {
+            Expr::Lit(ExprLit { lit: Lit::Float(f), .. }) => f.base10_parse(),
+            Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => i.base10_parse::<u32>().map(f64::from),
+            other => Err(syn::Error::new_spanned(other, format!("expected a number: `{} = 0.2`", self.key))),
+        }
+    }
+
+    /// `key = "word"` or `key = word`: one of `choices`.
+    pub fn choice(&self, choices: &[&str]) -> syn::Result<String> {
+        let expected = || choices.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+        let (word, spanned): (String, &dyn quote::ToTokens) = match self.assigned("\"...\"")? {
+            Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => (s.value(), s),
+            Expr::Path(ExprPath { path, qself: None, .. }) if path.get_ident().is_some() => {
+                (path.get_ident().map(ToString::to_string).unwrap_or_default(), path)
+            }
+            // `continue` is a keyword, so it parses as an expression of its own.
+            Expr::Continue(c) if c.label.is_none() => ("continue".to_owned(), c),
+            other => return Err(syn::Error::new_spanned(other, format!("expected one of {}", expected()))),
+        };
+        if choices.contains(&word.as_str()) {
+            Ok(word)
+        } else {
+            Err(syn::Error::new_spanned(
+                spanned,
+                format!("`{word}` is not a choice for `{}`; expected one of {}", self.key, expected()),
+            ))
+        }
+    }
+
+    /// `key(...)`: the options inside the parentheses.
+    pub fn list(&self, errors: &mut Errors) -> Option<Vec<Arg>> {
+        match &self.value {
+            Value::List(tokens) => Some(parse(tokens.clone(), errors)),
+            _ => {
+                errors.push(syn::Error::new_spanned(&self.key, format!("expected `{}(...)`", self.key)));
+                None
+            }
         }
     }
 

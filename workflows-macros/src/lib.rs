@@ -5,8 +5,10 @@
 
 mod args;
 mod calls;
+mod duration;
 mod emit;
 mod fingerprint;
+mod policy;
 mod signature;
 mod step;
 mod workflow;
@@ -27,7 +29,9 @@ use proc_macro::TokenStream;
 ///
 /// Options: `name = "..."` (the registered name; default: the function's name),
 /// `compensate = path` (an `async fn(&StepContext, C) -> Result<(), E>` run when the workflow
-/// fails after this step completed), `crate = "path"` (where `workflows_runtime` is, if renamed).
+/// fails after this step completed), `retry(max_attempts = N, backoff = "100ms..10s",
+/// factor = 2, jitter = 0.2)`, `timeout = "30s"` (per attempt), `on_failure = "fail" |
+/// "continue" | "skip"`, `crate = "path"` (where `workflows_runtime` is, if renamed).
 #[proc_macro_attribute]
 pub fn step(args: TokenStream, item: TokenStream) -> TokenStream {
     step::expand(args.into(), item.into()).into()
@@ -40,7 +44,8 @@ pub fn step(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `name::start(&engine, input)` (a handle with the execution id) and `name::start_with`.
 ///
 /// Options: `name = "..."` (the registered name; default: the function's name),
-/// `version = N` (recorded with each execution), `crate = "path"`.
+/// `version = N` (recorded with each execution), `timeout = "5m"` (from the start of the
+/// execution), `retention = "30d"` (how long it is kept once finished), `crate = "path"`.
 #[proc_macro_attribute]
 pub fn workflow(args: TokenStream, item: TokenStream) -> TokenStream {
     workflow::expand(args.into(), item.into()).into()

@@ -8,6 +8,7 @@ use syn::{ItemFn, LitStr, Path, Type, Visibility};
 
 use crate::args::{self, Errors};
 use crate::emit;
+use crate::policy::StepPolicy;
 use crate::signature::{self, Input};
 
 /// Everything the expansion needs, checked.
@@ -15,6 +16,7 @@ struct Step {
     krate: Path,
     name: LitStr,
     compensate: Option<Path>,
+    policy: StepPolicy,
     /// The body takes `&StepContext` first.
     takes_context: bool,
     inputs: Vec<Input>,
@@ -43,12 +45,19 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Step> {
     let mut name = None;
     let mut compensate = None;
     let mut krate = None;
+    let mut policy = StepPolicy::default();
     for arg in args::parse(args, &mut errors) {
         match arg.key.to_string().as_str() {
             "name" => name = errors.push_result(arg.string()),
             "compensate" => compensate = errors.push_result(arg.path()),
             "crate" => krate = errors.push_result(arg.crate_path()),
-            _ => errors.push(args::unknown(&arg, "step", &["name", "compensate", "crate"])),
+            _ if policy.take(&arg, &mut errors) => {}
+            _ => {
+                let mut valid = vec!["name", "compensate"];
+                valid.extend(StepPolicy::KEYS);
+                valid.push("crate");
+                errors.push(args::unknown(&arg, "step", &valid));
+            }
         }
     }
 
@@ -93,6 +102,7 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Step> {
         krate: args::runtime_path(krate),
         name,
         compensate,
+        policy,
         takes_context,
         inputs,
         output,
@@ -167,6 +177,13 @@ fn generate(step: &Step, function: ItemFn) -> TokenStream {
     };
     let fn_name = ident.to_string();
     let location = emit::location(krate, ident);
+    let policy = step.policy.tokens(&private);
+    // A step that may be skipped returns `None` when it was.
+    let (returned, call) = if step.policy.skips() {
+        (quote!(#private::Option<#output>), quote!(#private::call_step_or_skip))
+    } else {
+        (quote!(#output), quote!(#private::call_step))
+    };
     let call_body = quote_spanned! {span=>
         async move {
             match __wf_body(#context_arg #(#arg_names),*).await {
@@ -182,7 +199,7 @@ fn generate(step: &Step, function: ItemFn) -> TokenStream {
         #visibility fn #ident<'__wf>(
             __wf_workflow: &'__wf #krate::Workflow,
             #(#arg_names: #arg_types),*
-        ) -> impl #private::Future<Output = #private::Result<#output, #krate::StepError>> + #private::Send + '__wf {
+        ) -> impl #private::Future<Output = #private::Result<#returned, #krate::StepError>> + #private::Send + '__wf {
             #body_fn
 
             #[allow(non_camel_case_types)]
@@ -212,13 +229,13 @@ fn generate(step: &Step, function: ItemFn) -> TokenStream {
             }
 
             static __WF_DEFINITION: #private::StepDefinition =
-                #private::StepDefinition::new(#name, #fn_name, #location, #compensation_definition);
+                #private::StepDefinition::new(#name, #fn_name, #location, #compensation_definition, #policy);
 
             #private::inventory::submit! {
                 #private::StepRegistration(&__WF_DEFINITION)
             }
 
-            #private::call_step::<__wf_step>(__wf_workflow, (#(#arg_names,)*))
+            #call::<__wf_step>(__wf_workflow, (#(#arg_names,)*))
         }
     }
 }

@@ -14,6 +14,8 @@ struct Workflow {
     krate: Path,
     name: LitStr,
     version: u32,
+    timeout: Option<std::time::Duration>,
+    retention: Option<std::time::Duration>,
     /// The context parameter's name, to find step calls.
     context: Option<Ident>,
     input: Type,
@@ -40,12 +42,16 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Workflow> {
     let mut name = None;
     let mut version = None;
     let mut krate = None;
+    let mut timeout = None;
+    let mut retention = None;
     for arg in args::parse(args, &mut errors) {
         match arg.key.to_string().as_str() {
             "name" => name = errors.push_result(arg.string()),
             "version" => version = errors.push_result(arg.u32()),
+            "timeout" => timeout = errors.push_result(arg.duration()),
+            "retention" => retention = errors.push_result(arg.duration()),
             "crate" => krate = errors.push_result(arg.crate_path()),
-            _ => errors.push(args::unknown(&arg, "workflow", &["name", "version", "crate"])),
+            _ => errors.push(args::unknown(&arg, "workflow", &["name", "version", "timeout", "retention", "crate"])),
         }
     }
 
@@ -96,6 +102,8 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Workflow> {
         krate: args::runtime_path(krate),
         name: name.unwrap_or_else(|| LitStr::new(&sig.ident.to_string(), sig.ident.span())),
         version: version.unwrap_or(0),
+        timeout,
+        retention,
         context: context.and_then(|c| signature::binding(&c.pat)).cloned(),
         input,
         output: result.ok,
@@ -105,6 +113,14 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Workflow> {
 
 fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
     let Workflow { krate, name, version, input, output, error, .. } = workflow;
+    let optional = |duration: Option<std::time::Duration>| match duration {
+        Some(duration) => {
+            let duration = crate::duration::tokens(duration);
+            quote!(#krate::__private::Some(#duration))
+        }
+        None => quote!(#krate::__private::None),
+    };
+    let (timeout, retention) = (optional(workflow.timeout), optional(workflow.retention));
     let private = quote!(#krate::__private);
     let ident = &function.sig.ident;
     let span = emit::span_at(ident);
@@ -208,6 +224,8 @@ fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
                 &[#(#calls),*],
                 #private::erased_entry::<#ident>,
                 #private::check_input::<#ident>,
+                #timeout,
+                #retention,
             );
 
             #private::inventory::submit! {

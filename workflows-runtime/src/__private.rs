@@ -5,15 +5,16 @@ pub use inventory;
 pub use serde;
 pub use serde_json::value::RawValue;
 
+pub use crate::policy::{Backoff, OnFailure, RetryPolicy, StepPolicy};
 pub use crate::registry::{
     CompensationDefinition, SourceLocation, StepDefinition, StepRegistration, WorkflowDefinition, WorkflowRegistration,
 };
-pub use crate::step::{StepFn, call_step, compensation_hook};
+pub use crate::step::{StepFn, call_step, call_step_or_skip, compensation_hook};
 pub use crate::workflow::{WorkflowFn, check_input, erased_entry};
 
 pub use std::future::Future;
 pub use std::marker::Send;
-pub use std::option::Option::{None, Some};
+pub use std::option::Option::{self, None, Some};
 pub use std::result::Result;
 
 /// Converts a step body's error into a `StepError` (any `E: Into<StepError>`).

@@ -396,6 +396,49 @@ pub enum RunError {
         /// Why it failed.
         failure: Box<Failure>,
     },
+    /// The execution was cancelled; its completed steps were compensated (state `cancelled`).
+    #[error("workflow `{workflow}` (execution {execution}) was cancelled; its completed steps were compensated")]
+    Cancelled {
+        /// The workflow's name.
+        workflow: String,
+        /// The execution's id.
+        execution: ExecutionId,
+    },
+    /// The execution exceeded the workflow's timeout; its completed steps were compensated
+    /// (state `timed_out`).
+    #[error("workflow `{workflow}` (execution {execution}) timed out and was compensated: {failure}")]
+    TimedOut {
+        /// The workflow's name.
+        workflow: String,
+        /// The execution's id.
+        execution: ExecutionId,
+        /// Why (the timeout).
+        failure: Box<Failure>,
+    },
+    /// The execution cannot be cancelled: it finished already.
+    #[error("execution {execution} cannot be cancelled: it already finished ({state})")]
+    NotCancellable {
+        /// The execution's id.
+        execution: ExecutionId,
+        /// Its final state.
+        state: crate::execution::ExecutionState,
+    },
+    /// The exclusive key is held by another active execution, and the run asked not to wait.
+    #[error(
+        "the exclusive key `{key}` is held by execution {holder}; wait for it, or start without `fail_if_key_held`"
+    )]
+    KeyHeld {
+        /// The key.
+        key: String,
+        /// The execution holding it (or first in line for it).
+        holder: ExecutionId,
+    },
+    /// No execution has this id.
+    #[error("no execution has the id {execution}")]
+    NotFound {
+        /// The id asked for.
+        execution: ExecutionId,
+    },
     /// The input could not be serialized to JSON.
     #[error("the input of workflow `{workflow}` could not be serialized to JSON: {source}")]
     Input {
@@ -479,10 +522,15 @@ impl RunError {
             | Self::Failed { execution, .. }
             | Self::Output { execution, .. }
             | Self::Conflict { execution, .. }
+            | Self::Cancelled { execution, .. }
+            | Self::TimedOut { execution, .. }
+            | Self::NotCancellable { execution, .. }
+            | Self::NotFound { execution }
             | Self::Interrupted { execution, .. } => Some(execution),
             Self::Input { .. }
             | Self::UnknownWorkflow { .. }
             | Self::InvalidInput { .. }
+            | Self::KeyHeld { .. }
             | Self::ShutDown
             | Self::Store(_) => None,
         }
@@ -493,6 +541,7 @@ impl RunError {
         match self {
             Self::Compensated { failure, .. }
             | Self::CompensationFailed { failure, .. }
+            | Self::TimedOut { failure, .. }
             | Self::Failed { failure, .. } => Some(failure),
             _ => None,
         }

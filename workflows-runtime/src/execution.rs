@@ -268,4 +268,12 @@ pub struct ExecutionRecord {
     pub lease_until: Option<Timestamp>,
     /// Incremented on every change of owner; writes carrying an older epoch are refused.
     pub epoch: u64,
+    /// The exclusive key it holds or waits for (see [`RunOptions::exclusive_key`](crate::RunOptions::exclusive_key)).
+    pub exclusive_key: Option<String>,
+    /// The execution this one re-runs (see [`Engine::rerun`](crate::Engine::rerun)).
+    pub rerun_of: Option<ExecutionId>,
+    /// A cancellation was requested; the engine that drives it cancels it.
+    pub cancel_requested: bool,
+    /// When the finished execution may be purged.
+    pub retain_until: Option<Timestamp>,
 }

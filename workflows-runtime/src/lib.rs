@@ -47,6 +47,7 @@ pub mod engine;
 pub mod error;
 pub mod execution;
 pub mod journal;
+pub mod policy;
 pub mod registry;
 pub mod step;
 pub mod store;
@@ -70,6 +71,7 @@ pub use engine::{Engine, EngineBuilder, EngineError, ExecutionHandle, RunOptions
 pub use error::{Failure, FailureKind, RunError, StepError, StepResultExt, WorkflowError};
 pub use execution::{ExecutionId, ExecutionRecord, ExecutionState};
 pub use journal::{JournalEntry, JournalEvent, StepKey};
+pub use policy::{Backoff, OnFailure, RetryPolicy};
 pub use registry::Registry;
 pub use step::{StepContext, StepResponse};
 pub use store::{Durability, MemoryStore, SqliteOptions, SqliteStore, Store, StoreError};

@@ -12,8 +12,9 @@ use super::live::{Abort, LiveExecution};
 use super::panic::catch_unwind;
 use crate::error::{Failure, FailureKind, RunError, WorkflowError};
 use crate::execution::ExecutionState;
-use crate::step::run::run_compensation;
+use crate::step::compensation::run_compensation;
 use crate::store::StoreError;
+use crate::time::Timestamp;
 use crate::workflow::Workflow;
 
 /// Where the result of a run goes, when a caller waits for it in this process.
@@ -23,6 +24,32 @@ enum Body<T> {
     Returned(T),
     Panicked(String),
     Aborted(Abort),
+}
+
+/// Waits until a queued execution holds its exclusive key (it is the oldest waiting for it,
+/// and no other execution holds it). A cancellation meanwhile ends it `cancelled`.
+pub(crate) async fn wait_for_key(live: &Arc<LiveExecution>) -> Result<(), RunError> {
+    let mut pause = std::time::Duration::from_millis(2);
+    loop {
+        // Registered before checking, so a release between the check and the wait wakes us.
+        let released = live.engine.key_released.notified();
+        match live.engine.store.acquire(&live.id, live.epoch).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(error) => return Err(interrupted(live, error)),
+        }
+        if live.is_stopping() {
+            let why = live.stop_reason().unwrap_or_else(super::control::cancellation);
+            return Err(compensate(live, why, true).await);
+        }
+        // Released by an execution of this engine, or polled (the holder may be elsewhere).
+        tokio::select! {
+            () = released => {}
+            () = tokio::time::sleep(pause) => {}
+            () = live.stopped() => {}
+        }
+        pause = (pause * 2).min(std::time::Duration::from_millis(200));
+    }
 }
 
 /// Runs the workflow body to its end and records the outcome.
@@ -46,18 +73,45 @@ pub(crate) async fn drive<O: Serialize, F: Future<Output = Result<O, WorkflowErr
             Err(Box::pin(compensate(live, failure, true)).await)
         }
         Body::Aborted(Abort::Fail(failure)) => Err(Box::pin(fail(live, failure)).await),
+        Body::Aborted(Abort::Compensate(failure) | Abort::Stop(failure)) => {
+            Err(Box::pin(compensate(live, failure, true)).await)
+        }
         Body::Aborted(Abort::Store(error)) => Err(interrupted(live, error)),
     };
+    release_key(live);
     if let Some(waiter) = waiter {
         // The caller may have stopped waiting; the outcome is stored either way.
         let _ = waiter.send(result);
     }
 }
 
-/// Polls the body until it returns, panics, or a step aborts the execution.
+/// Wakes the executions of this engine queued for a key this execution may have released.
+pub(crate) fn release_key(live: &LiveExecution) {
+    if live.exclusive_key.is_some() {
+        live.engine.key_released.notify_waiters();
+    }
+}
+
+/// Polls the body until it returns, panics, or something aborts the execution (a step, a
+/// cancellation, the workflow's deadline).
 async fn run_body<F: Future + ?Sized>(live: &LiveExecution, body: Pin<&mut F>) -> Body<F::Output> {
     let mut body = catch_unwind(body);
+    // Only executions of workflows with a timeout pay for the timer.
+    let mut deadline = live.deadline.map(|at| Box::pin(tokio::time::sleep(at.duration_since(Timestamp::now()))));
     std::future::poll_fn(|cx| {
+        live.register_waker(cx.waker());
+        if let Some(timer) = &mut deadline
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            deadline = None;
+            let timeout = live.definition.timeout().map(humantime::format_duration);
+            let why = format!(
+                "the execution ran longer than the workflow's timeout ({})",
+                timeout.map_or_else(String::new, |t| t.to_string())
+            );
+            // Running steps may finish (their results are then compensated); no new one starts.
+            live.request_stop(Failure::new(FailureKind::TimedOut, why), false);
+        }
         let polled = Pin::new(&mut body).poll(cx);
         // A step that aborts never resolves, so the body is pending; checking after the poll
         // catches the abort in the same wake-up.
@@ -105,8 +159,9 @@ pub(crate) async fn fail(live: &Arc<LiveExecution>, failure: Failure) -> RunErro
 }
 
 /// Compensates every completed step in reverse completion order, then ends the execution
-/// `compensated` or `compensation_failed`. `transition` is false when resuming an execution
-/// that is already `compensating`.
+/// `compensated` (or `cancelled` / `timed_out`, after which the failure's kind is named) or
+/// `compensation_failed`. `transition` is false when resuming an execution that is already
+/// `compensating`.
 pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, transition: bool) -> RunError {
     if transition {
         // Durable before any compensation runs: a restart then resumes compensating instead
@@ -127,12 +182,22 @@ pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, tran
     }
     let workflow = live.definition.name().to_owned();
     let execution = live.id.clone();
-    let state = if failures.is_empty() { ExecutionState::Compensated } else { ExecutionState::CompensationFailed };
+    let state = match (failures.is_empty(), failure.kind) {
+        (false, _) => ExecutionState::CompensationFailed,
+        (true, FailureKind::Cancelled) => ExecutionState::Cancelled,
+        (true, FailureKind::TimedOut) => ExecutionState::TimedOut,
+        (true, _) => ExecutionState::Compensated,
+    };
     if let Err(error) = live.durable(live.transition(state, None, Some(failure.clone()))).await {
         return interrupted(live, error);
     }
+    release_key(live);
     if failures.is_empty() {
-        RunError::Compensated { workflow, execution, failure: Box::new(failure) }
+        match state {
+            ExecutionState::Cancelled => RunError::Cancelled { workflow, execution },
+            ExecutionState::TimedOut => RunError::TimedOut { workflow, execution, failure: Box::new(failure) },
+            _ => RunError::Compensated { workflow, execution, failure: Box::new(failure) },
+        }
     } else {
         RunError::CompensationFailed {
             workflow,

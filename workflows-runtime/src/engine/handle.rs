@@ -38,6 +38,12 @@ enum State<O> {
     Attached(Engine),
 }
 
+impl<O> std::fmt::Debug for ExecutionHandle<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutionHandle").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
 impl<O> ExecutionHandle<O> {
     pub(crate) fn live(id: ExecutionId, receiver: oneshot::Receiver<Result<O, RunError>>) -> Self {
         Self { id, state: State::Live(receiver) }
@@ -168,6 +174,8 @@ pub(crate) async fn outcome<O: DeserializeOwned>(engine: &Engine, record: Execut
                 .collect();
             Err(RunError::CompensationFailed { workflow, execution, failure: failure(), compensation_failures })
         }
+        ExecutionState::Cancelled => Err(RunError::Cancelled { workflow, execution }),
+        ExecutionState::TimedOut => Err(RunError::TimedOut { workflow, execution, failure: failure() }),
         _ => Err(RunError::Failed { workflow, execution, failure: failure() }),
     }
 }

@@ -4,9 +4,9 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use serde_json::value::RawValue;
 
@@ -24,6 +24,11 @@ use crate::time::Timestamp;
 pub(crate) enum Abort {
     /// The execution fails without compensation.
     Fail(Failure),
+    /// A step failed for good (with `on_failure = "fail"`): compensate.
+    Compensate(Failure),
+    /// The execution was cancelled or ran out of time: compensate, and end `cancelled` or
+    /// `timed_out` (the failure's kind says which).
+    Stop(Failure),
     /// A store write failed: the execution stays as stored; another start resumes it.
     Store(StoreError),
 }
@@ -43,6 +48,20 @@ pub(crate) struct LiveExecution {
     state: Mutex<State>,
     /// Durable writes submitted and not yet confirmed (see [`LiveExecution::defer`]).
     unconfirmed: Mutex<Unconfirmed>,
+    /// Why the execution must stop (cancelled, timed out), once it must.
+    stopping: Mutex<Option<Failure>>,
+    /// Set with `stopping`, for lock-free checks.
+    stop_requested: AtomicBool,
+    /// Wakes step bodies waiting on [`crate::StepContext::cancelled`].
+    stop_signal: tokio::sync::Notify,
+    /// Step attempts running now: a timed-out workflow lets them finish.
+    running_steps: AtomicU32,
+    /// The driver's waker, to stop a body that is idle.
+    waker: Mutex<Option<Waker>>,
+    /// When the execution times out.
+    pub deadline: Option<Timestamp>,
+    /// The exclusive key it holds (or waits for).
+    pub exclusive_key: Option<String>,
 }
 
 /// Acks of durable writes, in submission order.
@@ -80,7 +99,26 @@ impl LiveExecution {
             aborted: AtomicBool::new(false),
             state: Mutex::new(State { progress, abort: None }),
             unconfirmed: Mutex::new(Unconfirmed::default()),
+            stopping: Mutex::new(None),
+            stop_requested: AtomicBool::new(false),
+            stop_signal: tokio::sync::Notify::new(),
+            running_steps: AtomicU32::new(0),
+            waker: Mutex::new(None),
+            deadline: None,
+            exclusive_key: None,
         }
+    }
+
+    /// This execution, timing out at `deadline`.
+    pub fn with_deadline(mut self, deadline: Option<Timestamp>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// This execution, holding (or waiting for) `key`.
+    pub fn with_exclusive_key(mut self, key: Option<String>) -> Self {
+        self.exclusive_key = key;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -93,12 +131,86 @@ impl LiveExecution {
         f(&mut self.lock().progress)
     }
 
-    /// Stops the body at its next poll. The first reason wins.
+    /// Stops the body at its next poll (and wakes the driver). The first reason wins.
     pub fn abort(&self, abort: Abort) {
-        let mut state = self.lock();
-        if state.abort.is_none() {
+        {
+            let mut state = self.lock();
+            if state.abort.is_some() {
+                return;
+            }
             state.abort = Some(abort);
             self.aborted.store(true, Ordering::Release);
+        }
+        if let Some(waker) = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            waker.wake();
+        }
+    }
+
+    /// Remembers the driver's waker, so that [`LiveExecution::abort`] can wake an idle body.
+    pub fn register_waker(&self, waker: &Waker) {
+        let mut slot = self.waker.lock().unwrap_or_else(|p| p.into_inner());
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    /// Asks the execution to stop: step bodies see the signal
+    /// ([`crate::StepContext::cancelled`]); no new step starts. With `now`, the body is
+    /// dropped at once (cancellation: running step bodies are cancelled); otherwise running
+    /// steps may finish and the execution stops at the next step boundary (a deadline).
+    pub fn request_stop(&self, why: Failure, now: bool) {
+        {
+            let mut stopping = self.stopping.lock().unwrap_or_else(|p| p.into_inner());
+            if stopping.is_none() {
+                *stopping = Some(why);
+            }
+        }
+        self.stop_requested.store(true, Ordering::Release);
+        self.stop_signal.notify_waiters();
+        if now || self.running_steps.load(Ordering::Acquire) == 0 {
+            self.stop_at_boundary();
+        }
+    }
+
+    /// Why the execution was asked to stop, if it was.
+    pub fn stop_reason(&self) -> Option<Failure> {
+        self.stopping.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// True once the execution was asked to stop.
+    pub fn is_stopping(&self) -> bool {
+        self.stop_requested.load(Ordering::Acquire)
+    }
+
+    /// Stops the body now, for the reason given to [`LiveExecution::request_stop`].
+    pub fn stop_at_boundary(&self) {
+        let why = self.stopping.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(why) = why {
+            self.abort(Abort::Stop(why));
+        }
+    }
+
+    /// Resolves once the execution was asked to stop.
+    pub async fn stopped(&self) {
+        loop {
+            let notified = self.stop_signal.notified();
+            if self.is_stopping() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A step attempt begins running its body.
+    pub fn step_started(&self) {
+        self.running_steps.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A step attempt ended; a stopping execution stops once none runs.
+    pub fn step_boundary(&self) {
+        let left = self.running_steps.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        if left == 0 && self.is_stopping() {
+            self.stop_at_boundary();
         }
     }
 
@@ -218,7 +330,10 @@ impl LiveExecution {
         result: Option<Box<RawValue>>,
         failure: Option<Failure>,
     ) -> WriteAck {
-        self.append([], Some(Transition { state, result, failure }), WriteMode::Durable, |_| {})
+        let retain_until = state
+            .is_finished()
+            .then(|| Timestamp::now() + self.definition.retention().unwrap_or(self.engine.retention));
+        self.append([], Some(Transition { state, result, failure, retain_until }), WriteMode::Durable, |_| {})
     }
 }
 

@@ -1,9 +1,11 @@
 //! The engine: starts executions, drives their bodies, compensates, and resumes executions
 //! whose owner went away.
 
+mod control;
 mod driver;
 mod handle;
 pub(crate) mod live;
+mod options;
 pub(crate) mod panic;
 mod recovery;
 
@@ -20,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 pub use handle::ExecutionHandle;
+pub use options::RunOptions;
 
 use self::live::LiveExecution;
 use crate::container::Container;
@@ -27,6 +30,7 @@ use crate::error::RunError;
 use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::journal::JournalEntry;
 use crate::journal::replay::Progress;
+use crate::policy::{DEFAULT_RETENTION, RetryPolicy};
 use crate::registry::{Registry, RegistryError, WorkflowDefinition};
 use crate::store::{
     self, CreateOutcome, ExecutionQuery, MemoryStore, NewExecution, SqliteOptions, SqliteStore, Store, StoreError,
@@ -52,6 +56,10 @@ pub(crate) struct EngineInner {
     pub store: Arc<dyn Store>,
     pub registry: &'static Registry,
     pub container: Container,
+    /// The retry policy of steps that set none.
+    pub default_retry: RetryPolicy,
+    /// How long finished executions of workflows that set no retention are kept.
+    pub retention: Duration,
     /// This engine's owner id in the store: unique per engine instance.
     pub owner: Arc<str>,
     pub lease: Duration,
@@ -60,11 +68,22 @@ pub(crate) struct EngineInner {
     /// Executions this engine stopped driving after a store error, with their epochs: their
     /// ownership is given up as soon as the store accepts it, so they can be taken over.
     abandoned: Mutex<Vec<(ExecutionId, u64)>>,
+    /// Notified when an execution holding an exclusive key ends here, so that the executions
+    /// queued for a key retry at once instead of at their next poll.
+    pub key_released: tokio::sync::Notify,
+    /// How often finished executions past their retention are purged (zero: never).
+    pub purge_interval: Duration,
     closed: AtomicBool,
 }
 
 /// The executions an engine drives, with their tasks' abort handles.
-type LiveTasks = HashMap<ExecutionId, Option<AbortHandle>, foldhash::fast::RandomState>;
+type LiveTasks = HashMap<ExecutionId, LiveTask, foldhash::fast::RandomState>;
+
+struct LiveTask {
+    execution: Arc<LiveExecution>,
+    /// Filled in once the task is spawned.
+    handle: Option<AbortHandle>,
+}
 
 /// Configures and starts an [`Engine`].
 #[must_use = "call .start().await to get an engine"]
@@ -72,6 +91,9 @@ pub struct EngineBuilder {
     store: StoreChoice,
     container: Container,
     lease: Duration,
+    default_retry: RetryPolicy,
+    retention: Duration,
+    purge_interval: Duration,
 }
 
 /// Which store the engine will use; file stores are opened by `start`.
@@ -97,7 +119,14 @@ pub enum EngineError {
 
 impl Default for EngineBuilder {
     fn default() -> Self {
-        Self { store: StoreChoice::Default, container: Container::new(), lease: Duration::from_secs(30) }
+        Self {
+            store: StoreChoice::Default,
+            container: Container::new(),
+            lease: Duration::from_secs(30),
+            default_retry: RetryPolicy::NONE,
+            retention: DEFAULT_RETENTION,
+            purge_interval: Duration::from_secs(60),
+        }
     }
 }
 
@@ -140,6 +169,27 @@ impl EngineBuilder {
         self
     }
 
+    /// The retry policy of steps without `#[step(retry(...))]`. By default a step has one
+    /// attempt: retrying is a decision about the step's side effects.
+    pub fn default_retry(mut self, policy: RetryPolicy) -> Self {
+        self.default_retry = policy;
+        self
+    }
+
+    /// How long finished executions of workflows without `#[workflow(retention = "...")]` are
+    /// kept before they are purged (default 7 days).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// How often the engine purges finished executions past their retention (default every
+    /// minute, in batches of 500). `Duration::ZERO` turns the background purge off.
+    pub fn purge_interval(mut self, interval: Duration) -> Self {
+        self.purge_interval = interval;
+        self
+    }
+
     /// How long this engine's ownership of an execution lasts without renewal (default 30 s).
     /// The engine renews its leases every third of it; when a process dies, another engine on
     /// the same store takes its executions over once their leases expire.
@@ -167,10 +217,14 @@ impl EngineBuilder {
             store,
             registry,
             container: self.container,
+            default_retry: self.default_retry,
+            retention: self.retention,
             owner,
             lease: self.lease,
             live: Mutex::new(HashMap::default()),
             abandoned: Mutex::new(Vec::new()),
+            key_released: tokio::sync::Notify::new(),
+            purge_interval: self.purge_interval,
             closed: AtomicBool::new(false),
         });
         inner.recover().await?;
@@ -181,7 +235,8 @@ impl EngineBuilder {
 
 /// What [`Engine::create`] found.
 enum Created {
-    New(Arc<LiveExecution>),
+    /// A new execution; `true` if it waits for its exclusive key.
+    New(Arc<LiveExecution>, bool),
     Exists(Box<ExecutionRecord>),
 }
 
@@ -192,35 +247,6 @@ async fn open_blocking(
     tokio::task::spawn_blocking(open)
         .await
         .map_err(|e| StoreError::Unavailable(format!("opening the store was interrupted: {e}")))?
-}
-
-/// Options of one run.
-#[derive(Clone, Debug, Default)]
-pub struct RunOptions {
-    pub(crate) id: Option<ExecutionId>,
-    pub(crate) container: Option<Container>,
-}
-
-impl RunOptions {
-    /// Default options: a new UUIDv7 id, the engine's container.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Runs under this execution id. If an execution with this id exists, no new one starts:
-    /// the run returns that execution's result (waiting for it if it is still running), or a
-    /// [`RunError::Conflict`] if it is another workflow or had a different input.
-    pub fn id(mut self, id: impl Into<ExecutionId>) -> Self {
-        self.id = Some(id.into());
-        self
-    }
-
-    /// Services for this run only, consulted before the engine's container. They are not
-    /// stored: if the execution resumes in another process, only the engine's container is there.
-    pub fn container(mut self, container: Container) -> Self {
-        self.container = Some(container);
-        self
-    }
 }
 
 impl Engine {
@@ -249,8 +275,8 @@ impl Engine {
         let definition = W::definition();
         let input_json = crate::journal::json::to_raw(&input)
             .map_err(|source| RunError::Input { workflow: definition.name().to_owned(), source })?;
-        let live = match self.create(definition, input_json, options).await? {
-            Created::New(live) => live,
+        let (live, queued) = match self.create(definition, input_json, options).await? {
+            Created::New(live, queued) => (live, queued),
             Created::Exists(record) => {
                 let same = handle::same_json(&input, &record.input);
                 return handle::existing(self.clone(), definition.name(), *record, same).await;
@@ -258,7 +284,11 @@ impl Engine {
         };
         let id = live.id.clone();
         let (sender, receiver) = oneshot::channel();
-        self.inner.spawn(id.clone(), async move {
+        self.inner.spawn(&live.clone(), async move {
+            if queued && let Err(error) = driver::wait_for_key(&live).await {
+                drop(sender.send(Err(error)));
+                return;
+            }
             let wf = Workflow { live };
             let body = std::pin::pin!(W::call(&wf, input));
             driver::drive(&wf, body, Some(sender)).await;
@@ -290,8 +320,8 @@ impl Engine {
             source,
         })?;
         let provided = input_json.clone();
-        let live = match self.create(definition, input_json, options).await? {
-            Created::New(live) => live,
+        let (live, queued) = match self.create(definition, input_json, options).await? {
+            Created::New(live, queued) => (live, queued),
             Created::Exists(record) => {
                 let same = handle::same_json(&provided, &record.input);
                 return handle::existing(self.clone(), definition.name(), *record, same).await;
@@ -299,7 +329,11 @@ impl Engine {
         };
         let id = live.id.clone();
         let (sender, receiver) = oneshot::channel();
-        self.inner.spawn(id.clone(), async move {
+        self.inner.spawn(&live.clone(), async move {
+            if queued && let Err(error) = driver::wait_for_key(&live).await {
+                drop(sender.send(Err(error)));
+                return;
+            }
             let wf = Workflow { live };
             match (definition.entry)(&wf, &provided) {
                 Ok(mut body) => driver::drive(&wf, body.as_mut(), Some(sender)).await,
@@ -336,11 +370,19 @@ impl Engine {
             owner: inner.owner.clone(),
             lease_until: now + inner.lease,
             now,
+            exclusive_key: options.exclusive_key.clone(),
+            fail_if_held: options.fail_if_held,
+            rerun_of: options.rerun_of,
         };
-        if let CreateOutcome::Exists(record) = inner.store.create_execution(new).await? {
-            return Ok(Created::Exists(record));
-        }
-        Ok(Created::New(Arc::new(LiveExecution::new(
+        let queued = match inner.store.create_execution(new).await? {
+            CreateOutcome::Created => false,
+            CreateOutcome::Queued => true,
+            CreateOutcome::Exists(record) => return Ok(Created::Exists(record)),
+            CreateOutcome::KeyHeld(holder) => {
+                return Err(RunError::KeyHeld { key: options.exclusive_key.unwrap_or_default(), holder });
+            }
+        };
+        let live = LiveExecution::new(
             id,
             definition,
             inner.clone(),
@@ -348,7 +390,10 @@ impl Engine {
             1,
             definition.fingerprint().into(),
             Progress::new(definition.calls().len()),
-        ))))
+        )
+        .with_deadline(definition.timeout().map(|timeout| now + timeout))
+        .with_exclusive_key(options.exclusive_key);
+        Ok(Created::New(Arc::new(live), queued))
     }
 
     /// The registry of workflows and steps this engine runs.
@@ -398,7 +443,7 @@ impl Engine {
     /// engine on the same store resumes them at once.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        let running: Vec<AbortHandle> = self.inner.lock_live().drain().filter_map(|(_, h)| h).collect();
+        let running: Vec<AbortHandle> = self.inner.lock_live().drain().filter_map(|(_, task)| task.handle).collect();
         for task in &running {
             task.abort();
         }
@@ -448,19 +493,25 @@ impl fmt::Debug for Engine {
 
 impl EngineInner {
     /// Spawns the task driving execution `id` and tracks it until it ends.
-    fn spawn(self: &Arc<Self>, id: ExecutionId, task: impl Future<Output = ()> + Send + 'static) {
+    fn spawn(self: &Arc<Self>, live: &Arc<LiveExecution>, task: impl Future<Output = ()> + Send + 'static) {
         // The entry exists before the task can end, so the task's guard always finds it; the
         // abort handle is filled in afterwards, unless the task already ended and removed it.
-        self.lock_live().insert(id.clone(), None);
+        let id = live.id.clone();
+        self.lock_live().insert(id.clone(), LiveTask { execution: live.clone(), handle: None });
         let guard = Untrack { engine: self.clone(), id: id.clone() };
         let handle = tokio::spawn(Tracked { task, _guard: guard });
         if let Some(entry) = self.lock_live().get_mut(&id) {
-            *entry = Some(handle.abort_handle());
+            entry.handle = Some(handle.abort_handle());
         }
         // Started while the engine shut down (past `shutdown`'s sweep): stop it too.
         if self.is_closed() {
             handle.abort();
         }
+    }
+
+    /// The execution this engine drives under `id`, if it does.
+    pub(crate) fn live_execution(&self, id: &ExecutionId) -> Option<Arc<LiveExecution>> {
+        self.lock_live().get(id).map(|task| task.execution.clone())
     }
 
     /// Marks an execution this engine stopped driving, to release it (see `abandoned`).

@@ -1,8 +1,10 @@
 //! Ownership: leases renewed in the background, and executions whose owner is gone resumed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::EngineInner;
+use super::control::cancellation;
 use super::driver;
 use super::live::LiveExecution;
 use crate::error::{Failure, FailureKind};
@@ -55,7 +57,7 @@ impl EngineInner {
             }
             Err(other) => return Err(other),
         };
-        let live = Arc::new(LiveExecution::new(
+        let live = LiveExecution::new(
             record.id.clone(),
             definition,
             self.clone(),
@@ -63,24 +65,37 @@ impl EngineInner {
             record.epoch,
             record.fingerprint.into(),
             progress,
-        ));
+        )
+        .with_deadline(definition.timeout().map(|timeout| record.created_at + timeout))
+        .with_exclusive_key(record.exclusive_key);
+        let live = Arc::new(live);
         if let Some(failure) = corrupt {
             tracing::error!(execution = %record.id, "{}", failure.message);
             driver::fail(&live, failure).await;
             return Ok(());
         }
         tracing::info!(execution = %record.id, workflow = definition.name(), state = %record.state, "resuming execution");
-        if record.state == ExecutionState::Compensating {
+        let state = record.state;
+        if record.cancel_requested && state != ExecutionState::Compensating {
+            self.spawn(&live.clone(), async move {
+                driver::compensate(&live, cancellation(), true).await;
+            });
+            return Ok(());
+        }
+        if state == ExecutionState::Compensating {
             let failure = record
                 .failure
                 .unwrap_or_else(|| Failure::new(FailureKind::Workflow, "failed (no failure was recorded)"));
-            self.spawn(record.id, async move {
+            self.spawn(&live.clone(), async move {
                 driver::compensate(&live, failure, false).await;
             });
             return Ok(());
         }
         let input = record.input;
-        self.spawn(record.id, async move {
+        self.spawn(&live.clone(), async move {
+            if state == ExecutionState::Pending && driver::wait_for_key(&live).await.is_err() {
+                return;
+            }
             let wf = Workflow { live };
             match (definition.entry)(&wf, &input) {
                 Ok(mut body) => driver::drive(&wf, body.as_mut(), None).await,
@@ -98,33 +113,73 @@ impl EngineInner {
     }
 }
 
-/// Renews this engine's leases every third of the lease, and takes over orphans every half.
+/// The engine's background work: renews its leases (and cancels the executions whose
+/// cancellation another process requested) every third of the lease, takes over orphans every
+/// half, and purges finished executions past their retention.
 pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
     let weak = Arc::downgrade(inner);
     let lease = inner.lease;
+    let purge_every = inner.purge_interval;
     tokio::spawn(async move {
         let mut renew = tokio::time::interval(lease / 3);
         let mut claim = tokio::time::interval(lease / 2);
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        claim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut purge =
+            tokio::time::interval(if purge_every.is_zero() { Duration::from_secs(3600) } else { purge_every });
+        for timer in [&mut renew, &mut claim, &mut purge] {
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
         loop {
-            let renewing = tokio::select! {
-                _ = renew.tick() => true,
-                _ = claim.tick() => false,
+            let work = tokio::select! {
+                _ = renew.tick() => Work::Renew,
+                _ = claim.tick() => Work::Claim,
+                _ = purge.tick() => Work::Purge,
             };
             let Some(inner) = weak.upgrade() else { return };
             if inner.is_closed() {
                 return;
             }
-            if renewing {
-                inner.release_abandoned().await;
-                let until = Timestamp::now() + inner.lease;
-                if let Err(error) = inner.store.renew_leases(&inner.owner, until).await {
-                    tracing::warn!(%error, "could not renew execution leases");
+            match work {
+                Work::Renew => inner.renew().await,
+                Work::Claim => {
+                    if let Err(error) = inner.recover().await {
+                        tracing::warn!(%error, "could not take over orphaned executions");
+                    }
                 }
-            } else if let Err(error) = inner.recover().await {
-                tracing::warn!(%error, "could not take over orphaned executions");
+                Work::Purge if !purge_every.is_zero() => {
+                    let engine = crate::Engine { inner: inner.clone() };
+                    match engine.purge_due().await {
+                        Ok(0) => {}
+                        Ok(purged) => tracing::debug!(purged, "purged finished executions past their retention"),
+                        Err(error) => tracing::warn!(%error, "could not purge finished executions"),
+                    }
+                }
+                Work::Purge => {}
             }
         }
     });
+}
+
+enum Work {
+    Renew,
+    Claim,
+    Purge,
+}
+
+impl EngineInner {
+    /// Renews this engine's leases, and cancels its executions whose cancellation was
+    /// requested from elsewhere.
+    async fn renew(&self) {
+        self.release_abandoned().await;
+        let until = Timestamp::now() + self.lease;
+        match self.store.renew_leases(&self.owner, until).await {
+            Ok(cancel) => {
+                for id in cancel {
+                    if let Some(live) = self.live_execution(&id) {
+                        live.request_stop(cancellation(), true);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not renew execution leases"),
+        }
+    }
 }

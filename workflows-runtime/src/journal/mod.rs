@@ -144,6 +144,21 @@ pub enum JournalEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_at: Option<Timestamp>,
     },
+    /// A step failed for good and its `on_failure = "skip"` policy skipped it: the call
+    /// returned `None`, and replay returns `None` from now on.
+    StepSkipped {
+        /// Position of the call in program order.
+        seq: u32,
+        /// The step call's key.
+        key: StepKey,
+        /// The last attempt's number.
+        attempt: u32,
+        /// [`input_hash`] of the step's input.
+        #[serde(with = "hex_u64")]
+        input_hash: u64,
+        /// The last attempt's error.
+        error: Box<Failure>,
+    },
     /// A step's compensation began.
     CompensationStarted {
         /// Position of the compensated call in program order.
@@ -176,6 +191,7 @@ impl JournalEvent {
             Self::StepStarted { .. } => "step_started",
             Self::StepCompleted { .. } => "step_completed",
             Self::StepFailed { .. } => "step_failed",
+            Self::StepSkipped { .. } => "step_skipped",
             Self::CompensationStarted { .. } => "compensation_started",
             Self::CompensationCompleted { .. } => "compensation_completed",
             Self::CompensationFailed { .. } => "compensation_failed",
@@ -188,6 +204,7 @@ impl JournalEvent {
             Self::StepStarted { seq, key, .. }
             | Self::StepCompleted { seq, key, .. }
             | Self::StepFailed { seq, key, .. }
+            | Self::StepSkipped { seq, key, .. }
             | Self::CompensationStarted { seq, key }
             | Self::CompensationCompleted { seq, key }
             | Self::CompensationFailed { seq, key, .. } => (*seq, key),

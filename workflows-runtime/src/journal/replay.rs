@@ -9,11 +9,15 @@ use serde_json::value::RawValue;
 
 use super::{JournalEntry, JournalEvent, StepKey};
 use crate::error::Failure;
+use crate::time::Timestamp;
 
 /// What a step call must do, decided from the journal.
 pub(crate) enum Decision {
-    /// Run the step body: this is attempt number `attempt`.
-    Run { attempt: u32 },
+    /// Run the step body: this is attempt number `attempt`, not before `not_before` (a
+    /// retry's backoff that was under way).
+    Run { attempt: u32, not_before: Option<Timestamp> },
+    /// The step was skipped before: return `None`.
+    Skipped,
     /// The step completed before: return this output without running.
     Completed(Box<RawValue>),
     /// The step failed for good before: return this failure without running.
@@ -66,8 +70,11 @@ pub(crate) enum Compensation {
 }
 
 enum Status {
-    /// An attempt started and neither completed nor failed for good.
-    Running,
+    /// An attempt started and neither completed nor failed for good; the next attempt is
+    /// due at the time, if a retry was scheduled.
+    Running { retry_at: Option<Timestamp> },
+    /// Skipped after failing for good.
+    Skipped,
     /// Completed; the output is kept only when loaded from the journal, until replay takes it.
     Completed { output: Option<Box<RawValue>> },
     /// Failed for good.
@@ -133,9 +140,14 @@ impl Progress {
             }
             JournalEvent::StepFailed { seq, key, attempt, input_hash, error, retry_at, .. } => {
                 self.started(seq, key, input_hash, attempt);
-                if retry_at.is_none() {
-                    self.failed(seq, *error);
+                match retry_at {
+                    None => self.failed(seq, *error),
+                    Some(at) => self.retry_scheduled(seq, at),
                 }
+            }
+            JournalEvent::StepSkipped { seq, key, attempt, input_hash, .. } => {
+                self.started(seq, key, input_hash, attempt);
+                self.skipped(seq);
             }
             JournalEvent::CompensationStarted { seq, key } => {
                 self.slot_or_insert(seq, key).compensation = Compensation::Started
@@ -158,7 +170,7 @@ impl Progress {
             key,
             input_hash: None,
             attempts: 0,
-            status: Status::Running,
+            status: Status::Running { retry_at: None },
             compensation_input: None,
             compensation: Compensation::Pending,
         })
@@ -196,7 +208,7 @@ impl Progress {
     /// What the step call at `seq` must do.
     pub fn decide(&mut self, seq: u32, key: &StepKey, input_hash: u64) -> Decision {
         let Some(Some(slot)) = self.slots.get_mut(seq as usize) else {
-            return Decision::Run { attempt: 1 };
+            return Decision::Run { attempt: 1, not_before: None };
         };
         let hash_differs = slot.input_hash.is_some_and(|h| h != input_hash);
         if slot.key != *key || hash_differs {
@@ -207,7 +219,8 @@ impl Progress {
             });
         }
         match &mut slot.status {
-            Status::Running => Decision::Run { attempt: slot.attempts + 1 },
+            Status::Running { retry_at } => Decision::Run { attempt: slot.attempts + 1, not_before: *retry_at },
+            Status::Skipped => Decision::Skipped,
             Status::Failed(failure) => Decision::Failed((**failure).clone()),
             Status::Completed { output } => match output.take() {
                 Some(output) => Decision::Completed(output),
@@ -222,7 +235,21 @@ impl Progress {
         let slot = self.slot_or_insert(seq, key);
         slot.input_hash = Some(input_hash);
         slot.attempts = slot.attempts.max(attempt);
-        slot.status = Status::Running;
+        slot.status = Status::Running { retry_at: None };
+    }
+
+    /// Records that the next attempt is due at `at`.
+    pub fn retry_scheduled(&mut self, seq: u32, at: Timestamp) {
+        if let Some(Some(slot)) = self.slots.get_mut(seq as usize) {
+            slot.status = Status::Running { retry_at: Some(at) };
+        }
+    }
+
+    /// Records that the step was skipped.
+    pub fn skipped(&mut self, seq: u32) {
+        if let Some(Some(slot)) = self.slots.get_mut(seq as usize) {
+            slot.status = Status::Skipped;
+        }
     }
 
     /// Records a completion. `output` is kept only for replay (it is `None` when live).
@@ -252,7 +279,7 @@ impl Progress {
     pub fn unreached(&self, calls: u32) -> Option<Mismatch> {
         self.slots.iter().enumerate().skip(calls as usize).find_map(|(seq, slot)| {
             let slot = slot.as_ref()?;
-            matches!(slot.status, Status::Completed { .. } | Status::Failed(_)).then(|| Mismatch {
+            matches!(slot.status, Status::Completed { .. } | Status::Failed(_) | Status::Skipped).then(|| Mismatch {
                 seq: seq as u32,
                 recorded: Some((slot.key.clone(), slot.input_hash)),
                 called: None,
@@ -289,7 +316,6 @@ impl Progress {
 mod tests {
     use super::*;
     use crate::error::FailureKind;
-    use crate::time::Timestamp;
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_owned()).unwrap()
@@ -330,9 +356,9 @@ mod tests {
         let (seq, key) = p.next_call("a");
         assert!(matches!(p.decide(seq, &key, 7), Decision::Completed(o) if o.get() == "1"));
         let (seq, key) = p.next_call("b");
-        assert!(matches!(p.decide(seq, &key, 8), Decision::Run { attempt: 2 }));
+        assert!(matches!(p.decide(seq, &key, 8), Decision::Run { attempt: 2, not_before: None }));
         let (seq, key) = p.next_call("c");
-        assert!(matches!(p.decide(seq, &key, 9), Decision::Run { attempt: 1 }));
+        assert!(matches!(p.decide(seq, &key, 9), Decision::Run { attempt: 1, not_before: None }));
         assert_eq!(p.take_index(), 2);
     }
 

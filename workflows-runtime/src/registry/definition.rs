@@ -3,10 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use serde_json::value::RawValue;
 
 use crate::error::{StepError, WorkflowError};
+use crate::policy::StepPolicy;
 use crate::step::StepContext;
 use crate::workflow::Workflow;
 
@@ -77,6 +79,7 @@ pub struct StepDefinition {
     pub(crate) fn_name: &'static str,
     pub(crate) location: SourceLocation,
     pub(crate) compensation: Option<CompensationDefinition>,
+    pub(crate) policy: StepPolicy,
 }
 
 impl StepDefinition {
@@ -86,8 +89,14 @@ impl StepDefinition {
         fn_name: &'static str,
         location: SourceLocation,
         compensation: Option<CompensationDefinition>,
+        policy: StepPolicy,
     ) -> Self {
-        Self { name, fn_name, location, compensation }
+        Self { name, fn_name, location, compensation, policy }
+    }
+
+    /// Its retry, timeout and failure policies.
+    pub fn policy(&self) -> &StepPolicy {
+        &self.policy
     }
 
     /// The registered name (the function's name unless `name = "..."` was given).
@@ -123,6 +132,8 @@ pub struct WorkflowDefinition {
     pub(crate) calls: &'static [&'static str],
     pub(crate) entry: ErasedEntry,
     pub(crate) check_input: InputCheck,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retention: Option<Duration>,
 }
 
 impl WorkflowDefinition {
@@ -139,8 +150,34 @@ impl WorkflowDefinition {
         calls: &'static [&'static str],
         entry: ErasedEntry,
         check_input: InputCheck,
+        timeout: Option<Duration>,
+        retention: Option<Duration>,
     ) -> Self {
-        Self { name, fn_name, location, fingerprint, version, input_type, output_type, calls, entry, check_input }
+        Self {
+            name,
+            fn_name,
+            location,
+            fingerprint,
+            version,
+            input_type,
+            output_type,
+            calls,
+            entry,
+            check_input,
+            timeout,
+            retention,
+        }
+    }
+
+    /// How long an execution may run, from its start, before it is stopped and compensated.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// How long a finished execution is kept, if set on the workflow (otherwise the engine's
+    /// default applies).
+    pub fn retention(&self) -> Option<Duration> {
+        self.retention
     }
 
     /// The registered name (the function's name unless `name = "..."` was given).

@@ -1,5 +1,6 @@
 //! Steps: the context a step body gets, the response it returns, and how a step call runs.
 
+pub(crate) mod compensation;
 pub(crate) mod run;
 
 use std::fmt;
@@ -11,7 +12,8 @@ use crate::execution::ExecutionId;
 use crate::journal::StepKey;
 
 #[doc(hidden)]
-pub use run::{StepFn, call_step, compensation_hook};
+pub use compensation::compensation_hook;
+pub use run::{StepFn, call_step, call_step_or_skip};
 
 /// What a step body (or a compensation) gets as its optional first parameter
 /// `ctx: &StepContext`: who it is, which attempt this is, and the application's services.
@@ -53,6 +55,19 @@ impl StepContext {
     /// its side effect (a payment captured twice, for example).
     pub fn idempotency_key(&self) -> String {
         format!("{}/{}", self.live.id, self.key)
+    }
+
+    /// True once the execution is being cancelled or ran out of time. Long-running step
+    /// bodies (and tasks they spawn) can check it to stop early.
+    pub fn is_cancelled(&self) -> bool {
+        self.live.is_stopping()
+    }
+
+    /// Resolves once the execution is being cancelled or ran out of time: race it against
+    /// long work (`tokio::select!`) to stop cleanly. A cancelled execution drops its running
+    /// step bodies anyway; this lets them (and what they spawned) react first.
+    pub async fn cancelled(&self) {
+        self.live.stopped().await
     }
 
     /// The service of type `T` from the run's container or, failing that, the engine's.

@@ -5,9 +5,9 @@
 //! output in memory only if the step has a compensation (then as its compensation input).
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -16,9 +16,10 @@ use serde_json::value::RawValue;
 use super::{StepContext, StepResponse};
 use crate::engine::live::{Abort, LiveExecution};
 use crate::engine::panic::catch_unwind;
-use crate::error::{Failure, FailureKind, StepError};
-use crate::journal::replay::{Compensation, Decision};
+use crate::error::{Failure, StepError};
+use crate::journal::replay::Decision;
 use crate::journal::{JournalEvent, StepKey, input_hash};
+use crate::policy::OnFailure;
 use crate::registry::StepDefinition;
 use crate::store::WriteMode;
 use crate::time::Timestamp;
@@ -27,8 +28,8 @@ use crate::workflow::Workflow;
 /// A `#[step]` function, as the macro describes it to the runtime. Not public API.
 #[doc(hidden)]
 pub trait StepFn: 'static {
-    /// The step's inputs as a tuple.
-    type Input: Serialize + Send + 'static;
+    /// The step's inputs as a tuple (decoded again from JSON for retries).
+    type Input: Serialize + DeserializeOwned + Send + 'static;
     /// The step's output.
     type Output: Serialize + DeserializeOwned + Send + 'static;
     /// The compensation's input.
@@ -63,6 +64,29 @@ pub fn call_step<S: StepFn>(
     wf: &Workflow,
     input: S::Input,
 ) -> impl Future<Output = Result<S::Output, StepError>> + Send + '_ {
+    let run = prepare::<S>(wf, input);
+    async move {
+        match run.await? {
+            Some(output) => Ok(output),
+            // Only steps with `on_failure = "skip"` are skipped, and they use `call_step_or_skip`.
+            None => Err(StepError::permanent("the step was skipped")),
+        }
+    }
+}
+
+/// The call of a step with `on_failure = "skip"`: `None` when it was skipped. Not public API.
+#[doc(hidden)]
+pub fn call_step_or_skip<S: StepFn>(
+    wf: &Workflow,
+    input: S::Input,
+) -> impl Future<Output = Result<Option<S::Output>, StepError>> + Send + '_ {
+    prepare::<S>(wf, input)
+}
+
+fn prepare<S: StepFn>(
+    wf: &Workflow,
+    input: S::Input,
+) -> impl Future<Output = Result<Option<S::Output>, StepError>> + Send + '_ {
     let definition = S::definition();
     let (seq, key) = wf.live.with_progress(|p| p.next_call(definition.name()));
     // The writes submitted before this call must be durable before its body runs; steps
@@ -78,58 +102,189 @@ async fn run_step<S: StepFn>(
     key: StepKey,
     barrier: u64,
     input: S::Input,
-) -> Result<S::Output, StepError> {
+) -> Result<Option<S::Output>, StepError> {
     // Only what depends on the step's types is generic; the journaling is shared code.
     let input_hash = input_hash(&input);
-    let attempt = match begin(live, seq, &key, input_hash) {
-        Begin::Run { attempt } => attempt,
+    let (mut attempt, mut not_before) = match begin(live, seq, &key, input_hash) {
+        Begin::Run { attempt, not_before } => (attempt, not_before),
         Begin::Replay(output) => match serde_json::from_str::<S::Output>(output.get()) {
-            Ok(output) => return Ok(output),
+            Ok(output) => return Ok(Some(output)),
             Err(error) => {
                 live.abort_decode(format!("the stored output of step `{key}` does not decode"), &error);
                 return std::future::pending().await;
             }
         },
-        Begin::Failed(error) => return Err(error),
+        Begin::Skipped => return Ok(None),
+        Begin::Failed(error) => return settle(live, definition, error).await.map(|()| None),
         Begin::Stop => return std::future::pending().await,
     };
     if let Err(error) = live.barrier(barrier).await {
         live.abort(Abort::Store(error));
         return std::future::pending().await;
     }
-    let started_at = Timestamp::now();
-    let ctx = StepContext { live: live.clone(), key, attempt };
-    let result = {
-        let mut call = std::pin::pin!(catch_unwind(S::call(&ctx, input)));
-        // An attempt that finishes within its first poll is journaled by its outcome alone;
-        // one that suspends (awaits I/O) journals its start now, so that a crash during it
-        // still counts as an attempt.
-        match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
-            Poll::Ready(result) => result,
-            Poll::Pending => {
-                journal_start(&ctx, seq, input_hash);
-                call.await
+    let retry = definition.policy.retry.unwrap_or(live.engine.default_retry);
+    // Attempts after the first decode their input from JSON: the first one consumed it.
+    let retry_input = if retry.max_attempts() > attempt {
+        Some(
+            crate::journal::json::to_raw(&input)
+                .map_err(|e| StepError::permanent(format!("the step's input cannot be serialized to JSON: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let mut input = Some(input);
+    loop {
+        if live.is_stopping() {
+            // Cancelled or past its deadline: no further attempt starts.
+            live.stop_at_boundary();
+            return std::future::pending().await;
+        }
+        if let Some(at) = not_before.take() {
+            // A backoff that survives restarts: the next attempt's time is journaled.
+            tokio::time::sleep(at.duration_since(Timestamp::now())).await;
+        }
+        let this_input = match input.take() {
+            Some(input) => input,
+            None => match retry_input.as_deref().map(|json| serde_json::from_str::<S::Input>(json.get())) {
+                Some(Ok(input)) => input,
+                Some(Err(e)) => {
+                    return Err(StepError::permanent(format!("the step's input does not decode for a retry: {e}")));
+                }
+                None => return Err(StepError::permanent("the step's input is gone")),
+            },
+        };
+        let started_at = Timestamp::now();
+        let ctx = StepContext { live: live.clone(), key: key.clone(), attempt };
+        let running = Attempt::start(live);
+        let outcome = match attempt_once::<S>(&ctx, seq, input_hash, this_input, definition.policy.timeout).await {
+            Ok(response) => match encode(&response, definition) {
+                Ok(encoded) => Ok((response.output, encoded)),
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        let error = match outcome {
+            Ok((value, (output, compensation))) => {
+                record_completion(ctx, seq, input_hash, started_at, output, compensation);
+                drop(running);
+                return Ok(Some(value));
+            }
+            Err(error) => error.with_step(definition.name(), &key.to_string(), attempt),
+        };
+        if error.is_permanent() || attempt >= retry.max_attempts() {
+            let failure = error.to_failure();
+            if definition.policy.on_failure == OnFailure::Skip {
+                let skipped =
+                    JournalEvent::StepSkipped { seq, key: key.clone(), attempt, input_hash, error: Box::new(failure) };
+                let ack = live.append([skipped], None, WriteMode::Durable, |p| {
+                    p.started(seq, key.clone(), input_hash, attempt);
+                    p.skipped(seq);
+                });
+                live.defer(ack);
+                drop(running);
+                return Ok(None);
+            }
+            record_failure(live, seq, &key, attempt, input_hash, started_at, failure, None);
+            drop(running);
+            return settle(live, definition, error).await.map(|()| None);
+        }
+        let retry_at = Timestamp::now() + retry.delay(attempt, random_unit());
+        record_failure(live, seq, &key, attempt, input_hash, started_at, error.to_failure(), Some(retry_at));
+        drop(running);
+        // The failure is durable before the next attempt runs.
+        let upto = live.submitted();
+        if let Err(error) = live.barrier(upto).await {
+            live.abort(Abort::Store(error));
+            return std::future::pending().await;
+        }
+        not_before = Some(retry_at);
+        attempt += 1;
+    }
+}
+
+/// Applies the step's `on_failure` policy to its final failure: with `fail` (the default) the
+/// workflow fails here, whatever its body would do with the error; with `continue` the body
+/// gets the error.
+async fn settle(live: &LiveExecution, definition: &StepDefinition, error: StepError) -> Result<(), StepError> {
+    match definition.policy.on_failure {
+        OnFailure::Continue | OnFailure::Skip => Err(error),
+        OnFailure::Fail => {
+            live.abort(Abort::Compensate(error.to_failure()));
+            std::future::pending().await
+        }
+    }
+}
+
+/// Runs the body once, within the attempt's timeout, catching panics.
+async fn attempt_once<S: StepFn>(
+    ctx: &StepContext,
+    seq: u32,
+    input_hash: u64,
+    input: S::Input,
+    timeout: Option<Duration>,
+) -> Result<StepResponse<S::Output, S::Compensation>, StepError> {
+    let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+    let mut call = std::pin::pin!(catch_unwind(S::call(ctx, input)));
+    // An attempt that finishes within its first poll is journaled by its outcome alone; one
+    // that suspends (awaits I/O) journals its start now, so that a crash during it still
+    // counts as an attempt.
+    let result = match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+        Poll::Ready(result) => result,
+        Poll::Pending => {
+            journal_start(ctx, seq, input_hash);
+            match (deadline, timeout) {
+                (Some(deadline), Some(timeout)) => match tokio::time::timeout_at(deadline, call).await {
+                    Ok(result) => result,
+                    // The body's future is dropped here: a hanging step never holds a worker.
+                    Err(_) => {
+                        return Err(StepError::new(format!(
+                            "the attempt timed out after {}",
+                            humantime::format_duration(timeout)
+                        )));
+                    }
+                },
+                _ => call.await,
             }
         }
     };
-    let (value, outcome) = match result {
-        Ok(Ok(response)) => match encode(&response, definition) {
-            Ok(encoded) => (Some(response.output), Ok(encoded)),
-            Err(error) => (None, Err(error)),
-        },
-        Ok(Err(error)) => (None, Err(error)),
-        Err(panic) => (None, Err(StepError::permanent(format!("the step panicked: {panic}")))),
-    };
-    record(ctx, seq, input_hash, started_at, definition, outcome)?;
-    Ok(value.expect("a recorded completion has a value"))
+    match result {
+        Ok(result) => result,
+        Err(panic) => Err(StepError::permanent(format!("the step panicked: {panic}"))),
+    }
+}
+
+/// A step attempt running its body; dropping it (after its outcome is journaled, or when
+/// the attempt is abandoned) is a step boundary, where a stopping execution stops.
+struct Attempt<'a>(&'a LiveExecution);
+
+impl<'a> Attempt<'a> {
+    fn start(live: &'a LiveExecution) -> Self {
+        live.step_started();
+        Self(live)
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.0.step_boundary();
+    }
+}
+
+/// A number in `0..1` for jitter: randomness need not be reproducible here.
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// What a step call does first, decided from the journal.
 enum Begin {
     Run {
         attempt: u32,
+        not_before: Option<Timestamp>,
     },
     Replay(Box<RawValue>),
+    Skipped,
     Failed(StepError),
     /// The execution was aborted (non-determinism): never resolve.
     Stop,
@@ -137,9 +292,15 @@ enum Begin {
 
 /// Decides from the journal whether the step runs, replays, or stops the execution.
 fn begin(live: &LiveExecution, seq: u32, key: &StepKey, input_hash: u64) -> Begin {
+    if live.is_stopping() {
+        // Cancelled or past its deadline: no new step starts.
+        live.stop_at_boundary();
+        return Begin::Stop;
+    }
     match live.with_progress(|p| p.decide(seq, key, input_hash)) {
-        Decision::Run { attempt } => Begin::Run { attempt },
+        Decision::Run { attempt, not_before } => Begin::Run { attempt, not_before },
         Decision::Completed(output) => Begin::Replay(output),
+        Decision::Skipped => Begin::Skipped,
         Decision::Failed(failure) => Begin::Failed(StepError::from_failure(&failure)),
         Decision::Mismatch(mismatch) => {
             live.abort_mismatch(&mismatch);
@@ -156,53 +317,58 @@ fn journal_start(ctx: &StepContext, seq: u32, input_hash: u64) {
     drop(ctx.live.append([started], None, WriteMode::Lazy, |p| p.started(seq, key, input_hash, attempt)));
 }
 
-/// Journals an attempt's outcome and returns the step's error, if it failed. The write is
-/// durable before the workflow's next side effect (see [`LiveExecution::defer`]): the next
-/// step's body, a compensation, or the result going back to the caller.
-fn record(
+/// Journals a completion. The write is durable before the workflow's next side effect (see
+/// [`LiveExecution::defer`]): the next step's body, a compensation, or the result going back
+/// to the caller.
+fn record_completion(
     ctx: StepContext,
     seq: u32,
     input_hash: u64,
     started_at: Timestamp,
-    definition: &'static StepDefinition,
-    outcome: Result<(Box<RawValue>, Option<Box<RawValue>>), StepError>,
-) -> Result<(), StepError> {
+    output: Box<RawValue>,
+    compensation: Option<Box<RawValue>>,
+) {
     let StepContext { live, key, attempt } = ctx;
-    let (ack, result) = match outcome {
-        Ok((output, compensation)) => {
-            let kept = compensation.clone();
-            let progress_key = key.clone();
-            let completed =
-                JournalEvent::StepCompleted { seq, key, attempt, input_hash, started_at, output, compensation };
-            let ack = live.append([completed], None, WriteMode::Durable, |p| {
-                p.started(seq, progress_key, input_hash, attempt);
-                p.completed(seq, None, kept);
-            });
-            (ack, Ok(()))
-        }
-        Err(error) => {
-            let error = error.with_step(definition.name(), &key.to_string(), attempt);
-            let failure = error.to_failure();
-            let kept = failure.clone();
-            let progress_key = key.clone();
-            let failed = JournalEvent::StepFailed {
-                seq,
-                key,
-                attempt,
-                input_hash,
-                started_at,
-                error: Box::new(failure),
-                retry_at: None,
-            };
-            let ack = live.append([failed], None, WriteMode::Durable, |p| {
-                p.started(seq, progress_key, input_hash, attempt);
-                p.failed(seq, kept);
-            });
-            (ack, Err(error))
-        }
-    };
+    let kept = compensation.clone();
+    let progress_key = key.clone();
+    let completed = JournalEvent::StepCompleted { seq, key, attempt, input_hash, started_at, output, compensation };
+    let ack = live.append([completed], None, WriteMode::Durable, |p| {
+        p.started(seq, progress_key, input_hash, attempt);
+        p.completed(seq, None, kept);
+    });
     live.defer(ack);
-    result
+}
+
+/// Journals a failed attempt; `retry_at` is when the next one is due, `None` if it was the last.
+#[allow(clippy::too_many_arguments)]
+fn record_failure(
+    live: &LiveExecution,
+    seq: u32,
+    key: &StepKey,
+    attempt: u32,
+    input_hash: u64,
+    started_at: Timestamp,
+    failure: Failure,
+    retry_at: Option<Timestamp>,
+) {
+    let kept = failure.clone();
+    let failed = JournalEvent::StepFailed {
+        seq,
+        key: key.clone(),
+        attempt,
+        input_hash,
+        started_at,
+        error: Box::new(failure),
+        retry_at,
+    };
+    let ack = live.append([failed], None, WriteMode::Durable, |p| {
+        p.started(seq, key.clone(), input_hash, attempt);
+        match retry_at {
+            None => p.failed(seq, kept),
+            Some(at) => p.retry_scheduled(seq, at),
+        }
+    });
+    live.defer(ack);
 }
 
 /// Serializes a step's output and, if the step has a compensation, its compensation input.
@@ -220,72 +386,4 @@ fn encode<T: Serialize, C: Serialize>(
         })?),
     };
     Ok((output, compensation))
-}
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// The type-erased compensation of step `S`, run from its stored JSON input. Not public API.
-#[doc(hidden)]
-pub fn compensation_hook<'a, S: StepFn>(
-    ctx: &'a StepContext,
-    input: &'a RawValue,
-) -> BoxFuture<'a, Result<(), StepError>> {
-    Box::pin(async move {
-        let input: S::Compensation = serde_json::from_str(input.get()).map_err(|e| {
-            StepError::permanent(format!(
-                "the stored compensation input of step `{}` does not decode as `{}`: {e}",
-                ctx.key,
-                std::any::type_name::<S::Compensation>()
-            ))
-        })?;
-        S::compensate(ctx, input).await
-    })
-}
-
-/// Runs one planned compensation and journals it. Returns its failure, if it failed.
-pub(crate) async fn run_compensation(
-    live: &Arc<LiveExecution>,
-    seq: u32,
-    key: StepKey,
-    input: &RawValue,
-) -> Option<Failure> {
-    let hook = live.engine.registry.step(key.name()).and_then(|s| s.compensation().map(|c| c.hook));
-    let started = JournalEvent::CompensationStarted { seq, key: key.clone() };
-    drop(live.append([started], None, WriteMode::Lazy, |p| p.compensation(seq, Compensation::Started)));
-
-    // The previous compensation (and everything before it) is durable before this one runs.
-    let upto = live.submitted();
-    if let Err(error) = live.barrier(upto).await {
-        live.abort(Abort::Store(error));
-        return None;
-    }
-    let ctx = StepContext { live: live.clone(), key, attempt: 1 };
-    let result = match hook {
-        Some(hook) => match catch_unwind(hook(&ctx, input)).await {
-            Ok(result) => result,
-            Err(panic) => Err(StepError::permanent(format!("the compensation panicked: {panic}"))),
-        },
-        None => Err(StepError::permanent(format!(
-            "step `{}` has no registered compensation in this program (was it renamed or removed?)",
-            ctx.key.name()
-        ))),
-    };
-    let StepContext { key, .. } = ctx;
-    let (event, state, failure) = match result {
-        Ok(()) => (JournalEvent::CompensationCompleted { seq, key }, Compensation::Done, None),
-        Err(error) => {
-            let failure = Failure {
-                kind: FailureKind::Compensation,
-                message: error.message().to_owned(),
-                step: Some(key.name().to_owned()),
-                key: Some(key.to_string()),
-                attempts: Some(1),
-                permanent: error.is_permanent(),
-            };
-            let event = JournalEvent::CompensationFailed { seq, key, error: Box::new(failure.clone()) };
-            (event, Compensation::Failed(Box::new(failure.clone())), Some(failure))
-        }
-    };
-    live.defer(live.append([event], None, WriteMode::Durable, |p| p.compensation(seq, state)));
-    failure
 }

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::value::RawValue;
 
 use super::{
-    AppendBatch, Claim, CreateOutcome, ExecutionQuery, NewExecution, Store, StoreAck, StoreError, StoreFuture, WriteAck,
+    AppendBatch, Claim, CreateOutcome, ExecutionQuery, NewExecution, Purge, Store, StoreAck, StoreError, StoreFuture,
+    WriteAck,
 };
 use crate::error::Failure;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
@@ -40,6 +41,10 @@ struct Entry {
     owner: Option<Arc<str>>,
     lease_until: Option<Timestamp>,
     epoch: u64,
+    exclusive_key: Option<String>,
+    rerun_of: Option<ExecutionId>,
+    cancel_requested: bool,
+    retain_until: Option<Timestamp>,
     journal: Vec<JournalEntry>,
 }
 
@@ -59,7 +64,17 @@ impl Entry {
             owner: self.owner.as_deref().map(str::to_owned),
             lease_until: self.lease_until,
             epoch: self.epoch,
+            exclusive_key: self.exclusive_key.clone(),
+            rerun_of: self.rerun_of.clone(),
+            cancel_requested: self.cancel_requested,
+            retain_until: self.retain_until,
         }
+    }
+
+    /// Holds its exclusive key: past the queue and not finished.
+    fn holds_key(&self, key: &str) -> bool {
+        self.exclusive_key.as_deref() == Some(key)
+            && matches!(self.state, ExecutionState::Running | ExecutionState::Compensating | ExecutionState::Waiting)
     }
 
     fn is_orphan(&self, now: Timestamp) -> bool {
@@ -105,6 +120,7 @@ impl MemoryStore {
             entry.state = transition.state;
             entry.result = transition.result;
             entry.failure = transition.failure;
+            entry.retain_until = transition.retain_until;
             entry.updated_at = Timestamp::now();
             if transition.state.is_finished() {
                 entry.owner = None;
@@ -129,12 +145,25 @@ impl Store for MemoryStore {
         if let Some(existing) = executions.get(&new.id) {
             return StoreAck::ready(Ok(CreateOutcome::Exists(Box::new(existing.record(&new.id)))));
         }
+        let mut state = ExecutionState::Running;
+        if let Some(key) = &new.exclusive_key {
+            let holder = executions
+                .iter()
+                .filter(|(_, e)| e.exclusive_key.as_ref() == Some(key) && e.state.is_active())
+                .min_by_key(|(id, e)| (e.created_at, (*id).clone()))
+                .map(|(id, _)| id.clone());
+            match holder {
+                Some(holder) if new.fail_if_held => return StoreAck::ready(Ok(CreateOutcome::KeyHeld(holder))),
+                Some(_) => state = ExecutionState::Pending,
+                None => {}
+            }
+        }
         let entry = Entry {
             workflow: Cow::Borrowed(new.workflow),
             fingerprint: Cow::Borrowed(new.fingerprint),
             version: new.version,
             input: new.input,
-            state: ExecutionState::Running,
+            state,
             result: None,
             failure: None,
             created_at: new.now,
@@ -142,11 +171,19 @@ impl Store for MemoryStore {
             owner: Some(new.owner),
             lease_until: Some(new.lease_until),
             epoch: 1,
+            exclusive_key: new.exclusive_key,
+            rerun_of: new.rerun_of,
+            cancel_requested: false,
+            retain_until: None,
             // Most workflows fit, so appending steps does not regrow (and copy) the journal.
             journal: Vec::with_capacity(16),
         };
         executions.insert(new.id, entry);
-        StoreAck::ready(Ok(CreateOutcome::Created))
+        StoreAck::ready(Ok(if state == ExecutionState::Pending {
+            CreateOutcome::Queued
+        } else {
+            CreateOutcome::Created
+        }))
     }
 
     fn append(&self, batch: AppendBatch) -> WriteAck {
@@ -192,15 +229,17 @@ impl Store for MemoryStore {
         ready(claimed)
     }
 
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, u64> {
-        let mut renewed = 0;
-        for entry in self.lock().values_mut() {
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<ExecutionId>> {
+        let mut cancel = Vec::new();
+        for (id, entry) in self.lock().iter_mut() {
             if entry.owner.as_deref() == Some(owner) && entry.state.is_active() {
                 entry.lease_until = Some(lease_until);
-                renewed += 1;
+                if entry.cancel_requested {
+                    cancel.push(id.clone());
+                }
             }
         }
-        ready(renewed)
+        ready(cancel)
     }
 
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
@@ -213,6 +252,60 @@ impl Store for MemoryStore {
             }
         }
         ready(released)
+    }
+
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool> {
+        let mut executions = self.lock();
+        let requested = match executions.get_mut(id) {
+            Some(entry) if entry.state.is_active() || entry.state == ExecutionState::Waiting => {
+                entry.cancel_requested = true;
+                true
+            }
+            _ => false,
+        };
+        ready(requested)
+    }
+
+    fn acquire<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
+        let mut executions = self.lock();
+        let Some(entry) = executions.get(id) else { return ready(false) };
+        let (Some(key), true) =
+            (entry.exclusive_key.clone(), entry.epoch == epoch && entry.state == ExecutionState::Pending)
+        else {
+            return ready(false);
+        };
+        let held = executions.values().any(|e| e.holds_key(&key));
+        let first = executions
+            .iter()
+            .filter(|(_, e)| e.exclusive_key.as_ref() == Some(&key) && e.state == ExecutionState::Pending)
+            .min_by_key(|(other, e)| (e.created_at, (*other).clone()))
+            .is_some_and(|(first, _)| first == id);
+        if held || !first {
+            return ready(false);
+        }
+        if let Some(entry) = executions.get_mut(id) {
+            entry.state = ExecutionState::Running;
+            entry.updated_at = Timestamp::now();
+        }
+        ready(true)
+    }
+
+    fn purge<'a>(&'a self, purge: &'a Purge) -> StoreFuture<'a, u64> {
+        let mut executions = self.lock();
+        let due: Vec<ExecutionId> = executions
+            .iter()
+            .filter(|(_, e)| {
+                e.state.is_finished()
+                    && (purge.retained_before.is_some_and(|t| e.retain_until.is_some_and(|r| r <= t))
+                        || purge.finished_before.is_some_and(|t| e.updated_at < t))
+            })
+            .take(purge.limit)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &due {
+            executions.remove(id);
+        }
+        ready(due.len() as u64)
     }
 
     fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {

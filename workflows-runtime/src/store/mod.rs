@@ -62,8 +62,9 @@ pub trait Store: Send + Sync + 'static {
     /// increments their epoch, and returns them.
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>>;
 
-    /// Extends the lease of every active execution `owner` holds until `lease_until`.
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, u64>;
+    /// Extends the lease of every active execution `owner` holds until `lease_until`, and
+    /// returns those of them whose cancellation was requested.
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<ExecutionId>>;
 
     /// Gives up ownership of `owner`'s active executions, so another engine can take them
     /// over at once. Returns how many were released.
@@ -72,6 +73,30 @@ pub trait Store: Send + Sync + 'static {
     /// Gives up ownership of one execution, if it is still held at `epoch`. Returns whether
     /// it was released.
     fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool>;
+
+    /// Marks an active execution's cancellation as requested. Returns false if it is not
+    /// active (finished, or unknown).
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool>;
+
+    /// Moves a `pending` execution (held at `epoch`) to `running` if it is the oldest one
+    /// waiting for its exclusive key and no other execution holding the key is active.
+    /// Returns whether it did.
+    fn acquire<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool>;
+
+    /// Deletes up to `purge.limit` finished executions (and their journals) that `purge`
+    /// selects. Returns how many.
+    fn purge<'a>(&'a self, purge: &'a Purge) -> StoreFuture<'a, u64>;
+}
+
+/// Which finished executions [`Store::purge`] deletes: those matching either condition.
+#[derive(Clone, Debug)]
+pub struct Purge {
+    /// Those whose retention ended at or before this time.
+    pub retained_before: Option<Timestamp>,
+    /// Those that finished (last changed) before this time, whatever their retention.
+    pub finished_before: Option<Timestamp>,
+    /// At most this many in one call.
+    pub limit: usize,
 }
 
 /// The environment variable naming the default store (see [`open_url`]).
@@ -126,7 +151,7 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
         (**self).claim_orphans(claim)
     }
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, u64> {
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<ExecutionId>> {
         (**self).renew_leases(owner, lease_until)
     }
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
@@ -134,6 +159,15 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
         (**self).release_execution(id, epoch)
+    }
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool> {
+        (**self).request_cancel(id)
+    }
+    fn acquire<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
+        (**self).acquire(id, epoch)
+    }
+    fn purge<'a>(&'a self, purge: &'a Purge) -> StoreFuture<'a, u64> {
+        (**self).purge(purge)
     }
 }
 
@@ -171,13 +205,24 @@ pub struct NewExecution {
     pub lease_until: Timestamp,
     /// Creation time.
     pub now: Timestamp,
+    /// The exclusive key to hold while running, if any.
+    pub exclusive_key: Option<String>,
+    /// With an exclusive key: refuse to create the execution if the key is held, instead of
+    /// queueing it (`pending`) behind the holder.
+    pub fail_if_held: bool,
+    /// The execution this one re-runs.
+    pub rerun_of: Option<ExecutionId>,
 }
 
 /// What [`Store::create_execution`] did.
 #[derive(Debug)]
 pub enum CreateOutcome {
-    /// The execution was created.
+    /// The execution was created, `running`.
     Created,
+    /// The execution was created `pending`: another active execution holds its exclusive key.
+    Queued,
+    /// Not created: `fail_if_held` was set and this execution holds the exclusive key.
+    KeyHeld(ExecutionId),
     /// An execution with this id existed; here it is, unchanged.
     Exists(Box<ExecutionRecord>),
 }
@@ -204,6 +249,8 @@ pub struct Transition {
     pub result: Option<Box<RawValue>>,
     /// The failure, when failing.
     pub failure: Option<Failure>,
+    /// When a finished execution may be purged.
+    pub retain_until: Option<Timestamp>,
 }
 
 /// Journal entries and an optional state change of one execution, written atomically.

@@ -22,7 +22,7 @@ pub use schema::SCHEMA_VERSION;
 
 use self::writer::Command;
 use super::{
-    AppendBatch, Claim, CreateOutcome, Durability, ExecutionQuery, NewExecution, Store, StoreAck, StoreError,
+    AppendBatch, Claim, CreateOutcome, Durability, ExecutionQuery, NewExecution, Purge, Store, StoreAck, StoreError,
     StoreFuture, WriteAck,
 };
 use crate::execution::{ExecutionId, ExecutionRecord};
@@ -348,7 +348,7 @@ impl Store for SqliteStore {
         Box::pin(ack)
     }
 
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, u64> {
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<ExecutionId>> {
         let ack = self.send(|reply| Command::Renew(owner.to_owned(), lease_until, reply));
         Box::pin(ack)
     }
@@ -361,5 +361,17 @@ impl Store for SqliteStore {
     fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
         let ack = self.send(|reply| Command::ReleaseOne(id.clone(), epoch, reply));
         Box::pin(ack)
+    }
+
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool> {
+        Box::pin(self.send(|reply| Command::RequestCancel(id.clone(), reply)))
+    }
+
+    fn acquire<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
+        Box::pin(self.send(|reply| Command::Acquire(id.clone(), epoch, reply)))
+    }
+
+    fn purge<'a>(&'a self, purge: &'a Purge) -> StoreFuture<'a, u64> {
+        Box::pin(self.send(|reply| Command::Purge(purge.clone(), reply)))
     }
 }

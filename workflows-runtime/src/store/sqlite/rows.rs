@@ -12,7 +12,8 @@ use crate::store::StoreError;
 use crate::time::Timestamp;
 
 /// The columns [`execution`] reads, in order.
-pub(super) const EXECUTION_COLUMNS: &str = "id, workflow, fingerprint, version, input, state, result, failure, created_at, updated_at, owner, lease_until, epoch";
+pub(super) const EXECUTION_COLUMNS: &str = "id, workflow, fingerprint, version, input, state, result, failure, \
+     created_at, updated_at, owner, lease_until, epoch, exclusive_key, rerun_of, cancel_requested, retain_until";
 
 /// The columns [`journal_entry`] reads, in order.
 pub(super) const JOURNAL_COLUMNS: &str = "execution_id, idx, at, step_key, event";
@@ -54,6 +55,10 @@ pub(super) fn execution(row: &Row<'_>) -> Result<ExecutionRecord, StoreError> {
         owner: get(row, 10)?,
         lease_until: get::<Option<i64>>(row, 11)?.map(Timestamp::from_micros),
         epoch: u64::try_from(epoch).map_err(|e| corrupt(&id, "its epoch", e))?,
+        exclusive_key: get(row, 13)?,
+        rerun_of: get::<Option<String>>(row, 14)?.map(ExecutionId::from),
+        cancel_requested: get::<i64>(row, 15)? != 0,
+        retain_until: get::<Option<i64>>(row, 16)?.map(Timestamp::from_micros),
         id,
     })
 }

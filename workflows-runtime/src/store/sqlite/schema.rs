@@ -48,6 +48,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (execution_id, idx)
     ) WITHOUT ROWID;
     "#,
+    // 2: exclusive keys, re-runs, cancellation requests, retention.
+    r#"
+    ALTER TABLE executions ADD COLUMN exclusive_key TEXT;
+    ALTER TABLE executions ADD COLUMN rerun_of TEXT;
+    ALTER TABLE executions ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN retain_until INTEGER;
+    CREATE INDEX executions_by_key ON executions (exclusive_key, state, created_at) WHERE exclusive_key IS NOT NULL;
+    CREATE INDEX executions_by_retention ON executions (retain_until) WHERE retain_until IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

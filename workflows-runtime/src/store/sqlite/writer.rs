@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::{ACTIVE_STATES, backend, rows};
 use crate::error::{Failure, FailureKind};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
-use crate::store::{AppendBatch, Claim, CreateOutcome, NewExecution, StoreError, WriteMode};
+use crate::store::{AppendBatch, Claim, CreateOutcome, NewExecution, Purge, StoreError, WriteMode};
 use crate::time::Timestamp;
 
 /// At most this many commands go into one transaction.
@@ -29,9 +29,12 @@ pub(super) enum Command {
     Create(NewExecution, Reply<CreateOutcome>),
     Append(AppendBatch, Reply<()>),
     Claim(Claim, Reply<Vec<ExecutionRecord>>),
-    Renew(String, Timestamp, Reply<u64>),
+    Renew(String, Timestamp, Reply<Vec<ExecutionId>>),
     Release(String, Reply<u64>),
     ReleaseOne(ExecutionId, u64, Reply<bool>),
+    RequestCancel(ExecutionId, Reply<bool>),
+    Acquire(ExecutionId, u64, Reply<bool>),
+    Purge(Purge, Reply<u64>),
 }
 
 impl Command {
@@ -47,6 +50,7 @@ enum Applied {
     Records(Reply<Vec<ExecutionRecord>>, Result<Vec<ExecutionRecord>, StoreError>),
     Count(Reply<u64>, Result<u64, StoreError>),
     Flag(Reply<bool>, Result<bool, StoreError>),
+    Ids(Reply<Vec<ExecutionId>>, Result<Vec<ExecutionId>, StoreError>),
 }
 
 impl Applied {
@@ -58,7 +62,8 @@ impl Applied {
             | Applied::Unit(_, Err(e))
             | Applied::Records(_, Err(e))
             | Applied::Count(_, Err(e))
-            | Applied::Flag(_, Err(e)) => message(e),
+            | Applied::Flag(_, Err(e))
+            | Applied::Ids(_, Err(e)) => message(e),
             _ => None,
         }
     }
@@ -76,11 +81,13 @@ impl Applied {
             (Applied::Records(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Count(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Flag(reply, result), Ok(())) => drop(reply.send(result)),
+            (Applied::Ids(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Create(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Unit(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Records(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Count(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Flag(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
+            (Applied::Ids(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
         }
     }
 }
@@ -180,8 +187,11 @@ fn apply_nothing(command: Command) -> Applied {
         Command::Create(_, reply) => Applied::Create(reply, never()),
         Command::Append(_, reply) => Applied::Unit(reply, never()),
         Command::Claim(_, reply) => Applied::Records(reply, never()),
-        Command::Renew(_, _, reply) | Command::Release(_, reply) => Applied::Count(reply, never()),
-        Command::ReleaseOne(_, _, reply) => Applied::Flag(reply, never()),
+        Command::Renew(_, _, reply) => Applied::Ids(reply, never()),
+        Command::Release(_, reply) | Command::Purge(_, reply) => Applied::Count(reply, never()),
+        Command::ReleaseOne(_, _, reply) | Command::RequestCancel(_, reply) | Command::Acquire(_, _, reply) => {
+            Applied::Flag(reply, never())
+        }
     }
 }
 
@@ -190,11 +200,14 @@ fn apply(conn: &Connection, command: Command) -> Applied {
         Command::Create(new, reply) => Applied::Create(reply, in_savepoint(conn, |c| create(c, new))),
         Command::Append(batch, reply) => Applied::Unit(reply, in_savepoint(conn, |c| append(c, batch))),
         Command::Claim(claim, reply) => Applied::Records(reply, in_savepoint(conn, |c| claim_orphans(c, &claim))),
-        Command::Renew(owner, until, reply) => Applied::Count(reply, in_savepoint(conn, |c| renew(c, &owner, until))),
+        Command::Renew(owner, until, reply) => Applied::Ids(reply, in_savepoint(conn, |c| renew(c, &owner, until))),
         Command::Release(owner, reply) => Applied::Count(reply, in_savepoint(conn, |c| release(c, &owner))),
         Command::ReleaseOne(id, epoch, reply) => {
             Applied::Flag(reply, in_savepoint(conn, |c| release_one(c, &id, epoch)))
         }
+        Command::RequestCancel(id, reply) => Applied::Flag(reply, in_savepoint(conn, |c| request_cancel(c, &id))),
+        Command::Acquire(id, epoch, reply) => Applied::Flag(reply, in_savepoint(conn, |c| acquire(c, &id, epoch))),
+        Command::Purge(purge, reply) => Applied::Count(reply, in_savepoint(conn, |c| purge_finished(c, &purge))),
     }
 }
 
@@ -214,11 +227,31 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, S
 }
 
 fn create(conn: &Connection, new: NewExecution) -> Result<CreateOutcome, StoreError> {
+    let context = || format!("cannot create execution {}", new.id);
+    let mut state = ExecutionState::Running;
+    if let Some(key) = &new.exclusive_key {
+        let sql = format!(
+            "SELECT id FROM executions WHERE exclusive_key = ?1 AND (state IN {ACTIVE_STATES} OR state = 'waiting')
+             ORDER BY created_at, id LIMIT 1"
+        );
+        let holder: Option<String> = conn
+            .prepare_cached(&sql)
+            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+            .map_err(|e| backend(context(), e))?;
+        match holder {
+            // The id may be this very execution's, started again: that is not a conflict.
+            Some(holder) if holder != new.id.as_str() && new.fail_if_held => {
+                return Ok(CreateOutcome::KeyHeld(ExecutionId::from(holder)));
+            }
+            Some(holder) if holder != new.id.as_str() => state = ExecutionState::Pending,
+            _ => {}
+        }
+    }
     let inserted = conn
         .prepare_cached(
             "INSERT INTO executions (id, workflow, fingerprint, version, input, state, result, failure,
-                                     created_at, updated_at, owner, lease_until, epoch)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'running', NULL, NULL, ?6, ?6, ?7, ?8, 1)
+                                     created_at, updated_at, owner, lease_until, epoch, exclusive_key, rerun_of)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?7, ?8, ?9, 1, ?10, ?11)
              ON CONFLICT (id) DO NOTHING",
         )
         .and_then(|mut statement| {
@@ -228,14 +261,17 @@ fn create(conn: &Connection, new: NewExecution) -> Result<CreateOutcome, StoreEr
                 new.fingerprint,
                 new.version,
                 new.input.get(),
+                state.as_str(),
                 new.now.as_micros(),
                 &*new.owner,
                 new.lease_until.as_micros(),
+                new.exclusive_key,
+                new.rerun_of.as_ref().map(|id| id.as_str()),
             ])
         })
-        .map_err(|e| backend(format!("cannot create execution {}", new.id), e))?;
+        .map_err(|e| backend(context(), e))?;
     if inserted == 1 {
-        return Ok(CreateOutcome::Created);
+        return Ok(if state == ExecutionState::Pending { CreateOutcome::Queued } else { CreateOutcome::Created });
     }
     let existing = read_execution(conn, &new.id)?.ok_or_else(|| StoreError::NotFound(new.id.clone()))?;
     Ok(CreateOutcome::Exists(Box::new(existing)))
@@ -304,7 +340,8 @@ fn append(conn: &Connection, batch: AppendBatch) -> Result<(), StoreError> {
         conn.prepare_cached(
             "UPDATE executions SET state = ?2, result = ?3, failure = ?4, updated_at = ?5,
                  owner = CASE WHEN ?6 THEN NULL ELSE owner END,
-                 lease_until = CASE WHEN ?6 THEN NULL ELSE lease_until END
+                 lease_until = CASE WHEN ?6 THEN NULL ELSE lease_until END,
+                 retain_until = ?7
              WHERE id = ?1",
         )
         .and_then(|mut s| {
@@ -315,6 +352,7 @@ fn append(conn: &Connection, batch: AppendBatch) -> Result<(), StoreError> {
                 failure,
                 Timestamp::now().as_micros(),
                 transition.state.is_finished(),
+                transition.retain_until.map(Timestamp::as_micros),
             ])
         })
         .map_err(|e| backend(context(), e))?;
@@ -373,11 +411,86 @@ fn claim_orphans(conn: &Connection, claim: &Claim) -> Result<Vec<ExecutionRecord
     Ok(records)
 }
 
-fn renew(conn: &Connection, owner: &str, until: Timestamp) -> Result<u64, StoreError> {
-    let sql = format!("UPDATE executions SET lease_until = ?2 WHERE owner = ?1 AND state IN {ACTIVE_STATES}");
-    conn.execute(&sql, params![owner, until.as_micros()])
-        .map(|n| n as u64)
-        .map_err(|e| backend("cannot renew leases", e))
+fn renew(conn: &Connection, owner: &str, until: Timestamp) -> Result<Vec<ExecutionId>, StoreError> {
+    let context = "cannot renew leases";
+    let sql = format!(
+        "UPDATE executions SET lease_until = ?2 WHERE owner = ?1 AND state IN {ACTIVE_STATES}
+         RETURNING id, cancel_requested"
+    );
+    let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context, e))?;
+    let rows = statement
+        .query_map(params![owner, until.as_micros()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(|e| backend(context, e))?;
+    let mut cancel = Vec::new();
+    for row in rows {
+        let (id, requested) = row.map_err(|e| backend(context, e))?;
+        if requested != 0 {
+            cancel.push(ExecutionId::from(id));
+        }
+    }
+    Ok(cancel)
+}
+
+fn request_cancel(conn: &Connection, id: &ExecutionId) -> Result<bool, StoreError> {
+    let sql = format!(
+        "UPDATE executions SET cancel_requested = 1, updated_at = ?2
+         WHERE id = ?1 AND (state IN {ACTIVE_STATES} OR state = 'waiting')"
+    );
+    conn.execute(&sql, params![id.as_str(), Timestamp::now().as_micros()])
+        .map(|n| n == 1)
+        .map_err(|e| backend(format!("cannot request the cancellation of execution {id}"), e))
+}
+
+fn acquire(conn: &Connection, id: &ExecutionId, epoch: u64) -> Result<bool, StoreError> {
+    // The oldest pending execution of a key runs once no execution holds the key.
+    conn.prepare_cached(
+        "UPDATE executions SET state = 'running', updated_at = ?3
+         WHERE id = ?1 AND epoch = ?2 AND state = 'pending'
+           AND NOT EXISTS (
+               SELECT 1 FROM executions AS other
+               WHERE other.exclusive_key = executions.exclusive_key
+                 AND other.state IN ('running', 'compensating', 'waiting'))
+           AND id = (
+               SELECT other.id FROM executions AS other
+               WHERE other.exclusive_key = executions.exclusive_key AND other.state = 'pending'
+               ORDER BY other.created_at, other.id LIMIT 1)",
+    )
+    .and_then(|mut s| s.execute(params![id.as_str(), epoch as i64, Timestamp::now().as_micros()]))
+    .map(|n| n == 1)
+    .map_err(|e| backend(format!("cannot start queued execution {id}"), e))
+}
+
+fn purge_finished(conn: &Connection, purge: &Purge) -> Result<u64, StoreError> {
+    let context = "cannot purge finished executions";
+    let finished: Vec<&str> =
+        crate::execution::ExecutionState::ALL.iter().filter(|s| s.is_finished()).map(|s| s.as_str()).collect();
+    let due: Vec<String> = conn
+        .prepare_cached(
+            "SELECT id FROM executions
+             WHERE state IN (SELECT value FROM json_each(?1))
+               AND ((?2 IS NOT NULL AND retain_until <= ?2) OR (?3 IS NOT NULL AND updated_at < ?3))
+             LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(
+                params![
+                    serde_json::to_string(&finished).unwrap_or_default(),
+                    purge.retained_before.map(Timestamp::as_micros),
+                    purge.finished_before.map(Timestamp::as_micros),
+                    purge.limit as i64
+                ],
+                |r| r.get(0),
+            )?
+            .collect()
+        })
+        .map_err(|e| backend(context, e))?;
+    for id in &due {
+        conn.prepare_cached("DELETE FROM journal WHERE execution_id = ?1")
+            .and_then(|mut s| s.execute([id]))
+            .and_then(|_| conn.prepare_cached("DELETE FROM executions WHERE id = ?1")?.execute([id]))
+            .map_err(|e| backend(context, e))?;
+    }
+    Ok(due.len() as u64)
 }
 
 fn release(conn: &Connection, owner: &str) -> Result<u64, StoreError> {

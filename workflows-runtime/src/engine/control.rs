@@ -1,0 +1,107 @@
+//! Acting on executions: cancel, re-run, purge.
+
+use serde_json::value::RawValue;
+
+use super::{Engine, ExecutionHandle, RunOptions};
+use crate::error::{Failure, FailureKind, RunError};
+use crate::execution::ExecutionId;
+use crate::store::{Purge, StoreError};
+use crate::time::Timestamp;
+use crate::workflow::WorkflowFn;
+
+/// How many executions one purge statement deletes at most: bounded batches keep the store
+/// responsive while a large backlog is purged.
+pub(crate) const PURGE_BATCH: usize = 500;
+
+impl Engine {
+    /// Cancels an execution: its running step bodies are cancelled (they see
+    /// [`StepContext::cancelled`](crate::StepContext::cancelled), then are dropped), its
+    /// completed steps are compensated, and it ends `cancelled`. A queued execution (waiting
+    /// for its exclusive key) ends `cancelled` at once.
+    ///
+    /// An execution driven by another engine is cancelled by that engine when it next renews
+    /// its leases (a third of the lease duration at most); one whose owner is gone is taken
+    /// over and cancelled here. Await it with `run_with(.., RunOptions::new().id(id))` to see
+    /// the outcome. Cancelling a finished execution is [`RunError::NotCancellable`] and changes
+    /// nothing; an unknown id is [`RunError::NotFound`].
+    pub async fn cancel(&self, id: &ExecutionId) -> Result<(), RunError> {
+        if let Some(live) = self.inner.live_execution(id) {
+            live.request_stop(cancellation(), true);
+            return Ok(());
+        }
+        let not_cancellable = |state| RunError::NotCancellable { execution: id.clone(), state };
+        let record =
+            self.inner.store.execution(id).await?.ok_or_else(|| RunError::NotFound { execution: id.clone() })?;
+        if record.state.is_finished() {
+            return Err(not_cancellable(record.state));
+        }
+        if !self.inner.store.request_cancel(id).await? {
+            // It finished in between.
+            let state = self.inner.store.execution(id).await?.map_or(record.state, |r| r.state);
+            return Err(not_cancellable(state));
+        }
+        // Nobody may drive it (its owner is gone): take it over, which cancels it.
+        self.inner.recover().await?;
+        Ok(())
+    }
+
+    /// Starts a new execution of the same workflow with the same input as the finished
+    /// execution `id` (one that was compensated, say, after the cause was fixed). The new
+    /// execution gets a new id and records `rerun_of = id`; the old one is unchanged.
+    pub async fn rerun(&self, id: &ExecutionId) -> Result<ExecutionHandle<Box<RawValue>>, RunError> {
+        let record =
+            self.inner.store.execution(id).await?.ok_or_else(|| RunError::NotFound { execution: id.clone() })?;
+        if !record.state.is_finished() {
+            return Err(RunError::Conflict {
+                execution: id.clone(),
+                reason: format!("it is still {}; cancel it or wait for it before re-running it", record.state),
+            });
+        }
+        let mut options = RunOptions::new().rerun_of(id.clone());
+        if let Some(key) = record.exclusive_key {
+            options = options.exclusive_key(key);
+        }
+        self.start_workflow_by_name(&record.workflow, &*record.input, options).await
+    }
+
+    /// [`Engine::rerun`], for a known workflow type: the output comes back typed.
+    pub async fn rerun_workflow<W: WorkflowFn>(&self, id: &ExecutionId) -> Result<W::Output, RunError> {
+        let handle = self.rerun(id).await?;
+        let execution = handle.id().clone();
+        let json = handle.result().await?;
+        serde_json::from_str(json.get()).map_err(|source| RunError::Output {
+            execution,
+            expected: std::any::type_name::<W::Output>(),
+            source,
+        })
+    }
+
+    /// Deletes the finished executions whose retention has ended (the engine also does this in
+    /// the background). Returns how many were deleted.
+    pub async fn purge_due(&self) -> Result<u64, StoreError> {
+        self.purge(Purge { retained_before: Some(Timestamp::now()), finished_before: None, limit: PURGE_BATCH }).await
+    }
+
+    /// Deletes the executions that finished before `before`, whatever their retention.
+    /// Running executions are never deleted. Returns how many were deleted.
+    pub async fn purge_finished_before(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.purge(Purge { retained_before: None, finished_before: Some(before), limit: PURGE_BATCH }).await
+    }
+
+    async fn purge(&self, purge: Purge) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = self.inner.store.purge(&purge).await?;
+            total += deleted;
+            if deleted < purge.limit as u64 {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Why a cancelled execution stopped.
+pub(crate) fn cancellation() -> Failure {
+    Failure::new(FailureKind::Cancelled, "the execution was cancelled")
+}

@@ -1,0 +1,58 @@
+//! Options of one run.
+
+use crate::container::Container;
+use crate::execution::ExecutionId;
+
+/// Options of one run: its id, an exclusive key, services for this run only.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub(crate) id: Option<ExecutionId>,
+    pub(crate) container: Option<Container>,
+    pub(crate) exclusive_key: Option<String>,
+    pub(crate) fail_if_held: bool,
+    pub(crate) rerun_of: Option<ExecutionId>,
+}
+
+impl RunOptions {
+    /// Default options: a new UUIDv7 id, the engine's container, no exclusive key.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs under this execution id. If an execution with this id exists, no new one starts:
+    /// the run returns that execution's result (waiting for it if it is still running), or a
+    /// [`RunError::Conflict`](crate::RunError::Conflict) if it is another workflow or had a
+    /// different input. Starting the same id from many places at once creates one execution.
+    pub fn id(mut self, id: impl Into<ExecutionId>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Services for this run only, consulted before the engine's container. They are not
+    /// stored: if the execution resumes in another process, only the engine's container is there.
+    pub fn container(mut self, container: Container) -> Self {
+        self.container = Some(container);
+        self
+    }
+
+    /// At most one execution holding `key` runs at any time, across every process sharing the
+    /// store: an execution started while another holds the key waits (`pending`), in start
+    /// order, until the key is free. Use it for work that must not overlap, such as capturing
+    /// the payment of one cart: `exclusive_key(format!("cart:{id}"))`.
+    pub fn exclusive_key(mut self, key: impl Into<String>) -> Self {
+        self.exclusive_key = Some(key.into());
+        self
+    }
+
+    /// With an [`exclusive_key`](Self::exclusive_key): fail at once with
+    /// [`RunError::KeyHeld`](crate::RunError::KeyHeld) instead of waiting when the key is held.
+    pub fn fail_if_key_held(mut self) -> Self {
+        self.fail_if_held = true;
+        self
+    }
+
+    pub(crate) fn rerun_of(mut self, id: ExecutionId) -> Self {
+        self.rerun_of = Some(id);
+        self
+    }
+}

@@ -1,0 +1,118 @@
+//! Running a step's compensation from its stored input, with the step's retry budget.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::StepContext;
+use super::run::StepFn;
+use crate::engine::live::{Abort, LiveExecution};
+use crate::engine::panic::catch_unwind;
+use crate::error::{Failure, FailureKind, StepError};
+use crate::journal::replay::Compensation;
+use crate::journal::{JournalEvent, StepKey};
+use crate::store::WriteMode;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The type-erased compensation of step `S`, run from its stored JSON input. Not public API.
+#[doc(hidden)]
+pub fn compensation_hook<'a, S: StepFn>(
+    ctx: &'a StepContext,
+    input: &'a RawValue,
+) -> BoxFuture<'a, Result<(), StepError>> {
+    Box::pin(async move {
+        let input: S::Compensation = serde_json::from_str(input.get()).map_err(|e| {
+            StepError::permanent(format!(
+                "the stored compensation input of step `{}` does not decode as `{}`: {e}",
+                ctx.key,
+                std::any::type_name::<S::Compensation>()
+            ))
+        })?;
+        S::compensate(ctx, input).await
+    })
+}
+
+/// Runs one planned compensation and journals it. Returns its failure, if it failed.
+pub(crate) async fn run_compensation(
+    live: &Arc<LiveExecution>,
+    seq: u32,
+    key: StepKey,
+    input: &RawValue,
+) -> Option<Failure> {
+    let step = live.engine.registry.step(key.name());
+    let hook = step.and_then(|s| s.compensation().map(|c| c.hook));
+    // A compensation has the retry budget and attempt timeout of the step it undoes.
+    let retry = step.and_then(|s| s.policy().retry).unwrap_or(live.engine.default_retry);
+    let timeout = step.and_then(|s| s.policy().timeout);
+    let started = JournalEvent::CompensationStarted { seq, key: key.clone() };
+    drop(live.append([started], None, WriteMode::Lazy, |p| p.compensation(seq, Compensation::Started)));
+
+    // The previous compensation (and everything before it) is durable before this one runs.
+    let upto = live.submitted();
+    if let Err(error) = live.barrier(upto).await {
+        live.abort(Abort::Store(error));
+        return None;
+    }
+    let mut attempt = 1;
+    let result = loop {
+        let ctx = StepContext { live: live.clone(), key: key.clone(), attempt };
+        let error = match hook {
+            Some(hook) => match attempt_compensation(&ctx, hook, input, timeout).await {
+                Ok(()) => break Ok(()),
+                Err(error) => error,
+            },
+            None => StepError::permanent(format!(
+                "step `{}` has no registered compensation in this program (was it renamed or removed?)",
+                key.name()
+            )),
+        };
+        if error.is_permanent() || attempt >= retry.max_attempts() {
+            break Err(error);
+        }
+        tokio::time::sleep(retry.delay(attempt, 0.5)).await;
+        attempt += 1;
+    };
+    let (event, state, failure) = match result {
+        Ok(()) => (JournalEvent::CompensationCompleted { seq, key }, Compensation::Done, None),
+        Err(error) => {
+            let failure = Failure {
+                kind: FailureKind::Compensation,
+                message: error.message().to_owned(),
+                step: Some(key.name().to_owned()),
+                key: Some(key.to_string()),
+                attempts: Some(attempt),
+                permanent: error.is_permanent(),
+            };
+            let event = JournalEvent::CompensationFailed { seq, key, error: Box::new(failure.clone()) };
+            (event, Compensation::Failed(Box::new(failure.clone())), Some(failure))
+        }
+    };
+    live.defer(live.append([event], None, WriteMode::Durable, |p| p.compensation(seq, state)));
+    failure
+}
+
+/// One attempt of a compensation, within the step's attempt timeout, catching panics.
+async fn attempt_compensation(
+    ctx: &StepContext,
+    hook: crate::registry::CompensationHook,
+    input: &RawValue,
+    timeout: Option<std::time::Duration>,
+) -> Result<(), StepError> {
+    let attempt = catch_unwind(hook(ctx, input));
+    let result = match timeout {
+        Some(timeout) => match tokio::time::timeout(timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => {
+                return Err(StepError::new(format!(
+                    "the compensation timed out after {}",
+                    humantime::format_duration(timeout)
+                )));
+            }
+        },
+        None => attempt.await,
+    };
+    result.unwrap_or_else(|panic| Err(StepError::permanent(format!("the compensation panicked: {panic}"))))
+}

@@ -368,3 +368,63 @@ fn a_deploy_that_changes_the_step_sequence_stops_old_executions_and_says_the_cod
     kill(v1);
     assert_eq!(s.resume("same-build").trim(), "STATE completed");
 }
+
+/// The stored result of an execution, read from the file.
+fn stored_result(s: &Scenario, id: &str) -> Option<String> {
+    let conn = rusqlite::Connection::open_with_flags(&s.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.query_row("SELECT result FROM executions WHERE id = ?1", [id], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn an_async_step_is_completed_by_another_process_after_the_first_one_exited() {
+    for durability in DURABILITIES {
+        let s = Scenario::new(durability);
+        // The first process starts the workflow, whose async step sends its token out; the
+        // execution is suspended and the process exits.
+        let first = finish(s.worker(&["start", "approval", "approval"]).spawn().unwrap());
+        assert_eq!(first.trim(), "STATE waiting", "{durability}");
+        let token = s.log().iter().find_map(|l| l.strip_prefix("token ").map(str::to_owned)).expect("a token");
+        assert_eq!(token, "approval/request_approval#1");
+
+        // Another process completes it, takes the execution over, and finishes it.
+        let second = finish(s.worker(&["complete", "approval", &token, "true"]).spawn().unwrap());
+        assert_eq!(second.trim(), "STATE completed", "{durability}");
+        assert_eq!(stored_result(&s, "approval").as_deref(), Some(r#""order 7 approved""#));
+        // The step body (which sends the request) ran once.
+        assert_eq!(s.count_prefix("token "), 1, "{durability}");
+
+        // A second completion changes nothing.
+        let again = s.worker(&["complete", "approval", &token, "false"]).output().unwrap();
+        assert!(!again.status.success());
+        let stderr = String::from_utf8_lossy(&again.stderr);
+        assert!(stderr.contains("is completed already") || stderr.contains("completed already"), "{stderr}");
+        assert_eq!(stored_result(&s, "approval").as_deref(), Some(r#""order 7 approved""#));
+    }
+}
+
+#[test]
+fn a_fan_out_killed_midway_replays_deterministically_and_runs_completed_items_once() {
+    for durability in DURABILITIES {
+        let s = Scenario::new(durability);
+        let child = s.worker(&["start", "fan", "fan:8"]).env("CRASH_BLOCK", "item:6").spawn().unwrap();
+        s.wait_for_log("item:6 blocked");
+        // Let the items running beside item 6 finish and be committed.
+        std::thread::sleep(Duration::from_millis(150));
+        kill(child);
+        let completed_before: Vec<u32> =
+            (1..=8).filter(|k| s.journal_has("fan", "step_completed", &format!("item#{k}"))).collect();
+        assert!(completed_before.len() >= 3, "{durability}: {completed_before:?}");
+
+        assert_eq!(s.resume("fan").trim(), "STATE completed", "{durability}: {:?}", s.log());
+        // 1² + ... + 8²
+        assert_eq!(stored_result(&s, "fan").as_deref(), Some("204"));
+        for k in 1..=8 {
+            let key = format!("item#{k}");
+            assert_eq!(s.journal_count("fan", "step_completed", &key), 1, "{durability}: {key}");
+            if completed_before.contains(&k) {
+                assert_eq!(s.count(&format!("item {k} end")), 1, "{durability}: item {k} ran again");
+            }
+        }
+    }
+}

@@ -245,6 +245,7 @@ async fn forge(store: &MemoryStore, id: &str, fingerprint: &'static str, events:
             exclusive_key: None,
             fail_if_held: false,
             rerun_of: None,
+            parent: None,
         })
         .await
         .unwrap();
@@ -256,6 +257,7 @@ async fn forge(store: &MemoryStore, id: &str, fingerprint: &'static str, events:
             entries: entries.collect(),
             transition: None,
             mode: WriteMode::Durable,
+            deliver: None,
         })
         .await
         .unwrap();
@@ -373,4 +375,45 @@ async fn idempotent_ids_return_the_first_result_and_refuse_other_input() {
     assert!(conflict.to_string().contains("different input"), "{conflict}");
     let other = resumable::run_with(&engine, 1, RunOptions::new().id("order-1")).await.unwrap_err();
     assert!(other.to_string().contains("workflow `echo_twice`, not `resumable`"), "{other}");
+}
+
+#[step]
+async fn pause(ms: u64) -> Result<u64, StepError> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(ms)
+}
+
+#[step]
+async fn hold(ctx: &StepContext) -> Result<(), StepError> {
+    ctx.resolve::<Arc<Probe>>()?.gate.pass().await;
+    Ok(())
+}
+
+/// Two chains in parallel: the second chain's first step finishes first, so its next step is
+/// called (and gets its position) before the first chain's next one.
+#[workflow]
+async fn two_chains(wf: &Workflow, _input: ()) -> Result<u64, WorkflowError> {
+    let (x, y) = tokio::try_join!(async { Ok::<_, StepError>(pause(wf, 80).await? + pause(wf, 1).await?) }, async {
+        Ok::<_, StepError>(pause(wf, 5).await? + pause(wf, 2).await?)
+    },)?;
+    hold(wf).await?;
+    Ok(x + y)
+}
+
+#[tokio::test]
+async fn parallel_chains_replay_in_the_order_their_steps_first_completed() {
+    // Replayed steps return at once, in whatever order their futures are polled; unless they
+    // return in the order they first completed, the chains' next calls get other positions.
+    let store = Arc::new(MemoryStore::new());
+    let probe = Arc::new(Probe::default());
+    let first_engine = engine_on(&store, &probe).start().await.unwrap();
+    let handle = two_chains::start(&first_engine, ()).await.unwrap();
+    let id = handle.id().clone();
+    eventually(Duration::from_secs(5), || async { (probe.gate.arrived() == 1).then_some(()) }).await;
+    first_engine.shutdown().await;
+    probe.gate.open();
+
+    let second = engine_on(&store, &probe).start().await.unwrap();
+    let output = two_chains::run_with(&second, (), RunOptions::new().id(&id)).await;
+    assert_eq!(output.unwrap(), 88);
 }

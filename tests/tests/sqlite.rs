@@ -68,7 +68,8 @@ async fn a_store_written_by_a_newer_schema_is_refused_untouched() {
     let error = SqliteStore::open(&path).err().expect("refused");
     assert!(matches!(error, StoreError::NewerSchema { found: 99, .. }), "{error}");
     let message = error.to_string();
-    assert!(message.contains("schema version 99, newer than this build supports (2)"), "{message}");
+    let expected = format!("schema version 99, newer than this build supports ({SCHEMA_VERSION})");
+    assert!(message.contains(&expected), "{message}");
     assert!(message.contains("upgrade workflows-runtime"), "{message}");
     assert_eq!(header(&path).0, 99, "nothing was changed");
 
@@ -163,6 +164,7 @@ fn new_execution(id: &str, owner: &str) -> NewExecution {
         exclusive_key: None,
         fail_if_held: false,
         rerun_of: None,
+        parent: None,
     }
 }
 
@@ -185,6 +187,7 @@ async fn writes_of_an_engine_that_lost_its_lease_are_refused() {
         entries: [started(index, index as u32)].into_iter().collect(),
         transition: None,
         mode: WriteMode::Durable,
+        deliver: None,
     };
     store.append(write(1, 0)).await.unwrap();
 
@@ -195,6 +198,7 @@ async fn writes_of_an_engine_that_lost_its_lease_are_refused() {
         lease_until: Timestamp::now() + Duration::from_secs(60),
         limit: 10,
         workflows: vec!["sum_then_hold".into()],
+        only: None,
     };
     let claimed = store.claim_orphans(&claim).await.unwrap();
     assert_eq!(claimed.len(), 1);

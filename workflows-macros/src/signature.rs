@@ -121,6 +121,17 @@ pub(crate) fn step_response(ty: &Type) -> Option<(Type, Type)> {
     }
 }
 
+/// `T` of `Completion<T>` (an async step's output), if the type is one.
+pub(crate) fn completion(ty: &Type) -> Option<Type> {
+    if last_segment(ty).is_none_or(|id| id != "Completion") {
+        return None;
+    }
+    match type_arguments(ty).as_slice() {
+        [output] => Some((*output).clone()),
+        _ => None,
+    }
+}
+
 /// True for `&StepContext` (or `&'a path::StepContext`).
 pub(crate) fn is_step_context_ref(ty: &Type) -> bool {
     matches!(ty, Type::Reference(r) if r.mutability.is_none() && last_segment(&r.elem).is_some_and(|id| id == "StepContext"))

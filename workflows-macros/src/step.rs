@@ -23,6 +23,8 @@ struct Step {
     output: Type,
     compensation: Type,
     returns_response: bool,
+    /// `#[step(async)]`: completed from outside.
+    is_async: bool,
     error: Type,
 }
 
@@ -46,14 +48,19 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Step> {
     let mut compensate = None;
     let mut krate = None;
     let mut policy = StepPolicy::default();
+    let mut is_async = false;
     for arg in args::parse(args, &mut errors) {
         match arg.key.to_string().as_str() {
             "name" => name = errors.push_result(arg.string()),
+            "async" => match arg.value {
+                args::Value::Flag => is_async = true,
+                _ => errors.push(syn::Error::new_spanned(&arg.key, "write `#[step(async)]`, without a value")),
+            },
             "compensate" => compensate = errors.push_result(arg.path()),
             "crate" => krate = errors.push_result(arg.crate_path()),
             _ if policy.take(&arg, &mut errors) => {}
             _ => {
-                let mut valid = vec!["name", "compensate"];
+                let mut valid = vec!["name", "compensate", "async"];
                 valid.extend(StepPolicy::KEYS);
                 valid.push("crate");
                 errors.push(args::unknown(&arg, "step", &valid));
@@ -88,14 +95,42 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Step> {
         }
     }
 
-    let expected = "Result<T, E>` or `Result<StepResponse<T, C>, E>";
+    let expected =
+        if is_async { "Result<Completion<T>, E>" } else { "Result<T, E>` or `Result<StepResponse<T, C>, E>" };
     let result = errors.push_result(signature::result_type(sig, expected));
+    if let Some(name) = &name {
+        let value = name.value();
+        if value.starts_with('@') || value.contains('/') {
+            errors.push(syn::Error::new_spanned(
+                name,
+                "step names must not start with `@` or contain `/`: the engine uses them in timer, event and \
+                 child keys and in completion tokens",
+            ));
+        }
+    }
     errors.finish()?;
     let result = result.expect("a missing result type was reported above");
 
-    let (output, compensation, returns_response) = match signature::step_response(&result.ok) {
-        Some((output, compensation)) => (output, compensation, true),
-        None => (result.ok.clone(), result.ok, false),
+    let completion = signature::completion(&result.ok);
+    let (output, compensation, returns_response) = match (is_async, completion) {
+        (true, Some(output)) => (output.clone(), output, true),
+        (true, None) => {
+            return Err(syn::Error::new_spanned(
+                &result.ok,
+                "an async step returns `Result<Completion<T>, E>`: `Ok(Completion::later())` once it sent its \
+                 request (the output `T` is delivered with `engine.complete_step`), or `Ok(Completion::now(output))`",
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(syn::Error::new_spanned(
+                &result.ok,
+                "a step that returns `Completion<T>` is completed from outside: mark it `#[step(async)]`",
+            ));
+        }
+        (false, None) => match signature::step_response(&result.ok) {
+            Some((output, compensation)) => (output, compensation, true),
+            None => (result.ok.clone(), result.ok, false),
+        },
     };
     let name = name.unwrap_or_else(|| LitStr::new(&sig.ident.to_string(), sig.ident.span()));
     Ok(Step {
@@ -108,6 +143,7 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Step> {
         output,
         compensation,
         returns_response,
+        is_async,
         error: result.err,
     })
 }
@@ -143,7 +179,11 @@ fn generate(step: &Step, function: ItemFn) -> TokenStream {
         }
     };
     let context_arg = step.takes_context.then(|| quote!(__wf_ctx,));
-    let ok = if step.returns_response { quote!(__wf_ok) } else { quote!(#krate::StepResponse::new(__wf_ok)) };
+    let ok = if step.returns_response {
+        quote!(#private::Outcome::from(__wf_ok))
+    } else {
+        quote!(#private::Outcome::Done(#krate::StepResponse::new(__wf_ok)))
+    };
     // The user's spans (so type errors point at their code) with locals interpolated from
     // call-site idents (so they resolve even when the user's tokens came from `macro_rules!`).
     let err = emit::local_at("__wf_err", error);
@@ -193,6 +233,7 @@ fn generate(step: &Step, function: ItemFn) -> TokenStream {
         }
     };
     let visibility: &Visibility = &vis;
+    let completed_later = step.is_async.then(|| quote!(.completed_later(#private::check_output::<__wf_step>)));
 
     quote! {
         #(#attrs)*
@@ -219,7 +260,7 @@ fn generate(step: &Step, function: ItemFn) -> TokenStream {
                     __wf_ctx: &#krate::StepContext,
                     __wf_input: Self::Input,
                 ) -> impl #private::Future<
-                    Output = #private::Result<#krate::StepResponse<#output, #compensation>, #krate::StepError>,
+                    Output = #private::Result<#private::Outcome<#output, #compensation>, #krate::StepError>,
                 > + #private::Send + '_ {
                     let (#(#arg_names,)*) = __wf_input;
                     #call_body
@@ -229,7 +270,8 @@ fn generate(step: &Step, function: ItemFn) -> TokenStream {
             }
 
             static __WF_DEFINITION: #private::StepDefinition =
-                #private::StepDefinition::new(#name, #fn_name, #location, #compensation_definition, #policy);
+                #private::StepDefinition::new(#name, #fn_name, #location, #compensation_definition, #policy)
+                    #completed_later;
 
             #private::inventory::submit! {
                 #private::StepRegistration(&__WF_DEFINITION)

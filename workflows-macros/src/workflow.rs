@@ -122,9 +122,9 @@ fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
     };
     let (timeout, retention) = (optional(workflow.timeout), optional(workflow.retention));
     let private = quote!(#krate::__private);
-    let ident = &function.sig.ident;
+    let ident = &function.sig.ident.clone();
     let span = emit::span_at(ident);
-    let vis = &function.vis;
+    let vis = &function.vis.clone();
 
     let fn_name = ident.to_string();
     let fingerprint = fingerprint::fingerprint(&function);
@@ -136,7 +136,7 @@ fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
     let convert_error = quote_spanned!(error.span()=> #private::workflow_error(#err));
     let call_body = quote_spanned! {span=>
         async move {
-            match #ident(__wf_workflow, __wf_input).await {
+            match __wf_body(__wf_workflow, __wf_input).await {
                 #private::Result::Ok(__wf_ok) => #private::Result::Ok(__wf_ok),
                 #private::Result::Err(__wf_err) => #private::Result::Err(#convert_error),
             }
@@ -146,14 +146,41 @@ fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
         "Entry points of the workflow [`{fn_name}`](fn@{fn_name}): `run`, `run_with`, `start` and `start_with`."
     );
 
+    // The user's function becomes the body the engine runs; under its name, a function that
+    // runs the workflow as a child of the calling workflow.
+    let ItemFn { attrs, sig, block, .. } = function;
+    let lints = emit::lint_attributes(&attrs);
+    let body_fn = {
+        let mut sig = sig.clone();
+        sig.ident = Ident::new("__wf_body", span);
+        quote! {
+            #(#lints)*
+            #sig #block
+        }
+    };
+    let child_call = quote_spanned! {span=>
+        #(#attrs)*
+        ///
+        /// Called from another workflow's body, it runs as a child execution: see
+        /// [`Workflow`](#krate::Workflow)'s documentation on child workflows.
+        #vis fn #ident<'__wf>(
+            __wf_workflow: &'__wf #krate::Workflow,
+            __wf_input: #input,
+        ) -> impl #private::Future<Output = #private::Result<#output, #krate::StepError>> + #private::Send + '__wf {
+            #private::call_child::<#ident>(__wf_workflow, __wf_input)
+        }
+    };
+
     quote! {
-        #function
+        #child_call
 
         #[doc = #doc]
         #[allow(non_camel_case_types, dead_code)]
         #vis struct #ident {}
 
         const _: () = {
+            #body_fn
+
             #[allow(dead_code)]
             impl #ident {
                 /// Runs the workflow on `engine` and waits for its output.

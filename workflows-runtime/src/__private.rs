@@ -9,8 +9,8 @@ pub use crate::policy::{Backoff, OnFailure, RetryPolicy, StepPolicy};
 pub use crate::registry::{
     CompensationDefinition, SourceLocation, StepDefinition, StepRegistration, WorkflowDefinition, WorkflowRegistration,
 };
-pub use crate::step::{StepFn, call_step, call_step_or_skip, compensation_hook};
-pub use crate::workflow::{WorkflowFn, check_input, erased_entry};
+pub use crate::step::{Outcome, StepFn, call_step, call_step_or_skip, check_output, compensation_hook};
+pub use crate::workflow::{WorkflowFn, call_child, check_input, erased_entry};
 
 pub use std::future::Future;
 pub use std::marker::Send;

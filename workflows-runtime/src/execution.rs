@@ -212,7 +212,8 @@ impl ExecutionState {
         )
     }
 
-    /// True for the states an engine drives (and recovers when their owner is gone).
+    /// True for the states an engine drives (and recovers when their owner is gone); a
+    /// `waiting` execution is driven by nobody until it is woken.
     pub const fn is_active(self) -> bool {
         matches!(self, Self::Pending | Self::Running | Self::Compensating)
     }
@@ -276,4 +277,10 @@ pub struct ExecutionRecord {
     pub cancel_requested: bool,
     /// When the finished execution may be purged.
     pub retain_until: Option<Timestamp>,
+    /// When a `waiting` execution's timer (or wait deadline) wakes it.
+    pub wake_at: Option<Timestamp>,
+    /// How many deliveries (completions, events) it received.
+    pub wakeups: u64,
+    /// For a child execution: its parent and the parent's key for it.
+    pub parent: Option<(ExecutionId, String)>,
 }

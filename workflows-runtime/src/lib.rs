@@ -67,16 +67,16 @@ pub use workflows_macros::step;
 pub use workflows_macros::workflow;
 
 pub use container::{Container, ResolveError};
-pub use engine::{Engine, EngineBuilder, EngineError, ExecutionHandle, RunOptions};
+pub use engine::{DeliveryError, Engine, EngineBuilder, EngineError, ExecutionHandle, RunOptions};
 pub use error::{Failure, FailureKind, RunError, StepError, StepResultExt, WorkflowError};
 pub use execution::{ExecutionId, ExecutionRecord, ExecutionState};
 pub use journal::{JournalEntry, JournalEvent, StepKey};
 pub use policy::{Backoff, OnFailure, RetryPolicy};
 pub use registry::Registry;
-pub use step::{StepContext, StepResponse};
+pub use step::{Completion, StepContext, StepResponse};
 pub use store::{Durability, MemoryStore, SqliteOptions, SqliteStore, Store, StoreError};
 pub use time::Timestamp;
-pub use workflow::{Workflow, WorkflowFn};
+pub use workflow::{EventWait, WaitError, Workflow, WorkflowFn};
 
 /// serde, re-exported for `#[serde(crate = "workflows_runtime::serde")]`.
 pub use serde;
@@ -84,8 +84,8 @@ pub use serde;
 /// Everything a workflow file needs: `use workflows_runtime::prelude::*;`
 pub mod prelude {
     pub use crate::{
-        Container, Engine, ExecutionId, RunError, RunOptions, StepContext, StepError, StepResponse, StepResultExt,
-        Workflow, WorkflowError, step, workflow,
+        Completion, Container, Engine, ExecutionId, RunError, RunOptions, StepContext, StepError, StepResponse,
+        StepResultExt, Workflow, WorkflowError, step, workflow,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -3,8 +3,11 @@
 //! moment and check what ran, and how often, after a restart.
 //!
 //! ```text
-//! crash_worker DB LOG full|process start ID PLAN_JSON   # run a new execution
+//! crash_worker DB LOG full|process start ID PLAN_JSON   # run a new execution of crash_saga
+//! crash_worker DB LOG full|process start ID approval    # start approval_flow; exit once it waits
+//! crash_worker DB LOG full|process start ID fan:N       # run fan_saga over N items
 //! crash_worker DB LOG full|process resume ID            # take over ID after a crash
+//! crash_worker DB LOG full|process complete ID TOKEN JSON  # complete an async step, then finish ID
 //! ```
 //! `CRASH_BLOCK=step:K` (or `comp:K`) makes the first attempt of step K (or the compensation of
 //! step K) stop forever after logging `... begin`, so the test can kill it there. The process

@@ -12,18 +12,33 @@ use super::live::{Abort, LiveExecution};
 use super::panic::catch_unwind;
 use crate::error::{Failure, FailureKind, RunError, WorkflowError};
 use crate::execution::ExecutionState;
+use crate::journal::replay::Compensate;
 use crate::step::compensation::run_compensation;
-use crate::store::StoreError;
+use crate::store::{StoreError, Suspend, Suspended};
 use crate::time::Timestamp;
 use crate::workflow::Workflow;
 
 /// Where the result of a run goes, when a caller waits for it in this process.
-pub(crate) type Waiter<O> = oneshot::Sender<Result<O, RunError>>;
+pub(crate) type Waiter<O> = oneshot::Sender<Sent<O>>;
+
+/// What the driver sends the caller waiting in this process.
+pub(crate) enum Sent<O> {
+    /// The execution finished (or this engine stopped driving it).
+    Done(Result<O, RunError>),
+    /// The execution was suspended: its result is read from the store once it finishes.
+    Suspended,
+}
+
+/// A suspended execution is one whose wake-up (if it has one) is at least this far away:
+/// shorter waits keep their future in memory rather than pay for a suspension and a replay.
+const SUSPEND_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 enum Body<T> {
     Returned(T),
     Panicked(String),
     Aborted(Abort),
+    /// Every branch waits on something durable.
+    Suspend,
 }
 
 /// Waits until a queued execution holds its exclusive key (it is the oldest waiting for it,
@@ -59,13 +74,29 @@ pub(crate) async fn wait_for_key(live: &Arc<LiveExecution>) -> Result<(), RunErr
 /// in the task.
 pub(crate) async fn drive<O: Serialize, F: Future<Output = Result<O, WorkflowError>> + ?Sized>(
     wf: &Workflow,
-    body: Pin<&mut F>,
+    mut body: Pin<&mut F>,
     waiter: Option<Waiter<O>>,
 ) {
     let live = &wf.live;
+    let ended = loop {
+        match run_body(live, body.as_mut()).await {
+            Body::Suspend => match Box::pin(suspend(live)).await {
+                Ok(true) => {
+                    tracing::debug!(execution = %live.id, "suspended execution");
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(Sent::Suspended);
+                    }
+                    return;
+                }
+                Ok(false) => continue,
+                Err(error) => break Body::Aborted(Abort::Store(error)),
+            },
+            ended => break ended,
+        }
+    };
     // The failure paths are boxed: inline, their state would make every task larger (and
     // every spawn copy more) for the rare execution that fails.
-    let result = match run_body(live, body).await {
+    let result = match ended {
         Body::Returned(Ok(output)) => complete(live, output).await,
         Body::Returned(Err(error)) => Err(Box::pin(compensate(live, error.into_failure(), true)).await),
         Body::Panicked(message) => {
@@ -77,11 +108,41 @@ pub(crate) async fn drive<O: Serialize, F: Future<Output = Result<O, WorkflowErr
             Err(Box::pin(compensate(live, failure, true)).await)
         }
         Body::Aborted(Abort::Store(error)) => Err(interrupted(live, error)),
+        Body::Suspend => unreachable!("handled above"),
     };
     release_key(live);
     if let Some(waiter) = waiter {
         // The caller may have stopped waiting; the outcome is stored either way.
-        let _ = waiter.send(result);
+        let _ = waiter.send(Sent::Done(result));
+    }
+}
+
+/// Suspends an execution whose branches all wait: once its writes are durable, the store
+/// marks it `waiting` (unless a delivery arrived meanwhile). Returns true if it did.
+async fn suspend(live: &LiveExecution) -> Result<bool, StoreError> {
+    let upto = live.submitted();
+    live.barrier(upto).await?;
+    let request = Suspend {
+        execution: live.id.clone(),
+        epoch: live.epoch,
+        wake_at: live.wake_at(),
+        observed_wakeups: live.wakeups_seen(),
+    };
+    match live.engine.store.suspend(&request).await? {
+        Suspended::Yes => {
+            if let Some(at) = request.wake_at {
+                live.engine.timer_set(at);
+            }
+            Ok(true)
+        }
+        Suspended::Woken(wakeups) => {
+            live.wake_waits(Some(wakeups));
+            Ok(false)
+        }
+        Suspended::Cancelled => {
+            live.request_stop(super::control::cancellation(), true);
+            Ok(false)
+        }
     }
 }
 
@@ -113,6 +174,9 @@ async fn run_body<F: Future + ?Sized>(live: &LiveExecution, body: Pin<&mut F>) -
             live.request_stop(Failure::new(FailureKind::TimedOut, why), false);
         }
         let polled = Pin::new(&mut body).poll(cx);
+        if polled.is_pending() {
+            live.check_stuck();
+        }
         // A step that aborts never resolves, so the body is pending; checking after the poll
         // catches the abort in the same wake-up.
         if let Some(abort) = live.take_abort() {
@@ -120,11 +184,18 @@ async fn run_body<F: Future + ?Sized>(live: &LiveExecution, body: Pin<&mut F>) -
         }
         match polled {
             Poll::Ready(Ok(output)) => Poll::Ready(Body::Returned(output)),
+            Poll::Pending if suspend_now(live) => Poll::Ready(Body::Suspend),
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(message)) => Poll::Ready(Body::Panicked(message)),
         }
     })
     .await
+}
+
+/// True if the pending body should be suspended: every branch waits durably, and the
+/// earliest wake-up is not soon.
+fn suspend_now(live: &LiveExecution) -> bool {
+    live.suspendable() && live.wake_at().is_none_or(|at| at.duration_since(Timestamp::now()) >= SUSPEND_AFTER)
 }
 
 async fn complete<O: Serialize>(live: &Arc<LiveExecution>, output: O) -> Result<O, RunError> {
@@ -141,8 +212,18 @@ async fn complete<O: Serialize>(live: &Arc<LiveExecution>, output: O) -> Result<
         }
     };
     match live.durable(live.transition(ExecutionState::Completed, Some(json), None)).await {
-        Ok(()) => Ok(output),
+        Ok(()) => {
+            wake_parent(live).await;
+            Ok(output)
+        }
         Err(error) => Err(interrupted(live, error)),
+    }
+}
+
+/// A child finished (its outcome is in its parent's inbox): wakes the parent.
+async fn wake_parent(live: &LiveExecution) {
+    if let Some((parent, _)) = &live.parent {
+        live.engine.wake(parent).await;
     }
 }
 
@@ -151,6 +232,7 @@ pub(crate) async fn fail(live: &Arc<LiveExecution>, failure: Failure) -> RunErro
     if let Err(error) = live.durable(live.transition(ExecutionState::Failed, None, Some(failure.clone()))).await {
         return interrupted(live, error);
     }
+    wake_parent(live).await;
     RunError::Failed {
         workflow: live.definition.name().to_owned(),
         execution: live.id.clone(),
@@ -171,9 +253,15 @@ pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, tran
             return interrupted(live, error);
         }
     }
+    // Children still running stop first (each compensates itself).
+    super::child::cancel_children(live).await;
     let (plan, mut failures) = live.with_progress(|p| p.compensation_plan());
     for item in plan {
-        if let Some(failure) = run_compensation(live, item.seq, item.key, &item.input).await {
+        let failed = match &item.target {
+            Compensate::Step(input) => run_compensation(live, item.seq, item.key, input).await,
+            Compensate::Child(child) => Box::pin(super::child::compensate_child(live, item.seq, item.key, child)).await,
+        };
+        if let Some(failure) = failed {
             failures.push(failure);
         }
         if let Some(Abort::Store(error)) = live.take_abort() {
@@ -192,6 +280,7 @@ pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, tran
         return interrupted(live, error);
     }
     release_key(live);
+    wake_parent(live).await;
     if failures.is_empty() {
         match state {
             ExecutionState::Cancelled => RunError::Cancelled { workflow, execution },

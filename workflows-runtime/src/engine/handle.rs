@@ -8,7 +8,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use super::Engine;
+use super::driver::Sent;
+use super::{Engine, EngineInner};
 use crate::error::{Failure, FailureKind, RunError};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::journal::JournalEvent;
@@ -30,8 +31,8 @@ pub struct ExecutionHandle<O> {
 }
 
 enum State<O> {
-    /// Driven by this engine: the driver sends the result.
-    Live(oneshot::Receiver<Result<O, RunError>>),
+    /// Driven by this engine: the driver sends the result (or that it suspended it).
+    Live(oneshot::Receiver<Sent<O>>, Engine),
     /// Known already.
     Ready(Result<O, RunError>),
     /// Driven elsewhere (or resumed by recovery): read from the store when it finishes.
@@ -45,8 +46,8 @@ impl<O> std::fmt::Debug for ExecutionHandle<O> {
 }
 
 impl<O> ExecutionHandle<O> {
-    pub(crate) fn live(id: ExecutionId, receiver: oneshot::Receiver<Result<O, RunError>>) -> Self {
-        Self { id, state: State::Live(receiver) }
+    pub(crate) fn live(id: ExecutionId, receiver: oneshot::Receiver<Sent<O>>, engine: Engine) -> Self {
+        Self { id, state: State::Live(receiver, engine) }
     }
 
     /// The execution's id.
@@ -59,12 +60,15 @@ impl<O: DeserializeOwned> ExecutionHandle<O> {
     /// Waits for the execution to finish and returns its output, or why it failed.
     pub async fn result(self) -> Result<O, RunError> {
         match self.state {
-            State::Live(receiver) => receiver.await.unwrap_or_else(|_| {
-                Err(RunError::Interrupted {
+            State::Live(receiver, engine) => match receiver.await {
+                Ok(Sent::Done(result)) => result,
+                // Suspended: it finishes after a resumption, here or in another process.
+                Ok(Sent::Suspended) => wait_for(&engine, &self.id).await,
+                Err(_) => Err(RunError::Interrupted {
                     execution: self.id,
                     reason: "the engine stopped driving it before it finished".to_owned(),
-                })
-            }),
+                }),
+            },
             State::Ready(result) => result,
             State::Attached(engine) => wait_for(&engine, &self.id).await,
         }
@@ -127,21 +131,46 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-/// Polls the store until the execution finishes, then returns its outcome.
+/// Waits until the execution finishes, then returns its outcome.
 pub(crate) async fn wait_for<O: DeserializeOwned>(engine: &Engine, id: &ExecutionId) -> Result<O, RunError> {
+    let record = finished(&engine.inner, id).await?;
+    outcome(engine, record).await
+}
+
+/// Waits until the execution finishes and returns its record. Woken when its task ends in
+/// this engine; otherwise (it runs in another process, or is suspended) the store is read
+/// again after a delay that grows to a second.
+pub(crate) async fn finished(inner: &EngineInner, id: &ExecutionId) -> Result<ExecutionRecord, RunError> {
     let mut delay = Duration::from_millis(5);
     loop {
-        let Some(record) = engine.execution(id).await? else {
-            return Err(RunError::Interrupted {
-                execution: id.clone(),
-                reason: "the execution was removed from the store".to_owned(),
-            });
+        let watch = inner.watch(id);
+        let found = {
+            let ended = watch.notified();
+            tokio::pin!(ended);
+            // Registered before reading, so an end in between is not missed.
+            ended.as_mut().enable();
+            let found = match inner.store.execution(id).await {
+                Ok(Some(record)) if record.state.is_finished() => Ok(Some(record)),
+                Ok(Some(_)) => Ok(None),
+                Ok(None) => Err(RunError::Interrupted {
+                    execution: id.clone(),
+                    reason: "the execution was removed from the store".to_owned(),
+                }),
+                Err(error) => Err(RunError::from(error)),
+            };
+            if matches!(found, Ok(None)) {
+                tokio::select! {
+                    () = &mut ended => {}
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            found
         };
-        if record.state.is_finished() {
-            return outcome(engine, record).await;
+        inner.unwatch(id, watch);
+        if let Some(record) = found? {
+            return Ok(record);
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(250));
+        delay = (delay * 2).min(Duration::from_secs(1));
     }
 }
 

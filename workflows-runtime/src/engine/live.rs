@@ -17,7 +17,7 @@ use crate::execution::{ExecutionId, ExecutionState};
 use crate::journal::replay::{Mismatch, Progress};
 use crate::journal::{JournalEntry, JournalEvent};
 use crate::registry::WorkflowDefinition;
-use crate::store::{AppendBatch, JournalEntries, StoreError, Transition, WriteAck, WriteMode};
+use crate::store::{AppendBatch, Delivery, InboxKind, JournalEntries, StoreError, Transition, WriteAck, WriteMode};
 use crate::time::Timestamp;
 
 /// Why the engine stops driving an execution's body before it returns.
@@ -45,6 +45,8 @@ pub(crate) struct LiveExecution {
     pub started_fingerprint: Cow<'static, str>,
     /// Set with `state.abort`, so the driver can check it on every poll without the lock.
     aborted: AtomicBool,
+    /// True while journaled outcomes remain to be replayed (see [`LiveExecution::turn`]).
+    replaying: AtomicBool,
     state: Mutex<State>,
     /// Durable writes submitted and not yet confirmed (see [`LiveExecution::defer`]).
     unconfirmed: Mutex<Unconfirmed>,
@@ -56,18 +58,41 @@ pub(crate) struct LiveExecution {
     stop_signal: tokio::sync::Notify,
     /// Step attempts running now: a timed-out workflow lets them finish.
     running_steps: AtomicU32,
+    /// Branches doing something other than a durable wait (about to run a step body, starting
+    /// a child): the execution is not suspended while any is.
+    busy: AtomicU32,
     /// The driver's waker, to stop a body that is idle.
     waker: Mutex<Option<Waker>>,
     /// When the execution times out.
     pub deadline: Option<Timestamp>,
     /// The exclusive key it holds (or waits for).
     pub exclusive_key: Option<String>,
+    /// For a child execution: the parent and the parent's key for it.
+    pub parent: Option<(ExecutionId, String)>,
+    /// The branches waiting on something durable (see [`LiveExecution::wait`]).
+    waits: Mutex<Vec<Wait>>,
+    /// How many deliveries the store had counted when this engine last looked.
+    observed_wakeups: std::sync::atomic::AtomicU64,
+    /// Wakes the waits to look at the inbox again.
+    inbox_signal: tokio::sync::Notify,
+}
+
+/// A branch in a durable wait.
+struct Wait {
+    seq: u32,
+    /// When it ends by itself (a timer's wake time, a wait's deadline).
+    until: Option<Timestamp>,
+    /// For waits on the inbox: the wake-up count when it last looked (`None`: a timer).
+    checked: Option<u64>,
 }
 
 /// Acks of durable writes, in submission order.
 #[derive(Default)]
 struct Unconfirmed {
     acks: VecDeque<WriteAck>,
+    /// The wakers of the barriers waiting for the oldest ack: every one is woken when it
+    /// resolves (branches of a fan-out have wakers of their own).
+    waiting: Arc<BarrierWakers>,
     /// How many durable writes were submitted.
     submitted: u64,
     /// How many of them are confirmed durable.
@@ -97,15 +122,21 @@ impl LiveExecution {
             epoch,
             started_fingerprint,
             aborted: AtomicBool::new(false),
+            replaying: AtomicBool::new(progress.replaying()),
             state: Mutex::new(State { progress, abort: None }),
             unconfirmed: Mutex::new(Unconfirmed::default()),
             stopping: Mutex::new(None),
             stop_requested: AtomicBool::new(false),
             stop_signal: tokio::sync::Notify::new(),
             running_steps: AtomicU32::new(0),
+            busy: AtomicU32::new(0),
             waker: Mutex::new(None),
             deadline: None,
             exclusive_key: None,
+            parent: None,
+            waits: Mutex::new(Vec::new()),
+            observed_wakeups: std::sync::atomic::AtomicU64::new(0),
+            inbox_signal: tokio::sync::Notify::new(),
         }
     }
 
@@ -121,6 +152,81 @@ impl LiveExecution {
         self
     }
 
+    /// This execution, a child of `parent`.
+    pub fn with_parent(mut self, parent: Option<(ExecutionId, String)>) -> Self {
+        self.parent = parent;
+        self
+    }
+
+    /// This execution, whose record had counted `wakeups` deliveries.
+    pub fn with_wakeups(self, wakeups: u64) -> Self {
+        self.observed_wakeups.store(wakeups, Ordering::Release);
+        self
+    }
+
+    /// Marks a branch as waiting on something durable, until the guard is dropped. While every
+    /// branch waits (and none runs a step body), the execution can be suspended.
+    pub fn wait(&self, seq: u32, until: Option<Timestamp>, on_inbox: bool) -> WaitGuard<'_> {
+        let checked = on_inbox.then_some(u64::MAX);
+        self.lock_waits().push(Wait { seq, until, checked });
+        WaitGuard { live: self, seq }
+    }
+
+    fn lock_waits(&self) -> MutexGuard<'_, Vec<Wait>> {
+        self.waits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The wake-up count to record when a wait is about to look at the inbox.
+    pub fn wakeups_seen(&self) -> u64 {
+        self.observed_wakeups.load(Ordering::Acquire)
+    }
+
+    /// Notes that the wait of `seq` looked at the inbox when the count was `wakeups`.
+    pub fn inbox_checked(&self, seq: u32, wakeups: u64) {
+        if let Some(wait) = self.lock_waits().iter_mut().find(|w| w.seq == seq) {
+            wait.checked = Some(wakeups);
+        }
+    }
+
+    /// Resolves when the waits should look at the inbox again.
+    pub fn inbox_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inbox_signal.notified()
+    }
+
+    /// A delivery arrived (or may have): the waits look at the inbox again.
+    pub fn wake_waits(&self, wakeups: Option<u64>) {
+        if let Some(wakeups) = wakeups {
+            self.observed_wakeups.fetch_max(wakeups, Ordering::AcqRel);
+        }
+        self.inbox_signal.notify_waiters();
+    }
+
+    /// True if the execution can be suspended now: some branch waits durably, no step body
+    /// runs, and every wait on the inbox looked at it since the last known delivery.
+    pub fn suspendable(&self) -> bool {
+        if self.running_steps.load(Ordering::Acquire) != 0
+            || self.busy.load(Ordering::Acquire) != 0
+            || self.is_stopping()
+            || self.is_replaying()
+        {
+            return false;
+        }
+        let seen = self.wakeups_seen();
+        let waits = self.lock_waits();
+        !waits.is_empty() && waits.iter().all(|w| w.checked.is_none_or(|c| c != u64::MAX && c >= seen))
+    }
+
+    /// Marks a branch busy (see `busy`) until the guard is dropped.
+    pub fn busy(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(self)
+    }
+
+    /// When the earliest wait ends by itself: the suspended execution's wake-up time.
+    pub fn wake_at(&self) -> Option<Timestamp> {
+        self.lock_waits().iter().filter_map(|w| w.until).min()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state is only touched in short, panic-free sections.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -129,6 +235,27 @@ impl LiveExecution {
     /// Runs `f` on the progress, under the execution's lock (never held across an await).
     pub fn with_progress<R>(&self, f: impl FnOnce(&mut Progress) -> R) -> R {
         f(&mut self.lock().progress)
+    }
+
+    /// Resolves when it is the turn of the call at `seq` to return its journaled outcome, or
+    /// (`None`) when replay is over and live outcomes may return (see [`Progress::turn`]).
+    pub fn turn(&self, seq: Option<u32>) -> Turn<'_> {
+        Turn { live: self, seq }
+    }
+
+    /// True while journaled outcomes remain to be replayed.
+    pub fn is_replaying(&self) -> bool {
+        self.replaying.load(Ordering::Acquire)
+    }
+
+    /// After a poll of the body: aborts if the body waits for something else while the journal
+    /// says its next outcome is a call it did not make.
+    pub fn check_stuck(&self) {
+        if self.is_replaying()
+            && let Some(mismatch) = self.with_progress(|p| p.stuck())
+        {
+            self.abort_mismatch(&mismatch);
+        }
     }
 
     /// Stops the body at its next poll (and wakes the driver). The first reason wins.
@@ -275,6 +402,17 @@ impl LiveExecution {
         mode: WriteMode,
         update: impl FnOnce(&mut Progress),
     ) -> WriteAck {
+        self.submit(events, transition, mode, None, update)
+    }
+
+    fn submit(
+        &self,
+        events: impl IntoIterator<Item = JournalEvent>,
+        transition: Option<Transition>,
+        mode: WriteMode,
+        deliver: Option<Box<Delivery>>,
+        update: impl FnOnce(&mut Progress),
+    ) -> WriteAck {
         let at = Timestamp::now();
         let mut state = self.lock();
         let mut entries = JournalEntries::new();
@@ -289,6 +427,7 @@ impl LiveExecution {
             entries,
             transition,
             mode,
+            deliver,
         })
     }
 
@@ -333,7 +472,20 @@ impl LiveExecution {
         let retain_until = state
             .is_finished()
             .then(|| Timestamp::now() + self.definition.retention().unwrap_or(self.engine.retention));
-        self.append([], Some(Transition { state, result, failure, retain_until }), WriteMode::Durable, |_| {})
+        // A child's outcome goes to its parent's inbox in the same write.
+        let deliver = match (&self.parent, state.is_finished()) {
+            (Some((parent, key)), true) => Some(Box::new(Delivery {
+                execution: parent.clone(),
+                kind: InboxKind::Completion,
+                name: key.clone(),
+                payload: (state == ExecutionState::Completed).then(|| result.clone()).flatten(),
+                failure: (state != ExecutionState::Completed).then(|| failure.clone()).flatten(),
+                at: Timestamp::now(),
+            })),
+            _ => None,
+        };
+        let transition = Transition { state, result, failure, retain_until };
+        self.submit([], Some(transition), WriteMode::Durable, deliver, |_| {})
     }
 }
 
@@ -346,14 +498,37 @@ pub(crate) struct Barrier<'a> {
     upto: u64,
 }
 
+/// Wakes every barrier waiting for an ack (an ack keeps one waker).
+#[derive(Default)]
+struct BarrierWakers(Mutex<Vec<Waker>>);
+
+impl std::task::Wake for BarrierWakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let wakers = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
 impl Future for Barrier<'_> {
     type Output = Result<(), StoreError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut unconfirmed = self.live.lock_unconfirmed();
         while unconfirmed.confirmed < self.upto {
+            let waiting = unconfirmed.waiting.clone();
             let Some(ack) = unconfirmed.acks.front_mut() else { break };
-            match Pin::new(ack).poll(cx) {
+            {
+                let mut wakers = waiting.0.lock().unwrap_or_else(|p| p.into_inner());
+                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    wakers.push(cx.waker().clone());
+                }
+            }
+            let shared = Waker::from(waiting);
+            match Pin::new(ack).poll(&mut Context::from_waker(&shared)) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(result) => {
                     unconfirmed.acks.pop_front();
@@ -363,5 +538,56 @@ impl Future for Barrier<'_> {
             }
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A busy branch; see [`LiveExecution::busy`].
+pub(crate) struct Busy<'a>(&'a LiveExecution);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// See [`LiveExecution::turn`].
+pub(crate) struct Turn<'a> {
+    live: &'a LiveExecution,
+    seq: Option<u32>,
+}
+
+impl Future for Turn<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.live.is_replaying() {
+            return Poll::Ready(());
+        }
+        let mut wake = Vec::new();
+        let ready = {
+            let mut state = self.live.lock();
+            let ready = state.progress.turn(self.seq, cx.waker(), &mut wake);
+            if !state.progress.replaying() {
+                self.live.replaying.store(false, Ordering::Release);
+            }
+            ready
+        };
+        wake.into_iter().for_each(Waker::wake);
+        if ready { Poll::Ready(()) } else { Poll::Pending }
+    }
+}
+
+/// A branch's durable wait; dropping it ends the wait.
+pub(crate) struct WaitGuard<'a> {
+    live: &'a LiveExecution,
+    seq: u32,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        let mut waits = self.live.lock_waits();
+        if let Some(index) = waits.iter().position(|w| w.seq == self.seq) {
+            waits.swap_remove(index);
+        }
     }
 }

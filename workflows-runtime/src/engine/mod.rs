@@ -1,9 +1,11 @@
 //! The engine: starts executions, drives their bodies, compensates, and resumes executions
 //! whose owner went away.
 
+mod child;
 mod control;
 mod driver;
 mod handle;
+mod inbox;
 pub(crate) mod live;
 mod options;
 pub(crate) mod panic;
@@ -22,6 +24,9 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 pub use handle::ExecutionHandle;
+pub use inbox::DeliveryError;
+
+pub(crate) use child::start_child;
 pub use options::RunOptions;
 
 use self::live::LiveExecution;
@@ -74,6 +79,10 @@ pub(crate) struct EngineInner {
     /// How often finished executions past their retention are purged (zero: never).
     pub purge_interval: Duration,
     closed: AtomicBool,
+    /// Wakes the timer scheduler: an execution was suspended until some time.
+    timer_changed: tokio::sync::Notify,
+    /// Callers waiting for executions to finish, by execution (see [`handle::wait_for`]).
+    watchers: Mutex<HashMap<ExecutionId, Arc<tokio::sync::Notify>, foldhash::fast::RandomState>>,
 }
 
 /// The executions an engine drives, with their tasks' abort handles.
@@ -226,15 +235,18 @@ impl EngineBuilder {
             key_released: tokio::sync::Notify::new(),
             purge_interval: self.purge_interval,
             closed: AtomicBool::new(false),
+            timer_changed: tokio::sync::Notify::new(),
+            watchers: Mutex::new(HashMap::default()),
         });
         inner.recover().await?;
         recovery::spawn_maintenance(&inner);
+        recovery::spawn_scheduler(&inner);
         Ok(Engine { inner })
     }
 }
 
 /// What [`Engine::create`] found.
-enum Created {
+pub(crate) enum Created {
     /// A new execution; `true` if it waits for its exclusive key.
     New(Arc<LiveExecution>, bool),
     Exists(Box<ExecutionRecord>),
@@ -286,14 +298,14 @@ impl Engine {
         let (sender, receiver) = oneshot::channel();
         self.inner.spawn(&live.clone(), async move {
             if queued && let Err(error) = driver::wait_for_key(&live).await {
-                drop(sender.send(Err(error)));
+                drop(sender.send(driver::Sent::Done(Err(error))));
                 return;
             }
             let wf = Workflow { live };
             let body = std::pin::pin!(W::call(&wf, input));
             driver::drive(&wf, body, Some(sender)).await;
         });
-        Ok(ExecutionHandle::live(id, receiver))
+        Ok(ExecutionHandle::live(id, receiver, self.clone()))
     }
 
     /// Starts the workflow registered as `name` with a JSON input, for callers that do not
@@ -331,25 +343,25 @@ impl Engine {
         let (sender, receiver) = oneshot::channel();
         self.inner.spawn(&live.clone(), async move {
             if queued && let Err(error) = driver::wait_for_key(&live).await {
-                drop(sender.send(Err(error)));
+                drop(sender.send(driver::Sent::Done(Err(error))));
                 return;
             }
             let wf = Workflow { live };
             match (definition.entry)(&wf, &provided) {
                 Ok(mut body) => driver::drive(&wf, body.as_mut(), Some(sender)).await,
                 // Checked above; a stored input is the one just checked.
-                Err(error) => drop(sender.send(Err(RunError::InvalidInput {
+                Err(error) => drop(sender.send(driver::Sent::Done(Err(RunError::InvalidInput {
                     workflow: definition.name().to_owned(),
                     expected: definition.input_type(),
                     source: error,
-                }))),
+                })))),
             }
         });
-        Ok(ExecutionHandle::live(id, receiver))
+        Ok(ExecutionHandle::live(id, receiver, self.clone()))
     }
 
     /// Creates a new execution of `definition`, or finds the one with the requested id.
-    async fn create(
+    pub(crate) async fn create(
         &self,
         definition: &'static WorkflowDefinition,
         input: Box<RawValue>,
@@ -373,6 +385,7 @@ impl Engine {
             exclusive_key: options.exclusive_key.clone(),
             fail_if_held: options.fail_if_held,
             rerun_of: options.rerun_of,
+            parent: options.parent.clone(),
         };
         let queued = match inner.store.create_execution(new).await? {
             CreateOutcome::Created => false,
@@ -392,7 +405,8 @@ impl Engine {
             Progress::new(definition.calls().len()),
         )
         .with_deadline(definition.timeout().map(|timeout| now + timeout))
-        .with_exclusive_key(options.exclusive_key);
+        .with_exclusive_key(options.exclusive_key)
+        .with_parent(options.parent);
         Ok(Created::New(Arc::new(live), queued))
     }
 
@@ -473,15 +487,27 @@ impl<F: Future> Future for Tracked<F> {
     }
 }
 
-/// Removes an execution from the engine's live set when its task ends or is aborted.
+/// Removes an execution from the engine's live set when its task ends or is aborted, and
+/// wakes the callers waiting for it to finish.
 struct Untrack {
     engine: Arc<EngineInner>,
+    execution: std::sync::Weak<LiveExecution>,
     id: ExecutionId,
 }
 
 impl Drop for Untrack {
     fn drop(&mut self) {
-        self.engine.lock_live().remove(&self.id);
+        {
+            let mut live = self.engine.lock_live();
+            // A suspended execution may be resumed (by a new task) before this one is gone.
+            if live
+                .get(&self.id)
+                .is_some_and(|task| std::ptr::eq(Arc::as_ptr(&task.execution), self.execution.as_ptr()))
+            {
+                live.remove(&self.id);
+            }
+        }
+        self.engine.notify_watchers(&self.id);
     }
 }
 
@@ -498,7 +524,7 @@ impl EngineInner {
         // abort handle is filled in afterwards, unless the task already ended and removed it.
         let id = live.id.clone();
         self.lock_live().insert(id.clone(), LiveTask { execution: live.clone(), handle: None });
-        let guard = Untrack { engine: self.clone(), id: id.clone() };
+        let guard = Untrack { engine: self.clone(), execution: Arc::downgrade(live), id: id.clone() };
         let handle = tokio::spawn(Tracked { task, _guard: guard });
         if let Some(entry) = self.lock_live().get_mut(&id) {
             entry.handle = Some(handle.abort_handle());
@@ -527,6 +553,35 @@ impl EngineInner {
                 tracing::warn!(execution = %id, %error, "could not release an execution yet; retrying");
                 self.abandon(id, epoch);
             }
+        }
+    }
+
+    /// Wakes the timer scheduler: an execution was suspended until `at`.
+    pub(crate) fn timer_set(&self, at: Timestamp) {
+        let _ = at;
+        self.timer_changed.notify_one();
+    }
+
+    /// The signal for callers waiting for execution `id` to finish (see [`handle::wait_for`]).
+    pub(crate) fn watch(&self, id: &ExecutionId) -> Arc<tokio::sync::Notify> {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        watchers.entry(id.clone()).or_default().clone()
+    }
+
+    /// Forgets the signal of a caller that stopped waiting, if nobody else waits.
+    pub(crate) fn unwatch(&self, id: &ExecutionId, watch: Arc<tokio::sync::Notify>) {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's reference and `watch`: nobody else holds it.
+        if watchers.get(id).is_some_and(|known| Arc::ptr_eq(known, &watch) && Arc::strong_count(&watch) == 2) {
+            watchers.remove(id);
+        }
+    }
+
+    /// Wakes the callers waiting for execution `id`: its task ended here.
+    fn notify_watchers(&self, id: &ExecutionId) {
+        let watch = self.watchers.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        if let Some(watch) = watch {
+            watch.notify_waiters();
         }
     }
 

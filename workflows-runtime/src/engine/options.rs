@@ -11,6 +11,8 @@ pub struct RunOptions {
     pub(crate) exclusive_key: Option<String>,
     pub(crate) fail_if_held: bool,
     pub(crate) rerun_of: Option<ExecutionId>,
+    /// For a child workflow: its parent execution and the parent's key for it.
+    pub(crate) parent: Option<(ExecutionId, String)>,
 }
 
 impl RunOptions {
@@ -53,6 +55,11 @@ impl RunOptions {
 
     pub(crate) fn rerun_of(mut self, id: ExecutionId) -> Self {
         self.rerun_of = Some(id);
+        self
+    }
+
+    pub(crate) fn parent(mut self, parent: ExecutionId, key: String) -> Self {
+        self.parent = Some((parent, key));
         self
     }
 }

@@ -8,18 +8,36 @@ use super::control::cancellation;
 use super::driver;
 use super::live::LiveExecution;
 use crate::error::{Failure, FailureKind};
-use crate::execution::{ExecutionRecord, ExecutionState};
+use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::journal::replay::Progress;
 use crate::store::{Claim, StoreError};
 use crate::time::Timestamp;
 use crate::workflow::Workflow;
 
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// How many orphans one claim takes at most.
 const CLAIM_BATCH: usize = 100;
 
 impl EngineInner {
-    /// Claims orphaned executions and resumes them; returns how many.
+    /// Claims orphaned executions (and suspended ones that are due) and resumes them;
+    /// returns how many.
     pub(crate) async fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
+        self.claim(None).await
+    }
+
+    /// Claims and resumes execution `id` if it needs an engine (woken, or orphaned).
+    pub(crate) async fn resume_one(self: &Arc<Self>, id: &ExecutionId) -> Result<bool, StoreError> {
+        Ok(self.claim(Some(id.clone())).await? > 0)
+    }
+
+    /// Boxed (as `Send`): resuming executions can wake or cancel others, which claims again,
+    /// and the compiler cannot see through that cycle.
+    fn claim(self: &Arc<Self>, only: Option<ExecutionId>) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(self.claim_now(only))
+    }
+
+    async fn claim_now(self: &Arc<Self>, only: Option<ExecutionId>) -> Result<usize, StoreError> {
         let workflows: Vec<String> = self.registry.workflows().iter().map(|w| w.name().to_owned()).collect();
         let mut resumed = 0;
         loop {
@@ -30,6 +48,7 @@ impl EngineInner {
                 lease_until: now + self.lease,
                 limit: CLAIM_BATCH,
                 workflows: workflows.clone(),
+                only: only.clone(),
             };
             let records = self.store.claim_orphans(&claim).await?;
             let count = records.len();
@@ -44,7 +63,7 @@ impl EngineInner {
     }
 
     /// Resumes a claimed execution: replays its body, or finishes compensating it.
-    async fn resume(self: &Arc<Self>, record: ExecutionRecord) -> Result<(), StoreError> {
+    pub(crate) async fn resume(self: &Arc<Self>, record: ExecutionRecord) -> Result<(), StoreError> {
         // The claim only returns workflows of this registry.
         let Some(definition) = self.registry.workflow(&record.workflow) else { return Ok(()) };
         let (progress, corrupt) = match self.store.journal(&record.id).await {
@@ -67,7 +86,9 @@ impl EngineInner {
             progress,
         )
         .with_deadline(definition.timeout().map(|timeout| record.created_at + timeout))
-        .with_exclusive_key(record.exclusive_key);
+        .with_exclusive_key(record.exclusive_key)
+        .with_parent(record.parent)
+        .with_wakeups(record.wakeups);
         let live = Arc::new(live);
         if let Some(failure) = corrupt {
             tracing::error!(execution = %record.id, "{}", failure.message);
@@ -158,6 +179,50 @@ pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
         }
     });
 }
+
+/// The timer scheduler: sleeps until the earliest wake-up time of a suspended execution (an
+/// indexed lookup, not a scan), then claims the due executions. Suspensions in this engine
+/// wake it early; timers set by other processes are seen within `TIMER_RECHECK`.
+pub(super) fn spawn_scheduler(inner: &Arc<EngineInner>) {
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        loop {
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.is_closed() {
+                return;
+            }
+            // Registered before looking, so a suspension meanwhile is not missed.
+            let changed = inner.timer_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let pause = match inner.store.next_wake().await {
+                Ok(Some(at)) if at <= Timestamp::now() => match inner.recover().await {
+                    // Some were resumed: look again at once.
+                    Ok(resumed) if resumed > 0 => continue,
+                    // Due but not claimable here (another engine's workflow, or a store error).
+                    Ok(_) => TIMER_RECHECK,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not resume suspended executions that are due");
+                        TIMER_RECHECK
+                    }
+                },
+                Ok(Some(at)) => at.duration_since(Timestamp::now()).min(TIMER_RECHECK),
+                Ok(None) => TIMER_RECHECK,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the next wake-up time");
+                    TIMER_RECHECK
+                }
+            };
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    });
+}
+
+/// How often the scheduler looks for wake-up times set by other processes.
+const TIMER_RECHECK: Duration = Duration::from_secs(1);
 
 enum Work {
     Renew,

@@ -143,6 +143,10 @@ pub enum JournalEvent {
         /// When the next attempt is due; `None` when this failure is final.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_at: Option<Timestamp>,
+        /// For an async step failed from outside (`Engine::fail_step`): the inbox position of
+        /// the failure this attempt consumed; the next attempt waits for a later one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        consumed: Option<u64>,
     },
     /// A step failed for good and its `on_failure = "skip"` policy skipped it: the call
     /// returned `None`, and replay returns `None` from now on.
@@ -157,6 +161,101 @@ pub enum JournalEvent {
         #[serde(with = "hex_u64")]
         input_hash: u64,
         /// The last attempt's error.
+        error: Box<Failure>,
+    },
+    /// An async step's attempt ran its body and now waits for its completion, delivered from
+    /// outside (`Engine::complete_step`) until `deadline` (the attempt's timeout), if any.
+    StepWaiting {
+        /// Position of the call in program order.
+        seq: u32,
+        /// The step call's key (its completion token names it).
+        key: StepKey,
+        /// The attempt number, from 1.
+        attempt: u32,
+        /// [`input_hash`] of the step's input.
+        #[serde(with = "hex_u64")]
+        input_hash: u64,
+        /// When the attempt started.
+        started_at: Timestamp,
+        /// When the wait times out, if it does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline: Option<Timestamp>,
+        /// The inbox position of the completion this attempt waits for (earlier ones were
+        /// failures consumed by earlier attempts).
+        #[serde(default)]
+        position: u64,
+    },
+    /// A durable timer (`wf.sleep`) began; it fires at `wake_at`, also after a restart.
+    TimerStarted {
+        /// Position of the call in program order.
+        seq: u32,
+        /// The timer's key (`@sleep#n`).
+        key: StepKey,
+        /// When it fires.
+        wake_at: Timestamp,
+    },
+    /// A timer fired.
+    TimerFired {
+        /// Position of the call in program order.
+        seq: u32,
+        /// The timer's key.
+        key: StepKey,
+    },
+    /// The workflow began waiting for an event, until `deadline` if the wait has a timeout.
+    EventAwaited {
+        /// Position of the call in program order.
+        seq: u32,
+        /// The wait's key (`@event:NAME#n`: the n-th wait for that event).
+        key: StepKey,
+        /// When the wait times out, if it does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline: Option<Timestamp>,
+        /// The inbox position of the event it waits for (events of one name are consumed in
+        /// the order they were sent).
+        #[serde(default)]
+        position: u64,
+    },
+    /// The awaited event arrived; its payload is what replay returns from now on.
+    EventReceived {
+        /// Position of the call in program order.
+        seq: u32,
+        /// The wait's key.
+        key: StepKey,
+        /// The event's payload.
+        payload: Box<RawValue>,
+    },
+    /// A wait (for an event) timed out.
+    WaitTimedOut {
+        /// Position of the call in program order.
+        seq: u32,
+        /// The wait's key.
+        key: StepKey,
+    },
+    /// A child workflow's execution started.
+    ChildStarted {
+        /// Position of the call in program order.
+        seq: u32,
+        /// The child's key in the parent (`@child:WORKFLOW#n`).
+        key: StepKey,
+        /// The child execution's id.
+        child: crate::execution::ExecutionId,
+    },
+    /// A child workflow completed; its output is what replay returns from now on.
+    ChildCompleted {
+        /// Position of the call in program order.
+        seq: u32,
+        /// The child's key in the parent.
+        key: StepKey,
+        /// The child's output.
+        output: Box<RawValue>,
+    },
+    /// A child workflow failed (it compensated itself).
+    ChildFailed {
+        /// Position of the call in program order.
+        seq: u32,
+        /// The child's key in the parent.
+        key: StepKey,
+        /// Why.
         error: Box<Failure>,
     },
     /// A step's compensation began.
@@ -192,6 +291,15 @@ impl JournalEvent {
             Self::StepCompleted { .. } => "step_completed",
             Self::StepFailed { .. } => "step_failed",
             Self::StepSkipped { .. } => "step_skipped",
+            Self::StepWaiting { .. } => "step_waiting",
+            Self::TimerStarted { .. } => "timer_started",
+            Self::TimerFired { .. } => "timer_fired",
+            Self::EventAwaited { .. } => "event_awaited",
+            Self::EventReceived { .. } => "event_received",
+            Self::WaitTimedOut { .. } => "wait_timed_out",
+            Self::ChildStarted { .. } => "child_started",
+            Self::ChildCompleted { .. } => "child_completed",
+            Self::ChildFailed { .. } => "child_failed",
             Self::CompensationStarted { .. } => "compensation_started",
             Self::CompensationCompleted { .. } => "compensation_completed",
             Self::CompensationFailed { .. } => "compensation_failed",
@@ -205,6 +313,15 @@ impl JournalEvent {
             | Self::StepCompleted { seq, key, .. }
             | Self::StepFailed { seq, key, .. }
             | Self::StepSkipped { seq, key, .. }
+            | Self::StepWaiting { seq, key, .. }
+            | Self::TimerStarted { seq, key, .. }
+            | Self::TimerFired { seq, key }
+            | Self::EventAwaited { seq, key, .. }
+            | Self::EventReceived { seq, key, .. }
+            | Self::WaitTimedOut { seq, key }
+            | Self::ChildStarted { seq, key, .. }
+            | Self::ChildCompleted { seq, key, .. }
+            | Self::ChildFailed { seq, key, .. }
             | Self::CompensationStarted { seq, key }
             | Self::CompensationCompleted { seq, key }
             | Self::CompensationFailed { seq, key, .. } => (*seq, key),

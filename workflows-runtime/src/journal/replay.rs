@@ -5,6 +5,10 @@
 //! meets a different key, or the same key with another input hash, is non-determinism.
 //! Lookups are by position in a `Vec`, so the cost per step does not grow with history.
 
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::task::Waker;
+
 use serde_json::value::RawValue;
 
 use super::{JournalEntry, JournalEvent, StepKey};
@@ -14,10 +18,20 @@ use crate::time::Timestamp;
 /// What a step call must do, decided from the journal.
 pub(crate) enum Decision {
     /// Run the step body: this is attempt number `attempt`, not before `not_before` (a
-    /// retry's backoff that was under way).
-    Run { attempt: u32, not_before: Option<Timestamp> },
+    /// retry's backoff that was under way). An async step's attempt waits for the first
+    /// completion delivered at inbox position `inbox_from` or later.
+    Run { attempt: u32, not_before: Option<Timestamp>, inbox_from: u64 },
     /// The step was skipped before: return `None`.
     Skipped,
+    /// An async step's attempt `attempt` ran its body (which sent its request) and waits for
+    /// its completion (at inbox position `position` or later) until `deadline`: wait, do not
+    /// run the body again.
+    AwaitCompletion { attempt: u32, started_at: Timestamp, deadline: Option<Timestamp>, position: u64 },
+    /// A timer, event wait or child is under way: wait until `until` (a timer's wake time or a
+    /// wait's deadline), or for the child; an event wait waits for inbox position `position`.
+    Wait { until: Option<Timestamp>, child: Option<crate::execution::ExecutionId>, position: u64 },
+    /// The wait timed out before.
+    TimedOut,
     /// The step completed before: return this output without running.
     Completed(Box<RawValue>),
     /// The step failed for good before: return this failure without running.
@@ -32,8 +46,11 @@ pub(crate) struct Mismatch {
     pub seq: u32,
     /// What the journal recorded at this position (`None`: nothing, the call is missing).
     pub recorded: Option<(StepKey, Option<u64>)>,
-    /// What the workflow does now (`None`: it finished without making this call).
+    /// What the workflow does now (`None`: it did not make this call).
     pub called: Option<(StepKey, u64)>,
+    /// The workflow is waiting for something else instead of making the recorded call (it
+    /// did not finish).
+    pub waiting: bool,
 }
 
 impl Mismatch {
@@ -46,6 +63,10 @@ impl Mismatch {
             }
             (Some((recorded, Some(old))), Some((_, new))) => format!(
                 "step `{recorded}` (call #{seq}) is called with a different input now (input hash {new:016x}, journal has {old:016x})"
+            ),
+            (Some((recorded, _)), None) if self.waiting => format!(
+                "the workflow waits for something else instead of calling step `{recorded}` (call #{seq}), which the \
+                 journal recorded next"
             ),
             (Some((recorded, _)), None) => format!(
                 "the workflow finished without calling step `{recorded}` (call #{seq}), which the journal recorded"
@@ -73,6 +94,12 @@ enum Status {
     /// An attempt started and neither completed nor failed for good; the next attempt is
     /// due at the time, if a retry was scheduled.
     Running { retry_at: Option<Timestamp> },
+    /// An async step's attempt waits for its completion.
+    AwaitingCompletion { started_at: Timestamp, deadline: Option<Timestamp>, position: u64 },
+    /// A timer, an event wait or a child under way.
+    Waiting { until: Option<Timestamp>, child: Option<crate::execution::ExecutionId> },
+    /// A wait that timed out.
+    TimedOut,
     /// Skipped after failing for good.
     Skipped,
     /// Completed; the output is kept only when loaded from the journal, until replay takes it.
@@ -88,6 +115,10 @@ struct Slot {
     status: Status,
     /// The compensation input, for completed steps that have a compensation.
     compensation_input: Option<Box<RawValue>>,
+    /// The child execution, for a child workflow: compensated as a unit.
+    child: Option<crate::execution::ExecutionId>,
+    /// For an async step: the inbox position its next attempt waits from.
+    inbox_next: u64,
     compensation: Compensation,
 }
 
@@ -95,7 +126,20 @@ struct Slot {
 pub(crate) struct PlannedCompensation {
     pub seq: u32,
     pub key: StepKey,
-    pub input: Box<RawValue>,
+    pub target: Compensate,
+}
+
+/// What a planned compensation undoes.
+pub(crate) enum Compensate {
+    /// A step, with its compensation's input.
+    Step(Box<RawValue>),
+    /// A completed child execution, as a unit.
+    Child(crate::execution::ExecutionId),
+}
+
+/// JSON `null`.
+pub(crate) fn null() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("`null` is JSON"))
 }
 
 /// An execution's progress: step calls made so far, and what the journal says about each.
@@ -104,10 +148,18 @@ pub(crate) struct Progress {
     next_seq: u32,
     /// Calls so far per step name. A workflow calls few distinct steps, and names are
     /// `&'static` (usually pointer-equal), so a linear scan beats hashing.
-    occurrences: Vec<(&'static str, u32)>,
+    occurrences: Vec<(Cow<'static, str>, u32)>,
     slots: Vec<Option<Slot>>,
     completion_order: Vec<u32>,
     next_index: u64,
+    /// The outcomes the journal recorded (completions, final failures, skips, fired timers,
+    /// received events, finished children), by call position, in journal order. Replay
+    /// resolves them in this order (see [`Progress::turn`]).
+    replay_order: VecDeque<u32>,
+    /// Futures waiting for their turn (`None`: for the end of replay), with their wakers.
+    turn_waiters: Vec<(Option<u32>, Waker)>,
+    /// Per event wait key name (`@event:NAME`): the inbox position the next wait takes.
+    event_positions: Vec<(String, u64)>,
 }
 
 impl Progress {
@@ -136,18 +188,57 @@ impl Progress {
             JournalEvent::StepStarted { seq, key, input_hash, attempt } => self.started(seq, key, input_hash, attempt),
             JournalEvent::StepCompleted { seq, key, attempt, input_hash, output, compensation, .. } => {
                 self.started(seq, key, input_hash, attempt);
-                self.completed(seq, Some(output), compensation)
+                self.completed(seq, Some(output), compensation);
+                self.replay_order.push_back(seq);
             }
-            JournalEvent::StepFailed { seq, key, attempt, input_hash, error, retry_at, .. } => {
+            JournalEvent::StepFailed { seq, key, attempt, input_hash, error, retry_at, consumed, .. } => {
+                let slot = self.slot_or_insert(seq, key.clone());
+                if let Some(position) = consumed {
+                    slot.inbox_next = slot.inbox_next.max(position + 1);
+                }
                 self.started(seq, key, input_hash, attempt);
                 match retry_at {
-                    None => self.failed(seq, *error),
+                    None => {
+                        self.failed(seq, *error);
+                        self.replay_order.push_back(seq);
+                    }
                     Some(at) => self.retry_scheduled(seq, at),
                 }
             }
             JournalEvent::StepSkipped { seq, key, attempt, input_hash, .. } => {
                 self.started(seq, key, input_hash, attempt);
                 self.skipped(seq);
+                self.replay_order.push_back(seq);
+            }
+            JournalEvent::StepWaiting { seq, key, attempt, input_hash, started_at, deadline, position } => {
+                self.started(seq, key, input_hash, attempt);
+                self.awaiting(seq, started_at, deadline, position);
+            }
+            JournalEvent::TimerStarted { seq, key, wake_at } => self.waiting(seq, key, Some(wake_at), None),
+            JournalEvent::EventAwaited { seq, key, deadline, position } => {
+                self.event_awaited(seq, key, deadline, position)
+            }
+            JournalEvent::ChildStarted { seq, key, child } => self.waiting(seq, key, None, Some(child)),
+            JournalEvent::TimerFired { seq, key } => {
+                self.slot_or_insert(seq, key);
+                self.completed(seq, Some(null()), None);
+                self.replay_order.push_back(seq);
+            }
+            JournalEvent::EventReceived { seq, key, payload }
+            | JournalEvent::ChildCompleted { seq, key, output: payload } => {
+                self.slot_or_insert(seq, key);
+                self.completed(seq, Some(payload), None);
+                self.replay_order.push_back(seq);
+            }
+            JournalEvent::WaitTimedOut { seq, key } => {
+                self.slot_or_insert(seq, key);
+                self.timed_out(seq);
+                self.replay_order.push_back(seq);
+            }
+            JournalEvent::ChildFailed { seq, key, error } => {
+                self.slot_or_insert(seq, key);
+                self.failed(seq, *error);
+                self.replay_order.push_back(seq);
             }
             JournalEvent::CompensationStarted { seq, key } => {
                 self.slot_or_insert(seq, key).compensation = Compensation::Started
@@ -172,6 +263,8 @@ impl Progress {
             attempts: 0,
             status: Status::Running { retry_at: None },
             compensation_input: None,
+            child: None,
+            inbox_next: 0,
             compensation: Compensation::Pending,
         })
     }
@@ -184,11 +277,14 @@ impl Progress {
     }
 
     /// Assigns the next step call its position and key.
-    pub fn next_call(&mut self, name: &'static str) -> (u32, StepKey) {
+    pub fn next_call(&mut self, name: impl Into<Cow<'static, str>>) -> (u32, StepKey) {
+        let name = name.into();
         let seq = self.next_seq;
         self.next_seq += 1;
         // Names come from `&'static` definitions: compare addresses first, text only if none matches.
-        let found = match self.occurrences.iter().position(|(known, _)| std::ptr::eq(*known, name)) {
+        let same_text =
+            |known: &Cow<'static, str>| std::ptr::eq(known.as_ptr(), name.as_ptr()) && known.len() == name.len();
+        let found = match self.occurrences.iter().position(|(known, _)| same_text(known)) {
             Some(index) => Some(index),
             None => self.occurrences.iter().position(|(known, _)| *known == name),
         };
@@ -198,7 +294,7 @@ impl Progress {
                 self.occurrences[index].1
             }
             None => {
-                self.occurrences.push((name, 1));
+                self.occurrences.push((name.clone(), 1));
                 1
             }
         };
@@ -208,7 +304,7 @@ impl Progress {
     /// What the step call at `seq` must do.
     pub fn decide(&mut self, seq: u32, key: &StepKey, input_hash: u64) -> Decision {
         let Some(Some(slot)) = self.slots.get_mut(seq as usize) else {
-            return Decision::Run { attempt: 1, not_before: None };
+            return Decision::Run { attempt: 1, not_before: None, inbox_from: 0 };
         };
         let hash_differs = slot.input_hash.is_some_and(|h| h != input_hash);
         if slot.key != *key || hash_differs {
@@ -216,18 +312,42 @@ impl Progress {
                 seq,
                 recorded: Some((slot.key.clone(), slot.input_hash)),
                 called: Some((key.clone(), input_hash)),
+                waiting: false,
             });
         }
         match &mut slot.status {
-            Status::Running { retry_at } => Decision::Run { attempt: slot.attempts + 1, not_before: *retry_at },
+            Status::Running { retry_at } => {
+                Decision::Run { attempt: slot.attempts + 1, not_before: *retry_at, inbox_from: slot.inbox_next }
+            }
+            Status::AwaitingCompletion { started_at, deadline, position } => Decision::AwaitCompletion {
+                attempt: slot.attempts,
+                started_at: *started_at,
+                deadline: *deadline,
+                position: *position,
+            },
+            Status::Waiting { until, child } => {
+                Decision::Wait { until: *until, child: child.clone(), position: slot.inbox_next }
+            }
+            Status::TimedOut => Decision::TimedOut,
             Status::Skipped => Decision::Skipped,
             Status::Failed(failure) => Decision::Failed((**failure).clone()),
             Status::Completed { output } => match output.take() {
                 Some(output) => Decision::Completed(output),
                 // Reached twice in one run: cannot happen with assigned positions.
-                None => Decision::Mismatch(Mismatch { seq, recorded: None, called: Some((key.clone(), input_hash)) }),
+                None => Decision::Mismatch(Mismatch {
+                    seq,
+                    recorded: None,
+                    called: Some((key.clone(), input_hash)),
+                    waiting: false,
+                }),
             },
         }
+    }
+
+    /// The key and input hash the journal recorded at `seq`, if any.
+    pub fn recorded(&self, seq: u32) -> Option<(StepKey, Option<u64>)> {
+        let slot = self.slots.get(seq as usize)?.as_ref()?;
+        Some((slot.key.clone(), slot.input_hash))
     }
 
     /// Records that an attempt started.
@@ -236,6 +356,87 @@ impl Progress {
         slot.input_hash = Some(input_hash);
         slot.attempts = slot.attempts.max(attempt);
         slot.status = Status::Running { retry_at: None };
+    }
+
+    /// Records that an async step's attempt waits for its completion.
+    pub fn awaiting(&mut self, seq: u32, started_at: Timestamp, deadline: Option<Timestamp>, position: u64) {
+        if let Some(Some(slot)) = self.slots.get_mut(seq as usize) {
+            slot.status = Status::AwaitingCompletion { started_at, deadline, position };
+        }
+    }
+
+    /// Records that an async step's attempt consumed the delivered failure at `position`.
+    pub fn consumed(&mut self, seq: u32, position: u64) {
+        if let Some(Some(slot)) = self.slots.get_mut(seq as usize) {
+            slot.inbox_next = slot.inbox_next.max(position + 1);
+        }
+    }
+
+    /// Records that a timer, event wait or child began.
+    pub fn waiting(
+        &mut self,
+        seq: u32,
+        key: StepKey,
+        until: Option<Timestamp>,
+        child: Option<crate::execution::ExecutionId>,
+    ) {
+        let slot = self.slot_or_insert(seq, key);
+        slot.child = child.clone();
+        slot.status = Status::Waiting { until, child };
+    }
+
+    /// Records that a wait for an event began, for the event at inbox `position`.
+    pub fn event_awaited(&mut self, seq: u32, key: StepKey, deadline: Option<Timestamp>, position: u64) {
+        let next = self.event_position(key.name());
+        *next = (*next).max(position + 1);
+        self.waiting(seq, key, deadline, None);
+        if let Some(Some(slot)) = self.slots.get_mut(seq as usize) {
+            slot.inbox_next = position;
+        }
+    }
+
+    /// The inbox position the next wait for the event its key names will wait for.
+    pub fn next_event_position(&mut self, key_name: &str) -> u64 {
+        *self.event_position(key_name)
+    }
+
+    fn event_position(&mut self, key_name: &str) -> &mut u64 {
+        let index = match self.event_positions.iter().position(|(name, _)| name == key_name) {
+            Some(index) => index,
+            None => {
+                self.event_positions.push((key_name.to_owned(), 0));
+                self.event_positions.len() - 1
+            }
+        };
+        &mut self.event_positions[index].1
+    }
+
+    /// Records that a wait timed out. An event wait's position goes back to the next wait for
+    /// that event, unless a later wait took the next one already.
+    pub fn timed_out(&mut self, seq: u32) {
+        let Some(Some(slot)) = self.slots.get_mut(seq as usize) else { return };
+        let was_event_wait =
+            matches!(slot.status, Status::Waiting { child: None, .. }) && slot.key.name().starts_with("@event:");
+        slot.status = Status::TimedOut;
+        let (name, position) = (slot.key.name().to_owned(), slot.inbox_next);
+        if was_event_wait {
+            let next = self.event_position(&name);
+            if *next == position + 1 {
+                *next = position;
+            }
+        }
+    }
+
+    /// The children started and not finished, to cancel when the parent stops.
+    pub fn running_children(&self) -> Vec<crate::execution::ExecutionId> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(|slot| match &slot.status {
+                Status::Waiting { child: Some(child), .. } => Some(child.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Records that the next attempt is due at `at`.
@@ -279,17 +480,74 @@ impl Progress {
     pub fn unreached(&self, calls: u32) -> Option<Mismatch> {
         self.slots.iter().enumerate().skip(calls as usize).find_map(|(seq, slot)| {
             let slot = slot.as_ref()?;
-            matches!(slot.status, Status::Completed { .. } | Status::Failed(_) | Status::Skipped).then(|| Mismatch {
-                seq: seq as u32,
-                recorded: Some((slot.key.clone(), slot.input_hash)),
-                called: None,
-            })
+            matches!(slot.status, Status::Completed { .. } | Status::Failed(_) | Status::Skipped | Status::TimedOut)
+                .then(|| Mismatch {
+                    seq: seq as u32,
+                    recorded: Some((slot.key.clone(), slot.input_hash)),
+                    called: None,
+                    waiting: false,
+                })
         })
     }
 
     /// How many step calls the workflow made so far in this run.
     pub fn calls(&self) -> u32 {
         self.next_seq
+    }
+
+    /// True while outcomes recorded in the journal remain to be replayed.
+    pub fn replaying(&self) -> bool {
+        !self.replay_order.is_empty()
+    }
+
+    /// Takes a turn to resolve a call: `Some(seq)` for an outcome recorded in the journal,
+    /// `None` for one that happened live. Returns false (and keeps `waker`) while it is not
+    /// the call's turn; wakers of calls whose turn comes are pushed to `wake`.
+    ///
+    /// Replayed calls resolve at once, in any order the workflow's futures are polled; but
+    /// the workflow assigns call positions in the order its branches go on, so replayed
+    /// outcomes must resolve in the order they first happened (`try_join!(async { a; b },
+    /// async { c; d })` where `c` finished before `a`), and live outcomes after all of them.
+    pub fn turn(&mut self, seq: Option<u32>, waker: &Waker, wake: &mut Vec<Waker>) -> bool {
+        let ready = match (seq, self.replay_order.front()) {
+            (_, None) => return true,
+            (Some(seq), Some(&front)) if seq == front => true,
+            // Not a recorded outcome: nothing orders it.
+            (Some(seq), Some(_)) if !self.replay_order.contains(&seq) => return true,
+            _ => false,
+        };
+        if !ready {
+            match self.turn_waiters.iter_mut().find(|(s, _)| *s == seq) {
+                Some((_, known)) if known.will_wake(waker) => {}
+                Some((_, known)) => known.clone_from(waker),
+                None => self.turn_waiters.push((seq, waker.clone())),
+            }
+            return false;
+        }
+        self.replay_order.pop_front();
+        self.turn_waiters.retain(|(s, _)| *s != seq);
+        let next = self.replay_order.front().copied();
+        let mut index = 0;
+        while index < self.turn_waiters.len() {
+            let (waits_for, _) = &self.turn_waiters[index];
+            if next.is_none() || *waits_for == next {
+                wake.push(self.turn_waiters.swap_remove(index).1);
+            } else {
+                index += 1;
+            }
+        }
+        true
+    }
+
+    /// The recorded call the workflow did not make although it is that call's turn: the body
+    /// waits for something else (non-determinism), or it would wait forever.
+    pub fn stuck(&self) -> Option<Mismatch> {
+        let &front = self.replay_order.front()?;
+        if front < self.next_seq || self.turn_waiters.iter().any(|(s, _)| *s == Some(front)) {
+            return None;
+        }
+        let slot = self.slots.get(front as usize)?.as_ref()?;
+        Some(Mismatch { seq: front, recorded: Some((slot.key.clone(), slot.input_hash)), called: None, waiting: true })
     }
 
     /// The compensations still to run, in reverse completion order, and the failures of
@@ -299,10 +557,14 @@ impl Progress {
         let mut failed = Vec::new();
         for &seq in self.completion_order.iter().rev() {
             let Some(Some(slot)) = self.slots.get(seq as usize) else { continue };
-            let Some(input) = &slot.compensation_input else { continue };
+            let target = match (&slot.compensation_input, &slot.child) {
+                (Some(input), _) => Compensate::Step(input.clone()),
+                (None, Some(child)) => Compensate::Child(child.clone()),
+                (None, None) => continue,
+            };
             match &slot.compensation {
                 Compensation::Pending | Compensation::Started => {
-                    plan.push(PlannedCompensation { seq, key: slot.key.clone(), input: input.clone() })
+                    plan.push(PlannedCompensation { seq, key: slot.key.clone(), target })
                 }
                 Compensation::Done => {}
                 Compensation::Failed(failure) => failed.push((**failure).clone()),
@@ -356,9 +618,9 @@ mod tests {
         let (seq, key) = p.next_call("a");
         assert!(matches!(p.decide(seq, &key, 7), Decision::Completed(o) if o.get() == "1"));
         let (seq, key) = p.next_call("b");
-        assert!(matches!(p.decide(seq, &key, 8), Decision::Run { attempt: 2, not_before: None }));
+        assert!(matches!(p.decide(seq, &key, 8), Decision::Run { attempt: 2, not_before: None, .. }));
         let (seq, key) = p.next_call("c");
-        assert!(matches!(p.decide(seq, &key, 9), Decision::Run { attempt: 1, not_before: None }));
+        assert!(matches!(p.decide(seq, &key, 9), Decision::Run { attempt: 1, not_before: None, .. }));
         assert_eq!(p.take_index(), 2);
     }
 
@@ -397,6 +659,7 @@ mod tests {
         let p = Progress::from_journal(journal(events));
         let (plan, failed) = p.compensation_plan();
         let keys: Vec<_> = plan.iter().map(|c| c.key.to_string()).collect();
+        assert!(plan.iter().all(|c| matches!(c.target, Compensate::Step(_))));
         assert_eq!(keys, ["c#1"]);
         assert_eq!(failed.len(), 1);
     }

@@ -80,6 +80,8 @@ pub struct StepDefinition {
     pub(crate) location: SourceLocation,
     pub(crate) compensation: Option<CompensationDefinition>,
     pub(crate) policy: StepPolicy,
+    /// For async steps: checks that a delivered output decodes as the step's output type.
+    pub(crate) check_output: Option<InputCheck>,
 }
 
 impl StepDefinition {
@@ -91,7 +93,19 @@ impl StepDefinition {
         compensation: Option<CompensationDefinition>,
         policy: StepPolicy,
     ) -> Self {
-        Self { name, fn_name, location, compensation, policy }
+        Self { name, fn_name, location, compensation, policy, check_output: None }
+    }
+
+    /// This definition, for an async step (`#[step(async)]`) whose output `check` decodes.
+    #[doc(hidden)]
+    pub const fn completed_later(mut self, check: InputCheck) -> Self {
+        self.check_output = Some(check);
+        self
+    }
+
+    /// True for an async step (`#[step(async)]`): completed from outside.
+    pub fn is_async(&self) -> bool {
+        self.check_output.is_some()
     }
 
     /// Its retry, timeout and failure policies.

@@ -47,13 +47,7 @@ pub(crate) async fn run_compensation(
     // A compensation has the retry budget and attempt timeout of the step it undoes.
     let retry = step.and_then(|s| s.policy().retry).unwrap_or(live.engine.default_retry);
     let timeout = step.and_then(|s| s.policy().timeout);
-    let started = JournalEvent::CompensationStarted { seq, key: key.clone() };
-    drop(live.append([started], None, WriteMode::Lazy, |p| p.compensation(seq, Compensation::Started)));
-
-    // The previous compensation (and everything before it) is durable before this one runs.
-    let upto = live.submitted();
-    if let Err(error) = live.barrier(upto).await {
-        live.abort(Abort::Store(error));
+    if !begin(live, seq, &key).await {
         return None;
     }
     let mut attempt = 1;
@@ -75,17 +69,38 @@ pub(crate) async fn run_compensation(
         tokio::time::sleep(retry.delay(attempt, 0.5)).await;
         attempt += 1;
     };
+    let result = result.map_err(|error| Failure {
+        kind: FailureKind::Compensation,
+        message: error.message().to_owned(),
+        step: Some(key.name().to_owned()),
+        key: Some(key.to_string()),
+        attempts: Some(attempt),
+        permanent: error.is_permanent(),
+    });
+    finish(live, seq, key, result)
+}
+
+/// Journals that the compensation of the call at `seq` begins, and waits until the previous
+/// compensation (and everything before it) is durable. False if the store failed (the
+/// execution is aborted).
+pub(crate) async fn begin(live: &LiveExecution, seq: u32, key: &StepKey) -> bool {
+    let started = JournalEvent::CompensationStarted { seq, key: key.clone() };
+    drop(live.append([started], None, WriteMode::Lazy, |p| p.compensation(seq, Compensation::Started)));
+    let upto = live.submitted();
+    match live.barrier(upto).await {
+        Ok(()) => true,
+        Err(error) => {
+            live.abort(Abort::Store(error));
+            false
+        }
+    }
+}
+
+/// Journals how the compensation of the call at `seq` ended; returns its failure.
+pub(crate) fn finish(live: &LiveExecution, seq: u32, key: StepKey, result: Result<(), Failure>) -> Option<Failure> {
     let (event, state, failure) = match result {
         Ok(()) => (JournalEvent::CompensationCompleted { seq, key }, Compensation::Done, None),
-        Err(error) => {
-            let failure = Failure {
-                kind: FailureKind::Compensation,
-                message: error.message().to_owned(),
-                step: Some(key.name().to_owned()),
-                key: Some(key.to_string()),
-                attempts: Some(attempt),
-                permanent: error.is_permanent(),
-            };
+        Err(failure) => {
             let event = JournalEvent::CompensationFailed { seq, key, error: Box::new(failure.clone()) };
             (event, Compensation::Failed(Box::new(failure.clone())), Some(failure))
         }

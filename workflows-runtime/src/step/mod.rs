@@ -13,7 +13,7 @@ use crate::journal::StepKey;
 
 #[doc(hidden)]
 pub use compensation::compensation_hook;
-pub use run::{StepFn, call_step, call_step_or_skip};
+pub use run::{StepFn, call_step, call_step_or_skip, check_output};
 
 /// What a step body (or a compensation) gets as its optional first parameter
 /// `ctx: &StepContext`: who it is, which attempt this is, and the application's services.
@@ -55,6 +55,15 @@ impl StepContext {
     /// its side effect (a payment captured twice, for example).
     pub fn idempotency_key(&self) -> String {
         format!("{}/{}", self.live.id, self.key)
+    }
+
+    /// The token that completes this async step (`#[step(async)]`) from outside, with
+    /// [`Engine::complete_step`](crate::Engine::complete_step) or
+    /// [`Engine::fail_step`](crate::Engine::fail_step), in any process sharing the store. It
+    /// is the step's [idempotency key](StepContext::idempotency_key): the same for every
+    /// attempt.
+    pub fn completion_token(&self) -> String {
+        self.idempotency_key()
     }
 
     /// True once the execution is being cancelled or ran out of time. Long-running step
@@ -117,6 +126,57 @@ impl<T> StepResponse<T, T> {
     /// A response whose compensation input is the output.
     pub fn new(output: T) -> Self {
         Self { output, compensation: None }
+    }
+}
+
+/// What an async step (`#[step(async)]`) body returns: the step completes `later`, when its
+/// completion is delivered from outside, or (when the work finished at once) `now`.
+///
+/// ```
+/// # use workflows_runtime::prelude::*;
+/// #[step(async)]
+/// async fn request_approval(ctx: &StepContext, order: u64) -> Result<Completion<bool>, StepError> {
+///     // Send `ctx.completion_token()` to whoever approves; they call `engine.complete_step`.
+///     let _token = ctx.completion_token();
+///     Ok(Completion::later())
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Completion<T>(pub(crate) Option<T>);
+
+impl<T> Completion<T> {
+    /// The step completes when [`Engine::complete_step`](crate::Engine::complete_step) (or
+    /// `fail_step`) is called with its [completion token](StepContext::completion_token).
+    pub fn later() -> Self {
+        Self(None)
+    }
+
+    /// The step completed already, with `output`.
+    pub fn now(output: T) -> Self {
+        Self(Some(output))
+    }
+}
+
+/// What a step body produced: a response, or (async steps) a completion to wait for. Not
+/// public API.
+#[doc(hidden)]
+pub enum Outcome<T, C> {
+    Done(StepResponse<T, C>),
+    Later,
+}
+
+impl<T> From<Completion<T>> for Outcome<T, T> {
+    fn from(completion: Completion<T>) -> Self {
+        match completion.0 {
+            Some(output) => Outcome::Done(StepResponse::new(output)),
+            None => Outcome::Later,
+        }
+    }
+}
+
+impl<T, C> From<StepResponse<T, C>> for Outcome<T, C> {
+    fn from(response: StepResponse<T, C>) -> Self {
+        Outcome::Done(response)
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use super::{StepContext, StepResponse};
+use super::{Outcome, StepContext, StepResponse};
 use crate::engine::live::{Abort, LiveExecution};
 use crate::engine::panic::catch_unwind;
 use crate::error::{Failure, StepError};
@@ -21,7 +21,7 @@ use crate::journal::replay::Decision;
 use crate::journal::{JournalEvent, StepKey, input_hash};
 use crate::policy::OnFailure;
 use crate::registry::StepDefinition;
-use crate::store::WriteMode;
+use crate::store::{InboxKind, WriteMode};
 use crate::time::Timestamp;
 use crate::workflow::Workflow;
 
@@ -42,7 +42,7 @@ pub trait StepFn: 'static {
     fn call(
         ctx: &StepContext,
         input: Self::Input,
-    ) -> impl Future<Output = Result<StepResponse<Self::Output, Self::Compensation>, StepError>> + Send + '_;
+    ) -> impl Future<Output = Result<Outcome<Self::Output, Self::Compensation>, StepError>> + Send + '_;
 
     /// Runs the compensation once. Steps without a compensation keep this default, which the
     /// engine never calls (their definition has no compensation hook).
@@ -72,6 +72,12 @@ pub fn call_step<S: StepFn>(
             None => Err(StepError::permanent("the step was skipped")),
         }
     }
+}
+
+/// Checks that `output`, delivered to async step `S`, decodes as its output. Not public API.
+#[doc(hidden)]
+pub fn check_output<S: StepFn>(output: &RawValue) -> Result<(), serde_json::Error> {
+    serde_json::from_str::<S::Output>(output.get()).map(drop)
 }
 
 /// The call of a step with `on_failure = "skip"`: `None` when it was skipped. Not public API.
@@ -105,26 +111,39 @@ async fn run_step<S: StepFn>(
 ) -> Result<Option<S::Output>, StepError> {
     // Only what depends on the step's types is generic; the journaling is shared code.
     let input_hash = input_hash(&input);
-    let (mut attempt, mut not_before) = match begin(live, seq, &key, input_hash) {
-        Begin::Run { attempt, not_before } => (attempt, not_before),
-        Begin::Replay(output) => match serde_json::from_str::<S::Output>(output.get()) {
-            Ok(output) => return Ok(Some(output)),
-            Err(error) => {
-                live.abort_decode(format!("the stored output of step `{key}` does not decode"), &error);
-                return std::future::pending().await;
-            }
-        },
-        Begin::Skipped => return Ok(None),
-        Begin::Failed(error) => return settle(live, definition, error).await.map(|()| None),
+    let (mut attempt, mut not_before, mut inbox_from, mut waiting) = match begin(live, seq, &key, input_hash) {
+        Begin::Run { attempt, not_before, inbox_from } => (attempt, not_before, inbox_from, None),
+        Begin::Await { attempt, started_at, deadline, position } => {
+            (attempt, None, position, Some(Waiting { attempt, input_hash, started_at, deadline, position }))
+        }
+        Begin::Replay(output) => {
+            live.turn(Some(seq)).await;
+            return match serde_json::from_str::<S::Output>(output.get()) {
+                Ok(output) => Ok(Some(output)),
+                Err(error) => {
+                    live.abort_decode(format!("the stored output of step `{key}` does not decode"), &error);
+                    std::future::pending().await
+                }
+            };
+        }
+        Begin::Skipped => {
+            live.turn(Some(seq)).await;
+            return Ok(None);
+        }
+        Begin::Failed(error) => {
+            live.turn(Some(seq)).await;
+            return settle(live, definition, error).await.map(|()| None);
+        }
         Begin::Stop => return std::future::pending().await,
     };
+    let mut busy = Some(live.busy());
     if let Err(error) = live.barrier(barrier).await {
         live.abort(Abort::Store(error));
         return std::future::pending().await;
     }
     let retry = definition.policy.retry.unwrap_or(live.engine.default_retry);
     // Attempts after the first decode their input from JSON: the first one consumed it.
-    let retry_input = if retry.max_attempts() > attempt {
+    let retry_input = if retry.max_attempts() > attempt || waiting.is_some() {
         Some(
             crate::journal::json::to_raw(&input)
                 .map_err(|e| StepError::permanent(format!("the step's input cannot be serialized to JSON: {e}")))?,
@@ -139,38 +158,80 @@ async fn run_step<S: StepFn>(
             live.stop_at_boundary();
             return std::future::pending().await;
         }
-        if let Some(at) = not_before.take() {
-            // A backoff that survives restarts: the next attempt's time is journaled.
-            tokio::time::sleep(at.duration_since(Timestamp::now())).await;
-        }
-        let this_input = match input.take() {
-            Some(input) => input,
-            None => match retry_input.as_deref().map(|json| serde_json::from_str::<S::Input>(json.get())) {
-                Some(Ok(input)) => input,
-                Some(Err(e)) => {
-                    return Err(StepError::permanent(format!("the step's input does not decode for a retry: {e}")));
+        let (started_at, outcome, consumed) = match waiting.take() {
+            // An async step's attempt whose body ran before a restart: only its wait resumes.
+            Some(resumed) => {
+                busy = None;
+                let (outcome, consumed) = await_completion::<S>(live, definition, seq, &key, &resumed).await;
+                (resumed.started_at, outcome, consumed)
+            }
+            None => {
+                if let Some(at) = not_before.take() {
+                    // A backoff that survives restarts: the next attempt's time is journaled;
+                    // the execution is suspended while it waits, if that is long.
+                    busy = None;
+                    let _wait = live.wait(seq, Some(at), false);
+                    tokio::time::sleep(at.duration_since(Timestamp::now())).await;
                 }
-                None => return Err(StepError::permanent("the step's input is gone")),
-            },
-        };
-        let started_at = Timestamp::now();
-        let ctx = StepContext { live: live.clone(), key: key.clone(), attempt };
-        let running = Attempt::start(live);
-        let outcome = match attempt_once::<S>(&ctx, seq, input_hash, this_input, definition.policy.timeout).await {
-            Ok(response) => match encode(&response, definition) {
-                Ok(encoded) => Ok((response.output, encoded)),
-                Err(error) => Err(error),
-            },
-            Err(error) => Err(error),
+                busy = busy.or_else(|| Some(live.busy()));
+                let this_input = match input.take() {
+                    Some(input) => input,
+                    None => match retry_input.as_deref().map(|json| serde_json::from_str::<S::Input>(json.get())) {
+                        Some(Ok(input)) => input,
+                        Some(Err(e)) => {
+                            return Err(StepError::permanent(format!(
+                                "the step's input does not decode for a retry: {e}"
+                            )));
+                        }
+                        None => return Err(StepError::permanent("the step's input is gone")),
+                    },
+                };
+                let started_at = Timestamp::now();
+                let ctx = StepContext { live: live.clone(), key: key.clone(), attempt };
+                let running = Attempt::start(live);
+                let called = attempt_once::<S>(&ctx, seq, input_hash, this_input, definition.policy.timeout).await;
+                match called {
+                    Ok(Outcome::Done(response)) => match encode(&response, definition) {
+                        Ok((output, compensation)) => {
+                            record_completion(ctx, seq, input_hash, started_at, output, compensation);
+                            drop(running);
+                            live.turn(None).await;
+                            return Ok(Some(response.output));
+                        }
+                        Err(error) => (started_at, Err(error), None),
+                    },
+                    Ok(Outcome::Later) if definition.is_async() => {
+                        // The body sent its request: wait (suspended, if nothing else runs)
+                        // for the completion, within the attempt's timeout.
+                        drop(running);
+                        busy = None;
+                        let deadline = definition.policy.timeout.map(|timeout| started_at + timeout);
+                        let waits = Waiting { attempt, input_hash, started_at, deadline, position: inbox_from };
+                        journal_waiting(live, seq, &key, &waits);
+                        let (outcome, consumed) = await_completion::<S>(live, definition, seq, &key, &waits).await;
+                        (started_at, outcome, consumed)
+                    }
+                    Ok(Outcome::Later) => {
+                        let error = StepError::permanent(
+                            "the step returned `Completion::later()` but is not async; mark it `#[step(async)]`",
+                        );
+                        (started_at, Err(error), None)
+                    }
+                    Err(error) => (started_at, Err(error), None),
+                }
+            }
         };
         let error = match outcome {
-            Ok((value, (output, compensation))) => {
-                record_completion(ctx, seq, input_hash, started_at, output, compensation);
-                drop(running);
+            Ok(value) => {
+                live.turn(None).await;
                 return Ok(Some(value));
             }
             Err(error) => error.with_step(definition.name(), &key.to_string(), attempt),
         };
+        if let Some(position) = consumed {
+            inbox_from = position + 1;
+        }
+        let failed = Failed { seq, key: &key, attempt, input_hash, started_at, consumed };
         if error.is_permanent() || attempt >= retry.max_attempts() {
             let failure = error.to_failure();
             if definition.policy.on_failure == OnFailure::Skip {
@@ -181,16 +242,15 @@ async fn run_step<S: StepFn>(
                     p.skipped(seq);
                 });
                 live.defer(ack);
-                drop(running);
+                live.turn(None).await;
                 return Ok(None);
             }
-            record_failure(live, seq, &key, attempt, input_hash, started_at, failure, None);
-            drop(running);
+            record_failure(live, &failed, failure, None);
+            live.turn(None).await;
             return settle(live, definition, error).await.map(|()| None);
         }
         let retry_at = Timestamp::now() + retry.delay(attempt, random_unit());
-        record_failure(live, seq, &key, attempt, input_hash, started_at, error.to_failure(), Some(retry_at));
-        drop(running);
+        record_failure(live, &failed, error.to_failure(), Some(retry_at));
         // The failure is durable before the next attempt runs.
         let upto = live.submitted();
         if let Err(error) = live.barrier(upto).await {
@@ -200,6 +260,76 @@ async fn run_step<S: StepFn>(
         not_before = Some(retry_at);
         attempt += 1;
     }
+}
+
+/// An async step's attempt waiting for its completion.
+struct Waiting {
+    attempt: u32,
+    input_hash: u64,
+    started_at: Timestamp,
+    deadline: Option<Timestamp>,
+    /// The inbox position its completion will be at (or after).
+    position: u64,
+}
+
+/// Journals that an async step's attempt ran its body and now waits for its completion.
+fn journal_waiting(live: &LiveExecution, seq: u32, key: &StepKey, waits: &Waiting) {
+    let Waiting { attempt, input_hash, started_at, deadline, position } = *waits;
+    let event =
+        JournalEvent::StepWaiting { seq, key: key.clone(), attempt, input_hash, started_at, deadline, position };
+    let progress_key = key.clone();
+    let ack = live.append([event], None, WriteMode::Durable, |p| {
+        p.started(seq, progress_key, input_hash, attempt);
+        p.awaiting(seq, started_at, deadline, position);
+    });
+    live.defer(ack);
+}
+
+/// Waits for an async step's completion; journals it if it is a success. Returns the outcome
+/// and, for a delivered failure, its inbox position.
+async fn await_completion<S: StepFn>(
+    live: &LiveExecution,
+    definition: &StepDefinition,
+    seq: u32,
+    key: &StepKey,
+    waits: &Waiting,
+) -> (Result<S::Output, StepError>, Option<u64>) {
+    let name = key.to_string();
+    let delivered =
+        crate::workflow::wait::delivery(live, seq, InboxKind::Completion, &name, waits.position, waits.deadline).await;
+    let Some(entry) = delivered else {
+        let waited = waits.deadline.map(|d| d.duration_since(waits.started_at)).unwrap_or_default();
+        let error = StepError::new(format!(
+            "no completion was delivered within the step's timeout ({})",
+            humantime::format_duration(waited)
+        ));
+        return (Err(error), None);
+    };
+    if let Some(failure) = entry.failure {
+        return (Err(StepError::from_failure(&failure)), Some(entry.position));
+    }
+    let payload = entry.payload.unwrap_or_else(crate::journal::replay::null);
+    let output = match serde_json::from_str::<S::Output>(payload.get()) {
+        Ok(output) => output,
+        Err(e) => {
+            let error = StepError::permanent(format!("the delivered output does not decode as the step's output: {e}"));
+            return (Err(error), Some(entry.position));
+        }
+    };
+    // An async step's compensation gets its output.
+    let compensation = definition.compensation.is_some().then(|| payload.clone());
+    let completed = JournalEvent::StepCompleted {
+        seq,
+        key: key.clone(),
+        attempt: waits.attempt,
+        input_hash: waits.input_hash,
+        started_at: waits.started_at,
+        output: payload,
+        compensation: compensation.clone(),
+    };
+    let ack = live.append([completed], None, WriteMode::Durable, |p| p.completed(seq, None, compensation));
+    live.defer(ack);
+    (Ok(output), None)
 }
 
 /// Applies the step's `on_failure` policy to its final failure: with `fail` (the default) the
@@ -222,7 +352,7 @@ async fn attempt_once<S: StepFn>(
     input_hash: u64,
     input: S::Input,
     timeout: Option<Duration>,
-) -> Result<StepResponse<S::Output, S::Compensation>, StepError> {
+) -> Result<Outcome<S::Output, S::Compensation>, StepError> {
     let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
     let mut call = std::pin::pin!(catch_unwind(S::call(ctx, input)));
     // An attempt that finishes within its first poll is journaled by its outcome alone; one
@@ -282,6 +412,13 @@ enum Begin {
     Run {
         attempt: u32,
         not_before: Option<Timestamp>,
+        inbox_from: u64,
+    },
+    Await {
+        attempt: u32,
+        started_at: Timestamp,
+        deadline: Option<Timestamp>,
+        position: u64,
     },
     Replay(Box<RawValue>),
     Skipped,
@@ -298,7 +435,22 @@ fn begin(live: &LiveExecution, seq: u32, key: &StepKey, input_hash: u64) -> Begi
         return Begin::Stop;
     }
     match live.with_progress(|p| p.decide(seq, key, input_hash)) {
-        Decision::Run { attempt, not_before } => Begin::Run { attempt, not_before },
+        Decision::Run { attempt, not_before, inbox_from } => Begin::Run { attempt, not_before, inbox_from },
+        Decision::AwaitCompletion { attempt, started_at, deadline, position } => {
+            Begin::Await { attempt, started_at, deadline, position }
+        }
+        // Timers, events and children have their own keys (`@...`): these cannot meet a step.
+        decision @ (Decision::Wait { .. } | Decision::TimedOut) => {
+            let recorded = live.with_progress(|p| p.recorded(seq));
+            drop(decision);
+            live.abort_mismatch(&crate::journal::replay::Mismatch {
+                seq,
+                recorded,
+                called: Some((key.clone(), input_hash)),
+                waiting: false,
+            });
+            Begin::Stop
+        }
         Decision::Completed(output) => Begin::Replay(output),
         Decision::Skipped => Begin::Skipped,
         Decision::Failed(failure) => Begin::Failed(StepError::from_failure(&failure)),
@@ -339,18 +491,20 @@ fn record_completion(
     live.defer(ack);
 }
 
-/// Journals a failed attempt; `retry_at` is when the next one is due, `None` if it was the last.
-#[allow(clippy::too_many_arguments)]
-fn record_failure(
-    live: &LiveExecution,
+/// A failed attempt, as journaled.
+struct Failed<'a> {
     seq: u32,
-    key: &StepKey,
+    key: &'a StepKey,
     attempt: u32,
     input_hash: u64,
     started_at: Timestamp,
-    failure: Failure,
-    retry_at: Option<Timestamp>,
-) {
+    /// The inbox position of a delivered failure (async steps).
+    consumed: Option<u64>,
+}
+
+/// Journals a failed attempt; `retry_at` is when the next one is due, `None` if it was the last.
+fn record_failure(live: &LiveExecution, attempt: &Failed<'_>, failure: Failure, retry_at: Option<Timestamp>) {
+    let Failed { seq, key, attempt, input_hash, started_at, consumed } = *attempt;
     let kept = failure.clone();
     let failed = JournalEvent::StepFailed {
         seq,
@@ -360,9 +514,13 @@ fn record_failure(
         started_at,
         error: Box::new(failure),
         retry_at,
+        consumed,
     };
     let ack = live.append([failed], None, WriteMode::Durable, |p| {
         p.started(seq, key.clone(), input_hash, attempt);
+        if let Some(position) = consumed {
+            p.consumed(seq, position);
+        }
         match retry_at {
             None => p.failed(seq, kept),
             Some(at) => p.retry_scheduled(seq, at),

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::value::RawValue;
 
 use super::{
-    AppendBatch, Claim, CreateOutcome, ExecutionQuery, NewExecution, Purge, Store, StoreAck, StoreError, StoreFuture,
-    WriteAck,
+    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxEntry, InboxKind, NewExecution, Purge,
+    Reopen, Reopened, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
 };
 use crate::error::Failure;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
-use crate::journal::JournalEntry;
+use crate::journal::{JournalEntry, JournalEvent};
 use crate::time::Timestamp;
 
 /// A [`Store`] that keeps everything in the process's memory.
@@ -45,7 +45,12 @@ struct Entry {
     rerun_of: Option<ExecutionId>,
     cancel_requested: bool,
     retain_until: Option<Timestamp>,
+    wake_at: Option<Timestamp>,
+    wakeups: u64,
+    parent: Option<(ExecutionId, String)>,
     journal: Vec<JournalEntry>,
+    /// Deliveries by (kind, name), in delivery order.
+    inbox: HashMap<(InboxKind, String), Vec<InboxEntry>>,
 }
 
 impl Entry {
@@ -68,6 +73,9 @@ impl Entry {
             rerun_of: self.rerun_of.clone(),
             cancel_requested: self.cancel_requested,
             retain_until: self.retain_until,
+            wake_at: self.wake_at,
+            wakeups: self.wakeups,
+            parent: self.parent.clone(),
         }
     }
 
@@ -79,6 +87,7 @@ impl Entry {
 
     fn is_orphan(&self, now: Timestamp) -> bool {
         self.state.is_active() && (self.owner.is_none() || self.lease_until.is_none_or(|t| t < now))
+            || self.state == ExecutionState::Waiting && self.wake_at.is_some_and(|t| t <= now)
     }
 }
 
@@ -127,8 +136,43 @@ impl MemoryStore {
                 entry.lease_until = None;
             }
         }
+        if let Some(delivery) = &batch.deliver {
+            deliver_into(&mut executions, delivery);
+        }
         Ok(())
     }
+}
+
+/// Stores a delivery in an execution's inbox (see [`Store::deliver`]).
+fn deliver_into(executions: &mut Executions, delivery: &Delivery) -> Delivered {
+    let Some(entry) = executions.get_mut(&delivery.execution) else { return Delivered::NotFound };
+    if entry.state.is_finished() {
+        return Delivered::Finished(entry.state);
+    }
+    let queue = entry.inbox.entry((delivery.kind, delivery.name.clone())).or_default();
+    if delivery.kind == InboxKind::Completion {
+        // Failures may be followed by a completion for a retry; a success is final.
+        let journaled = entry
+            .journal
+            .iter()
+            .any(|e| matches!(&e.event, JournalEvent::StepCompleted { key, .. } if key.to_string() == delivery.name));
+        if queue.iter().any(|e| e.failure.is_none()) || journaled {
+            return Delivered::AlreadyCompleted;
+        }
+    }
+    queue.push(InboxEntry {
+        position: queue.len() as u64,
+        payload: delivery.payload.clone(),
+        failure: delivery.failure.clone(),
+        at: delivery.at,
+    });
+    entry.wakeups += 1;
+    let woke = entry.state == ExecutionState::Waiting;
+    if woke {
+        // Due now: the next claim (of any engine that runs the workflow) resumes it.
+        entry.wake_at = Some(delivery.at.min(entry.wake_at.unwrap_or(delivery.at)));
+    }
+    Delivered::Stored { woke }
 }
 
 fn ready<T: Send + 'static>(value: T) -> StoreFuture<'static, T> {
@@ -175,6 +219,10 @@ impl Store for MemoryStore {
             rerun_of: new.rerun_of,
             cancel_requested: false,
             retain_until: None,
+            wake_at: None,
+            wakeups: 0,
+            parent: new.parent,
+            inbox: HashMap::new(),
             // Most workflows fit, so appending steps does not regrow (and copy) the journal.
             journal: Vec::with_capacity(16),
         };
@@ -212,7 +260,11 @@ impl Store for MemoryStore {
         let mut executions = self.lock();
         let mut orphans: Vec<(&ExecutionId, &mut Entry)> = executions
             .iter_mut()
-            .filter(|(_, e)| e.is_orphan(claim.now) && claim.workflows.iter().any(|w| *w == e.workflow))
+            .filter(|(id, e)| {
+                e.is_orphan(claim.now)
+                    && claim.workflows.iter().any(|w| *w == e.workflow)
+                    && claim.only.as_ref().is_none_or(|only| only == *id)
+            })
             .collect();
         orphans.sort_by_key(|(_, e)| e.created_at);
         let owner: Arc<str> = Arc::from(claim.owner.as_str());
@@ -223,6 +275,10 @@ impl Store for MemoryStore {
                 e.owner = Some(owner.clone());
                 e.lease_until = Some(claim.lease_until);
                 e.epoch += 1;
+                if e.state == ExecutionState::Waiting {
+                    e.state = ExecutionState::Running;
+                    e.wake_at = None;
+                }
                 e.record(id)
             })
             .collect();
@@ -259,6 +315,10 @@ impl Store for MemoryStore {
         let requested = match executions.get_mut(id) {
             Some(entry) if entry.state.is_active() || entry.state == ExecutionState::Waiting => {
                 entry.cancel_requested = true;
+                // A waiting execution is woken, so that an engine takes it over and cancels it.
+                if entry.state == ExecutionState::Waiting {
+                    entry.wake_at = Some(Timestamp::now());
+                }
                 true
             }
             _ => false,
@@ -319,5 +379,78 @@ impl Store for MemoryStore {
             _ => false,
         };
         ready(released)
+    }
+
+    fn deliver<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, Delivered> {
+        ready(deliver_into(&mut self.lock(), delivery))
+    }
+
+    fn inbox<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        kind: InboxKind,
+        name: &'a str,
+        position: u64,
+    ) -> StoreFuture<'a, Option<InboxEntry>> {
+        let executions = self.lock();
+        let entry = executions
+            .get(id)
+            .and_then(|e| e.inbox.get(&(kind, name.to_owned())))
+            .and_then(|queue| queue.iter().find(|e| e.position >= position))
+            .cloned();
+        ready(entry)
+    }
+
+    fn suspend<'a>(&'a self, suspend: &'a Suspend) -> StoreFuture<'a, Suspended> {
+        let mut executions = self.lock();
+        let Some(entry) = executions.get_mut(&suspend.execution) else {
+            return Box::pin(std::future::ready(Err(StoreError::NotFound(suspend.execution.clone()))));
+        };
+        if entry.epoch != suspend.epoch {
+            let error = StoreError::Fenced {
+                execution: suspend.execution.clone(),
+                current: entry.epoch,
+                attempted: suspend.epoch,
+            };
+            return Box::pin(std::future::ready(Err(error)));
+        }
+        if entry.cancel_requested {
+            return ready(Suspended::Cancelled);
+        }
+        if entry.wakeups != suspend.observed_wakeups {
+            return ready(Suspended::Woken(entry.wakeups));
+        }
+        entry.state = ExecutionState::Waiting;
+        entry.wake_at = suspend.wake_at;
+        entry.owner = None;
+        entry.lease_until = None;
+        entry.updated_at = Timestamp::now();
+        ready(Suspended::Yes)
+    }
+
+    fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened> {
+        let mut executions = self.lock();
+        let Some(entry) = executions.get_mut(&reopen.execution) else { return ready(Reopened::NotFound) };
+        let orphaned = entry.owner.is_none() || entry.lease_until.is_none_or(|t| t < reopen.now);
+        match entry.state {
+            ExecutionState::Completed => {
+                entry.state = ExecutionState::Compensating;
+                entry.failure = Some(reopen.failure.clone());
+                entry.retain_until = None;
+            }
+            ExecutionState::Compensating if orphaned => {}
+            state => return ready(Reopened::No(state)),
+        }
+        entry.owner = Some(Arc::from(reopen.owner.as_str()));
+        entry.lease_until = Some(reopen.lease_until);
+        entry.epoch += 1;
+        entry.updated_at = Timestamp::now();
+        ready(Reopened::Yes(Box::new(entry.record(&reopen.execution))))
+    }
+
+    fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
+        let executions = self.lock();
+        let next = executions.values().filter(|e| e.state == ExecutionState::Waiting).filter_map(|e| e.wake_at).min();
+        ready(next)
     }
 }

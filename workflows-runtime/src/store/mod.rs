@@ -57,9 +57,10 @@ pub trait Store: Send + Sync + 'static {
     /// Executions matching `query`, newest first.
     fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, Vec<ExecutionRecord>>;
 
-    /// Takes over up to `limit` active executions (`pending`, `running`, `compensating`) that
-    /// have no owner or whose owner's lease expired before `now`: sets their owner and lease,
-    /// increments their epoch, and returns them.
+    /// Takes over up to `limit` executions that need an engine: active ones (`pending`,
+    /// `running`, `compensating`) that have no owner or whose owner's lease expired before
+    /// `now`, and `waiting` ones whose wake-up time is due (they become `running`). Sets their
+    /// owner and lease, increments their epoch, and returns them.
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>>;
 
     /// Extends the lease of every active execution `owner` holds until `lease_until`, and
@@ -74,8 +75,9 @@ pub trait Store: Send + Sync + 'static {
     /// it was released.
     fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool>;
 
-    /// Marks an active execution's cancellation as requested. Returns false if it is not
-    /// active (finished, or unknown).
+    /// Marks an active or waiting execution's cancellation as requested (a waiting one is
+    /// woken, so that an engine takes it over and cancels it). Returns false if it is
+    /// finished or unknown.
     fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool>;
 
     /// Moves a `pending` execution (held at `epoch`) to `running` if it is the oldest one
@@ -83,9 +85,152 @@ pub trait Store: Send + Sync + 'static {
     /// Returns whether it did.
     fn acquire<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool>;
 
-    /// Deletes up to `purge.limit` finished executions (and their journals) that `purge`
-    /// selects. Returns how many.
+    /// Deletes up to `purge.limit` finished executions (and their journals and inboxes) that
+    /// `purge` selects. Returns how many.
     fn purge<'a>(&'a self, purge: &'a Purge) -> StoreFuture<'a, u64>;
+
+    /// Delivers an external completion or event into an execution's inbox, where it stays
+    /// until the execution consumes it; counts a wake-up, and wakes the execution if it was
+    /// `waiting` (it is due now: the next claim takes it over).
+    fn deliver<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, Delivered>;
+
+    /// The first inbox entry of `kind` and `name` at `position` (from 0) or later, if any.
+    fn inbox<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        kind: InboxKind,
+        name: &'a str,
+        position: u64,
+    ) -> StoreFuture<'a, Option<InboxEntry>>;
+
+    /// Suspends an execution held at `epoch`: `waiting` until `wake_at` (if any) or a
+    /// delivery, unowned — unless a delivery arrived since the engine last looked (its
+    /// wake-up count is no longer `observed_wakeups`) or its cancellation was requested.
+    fn suspend<'a>(&'a self, suspend: &'a Suspend) -> StoreFuture<'a, Suspended>;
+
+    /// The earliest wake-up time of the `waiting` executions, if any has one.
+    fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>>;
+
+    /// Takes a `completed` execution (a child whose parent compensates) into `compensating`,
+    /// owned by `reopen.owner` with a new epoch, and returns it; or takes over one already
+    /// `compensating` whose owner is gone.
+    fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened>;
+}
+
+/// A request to compensate a completed execution as a unit; see [`Store::reopen`].
+#[derive(Clone, Debug)]
+pub struct Reopen {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// The engine taking it.
+    pub owner: String,
+    /// The current time (leases that ended before it are expired).
+    pub now: Timestamp,
+    /// Its new lease.
+    pub lease_until: Timestamp,
+    /// Why it is compensated.
+    pub failure: Failure,
+}
+
+/// What [`Store::reopen`] did.
+#[derive(Clone, Debug)]
+pub enum Reopened {
+    /// It is `compensating`, owned by the caller: run its compensations.
+    Yes(Box<ExecutionRecord>),
+    /// It is in this state, and nothing was changed: finished (compensated already, say), or
+    /// driven by a live owner.
+    No(ExecutionState),
+    /// No execution has this id.
+    NotFound,
+}
+
+/// What kind of delivery an inbox entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InboxKind {
+    /// The completion (or failure) of an async step; named by the step key; one per step.
+    Completion,
+    /// An event; named by the event's name; any number, in the order they were sent.
+    Event,
+}
+
+impl InboxKind {
+    /// The kind as stored: `completion` or `event`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completion => "completion",
+            Self::Event => "event",
+        }
+    }
+}
+
+/// A delivery into an execution's inbox.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// Completion or event.
+    pub kind: InboxKind,
+    /// The step key (completions) or the event name.
+    pub name: String,
+    /// The output or payload, as JSON.
+    pub payload: Option<Box<RawValue>>,
+    /// The failure, for a failed completion.
+    pub failure: Option<Failure>,
+    /// When it was delivered.
+    pub at: Timestamp,
+}
+
+/// What [`Store::deliver`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// Stored; `woke` if the execution was waiting and is now resumable.
+    Stored {
+        /// The execution was woken.
+        woke: bool,
+    },
+    /// A completion for this step was delivered (or journaled) already.
+    AlreadyCompleted,
+    /// The execution finished already.
+    Finished(ExecutionState),
+    /// No execution has this id.
+    NotFound,
+}
+
+/// An inbox entry.
+#[derive(Clone, Debug)]
+pub struct InboxEntry {
+    /// Its position among the entries of its kind and name.
+    pub position: u64,
+    /// The output or payload.
+    pub payload: Option<Box<RawValue>>,
+    /// The failure, for a failed completion.
+    pub failure: Option<Failure>,
+    /// When it was delivered.
+    pub at: Timestamp,
+}
+
+/// A request to suspend an execution.
+#[derive(Clone, Debug)]
+pub struct Suspend {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// The suspending engine's epoch.
+    pub epoch: u64,
+    /// When a timer (or a wait's deadline) wakes it, if one does.
+    pub wake_at: Option<Timestamp>,
+    /// The wake-up count the engine saw last.
+    pub observed_wakeups: u64,
+}
+
+/// What [`Store::suspend`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suspended {
+    /// The execution is `waiting`.
+    Yes,
+    /// Not suspended: deliveries arrived; the wake-up count is now this.
+    Woken(u64),
+    /// Not suspended: its cancellation was requested.
+    Cancelled,
 }
 
 /// Which finished executions [`Store::purge`] deletes: those matching either condition.
@@ -169,6 +314,27 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn purge<'a>(&'a self, purge: &'a Purge) -> StoreFuture<'a, u64> {
         (**self).purge(purge)
     }
+    fn deliver<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, Delivered> {
+        (**self).deliver(delivery)
+    }
+    fn inbox<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        kind: InboxKind,
+        name: &'a str,
+        position: u64,
+    ) -> StoreFuture<'a, Option<InboxEntry>> {
+        (**self).inbox(id, kind, name, position)
+    }
+    fn suspend<'a>(&'a self, suspend: &'a Suspend) -> StoreFuture<'a, Suspended> {
+        (**self).suspend(suspend)
+    }
+    fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
+        (**self).next_wake()
+    }
+    fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened> {
+        (**self).reopen(reopen)
+    }
 }
 
 /// What a durable store promises once a write is acknowledged.
@@ -212,6 +378,8 @@ pub struct NewExecution {
     pub fail_if_held: bool,
     /// The execution this one re-runs.
     pub rerun_of: Option<ExecutionId>,
+    /// The parent execution and the parent's key for this child, for child workflows.
+    pub parent: Option<(ExecutionId, String)>,
 }
 
 /// What [`Store::create_execution`] did.
@@ -266,6 +434,9 @@ pub struct AppendBatch {
     pub transition: Option<Transition>,
     /// How durable it must be before the ack resolves.
     pub mode: WriteMode,
+    /// A delivery to another execution, made in the same write: a child's final state and
+    /// its result in the parent's inbox are stored together.
+    pub deliver: Option<Box<Delivery>>,
 }
 
 /// The acknowledgement of a submitted write: resolves when the write is durable.
@@ -324,6 +495,8 @@ pub struct Claim {
     pub limit: usize,
     /// Only executions of these workflows (the ones the claiming engine can run).
     pub workflows: Vec<String>,
+    /// Only this execution, if set.
+    pub only: Option<ExecutionId>,
 }
 
 /// A filter for [`Store::list_executions`].

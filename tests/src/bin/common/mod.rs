@@ -1,5 +1,6 @@
-//! What both crash-test workers share: the side-effect log, the `crash_saga` workflow, and the
-//! command line (`DB LOG full|process start ID PLAN_JSON | resume ID`).
+//! What both crash-test workers share: the side-effect log, the `crash_saga`, `approval_flow`
+//! and `fan_saga` workflows, and the command line
+//! (`DB LOG full|process start ID PLAN_JSON|approval|fan:N | resume ID | complete ID TOKEN JSON`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use workflows_runtime::prelude::*;
-use workflows_runtime::{Durability, SqliteOptions};
+use workflows_runtime::{Durability, ExecutionState, SqliteOptions};
 
 /// What the workflow does; part of its input, so replay sees the same plan.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,11 +116,44 @@ async fn crash_saga(wf: &Workflow, plan: Plan) -> Result<u32, WorkflowError> {
     Ok(sum)
 }
 
+/// An async step: logs its completion token (the test hands it to another process, which
+/// completes the step) and waits for the completion.
+#[step(async)]
+async fn request_approval(ctx: &StepContext, order: u32) -> Result<Completion<bool>, StepError> {
+    ctx.resolve::<SideEffects>()?.record(format!("token {}", ctx.completion_token()));
+    let _ = order;
+    Ok(Completion::later())
+}
+
+#[workflow]
+async fn approval_flow(wf: &Workflow, order: u32) -> Result<String, WorkflowError> {
+    let approved = request_approval(wf, order).await?;
+    Ok(format!("order {order} {}", if approved { "approved" } else { "declined" }))
+}
+
+/// One item of the fan-out: takes a while that does not grow with `k`, so items complete in
+/// another order than they started.
+#[step]
+async fn item(ctx: &StepContext, k: u32) -> Result<u32, StepError> {
+    effect(ctx, format!("item {k} begin {}", ctx.attempt()), &format!("item:{k}")).await?;
+    tokio::time::sleep(Duration::from_millis(u64::from(k * 37 % 50))).await;
+    ctx.resolve::<SideEffects>()?.record(format!("item {k} end"));
+    Ok(k * k)
+}
+
+#[workflow]
+async fn fan_saga(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
+    let squares = wf.fan_out(1..=n, 3, |k| item(wf, k)).await?;
+    Ok(squares.iter().sum())
+}
+
 /// The worker's main: see the binaries' docs.
 pub async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let [_, db, log, durability, command, id, rest @ ..] = args.as_slice() else {
-        eprintln!("usage: crash_worker DB LOG full|process start ID PLAN_JSON | resume ID");
+        eprintln!(
+            "usage: crash_worker DB LOG full|process start ID PLAN_JSON|approval|fan:N | resume ID | complete ID TOKEN JSON"
+        );
         return ExitCode::from(2);
     };
     let durability = if durability == "process" { Durability::Process } else { Durability::Full };
@@ -137,14 +171,30 @@ pub async fn main() -> ExitCode {
         // The outcome is read back from the store below, like after a resume.
         if rest[0] == "evolving" {
             let _ = engine.start_workflow_by_name("evolving", serde_json::Value::Null, RunOptions::new().id(&id)).await;
+        } else if rest[0] == "approval" {
+            // Started; once it is suspended (it waits for its approval) this process exits.
+            let _ = approval_flow::start_with(&engine, 7, RunOptions::new().id(&id)).await;
+        } else if let Some(n) = rest[0].strip_prefix("fan:") {
+            let _ = fan_saga::run_with(&engine, n.parse().expect("a count"), RunOptions::new().id(&id)).await;
         } else {
             let plan: Plan = serde_json::from_str(&rest[0]).expect("a plan");
             let _ = crash_saga::run_with(&engine, plan, RunOptions::new().id(&id)).await;
         }
     }
+    if command == "complete" {
+        let output: serde_json::Value = serde_json::from_str(&rest[1]).expect("an output");
+        if let Err(error) = engine.complete_step(&rest[0], output).await {
+            eprintln!("crash_worker: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
     loop {
         match engine.execution(&id).await {
             Ok(Some(record)) if record.state.is_finished() => {
+                println!("STATE {}", record.state);
+                return ExitCode::SUCCESS;
+            }
+            Ok(Some(record)) if record.state == ExecutionState::Waiting && command == "start" => {
                 println!("STATE {}", record.state);
                 return ExitCode::SUCCESS;
             }

@@ -22,8 +22,8 @@ pub use schema::SCHEMA_VERSION;
 
 use self::writer::Command;
 use super::{
-    AppendBatch, Claim, CreateOutcome, Durability, ExecutionQuery, NewExecution, Purge, Store, StoreAck, StoreError,
-    StoreFuture, WriteAck,
+    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, Durability, ExecutionQuery, InboxEntry, InboxKind,
+    NewExecution, Purge, Reopen, Reopened, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
 };
 use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::journal::JournalEntry;
@@ -373,5 +373,53 @@ impl Store for SqliteStore {
 
     fn purge<'a>(&'a self, purge: &'a Purge) -> StoreFuture<'a, u64> {
         Box::pin(self.send(|reply| Command::Purge(purge.clone(), reply)))
+    }
+
+    fn deliver<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, Delivered> {
+        Box::pin(self.send(|reply| Command::Deliver(delivery.clone(), reply)))
+    }
+
+    fn inbox<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        kind: InboxKind,
+        name: &'a str,
+        position: u64,
+    ) -> StoreFuture<'a, Option<InboxEntry>> {
+        let (id, name) = (id.clone(), name.to_owned());
+        self.read(move |conn| {
+            let context = || format!("cannot read the inbox of execution {id}");
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT position, payload, failure, at FROM inbox
+                     WHERE execution_id = ?1 AND kind = ?2 AND name = ?3 AND position >= ?4
+                     ORDER BY position LIMIT 1",
+                )
+                .map_err(|e| backend(context(), e))?;
+            let mut found = statement
+                .query(rusqlite::params![id.as_str(), kind.as_str(), name, position as i64])
+                .map_err(|e| backend(context(), e))?;
+            match found.next().map_err(|e| backend(context(), e))? {
+                Some(row) => rows::inbox_entry(row, &id).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn suspend<'a>(&'a self, suspend: &'a Suspend) -> StoreFuture<'a, Suspended> {
+        Box::pin(self.send(|reply| Command::Suspend(suspend.clone(), reply)))
+    }
+
+    fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened> {
+        Box::pin(self.send(|reply| Command::Reopen(reopen.clone(), reply)))
+    }
+
+    fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT MIN(wake_at) FROM executions WHERE state = 'waiting' AND wake_at IS NOT NULL")
+                .and_then(|mut s| s.query_row([], |r| r.get::<_, Option<i64>>(0)))
+                .map(|next| next.map(Timestamp::from_micros))
+                .map_err(|e| backend("cannot read the next wake-up time", e))
+        })
     }
 }

@@ -13,7 +13,8 @@ use crate::time::Timestamp;
 
 /// The columns [`execution`] reads, in order.
 pub(super) const EXECUTION_COLUMNS: &str = "id, workflow, fingerprint, version, input, state, result, failure, \
-     created_at, updated_at, owner, lease_until, epoch, exclusive_key, rerun_of, cancel_requested, retain_until";
+     created_at, updated_at, owner, lease_until, epoch, exclusive_key, rerun_of, cancel_requested, retain_until, \
+     wake_at, wakeups, parent_id, parent_key";
 
 /// The columns [`journal_entry`] reads, in order.
 pub(super) const JOURNAL_COLUMNS: &str = "execution_id, idx, at, step_key, event";
@@ -59,6 +60,12 @@ pub(super) fn execution(row: &Row<'_>) -> Result<ExecutionRecord, StoreError> {
         rerun_of: get::<Option<String>>(row, 14)?.map(ExecutionId::from),
         cancel_requested: get::<i64>(row, 15)? != 0,
         retain_until: get::<Option<i64>>(row, 16)?.map(Timestamp::from_micros),
+        wake_at: get::<Option<i64>>(row, 17)?.map(Timestamp::from_micros),
+        wakeups: get::<i64>(row, 18)? as u64,
+        parent: match (get::<Option<String>>(row, 19)?, get::<Option<String>>(row, 20)?) {
+            (Some(parent), Some(key)) => Some((ExecutionId::from(parent), key)),
+            _ => None,
+        },
         id,
     })
 }
@@ -91,5 +98,20 @@ pub(super) fn failure_json(failure: &Failure) -> Result<String, StoreError> {
     serde_json::to_string(failure).map_err(|e| StoreError::Backend {
         context: "cannot encode a failure record as JSON".into(),
         source: Box::new(e),
+    })
+}
+
+/// An inbox row: position, payload, failure, at.
+pub(super) fn inbox_entry(row: &Row<'_>, execution: &ExecutionId) -> Result<crate::store::InboxEntry, StoreError> {
+    let position: i64 = get(row, 0)?;
+    let payload = get::<Option<String>>(row, 1)?.map(|text| json(execution, "inbox payload", text)).transpose()?;
+    let failure = get::<Option<String>>(row, 2)?
+        .map(|text| serde_json::from_str::<Failure>(&text).map_err(|e| corrupt(execution, "an inbox failure", e)))
+        .transpose()?;
+    Ok(crate::store::InboxEntry {
+        position: position as u64,
+        payload,
+        failure,
+        at: Timestamp::from_micros(get(row, 3)?),
     })
 }

@@ -57,6 +57,26 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX executions_by_key ON executions (exclusive_key, state, created_at) WHERE exclusive_key IS NOT NULL;
     CREATE INDEX executions_by_retention ON executions (retain_until) WHERE retain_until IS NOT NULL;
     "#,
+    // 3: suspension (wake-up times and counts), child executions, the inbox of deliveries.
+    r#"
+    ALTER TABLE executions ADD COLUMN wake_at INTEGER;
+    ALTER TABLE executions ADD COLUMN wakeups INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN parent_id TEXT;
+    ALTER TABLE executions ADD COLUMN parent_key TEXT;
+    CREATE INDEX executions_by_wake ON executions (wake_at) WHERE state = 'waiting' AND wake_at IS NOT NULL;
+    CREATE INDEX executions_by_parent ON executions (parent_id) WHERE parent_id IS NOT NULL;
+
+    CREATE TABLE inbox (
+        execution_id TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        position     INTEGER NOT NULL,
+        payload      TEXT,
+        failure      TEXT,
+        at           INTEGER NOT NULL,
+        PRIMARY KEY (execution_id, kind, name, position)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -16,7 +16,10 @@ use tokio::sync::oneshot;
 use super::{ACTIVE_STATES, backend, rows};
 use crate::error::{Failure, FailureKind};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
-use crate::store::{AppendBatch, Claim, CreateOutcome, NewExecution, Purge, StoreError, WriteMode};
+use crate::store::{
+    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, InboxKind, NewExecution, Purge, Reopen, Reopened,
+    StoreError, Suspend, Suspended, WriteMode,
+};
 use crate::time::Timestamp;
 
 /// At most this many commands go into one transaction.
@@ -35,6 +38,9 @@ pub(super) enum Command {
     RequestCancel(ExecutionId, Reply<bool>),
     Acquire(ExecutionId, u64, Reply<bool>),
     Purge(Purge, Reply<u64>),
+    Deliver(Delivery, Reply<Delivered>),
+    Suspend(Suspend, Reply<Suspended>),
+    Reopen(Reopen, Reply<Reopened>),
 }
 
 impl Command {
@@ -51,6 +57,9 @@ enum Applied {
     Count(Reply<u64>, Result<u64, StoreError>),
     Flag(Reply<bool>, Result<bool, StoreError>),
     Ids(Reply<Vec<ExecutionId>>, Result<Vec<ExecutionId>, StoreError>),
+    Delivered(Reply<Delivered>, Result<Delivered, StoreError>),
+    Suspended(Reply<Suspended>, Result<Suspended, StoreError>),
+    Reopened(Reply<Reopened>, Result<Reopened, StoreError>),
 }
 
 impl Applied {
@@ -63,7 +72,10 @@ impl Applied {
             | Applied::Records(_, Err(e))
             | Applied::Count(_, Err(e))
             | Applied::Flag(_, Err(e))
-            | Applied::Ids(_, Err(e)) => message(e),
+            | Applied::Ids(_, Err(e))
+            | Applied::Delivered(_, Err(e))
+            | Applied::Suspended(_, Err(e))
+            | Applied::Reopened(_, Err(e)) => message(e),
             _ => None,
         }
     }
@@ -82,12 +94,18 @@ impl Applied {
             (Applied::Count(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Flag(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Ids(reply, result), Ok(())) => drop(reply.send(result)),
+            (Applied::Delivered(reply, result), Ok(())) => drop(reply.send(result)),
+            (Applied::Suspended(reply, result), Ok(())) => drop(reply.send(result)),
+            (Applied::Reopened(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Create(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Unit(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Records(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Count(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Flag(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Ids(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
+            (Applied::Delivered(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
+            (Applied::Suspended(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
+            (Applied::Reopened(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
         }
     }
 }
@@ -192,6 +210,9 @@ fn apply_nothing(command: Command) -> Applied {
         Command::ReleaseOne(_, _, reply) | Command::RequestCancel(_, reply) | Command::Acquire(_, _, reply) => {
             Applied::Flag(reply, never())
         }
+        Command::Deliver(_, reply) => Applied::Delivered(reply, never()),
+        Command::Suspend(_, reply) => Applied::Suspended(reply, never()),
+        Command::Reopen(_, reply) => Applied::Reopened(reply, never()),
     }
 }
 
@@ -208,6 +229,9 @@ fn apply(conn: &Connection, command: Command) -> Applied {
         Command::RequestCancel(id, reply) => Applied::Flag(reply, in_savepoint(conn, |c| request_cancel(c, &id))),
         Command::Acquire(id, epoch, reply) => Applied::Flag(reply, in_savepoint(conn, |c| acquire(c, &id, epoch))),
         Command::Purge(purge, reply) => Applied::Count(reply, in_savepoint(conn, |c| purge_finished(c, &purge))),
+        Command::Deliver(delivery, reply) => Applied::Delivered(reply, in_savepoint(conn, |c| deliver(c, &delivery))),
+        Command::Suspend(suspend, reply) => Applied::Suspended(reply, in_savepoint(conn, |c| suspend_one(c, &suspend))),
+        Command::Reopen(reopen, reply) => Applied::Reopened(reply, in_savepoint(conn, |c| reopen_one(c, &reopen))),
     }
 }
 
@@ -250,8 +274,9 @@ fn create(conn: &Connection, new: NewExecution) -> Result<CreateOutcome, StoreEr
     let inserted = conn
         .prepare_cached(
             "INSERT INTO executions (id, workflow, fingerprint, version, input, state, result, failure,
-                                     created_at, updated_at, owner, lease_until, epoch, exclusive_key, rerun_of)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?7, ?8, ?9, 1, ?10, ?11)
+                                     created_at, updated_at, owner, lease_until, epoch, exclusive_key, rerun_of,
+                                     parent_id, parent_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13)
              ON CONFLICT (id) DO NOTHING",
         )
         .and_then(|mut statement| {
@@ -267,6 +292,8 @@ fn create(conn: &Connection, new: NewExecution) -> Result<CreateOutcome, StoreEr
                 new.lease_until.as_micros(),
                 new.exclusive_key,
                 new.rerun_of.as_ref().map(|id| id.as_str()),
+                new.parent.as_ref().map(|(id, _)| id.as_str()),
+                new.parent.as_ref().map(|(_, key)| key.as_str()),
             ])
         })
         .map_err(|e| backend(context(), e))?;
@@ -357,18 +384,24 @@ fn append(conn: &Connection, batch: AppendBatch) -> Result<(), StoreError> {
         })
         .map_err(|e| backend(context(), e))?;
     }
+    if let Some(delivery) = &batch.deliver {
+        deliver(conn, delivery)?;
+    }
     Ok(())
 }
 
 fn claim_orphans(conn: &Connection, claim: &Claim) -> Result<Vec<ExecutionRecord>, StoreError> {
     let context = "cannot claim orphaned executions";
     let sql = format!(
-        "UPDATE executions SET owner = ?1, lease_until = ?2, epoch = epoch + 1
+        "UPDATE executions SET owner = ?1, lease_until = ?2, epoch = epoch + 1,
+             state = CASE WHEN state = 'waiting' THEN 'running' ELSE state END,
+             wake_at = CASE WHEN state = 'waiting' THEN NULL ELSE wake_at END
          WHERE id IN (
              SELECT id FROM executions
-             WHERE state IN {ACTIVE_STATES}
-               AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3)
+             WHERE ((state IN {ACTIVE_STATES} AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3))
+                    OR (state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?3))
                AND workflow IN (SELECT value FROM json_each(?4))
+               AND (?6 IS NULL OR id = ?6)
              ORDER BY created_at
              LIMIT ?5)
          RETURNING {}",
@@ -382,7 +415,8 @@ fn claim_orphans(conn: &Connection, claim: &Claim) -> Result<Vec<ExecutionRecord
             claim.lease_until.as_micros(),
             claim.now.as_micros(),
             workflows,
-            claim.limit as i64
+            claim.limit as i64,
+            claim.only.as_ref().map(ExecutionId::as_str)
         ])
         .map_err(|e| backend(context, e))?;
     let mut records = Vec::new();
@@ -432,8 +466,10 @@ fn renew(conn: &Connection, owner: &str, until: Timestamp) -> Result<Vec<Executi
 }
 
 fn request_cancel(conn: &Connection, id: &ExecutionId) -> Result<bool, StoreError> {
+    // A waiting execution is woken, so that an engine takes it over and cancels it.
     let sql = format!(
-        "UPDATE executions SET cancel_requested = 1, updated_at = ?2
+        "UPDATE executions SET cancel_requested = 1, updated_at = ?2,
+             wake_at = CASE WHEN state = 'waiting' THEN ?2 ELSE wake_at END
          WHERE id = ?1 AND (state IN {ACTIVE_STATES} OR state = 'waiting')"
     );
     conn.execute(&sql, params![id.as_str(), Timestamp::now().as_micros()])
@@ -487,6 +523,7 @@ fn purge_finished(conn: &Connection, purge: &Purge) -> Result<u64, StoreError> {
     for id in &due {
         conn.prepare_cached("DELETE FROM journal WHERE execution_id = ?1")
             .and_then(|mut s| s.execute([id]))
+            .and_then(|_| conn.prepare_cached("DELETE FROM inbox WHERE execution_id = ?1")?.execute([id]))
             .and_then(|_| conn.prepare_cached("DELETE FROM executions WHERE id = ?1")?.execute([id]))
             .map_err(|e| backend(context, e))?;
     }
@@ -506,4 +543,140 @@ fn release_one(conn: &Connection, id: &ExecutionId, epoch: u64) -> Result<bool, 
     conn.execute(&sql, params![id.as_str(), epoch as i64])
         .map(|n| n == 1)
         .map_err(|e| backend(format!("cannot release execution {id}"), e))
+}
+
+fn deliver(conn: &Connection, delivery: &Delivery) -> Result<Delivered, StoreError> {
+    let id = &delivery.execution;
+    let context = || format!("cannot deliver to execution {id}");
+    let state: Option<String> = conn
+        .prepare_cached("SELECT state FROM executions WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
+        .map_err(|e| backend(context(), e))?;
+    let Some(state) = state else { return Ok(Delivered::NotFound) };
+    let state: ExecutionState = state.parse().map_err(|e| StoreError::Corrupt {
+        execution: id.clone(),
+        what: "its state".into(),
+        detail: format!("{e}"),
+    })?;
+    if state.is_finished() {
+        return Ok(Delivered::Finished(state));
+    }
+    let kind = delivery.kind.as_str();
+    let position: i64 = match delivery.kind {
+        InboxKind::Completion => {
+            // Failures may be followed by a completion for a retry; a success is final.
+            let (completed, next): (bool, i64) = conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM inbox
+                                    WHERE execution_id = ?1 AND kind = 'completion' AND name = ?2 AND failure IS NULL)
+                         OR EXISTS (SELECT 1 FROM journal
+                                    WHERE execution_id = ?1 AND step_key = ?2 AND kind = 'step_completed'),
+                         (SELECT COALESCE(MAX(position) + 1, 0) FROM inbox
+                          WHERE execution_id = ?1 AND kind = 'completion' AND name = ?2)",
+                )
+                .and_then(|mut s| s.query_row(params![id.as_str(), delivery.name], |r| Ok((r.get(0)?, r.get(1)?))))
+                .map_err(|e| backend(context(), e))?;
+            if completed {
+                return Ok(Delivered::AlreadyCompleted);
+            }
+            next
+        }
+        InboxKind::Event => conn
+            .prepare_cached(
+                "SELECT COALESCE(MAX(position) + 1, 0) FROM inbox WHERE execution_id = ?1 AND kind = 'event' AND name = ?2",
+            )
+            .and_then(|mut s| s.query_row(params![id.as_str(), delivery.name], |r| r.get(0)))
+            .map_err(|e| backend(context(), e))?,
+    };
+    let failure = delivery.failure.as_ref().map(rows::failure_json).transpose()?;
+    conn.prepare_cached(
+        "INSERT INTO inbox (execution_id, kind, name, position, payload, failure, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            id.as_str(),
+            kind,
+            delivery.name,
+            position,
+            delivery.payload.as_deref().map(|p| p.get()),
+            failure,
+            delivery.at.as_micros()
+        ])
+    })
+    .map_err(|e| backend(context(), e))?;
+    // Counted in all cases (see `Store::suspend`); a waiting execution is due now: the next
+    // claim (of any engine that runs its workflow) resumes it.
+    conn.prepare_cached(
+        "UPDATE executions SET wakeups = wakeups + 1,
+             wake_at = CASE WHEN state = 'waiting' THEN MIN(COALESCE(wake_at, ?2), ?2) ELSE wake_at END
+         WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id.as_str(), delivery.at.as_micros()]))
+    .map_err(|e| backend(context(), e))?;
+    Ok(Delivered::Stored { woke: state == ExecutionState::Waiting })
+}
+
+fn suspend_one(conn: &Connection, suspend: &Suspend) -> Result<Suspended, StoreError> {
+    let id = &suspend.execution;
+    let context = || format!("cannot suspend execution {id}");
+    let suspended = conn
+        .prepare_cached(
+            "UPDATE executions SET state = 'waiting', wake_at = ?3, owner = NULL, lease_until = NULL, updated_at = ?5
+             WHERE id = ?1 AND epoch = ?2 AND wakeups = ?4 AND state = 'running' AND cancel_requested = 0",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id.as_str(),
+                suspend.epoch as i64,
+                suspend.wake_at.map(Timestamp::as_micros),
+                suspend.observed_wakeups as i64,
+                Timestamp::now().as_micros()
+            ])
+        })
+        .map_err(|e| backend(context(), e))?;
+    if suspended == 1 {
+        return Ok(Suspended::Yes);
+    }
+    let current: Option<(i64, i64, i64)> = conn
+        .prepare_cached("SELECT epoch, wakeups, cancel_requested FROM executions WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+        .map_err(|e| backend(context(), e))?;
+    match current {
+        None => Err(StoreError::NotFound(id.clone())),
+        Some((epoch, _, _)) if epoch as u64 != suspend.epoch => {
+            Err(StoreError::Fenced { execution: id.clone(), current: epoch as u64, attempted: suspend.epoch })
+        }
+        Some((_, _, cancel)) if cancel != 0 => Ok(Suspended::Cancelled),
+        Some((_, wakeups, _)) => Ok(Suspended::Woken(wakeups as u64)),
+    }
+}
+
+fn reopen_one(conn: &Connection, reopen: &Reopen) -> Result<Reopened, StoreError> {
+    let id = &reopen.execution;
+    let context = || format!("cannot compensate execution {id}");
+    let failure = rows::failure_json(&reopen.failure)?;
+    let sql = format!(
+        "UPDATE executions SET owner = ?2, lease_until = ?3, epoch = epoch + 1, updated_at = ?4,
+             failure = CASE WHEN state = 'completed' THEN ?5 ELSE failure END,
+             retain_until = CASE WHEN state = 'completed' THEN NULL ELSE retain_until END,
+             state = 'compensating'
+         WHERE id = ?1
+           AND (state = 'completed'
+                OR (state = 'compensating' AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?4)))
+         RETURNING {}",
+        rows::EXECUTION_COLUMNS
+    );
+    let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context(), e))?;
+    let mut updated = statement
+        .query(params![id.as_str(), reopen.owner, reopen.lease_until.as_micros(), reopen.now.as_micros(), failure])
+        .map_err(|e| backend(context(), e))?;
+    if let Some(row) = updated.next().map_err(|e| backend(context(), e))? {
+        return Ok(Reopened::Yes(Box::new(rows::execution(row)?)));
+    }
+    drop(updated);
+    drop(statement);
+    match read_execution(conn, id)? {
+        Some(record) => Ok(Reopened::No(record.state)),
+        None => Ok(Reopened::NotFound),
+    }
 }

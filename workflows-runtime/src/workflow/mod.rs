@@ -1,4 +1,15 @@
-//! The workflow context and the trait every `#[workflow]` implements.
+//! The workflow context and the trait every `#[workflow]` implements, and what a workflow
+//! body can wait on besides steps: timers, events, child workflows.
+
+mod child;
+mod event;
+mod fan_out;
+mod timer;
+pub(crate) mod wait;
+
+#[doc(hidden)]
+pub use child::call_child;
+pub use event::{EventWait, WaitError};
 
 use std::fmt;
 use std::future::Future;

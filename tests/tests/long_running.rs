@@ -1,0 +1,361 @@
+//! Long-running workflows on the SQLite store: async steps completed from outside, durable
+//! timers across a restart, events (also sent before the wait), waits that time out and
+//! compensate, suspension, child workflows compensated and cancelled with their parent, and
+//! the fan-out helper.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use workflows_runtime::prelude::*;
+use workflows_runtime::{DeliveryError, EngineBuilder, ExecutionState, JournalEvent, WaitError};
+use workflows_tests::{Gate, Log, eventually};
+
+/// What the steps did, and the completion tokens they sent out.
+#[derive(Default)]
+struct Outbox {
+    tokens: Mutex<Vec<String>>,
+    log: Log,
+    gate: Gate,
+}
+
+impl Outbox {
+    fn tokens(&self) -> Vec<String> {
+        self.tokens.lock().unwrap().clone()
+    }
+}
+
+struct Store {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl Store {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.db");
+        Self { _dir: dir, path }
+    }
+
+    fn engine(&self, outbox: &Arc<Outbox>) -> EngineBuilder {
+        Engine::builder().sqlite(&self.path).container(Container::new().with(outbox.clone()))
+    }
+}
+
+async fn token(outbox: &Outbox, n: usize) -> String {
+    eventually(Duration::from_secs(10), || async { outbox.tokens().get(n).cloned() }).await
+}
+
+async fn state(engine: &Engine, id: &ExecutionId) -> ExecutionState {
+    engine.execution(id).await.unwrap().unwrap().state
+}
+
+async fn wait_for_state(engine: &Engine, id: &ExecutionId, wanted: ExecutionState) {
+    eventually(Duration::from_secs(10), || async {
+        let record = engine.execution(id).await.unwrap();
+        record.is_some_and(|r| r.state == wanted).then_some(())
+    })
+    .await
+}
+
+#[step(async)]
+async fn ask(ctx: &StepContext, question: String) -> Result<Completion<bool>, StepError> {
+    let outbox = ctx.resolve::<Arc<Outbox>>()?;
+    outbox.log.push(format!("ask {question} attempt {}", ctx.attempt()));
+    outbox.tokens.lock().unwrap().push(ctx.completion_token());
+    Ok(Completion::later())
+}
+
+#[workflow]
+async fn ask_once(wf: &Workflow, question: String) -> Result<String, WorkflowError> {
+    let yes = ask(wf, question.clone()).await?;
+    Ok(format!("{question}: {}", if yes { "yes" } else { "no" }))
+}
+
+#[tokio::test]
+async fn an_async_step_suspends_the_execution_until_it_is_completed() {
+    let store = Store::new();
+    let outbox = Arc::new(Outbox::default());
+    let engine = store.engine(&outbox).start().await.unwrap();
+    let handle = ask_once::start(&engine, "ship?".into()).await.unwrap();
+    let id = handle.id().clone();
+    let token = token(&outbox, 0).await;
+    assert_eq!(token, format!("{id}/ask#1"));
+    // Suspended: waiting in the store, no task in the engine.
+    wait_for_state(&engine, &id, ExecutionState::Waiting).await;
+    eventually(Duration::from_secs(5), || async { (engine.running() == 0).then_some(()) }).await;
+
+    // Bad completions are refused and change nothing.
+    let wrong_shape = engine.complete_step(&token, "certainly").await.unwrap_err();
+    assert!(matches!(wrong_shape, DeliveryError::Output { .. }), "{wrong_shape}");
+    assert!(wrong_shape.to_string().contains("does not decode as the step's output"), "{wrong_shape}");
+    let unknown = engine.complete_step("no-such-execution/ask#1", true).await.unwrap_err();
+    assert!(matches!(unknown, DeliveryError::NotFound { .. }), "{unknown}");
+    let garbage = engine.complete_step("garbage", true).await.unwrap_err();
+    assert!(matches!(garbage, DeliveryError::InvalidToken { .. }), "{garbage}");
+    let not_async = engine.complete_step(&format!("{id}/pick#1"), 1).await.unwrap_err();
+    assert!(not_async.to_string().contains("not an async step"), "{not_async}");
+    assert_eq!(state(&engine, &id).await, ExecutionState::Waiting);
+
+    engine.complete_step(&token, true).await.unwrap();
+    assert_eq!(handle.await.unwrap(), "ship?: yes");
+    let twice = engine.complete_step(&token, false).await.unwrap_err();
+    assert!(matches!(twice, DeliveryError::Finished { .. }), "{twice}");
+    assert_eq!(outbox.log.count("ask ship? attempt 1"), 1);
+}
+
+#[step(async, retry(max_attempts = 2, backoff = "10ms"))]
+async fn ask_twice(ctx: &StepContext) -> Result<Completion<u32>, StepError> {
+    let outbox = ctx.resolve::<Arc<Outbox>>()?;
+    outbox.log.push(format!("ask attempt {}", ctx.attempt()));
+    outbox.tokens.lock().unwrap().push(ctx.completion_token());
+    Ok(Completion::later())
+}
+
+#[step]
+async fn pick(n: u32) -> Result<u32, StepError> {
+    Ok(n)
+}
+
+#[workflow]
+async fn retried_ask(wf: &Workflow, _input: ()) -> Result<u32, WorkflowError> {
+    let n = ask_twice(wf).await?;
+    Ok(pick(wf, n).await? + 1)
+}
+
+#[tokio::test]
+async fn a_failed_async_step_is_retried_by_its_policy() {
+    let store = Store::new();
+    let outbox = Arc::new(Outbox::default());
+    let engine = store.engine(&outbox).start().await.unwrap();
+    let handle = retried_ask::start(&engine, ()).await.unwrap();
+    let first = token(&outbox, 0).await;
+    engine.fail_step(&first, StepError::new("the approver is away")).await.unwrap();
+    // The retry runs the body again (which sends the request again), with the same token.
+    let second = token(&outbox, 1).await;
+    assert_eq!(first, second);
+    engine.complete_step(&second, 41).await.unwrap();
+    assert_eq!(handle.await.unwrap(), 42);
+    assert_eq!(outbox.log.lines(), ["ask attempt 1", "ask attempt 2"]);
+}
+
+#[step]
+async fn note(ctx: &StepContext, line: String) -> Result<(), StepError> {
+    ctx.resolve::<Arc<Outbox>>()?.log.push(line);
+    Ok(())
+}
+
+#[workflow]
+async fn napper(wf: &Workflow, _input: ()) -> Result<(), WorkflowError> {
+    note(wf, "before".into()).await?;
+    wf.sleep(Duration::from_millis(1500)).await;
+    note(wf, "after".into()).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_sleep_continues_across_a_restart_without_starting_over() {
+    let store = Store::new();
+    let outbox = Arc::new(Outbox::default());
+    let first = store.engine(&outbox).start().await.unwrap();
+    let handle = napper::start(&first, ()).await.unwrap();
+    let id = handle.id().clone();
+    wait_for_state(&first, &id, ExecutionState::Waiting).await;
+    first.shutdown().await;
+    drop(handle);
+
+    let second = store.engine(&outbox).start().await.unwrap();
+    napper::run_with(&second, (), RunOptions::new().id(&id)).await.unwrap();
+    let journal = second.journal(&id).await.unwrap();
+    let wake_at = journal.iter().find_map(|e| match e.event {
+        JournalEvent::TimerStarted { wake_at, .. } => Some(wake_at),
+        _ => None,
+    });
+    let timers = journal.iter().filter(|e| e.event.kind() == "timer_started").count();
+    assert_eq!(timers, 1, "the restart did not start the sleep over");
+    let fired = journal.iter().find(|e| e.event.kind() == "timer_fired").expect("fired");
+    assert!(fired.at >= wake_at.unwrap(), "fired at its journaled time, not before");
+    assert_eq!(outbox.log.lines(), ["before", "after"]);
+}
+
+#[step]
+async fn wait_at_gate(ctx: &StepContext) -> Result<(), StepError> {
+    ctx.resolve::<Arc<Outbox>>()?.gate.pass().await;
+    Ok(())
+}
+
+#[workflow]
+async fn paid_twice(wf: &Workflow, _input: ()) -> Result<Vec<u64>, WorkflowError> {
+    wait_at_gate(wf).await?;
+    let first: u64 = wf.wait_for_event("paid").await?;
+    let second: u64 = wf.wait_for_event("paid").await?;
+    Ok(vec![first, second])
+}
+
+#[tokio::test]
+async fn events_sent_before_the_wait_are_kept_in_order() {
+    let store = Store::new();
+    let outbox = Arc::new(Outbox::default());
+    let engine = store.engine(&outbox).start().await.unwrap();
+    let handle = paid_twice::start(&engine, ()).await.unwrap();
+    let id = handle.id().clone();
+    eventually(Duration::from_secs(5), || async { (outbox.gate.arrived() == 1).then_some(()) }).await;
+    // Both events arrive while the workflow is still in its first step.
+    engine.send_event(&id, "paid", 10).await.unwrap();
+    engine.send_event(&id, "paid", 20).await.unwrap();
+    outbox.gate.open();
+    assert_eq!(handle.await.unwrap(), [10, 20]);
+    let late = engine.send_event(&id, "paid", 30).await.unwrap_err();
+    assert!(matches!(late, DeliveryError::Finished { .. }), "{late}");
+    let unknown = engine.send_event(&"nobody".into(), "paid", 1).await.unwrap_err();
+    assert!(unknown.to_string().contains("no execution `nobody`"), "{unknown}");
+}
+
+#[step(compensate = release)]
+async fn reserve(ctx: &StepContext, sku: String) -> Result<String, StepError> {
+    ctx.resolve::<Arc<Outbox>>()?.log.push(format!("reserve {sku}"));
+    Ok(sku)
+}
+
+async fn release(ctx: &StepContext, sku: String) -> Result<(), StepError> {
+    ctx.resolve::<Arc<Outbox>>()?.log.push(format!("release {sku}"));
+    Ok(())
+}
+
+#[workflow]
+async fn pay_or_release(wf: &Workflow, sku: String) -> Result<u64, WorkflowError> {
+    reserve(wf, sku).await?;
+    let paid: u64 = wf.wait_for_event("paid").timeout(Duration::from_millis(1200)).await?;
+    Ok(paid)
+}
+
+#[tokio::test]
+async fn a_wait_that_times_out_compensates() {
+    let store = Store::new();
+    let outbox = Arc::new(Outbox::default());
+    let engine = store.engine(&outbox).start().await.unwrap();
+    let handle = pay_or_release::start(&engine, "tee".into()).await.unwrap();
+    let id = handle.id().clone();
+    // A 1.2 s wait suspends the execution; the timer scheduler resumes it when it is due.
+    wait_for_state(&engine, &id, ExecutionState::Waiting).await;
+    let error = handle.await.unwrap_err();
+    assert!(matches!(error, RunError::Compensated { .. }), "{error}");
+    assert!(error.to_string().contains("no `paid` event arrived within 1s 200ms"), "{error}");
+    assert_eq!(outbox.log.lines(), ["reserve tee", "release tee"]);
+    let journal = engine.journal(&id).await.unwrap();
+    assert!(journal.iter().any(|e| e.event.kind() == "wait_timed_out"));
+    let error: WaitError = WaitError::TimedOut { event: "paid".into(), timeout: Duration::from_secs(1) };
+    assert_eq!(error.to_string(), "no `paid` event arrived within 1s");
+}
+
+#[workflow]
+async fn child_reserves(wf: &Workflow, sku: String) -> Result<String, WorkflowError> {
+    let a = reserve(wf, format!("{sku}-a")).await?;
+    let b = reserve(wf, format!("{sku}-b")).await?;
+    Ok(format!("{a}+{b}"))
+}
+
+#[step]
+async fn charge(fail: bool) -> Result<(), StepError> {
+    if fail { Err(StepError::permanent("card declined")) } else { Ok(()) }
+}
+
+#[workflow]
+async fn parent_order(wf: &Workflow, fail: bool) -> Result<String, WorkflowError> {
+    note(wf, "parent begins".into()).await?;
+    let reserved = child_reserves(wf, "mug".into()).await?;
+    charge(wf, fail).await?;
+    Ok(reserved)
+}
+
+#[tokio::test]
+async fn a_child_runs_as_its_own_execution_and_is_compensated_as_a_unit() {
+    let store = Store::new();
+    let outbox = Arc::new(Outbox::default());
+    let engine = store.engine(&outbox).start().await.unwrap();
+
+    let handle = parent_order::start(&engine, false).await.unwrap();
+    let parent = handle.id().clone();
+    assert_eq!(handle.await.unwrap(), "mug-a+mug-b");
+    let child: ExecutionId = format!("{parent}:@child:child_reserves#1").into();
+    let record = engine.execution(&child).await.unwrap().expect("the child execution");
+    assert_eq!(record.state, ExecutionState::Completed);
+    assert_eq!(
+        record.parent.as_ref().map(|(p, k)| (p.clone(), k.as_str())),
+        Some((parent.clone(), "@child:child_reserves#1"))
+    );
+
+    let handle = parent_order::start(&engine, true).await.unwrap();
+    let parent = handle.id().clone();
+    let error = handle.await.unwrap_err();
+    assert!(matches!(error, RunError::Compensated { .. }), "{error}");
+    let child: ExecutionId = format!("{parent}:@child:child_reserves#1").into();
+    assert_eq!(state(&engine, &child).await, ExecutionState::Compensated);
+    // The child's steps were undone in reverse order, as part of the parent's compensation.
+    let lines = outbox.log.lines();
+    let tail: Vec<&str> = lines.iter().rev().take(2).map(String::as_str).collect();
+    assert_eq!(tail, ["release mug-a", "release mug-b"]);
+}
+
+#[workflow]
+async fn child_waits(wf: &Workflow, sku: String) -> Result<u64, WorkflowError> {
+    reserve(wf, sku).await?;
+    Ok(wf.wait_for_event::<u64>("never").await?)
+}
+
+#[workflow]
+async fn parent_waits(wf: &Workflow, _input: ()) -> Result<u64, WorkflowError> {
+    Ok(child_waits(wf, "lamp".into()).await?)
+}
+
+#[tokio::test]
+async fn cancelling_a_parent_cancels_its_running_child() {
+    let store = Store::new();
+    let outbox = Arc::new(Outbox::default());
+    let engine = store.engine(&outbox).start().await.unwrap();
+    let handle = parent_waits::start(&engine, ()).await.unwrap();
+    let parent = handle.id().clone();
+    let child: ExecutionId = format!("{parent}:@child:child_waits#1").into();
+    // Both suspend: the child waits for its event, the parent for its child.
+    wait_for_state(&engine, &child, ExecutionState::Waiting).await;
+    wait_for_state(&engine, &parent, ExecutionState::Waiting).await;
+
+    engine.cancel(&parent).await.unwrap();
+    let error = handle.await.unwrap_err();
+    assert!(matches!(error, RunError::Cancelled { .. }), "{error}");
+    assert_eq!(state(&engine, &child).await, ExecutionState::Cancelled);
+    assert_eq!(outbox.log.lines(), ["reserve lamp", "release lamp"]);
+}
+
+#[step]
+async fn square(ctx: &StepContext, k: u32) -> Result<u32, StepError> {
+    let running = ctx.resolve::<Arc<Concurrency>>()?;
+    let now = running.now.fetch_add(1, Ordering::SeqCst) + 1;
+    running.max.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(u64::from(k * 7 % 5))).await;
+    running.now.fetch_sub(1, Ordering::SeqCst);
+    Ok(k * k)
+}
+
+#[derive(Default)]
+struct Concurrency {
+    now: AtomicU32,
+    max: AtomicU32,
+}
+
+#[workflow]
+async fn squares(wf: &Workflow, n: u32) -> Result<Vec<u32>, WorkflowError> {
+    Ok(wf.fan_out(1..=n, 4, |k| square(wf, k)).await?)
+}
+
+#[tokio::test]
+async fn fan_out_bounds_concurrency_and_keeps_item_order() {
+    // On SQLite, the calls wait for their barriers at the same time, each with its own waker.
+    let store = Store::new();
+    let running = Arc::new(Concurrency::default());
+    let engine =
+        Engine::builder().sqlite(&store.path).container(Container::new().with(running.clone())).start().await.unwrap();
+    let output = squares::run(&engine, 20).await.unwrap();
+    assert_eq!(output, (1..=20).map(|k| k * k).collect::<Vec<_>>());
+    assert_eq!(running.max.load(Ordering::SeqCst), 4);
+}

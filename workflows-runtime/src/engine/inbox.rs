@@ -1,0 +1,184 @@
+//! Deliveries from outside: completing async steps and sending events.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{Engine, EngineInner};
+use crate::error::{Failure, StepError};
+use crate::execution::{ExecutionId, ExecutionState};
+use crate::journal::StepKey;
+use crate::store::{Delivered, Delivery, InboxKind, StoreError};
+use crate::time::Timestamp;
+
+/// A completion or an event that was not delivered; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// The token is not one [`StepContext::completion_token`](crate::StepContext::completion_token) gives.
+    #[error(
+        "`{token}` is not a completion token; pass the token the async step got from `ctx.completion_token()` \
+         (`<execution id>/<step>#<call>`)"
+    )]
+    InvalidToken {
+        /// The token given.
+        token: String,
+    },
+    /// No execution has this id (it never existed, or was purged).
+    #[error("no execution `{execution}` in the store (it never existed, or it was purged after its retention)")]
+    NotFound {
+        /// The execution.
+        execution: ExecutionId,
+    },
+    /// The execution finished: nothing waits for this any more.
+    #[error("execution {execution} is {state} already: nothing waits for this any more")]
+    Finished {
+        /// The execution.
+        execution: ExecutionId,
+        /// Its final state.
+        state: ExecutionState,
+    },
+    /// The step was completed before (completions are accepted once).
+    #[error("step `{key}` of execution {execution} was completed already; a completion is accepted once")]
+    AlreadyCompleted {
+        /// The execution.
+        execution: ExecutionId,
+        /// The step call.
+        key: String,
+    },
+    /// The token names a step that is not an async step.
+    #[error("{reason}")]
+    NotAsync {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The output does not have the step's output type.
+    #[error("the output for step `{key}` does not decode as the step's output: {source}; nothing was changed")]
+    Output {
+        /// The step call.
+        key: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The output or payload cannot be serialized to JSON.
+    #[error("the value cannot be serialized to JSON: {0}")]
+    Serialize(#[source] serde_json::Error),
+    /// The store failed; nothing was delivered.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Engine {
+    /// Completes the async step (`#[step(async)]`) whose
+    /// [completion token](crate::StepContext::completion_token) is `token`, with `output`: the
+    /// workflow goes on from that step, in this process or whichever process resumes it. Works
+    /// from any process that shares the store and links the step (to check the output's type),
+    /// also after restarts.
+    ///
+    /// Completing a token twice, an unknown or finished execution's token, or with an output
+    /// that does not decode as the step's output is a [`DeliveryError`] and changes nothing.
+    ///
+    /// ```no_run
+    /// # use workflows_runtime::prelude::*;
+    /// # async fn demo(engine: Engine, token: String) -> Result<(), Box<dyn std::error::Error>> {
+    /// engine.complete_step(&token, serde_json::json!({ "approved": true })).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn complete_step(&self, token: &str, output: impl Serialize) -> Result<(), DeliveryError> {
+        let output = crate::journal::json::to_raw(&output).map_err(DeliveryError::Serialize)?;
+        let (execution, key) = self.async_step(token)?;
+        if let Some(check) = self.inner.registry.step(key.name()).and_then(|s| s.check_output) {
+            check(&output).map_err(|source| DeliveryError::Output { key: key.to_string(), source })?;
+        }
+        self.deliver(execution, InboxKind::Completion, key.to_string(), Some(output), None).await
+    }
+
+    /// Fails the current attempt of the async step whose completion token is `token`. The
+    /// step's retry policy applies (a retry runs the step body again, which sends a new
+    /// request); [`StepError::permanent`] fails it for good, and the workflow compensates
+    /// (unless the step's `on_failure` says otherwise).
+    pub async fn fail_step(&self, token: &str, error: impl Into<StepError>) -> Result<(), DeliveryError> {
+        let (execution, key) = self.async_step(token)?;
+        let error = error.into().with_step(key.name(), &key.to_string(), 1);
+        let failure: Failure = error.to_failure();
+        self.deliver(execution, InboxKind::Completion, key.to_string(), None, Some(failure)).await
+    }
+
+    /// Sends the event `name` with `payload` to an execution: the workflow's next (or current)
+    /// [`wait_for_event`](crate::Workflow::wait_for_event) for `name` returns it. An event
+    /// sent before the workflow waits for it is kept. Sending to an unknown or finished
+    /// execution is a [`DeliveryError`].
+    pub async fn send_event(
+        &self,
+        execution: &ExecutionId,
+        name: &str,
+        payload: impl Serialize,
+    ) -> Result<(), DeliveryError> {
+        let payload = crate::journal::json::to_raw(&payload).map_err(DeliveryError::Serialize)?;
+        self.deliver(execution.clone(), InboxKind::Event, name.to_owned(), Some(payload), None).await
+    }
+
+    /// Parses a completion token and checks that it names an async step.
+    fn async_step(&self, token: &str) -> Result<(ExecutionId, StepKey), DeliveryError> {
+        let invalid = || DeliveryError::InvalidToken { token: token.to_owned() };
+        let (execution, key) = token.rsplit_once('/').ok_or_else(invalid)?;
+        let key: StepKey = key.parse().map_err(|_| invalid())?;
+        if execution.is_empty() {
+            return Err(invalid());
+        }
+        match self.inner.registry.step(key.name()) {
+            Some(step) if step.is_async() => Ok((ExecutionId::from(execution), key)),
+            Some(_) => Err(DeliveryError::NotAsync {
+                reason: format!(
+                    "step `{}` is not an async step: it completes by itself; only `#[step(async)]` steps are \
+                     completed with a token",
+                    key.name()
+                ),
+            }),
+            None => Err(DeliveryError::NotAsync {
+                reason: format!(
+                    "no step `{}` is registered in this program; complete async steps from a program that links \
+                     the workflow's steps",
+                    key.name()
+                ),
+            }),
+        }
+    }
+
+    async fn deliver(
+        &self,
+        execution: ExecutionId,
+        kind: InboxKind,
+        name: String,
+        payload: Option<Box<RawValue>>,
+        failure: Option<Failure>,
+    ) -> Result<(), DeliveryError> {
+        let delivery = Delivery { execution, kind, name, payload, failure, at: Timestamp::now() };
+        match self.inner.store.deliver(&delivery).await? {
+            Delivered::Stored { .. } => {
+                self.inner.wake(&delivery.execution).await;
+                Ok(())
+            }
+            Delivered::AlreadyCompleted => {
+                Err(DeliveryError::AlreadyCompleted { execution: delivery.execution, key: delivery.name })
+            }
+            Delivered::Finished(state) => Err(DeliveryError::Finished { execution: delivery.execution, state }),
+            Delivered::NotFound => Err(DeliveryError::NotFound { execution: delivery.execution }),
+        }
+    }
+}
+
+impl EngineInner {
+    /// Something was delivered to execution `id`: if this engine drives it, its waits look
+    /// again; if it was suspended, this engine resumes it (when it runs its workflow).
+    pub(crate) async fn wake(self: &Arc<Self>, id: &ExecutionId) {
+        if let Some(live) = self.live_execution(id) {
+            live.wake_waits(None);
+        }
+        if let Err(error) = self.resume_one(id).await {
+            tracing::warn!(execution = %id, %error, "could not resume a woken execution; the scheduler will");
+        }
+    }
+}

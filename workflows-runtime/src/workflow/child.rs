@@ -1,0 +1,101 @@
+//! Child workflows: a `#[workflow]` fn called from another workflow's body.
+
+use std::future::Future;
+
+use super::timer::unexpected;
+use super::{Workflow, WorkflowFn};
+use crate::engine::live::Abort;
+use crate::error::{Failure, StepError};
+use crate::execution::ExecutionId;
+use crate::journal::replay::{Decision, null};
+use crate::journal::{JournalEvent, input_hash};
+use crate::store::{InboxKind, WriteMode};
+
+/// The call of workflow `W` from another workflow's body: runs it as a child execution with
+/// the id `<parent id>:@child:<name>#<occurrence>`, and returns its output (or its failure,
+/// after it compensated itself). The parent journals the result; if the parent compensates
+/// later, the completed child is compensated as a unit; cancelling the parent cancels a
+/// running child. Not public API: the `#[workflow]` macro generates the calls.
+#[doc(hidden)]
+pub fn call_child<W: WorkflowFn>(
+    wf: &Workflow,
+    input: W::Input,
+) -> impl Future<Output = Result<W::Output, StepError>> + Send + '_ {
+    let definition = W::definition();
+    // The key is assigned at the call, like a step's.
+    let (seq, key) = wf.live.with_progress(|p| p.next_call(format!("@child:{}", definition.name())));
+    let barrier = wf.live.submitted();
+    let live = &wf.live;
+    async move {
+        let decode = |output: &serde_json::value::RawValue| {
+            serde_json::from_str::<W::Output>(output.get()).map_err(|e| {
+                StepError::permanent(format!(
+                    "the output of child workflow `{}` does not decode as `{}`: {e}",
+                    definition.name(),
+                    std::any::type_name::<W::Output>()
+                ))
+            })
+        };
+        let hash = input_hash(&input);
+        let child = match live.with_progress(|p| p.decide(seq, &key, hash)) {
+            Decision::Completed(output) => {
+                live.turn(Some(seq)).await;
+                return decode(&output);
+            }
+            Decision::Failed(failure) => {
+                live.turn(Some(seq)).await;
+                return Err(StepError::from_failure(&failure));
+            }
+            Decision::Wait { child: Some(child), .. } => child,
+            Decision::Run { .. } => {
+                let _busy = live.busy();
+                let input = crate::journal::json::to_raw(&input).map_err(|e| {
+                    StepError::permanent(format!("the child workflow's input cannot be serialized to JSON: {e}"))
+                })?;
+                // Starting a child is a side effect: what came before is durable first.
+                if let Err(error) = live.barrier(barrier).await {
+                    live.abort(Abort::Store(error));
+                    return std::future::pending().await;
+                }
+                let child = ExecutionId::from(format!("{}:{key}", live.id));
+                let started = crate::engine::start_child(live, definition, child.clone(), key.to_string(), input);
+                if let Err(error) = started.await {
+                    return Err(StepError::permanent(format!(
+                        "child workflow `{}` could not start: {error}",
+                        definition.name()
+                    )));
+                }
+                let progress_key = key.clone();
+                let event = JournalEvent::ChildStarted { seq, key: key.clone(), child: child.clone() };
+                let ack = live.append([event], None, WriteMode::Durable, |p| {
+                    p.waiting(seq, progress_key, None, Some(child.clone()))
+                });
+                live.defer(ack);
+                child
+            }
+            other => return unexpected(live, seq, &key, other).await,
+        };
+        let name = key.to_string();
+        let delivered = super::wait::delivery(live, seq, InboxKind::Completion, &name, 0, None).await;
+        // Without a deadline a wait ends only with a delivery.
+        let entry = delivered.ok_or_else(|| StepError::permanent(format!("child {child} did not finish")))?;
+        let result = match entry.failure {
+            None => {
+                let output = entry.payload.unwrap_or_else(null);
+                let value = decode(&output);
+                let event = JournalEvent::ChildCompleted { seq, key, output };
+                drop(live.append([event], None, WriteMode::Lazy, |p| p.completed(seq, None, None)));
+                value
+            }
+            Some(failure) => {
+                let failure = Failure { step: Some(definition.name().to_owned()), ..failure };
+                let error = StepError::from_failure(&failure);
+                let event = JournalEvent::ChildFailed { seq, key, error: Box::new(failure.clone()) };
+                drop(live.append([event], None, WriteMode::Lazy, |p| p.failed(seq, failure)));
+                Err(error)
+            }
+        };
+        live.turn(None).await;
+        result
+    }
+}

@@ -1,0 +1,147 @@
+//! Events: `wf.wait_for_event::<T>(name)`, delivered with `engine.send_event(..)`.
+
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::Workflow;
+use super::timer::unexpected;
+use crate::journal::replay::{Decision, null};
+use crate::journal::{JournalEvent, StepKey};
+use crate::store::{InboxKind, WriteMode};
+use crate::time::Timestamp;
+
+/// Why a wait for an event ended without a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// No event arrived within the wait's timeout.
+    #[error("no `{event}` event arrived within {}", humantime::format_duration(*timeout))]
+    TimedOut {
+        /// The event's name.
+        event: String,
+        /// The wait's timeout.
+        timeout: Duration,
+    },
+    /// The event arrived, but its payload does not decode as the expected type.
+    #[error("the `{event}` event's payload does not decode as `{expected}`: {detail}")]
+    Payload {
+        /// The event's name.
+        event: String,
+        /// The expected type.
+        expected: &'static str,
+        /// What serde said.
+        detail: String,
+    },
+}
+
+impl Workflow {
+    /// Waits for the event `name` sent to this execution with
+    /// [`Engine::send_event`](crate::Engine::send_event), and returns its payload. An event
+    /// sent before the workflow waits for it is kept: the n-th wait for `name` gets the n-th
+    /// event of that name. While the workflow only waits, it is suspended.
+    ///
+    /// ```no_run
+    /// # use workflows_runtime::prelude::*;
+    /// # use std::time::Duration;
+    /// # #[derive(Serialize, Deserialize)] struct Paid { amount: u64 }
+    /// #[workflow]
+    /// async fn checkout(wf: &Workflow, order: u64) -> Result<u64, WorkflowError> {
+    ///     let paid: Paid = wf.wait_for_event("payment").timeout(Duration::from_secs(3600)).await?;
+    ///     Ok(paid.amount)
+    /// }
+    /// ```
+    pub fn wait_for_event<T: DeserializeOwned + Send + 'static>(&self, name: &str) -> EventWait<'_, T> {
+        // The key is assigned at the call, like a step's.
+        let (seq, key) = self.live.with_progress(|p| p.next_call(format!("@event:{name}")));
+        EventWait { wf: self, seq, key, event: name.to_owned(), timeout: None, _payload: PhantomData }
+    }
+}
+
+/// A wait for an event; `.await` it, optionally after setting a [`timeout`](EventWait::timeout).
+#[must_use = "a wait does nothing unless awaited"]
+pub struct EventWait<'a, T> {
+    wf: &'a Workflow,
+    seq: u32,
+    key: StepKey,
+    event: String,
+    timeout: Option<Duration>,
+    _payload: PhantomData<fn() -> T>,
+}
+
+impl<T> EventWait<'_, T> {
+    /// Gives up after `timeout` (journaled as a deadline: a restart does not extend it) with
+    /// [`WaitError::TimedOut`]; with `?` in the workflow body, the workflow fails and
+    /// compensates.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+impl<'a, T: DeserializeOwned + Send + 'static> IntoFuture for EventWait<'a, T> {
+    type Output = Result<T, WaitError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<T, WaitError>> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.wait())
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> EventWait<'_, T> {
+    async fn wait(self) -> Result<T, WaitError> {
+        let EventWait { wf, seq, key, event, timeout, .. } = self;
+        let live = &*wf.live;
+        let timed_out = || WaitError::TimedOut { event: event.clone(), timeout: timeout.unwrap_or_default() };
+        let decode = |payload: &serde_json::value::RawValue| {
+            serde_json::from_str::<T>(payload.get()).map_err(|e| WaitError::Payload {
+                event: event.clone(),
+                expected: std::any::type_name::<T>(),
+                detail: e.to_string(),
+            })
+        };
+        let (deadline, position) = match live.with_progress(|p| p.decide(seq, &key, 0)) {
+            Decision::Completed(payload) => {
+                live.turn(Some(seq)).await;
+                return decode(&payload);
+            }
+            Decision::TimedOut => {
+                live.turn(Some(seq)).await;
+                return Err(timed_out());
+            }
+            Decision::Wait { until, position, .. } => (until, position),
+            Decision::Run { .. } => {
+                let deadline = timeout.map(|timeout| Timestamp::now() + timeout);
+                let progress_key = key.clone();
+                let position = live.with_progress(|p| p.next_event_position(key.name()));
+                let awaited = JournalEvent::EventAwaited { seq, key: key.clone(), deadline, position };
+                let ack = live.append([awaited], None, WriteMode::Durable, |p| {
+                    p.event_awaited(seq, progress_key, deadline, position)
+                });
+                live.defer(ack);
+                (deadline, position)
+            }
+            other => return unexpected(live, seq, &key, other).await,
+        };
+        let delivered = super::wait::delivery(live, seq, InboxKind::Event, &event, position, deadline).await;
+        let result = match delivered {
+            Some(entry) => {
+                let payload = entry.payload.unwrap_or_else(null);
+                let value = decode(&payload);
+                let received = JournalEvent::EventReceived { seq, key, payload };
+                drop(live.append([received], None, WriteMode::Lazy, |p| p.completed(seq, None, None)));
+                value
+            }
+            None => {
+                let expired = JournalEvent::WaitTimedOut { seq, key };
+                drop(live.append([expired], None, WriteMode::Lazy, |p| p.timed_out(seq)));
+                Err(timed_out())
+            }
+        };
+        live.turn(None).await;
+        result
+    }
+}

@@ -346,15 +346,12 @@ async fn runs_with_one_exclusive_key_never_overlap_across_engines_sharing_a_stor
     ];
     let mut runs = Vec::new();
     for n in 0..20u32 {
-        let engine = engines[n as usize % 2].clone();
-        runs.push(tokio::spawn(async move {
-            pay_cart::run_with(&engine, n, RunOptions::new().exclusive_key("cart:123")).await
-        }));
-        // Started in this order: they run in this order.
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        let engine = &engines[n as usize % 2];
+        // Started (stored) in this order, one after the other: they run in this order.
+        runs.push(pay_cart::start_with(engine, n, RunOptions::new().exclusive_key("cart:123")).await.unwrap());
     }
     for (n, run) in runs.into_iter().enumerate() {
-        assert_eq!(run.await.unwrap().unwrap(), n as u32);
+        assert_eq!(run.await.unwrap(), n as u32);
     }
     assert_eq!(critical.most.load(Ordering::SeqCst), 1, "never two at once");
     assert_eq!(*critical.order.lock().unwrap(), (0..20).collect::<Vec<_>>(), "first come, first served");

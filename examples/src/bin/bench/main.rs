@@ -61,6 +61,9 @@ enum Workload {
     /// A workflow without steps: the engine's fixed cost per execution.
     #[value(name = "noop")]
     Noop,
+    /// 100,000 executions suspended on an async step, then all completed from outside.
+    #[value(name = "waiting-100k")]
+    Waiting100k,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -106,6 +109,7 @@ impl Workload {
             Self::Parallel10 => ("parallel-10", 2000.0, 200.0, 10, 1),
             Self::Long1000 => ("long-1000", 20.0, 2.0, LONG_STEPS, 1),
             Self::Noop => ("noop", 2000.0, 200.0, 0, 1),
+            Self::Waiting100k => ("waiting-100k", 100_000.0, 0.0, 1, args.concurrency.max(1)),
         };
         Plan { name, runs: scaled(runs), warmup: scaled(warmup), steps_per_workflow: steps, concurrency }
     }
@@ -117,6 +121,7 @@ impl Workload {
             Self::Parallel10 => workloads::run_parallel_10(engine).await,
             Self::Long1000 => workloads::run_long_1000(engine).await,
             Self::Noop => workloads::run_noop(engine).await,
+            Self::Waiting100k => Err("waiting-100k is driven by `run_waiting`".into()),
         }
     }
 }
@@ -157,6 +162,13 @@ async fn run(args: &Args) -> Result<(), String> {
     };
     for &workload in &args.workload {
         let plan = workload.plan(args);
+        if workload == Workload::Waiting100k {
+            let mut line = run_waiting(&engine, plan.runs, plan.concurrency).await?;
+            line["store"] = store.into();
+            line["threads"] = threads.into();
+            println!("{line}");
+            continue;
+        }
         drive(&engine, workload, plan.warmup, plan.concurrency).await?;
         SAGA_INVOKES.store(0, Ordering::Relaxed);
         SAGA_COMPENSATIONS.store(0, Ordering::Relaxed);
@@ -204,6 +216,94 @@ async fn run(args: &Args) -> Result<(), String> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// waiting-100k: starts `runs` executions that suspend on an async step, measures the memory
+/// they hold once the engine is idle, then completes them all (`concurrency` at a time) and
+/// measures the completion throughput.
+async fn run_waiting(engine: &Engine, runs: usize, concurrency: usize) -> Result<serde_json::Value, String> {
+    fn id(n: usize) -> String {
+        format!("waiting-{n}")
+    }
+    let before = rss_bytes();
+    let started = Instant::now();
+    let starter = engine.clone();
+    for_each(runs, concurrency, move |n| {
+        let engine = starter.clone();
+        async move { workloads::start_waiting(&engine, id(n)).await }
+    })
+    .await?;
+    // Every execution suspends once its async step has sent its request.
+    idle(engine).await;
+    let suspended_s = started.elapsed().as_secs_f64();
+    let waiting = rss_bytes();
+
+    let completing = Instant::now();
+    let completer = engine.clone();
+    for_each(runs, concurrency, move |n| {
+        let engine = completer.clone();
+        async move { workloads::complete_waiting(&engine, &id(n)).await }
+    })
+    .await?;
+    let delivered_s = completing.elapsed().as_secs_f64();
+    idle(engine).await;
+    let finished_s = completing.elapsed().as_secs_f64();
+    let query = workflows_runtime::store::ExecutionQuery {
+        states: vec![workflows_runtime::ExecutionState::Completed],
+        workflow: Some("waiting".into()),
+        ..Default::default()
+    };
+    let completed = engine.executions(&query).await.map_err(|e| e.to_string())?;
+    let correct = completed.iter().filter(|r| r.result.as_ref().is_some_and(|v| v.get() == r#"{"i":42}"#)).count();
+    if correct != runs {
+        return Err(format!("waiting-100k: {correct} of {runs} executions completed with the expected result"));
+    }
+    let mib = |b: u64| round(b as f64 / (1024.0 * 1024.0), 1);
+    Ok(serde_json::json!({
+        "system": "workflows-rs",
+        "workload": "waiting-100k",
+        "runs": runs,
+        "concurrency": concurrency,
+        "suspended_s": round(suspended_s, 3),
+        "rss_before_mb": mib(before),
+        "rss_waiting_mb": mib(waiting),
+        "bytes_per_waiting": (waiting.saturating_sub(before) as f64 / runs as f64).round(),
+        "completions_delivered_per_s": round(runs as f64 / delivered_s, 1),
+        "completed_per_s": round(runs as f64 / finished_s, 1),
+        "rss_mb": mib(rss_bytes()),
+    }))
+}
+
+/// Runs `task(n)` for `n` in `0..runs`, `concurrency` at a time.
+async fn for_each<F, Fut>(runs: usize, concurrency: usize, task: F) -> Result<(), String>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static + Clone,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers = (0..concurrency.clamp(1, runs.max(1))).map(|_| {
+        let (next, task) = (next.clone(), task.clone());
+        spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= runs {
+                    return Ok(());
+                }
+                task(n).await?;
+            }
+        })
+    });
+    for worker in workers.collect::<Vec<_>>() {
+        worker.await.map_err(|e| format!("a benchmark worker failed: {e}"))??;
+    }
+    Ok(())
+}
+
+/// Waits until the engine drives no execution.
+async fn idle(engine: &Engine) {
+    while engine.running() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// Runs `runs` executions with at most `concurrency` in flight.

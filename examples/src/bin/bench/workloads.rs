@@ -214,3 +214,28 @@ pub async fn noop(_wf: &Workflow, input: Counter) -> Result<Counter, WorkflowErr
 pub async fn run_noop(engine: &Engine) -> Result<(), String> {
     noop::run(engine, Counter { i: 0 }).await.map(|_| ()).map_err(|e| e.to_string())
 }
+
+// ---- waiting-100k: executions suspended on an external completion ----
+
+/// An async step: completed from outside by the benchmark.
+#[step(name = "waiting-approval", async)]
+async fn waiting_approval(input: Counter) -> Result<Completion<Counter>, StepError> {
+    let _ = input;
+    Ok(Completion::later())
+}
+
+#[workflow(name = "waiting")]
+async fn waiting(wf: &Workflow, input: Counter) -> Result<Counter, WorkflowError> {
+    let approved = waiting_approval(wf, input).await?;
+    Ok(Counter { i: input.i + approved.i })
+}
+
+/// Starts execution `id` of the `waiting` workflow; it suspends on its async step.
+pub async fn start_waiting(engine: &Engine, id: String) -> Result<(), String> {
+    waiting::start_with(engine, Counter { i: 1 }, RunOptions::new().id(id)).await.map(drop).map_err(|e| e.to_string())
+}
+
+/// Completes the async step of the `waiting` execution `id`.
+pub async fn complete_waiting(engine: &Engine, id: &str) -> Result<(), String> {
+    engine.complete_step(&format!("{id}/waiting-approval#1"), Counter { i: 41 }).await.map_err(|e| e.to_string())
+}

@@ -392,16 +392,34 @@ fn append(conn: &Connection, batch: AppendBatch) -> Result<(), StoreError> {
 
 fn claim_orphans(conn: &Connection, claim: &Claim) -> Result<Vec<ExecutionRecord>, StoreError> {
     let context = "cannot claim orphaned executions";
+    // One execution (woken by a delivery) is looked up by its key; otherwise the orphans and
+    // the due suspended executions are found through their indexes (`executions_by_state`,
+    // `executions_by_wake`), not by a scan of every execution.
+    let candidates = if claim.only.is_some() {
+        format!(
+            "SELECT id, created_at FROM executions
+             WHERE id = ?6 AND workflow IN (SELECT value FROM json_each(?4))
+               AND ((state IN {ACTIVE_STATES} AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3))
+                    OR (state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?3))"
+        )
+    } else {
+        format!(
+            "SELECT id, created_at FROM executions
+             WHERE ?6 IS NULL AND state IN {ACTIVE_STATES}
+               AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3)
+               AND workflow IN (SELECT value FROM json_each(?4))
+             UNION ALL
+             SELECT id, created_at FROM executions
+             WHERE state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?3
+               AND workflow IN (SELECT value FROM json_each(?4))"
+        )
+    };
     let sql = format!(
         "UPDATE executions SET owner = ?1, lease_until = ?2, epoch = epoch + 1,
              state = CASE WHEN state = 'waiting' THEN 'running' ELSE state END,
              wake_at = CASE WHEN state = 'waiting' THEN NULL ELSE wake_at END
          WHERE id IN (
-             SELECT id FROM executions
-             WHERE ((state IN {ACTIVE_STATES} AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3))
-                    OR (state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?3))
-               AND workflow IN (SELECT value FROM json_each(?4))
-               AND (?6 IS NULL OR id = ?6)
+             SELECT id FROM ({candidates})
              ORDER BY created_at
              LIMIT ?5)
          RETURNING {}",

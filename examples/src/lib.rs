@@ -2,6 +2,7 @@
 //! the benchmark binary and the tests.
 
 pub mod api_route;
+pub mod approval;
 pub mod hello_world;
 pub mod order_saga;
 pub mod product_count;

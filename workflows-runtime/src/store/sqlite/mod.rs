@@ -33,7 +33,7 @@ use crate::time::Timestamp;
 const ACTIVE_STATES: &str = "('pending', 'running', 'compensating')";
 
 /// How many idle read connections are kept.
-const READERS: usize = 4;
+const READERS: usize = 32;
 
 fn backend(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     let mut context = context.into();

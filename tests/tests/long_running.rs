@@ -359,3 +359,45 @@ async fn fan_out_bounds_concurrency_and_keeps_item_order() {
     assert_eq!(output, (1..=20).map(|k| k * k).collect::<Vec<_>>());
     assert_eq!(running.max.load(Ordering::SeqCst), 4);
 }
+
+#[step(async, timeout = "1s", compensate = withdraw)]
+async fn ask_with_deadline(ctx: &StepContext, question: String) -> Result<Completion<String>, StepError> {
+    ctx.resolve::<Arc<Outbox>>()?.tokens.lock().unwrap().push(ctx.completion_token());
+    let _ = question;
+    Ok(Completion::later())
+}
+
+async fn withdraw(ctx: &StepContext, answer: String) -> Result<(), StepError> {
+    ctx.resolve::<Arc<Outbox>>()?.log.push(format!("withdraw {answer}"));
+    Ok(())
+}
+
+#[workflow]
+async fn ask_then_fail(wf: &Workflow, fail_charge: bool) -> Result<String, WorkflowError> {
+    reserve(wf, "desk".into()).await?;
+    let answer = ask_with_deadline(wf, "ok?".into()).await?;
+    charge(wf, fail_charge).await?;
+    Ok(answer)
+}
+
+#[tokio::test]
+async fn an_async_step_times_out_by_its_policy_and_is_compensated_like_any_step() {
+    let store = Store::new();
+    let outbox = Arc::new(Outbox::default());
+    let engine = store.engine(&outbox).start().await.unwrap();
+
+    // Never completed: the attempt times out after 1 s and the workflow compensates.
+    let handle = ask_then_fail::start(&engine, false).await.unwrap();
+    let error = handle.await.unwrap_err();
+    assert!(matches!(error, RunError::Compensated { .. }), "{error}");
+    assert!(error.to_string().contains("no completion was delivered within the step's timeout (1s)"), "{error}");
+    assert_eq!(outbox.log.lines(), ["reserve desk", "release desk"]);
+
+    // Completed in time, then a later step fails: the async step's compensation gets its output.
+    let handle = ask_then_fail::start(&engine, true).await.unwrap();
+    let token = token(&outbox, 1).await;
+    engine.complete_step(&token, "yes").await.unwrap();
+    let error = handle.await.unwrap_err();
+    assert!(matches!(error, RunError::Compensated { .. }), "{error}");
+    assert_eq!(outbox.log.lines()[2..], ["reserve desk", "withdraw yes", "release desk"]);
+}

@@ -113,6 +113,7 @@ impl Applied {
 /// The writer thread's loop; returns when every sender is gone, after a last commit.
 pub(super) fn run(mut conn: Connection, commands: Receiver<Command>, lazy_delay: Duration) {
     let mut queue: Vec<Command> = Vec::new();
+    let mut failed = Failed::new();
     // When the oldest uncommitted lazy command arrived.
     let mut lazy_since: Option<Instant> = None;
     loop {
@@ -145,7 +146,7 @@ pub(super) fn run(mut conn: Connection, commands: Receiver<Command>, lazy_delay:
             continue;
         }
         if !queue.is_empty() {
-            commit(&mut conn, std::mem::take(&mut queue));
+            commit(&mut conn, std::mem::take(&mut queue), &mut failed);
         }
         lazy_since = None;
         if closed {
@@ -154,14 +155,45 @@ pub(super) fn run(mut conn: Connection, commands: Receiver<Command>, lazy_delay:
     }
 }
 
-fn commit(conn: &mut Connection, commands: Vec<Command>) {
+/// Executions (with the lease epoch) one of whose journal writes failed. Their later writes at
+/// that epoch are refused: an execution's writes land in order or not at all, so a state change
+/// submitted before an earlier write's failure was known never lands without it. A takeover
+/// writes at a new epoch.
+type Failed = std::collections::HashMap<ExecutionId, u64>;
+
+/// How many failed executions are remembered (older entries are forgotten first: by then their
+/// engines have long stopped writing).
+const MAX_FAILED: usize = 10_000;
+
+fn commit(conn: &mut Connection, commands: Vec<Command>, failed: &mut Failed) {
     let mut applied = Vec::with_capacity(commands.len());
+    // The executions that wrote in this batch, in case it does not commit.
+    let mut writers = Vec::new();
     let mut commands = commands.into_iter();
     let outcome = match exec(conn, "BEGIN IMMEDIATE") {
         Ok(()) => {
             let mut rolled_back = None;
             for command in commands.by_ref() {
-                let done = apply(conn, command);
+                let writer = match &command {
+                    Command::Append(batch, _) => Some((batch.execution.clone(), batch.epoch)),
+                    _ => None,
+                };
+                let done = match (&writer, command) {
+                    (Some((id, epoch)), Command::Append(_, reply)) if failed.get(id) == Some(epoch) => {
+                        let error = StoreError::Unavailable(format!(
+                            "an earlier write of execution {id} failed, so this later one is refused; the \
+                             execution resumes from what is stored"
+                        ));
+                        Applied::Unit(reply, Err(error))
+                    }
+                    (_, command) => apply(conn, command),
+                };
+                if let Some((id, epoch)) = writer {
+                    if done.error().is_some() {
+                        remember_failed(failed, id.clone(), epoch);
+                    }
+                    writers.push((id, epoch));
+                }
                 // On a full disk or an I/O error SQLite rolls the whole transaction back by
                 // itself: every command of this batch is lost, and that error is the cause.
                 if conn.is_autocommit() {
@@ -184,10 +216,29 @@ fn commit(conn: &mut Connection, commands: Vec<Command>) {
         }
         Err(e) => Err(format!("cannot start a write transaction: {e}")),
     };
-    applied.extend(commands.map(apply_nothing));
+    let rest: Vec<Command> = commands.collect();
+    if outcome.is_err() {
+        // Nothing of this batch landed: the executions that wrote in it are failed.
+        for command in &rest {
+            if let Command::Append(batch, _) = command {
+                remember_failed(failed, batch.execution.clone(), batch.epoch);
+            }
+        }
+        for (id, epoch) in writers {
+            remember_failed(failed, id, epoch);
+        }
+    }
+    applied.extend(rest.into_iter().map(apply_nothing));
     for done in applied {
         done.answer(&outcome);
     }
+}
+
+fn remember_failed(failed: &mut Failed, id: ExecutionId, epoch: u64) {
+    if failed.len() >= MAX_FAILED {
+        failed.clear();
+    }
+    failed.insert(id, epoch);
 }
 
 /// Runs a statement without parameters, prepared once per connection: transaction control

@@ -111,6 +111,8 @@ pub(crate) async fn drive<O: Serialize, F: Future<Output = Result<O, WorkflowErr
         Body::Suspend => unreachable!("handled above"),
     };
     release_key(live);
+    // Done here before the caller hears of it: `Engine::running` no longer counts it.
+    live.engine.untrack(&live.id, Arc::as_ptr(live));
     if let Some(waiter) = waiter {
         // The caller may have stopped waiting; the outcome is stored either way.
         let _ = waiter.send(Sent::Done(result));
@@ -130,8 +132,8 @@ async fn suspend(live: &LiveExecution) -> Result<bool, StoreError> {
     };
     match live.engine.store.suspend(&request).await? {
         Suspended::Yes => {
-            if let Some(at) = request.wake_at {
-                live.engine.timer_set(at);
+            if request.wake_at.is_some() {
+                live.engine.timer_set();
             }
             Ok(true)
         }

@@ -497,16 +497,7 @@ struct Untrack {
 
 impl Drop for Untrack {
     fn drop(&mut self) {
-        {
-            let mut live = self.engine.lock_live();
-            // A suspended execution may be resumed (by a new task) before this one is gone.
-            if live
-                .get(&self.id)
-                .is_some_and(|task| std::ptr::eq(Arc::as_ptr(&task.execution), self.execution.as_ptr()))
-            {
-                live.remove(&self.id);
-            }
-        }
+        self.engine.untrack(&self.id, self.execution.as_ptr());
         self.engine.notify_watchers(&self.id);
     }
 }
@@ -556,9 +547,18 @@ impl EngineInner {
         }
     }
 
-    /// Wakes the timer scheduler: an execution was suspended until `at`.
-    pub(crate) fn timer_set(&self, at: Timestamp) {
-        let _ = at;
+    /// Stops counting execution `id` as driven here, if `execution` is the one driven under it
+    /// (a suspended execution may be resumed by a new task before the old one is gone).
+    pub(crate) fn untrack(&self, id: &ExecutionId, execution: *const LiveExecution) {
+        let mut live = self.lock_live();
+        if live.get(id).is_some_and(|task| std::ptr::eq(Arc::as_ptr(&task.execution), execution)) {
+            live.remove(id);
+        }
+    }
+
+    /// Wakes the timer scheduler: an execution was suspended until some time, which may be
+    /// earlier than the one it sleeps until.
+    pub(crate) fn timer_set(&self) {
         self.timer_changed.notify_one();
     }
 

@@ -10,10 +10,17 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let engine = Engine::builder().container(Container::new().with(Backends::with_carrier_down())).start().await?;
+    let backends = std::sync::Arc::new(Backends::with_carrier_down());
+    let mut container = Container::new();
+    container.insert_shared(backends.clone());
+    let engine = Engine::builder().container(container).start().await?;
     let order = Order { id: "1001".into(), sku: "tee".into(), quantity: 2, amount_cents: 4000 };
     println!("running order_saga for order {}:", order.id);
-    match order_saga::run(&engine, order).await {
+    let outcome = order_saga::run(&engine, order).await;
+    for line in backends.log() {
+        println!("  {line}");
+    }
+    match outcome {
         Ok(fulfilment) => println!("fulfilled: {fulfilment:?}"),
         Err(error @ RunError::Compensated { .. }) => {
             println!("the order failed and was rolled back:\n  {error}");

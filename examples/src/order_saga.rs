@@ -49,13 +49,18 @@ pub struct Backends {
 }
 
 impl Backends {
+    /// Backends whose carrier refuses every shipment when `$CARRIER_DOWN` is `1` (for trying
+    /// failures and retries with the `workflows` binary).
+    pub fn from_env() -> Self {
+        if std::env::var("CARRIER_DOWN").is_ok_and(|v| v == "1") { Self::with_carrier_down() } else { Self::default() }
+    }
+
     /// Backends whose carrier refuses every shipment.
     pub fn with_carrier_down() -> Self {
         Self { carrier_down: true, ..Self::default() }
     }
 
     fn record(&self, line: String) {
-        println!("  {line}");
         self.log.lock().unwrap_or_else(|p| p.into_inner()).push(line);
     }
 

@@ -130,7 +130,9 @@ fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
     let fingerprint = fingerprint::fingerprint(&function);
     let input_name = type_string(input);
     let output_name = type_string(output);
-    let calls = calls::step_calls(&function.block, workflow.context.as_ref());
+    let flow = calls::flow(&function.block, workflow.context.as_ref());
+    let calls = calls::names(&flow);
+    let flow_tokens = calls::tokens(&flow, &private);
     let location = emit::location(krate, ident);
     let err = emit::local_at("__wf_err", error);
     let convert_error = quote_spanned!(error.span()=> #private::workflow_error(#err));
@@ -253,7 +255,8 @@ fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
                 #private::check_input::<#ident>,
                 #timeout,
                 #retention,
-            );
+            )
+            .with_flow(#flow_tokens);
 
             #private::inventory::submit! {
                 #private::WorkflowRegistration(&__WF_DEFINITION)

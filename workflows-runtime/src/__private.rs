@@ -7,7 +7,8 @@ pub use serde_json::value::RawValue;
 
 pub use crate::policy::{Backoff, OnFailure, RetryPolicy, StepPolicy};
 pub use crate::registry::{
-    CompensationDefinition, SourceLocation, StepDefinition, StepRegistration, WorkflowDefinition, WorkflowRegistration,
+    CompensationDefinition, Flow, SourceLocation, StepDefinition, StepRegistration, WorkflowDefinition,
+    WorkflowRegistration,
 };
 pub use crate::step::{Outcome, StepFn, call_step, call_step_or_skip, check_output, compensation_hook};
 pub use crate::workflow::{WorkflowFn, call_child, check_input, erased_entry};

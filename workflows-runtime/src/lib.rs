@@ -42,9 +42,12 @@
 //! [`step`] and [`workflow`] macros and a [`prelude`].
 #![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod container;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod execution;
 pub mod journal;
 pub mod policy;
@@ -69,6 +72,7 @@ pub use workflows_macros::workflow;
 pub use container::{Container, ResolveError};
 pub use engine::{DeliveryError, Engine, EngineBuilder, EngineError, ExecutionHandle, RunOptions};
 pub use error::{Failure, FailureKind, RunError, StepError, StepResultExt, WorkflowError};
+pub use events::{EventKind, ExecutionEvent, Subscription};
 pub use execution::{ExecutionId, ExecutionRecord, ExecutionState};
 pub use journal::{JournalEntry, JournalEvent, StepKey};
 pub use policy::{Backoff, OnFailure, RetryPolicy};

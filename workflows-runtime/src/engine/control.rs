@@ -40,8 +40,9 @@ impl Engine {
             let state = self.inner.store.execution(id).await?.map_or(record.state, |r| r.state);
             return Err(not_cancellable(state));
         }
-        // Nobody may drive it (its owner is gone): take it over, which cancels it.
-        self.inner.recover().await?;
+        // Nobody may drive it (its owner is gone, or it was suspended): take it over, which
+        // cancels it.
+        self.inner.resume_one(id).await?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use super::live::{Abort, LiveExecution};
 use super::panic::catch_unwind;
 use crate::error::{Failure, FailureKind, RunError, WorkflowError};
+use crate::events::EventKind;
 use crate::execution::ExecutionState;
 use crate::journal::replay::Compensate;
 use crate::step::compensation::run_compensation;
@@ -78,11 +79,14 @@ pub(crate) async fn drive<O: Serialize, F: Future<Output = Result<O, WorkflowErr
     waiter: Option<Waiter<O>>,
 ) {
     let live = &wf.live;
+    // Epoch 1 is the engine that created it; a later epoch took it over or woke it.
+    live.emit(|| Some(if live.epoch == 1 { EventKind::Started } else { EventKind::Resumed }));
     let ended = loop {
         match run_body(live, body.as_mut()).await {
             Body::Suspend => match Box::pin(suspend(live)).await {
                 Ok(true) => {
                     tracing::debug!(execution = %live.id, "suspended execution");
+                    live.emit(|| Some(EventKind::Suspended { wake_at: live.wake_at() }));
                     if let Some(waiter) = waiter {
                         let _ = waiter.send(Sent::Suspended);
                     }

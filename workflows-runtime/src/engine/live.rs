@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use super::EngineInner;
 use crate::container::Container;
 use crate::error::{Failure, FailureKind};
+use crate::events::{EventKind, ExecutionEvent};
 use crate::execution::{ExecutionId, ExecutionState};
 use crate::journal::replay::{Mismatch, Progress};
 use crate::journal::{JournalEntry, JournalEvent};
@@ -420,6 +421,15 @@ impl LiveExecution {
             entries.push(JournalEntry { index: state.progress.take_index(), at, event });
         }
         update(&mut state.progress);
+        // Published under the lock, so one execution's events keep their order.
+        if self.engine.events.active() {
+            for entry in &entries {
+                self.emit(|| EventKind::from_journal(&entry.event));
+            }
+            if let Some(transition) = &transition {
+                self.emit(|| transition_event(transition));
+            }
+        }
         // Submitted under the lock: the store applies one execution's writes in call order.
         self.engine.store.append(AppendBatch {
             execution: self.id.clone(),
@@ -429,6 +439,22 @@ impl LiveExecution {
             mode,
             deliver,
         })
+    }
+
+    /// Publishes an event to the engine's subscribers, if there are any (`event` is not even
+    /// called otherwise).
+    #[inline]
+    pub fn emit(&self, event: impl FnOnce() -> Option<EventKind>) {
+        if self.engine.events.active()
+            && let Some(kind) = event()
+        {
+            self.engine.events.publish(ExecutionEvent {
+                execution: self.id.clone(),
+                workflow: self.definition.name(),
+                at: Timestamp::now(),
+                kind,
+            });
+        }
     }
 
     /// Keeps the ack of a durable write without waiting for it. Durability is a barrier: the
@@ -486,6 +512,19 @@ impl LiveExecution {
         };
         let transition = Transition { state, result, failure, retain_until };
         self.submit([], Some(transition), WriteMode::Durable, deliver, |_| {})
+    }
+}
+
+/// The event a state change publishes: compensating, or finished.
+fn transition_event(transition: &Transition) -> Option<EventKind> {
+    let failure = transition.failure.clone().map(Box::new);
+    match transition.state {
+        ExecutionState::Compensating => {
+            let failure = failure.unwrap_or_else(|| Box::new(Failure::new(FailureKind::Workflow, "failed")));
+            Some(EventKind::Compensating { failure })
+        }
+        state if state.is_finished() => Some(EventKind::Finished { state, failure }),
+        _ => None,
     }
 }
 

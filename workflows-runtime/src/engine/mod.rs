@@ -81,6 +81,10 @@ pub(crate) struct EngineInner {
     closed: AtomicBool,
     /// Wakes the timer scheduler: an execution was suspended until some time.
     timer_changed: tokio::sync::Notify,
+    /// The execution event stream (see [`Engine::subscribe`]).
+    pub events: crate::events::EventHub,
+    /// False for a client engine (see [`EngineBuilder::worker`]).
+    worker: bool,
     /// Callers waiting for executions to finish, by execution (see [`handle::wait_for`]).
     watchers: Mutex<HashMap<ExecutionId, Arc<tokio::sync::Notify>, foldhash::fast::RandomState>>,
 }
@@ -103,6 +107,7 @@ pub struct EngineBuilder {
     default_retry: RetryPolicy,
     retention: Duration,
     purge_interval: Duration,
+    worker: bool,
 }
 
 /// Which store the engine will use; file stores are opened by `start`.
@@ -135,6 +140,7 @@ impl Default for EngineBuilder {
             default_retry: RetryPolicy::NONE,
             retention: DEFAULT_RETENTION,
             purge_interval: Duration::from_secs(60),
+            worker: true,
         }
     }
 }
@@ -207,8 +213,22 @@ impl EngineBuilder {
         self
     }
 
-    /// Builds the registry (failing on duplicate names), then resumes the executions on the
-    /// store that have no live owner, and starts renewing leases in the background.
+    /// Whether this engine is a worker (the default): one that takes over the executions on
+    /// the store whose owner is gone, at start and periodically, and resumes suspended
+    /// executions when their timers are due.
+    ///
+    /// `worker(false)` makes a *client* engine, for a command-line tool or an admin endpoint:
+    /// it drives only the executions it starts, the ones it wakes by a delivery
+    /// ([`Engine::complete_step`], [`Engine::send_event`]) and the ones it cancels, and leaves
+    /// the rest to the workers.
+    pub fn worker(mut self, worker: bool) -> Self {
+        self.worker = worker;
+        self
+    }
+
+    /// Builds the registry (failing on duplicate names), then (for a worker) resumes the
+    /// executions on the store that have no live owner, and starts renewing leases in the
+    /// background.
     ///
     /// Must be called inside a Tokio runtime.
     pub async fn start(self) -> Result<Engine, EngineError> {
@@ -236,11 +256,15 @@ impl EngineBuilder {
             purge_interval: self.purge_interval,
             closed: AtomicBool::new(false),
             timer_changed: tokio::sync::Notify::new(),
+            events: crate::events::EventHub::new(),
+            worker: self.worker,
             watchers: Mutex::new(HashMap::default()),
         });
-        inner.recover().await?;
+        if inner.worker {
+            inner.recover().await?;
+            recovery::spawn_scheduler(&inner);
+        }
         recovery::spawn_maintenance(&inner);
-        recovery::spawn_scheduler(&inner);
         Ok(Engine { inner })
     }
 }
@@ -447,6 +471,30 @@ impl Engine {
         self.inner.recover().await
     }
 
+    /// Subscribes to the events of every execution this engine drives: started, step
+    /// started/completed/failed/waiting, compensation started/completed, finished, ... (see
+    /// [`EventKind`](crate::EventKind)). Only executions driven in this process are seen; the
+    /// journal ([`Engine::journal`]) has the durable history of any execution.
+    ///
+    /// ```no_run
+    /// # use workflows_runtime::prelude::*;
+    /// # async fn demo(engine: Engine) {
+    /// let mut events = engine.subscribe();
+    /// while let Ok(event) = events.recv().await {
+    ///     println!("{} {}: {}", event.at, event.execution, event.kind.name());
+    /// }
+    /// # }
+    /// ```
+    pub fn subscribe(&self) -> crate::events::Subscription {
+        self.inner.events.subscribe(None)
+    }
+
+    /// Subscribes to the events of one execution (subscribe before starting it, with a chosen
+    /// id, to see it start: [`RunOptions::id`]).
+    pub fn subscribe_to(&self, id: &ExecutionId) -> crate::events::Subscription {
+        self.inner.events.subscribe(Some(id.clone()))
+    }
+
     /// How many executions this engine is driving right now.
     pub fn running(&self) -> usize {
         self.inner.lock_live().len()
@@ -516,7 +564,8 @@ impl EngineInner {
         let id = live.id.clone();
         self.lock_live().insert(id.clone(), LiveTask { execution: live.clone(), handle: None });
         let guard = Untrack { engine: self.clone(), execution: Arc::downgrade(live), id: id.clone() };
-        let handle = tokio::spawn(Tracked { task, _guard: guard });
+        let span = tracing::info_span!("execution", execution = %id, workflow = live.definition.name());
+        let handle = tokio::spawn(tracing::Instrument::instrument(Tracked { task, _guard: guard }, span));
         if let Some(entry) = self.lock_live().get_mut(&id) {
             entry.handle = Some(handle.abort_handle());
         }

@@ -161,12 +161,12 @@ pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
             }
             match work {
                 Work::Renew => inner.renew().await,
-                Work::Claim => {
+                Work::Claim if inner.worker => {
                     if let Err(error) = inner.recover().await {
                         tracing::warn!(%error, "could not take over orphaned executions");
                     }
                 }
-                Work::Purge if !purge_every.is_zero() => {
+                Work::Purge if !purge_every.is_zero() && inner.worker => {
                     let engine = crate::Engine { inner: inner.clone() };
                     match engine.purge_due().await {
                         Ok(0) => {}
@@ -174,7 +174,7 @@ pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
                         Err(error) => tracing::warn!(%error, "could not purge finished executions"),
                     }
                 }
-                Work::Purge => {}
+                Work::Claim | Work::Purge => {}
             }
         }
     });

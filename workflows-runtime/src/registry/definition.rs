@@ -47,6 +47,25 @@ pub type ErasedEntry = for<'a> fn(
 #[doc(hidden)]
 pub type InputCheck = fn(&RawValue) -> Result<(), serde_json::Error>;
 
+/// A workflow body's calls and the control flow around them, as the `#[workflow]` macro
+/// reads them from the source: calls `f(wf, ..)` with the workflow context as first argument,
+/// and the context's durable waits (`@sleep`, `@event:NAME`). Control flow without calls is
+/// left out; what happens inside helper functions is not seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// A call of a step, a child workflow or a helper function, by function name; or a durable
+    /// wait of the context (`@sleep`, `@event:NAME`).
+    Call(&'static str),
+    /// One of the lanes runs (`if`/`else`, `match` arms); a lane may be empty.
+    Branch(&'static [&'static [Flow]]),
+    /// Runs any number of times (`for`, `while`, `loop`).
+    Loop(&'static [Flow]),
+    /// The lanes run concurrently (`join!`, `try_join!`, `select!`).
+    Parallel(&'static [&'static [Flow]]),
+    /// Runs once per item, a bounded number at a time (`wf.fan_out(items, limit, ..)`).
+    FanOut(&'static [Flow]),
+}
+
 /// A step's compensation.
 #[derive(Clone, Copy)]
 pub struct CompensationDefinition {
@@ -144,6 +163,7 @@ pub struct WorkflowDefinition {
     pub(crate) input_type: &'static str,
     pub(crate) output_type: &'static str,
     pub(crate) calls: &'static [&'static str],
+    pub(crate) flow: &'static [Flow],
     pub(crate) entry: ErasedEntry,
     pub(crate) check_input: InputCheck,
     pub(crate) timeout: Option<Duration>,
@@ -176,11 +196,19 @@ impl WorkflowDefinition {
             input_type,
             output_type,
             calls,
+            flow: &[],
             entry,
             check_input,
             timeout,
             retention,
         }
+    }
+
+    /// This definition, with the control flow of its body.
+    #[doc(hidden)]
+    pub const fn with_flow(mut self, flow: &'static [Flow]) -> Self {
+        self.flow = flow;
+        self
     }
 
     /// How long an execution may run, from its start, before it is stopped and compensated.
@@ -233,6 +261,12 @@ impl WorkflowDefinition {
     /// The names of the functions the body calls with its workflow context, in source order.
     pub fn calls(&self) -> &'static [&'static str] {
         self.calls
+    }
+
+    /// The body's calls with the control flow around them, as far as the macro sees it in
+    /// the source (what `workflows show` draws).
+    pub fn flow(&self) -> &'static [Flow] {
+        self.flow
     }
 }
 

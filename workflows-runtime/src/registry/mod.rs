@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::OnceLock;
 
-pub use definition::{CompensationDefinition, SourceLocation, StepDefinition, WorkflowDefinition};
+pub use definition::{CompensationDefinition, Flow, SourceLocation, StepDefinition, WorkflowDefinition};
 #[doc(hidden)]
 pub use definition::{CompensationHook, ErasedEntry, InputCheck, StepRegistration, WorkflowRegistration};
 
@@ -116,29 +116,29 @@ impl Registry {
     /// the registered steps and workflows by function name (preferring the workflow's module
     /// when several share a function name).
     pub fn calls(&self, workflow: &WorkflowDefinition) -> Vec<Call> {
-        workflow
-            .calls()
-            .iter()
-            .map(|&callee| {
-                let module = workflow.location().module_path;
-                let pick = |candidates: Vec<(&'static str, Call)>| {
-                    candidates.iter().find(|(m, _)| *m == module).or(candidates.first()).map(|(_, c)| *c)
-                };
-                let steps: Vec<_> = self
-                    .steps
-                    .values()
-                    .filter(|s| s.fn_name() == callee)
-                    .map(|s| (s.location().module_path, Call::Step(s)))
-                    .collect();
-                let workflows: Vec<_> = self
-                    .workflows
-                    .values()
-                    .filter(|w| w.fn_name() == callee)
-                    .map(|w| (w.location().module_path, Call::Workflow(w)))
-                    .collect();
-                pick(steps).or_else(|| pick(workflows)).unwrap_or(Call::Other(callee))
-            })
-            .collect()
+        workflow.calls().iter().map(|&callee| self.resolve(workflow, callee)).collect()
+    }
+
+    /// What the function `callee`, called in `workflow`'s body, is: a step, a workflow, or
+    /// neither (preferring the workflow's module when several share a function name).
+    pub fn resolve(&self, workflow: &WorkflowDefinition, callee: &'static str) -> Call {
+        let module = workflow.location().module_path;
+        let pick = |candidates: Vec<(&'static str, Call)>| {
+            candidates.iter().find(|(m, _)| *m == module).or(candidates.first()).map(|(_, c)| *c)
+        };
+        let steps: Vec<_> = self
+            .steps
+            .values()
+            .filter(|s| s.fn_name() == callee)
+            .map(|s| (s.location().module_path, Call::Step(s)))
+            .collect();
+        let workflows: Vec<_> = self
+            .workflows
+            .values()
+            .filter(|w| w.fn_name() == callee)
+            .map(|w| (w.location().module_path, Call::Workflow(w)))
+            .collect();
+        pick(steps).or_else(|| pick(workflows)).unwrap_or(Call::Other(callee))
     }
 
     /// Registered workflow names closest to `name`, best first (for "did you mean" messages).

@@ -4,6 +4,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use serde_json::value::RawValue;
 
 use super::StepContext;
@@ -54,7 +56,10 @@ pub(crate) async fn run_compensation(
     let result = loop {
         let ctx = StepContext { live: live.clone(), key: key.clone(), attempt };
         let error = match hook {
-            Some(hook) => match attempt_compensation(&ctx, hook, input, timeout).await {
+            Some(hook) => match attempt_compensation(&ctx, hook, input, timeout)
+                .instrument(tracing::info_span!("compensation", key = %key, attempt))
+                .await
+            {
                 Ok(()) => break Ok(()),
                 Err(error) => error,
             },

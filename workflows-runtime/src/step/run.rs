@@ -17,6 +17,7 @@ use super::{Outcome, StepContext, StepResponse};
 use crate::engine::live::{Abort, LiveExecution};
 use crate::engine::panic::catch_unwind;
 use crate::error::{Failure, StepError};
+use crate::events::EventKind;
 use crate::journal::replay::Decision;
 use crate::journal::{JournalEvent, StepKey, input_hash};
 use crate::policy::OnFailure;
@@ -24,6 +25,7 @@ use crate::registry::StepDefinition;
 use crate::store::{InboxKind, WriteMode};
 use crate::time::Timestamp;
 use crate::workflow::Workflow;
+use tracing::Instrument;
 
 /// A `#[step]` function, as the macro describes it to the runtime. Not public API.
 #[doc(hidden)]
@@ -189,7 +191,11 @@ async fn run_step<S: StepFn>(
                 let started_at = Timestamp::now();
                 let ctx = StepContext { live: live.clone(), key: key.clone(), attempt };
                 let running = Attempt::start(live);
-                let called = attempt_once::<S>(&ctx, seq, input_hash, this_input, definition.policy.timeout).await;
+                live.emit(|| Some(EventKind::StepStarted { key: key.clone(), attempt }));
+                let span = tracing::info_span!("step", step = definition.name(), key = %key, attempt);
+                let called = attempt_once::<S>(&ctx, seq, input_hash, this_input, definition.policy.timeout)
+                    .instrument(span)
+                    .await;
                 match called {
                     Ok(Outcome::Done(response)) => match encode(&response, definition) {
                         Ok((output, compensation)) => {

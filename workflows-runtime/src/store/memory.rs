@@ -250,6 +250,7 @@ impl Store for MemoryStore {
         let mut records: Vec<_> =
             self.lock().iter().map(|(id, e)| e.record(id)).filter(|record| query.matches(record)).collect();
         records.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+        records.drain(..query.offset.min(records.len()));
         if let Some(limit) = query.limit {
             records.truncate(limit);
         }

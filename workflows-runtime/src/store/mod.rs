@@ -512,6 +512,8 @@ pub struct ExecutionQuery {
     pub before: Option<Timestamp>,
     /// At most this many (all when `None`).
     pub limit: Option<usize>,
+    /// Skip this many first (for paging).
+    pub offset: usize,
 }
 
 impl ExecutionQuery {

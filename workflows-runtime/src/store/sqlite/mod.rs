@@ -328,10 +328,10 @@ impl Store for SqliteStore {
                 values.push(before.as_micros().into());
             }
             sql.push_str(" ORDER BY created_at DESC, id DESC");
-            if let Some(limit) = query.limit {
-                sql.push_str(" LIMIT ?");
-                values.push((limit as i64).into());
-            }
+            // SQLite takes an offset only after a limit; -1 is none.
+            sql.push_str(" LIMIT ? OFFSET ?");
+            values.push(query.limit.map_or(-1, |limit| limit as i64).into());
+            values.push((query.offset as i64).into());
             let context = "cannot list executions";
             let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context, e))?;
             let mut found = statement.query(params_from_iter(values)).map_err(|e| backend(context, e))?;

@@ -1,0 +1,424 @@
+//! The `workflows` helper binary, run for real: every command against a store prepared by
+//! running the example workflows through it, the `--json` shapes parsed back, and the error
+//! cases with their messages and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A store in a temporary directory, and the binary run on it.
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+/// What a command did.
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+
+    /// Asserts the exit code, showing the output otherwise.
+    fn expect(self, code: i32) -> Ran {
+        assert_eq!(self.code, code, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        // Errors are for people: never a panic or a backtrace.
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        assert!(!self.stderr.contains("RUST_BACKTRACE"), "{}", self.stderr);
+        self
+    }
+}
+
+const HELLO: &str = r#"{"name":"John"}"#;
+const ORDER: &str = r#"{"id":"1","sku":"tee","quantity":2,"amount_cents":4000}"#;
+
+fn approval_input(id: &str, payment_timeout_ms: u64) -> String {
+    format!(r#"{{"id":"{id}","sku":"mug","amount_cents":1200,"payment_timeout_ms":{payment_timeout_ms}}}"#)
+}
+
+impl Cli {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("workflows.db")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_workflows"));
+        // The default store is `workflows.db` in the working directory.
+        command.args(args).current_dir(self.dir.path()).env_remove("WORKFLOWS_STORE").env_remove("CARRIER_DOWN");
+        command
+    }
+
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
+        let mut command = self.command(args);
+        command.envs(env.iter().copied());
+        let Output { status, stdout, stderr } = command.output().expect("the binary runs");
+        Ran {
+            code: status.code().expect("exited"),
+            stdout: String::from_utf8(stdout).unwrap(),
+            stderr: String::from_utf8(stderr).unwrap(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Ran {
+        self.run_with(args, &[])
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the binary starts")
+    }
+
+    /// The store's executions, newest first.
+    fn executions(&self, filters: &[&str]) -> Vec<Value> {
+        let mut args = vec!["executions", "--json", "--limit", "100"];
+        args.extend_from_slice(filters);
+        let listed = self.run(&args).expect(0).json();
+        listed["executions"].as_array().unwrap().clone()
+    }
+
+    fn inspect(&self, id: &str) -> Value {
+        self.run(&["inspect", id, "--json"]).expect(0).json()
+    }
+}
+
+fn events(inspected: &Value) -> Vec<String> {
+    let timeline = inspected["timeline"].as_array().unwrap();
+    timeline.iter().map(|row| format!("{} {}", row["event"].as_str().unwrap(), row["key"].as_str().unwrap())).collect()
+}
+
+#[test]
+fn list_shows_workflows_and_steps_with_locations_and_policies() {
+    let cli = Cli::new();
+    let text = cli.run(&["list"]).expect(0).stdout;
+    for expected in ["hello_world", "order_saga", "approval", "examples/src/hello_world.rs:", "release_stock"] {
+        assert!(text.contains(expected), "{expected} in:\n{text}");
+    }
+    assert!(text.contains("async, timeout 2days"), "{text}");
+
+    let listed = cli.run(&["list", "--json"]).expect(0).json();
+    let workflows = listed["workflows"].as_array().unwrap();
+    let hello = workflows.iter().find(|w| w["name"] == "hello_world").expect("hello_world listed");
+    assert_eq!(hello["calls"], serde_json::json!(["step_1", "step_2"]));
+    assert_eq!(hello["input"], "HelloInput");
+    assert_eq!(hello["output"], "Message");
+    assert!(hello["file"].as_str().unwrap().ends_with("hello_world.rs"));
+    assert!(hello["line"].as_u64().unwrap() > 0);
+    let steps = listed["steps"].as_array().unwrap();
+    let reserve = steps.iter().find(|s| s["name"] == "reserve_stock").unwrap();
+    assert_eq!(reserve["compensation"], "release_stock");
+    assert_eq!(reserve["async"], false);
+    assert_eq!(reserve["on_failure"], "fail");
+    let approval = steps.iter().find(|s| s["name"] == "approval.request_approval").unwrap();
+    assert_eq!(approval["async"], true);
+    assert_eq!(approval["timeout_ms"], 2 * 24 * 3600 * 1000);
+    // Reading the registry creates no store.
+    assert!(!cli.store().exists());
+}
+
+#[test]
+fn show_draws_a_workflow_as_text_mermaid_dot_and_json() {
+    let cli = Cli::new();
+    let text = cli.run(&["show", "order_saga"]).expect(0).stdout;
+    let order: Vec<usize> =
+        ["1. reserve_stock", "2. charge_payment", "3. create_shipment"].iter().map(|s| text.find(s).unwrap()).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+    assert!(text.contains("compensated by release_stock"), "{text}");
+
+    let mermaid = cli.run(&["show", "approval", "--format", "mermaid"]).expect(0).stdout;
+    assert!(mermaid.starts_with("flowchart TD\n"), "{mermaid}");
+    assert!(mermaid.contains(r#"["approval.request_approval"]"#), "{mermaid}");
+    assert!(mermaid.contains(r#">"@event:payment"]"#), "{mermaid}");
+    assert!(mermaid.contains("-->"), "{mermaid}");
+
+    let dot = cli.run(&["show", "hello_world", "--format", "dot"]).expect(0).stdout;
+    assert!(dot.starts_with("digraph \"hello_world\" {"), "{dot}");
+    assert!(dot.contains("label=\"step_1\", shape=box"), "{dot}");
+    assert!(dot.trim_end().ends_with('}'), "{dot}");
+
+    let shown = cli.run(&["show", "approval", "--json"]).expect(0).json();
+    let flow = shown["flow"].as_array().unwrap();
+    assert_eq!(flow[0]["call"], "reserve_stock");
+    assert_eq!(flow[0]["name"], "approval.reserve_stock");
+    assert_eq!(flow[0]["kind"], "step");
+    assert_eq!(flow[2]["kind"], "event");
+    assert_eq!(shown["workflow"]["name"], "approval");
+}
+
+#[test]
+fn a_newcomer_runs_a_workflow_inspects_a_failed_one_and_retries_it() {
+    let cli = Cli::new();
+    // Run: the result on stdout, the steps on stderr.
+    let ran = cli.run(&["run", "hello_world", "--input", HELLO]).expect(0);
+    assert_eq!(ran.stdout.trim(), r#"{"message":"Hello John from step two!"}"#);
+    for line in ["started hello_world", "step_1#1 started (attempt 1)", "step_2#1 completed in", "finished: completed"]
+    {
+        assert!(ran.stderr.contains(line), "{line} in:\n{}", ran.stderr);
+    }
+    // Input from a file.
+    std::fs::write(cli.dir.path().join("input.json"), HELLO).unwrap();
+    let ran = cli.run(&["run", "hello_world", "--input", "@input.json", "--json"]).expect(0).json();
+    assert_eq!(ran["state"], "completed");
+    assert_eq!(ran["result"]["message"], "Hello John from step two!");
+
+    // A saga that fails and compensates: exit code 3.
+    let failed = cli.run_with(&["run", "order_saga", "--input", ORDER], &[("CARRIER_DOWN", "1")]).expect(3);
+    assert!(failed.stderr.contains("ended compensated"), "{}", failed.stderr);
+    assert!(failed.stderr.contains("the carrier is unavailable"), "{}", failed.stderr);
+    let compensated = cli.executions(&["--state", "compensated"]);
+    assert_eq!(compensated.len(), 1);
+    let id = compensated[0]["id"].as_str().unwrap().to_owned();
+
+    // Inspect it: every step and compensation, in order, with attempts and durations.
+    let text = cli.run(&["inspect", &id]).expect(0).stdout;
+    for expected in ["state    compensated", "step failed", "create_shipment#1", "compensation completed", "retry"] {
+        assert!(text.contains(expected), "{expected} in:\n{text}");
+    }
+    let inspected = cli.inspect(&id);
+    assert_eq!(
+        events(&inspected),
+        [
+            "step_completed reserve_stock#1",
+            "step_completed charge_payment#1",
+            "step_failed create_shipment#1",
+            "compensation_started charge_payment#1",
+            "compensation_completed charge_payment#1",
+            "compensation_started reserve_stock#1",
+            "compensation_completed reserve_stock#1",
+        ]
+    );
+    let timeline = inspected["timeline"].as_array().unwrap();
+    assert_eq!(timeline[0]["attempt"], 1);
+    assert!(timeline[0]["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(timeline[0]["output"]["id"], "res-1");
+    assert_eq!(timeline[2]["error"]["message"], "the carrier is unavailable");
+    assert_eq!(inspected["execution"]["state"], "compensated");
+    assert_eq!(inspected["execution"]["input"]["sku"], "tee");
+    assert_eq!(inspected["journal"].as_array().unwrap().len(), 7);
+
+    // The carrier is back: retry it, as a new execution with the same input.
+    let retried = cli.run(&["retry", &id, "--json"]).expect(0).json();
+    assert_eq!(retried["state"], "completed");
+    assert_eq!(retried["result"]["shipment"], "ship-res-1");
+    let new = retried["execution"].as_str().unwrap();
+    assert_ne!(new, id);
+    let rerun = cli.executions(&["--workflow", "order_saga", "--state", "completed"]);
+    assert_eq!(rerun[0]["rerun_of"], id.as_str());
+}
+
+#[test]
+fn executions_filter_and_page_newest_first() {
+    let cli = Cli::new();
+    for _ in 0..3 {
+        cli.run(&["run", "hello_world", "--input", HELLO]).expect(0);
+    }
+    cli.run(&["run", "product_count"]).expect(0);
+    let all = cli.executions(&[]);
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0]["workflow"], "product_count", "newest first");
+    let created: Vec<&str> = all.iter().map(|e| e["created_at"].as_str().unwrap()).collect();
+    assert!(created.windows(2).all(|w| w[0] >= w[1]), "{created:?}");
+
+    assert_eq!(cli.executions(&["--workflow", "hello_world"]).len(), 3);
+    assert_eq!(cli.executions(&["--state", "completed", "--state", "compensated"]).len(), 4);
+    assert_eq!(cli.executions(&["--state", "failed"]).len(), 0);
+    assert_eq!(cli.executions(&["--since", "1h"]).len(), 4);
+    assert_eq!(cli.executions(&["--since", "2999-01-01T00:00:00Z"]).len(), 0);
+
+    let page = |n: &str| cli.run(&["executions", "--json", "--limit", "3", "--page", n]).expect(0).json();
+    let (first, second) = (page("1"), page("2"));
+    assert_eq!(first["executions"].as_array().unwrap().len(), 3);
+    assert_eq!(first["more"], true);
+    assert_eq!(second["executions"].as_array().unwrap().len(), 1);
+    assert_eq!(second["more"], false);
+    assert_eq!(second["executions"][0]["id"], all[3]["id"]);
+
+    let text = cli.run(&["executions", "--limit", "2"]).expect(0).stdout;
+    assert!(text.starts_with("ID"), "{text}");
+    assert!(text.contains("(more: --page 2)"), "{text}");
+}
+
+#[test]
+fn async_steps_and_events_are_completed_failed_and_sent_from_the_command_line() {
+    let cli = Cli::new();
+    // The run suspends on the approval: exit code 4, with the commands that continue it.
+    let waiting = cli.run(&["run", "approval", "--input", &approval_input("7", 600_000), "--id", "order-7"]).expect(4);
+    let token = "order-7/approval.request_approval#1";
+    assert!(waiting.stderr.contains(&format!("workflows complete {token} --output JSON")), "{}", waiting.stderr);
+    let inspected = cli.inspect("order-7");
+    assert_eq!(inspected["execution"]["state"], "waiting");
+    assert_eq!(inspected["waiting_for"][0]["completion"], "approval.request_approval#1");
+    assert_eq!(inspected["timeline"][1]["token"], token);
+
+    // Completing it continues the execution here, until it waits for the payment event.
+    let completed = cli.run(&["complete", token, "--output", r#"{"approved":true,"by":"ann"}"#]).expect(0);
+    assert!(completed.stderr.contains("workflows send-event order-7 payment"), "{}", completed.stderr);
+    let again = cli.run(&["complete", token, "--output", r#"{"approved":true,"by":"ann"}"#]).expect(1);
+    assert!(again.stderr.contains("was completed already"), "{}", again.stderr);
+    let sent =
+        cli.run(&["send-event", "order-7", "payment", "--payload", r#"{"payment_id":"p1","amount_cents":1200}"#]);
+    let sent = sent.expect(0);
+    assert!(sent.stderr.contains("completed"), "{}", sent.stderr);
+    let done = cli.inspect("order-7");
+    assert_eq!(done["execution"]["state"], "completed");
+    assert_eq!(done["execution"]["result"]["payment_id"], "p1");
+
+    // A permanent failure of the approval compensates the order.
+    cli.run(&["run", "approval", "--input", &approval_input("8", 600_000), "--id", "order-8"]).expect(4);
+    let failed = cli.run(&["fail", "order-8/approval.request_approval#1", "--error", "manager away", "--permanent"]);
+    assert!(failed.expect(0).stderr.contains("ended compensated"));
+    let inspected = cli.inspect("order-8");
+    assert_eq!(inspected["execution"]["state"], "compensated");
+    assert!(events(&inspected).contains(&"compensation_completed approval.reserve_stock#1".to_owned()));
+
+    // A malformed token, an output of the wrong shape, and an event to a finished execution.
+    let bad = cli.run(&["complete", "nonsense", "--output", "{}"]).expect(1);
+    assert!(bad.stderr.contains("is not a completion token"), "{}", bad.stderr);
+    cli.run(&["run", "approval", "--input", &approval_input("9", 600_000), "--id", "order-9"]).expect(4);
+    let shape = cli.run(&["complete", "order-9/approval.request_approval#1", "--output", r#"{"approved":"yes"}"#]);
+    assert!(shape.expect(1).stderr.contains("does not decode as the step's output"));
+    let finished = cli.run(&["send-event", "order-7", "payment", "--payload", "{}"]).expect(1);
+    assert!(finished.stderr.contains("is completed already"), "{}", finished.stderr);
+
+    // Cancelling the waiting one compensates it.
+    let cancelled = cli.run(&["cancel", "order-9"]).expect(0);
+    assert!(cancelled.stderr.contains("ended cancelled"), "{}", cancelled.stderr);
+    assert_eq!(cli.inspect("order-9")["execution"]["state"], "cancelled");
+    let twice = cli.run(&["cancel", "order-9"]).expect(1);
+    assert!(twice.stderr.contains("cancelled"), "{}", twice.stderr);
+}
+
+#[test]
+fn purge_deletes_finished_executions_older_than_an_age() {
+    let cli = Cli::new();
+    cli.run(&["run", "hello_world", "--input", HELLO]).expect(0);
+    cli.run(&["run", "approval", "--input", &approval_input("1", 600_000)]).expect(4);
+    // Nothing is past its retention (7 days).
+    assert_eq!(cli.run(&["purge", "--json"]).expect(0).json()["purged"], 0);
+    let purged = cli.run(&["purge", "--older-than", "0s", "--json"]).expect(0).json();
+    assert_eq!(purged["purged"], 1, "the finished one; never a waiting one");
+    let left = cli.executions(&[]);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["state"], "waiting");
+    let text = cli.run(&["purge", "--older-than", "1d"]).expect(0).stdout;
+    assert!(text.contains("purged 0 finished executions"), "{text}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_worker_resumes_due_executions_and_stops_gracefully_on_ctrl_c() {
+    let cli = Cli::new();
+    // Approved at once; then the payment wait (deadline 2.5 s) suspends it with no process left.
+    cli.run(&["run", "approval", "--input", &approval_input("5", 2_500), "--id", "order-5"]).expect(4);
+    cli.run(&["complete", "order-5/approval.request_approval#1", "--output", r#"{"approved":true,"by":"bo"}"#])
+        .expect(0);
+    assert_eq!(cli.inspect("order-5")["execution"]["state"], "waiting");
+
+    let mut worker = cli.spawn(&["worker"]);
+    let started = Instant::now();
+    loop {
+        let state = cli.inspect("order-5")["execution"]["state"].as_str().unwrap().to_owned();
+        if state == "compensated" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the worker did not resume it: {state}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let failure = &cli.inspect("order-5")["execution"]["failure"]["message"];
+    assert!(failure.as_str().unwrap().contains("payment"), "{failure}");
+
+    // SIGINT, as Ctrl-C sends: a graceful stop, exit code 0.
+    let status = Command::new("kill").args(["-INT", &worker.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = wait_with_timeout(&mut worker, Duration::from_secs(20));
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    assert!(output.stderr.contains("stopping"), "{}", output.stderr);
+    assert!(output.stderr.contains("resumed approval (execution order-5)"), "{}", output.stderr);
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> Ran {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the process did not stop within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = std::mem::replace(child, Command::new("true").spawn().unwrap()).wait_with_output().unwrap();
+    Ran {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn errors_say_what_is_wrong_with_exit_codes_and_no_backtrace() {
+    let cli = Cli::new();
+    // An unknown workflow, with the closest names.
+    let unknown = cli.run(&["run", "hello_wrld", "--input", HELLO]).expect(1);
+    assert!(unknown.stderr.contains("no workflow is registered as `hello_wrld`"), "{}", unknown.stderr);
+    assert!(unknown.stderr.contains("did you mean `hello_world`"), "{}", unknown.stderr);
+    assert!(cli.run(&["show", "order_sag"]).expect(1).stderr.contains("did you mean `order_saga`"));
+
+    // Malformed JSON: where, and the expected input type.
+    let malformed = cli.run(&["run", "hello_world", "--input", "{\"name\": }"]).expect(1);
+    assert!(malformed.stderr.contains("--input is not valid JSON"), "{}", malformed.stderr);
+    assert!(malformed.stderr.contains("line 1, column 10"), "{}", malformed.stderr);
+    assert!(malformed.stderr.contains("`HelloInput`"), "{}", malformed.stderr);
+
+    // JSON of the wrong shape: serde's message.
+    let mismatch = cli.run(&["run", "hello_world", "--input", r#"{"nam":"x"}"#]).expect(1);
+    assert!(mismatch.stderr.contains("does not match workflow `hello_world`'s input type `HelloInput`"));
+    assert!(mismatch.stderr.contains("missing field `name`"), "{}", mismatch.stderr);
+    // None of these created the store.
+    assert!(!cli.store().exists());
+
+    // A store that does not exist.
+    for args in [&["executions"][..], &["inspect", "x"], &["cancel", "x"], &["purge"]] {
+        let missing = cli.run(args).expect(1);
+        assert!(missing.stderr.contains("no store at `workflows.db`"), "{args:?}: {}", missing.stderr);
+    }
+    assert!(!cli.store().exists());
+
+    // An unknown execution.
+    cli.run(&["run", "hello_world", "--input", HELLO]).expect(0);
+    let nothing = cli.run(&["inspect", "nope"]).expect(1);
+    assert!(nothing.stderr.contains("no execution `nope`"), "{}", nothing.stderr);
+    assert!(cli.run(&["retry", "nope"]).expect(1).stderr.contains("no execution has the id nope"));
+
+    // A store of a newer version is refused, untouched.
+    let newer = cli.dir.path().join("newer.db");
+    std::fs::copy(cli.store(), &newer).unwrap();
+    rusqlite::Connection::open(&newer).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    let store = format!("sqlite:{}", newer.display());
+    let refused = cli.run(&["--store", &store, "executions"]).expect(1);
+    assert!(refused.stderr.contains("schema version 99, newer than this build supports"), "{}", refused.stderr);
+    let version: i64 =
+        rusqlite::Connection::open(&newer).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, 99);
+
+    // The store from the environment, as documented.
+    let listed = cli.run_with(&["executions", "--json"], &[("WORKFLOWS_STORE", &format!("sqlite:{}", path(&cli)))]);
+    assert_eq!(listed.expect(0).json()["executions"].as_array().unwrap().len(), 1);
+
+    // Usage errors: exit code 2.
+    assert!(cli.run(&["frobnicate"]).expect(2).stderr.contains("unrecognized subcommand"));
+    assert!(cli.run(&["executions", "--state", "sleeping"]).expect(2).stderr.contains("unknown execution state"));
+    assert!(cli.run(&["--help"]).expect(0).stdout.contains("send-event"));
+}
+
+fn path(cli: &Cli) -> String {
+    let store = cli.store();
+    let path: &Path = &store;
+    path.display().to_string()
+}

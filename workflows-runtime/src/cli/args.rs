@@ -1,0 +1,138 @@
+//! The command line.
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::execution::ExecutionState;
+
+/// Inspect and operate the durable workflows of this program.
+#[derive(Debug, Parser)]
+#[command(name = "workflows", version, about, long_about = None, disable_help_subcommand = false)]
+pub struct Cli {
+    /// The store: `sqlite:PATH` or `memory`. Default: $WORKFLOWS_STORE, else `sqlite:workflows.db`.
+    #[arg(long, global = true, value_name = "URL")]
+    pub store: Option<String>,
+
+    /// Print JSON for scripts (one document per command; its shape is documented in the README).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// List the registered workflows and steps, with their source locations and policies.
+    List,
+    /// Show the steps a workflow calls, in order, with branches, loops and parallel lanes.
+    Show {
+        /// The workflow's registered name.
+        name: String,
+        /// How to draw it.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Run a workflow here, showing each step as it starts and finishes.
+    Run {
+        /// The workflow's registered name.
+        name: String,
+        /// The input: JSON text, `@FILE` to read it from a file, or `@-` for standard input.
+        #[arg(long, default_value = "null", value_name = "JSON|@FILE")]
+        input: String,
+        /// The execution's id (a new one by default); starting an id that exists returns its
+        /// result, as `RunOptions::id` does.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List executions, newest first.
+    Executions {
+        /// Only executions in this state (repeat for several).
+        #[arg(long, value_parser = parse_state)]
+        state: Vec<ExecutionState>,
+        /// Only executions of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only executions created since this long ago (`1h`, `2d`) or this time (RFC 3339).
+        #[arg(long, value_name = "AGE|TIME")]
+        since: Option<String>,
+        /// How many per page.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Which page, from 1.
+        #[arg(long, default_value_t = 1)]
+        page: usize,
+    },
+    /// Show an execution's timeline: every step and compensation, with attempts, durations,
+    /// errors and outputs.
+    Inspect {
+        /// The execution's id.
+        id: String,
+        /// Show outputs and inputs in full instead of truncated.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Run a finished execution's workflow again, with the same input, as a new execution.
+    Retry {
+        /// The finished execution's id.
+        id: String,
+    },
+    /// Cancel an execution: its completed steps are compensated.
+    Cancel {
+        /// The execution's id.
+        id: String,
+    },
+    /// Complete an async step with its output.
+    Complete {
+        /// The step's completion token (`<execution>/<step>#<n>`), as `inspect` shows it.
+        token: String,
+        /// The step's output: JSON text, `@FILE` or `@-`.
+        #[arg(long, value_name = "JSON|@FILE")]
+        output: String,
+    },
+    /// Fail the current attempt of an async step (its retry policy applies).
+    Fail {
+        /// The step's completion token.
+        token: String,
+        /// The error message.
+        #[arg(long, value_name = "MESSAGE")]
+        error: String,
+        /// Fail it for good: no retry.
+        #[arg(long)]
+        permanent: bool,
+    },
+    /// Send an event to an execution.
+    SendEvent {
+        /// The execution's id.
+        id: String,
+        /// The event's name.
+        name: String,
+        /// The event's payload: JSON text, `@FILE` or `@-`.
+        #[arg(long, default_value = "null", value_name = "JSON|@FILE")]
+        payload: String,
+    },
+    /// Delete finished executions: those past their retention, or those finished before a time.
+    Purge {
+        /// Delete the executions that finished more than this long ago (`30d`, `12h`),
+        /// whatever their retention.
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+    },
+    /// Run a worker: take over executions whose owner is gone, resume suspended ones when they
+    /// are due, and run them until Ctrl-C (or SIGTERM), then stop gracefully.
+    Worker,
+}
+
+/// How `show` draws a workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// An indented outline.
+    Text,
+    /// A Mermaid flowchart (paste into Markdown).
+    Mermaid,
+    /// A Graphviz digraph (`dot -Tsvg`).
+    Dot,
+}
+
+fn parse_state(text: &str) -> Result<ExecutionState, String> {
+    text.parse().map_err(|e: crate::execution::UnknownState| e.to_string())
+}

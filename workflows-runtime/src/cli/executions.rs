@@ -1,0 +1,337 @@
+//! `executions`, `inspect` and `purge`: reading and deleting what the store holds. These work
+//! on any store, whatever workflows this program links.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::output::{Table, duration, millis, print_json, time_arg, truncate};
+use super::{CliError, Context, EXIT_OK};
+use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
+use crate::journal::{JournalEntry, JournalEvent};
+use crate::store::ExecutionQuery;
+use crate::time::Timestamp;
+
+/// How much of an output or input `inspect` shows without `--full`.
+const SHOWN: usize = 80;
+
+/// `workflows executions`.
+pub(crate) async fn list(
+    context: &Context,
+    states: Vec<ExecutionState>,
+    workflow: Option<String>,
+    since: Option<String>,
+    limit: usize,
+    page: usize,
+) -> Result<u8, CliError> {
+    let store = context.existing_store().await?;
+    let since = since.map(|s| time_arg("--since", &s)).transpose()?;
+    let (limit, page) = (limit.max(1), page.max(1));
+    // One more than a page tells whether there is a next one.
+    let query =
+        ExecutionQuery { states, workflow, since, before: None, limit: Some(limit + 1), offset: (page - 1) * limit };
+    let mut records = store.list_executions(&query).await?;
+    let more = records.len() > limit;
+    records.truncate(limit);
+    if context.json {
+        let executions: Vec<Value> = records.iter().map(summary_json).collect();
+        print_json(&json!({ "executions": executions, "page": page, "limit": limit, "more": more }))?;
+        return Ok(EXIT_OK);
+    }
+    if records.is_empty() {
+        println!("no executions{}", if page > 1 { " on this page" } else { " match" });
+        return Ok(EXIT_OK);
+    }
+    let mut table = Table::new(&["ID", "WORKFLOW", "STATE", "CREATED", "TOOK"]);
+    for record in &records {
+        let took = record.state.is_finished().then(|| duration(record.updated_at.duration_since(record.created_at)));
+        table.row(vec![
+            record.id.to_string(),
+            record.workflow.clone(),
+            record.state.to_string(),
+            record.created_at.to_string(),
+            took.unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    table.print();
+    if more {
+        println!("(more: --page {})", page + 1);
+    }
+    Ok(EXIT_OK)
+}
+
+/// An execution in lists: what it is and how it ended.
+fn summary_json(record: &ExecutionRecord) -> Value {
+    json!({
+        "id": record.id,
+        "workflow": record.workflow,
+        "state": record.state,
+        "created_at": record.created_at.to_string(),
+        "updated_at": record.updated_at.to_string(),
+        "duration_ms": record.state.is_finished().then(|| millis(record.updated_at.duration_since(record.created_at))),
+        "parent": record.parent.as_ref().map(|(id, _)| id),
+        "rerun_of": record.rerun_of,
+        "failure": record.failure,
+    })
+}
+
+/// `workflows inspect ID`.
+pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u8, CliError> {
+    let store = context.existing_store().await?;
+    let id = ExecutionId::from(id);
+    let record = store.execution(&id).await?.ok_or_else(|| {
+        CliError::new(format!(
+            "no execution `{id}` in store `{}` (it never existed, or it was purged after its retention); \
+             list them with `workflows executions`",
+            context.store
+        ))
+    })?;
+    let journal = store.journal(&id).await?;
+    let timeline = timeline(&record, &journal);
+    let pending = pending_waits(&record, &journal);
+    if context.json {
+        let mut execution = summary_json(&record);
+        let extra = json!({
+            "input": record.input,
+            "result": record.result,
+            "fingerprint": record.fingerprint,
+            "version": record.version,
+            "owner": record.owner,
+            "exclusive_key": record.exclusive_key,
+            "cancel_requested": record.cancel_requested,
+            "wake_at": record.wake_at.map(|t| t.to_string()),
+        });
+        if let (Value::Object(execution), Value::Object(extra)) = (&mut execution, extra) {
+            execution.extend(extra);
+        }
+        let rows: Vec<Value> = timeline.iter().map(Row::to_json).collect();
+        let waiting: Vec<Value> = pending.iter().map(Pending::to_json).collect();
+        print_json(&json!({ "execution": execution, "timeline": rows, "waiting_for": waiting, "journal": journal }))?;
+        return Ok(EXIT_OK);
+    }
+    let shown = |text: &str| if full { text.to_owned() } else { truncate(text, SHOWN) };
+    println!("execution {} (workflow {})", record.id, record.workflow);
+    println!("  state    {}", record.state);
+    let took = if record.state.is_finished() {
+        format!("  (took {})", duration(record.updated_at.duration_since(record.created_at)))
+    } else {
+        String::new()
+    };
+    println!("  created  {}   updated {}{took}", record.created_at, record.updated_at);
+    if let Some((parent, key)) = &record.parent {
+        println!("  parent   {parent} (as {key})");
+    }
+    if let Some(original) = &record.rerun_of {
+        println!("  re-runs  {original}");
+    }
+    println!("  input    {}", shown(record.input.get()));
+    if let Some(result) = &record.result {
+        println!("  result   {}", shown(result.get()));
+    }
+    if let Some(failure) = &record.failure {
+        println!("  failure  {failure}");
+    }
+    println!();
+    if timeline.is_empty() {
+        println!("  (no steps ran yet)");
+    } else {
+        let mut table = Table::new(&["  +TIME", "EVENT", "STEP", "ATTEMPT", "TOOK", "DETAIL"]);
+        for row in &timeline {
+            table.row(vec![
+                format!("  +{}", duration(row.at.duration_since(record.created_at))),
+                row.event.replace('_', " "),
+                row.key.clone(),
+                row.attempt.map_or(String::new(), |a| a.to_string()),
+                row.took.map_or(String::new(), duration),
+                row.detail.as_deref().map(shown).unwrap_or_default(),
+            ]);
+        }
+        table.print();
+    }
+    for wait in &pending {
+        println!("\n{}", wait.hint(&record.id));
+    }
+    if record.state.is_finished() && record.state != ExecutionState::Completed {
+        println!("\nrun it again with the same input: workflows retry {}", record.id);
+    }
+    Ok(EXIT_OK)
+}
+
+/// One line of an execution's timeline.
+struct Row {
+    index: u64,
+    at: Timestamp,
+    event: &'static str,
+    key: String,
+    attempt: Option<u32>,
+    took: Option<std::time::Duration>,
+    /// The output, error, or what it waits for.
+    detail: Option<String>,
+    /// The same, as JSON.
+    fields: Value,
+}
+
+impl Row {
+    fn to_json(&self) -> Value {
+        let mut row = json!({
+            "index": self.index,
+            "at": self.at.to_string(),
+            "event": self.event,
+            "key": self.key,
+            "attempt": self.attempt,
+            "duration_ms": self.took.map(millis),
+        });
+        if let (Value::Object(row), Value::Object(fields)) = (&mut row, &self.fields) {
+            row.extend(fields.clone());
+        }
+        row
+    }
+}
+
+fn timeline(record: &ExecutionRecord, journal: &[JournalEntry]) -> Vec<Row> {
+    let mut compensation_started: HashMap<String, Timestamp> = HashMap::new();
+    let mut awaited: HashMap<String, Timestamp> = HashMap::new();
+    journal
+        .iter()
+        .map(|entry| {
+            let (_, key) = entry.event.step();
+            let key_text = key.to_string();
+            let since = |started: Timestamp| Some(entry.at.duration_since(started));
+            let (attempt, took, detail, fields) = match &entry.event {
+                JournalEvent::StepStarted { attempt, .. } => (Some(*attempt), None, None, json!({})),
+                JournalEvent::StepCompleted { attempt, started_at, output, .. } => {
+                    (Some(*attempt), since(*started_at), Some(output.get().to_owned()), json!({ "output": output }))
+                }
+                JournalEvent::StepFailed { attempt, started_at, error, retry_at, .. } => {
+                    let retry = retry_at.map(|at| format!(" (retry at {at})")).unwrap_or_default();
+                    let detail = format!("{}{retry}", error.message);
+                    let fields = json!({ "error": error, "retry_at": retry_at.map(|t| t.to_string()) });
+                    (Some(*attempt), since(*started_at), Some(detail), fields)
+                }
+                JournalEvent::StepSkipped { attempt, error, .. } => {
+                    (Some(*attempt), None, Some(format!("skipped: {}", error.message)), json!({ "error": error }))
+                }
+                JournalEvent::StepWaiting { attempt, deadline, .. } => {
+                    let token = format!("{}/{key_text}", record.id);
+                    let until = deadline.map(|d| format!(" until {d}")).unwrap_or_default();
+                    let detail = format!("waits for its completion{until}; token {token}");
+                    let fields = json!({ "token": token, "deadline": deadline.map(|t| t.to_string()) });
+                    (Some(*attempt), None, Some(detail), fields)
+                }
+                JournalEvent::TimerStarted { wake_at, .. } => {
+                    (None, None, Some(format!("until {wake_at}")), json!({ "wake_at": wake_at.to_string() }))
+                }
+                JournalEvent::EventAwaited { deadline, .. } => {
+                    awaited.insert(key_text.clone(), entry.at);
+                    let until = deadline.map(|d| format!(" until {d}")).unwrap_or_default();
+                    (None, None, Some(format!("waits{until}")), json!({ "deadline": deadline.map(|t| t.to_string()) }))
+                }
+                JournalEvent::EventReceived { payload, .. } => {
+                    let took = awaited.get(&key_text).and_then(|at| since(*at));
+                    (None, took, Some(payload.get().to_owned()), json!({ "payload": payload }))
+                }
+                JournalEvent::ChildStarted { child, .. } => {
+                    (None, None, Some(format!("execution {child}")), json!({ "child": child }))
+                }
+                JournalEvent::ChildCompleted { output, .. } => {
+                    (None, None, Some(output.get().to_owned()), json!({ "output": output }))
+                }
+                JournalEvent::ChildFailed { error, .. } => {
+                    (None, None, Some(error.to_string()), json!({ "error": error }))
+                }
+                JournalEvent::CompensationStarted { .. } => {
+                    compensation_started.insert(key_text.clone(), entry.at);
+                    (None, None, None, json!({}))
+                }
+                JournalEvent::CompensationCompleted { .. } => {
+                    let took = compensation_started.get(&key_text).and_then(|at| since(*at));
+                    (None, took, None, json!({}))
+                }
+                JournalEvent::CompensationFailed { error, .. } => {
+                    let took = compensation_started.get(&key_text).and_then(|at| since(*at));
+                    (None, took, Some(error.message.clone()), json!({ "error": error }))
+                }
+                JournalEvent::TimerFired { .. } | JournalEvent::WaitTimedOut { .. } => (None, None, None, json!({})),
+            };
+            Row {
+                index: entry.index,
+                at: entry.at,
+                event: entry.event.kind(),
+                key: key_text,
+                attempt,
+                took,
+                detail,
+                fields,
+            }
+        })
+        .collect()
+}
+
+/// Something an unfinished execution waits for from outside.
+pub(super) enum Pending {
+    Completion(String),
+    Event(String),
+}
+
+impl Pending {
+    pub(super) fn to_json(&self) -> Value {
+        match self {
+            Self::Completion(key) => json!({ "completion": key }),
+            Self::Event(name) => json!({ "event": name }),
+        }
+    }
+
+    pub(super) fn hint(&self, id: &ExecutionId) -> String {
+        match self {
+            Self::Completion(key) => format!(
+                "waiting for the completion of async step {key}:\n  workflows complete {id}/{key} --output JSON\n  \
+                 workflows fail {id}/{key} --error MESSAGE"
+            ),
+            Self::Event(name) => {
+                format!("waiting for event `{name}`:\n  workflows send-event {id} {name} --payload JSON")
+            }
+        }
+    }
+}
+
+pub(super) fn pending_waits(record: &ExecutionRecord, journal: &[JournalEntry]) -> Vec<Pending> {
+    if record.state.is_finished() {
+        return Vec::new();
+    }
+    let mut waits: Vec<(String, Pending)> = Vec::new();
+    for entry in journal {
+        let key = entry.event.step().1.to_string();
+        match &entry.event {
+            JournalEvent::StepWaiting { .. } => waits.push((key.clone(), Pending::Completion(key))),
+            JournalEvent::EventAwaited { key: wait, .. } => {
+                let name = wait.name().strip_prefix("@event:").unwrap_or(wait.name()).to_owned();
+                waits.push((key, Pending::Event(name)));
+            }
+            JournalEvent::StepCompleted { .. }
+            | JournalEvent::StepFailed { .. }
+            | JournalEvent::EventReceived { .. }
+            | JournalEvent::WaitTimedOut { .. } => waits.retain(|(k, _)| *k != key),
+            _ => {}
+        }
+    }
+    waits.into_iter().map(|(_, wait)| wait).collect()
+}
+
+/// `workflows purge`.
+pub(crate) async fn purge(context: Context, older_than: Option<String>) -> Result<u8, CliError> {
+    let before = older_than.map(|age| time_arg("--older-than", &age)).transpose()?;
+    let json = context.json;
+    let (engine, _) = context.engine(false).await?;
+    let purged = match before {
+        Some(before) => engine.purge_finished_before(before).await?,
+        None => engine.purge_due().await?,
+    };
+    engine.shutdown().await;
+    if json {
+        print_json(&json!({ "purged": purged }))?;
+    } else {
+        let which = if before.is_some() { "finished before the given age" } else { "past their retention" };
+        println!("purged {purged} finished execution{} {which}", if purged == 1 { "" } else { "s" });
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,435 @@
+//! Commands that run workflows here: `run`, `retry`, `worker`, and the deliveries and
+//! cancellations that continue an execution in this process (`complete`, `fail`,
+//! `send-event`, `cancel`).
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::executions::pending_waits;
+use super::output::{duration, json_arg, print_json, truncate};
+use super::{CliError, Context, EXIT_OK, EXIT_WAITING, EXIT_WORKFLOW_FAILED};
+use crate::engine::ExecutionHandle;
+use crate::events::{EventKind, ExecutionEvent, RecvError, Subscription};
+use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
+use crate::registry::Registry;
+use crate::{Engine, RunError, RunOptions, StepError};
+
+/// How often the watcher redraws the progress line and checks whether the engine is idle.
+const TICK: Duration = Duration::from_millis(50);
+
+/// `workflows run NAME --input JSON`.
+pub(crate) async fn run(context: Context, name: &str, input: &str, id: Option<String>) -> Result<u8, CliError> {
+    // Checked before the store is opened (or created): a typo changes nothing.
+    let registry = Registry::global()?;
+    let definition = registry.workflow(name).ok_or_else(|| RunError::UnknownWorkflow {
+        name: name.to_owned(),
+        similar: registry.similar_workflows(name),
+    })?;
+    let input = json_arg("--input", input, Some(definition.input_type()))?;
+    (definition.check_input)(&input).map_err(|source| RunError::InvalidInput {
+        workflow: name.to_owned(),
+        expected: definition.input_type(),
+        source,
+    })?;
+    let (engine, json) = context.engine(true).await?;
+    let id = id.map(ExecutionId::from).unwrap_or_default();
+    let events = engine.subscribe();
+    let handle = engine.start_workflow_by_name(name, &*input, RunOptions::new().id(id.clone())).await;
+    let outcome = match handle {
+        Ok(handle) => watch(&engine, &id, events, Some(handle)).await,
+        Err(error) => Err(error.into()),
+    };
+    engine.shutdown().await;
+    report(&engine, outcome?, json, false).await
+}
+
+/// `workflows retry ID`.
+pub(crate) async fn retry(context: Context, id: &str) -> Result<u8, CliError> {
+    let (engine, json) = context.engine(false).await?;
+    let events = engine.subscribe();
+    let outcome = match engine.rerun(&ExecutionId::from(id)).await {
+        Ok(handle) => {
+            let new = handle.id().clone();
+            eprintln!("re-running execution {id} as {new}");
+            watch(&engine, &new, events, Some(handle)).await
+        }
+        Err(error) => Err(error.into()),
+    };
+    engine.shutdown().await;
+    report(&engine, outcome?, json, false).await
+}
+
+/// `workflows cancel ID`.
+pub(crate) async fn cancel(context: Context, id: &str) -> Result<u8, CliError> {
+    let (engine, json) = context.engine(false).await?;
+    let id = ExecutionId::from(id);
+    let events = engine.subscribe_to(&id);
+    let outcome = match engine.cancel(&id).await {
+        Ok(()) => watch(&engine, &id, events, None).await,
+        Err(error) => Err(error.into()),
+    };
+    engine.shutdown().await;
+    report(&engine, outcome?, json, true).await
+}
+
+/// `workflows complete TOKEN --output JSON`.
+pub(crate) async fn complete(context: Context, token: &str, output: &str) -> Result<u8, CliError> {
+    let output = json_arg("--output", output, None)?;
+    deliver(context, execution_of(token), |engine| async move { engine.complete_step(token, &*output).await }).await
+}
+
+/// `workflows fail TOKEN --error MESSAGE`.
+pub(crate) async fn fail(context: Context, token: &str, error: &str, permanent: bool) -> Result<u8, CliError> {
+    let error = if permanent { StepError::permanent(error.to_owned()) } else { StepError::new(error.to_owned()) };
+    deliver(context, execution_of(token), |engine| async move { engine.fail_step(token, error).await }).await
+}
+
+/// `workflows send-event ID NAME --payload JSON`.
+pub(crate) async fn send_event(context: Context, id: &str, name: &str, payload: &str) -> Result<u8, CliError> {
+    let payload = json_arg("--payload", payload, None)?;
+    let execution = ExecutionId::from(id);
+    deliver(context, execution.clone(), |engine| async move { engine.send_event(&execution, name, &*payload).await })
+        .await
+}
+
+/// The execution a completion token names (the token is checked when it is delivered).
+fn execution_of(token: &str) -> ExecutionId {
+    ExecutionId::from(token.rsplit_once('/').map_or(token, |(execution, _)| execution))
+}
+
+/// Delivers something to execution `id`; if that wakes it here, runs it until it finishes or
+/// waits again.
+async fn deliver<F: std::future::Future<Output = Result<(), crate::DeliveryError>>>(
+    context: Context,
+    id: ExecutionId,
+    send: impl FnOnce(Engine) -> F,
+) -> Result<u8, CliError> {
+    let (engine, json) = context.engine(false).await?;
+    let events = engine.subscribe_to(&id);
+    let outcome = match send(engine.clone()).await {
+        Ok(()) => {
+            eprintln!("delivered to execution {id}");
+            watch(&engine, &id, events, None).await
+        }
+        Err(error) => Err(error.into()),
+    };
+    engine.shutdown().await;
+    report(&engine, outcome?, json, true).await
+}
+
+/// How a watched execution stood when the command stopped watching it.
+enum Outcome {
+    /// It finished.
+    Finished(ExecutionRecord),
+    /// It is suspended until a delivery or a timer.
+    Waiting(ExecutionRecord),
+    /// Another process drives it (or nobody does yet).
+    Elsewhere(ExecutionRecord),
+}
+
+/// Shows the events of execution `id` (and its children) while this engine drives it, until
+/// it finishes, suspends, or is not driven here.
+async fn watch(
+    engine: &Engine,
+    id: &ExecutionId,
+    mut events: Subscription,
+    handle: Option<ExecutionHandle<Box<RawValue>>>,
+) -> Result<Outcome, CliError> {
+    let mut progress = Progress::new(id.clone());
+    let mut result = std::pin::pin!(async move {
+        match handle {
+            Some(handle) => Some(handle.result().await),
+            None => std::future::pending().await,
+        }
+    });
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            event = events.recv() => match event {
+                Ok(event) => progress.event(&event),
+                Err(RecvError::Lagged(missed)) => progress.line(&format!("({missed} events not shown)")),
+                Err(RecvError::Closed) => {}
+            },
+            outcome = &mut result => {
+                // Print the events published before the result came back.
+                while let Some(Ok(event)) = events.try_recv() {
+                    progress.event(&event);
+                }
+                progress.clear();
+                if let Some(Err(error @ (RunError::Interrupted { .. } | RunError::Store(_)))) = outcome {
+                    return Err(error.into());
+                }
+                let record = read(engine, id).await?;
+                return Ok(if record.state.is_finished() { Outcome::Finished(record) } else { Outcome::Waiting(record) });
+            }
+            _ = tick.tick() => {
+                progress.redraw();
+                if engine.running() > 0 {
+                    continue;
+                }
+                while let Some(Ok(event)) = events.try_recv() {
+                    progress.event(&event);
+                }
+                progress.clear();
+                let record = read(engine, id).await?;
+                return Ok(match record.state {
+                    state if state.is_finished() => Outcome::Finished(record),
+                    ExecutionState::Waiting => Outcome::Waiting(record),
+                    _ => Outcome::Elsewhere(record),
+                });
+            }
+        }
+    }
+}
+
+async fn read(engine: &Engine, id: &ExecutionId) -> Result<ExecutionRecord, CliError> {
+    engine.execution(id).await?.ok_or_else(|| CliError::new(format!("execution {id} is no longer in the store")))
+}
+
+/// Prints how the execution stands; returns the exit code. Deliveries and cancellations
+/// succeeded whatever the execution did next (`delivered` true): their exit code is 0.
+async fn report(engine: &Engine, outcome: Outcome, json: bool, delivered: bool) -> Result<u8, CliError> {
+    let (record, code) = match outcome {
+        Outcome::Finished(record) if record.state == ExecutionState::Completed => (record, EXIT_OK),
+        Outcome::Finished(record) => (record, EXIT_WORKFLOW_FAILED),
+        Outcome::Waiting(record) => (record, EXIT_WAITING),
+        Outcome::Elsewhere(record) => (record, EXIT_OK),
+    };
+    let journal = engine.journal(&record.id).await.unwrap_or_default();
+    let waits = pending_waits(&record, &journal);
+    if json {
+        let waiting: Vec<Value> = waits.iter().map(|w| w.to_json()).collect();
+        print_json(&json!({
+            "execution": record.id,
+            "workflow": record.workflow,
+            "state": record.state,
+            "result": record.result,
+            "failure": record.failure,
+            "waiting_for": waiting,
+        }))?;
+    } else {
+        let took = duration(record.updated_at.duration_since(record.created_at));
+        match record.state {
+            ExecutionState::Completed => {
+                eprintln!("execution {} completed in {took}", record.id);
+                println!("{}", record.result.as_ref().map_or("null", |r| r.get()));
+            }
+            state if state.is_finished() => {
+                let why = record.failure.as_ref().map_or(String::new(), |f| format!(": {f}"));
+                eprintln!("execution {} ended {state} after {took}{why}", record.id);
+                eprintln!("inspect it: workflows inspect {}", record.id);
+            }
+            ExecutionState::Waiting => {
+                eprintln!("execution {} is waiting; it is durable, and nothing runs until it is woken", record.id);
+                for wait in &waits {
+                    eprintln!("{}", wait.hint(&record.id));
+                }
+                if let Some(at) = record.wake_at {
+                    eprintln!(
+                        "at {at} (a timer or a wait's deadline) it wakes by itself, in a running `workflows worker` \
+                         or application on this store"
+                    );
+                }
+            }
+            state => eprintln!("execution {} is {state}, driven by another process", record.id),
+        }
+    }
+    Ok(if delivered { EXIT_OK } else { code })
+}
+
+/// `workflows worker`.
+pub(crate) async fn worker(context: Context) -> Result<u8, CliError> {
+    let store = context.store.clone();
+    let (engine, json) = context.engine(true).await?;
+    let mut events = engine.subscribe();
+    let workflows = engine.registry().workflows().len();
+    eprintln!(
+        "worker {} on {store}: runs {workflows} workflows; {} executions resumed; Ctrl-C stops it",
+        engine.owner_id(),
+        engine.running()
+    );
+    let mut progress = Progress::new(ExecutionId::from(""));
+    let stop = std::pin::pin!(stop_signal());
+    let mut stop = stop;
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(event) if json => {
+                    println!("{}", serde_json::to_string(&event).unwrap_or_default());
+                }
+                Ok(event) => progress.event(&event),
+                Err(RecvError::Lagged(missed)) => eprintln!("({missed} events not shown)"),
+                Err(RecvError::Closed) => break,
+            },
+            () = &mut stop => break,
+        }
+    }
+    let running = engine.running();
+    eprintln!("stopping: {running} executions in flight are released for other workers to resume");
+    engine.shutdown().await;
+    Ok(EXIT_OK)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Prints execution events on stderr: a line per step start and end, and on a terminal a
+/// progress line that is redrawn in place.
+struct Progress {
+    /// The watched execution: events of others (its children) are prefixed with their id.
+    root: ExecutionId,
+    terminal: bool,
+    shown: bool,
+    began: Instant,
+    /// When each running step attempt started, by execution and key.
+    running: HashMap<(ExecutionId, String), Instant>,
+    steps_done: usize,
+}
+
+impl Progress {
+    fn new(root: ExecutionId) -> Self {
+        Self {
+            root,
+            terminal: std::io::stderr().is_terminal(),
+            shown: false,
+            began: Instant::now(),
+            running: HashMap::new(),
+            steps_done: 0,
+        }
+    }
+
+    fn event(&mut self, event: &ExecutionEvent) {
+        let who = if event.execution == self.root {
+            String::new()
+        } else {
+            format!("[{} {}] ", event.workflow, event.execution)
+        };
+        let line = match &event.kind {
+            EventKind::Started => format!("started {} (execution {})", event.workflow, event.execution),
+            EventKind::Resumed => format!("resumed {} (execution {})", event.workflow, event.execution),
+            EventKind::StepStarted { key, attempt } => {
+                self.running.insert((event.execution.clone(), key.to_string()), Instant::now());
+                if self.terminal {
+                    self.redraw();
+                    return;
+                }
+                format!("{key} started (attempt {attempt})")
+            }
+            EventKind::StepCompleted { key, output, .. } => {
+                self.steps_done += 1;
+                let took = self.took(&event.execution, &key.to_string());
+                format!("{key} completed{took}: {}", truncate(output.get(), 100))
+            }
+            EventKind::StepFailed { key, attempt, error, retry_at } => {
+                let took = self.took(&event.execution, &key.to_string());
+                let next = match retry_at {
+                    Some(at) => format!("; retry at {at}"),
+                    None => String::new(),
+                };
+                format!("{key} failed (attempt {attempt}){took}: {}{next}", error.message)
+            }
+            EventKind::StepSkipped { key } => format!("{key} skipped"),
+            EventKind::StepWaiting { key, .. } => {
+                let token = format!("{}/{key}", event.execution);
+                format!("{key} waits for its completion (token {token})")
+            }
+            EventKind::TimerStarted { key, wake_at } => format!("{key} sleeps until {wake_at}"),
+            EventKind::TimerFired { key } => format!("{key} woke up"),
+            EventKind::EventAwaited { key } => format!("{key} waits for the event"),
+            EventKind::EventReceived { key } => format!("{key} received the event"),
+            EventKind::WaitTimedOut { key } => format!("{key} timed out"),
+            EventKind::ChildStarted { key, child } => format!("{key} started child execution {child}"),
+            EventKind::ChildCompleted { key } => format!("{key} completed"),
+            EventKind::ChildFailed { key, error } => format!("{key} failed: {error}"),
+            EventKind::Compensating { failure } => format!("compensating: {failure}"),
+            EventKind::CompensationStarted { key } => {
+                self.running.insert((event.execution.clone(), format!("undo {key}")), Instant::now());
+                if self.terminal {
+                    self.redraw();
+                    return;
+                }
+                format!("{key} compensation started")
+            }
+            EventKind::CompensationCompleted { key } => {
+                let took = self.took(&event.execution, &format!("undo {key}"));
+                format!("{key} compensated{took}")
+            }
+            EventKind::CompensationFailed { key, error } => {
+                let took = self.took(&event.execution, &format!("undo {key}"));
+                format!("{key} compensation failed{took}: {}", error.message)
+            }
+            EventKind::Suspended { .. } => "suspended: waiting durably".to_owned(),
+            EventKind::Finished { state, .. } => format!("finished: {state}"),
+        };
+        self.line(&format!("{who}{line}"));
+    }
+
+    /// ` in 1.2ms` for an attempt that was seen starting.
+    fn took(&mut self, execution: &ExecutionId, key: &str) -> String {
+        self.running
+            .remove(&(execution.clone(), key.to_owned()))
+            .map_or(String::new(), |at| format!(" in {}", duration(at.elapsed())))
+    }
+
+    /// Prints a line (above the progress line, on a terminal).
+    fn line(&mut self, line: &str) {
+        self.clear();
+        eprintln!("{line}");
+        self.redraw();
+    }
+
+    /// Draws the progress line: what runs now, and for how long.
+    fn redraw(&mut self) {
+        if !self.terminal {
+            return;
+        }
+        let mut running: Vec<&String> = self.running.keys().map(|(_, key)| key).collect();
+        running.sort();
+        let now = match running.as_slice() {
+            [] => "between steps".to_owned(),
+            [one] => format!("running {one}"),
+            [first, rest @ ..] => format!("running {first} and {} more", rest.len()),
+        };
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(
+            stderr,
+            "\r\x1b[2K… {now} · {} steps done · {}",
+            self.steps_done,
+            duration(Duration::from_millis(self.began.elapsed().as_millis() as u64))
+        );
+        let _ = stderr.flush();
+        self.shown = true;
+    }
+
+    /// Erases the progress line.
+    fn clear(&mut self) {
+        if self.shown {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "\r\x1b[2K");
+            let _ = stderr.flush();
+            self.shown = false;
+        }
+    }
+}

@@ -518,11 +518,12 @@ impl Engine {
 }
 
 pin_project_lite::pin_project! {
-    /// An execution's task. A struct rather than an `async` wrapper, which would store the
-    /// execution's future twice (as a capture and as the awaited value).
+    /// An execution's task, in its tracing span. A struct rather than an `async` wrapper (or
+    /// `Instrument`), which would store or move the execution's large future once more.
     struct Tracked<F> {
         #[pin]
         task: F,
+        span: tracing::Span,
         _guard: Untrack,
     }
 }
@@ -531,7 +532,9 @@ impl<F: Future> Future for Tracked<F> {
     type Output = F::Output;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
-        self.project().task.poll(cx)
+        let this = self.project();
+        let _entered = this.span.enter();
+        this.task.poll(cx)
     }
 }
 
@@ -565,7 +568,7 @@ impl EngineInner {
         self.lock_live().insert(id.clone(), LiveTask { execution: live.clone(), handle: None });
         let guard = Untrack { engine: self.clone(), execution: Arc::downgrade(live), id: id.clone() };
         let span = tracing::info_span!("execution", execution = %id, workflow = live.definition.name());
-        let handle = tokio::spawn(tracing::Instrument::instrument(Tracked { task, _guard: guard }, span));
+        let handle = tokio::spawn(Tracked { task, span, _guard: guard });
         if let Some(entry) = self.lock_live().get_mut(&id) {
             entry.handle = Some(handle.abort_handle());
         }

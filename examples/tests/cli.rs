@@ -417,6 +417,17 @@ fn errors_say_what_is_wrong_with_exit_codes_and_no_backtrace() {
     assert!(cli.run(&["--help"]).expect(0).stdout.contains("send-event"));
 }
 
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    // `workflows list | head -1`: the reader closes the pipe before the tool writes.
+    let cli = Cli::new();
+    let mut child = cli.spawn(&["list"]);
+    drop(child.stdout.take());
+    let ran = wait_with_timeout(&mut child, Duration::from_secs(20));
+    assert_eq!(ran.stderr, "", "no panic, no message");
+    assert_eq!(ran.code, 1);
+}
+
 fn path(cli: &Cli) -> String {
     let store = cli.store();
     let path: &Path = &store;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::output::{Table, duration, millis, print_json, time_arg, truncate};
+use super::output::{Table, duration, millis, out, print_json, time_arg, truncate};
 use super::{CliError, Context, EXIT_OK};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::journal::{JournalEntry, JournalEvent};
@@ -39,7 +39,7 @@ pub(crate) async fn list(
         return Ok(EXIT_OK);
     }
     if records.is_empty() {
-        println!("no executions{}", if page > 1 { " on this page" } else { " match" });
+        out!("no executions{}", if page > 1 { " on this page" } else { " match" });
         return Ok(EXIT_OK);
     }
     let mut table = Table::new(&["ID", "WORKFLOW", "STATE", "CREATED", "TOOK"]);
@@ -55,7 +55,7 @@ pub(crate) async fn list(
     }
     table.print();
     if more {
-        println!("(more: --page {})", page + 1);
+        out!("(more: --page {})", page + 1);
     }
     Ok(EXIT_OK)
 }
@@ -110,30 +110,30 @@ pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u
         return Ok(EXIT_OK);
     }
     let shown = |text: &str| if full { text.to_owned() } else { truncate(text, SHOWN) };
-    println!("execution {} (workflow {})", record.id, record.workflow);
-    println!("  state    {}", record.state);
+    out!("execution {} (workflow {})", record.id, record.workflow);
+    out!("  state    {}", record.state);
     let took = if record.state.is_finished() {
         format!("  (took {})", duration(record.updated_at.duration_since(record.created_at)))
     } else {
         String::new()
     };
-    println!("  created  {}   updated {}{took}", record.created_at, record.updated_at);
+    out!("  created  {}   updated {}{took}", record.created_at, record.updated_at);
     if let Some((parent, key)) = &record.parent {
-        println!("  parent   {parent} (as {key})");
+        out!("  parent   {parent} (as {key})");
     }
     if let Some(original) = &record.rerun_of {
-        println!("  re-runs  {original}");
+        out!("  re-runs  {original}");
     }
-    println!("  input    {}", shown(record.input.get()));
+    out!("  input    {}", shown(record.input.get()));
     if let Some(result) = &record.result {
-        println!("  result   {}", shown(result.get()));
+        out!("  result   {}", shown(result.get()));
     }
     if let Some(failure) = &record.failure {
-        println!("  failure  {failure}");
+        out!("  failure  {failure}");
     }
-    println!();
+    out!();
     if timeline.is_empty() {
-        println!("  (no steps ran yet)");
+        out!("  (no steps ran yet)");
     } else {
         let mut table = Table::new(&["  +TIME", "EVENT", "STEP", "ATTEMPT", "TOOK", "DETAIL"]);
         for row in &timeline {
@@ -149,10 +149,10 @@ pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u
         table.print();
     }
     for wait in &pending {
-        println!("\n{}", wait.hint(&record.id));
+        out!("\n{}", wait.hint(&record.id));
     }
     if record.state.is_finished() && record.state != ExecutionState::Completed {
-        println!("\nrun it again with the same input: workflows retry {}", record.id);
+        out!("\nrun it again with the same input: workflows retry {}", record.id);
     }
     Ok(EXIT_OK)
 }
@@ -331,7 +331,7 @@ pub(crate) async fn purge(context: Context, older_than: Option<String>) -> Resul
         print_json(&json!({ "purged": purged }))?;
     } else {
         let which = if before.is_some() { "finished before the given age" } else { "past their retention" };
-        println!("purged {purged} finished execution{} {which}", if purged == 1 { "" } else { "s" });
+        out!("purged {purged} finished execution{} {which}", if purged == 1 { "" } else { "s" });
     }
     Ok(EXIT_OK)
 }

@@ -43,10 +43,35 @@ fn describe(error: &serde_json::Error) -> String {
     }
 }
 
+/// Prints a line on stdout. A reader that went away (`workflows executions | head`) ends the
+/// program quietly, as it ends other command-line tools, instead of a panic.
+macro_rules! out {
+    () => {
+        $crate::cli::output::write_out(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_out(format_args!($($arg)*), true)
+    };
+}
+pub(crate) use out;
+
+/// [`out!`] without the newline.
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = if newline { writeln!(stdout, "{args}") } else { write!(stdout, "{args}") };
+    if let Err(error) = written.and_then(|()| stdout.flush()) {
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write to standard output: {error}");
+        }
+        std::process::exit(i32::from(super::EXIT_ERROR));
+    }
+}
+
 /// Prints `value` as one JSON document on stdout.
 pub(crate) fn print_json(value: &impl Serialize) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| CliError::new(format!("cannot print JSON: {e}")))?;
-    println!("{text}");
+    out!("{text}");
     Ok(())
 }
 
@@ -121,7 +146,7 @@ impl Table {
                     line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
                 }
             }
-            println!("{}", line.trim_end());
+            out!("{}", line.trim_end());
         }
     }
 }

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::args::Format;
-use super::output::{Table, print_json};
+use super::output::{Table, out, print_json};
 use super::{CliError, Context, EXIT_OK};
 use crate::policy::Backoff;
 use crate::registry::{Call, Flow, Registry, StepDefinition, WorkflowDefinition};
@@ -18,13 +18,13 @@ pub(crate) fn list(context: &Context) -> Result<u8, CliError> {
         return Ok(EXIT_OK);
     }
     if registry.workflows().is_empty() {
-        println!(
+        out!(
             "no workflows are registered in this program: is the crate that defines them linked in? \
              (add `use my_crate as _;` to the binary)"
         );
         return Ok(EXIT_OK);
     }
-    println!("Workflows");
+    out!("Workflows");
     let mut table = Table::new(&["  NAME", "INPUT -> OUTPUT", "CALLS", "DEFINED AT"]);
     for workflow in registry.workflows() {
         let mut calls = workflow.calls().join(", ");
@@ -38,7 +38,7 @@ pub(crate) fn list(context: &Context) -> Result<u8, CliError> {
         table.row(vec![format!("  {}", workflow.name()), types, calls, location(workflow.location())]);
     }
     table.print();
-    println!("\nSteps");
+    out!("\nSteps");
     let mut table = Table::new(&["  NAME", "POLICIES", "COMPENSATION", "DEFINED AT"]);
     for step in registry.steps() {
         let compensation = step.compensation().map_or("-".to_owned(), |c| c.name().to_owned());
@@ -141,7 +141,7 @@ pub(crate) fn show(context: &Context, name: &str, format: Format) -> Result<u8, 
         Format::Mermaid => Graph::build(registry, workflow).mermaid(),
         Format::Dot => Graph::build(registry, workflow).dot(workflow.name()),
     };
-    print!("{text}");
+    super::output::write_out(format_args!("{text}"), false);
     Ok(EXIT_OK)
 }
 

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::executions::pending_waits;
-use super::output::{duration, json_arg, print_json, truncate};
+use super::output::{duration, json_arg, out, print_json, truncate};
 use super::{CliError, Context, EXIT_OK, EXIT_WAITING, EXIT_WORKFLOW_FAILED};
 use crate::engine::ExecutionHandle;
 use crate::events::{EventKind, ExecutionEvent, RecvError, Subscription};
@@ -218,7 +218,7 @@ async fn report(engine: &Engine, outcome: Outcome, json: bool, delivered: bool) 
         match record.state {
             ExecutionState::Completed => {
                 eprintln!("execution {} completed in {took}", record.id);
-                println!("{}", record.result.as_ref().map_or("null", |r| r.get()));
+                out!("{}", record.result.as_ref().map_or("null", |r| r.get()));
             }
             state if state.is_finished() => {
                 let why = record.failure.as_ref().map_or(String::new(), |f| format!(": {f}"));
@@ -261,7 +261,7 @@ pub(crate) async fn worker(context: Context) -> Result<u8, CliError> {
         tokio::select! {
             event = events.recv() => match event {
                 Ok(event) if json => {
-                    println!("{}", serde_json::to_string(&event).unwrap_or_default());
+                    out!("{}", serde_json::to_string(&event).unwrap_or_default());
                 }
                 Ok(event) => progress.event(&event),
                 Err(RecvError::Lagged(missed)) => eprintln!("({missed} events not shown)"),

@@ -340,7 +340,8 @@ fn a_worker_resumes_due_executions_and_stops_gracefully_on_ctrl_c() {
     assert!(status.success());
     let output = wait_with_timeout(&mut worker, Duration::from_secs(20));
     assert_eq!(output.code, 0, "{}", output.stderr);
-    assert!(output.stderr.contains("stopping"), "{}", output.stderr);
+    assert!(output.stderr.contains("stopping: taking no new work"), "{}", output.stderr);
+    assert!(output.stderr.contains("stopped; 0 executions were released"), "{}", output.stderr);
     assert!(output.stderr.contains("resumed approval (execution order-5)"), "{}", output.stderr);
 }
 

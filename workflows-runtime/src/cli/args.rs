@@ -118,8 +118,14 @@ pub(crate) enum Command {
         older_than: Option<String>,
     },
     /// Run a worker: take over executions whose owner is gone, resume suspended ones when they
-    /// are due, and run them until Ctrl-C (or SIGTERM), then stop gracefully.
-    Worker,
+    /// are due, and run them until Ctrl-C (or SIGTERM); then stop gracefully: take nothing new,
+    /// let running executions finish or suspend for up to `--grace`, release the rest.
+    Worker {
+        /// How long running executions may take to finish or suspend after Ctrl-C (a second
+        /// Ctrl-C stops at once).
+        #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+        grace: std::time::Duration,
+    },
 }
 
 /// How `show` draws a workflow.
@@ -131,6 +137,10 @@ pub(crate) enum Format {
     Mermaid,
     /// A Graphviz digraph (`dot -Tsvg`).
     Dot,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e}; e.g. `10s`, `2m`"))
 }
 
 fn parse_state(text: &str) -> Result<ExecutionState, String> {

@@ -119,7 +119,7 @@ async fn dispatch(cli: Cli, configure: Configure) -> Result<u8, CliError> {
         Command::Fail { token, error, permanent } => run::fail(context, &token, &error, permanent).await,
         Command::SendEvent { id, name, payload } => run::send_event(context, &id, &name, &payload).await,
         Command::Purge { older_than } => executions::purge(context, older_than).await,
-        Command::Worker => run::worker(context).await,
+        Command::Worker { grace } => run::worker(context, grace).await,
     }
 }
 

@@ -244,7 +244,7 @@ async fn report(engine: &Engine, outcome: Outcome, json: bool, delivered: bool) 
 }
 
 /// `workflows worker`.
-pub(crate) async fn worker(context: Context) -> Result<u8, CliError> {
+pub(crate) async fn worker(context: Context, grace: Duration) -> Result<u8, CliError> {
     let store = context.store.clone();
     let (engine, json) = context.engine(true).await?;
     let mut events = engine.subscribe();
@@ -270,9 +270,30 @@ pub(crate) async fn worker(context: Context) -> Result<u8, CliError> {
             () = &mut stop => break,
         }
     }
-    let running = engine.running();
-    eprintln!("stopping: {running} executions in flight are released for other workers to resume");
-    engine.shutdown().await;
+    eprintln!(
+        "stopping: taking no new work; {} executions in flight may finish or suspend within {} \
+         (Ctrl-C again stops at once)",
+        engine.running(),
+        humantime::format_duration(grace)
+    );
+    let drained = engine.drain(grace);
+    tokio::pin!(drained);
+    let left = loop {
+        tokio::select! {
+            left = &mut drained => break left,
+            event = events.recv() => match event {
+                Ok(event) if json => out!("{}", serde_json::to_string(&event).unwrap_or_default()),
+                Ok(event) => progress.event(&event),
+                Err(_) => {}
+            },
+            () = stop_signal() => {
+                let left = engine.running();
+                engine.shutdown().await;
+                break left;
+            }
+        }
+    };
+    eprintln!("stopped; {left} executions were released for other workers to resume");
     Ok(EXIT_OK)
 }
 

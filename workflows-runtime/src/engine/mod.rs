@@ -79,6 +79,8 @@ pub(crate) struct EngineInner {
     /// How often finished executions past their retention are purged (zero: never).
     pub purge_interval: Duration,
     closed: AtomicBool,
+    /// Set by [`Engine::drain`]: no more executions are taken over or resumed here.
+    draining: AtomicBool,
     /// Wakes the timer scheduler: an execution was suspended until some time.
     timer_changed: tokio::sync::Notify,
     /// The execution event stream (see [`Engine::subscribe`]).
@@ -255,6 +257,7 @@ impl EngineBuilder {
             key_released: tokio::sync::Notify::new(),
             purge_interval: self.purge_interval,
             closed: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             timer_changed: tokio::sync::Notify::new(),
             events: crate::events::EventHub::new(),
             worker: self.worker,
@@ -500,6 +503,24 @@ impl Engine {
         self.inner.lock_live().len()
     }
 
+    /// Stops the engine gracefully: it takes over and resumes no more executions, lets the
+    /// ones it drives finish or suspend for up to `grace`, then [shuts down](Engine::shutdown),
+    /// releasing the ones still running for other engines to resume at once. Meanwhile its
+    /// leases are renewed and its executions may still start child workflows. Returns how
+    /// many executions were still running when the grace period ended.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        self.inner.draining.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut pause = Duration::from_millis(1);
+        while self.running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(tokio::time::Instant::now()))).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        let left = self.running();
+        self.shutdown().await;
+        left
+    }
+
     /// Stops the engine: new runs are refused, running executions stop where they are (their
     /// callers get [`RunError::Interrupted`]), and their ownership is released so that another
     /// engine on the same store resumes them at once.
@@ -643,5 +664,10 @@ impl EngineInner {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// True once [`Engine::drain`] began: no execution is taken over or resumed here.
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 }

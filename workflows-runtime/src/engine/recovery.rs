@@ -38,6 +38,9 @@ impl EngineInner {
     }
 
     async fn claim_now(self: &Arc<Self>, only: Option<ExecutionId>) -> Result<usize, StoreError> {
+        if self.is_draining() {
+            return Ok(0);
+        }
         let workflows: Vec<String> = self.registry.workflows().iter().map(|w| w.name().to_owned()).collect();
         let mut resumed = 0;
         loop {

@@ -436,9 +436,9 @@ impl Progress {
         let mut stderr = std::io::stderr().lock();
         let _ = write!(
             stderr,
-            "\r\x1b[2K… {now} · {} steps done · {}",
+            "\r\x1b[2K… {now} · {} steps done · {:.1}s",
             self.steps_done,
-            duration(Duration::from_millis(self.began.elapsed().as_millis() as u64))
+            self.began.elapsed().as_secs_f64()
         );
         let _ = stderr.flush();
         self.shown = true;

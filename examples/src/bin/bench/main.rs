@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p workflows-examples --bin bench -- \
-//!     [--workload seq-10,concurrent-10,saga-5,parallel-10,long-1000] [--store memory|sqlite|sqlite-process] \
+//!     [--workload seq-10,concurrent-10,saga-5,parallel-10,long-1000,waiting-10k] \
+//!     [--store memory|sqlite|sqlite-process] \
 //!     [--scale F] [--concurrency K] [--threads current|multi]
 //! ```
 //!
@@ -61,7 +62,10 @@ enum Workload {
     /// A workflow without steps: the engine's fixed cost per execution.
     #[value(name = "noop")]
     Noop,
-    /// 100,000 executions suspended on an async step, then all completed from outside.
+    /// 10,000 executions suspended on an async step, then all completed from outside.
+    #[value(name = "waiting-10k")]
+    Waiting10k,
+    /// The same with 100,000 executions.
     #[value(name = "waiting-100k")]
     Waiting100k,
 }
@@ -109,6 +113,7 @@ impl Workload {
             Self::Parallel10 => ("parallel-10", 2000.0, 200.0, 10, 1),
             Self::Long1000 => ("long-1000", 20.0, 2.0, LONG_STEPS, 1),
             Self::Noop => ("noop", 2000.0, 200.0, 0, 1),
+            Self::Waiting10k => ("waiting-10k", 10_000.0, 0.0, 1, args.concurrency.max(1)),
             Self::Waiting100k => ("waiting-100k", 100_000.0, 0.0, 1, args.concurrency.max(1)),
         };
         Plan { name, runs: scaled(runs), warmup: scaled(warmup), steps_per_workflow: steps, concurrency }
@@ -121,7 +126,7 @@ impl Workload {
             Self::Parallel10 => workloads::run_parallel_10(engine).await,
             Self::Long1000 => workloads::run_long_1000(engine).await,
             Self::Noop => workloads::run_noop(engine).await,
-            Self::Waiting100k => Err("waiting-100k is driven by `run_waiting`".into()),
+            Self::Waiting10k | Self::Waiting100k => Err("waiting workloads are driven by `run_waiting`".into()),
         }
     }
 }
@@ -162,10 +167,13 @@ async fn run(args: &Args) -> Result<(), String> {
     };
     for &workload in &args.workload {
         let plan = workload.plan(args);
-        if workload == Workload::Waiting100k {
-            let mut line = run_waiting(&engine, plan.runs, plan.concurrency).await?;
+        if matches!(workload, Workload::Waiting10k | Workload::Waiting100k) {
+            let mut line = run_waiting(&engine, plan.name, plan.runs, plan.concurrency).await?;
             line["store"] = store.into();
             line["threads"] = threads.into();
+            if let Some(fsync_us) = fsync_us {
+                line["fsync_us"] = round(fsync_us, 1).into();
+            }
             println!("{line}");
             continue;
         }
@@ -218,14 +226,20 @@ async fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// waiting-100k: starts `runs` executions that suspend on an async step, measures the memory
-/// they hold once the engine is idle, then completes them all (`concurrency` at a time) and
-/// measures the completion throughput.
-async fn run_waiting(engine: &Engine, runs: usize, concurrency: usize) -> Result<serde_json::Value, String> {
+/// waiting-10k and waiting-100k: starts `runs` executions that suspend on an async step,
+/// measures the memory they hold once the engine is idle, then completes them all
+/// (`concurrency` at a time) and measures the completion throughput.
+async fn run_waiting(
+    engine: &Engine,
+    name: &str,
+    runs: usize,
+    concurrency: usize,
+) -> Result<serde_json::Value, String> {
     fn id(n: usize) -> String {
         format!("waiting-{n}")
     }
-    let before = rss_bytes();
+    trim();
+    let (before, heap_before) = (rss_bytes(), heap_bytes());
     let started = Instant::now();
     let starter = engine.clone();
     for_each(runs, concurrency, move |n| {
@@ -236,7 +250,9 @@ async fn run_waiting(engine: &Engine, runs: usize, concurrency: usize) -> Result
     // Every execution suspends once its async step has sent its request.
     idle(engine).await;
     let suspended_s = started.elapsed().as_secs_f64();
-    let waiting = rss_bytes();
+    // Memory the allocator holds free is given back first: what remains is held.
+    trim();
+    let (waiting, heap_waiting) = (rss_bytes(), heap_bytes());
 
     let completing = Instant::now();
     let completer = engine.clone();
@@ -256,18 +272,25 @@ async fn run_waiting(engine: &Engine, runs: usize, concurrency: usize) -> Result
     let completed = engine.executions(&query).await.map_err(|e| e.to_string())?;
     let correct = completed.iter().filter(|r| r.result.as_ref().is_some_and(|v| v.get() == r#"{"i":42}"#)).count();
     if correct != runs {
-        return Err(format!("waiting-100k: {correct} of {runs} executions completed with the expected result"));
+        return Err(format!("{name}: {correct} of {runs} executions completed with the expected result"));
     }
     let mib = |b: u64| round(b as f64 / (1024.0 * 1024.0), 1);
+    let total_s = suspended_s + finished_s;
     Ok(serde_json::json!({
         "system": "workflows-rs",
-        "workload": "waiting-100k",
+        "workload": name,
         "runs": runs,
         "concurrency": concurrency,
+        // Each execution: started, suspended, completed from outside, resumed, finished.
+        "total_ms": round(total_s * 1000.0, 3),
+        "us_per_workflow": round(total_s * 1e6 / runs as f64, 3),
+        "workflows_per_s": round(runs as f64 / total_s, 1),
+        "steps_per_s": round(runs as f64 / total_s, 1),
         "suspended_s": round(suspended_s, 3),
         "rss_before_mb": mib(before),
         "rss_waiting_mb": mib(waiting),
         "bytes_per_waiting": (waiting.saturating_sub(before) as f64 / runs as f64).round(),
+        "heap_bytes_per_waiting": (heap_waiting.saturating_sub(heap_before) as f64 / runs as f64).round(),
         "completions_delivered_per_s": round(runs as f64 / delivered_s, 1),
         "completed_per_s": round(runs as f64 / finished_s, 1),
         "rss_mb": mib(rss_bytes()),
@@ -375,6 +398,48 @@ fn fsync_median_us(path: &std::path::Path) -> std::io::Result<f64> {
 fn round(value: f64, digits: i32) -> f64 {
     let factor = 10f64.powi(digits);
     (value * factor).round() / factor
+}
+
+/// Gives the memory the allocator holds free back to the system (glibc), so that the RSS
+/// shows what the process holds.
+fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim only releases free memory.
+        unsafe { malloc_trim(0) };
+    }
+}
+
+/// The bytes allocated through malloc and not freed (glibc's `mallinfo2`; 0 elsewhere):
+/// the heap the process holds, without the allocator's free lists.
+fn heap_bytes() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        #[repr(C)]
+        struct MallInfo2 {
+            arena: usize,
+            ordblks: usize,
+            smblks: usize,
+            hblks: usize,
+            hblkhd: usize,
+            usmblks: usize,
+            fsmblks: usize,
+            uordblks: usize,
+            fordblks: usize,
+            keepcost: usize,
+        }
+        unsafe extern "C" {
+            fn mallinfo2() -> MallInfo2;
+        }
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let info = unsafe { mallinfo2() };
+        (info.uordblks + info.hblkhd) as u64
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    0
 }
 
 /// The process's resident set size (Linux; 0 elsewhere).

@@ -215,7 +215,7 @@ pub async fn run_noop(engine: &Engine) -> Result<(), String> {
     noop::run(engine, Counter { i: 0 }).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
-// ---- waiting-100k: executions suspended on an external completion ----
+// ---- waiting-10k / waiting-100k: executions suspended on an external completion ----
 
 /// An async step: completed from outside by the benchmark.
 #[step(name = "waiting-approval", async)]

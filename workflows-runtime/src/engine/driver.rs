@@ -44,7 +44,17 @@ enum Body<T> {
 
 /// Waits until a queued execution holds its exclusive key (it is the oldest waiting for it,
 /// and no other execution holds it). A cancellation meanwhile ends it `cancelled`.
-pub(crate) async fn wait_for_key(live: &Arc<LiveExecution>) -> Result<(), RunError> {
+///
+/// Boxed: few executions queue for a key, and inline this wait's state (its timer, its
+/// notification, the store call) would make every execution's task larger, and every spawn
+/// copy more.
+pub(crate) fn wait_for_key(
+    live: &Arc<LiveExecution>,
+) -> Pin<Box<dyn Future<Output = Result<(), RunError>> + Send + '_>> {
+    Box::pin(wait_for_key_unboxed(live))
+}
+
+async fn wait_for_key_unboxed(live: &Arc<LiveExecution>) -> Result<(), RunError> {
     let mut pause = std::time::Duration::from_millis(2);
     loop {
         // Registered before checking, so a release between the check and the wait wakes us.

@@ -20,12 +20,9 @@ pub(crate) fn to_raw<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Box
         // A `Serialize` impl that itself serializes to JSON would re-enter: let it allocate.
         let Ok(mut buffer) = buffer.try_borrow_mut() else { return serde_json::value::to_raw_value(value) };
         buffer.clear();
-        let written = serde_json::to_writer(&mut *buffer, value);
-        let text = match (written, std::str::from_utf8(&buffer)) {
-            (Ok(()), Ok(text)) => String::from(text),
-            (Err(error), _) => return Err(error),
-            (Ok(()), Err(_)) => return serde_json::value::to_raw_value(value),
-        };
+        serde_json::to_writer(&mut *buffer, value)?;
+        // SAFETY: serde_json writes only UTF-8 (its own `to_string` relies on this too).
+        let text = unsafe { String::from_utf8_unchecked(buffer.to_vec()) };
         if buffer.capacity() > KEEP_CAPACITY {
             *buffer = Vec::with_capacity(256);
         }

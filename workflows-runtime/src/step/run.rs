@@ -103,6 +103,8 @@ fn prepare<S: StepFn>(
     run_step::<S>(&wf.live, definition, seq, key, barrier, input)
 }
 
+/// The waits of async steps and retry backoffs are boxed: inline, their state (a timer, the
+/// inbox wait) would make every step call's future larger, and every step pays for moving it.
 async fn run_step<S: StepFn>(
     live: &Arc<LiveExecution>,
     definition: &'static StepDefinition,
@@ -164,7 +166,7 @@ async fn run_step<S: StepFn>(
             // An async step's attempt whose body ran before a restart: only its wait resumes.
             Some(resumed) => {
                 busy = None;
-                let (outcome, consumed) = await_completion::<S>(live, definition, seq, &key, &resumed).await;
+                let (outcome, consumed) = Box::pin(await_completion::<S>(live, definition, seq, &key, &resumed)).await;
                 (resumed.started_at, outcome, consumed)
             }
             None => {
@@ -173,7 +175,7 @@ async fn run_step<S: StepFn>(
                     // the execution is suspended while it waits, if that is long.
                     busy = None;
                     let _wait = live.wait(seq, Some(at), false);
-                    tokio::time::sleep(at.duration_since(Timestamp::now())).await;
+                    Box::pin(tokio::time::sleep(at.duration_since(Timestamp::now()))).await;
                 }
                 busy = busy.or_else(|| Some(live.busy()));
                 let this_input = match input.take() {
@@ -214,7 +216,8 @@ async fn run_step<S: StepFn>(
                         let deadline = definition.policy.timeout.map(|timeout| started_at + timeout);
                         let waits = Waiting { attempt, input_hash, started_at, deadline, position: inbox_from };
                         journal_waiting(live, seq, &key, &waits);
-                        let (outcome, consumed) = await_completion::<S>(live, definition, seq, &key, &waits).await;
+                        let (outcome, consumed) =
+                            Box::pin(await_completion::<S>(live, definition, seq, &key, &waits)).await;
                         (started_at, outcome, consumed)
                     }
                     Ok(Outcome::Later) => {

@@ -463,8 +463,14 @@ impl LiveExecution {
     /// [`LiveExecution::barrier`] — so writes ride along in the same commit when they can.
     pub fn defer(&self, ack: WriteAck) {
         let mut unconfirmed = self.lock_unconfirmed();
-        unconfirmed.acks.push_back(ack);
         unconfirmed.submitted += 1;
+        if unconfirmed.acks.is_empty() && ack.is_ready_ok() {
+            // Durable already (a synchronous store) and nothing older is pending: confirmed
+            // now, so the barriers after it need not poll it.
+            unconfirmed.confirmed += 1;
+            return;
+        }
+        unconfirmed.acks.push_back(ack);
     }
 
     /// How many durable writes were submitted so far: the barrier of a step called now.

@@ -460,6 +460,11 @@ impl<T> StoreAck<T> {
         Self(AckInner::Ready(Some(result.map_err(Box::new))))
     }
 
+    /// True if it resolved already, successfully (a write a synchronous store applied).
+    pub(crate) fn is_ready_ok(&self) -> bool {
+        matches!(self.0, AckInner::Ready(Some(Ok(_))))
+    }
+
     /// An ack resolved by the store's writer through a oneshot channel.
     pub fn pending(receiver: oneshot::Receiver<Result<T, StoreError>>) -> Self {
         Self(AckInner::Pending(receiver))

@@ -398,3 +398,94 @@ impl Graph {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::SourceLocation;
+
+    type Body<'a> = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Box<serde_json::value::RawValue>, crate::WorkflowError>>
+                + Send
+                + 'a,
+        >,
+    >;
+
+    fn entry<'a>(_: &'a crate::Workflow, _: &serde_json::value::RawValue) -> Result<Body<'a>, serde_json::Error> {
+        unreachable!("never run")
+    }
+
+    fn check(_: &serde_json::value::RawValue) -> Result<(), serde_json::Error> {
+        Ok(())
+    }
+
+    /// `a; if .. { b } else {}; loop { c }; join!(d, e); fan_out(f); @sleep`
+    static FLOW: &[Flow] = &[
+        Flow::Call("a"),
+        Flow::Branch(&[&[Flow::Call("b")], &[]]),
+        Flow::Loop(&[Flow::Call("c")]),
+        Flow::Parallel(&[&[Flow::Call("d")], &[Flow::Call("e")]]),
+        Flow::FanOut(&[Flow::Call("f")]),
+        Flow::Call("@sleep"),
+    ];
+
+    static DEFINITION: WorkflowDefinition = WorkflowDefinition::new(
+        "shapes",
+        "shapes",
+        SourceLocation { module_path: "m", file: "m.rs", line: 1 },
+        "0",
+        0,
+        "u32",
+        "u32",
+        &["a", "b", "c", "d", "e", "f"],
+        entry,
+        check,
+        None,
+        None,
+    )
+    .with_flow(FLOW);
+
+    #[test]
+    fn branches_loops_lanes_and_fan_outs_are_drawn() {
+        let registry = Registry::build([&DEFINITION], []).unwrap();
+        let text = outline(&registry, &DEFINITION);
+        for expected in [
+            "  1. a  (helper function",
+            "  one of:\n    branch 1:\n      2. b",
+            "    branch 2: (nothing)",
+            "  repeated:\n    3. c",
+            "  in parallel:\n    lane 1:\n      4. d",
+            "    lane 2:\n      5. e",
+            "  for each item, concurrently (fan_out):\n    6. f",
+            "  7. @sleep  (durable timer)",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in:\n{text}");
+        }
+
+        let graph = Graph::build(&registry, &DEFINITION);
+        let mermaid = graph.mermaid();
+        // start -> a -> branch; branch -> b and branch (empty lane) both -> loop.
+        for expected in [
+            "n0([\"start\"])",
+            "n1[\"a\"]",
+            "n2{\"branch\"}",
+            "n0 --> n1",
+            "n1 --> n2",
+            "n2 --> n3",
+            "n3 --> n4",
+            "n2 --> n4",
+            "n5 -. again .-> n4",
+            "n6{{\"parallel\"}}",
+            "n9{{\"join\"}}",
+            "n13>\"@sleep\"]",
+            "n13 --> n14",
+        ] {
+            assert!(mermaid.contains(expected), "{expected:?} in:\n{mermaid}");
+        }
+        let dot = graph.dot("shapes");
+        assert!(dot.contains("n5 -> n4 [label=\"again\", style=dashed];"), "{dot}");
+        assert!(dot.contains("shape=diamond"), "{dot}");
+        assert_eq!(dot.matches(" -> ").count(), graph.edges.len());
+    }
+}

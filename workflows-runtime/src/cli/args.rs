@@ -6,7 +6,7 @@ use crate::execution::ExecutionState;
 
 /// Inspect and operate the durable workflows of this program.
 #[derive(Debug, Parser)]
-#[command(name = "workflows", version, about, long_about = None, disable_help_subcommand = false)]
+#[command(name = "workflows", version, long_about = None)]
 pub struct Cli {
     /// The store: `sqlite:PATH` or `memory`. Default: $WORKFLOWS_STORE, else `sqlite:workflows.db`.
     #[arg(long, global = true, value_name = "URL")]

@@ -237,7 +237,11 @@ async fn report(engine: &Engine, outcome: Outcome, json: bool, delivered: bool) 
                     );
                 }
             }
-            state => eprintln!("execution {} is {state}, driven by another process", record.id),
+            state => eprintln!(
+                "execution {} is {state}, driven by another process; that process sees a delivery within a \
+                 second and a cancellation within a third of its lease (`workflows inspect {}` shows where it is)",
+                record.id, record.id
+            ),
         }
     }
     Ok(if delivered { EXIT_OK } else { code })

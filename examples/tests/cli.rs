@@ -297,6 +297,39 @@ fn async_steps_and_events_are_completed_failed_and_sent_from_the_command_line() 
 }
 
 #[test]
+fn watch_follows_an_execution_that_other_processes_drive() {
+    let cli = Cli::new();
+    cli.run(&["run", "approval", "--input", &approval_input("w", 600_000), "--id", "order-w"]).expect(4);
+    let mut watcher = cli.spawn(&["watch", "order-w", "--every", "50ms"]);
+    cli.run(&["complete", "order-w/approval.request_approval#1", "--output", r#"{"approved":true,"by":"ann"}"#])
+        .expect(0);
+    cli.run(&["send-event", "order-w", "payment", "--payload", r#"{"payment_id":"p9","amount_cents":1200}"#]).expect(0);
+    let watched = wait_with_timeout(&mut watcher, Duration::from_secs(30));
+    assert_eq!(watched.code, 0, "{}", watched.stderr);
+    let text = watched.stdout;
+    let order: Vec<usize> = [
+        "watching execution order-w (workflow approval), waiting",
+        "approval.reserve_stock#1 step completed (attempt 1)",
+        "approval.request_approval#1 step completed (attempt 1)",
+        "@event:payment#1 event received",
+        "approval.ship#1 step completed (attempt 1)",
+        "\ncompleted\n",
+    ]
+    .iter()
+    .map(|line| text.find(line).unwrap_or_else(|| panic!("{line:?} in:\n{text}")))
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+
+    // A finished execution: its whole timeline as JSON lines, then its summary.
+    let json = cli.run(&["watch", "order-w", "--json"]).expect(0);
+    let lines: Vec<Value> = json.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["event"], "step_completed");
+    assert_eq!(lines[0]["key"], "approval.reserve_stock#1");
+    assert_eq!(lines.last().unwrap()["state"], "completed");
+    assert!(cli.run(&["watch", "nope"]).expect(1).stderr.contains("no execution `nope`"));
+}
+
+#[test]
 fn purge_deletes_finished_executions_older_than_an_age() {
     let cli = Cli::new();
     cli.run(&["run", "hello_world", "--input", HELLO]).expect(0);

@@ -71,6 +71,15 @@ pub(crate) enum Command {
         #[arg(long)]
         full: bool,
     },
+    /// Follow an execution, whichever process drives it: print its timeline as it grows, until
+    /// it finishes (exit code as for `run`) or Ctrl-C.
+    Watch {
+        /// The execution's id.
+        id: String,
+        /// How often to look at the store.
+        #[arg(long, default_value = "200ms", value_name = "DURATION", value_parser = parse_duration)]
+        every: std::time::Duration,
+    },
     /// Run a finished execution's workflow again, with the same input, as a new execution.
     Retry {
         /// The finished execution's id.

@@ -157,6 +157,60 @@ pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u
     Ok(EXIT_OK)
 }
 
+/// `workflows watch ID`: the timeline as it grows, from the store, so it follows executions
+/// driven by any process.
+pub(crate) async fn watch(context: &Context, id: &str, every: std::time::Duration) -> Result<u8, CliError> {
+    let store = context.existing_store().await?;
+    let id = ExecutionId::from(id);
+    let missing = || CliError::new(format!("no execution `{id}` in store `{}`", context.store));
+    let mut record = store.execution(&id).await?.ok_or_else(missing)?;
+    if !context.json {
+        out!(
+            "watching execution {} (workflow {}), {}; Ctrl-C stops watching",
+            record.id,
+            record.workflow,
+            record.state
+        );
+    }
+    let mut shown = 0;
+    let mut state = record.state;
+    let mut stop = std::pin::pin!(super::run::stop_signal());
+    loop {
+        // The journal before the record: a finished record then has its whole journal here.
+        let journal = store.journal(&id).await?;
+        record = store.execution(&id).await?.ok_or_else(missing)?;
+        let rows = timeline(&record, &journal);
+        for row in rows.iter().skip(shown) {
+            if context.json {
+                out!("{}", row.to_json());
+            } else {
+                let attempt = row.attempt.map_or(String::new(), |a| format!(" (attempt {a})"));
+                let took = row.took.map_or(String::new(), |t| format!(" in {}", duration(t)));
+                let detail = row.detail.as_deref().map_or(String::new(), |d| format!(": {}", truncate(d, SHOWN)));
+                let at = duration(row.at.duration_since(record.created_at));
+                out!("+{at}  {} {}{attempt}{took}{detail}", row.key, row.event.replace('_', " "));
+            }
+        }
+        shown = rows.len();
+        if record.state != state && !context.json {
+            out!("{}", record.state);
+        }
+        state = record.state;
+        if state.is_finished() {
+            if context.json {
+                out!("{}", summary_json(&record));
+            } else if let Some(failure) = &record.failure {
+                out!("failure: {failure}");
+            }
+            return Ok(if state == ExecutionState::Completed { EXIT_OK } else { super::EXIT_WORKFLOW_FAILED });
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = &mut stop => return Ok(EXIT_OK),
+        }
+    }
+}
+
 /// One line of an execution's timeline.
 struct Row {
     index: u64,
@@ -214,7 +268,7 @@ fn timeline(record: &ExecutionRecord, journal: &[JournalEntry]) -> Vec<Row> {
                 JournalEvent::StepWaiting { attempt, deadline, .. } => {
                     let token = format!("{}/{key_text}", record.id);
                     let until = deadline.map(|d| format!(" until {d}")).unwrap_or_default();
-                    let detail = format!("waits for its completion{until}; token {token}");
+                    let detail = format!("token {token}; waits for its completion{until}");
                     let fields = json!({ "token": token, "deadline": deadline.map(|t| t.to_string()) });
                     (Some(*attempt), None, Some(detail), fields)
                 }

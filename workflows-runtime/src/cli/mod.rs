@@ -24,7 +24,7 @@
 //! steps resolve from the container.
 //!
 //! Commands (`workflows help` lists them; every command takes `--store` and `--json`):
-//! `list`, `show`, `run`, `executions`, `inspect`, `retry`, `cancel`, `complete`, `fail`,
+//! `list`, `show`, `run`, `executions`, `inspect`, `watch`, `retry`, `cancel`, `complete`, `fail`,
 //! `send-event`, `purge`, `worker`. Exit codes: 0 success; 1 the command failed (the message
 //! says why); 2 the command line is wrong; 3 the workflow ran and failed (compensated,
 //! failed, cancelled, timed out); 4 the execution waits for something (suspended).
@@ -113,6 +113,7 @@ async fn dispatch(cli: Cli, configure: Configure) -> Result<u8, CliError> {
             executions::list(&context, state, workflow, since, limit, page).await
         }
         Command::Inspect { id, full } => executions::inspect(&context, &id, full).await,
+        Command::Watch { id, every } => executions::watch(&context, &id, every).await,
         Command::Retry { id } => run::retry(context, &id).await,
         Command::Cancel { id } => run::cancel(context, &id).await,
         Command::Complete { token, output } => run::complete(context, &token, &output).await,

@@ -302,7 +302,7 @@ pub(crate) async fn worker(context: Context, grace: Duration) -> Result<u8, CliE
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn stop_signal() {
+pub(super) async fn stop_signal() {
     #[cfg(unix)]
     {
         let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use workflows_runtime::prelude::*;
 use workflows_runtime::store::{AppendBatch, NewExecution, WriteMode};
 use workflows_runtime::{
-    EngineBuilder, ExecutionState, FailureKind, JournalEntry, JournalEvent, MemoryStore, StepKey, Store, Timestamp,
-    WorkflowFn,
+    EngineBuilder, ExecutionId, ExecutionState, FailureKind, JournalEntry, JournalEvent, MemoryStore, StepKey, Store,
+    Timestamp, WorkflowFn,
 };
 use workflows_tests::{Gate, Log, eventually};
 
@@ -44,6 +44,64 @@ async fn resumable(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
 
 fn engine_on(store: &Arc<MemoryStore>, probe: &Arc<Probe>) -> EngineBuilder {
     Engine::builder().store(store.clone()).container(Container::new().with(probe.clone()))
+}
+
+/// `run` drives the execution in the caller's task; a caller that stops waiting (its future
+/// dropped: a client went away, a timeout) does not stop the execution.
+#[tokio::test]
+async fn a_run_whose_caller_stops_waiting_goes_on_by_itself() {
+    let store = Arc::new(MemoryStore::new());
+    let probe = Arc::new(Probe::default());
+    let engine = engine_on(&store, &probe).start().await.unwrap();
+    let id = ExecutionId::from("left-behind");
+
+    let waited =
+        tokio::time::timeout(Duration::from_millis(50), resumable::run_with(&engine, 4, RunOptions::new().id(&id)))
+            .await;
+    assert!(waited.is_err(), "the run should still wait at the gate");
+    assert_eq!(probe.gate.arrived(), 1);
+    assert_eq!(engine.running(), 1, "the execution is still driven here");
+
+    probe.gate.open();
+    let record = eventually(Duration::from_secs(5), || async {
+        store.execution(&id).await.unwrap().filter(|r| r.state == ExecutionState::Completed)
+    })
+    .await;
+    assert_eq!(record.result.unwrap().get(), "51");
+    // Nothing ran twice: the same attempt went on after the caller left.
+    assert_eq!(probe.runs.lines(), ["first(4)", "gated(5) attempt 1"]);
+    eventually(Duration::from_secs(5), || async { (engine.running() == 0).then_some(()) }).await;
+}
+
+/// A shutdown stops a `run` under way like a started execution: the caller hears it was
+/// interrupted, and the execution is left for another engine to resume.
+#[tokio::test]
+async fn a_shutdown_interrupts_a_run_in_its_callers_task() {
+    let store = Arc::new(MemoryStore::new());
+    let probe = Arc::new(Probe::default());
+    let engine = engine_on(&store, &probe).start().await.unwrap();
+    let id = ExecutionId::from("interrupted-run");
+
+    let caller = {
+        let (engine, id) = (engine.clone(), id.clone());
+        tokio::spawn(async move { resumable::run_with(&engine, 4, RunOptions::new().id(&id)).await })
+    };
+    eventually(Duration::from_secs(5), || async { (probe.gate.arrived() == 1).then_some(()) }).await;
+    engine.shutdown().await;
+    let interrupted = caller.await.unwrap().unwrap_err();
+    assert!(matches!(interrupted, RunError::Interrupted { .. }), "{interrupted}");
+    let record = store.execution(&id).await.unwrap().unwrap();
+    assert_eq!(record.state, ExecutionState::Running);
+    assert_eq!(record.owner, None, "released for another engine");
+
+    probe.gate.open();
+    let other = engine_on(&store, &probe).start().await.unwrap();
+    let record = eventually(Duration::from_secs(5), || async {
+        store.execution(&id).await.unwrap().filter(|r| r.state == ExecutionState::Completed)
+    })
+    .await;
+    assert_eq!(record.result.unwrap().get(), "51");
+    other.shutdown().await;
 }
 
 #[tokio::test]
@@ -246,6 +304,7 @@ async fn forge(store: &MemoryStore, id: &str, fingerprint: &'static str, events:
             fail_if_held: false,
             rerun_of: None,
             parent: None,
+            expected_entries: 0,
         })
         .await
         .unwrap();

@@ -134,15 +134,16 @@ async fn undo(
         };
         let progress = Progress::from_journal(inner.store.journal(child).await?);
         let failure = record.failure.clone().unwrap_or_else(|| why.clone());
-        let child_live = Arc::new(LiveExecution::new(
-            record.id.clone(),
-            definition,
-            inner.clone(),
-            None,
-            record.epoch,
-            record.fingerprint.into(),
-            progress,
-        ));
+        let setup = super::live::Setup {
+            container: None,
+            epoch: record.epoch,
+            started_fingerprint: record.fingerprint.into(),
+            deadline: None,
+            exclusive_key: None,
+            parent: None,
+            wakeups: 0,
+        };
+        let child_live = Arc::new(LiveExecution::new(record.id.clone(), definition, inner.clone(), progress, setup));
         return Ok(match Box::pin(driver::compensate(&child_live, failure, false)).await {
             RunError::Compensated { .. } => Ok(()),
             RunError::Interrupted { reason, .. } => Err(format!("child execution {child} was interrupted: {reason}")),

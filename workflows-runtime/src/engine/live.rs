@@ -105,16 +105,35 @@ struct State {
     abort: Option<Abort>,
 }
 
+/// Where a live execution comes from: what [`LiveExecution::new`] needs besides its progress.
+pub(crate) struct Setup {
+    /// The per-run container, consulted before the engine's.
+    pub container: Option<Container>,
+    /// The lease epoch every write carries.
+    pub epoch: u64,
+    /// The workflow fingerprint recorded when the execution started.
+    pub started_fingerprint: Cow<'static, str>,
+    /// When the execution times out.
+    pub deadline: Option<Timestamp>,
+    /// The exclusive key it holds (or waits for).
+    pub exclusive_key: Option<String>,
+    /// For a child execution: the parent and the parent's key for it.
+    pub parent: Option<(ExecutionId, String)>,
+    /// How many deliveries its record had counted.
+    pub wakeups: u64,
+}
+
 impl LiveExecution {
+    /// Built in one piece (not with `with_*` methods): the struct is large, and every by-value
+    /// hand-over copies it.
     pub fn new(
         id: ExecutionId,
         definition: &'static WorkflowDefinition,
         engine: Arc<EngineInner>,
-        container: Option<Container>,
-        epoch: u64,
-        started_fingerprint: Cow<'static, str>,
         progress: Progress,
+        setup: Setup,
     ) -> Self {
+        let Setup { container, epoch, started_fingerprint, deadline, exclusive_key, parent, wakeups } = setup;
         Self {
             id,
             definition,
@@ -132,37 +151,13 @@ impl LiveExecution {
             running_steps: AtomicU32::new(0),
             busy: AtomicU32::new(0),
             waker: Mutex::new(None),
-            deadline: None,
-            exclusive_key: None,
-            parent: None,
+            deadline,
+            exclusive_key,
+            parent,
             waits: Mutex::new(Vec::new()),
-            observed_wakeups: std::sync::atomic::AtomicU64::new(0),
+            observed_wakeups: std::sync::atomic::AtomicU64::new(wakeups),
             inbox_signal: tokio::sync::Notify::new(),
         }
-    }
-
-    /// This execution, timing out at `deadline`.
-    pub fn with_deadline(mut self, deadline: Option<Timestamp>) -> Self {
-        self.deadline = deadline;
-        self
-    }
-
-    /// This execution, holding (or waiting for) `key`.
-    pub fn with_exclusive_key(mut self, key: Option<String>) -> Self {
-        self.exclusive_key = key;
-        self
-    }
-
-    /// This execution, a child of `parent`.
-    pub fn with_parent(mut self, parent: Option<(ExecutionId, String)>) -> Self {
-        self.parent = parent;
-        self
-    }
-
-    /// This execution, whose record had counted `wakeups` deliveries.
-    pub fn with_wakeups(self, wakeups: u64) -> Self {
-        self.observed_wakeups.store(wakeups, Ordering::Release);
-        self
     }
 
     /// Marks a branch as waiting on something durable, until the guard is dropped. While every

@@ -6,6 +6,7 @@ mod control;
 mod driver;
 mod handle;
 mod inbox;
+mod inline;
 pub(crate) mod live;
 mod options;
 pub(crate) mod panic;
@@ -89,6 +90,9 @@ pub(crate) struct EngineInner {
     worker: bool,
     /// Callers waiting for executions to finish, by execution (see [`handle::wait_for`]).
     watchers: Mutex<HashMap<ExecutionId, Arc<tokio::sync::Notify>, foldhash::fast::RandomState>>,
+    /// The runtime the engine started on: an execution run in its caller's task moves here
+    /// when the caller stops waiting (see [`inline`]).
+    runtime: tokio::runtime::Handle,
 }
 
 /// The executions an engine drives, with their tasks' abort handles.
@@ -97,7 +101,24 @@ type LiveTasks = HashMap<ExecutionId, LiveTask, foldhash::fast::RandomState>;
 struct LiveTask {
     execution: Arc<LiveExecution>,
     /// Filled in once the task is spawned.
-    handle: Option<AbortHandle>,
+    handle: Option<Stopper>,
+}
+
+/// Stops an execution's task where it stands.
+enum Stopper {
+    /// A spawned task.
+    Task(AbortHandle),
+    /// A task its caller polls (see [`inline`]), or that moved to a task of its own since.
+    Inline(futures_util::future::AbortHandle),
+}
+
+impl Stopper {
+    fn abort(&self) {
+        match self {
+            Self::Task(handle) => handle.abort(),
+            Self::Inline(handle) => handle.abort(),
+        }
+    }
 }
 
 /// Configures and starts an [`Engine`].
@@ -262,6 +283,7 @@ impl EngineBuilder {
             events: crate::events::EventHub::new(),
             worker: self.worker,
             watchers: Mutex::new(HashMap::default()),
+            runtime: tokio::runtime::Handle::current(),
         });
         if inner.worker {
             inner.recover().await?;
@@ -274,6 +296,32 @@ impl EngineBuilder {
 
 /// A workflow body on the heap, as [`Engine::drive_new`] runs it.
 type BoxedBody<'a, O> = std::pin::Pin<Box<dyn Future<Output = Result<O, crate::WorkflowError>> + Send + 'a>>;
+
+/// The task that drives a just-created execution: it waits for its exclusive key if it is
+/// queued, then runs the body `start` makes, and sends the outcome to `sender`.
+async fn execution_task<O: serde::Serialize + Send + 'static>(
+    live: Arc<LiveExecution>,
+    queued: bool,
+    start: impl for<'a> FnOnce(&'a Workflow) -> Result<BoxedBody<'a, O>, RunError> + Send + 'static,
+    sender: driver::Waiter<O>,
+) {
+    if queued && let Err(error) = driver::wait_for_key(&live).await {
+        drop(sender.send(driver::Sent::Done(Err(error))));
+        return;
+    }
+    let wf = Workflow { live };
+    match start(&wf) {
+        Ok(mut body) => driver::drive(&wf, body.as_mut(), Some(sender)).await,
+        Err(error) => drop(sender.send(driver::Sent::Done(Err(error)))),
+    }
+}
+
+/// What [`Engine::create_typed`] found: a new execution (`true` if it waits for its
+/// exclusive key), or the one that has the requested id.
+enum Begun<O> {
+    New(Arc<LiveExecution>, bool),
+    Exists(ExecutionHandle<O>),
+}
 
 /// What [`Engine::create`] found.
 pub(crate) enum Created {
@@ -304,7 +352,19 @@ impl Engine {
         input: W::Input,
         options: RunOptions,
     ) -> Result<W::Output, RunError> {
-        self.start_workflow::<W>(input, options).await?.result().await
+        let (live, queued) = match self.create_typed::<W>(&input, options).await? {
+            Begun::New(live, queued) => (live, queued),
+            Begun::Exists(handle) => return handle.result().await,
+        };
+        // Driven in this task (see `inline`); the body is boxed for the same reason as in
+        // `start_workflow`, and so that the task can move if this caller stops waiting.
+        let id = live.id.clone();
+        let (sender, receiver) = oneshot::channel();
+        let task = execution_task(live.clone(), queued, move |wf| Ok(Box::pin(W::call(wf, input))), sender);
+        let (task, stopper) = inline::Inline::new(self.inner.track(&live, task), self.inner.runtime.clone());
+        self.inner.stop_with(&live, Stopper::Inline(stopper));
+        task.await;
+        ExecutionHandle::live(id, receiver, self.clone()).result().await
     }
 
     /// Starts workflow `W` and returns a handle to await its result.
@@ -314,20 +374,32 @@ impl Engine {
         input: W::Input,
         options: RunOptions,
     ) -> Result<ExecutionHandle<W::Output>, RunError> {
-        let definition = W::definition();
-        let input_json = crate::journal::json::to_raw(&input)
-            .map_err(|source| RunError::Input { workflow: definition.name().to_owned(), source })?;
-        let (live, queued) = match self.create(definition, input_json, options).await? {
-            Created::New(live, queued) => (live, queued),
-            Created::Exists(record) => {
-                let same = handle::same_json(&input, &record.input);
-                return handle::existing(self.clone(), definition.name(), *record, same).await;
-            }
+        let (live, queued) = match self.create_typed::<W>(&input, options).await? {
+            Begun::New(live, queued) => (live, queued),
+            Begun::Exists(handle) => return Ok(handle),
         };
         // On the heap: the body (with its steps' futures) is most of the task's size, and tokio
         // moves the task several times (spawn, completion); boxed, those moves stay small
         // (-40% instructions per parallel-10 workflow, -5% per seq-10).
         Ok(self.drive_new(live, queued, move |wf| Ok(Box::pin(W::call(wf, input)))))
+    }
+
+    /// Creates an execution of `W` with `input`, or finds the one with the requested id.
+    async fn create_typed<W: WorkflowFn>(
+        &self,
+        input: &W::Input,
+        options: RunOptions,
+    ) -> Result<Begun<W::Output>, RunError> {
+        let definition = W::definition();
+        let input_json = crate::journal::json::to_raw(input)
+            .map_err(|source| RunError::Input { workflow: definition.name().to_owned(), source })?;
+        Ok(match self.create(definition, input_json, options).await? {
+            Created::New(live, queued) => Begun::New(live, queued),
+            Created::Exists(record) => {
+                let same = handle::same_json(input, &record.input);
+                Begun::Exists(handle::existing(self.clone(), definition.name(), *record, same).await?)
+            }
+        })
     }
 
     /// Starts the workflow registered as `name` with a JSON input, for callers that do not
@@ -371,8 +443,7 @@ impl Engine {
         }))
     }
 
-    /// Spawns the task that drives a just-created execution: it waits for its exclusive key if
-    /// it is queued, then runs the body `start` makes, and sends the outcome to the handle.
+    /// Spawns the task that drives a just-created execution (see [`execution_task`]).
     fn drive_new<O: serde::Serialize + Send + 'static>(
         &self,
         live: Arc<LiveExecution>,
@@ -381,17 +452,7 @@ impl Engine {
     ) -> ExecutionHandle<O> {
         let id = live.id.clone();
         let (sender, receiver) = oneshot::channel();
-        self.inner.spawn(&live.clone(), async move {
-            if queued && let Err(error) = driver::wait_for_key(&live).await {
-                drop(sender.send(driver::Sent::Done(Err(error))));
-                return;
-            }
-            let wf = Workflow { live };
-            match start(&wf) {
-                Ok(mut body) => driver::drive(&wf, body.as_mut(), Some(sender)).await,
-                Err(error) => drop(sender.send(driver::Sent::Done(Err(error)))),
-            }
-        });
+        self.inner.spawn(&live.clone(), execution_task(live, queued, start, sender));
         ExecutionHandle::live(id, receiver, self.clone())
     }
 
@@ -421,6 +482,7 @@ impl Engine {
             fail_if_held: options.fail_if_held,
             rerun_of: options.rerun_of,
             parent: options.parent.clone(),
+            expected_entries: definition.calls().len(),
         };
         let queued = match inner.store.create_execution(new).await? {
             CreateOutcome::Created => false,
@@ -430,18 +492,16 @@ impl Engine {
                 return Err(RunError::KeyHeld { key: options.exclusive_key.unwrap_or_default(), holder });
             }
         };
-        let live = LiveExecution::new(
-            id,
-            definition,
-            inner.clone(),
-            options.container,
-            1,
-            definition.fingerprint().into(),
-            Progress::new(definition.calls().len()),
-        )
-        .with_deadline(definition.timeout().map(|timeout| now + timeout))
-        .with_exclusive_key(options.exclusive_key)
-        .with_parent(options.parent);
+        let setup = live::Setup {
+            container: options.container,
+            epoch: 1,
+            started_fingerprint: definition.fingerprint().into(),
+            deadline: definition.timeout().map(|timeout| now + timeout),
+            exclusive_key: options.exclusive_key,
+            parent: options.parent,
+            wakeups: 0,
+        };
+        let live = LiveExecution::new(id, definition, inner.clone(), Progress::new(definition.calls().len()), setup);
         Ok(Created::New(Arc::new(live), queued))
     }
 
@@ -534,7 +594,7 @@ impl Engine {
     /// engine on the same store resumes them at once.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        let running: Vec<AbortHandle> = self.inner.lock_live().drain().filter_map(|(_, task)| task.handle).collect();
+        let running: Vec<Stopper> = self.inner.lock_live().drain().filter_map(|(_, task)| task.handle).collect();
         for task in &running {
             task.abort();
         }
@@ -591,20 +651,35 @@ impl fmt::Debug for Engine {
 impl EngineInner {
     /// Spawns the task driving execution `id` and tracks it until it ends.
     fn spawn(self: &Arc<Self>, live: &Arc<LiveExecution>, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(self.track(live, task));
+        self.stop_with(live, Stopper::Task(handle.abort_handle()));
+    }
+
+    /// Counts `live` as driven here until `task` (which drives it) ends or is dropped, and
+    /// runs the task in the execution's tracing span.
+    fn track<F: Future<Output = ()>>(self: &Arc<Self>, live: &Arc<LiveExecution>, task: F) -> Tracked<F> {
         // The entry exists before the task can end, so the task's guard always finds it; the
-        // abort handle is filled in afterwards, unless the task already ended and removed it.
+        // stopper is filled in afterwards (`stop_with`), unless the task already ended.
         let id = live.id.clone();
         self.lock_live().insert(id.clone(), LiveTask { execution: live.clone(), handle: None });
-        let guard = Untrack { engine: self.clone(), execution: Arc::downgrade(live), id: id.clone() };
         let span = tracing::info_span!("execution", execution = %id, workflow = live.definition.name());
-        let handle = tokio::spawn(Tracked { task, span, _guard: guard });
-        if let Some(entry) = self.lock_live().get_mut(&id) {
-            entry.handle = Some(handle.abort_handle());
+        let guard = Untrack { engine: self.clone(), execution: Arc::downgrade(live), id };
+        Tracked { task, span, _guard: guard }
+    }
+
+    /// Records how to stop the task driving `live`.
+    fn stop_with(&self, live: &LiveExecution, stopper: Stopper) {
+        {
+            let mut tasks = self.lock_live();
+            let Some(entry) = tasks.get_mut(&live.id) else { return };
+            if !self.is_closed() {
+                entry.handle = Some(stopper);
+                return;
+            }
         }
-        // Started while the engine shut down (past `shutdown`'s sweep): stop it too.
-        if self.is_closed() {
-            handle.abort();
-        }
+        // Started while the engine shut down (past `shutdown`'s sweep): stop it too (outside
+        // the lock: a stopped task untracks itself).
+        stopper.abort();
     }
 
     /// The execution this engine drives under `id`, if it does.

@@ -79,19 +79,16 @@ impl EngineInner {
             }
             Err(other) => return Err(other),
         };
-        let live = LiveExecution::new(
-            record.id.clone(),
-            definition,
-            self.clone(),
-            None,
-            record.epoch,
-            record.fingerprint.into(),
-            progress,
-        )
-        .with_deadline(definition.timeout().map(|timeout| record.created_at + timeout))
-        .with_exclusive_key(record.exclusive_key)
-        .with_parent(record.parent)
-        .with_wakeups(record.wakeups);
+        let setup = super::live::Setup {
+            container: None,
+            epoch: record.epoch,
+            started_fingerprint: record.fingerprint.into(),
+            deadline: definition.timeout().map(|timeout| record.created_at + timeout),
+            exclusive_key: record.exclusive_key,
+            parent: record.parent,
+            wakeups: record.wakeups,
+        };
+        let live = LiveExecution::new(record.id.clone(), definition, self.clone(), progress, setup);
         let live = Arc::new(live);
         if let Some(failure) = corrupt {
             tracing::error!(execution = %record.id, "{}", failure.message);

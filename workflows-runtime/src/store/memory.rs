@@ -24,7 +24,9 @@ pub struct MemoryStore {
     executions: Mutex<Executions>,
 }
 
-type Executions = HashMap<ExecutionId, Entry, foldhash::fast::RandomState>;
+/// Entries are boxed: the table then holds 32 bytes per execution, so its spare capacity and
+/// its regrowth copies stay small however many finished executions are retained.
+type Executions = HashMap<ExecutionId, Box<Entry>, foldhash::fast::RandomState>;
 
 /// An execution as kept here: names borrowed from the registry and the owner shared, so
 /// creating one allocates little; [`ExecutionRecord`]s are built when asked for.
@@ -134,6 +136,8 @@ impl MemoryStore {
             if transition.state.is_finished() {
                 entry.owner = None;
                 entry.lease_until = None;
+                // Kept until its retention ends: no spare capacity.
+                entry.journal.shrink_to_fit();
             }
         }
         if let Some(delivery) = &batch.deliver {
@@ -223,10 +227,11 @@ impl Store for MemoryStore {
             wakeups: 0,
             parent: new.parent,
             inbox: HashMap::new(),
-            // Most workflows fit, so appending steps does not regrow (and copy) the journal.
-            journal: Vec::with_capacity(16),
+            // Sized for the steps the workflow's code calls, so appending them does not regrow
+            // (and copy) the journal.
+            journal: Vec::with_capacity(new.expected_entries.clamp(1, 64)),
         };
-        executions.insert(new.id, entry);
+        executions.insert(new.id, Box::new(entry));
         StoreAck::ready(Ok(if state == ExecutionState::Pending {
             CreateOutcome::Queued
         } else {
@@ -259,7 +264,7 @@ impl Store for MemoryStore {
 
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
         let mut executions = self.lock();
-        let mut orphans: Vec<(&ExecutionId, &mut Entry)> = executions
+        let mut orphans: Vec<(&ExecutionId, &mut Box<Entry>)> = executions
             .iter_mut()
             .filter(|(id, e)| {
                 e.is_orphan(claim.now)

@@ -380,6 +380,9 @@ pub struct NewExecution {
     pub rerun_of: Option<ExecutionId>,
     /// The parent execution and the parent's key for this child, for child workflows.
     pub parent: Option<(ExecutionId, String)>,
+    /// How many journal entries the execution will probably write (the step calls in the
+    /// workflow's code): a hint for stores that preallocate.
+    pub expected_entries: usize,
 }
 
 /// What [`Store::create_execution`] did.

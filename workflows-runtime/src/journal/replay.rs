@@ -277,16 +277,23 @@ impl Progress {
     }
 
     /// Assigns the next step call its position and key.
+    ///
+    /// Borrowed names are registered step names (unique texts, see the registry) and the
+    /// engine's `@sleep`, each always passed from the same `&'static str`: they are found by
+    /// address. Owned names (`@child:...`, `@event:...`) are built per call and found by
+    /// text; the two kinds never share a text (step names cannot start with `@`).
     pub fn next_call(&mut self, name: impl Into<Cow<'static, str>>) -> (u32, StepKey) {
         let name = name.into();
         let seq = self.next_seq;
         self.next_seq += 1;
-        // Names come from `&'static` definitions: compare addresses first, text only if none matches.
-        let same_text =
-            |known: &Cow<'static, str>| std::ptr::eq(known.as_ptr(), name.as_ptr()) && known.len() == name.len();
-        let found = match self.occurrences.iter().position(|(known, _)| same_text(known)) {
-            Some(index) => Some(index),
-            None => self.occurrences.iter().position(|(known, _)| *known == name),
+        let found = match &name {
+            Cow::Borrowed(name) => self
+                .occurrences
+                .iter()
+                .position(|(known, _)| std::ptr::eq(known.as_ptr(), name.as_ptr()) && known.len() == name.len()),
+            Cow::Owned(name) => {
+                self.occurrences.iter().position(|(known, _)| matches!(known, Cow::Owned(known) if known == name))
+            }
         };
         let occurrence = match found {
             Some(index) => {
@@ -607,6 +614,19 @@ mod tests {
             .enumerate()
             .map(|(i, event)| JournalEntry { index: i as u64, at: Timestamp::now(), event })
             .collect()
+    }
+
+    #[test]
+    fn occurrences_count_per_name_whether_static_or_built() {
+        static STEP: &str = "step";
+        let mut p = Progress::default();
+        let mut call = |name: Cow<'static, str>| p.next_call(name).1.to_string();
+        assert_eq!(call(STEP.into()), "step#1");
+        assert_eq!(call(format!("@event:{}", "paid").into()), "@event:paid#1");
+        assert_eq!(call(STEP.into()), "step#2");
+        assert_eq!(call(format!("@event:{}", "paid").into()), "@event:paid#2");
+        assert_eq!(call(format!("@event:{}", "shipped").into()), "@event:shipped#1");
+        assert_eq!(call(STEP.into()), "step#3");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 # (here: ../shared/anchors). Every harness prints one JSON line per workload; all lines go to
 # FILE (default: a file under the system's temp directory, printed at the end), then a table of
 # µs per workflow, steps per second, and how many times faster workflows-rs is:
-#   - in memory, against Medusa's in-memory engine;
+#   - in memory, against Medusa's in-memory engine (ours on one thread, as Medusa's JavaScript runs,
+#     and concurrent-10 also on tokio's multi-threaded runtime over every core);
 #   - on SQLite with `Full` durability (an fsync per commit), against DBOS (SQLite and
 #     PostgreSQL system databases) and Restate, which also sync their logs before answering.
 # The durable anchors take minutes (DBOS about 100 s, Restate about 20 s at scale 1); pick
@@ -60,6 +61,12 @@ if has "$SYSTEMS" workflows; then
     note "workflows-rs, store $store: $ours"
     "$BENCH" --store "$store" --workload "$ours" --scale "$SCALE" | tee -a "$OUT"
   done
+  # The runs above use one thread, as Medusa's JavaScript does; concurrent work is also
+  # measured on tokio's multi-threaded runtime over both cores, as a service would run it.
+  if has "$WORKLOADS" concurrent-10; then
+    note "workflows-rs, store memory, multi-threaded runtime: concurrent-10"
+    "$BENCH" --store memory --workload concurrent-10 --threads multi --scale "$SCALE" | tee -a "$OUT"
+  fi
 fi
 
 if has "$SYSTEMS" medusa; then
@@ -97,12 +104,15 @@ def key(r):
     store = r.get("store") or "memory"
     if system == "medusa-inmemory":
         store = "memory"
+    if r.get("threads") == "multi":
+        store += ", 2 threads"
     return system, store, r["workload"]
 by = {key(r): r for r in rows}
 ours = {k: r for k, r in by.items() if k[0] == "workflows-rs"}
 # Which of our stores each anchor is compared with.
 pairs = [
     ("medusa-inmemory", "memory", "memory"),
+    ("medusa-inmemory", "memory", "memory, 2 threads"),
     ("dbos-python", "sqlite", "sqlite"),
     ("dbos-python", "postgres", "sqlite"),
     ("restate-python", "restate", "sqlite"),

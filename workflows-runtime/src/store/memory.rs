@@ -264,14 +264,14 @@ impl Store for MemoryStore {
 
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
         let mut executions = self.lock();
-        let mut orphans: Vec<(&ExecutionId, &mut Box<Entry>)> = executions
-            .iter_mut()
-            .filter(|(id, e)| {
-                e.is_orphan(claim.now)
-                    && claim.workflows.iter().any(|w| *w == e.workflow)
-                    && claim.only.as_ref().is_none_or(|only| only == *id)
-            })
-            .collect();
+        let claimable = |(_, e): &(&ExecutionId, &mut Box<Entry>)| {
+            e.is_orphan(claim.now) && claim.workflows.iter().any(|w| *w == e.workflow)
+        };
+        // One execution (a wake-up, a cancellation) is looked up, not searched for.
+        let mut orphans: Vec<(&ExecutionId, &mut Box<Entry>)> = match &claim.only {
+            Some(only) => executions.get_mut(only).map(|e| (only, e)).into_iter().filter(claimable).collect(),
+            None => executions.iter_mut().filter(claimable).collect(),
+        };
         orphans.sort_by_key(|(_, e)| e.created_at);
         let owner: Arc<str> = Arc::from(claim.owner.as_str());
         let claimed = orphans

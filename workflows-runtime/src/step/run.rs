@@ -5,6 +5,7 @@
 //! output in memory only if the step has a compensation (then as its compensation input).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -62,17 +63,32 @@ pub trait StepFn: 'static {
 /// The call's position and key are assigned here, when the function is called, so the steps of
 /// a `join!` get their keys in program order however their futures are polled.
 #[doc(hidden)]
+#[inline(always)]
 pub fn call_step<S: StepFn>(
     wf: &Workflow,
     input: S::Input,
 ) -> impl Future<Output = Result<S::Output, StepError>> + Send + '_ {
-    let run = prepare::<S>(wf, input);
-    async move {
-        match run.await? {
+    Required { call: prepare::<S>(wf, input) }
+}
+
+pin_project_lite::pin_project! {
+    /// A step call whose output is required (not skippable). A struct rather than an `async`
+    /// block, which would hold the call's future twice (captured, and awaited).
+    struct Required<F> {
+        #[pin]
+        call: F,
+    }
+}
+
+impl<T, F: Future<Output = Result<Option<T>, StepError>>> Future for Required<F> {
+    type Output = Result<T, StepError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match std::task::ready!(self.project().call.poll(cx))? {
             Some(output) => Ok(output),
             // Only steps with `on_failure = "skip"` are skipped, and they use `call_step_or_skip`.
             None => Err(StepError::permanent("the step was skipped")),
-        }
+        })
     }
 }
 
@@ -84,6 +100,7 @@ pub fn check_output<S: StepFn>(output: &RawValue) -> Result<(), serde_json::Erro
 
 /// The call of a step with `on_failure = "skip"`: `None` when it was skipped. Not public API.
 #[doc(hidden)]
+#[inline(always)]
 pub fn call_step_or_skip<S: StepFn>(
     wf: &Workflow,
     input: S::Input,
@@ -91,6 +108,7 @@ pub fn call_step_or_skip<S: StepFn>(
     prepare::<S>(wf, input)
 }
 
+#[inline(always)]
 fn prepare<S: StepFn>(
     wf: &Workflow,
     input: S::Input,
@@ -103,8 +121,10 @@ fn prepare<S: StepFn>(
     run_step::<S>(&wf.live, definition, seq, key, barrier, input)
 }
 
-/// The waits of async steps and retry backoffs are boxed: inline, their state (a timer, the
-/// inbox wait) would make every step call's future larger, and every step pays for moving it.
+/// The common case: the first attempt of a step that is not async and has no retries left to
+/// prepare for, and that ends within its attempt. Everything else (replay, async steps, retries,
+/// failures) is in [`run_step_general`], boxed: inline, its state would make every step call's
+/// future larger, and every step pays for moving that future into the workflow's.
 async fn run_step<S: StepFn>(
     live: &Arc<LiveExecution>,
     definition: &'static StepDefinition,
@@ -115,7 +135,95 @@ async fn run_step<S: StepFn>(
 ) -> Result<Option<S::Output>, StepError> {
     // Only what depends on the step's types is generic; the journaling is shared code.
     let input_hash = input_hash(&input);
-    let (mut attempt, mut not_before, mut inbox_from, mut waiting) = match begin(live, seq, &key, input_hash) {
+    let begin = begin(live, seq, &key, input_hash);
+    let retry = definition.policy.retry.unwrap_or(live.engine.default_retry);
+    let attempt = match begin {
+        Begin::Run { attempt, not_before: None, .. } if !definition.is_async() && retry.max_attempts() <= attempt => {
+            attempt
+        }
+        begin => return general::<S>(Call { live, definition, seq, key, barrier }, input, input_hash, begin).await,
+    };
+    let _busy = live.busy();
+    if let Err(error) = live.barrier(barrier).await {
+        live.abort(Abort::Store(error));
+        return std::future::pending().await;
+    }
+    if live.is_stopping() {
+        // Cancelled or past its deadline: no further attempt starts.
+        live.stop_at_boundary();
+        return std::future::pending().await;
+    }
+    // The same attempt as in `run_step_general`'s loop, written out: a shared `async` helper
+    // returning the attempt's context and guard cost 120 instructions more per step.
+    let started_at = Timestamp::now();
+    let ctx = StepContext { live: live.clone(), key, attempt };
+    let running = Attempt::start(live);
+    live.emit(|| Some(EventKind::StepStarted { key: ctx.key.clone(), attempt }));
+    let span = tracing::info_span!("step", step = definition.name(), key = %ctx.key, attempt);
+    let called = attempt_once::<S>(&ctx, seq, input_hash, input, definition.policy.timeout).instrument(span).await;
+    let error = match called {
+        Ok(Outcome::Done(response)) => match encode(&response, definition) {
+            Ok((output, compensation)) => {
+                record_completion(ctx, seq, input_hash, started_at, output, compensation);
+                drop(running);
+                live.turn(None).await;
+                return Ok(Some(response.output));
+            }
+            Err(error) => error,
+        },
+        Ok(Outcome::Later) => later_without_async(),
+        Err(error) => error,
+    };
+    drop(running);
+    let failed = Failed { seq, key: &ctx.key, attempt, input_hash, started_at, consumed: None };
+    let error = error.with_step(definition.name(), &ctx.key.to_string(), attempt);
+    failed_for_good_boxed(live, definition, failed, error).await
+}
+
+/// Futures of rare paths, boxed by functions that return them, so that no unboxed copy of
+/// them takes space in the calling future.
+type StepFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Option<T>, StepError>> + Send + 'a>>;
+
+/// [`run_step_general`], boxed.
+fn general<'a, S: StepFn>(call: Call<'a>, input: S::Input, input_hash: u64, begin: Begin) -> StepFuture<'a, S::Output> {
+    Box::pin(run_step_general::<S>(call, input, input_hash, begin))
+}
+
+/// A step call, as [`run_step_general`] gets it.
+struct Call<'a> {
+    live: &'a Arc<LiveExecution>,
+    definition: &'static StepDefinition,
+    seq: u32,
+    key: StepKey,
+    /// The durable writes that must be durable before the body runs.
+    barrier: u64,
+}
+
+/// [`failed_for_good`], boxed.
+fn failed_for_good_boxed<'a, T: Send + 'a>(
+    live: &'a LiveExecution,
+    definition: &'a StepDefinition,
+    failed: Failed<'a>,
+    error: StepError,
+) -> StepFuture<'a, T> {
+    Box::pin(async move { failed_for_good(live, definition, &failed, error).await })
+}
+
+/// The error of a step that returned `Completion::later()` without being async.
+fn later_without_async() -> StepError {
+    StepError::permanent("the step returned `Completion::later()` but is not async; mark it `#[step(async)]`")
+}
+
+/// Every other case of a step call (see [`run_step`]): replay, async steps, retries with their
+/// backoff, failures.
+async fn run_step_general<S: StepFn>(
+    call: Call<'_>,
+    input: S::Input,
+    input_hash: u64,
+    begin: Begin,
+) -> Result<Option<S::Output>, StepError> {
+    let Call { live, definition, seq, key, barrier } = call;
+    let (mut attempt, mut not_before, mut inbox_from, mut waiting) = match begin {
         Begin::Run { attempt, not_before, inbox_from } => (attempt, not_before, inbox_from, None),
         Begin::Await { attempt, started_at, deadline, position } => {
             (attempt, None, position, Some(Waiting { attempt, input_hash, started_at, deadline, position }))
@@ -220,12 +328,7 @@ async fn run_step<S: StepFn>(
                             Box::pin(await_completion::<S>(live, definition, seq, &key, &waits)).await;
                         (started_at, outcome, consumed)
                     }
-                    Ok(Outcome::Later) => {
-                        let error = StepError::permanent(
-                            "the step returned `Completion::later()` but is not async; mark it `#[step(async)]`",
-                        );
-                        (started_at, Err(error), None)
-                    }
+                    Ok(Outcome::Later) => (started_at, Err(later_without_async()), None),
                     Err(error) => (started_at, Err(error), None),
                 }
             }
@@ -242,21 +345,7 @@ async fn run_step<S: StepFn>(
         }
         let failed = Failed { seq, key: &key, attempt, input_hash, started_at, consumed };
         if error.is_permanent() || attempt >= retry.max_attempts() {
-            let failure = error.to_failure();
-            if definition.policy.on_failure == OnFailure::Skip {
-                let skipped =
-                    JournalEvent::StepSkipped { seq, key: key.clone(), attempt, input_hash, error: Box::new(failure) };
-                let ack = live.append([skipped], None, WriteMode::Durable, |p| {
-                    p.started(seq, key.clone(), input_hash, attempt);
-                    p.skipped(seq);
-                });
-                live.defer(ack);
-                live.turn(None).await;
-                return Ok(None);
-            }
-            record_failure(live, &failed, failure, None);
-            live.turn(None).await;
-            return settle(live, definition, error).await.map(|()| None);
+            return failed_for_good(live, definition, &failed, error).await;
         }
         let retry_at = Timestamp::now() + retry.delay(attempt, random_unit());
         record_failure(live, &failed, error.to_failure(), Some(retry_at));
@@ -269,6 +358,32 @@ async fn run_step<S: StepFn>(
         not_before = Some(retry_at);
         attempt += 1;
     }
+}
+
+/// The last attempt failed: skips the step, hands the error to the body, or fails the
+/// workflow, as the step's `on_failure` says.
+async fn failed_for_good<T>(
+    live: &LiveExecution,
+    definition: &StepDefinition,
+    failed: &Failed<'_>,
+    error: StepError,
+) -> Result<Option<T>, StepError> {
+    let failure = error.to_failure();
+    if definition.policy.on_failure == OnFailure::Skip {
+        let Failed { seq, key, attempt, input_hash, .. } = *failed;
+        let skipped =
+            JournalEvent::StepSkipped { seq, key: key.clone(), attempt, input_hash, error: Box::new(failure) };
+        let ack = live.append([skipped], None, WriteMode::Durable, |p| {
+            p.started(seq, key.clone(), input_hash, attempt);
+            p.skipped(seq);
+        });
+        live.defer(ack);
+        live.turn(None).await;
+        return Ok(None);
+    }
+    record_failure(live, failed, failure, None);
+    live.turn(None).await;
+    settle(live, definition, error).await.map(|()| None)
 }
 
 /// An async step's attempt waiting for its completion.
@@ -372,7 +487,7 @@ async fn attempt_once<S: StepFn>(
         Poll::Pending => {
             journal_start(ctx, seq, input_hash);
             match (deadline, timeout) {
-                (Some(deadline), Some(timeout)) => match tokio::time::timeout_at(deadline, call).await {
+                (Some(deadline), Some(timeout)) => match Box::pin(tokio::time::timeout_at(deadline, call)).await {
                     Ok(result) => result,
                     // The body's future is dropped here: a hanging step never holds a worker.
                     Err(_) => {

@@ -9,6 +9,7 @@
 //! abort handle.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -35,8 +36,18 @@ impl<F: Future<Output = ()> + Send + 'static> Future for Inline<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let Some(task) = &mut self.task else { return Poll::Ready(()) };
-        // Aborted (shutdown) is an end too: the task was dropped where it stood.
-        std::task::ready!(task.as_mut().poll(cx)).ok();
+        // Workflow and step code cannot panic through here (the driver catches that); a panic
+        // in the engine itself ends the task, as it would in a spawned one, and the caller
+        // hears that the execution was interrupted instead of unwinding.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            // Aborted (shutdown) is an end too: the task was dropped where it stood.
+            Ok(Poll::Ready(_)) => {}
+            Err(panic) => {
+                let message = crate::engine::panic::panic_message(panic.as_ref());
+                tracing::error!(%message, "the engine panicked while driving an execution");
+            }
+        }
         self.task = None;
         Poll::Ready(())
     }

@@ -9,11 +9,12 @@
 //! abort handle.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::future::{AbortHandle, Abortable};
+
+use super::panic::catch_unwind;
 
 /// An execution's task, polled by its caller until it ends or the caller gives up on it.
 pub(super) struct Inline<F: Future<Output = ()> + Send + 'static> {
@@ -39,14 +40,9 @@ impl<F: Future<Output = ()> + Send + 'static> Future for Inline<F> {
         // Workflow and step code cannot panic through here (the driver catches that); a panic
         // in the engine itself ends the task, as it would in a spawned one, and the caller
         // hears that the execution was interrupted instead of unwinding.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            // Aborted (shutdown) is an end too: the task was dropped where it stood.
-            Ok(Poll::Ready(_)) => {}
-            Err(panic) => {
-                let message = crate::engine::panic::panic_message(panic.as_ref());
-                tracing::error!(%message, "the engine panicked while driving an execution");
-            }
+        // Aborted (shutdown) is an end too: the task was dropped where it stood.
+        if let Err(message) = std::task::ready!(Pin::new(&mut catch_unwind(task.as_mut())).poll(cx)) {
+            tracing::error!(%message, "the engine panicked while driving an execution");
         }
         self.task = None;
         Poll::Ready(())

@@ -289,11 +289,22 @@ async fn echo_twice(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
 
 /// Writes an execution of `echo_twice` as an older build with other code would have left it.
 async fn forge(store: &MemoryStore, id: &str, fingerprint: &'static str, events: Vec<JournalEvent>) {
+    forge_of(store, "echo_twice", id, fingerprint, events).await;
+}
+
+/// Writes an execution of `workflow` with the journal `events`, owned by nobody.
+async fn forge_of(
+    store: &MemoryStore,
+    workflow: &'static str,
+    id: &str,
+    fingerprint: &'static str,
+    events: Vec<JournalEvent>,
+) {
     let now = Timestamp::now();
     store
         .create_execution(NewExecution {
             id: id.into(),
-            workflow: "echo_twice",
+            workflow,
             fingerprint,
             version: 0,
             input: serde_json::value::to_raw_value(&5u32).unwrap(),
@@ -389,6 +400,37 @@ async fn a_journal_step_the_body_never_reaches_is_non_determinism() {
     let failure = error.failure().expect("a failure");
     assert_eq!(failure.kind, FailureKind::NonDeterminism);
     assert!(failure.message.contains("finished without calling step `echo#3`"), "{}", failure.message);
+}
+
+#[workflow]
+async fn echo_once(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
+    Ok(echo(wf, n).await?)
+}
+
+/// A crash left the journal with `echo#2` under way (started, no outcome); the new code
+/// no longer calls it. The execution must not complete as if the step never began.
+#[tokio::test]
+async fn a_step_under_way_that_the_body_no_longer_calls_is_non_determinism() {
+    let store = Arc::new(MemoryStore::new());
+    let fingerprint = echo_once::definition().fingerprint();
+    let mut events: Vec<JournalEvent> =
+        completed(0, "echo", workflows_runtime::journal::input_hash(&(5u32,)), "5").into();
+    events.push(JournalEvent::StepStarted {
+        seq: 1,
+        key: StepKey::new("echo", 2),
+        attempt: 1,
+        input_hash: workflows_runtime::journal::input_hash(&(6u32,)),
+    });
+    forge_of(&store, "echo_once", "in-flight", fingerprint, events).await;
+
+    let engine = Engine::builder().store(store.clone()).start().await.unwrap();
+    let error = echo_once::run_with(&engine, 5, RunOptions::new().id("in-flight")).await.unwrap_err();
+    let failure = error.failure().expect("a failure");
+    assert_eq!(failure.kind, FailureKind::NonDeterminism, "{error}");
+    assert!(failure.message.contains("finished without calling step `echo#2` (call #1)"), "{}", failure.message);
+    let record = store.execution(&"in-flight".into()).await.unwrap().unwrap();
+    assert_eq!(record.state, ExecutionState::Failed);
+    assert!(record.result.is_none());
 }
 
 #[tokio::test]

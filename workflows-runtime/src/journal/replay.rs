@@ -483,17 +483,18 @@ impl Progress {
         }
     }
 
-    /// A journal entry the finished workflow never reached (`calls` step calls were made).
+    /// A journal entry the finished workflow never reached (`calls` step calls were made):
+    /// whatever the journal recorded for a later call — an outcome, or only an attempt that
+    /// was under way (a crash interrupted it) — the body took another path than before.
     pub fn unreached(&self, calls: u32) -> Option<Mismatch> {
         self.slots.iter().enumerate().skip(calls as usize).find_map(|(seq, slot)| {
             let slot = slot.as_ref()?;
-            matches!(slot.status, Status::Completed { .. } | Status::Failed(_) | Status::Skipped | Status::TimedOut)
-                .then(|| Mismatch {
-                    seq: seq as u32,
-                    recorded: Some((slot.key.clone(), slot.input_hash)),
-                    called: None,
-                    waiting: false,
-                })
+            Some(Mismatch {
+                seq: seq as u32,
+                recorded: Some((slot.key.clone(), slot.input_hash)),
+                called: None,
+                waiting: false,
+            })
         })
     }
 

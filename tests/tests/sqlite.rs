@@ -10,7 +10,7 @@ use workflows_runtime::{
     ExecutionState, FailureKind, JournalEntry, JournalEvent, SqliteOptions, SqliteStore, StepKey, Store, StoreError,
     Timestamp,
 };
-use workflows_tests::{Gate, eventually};
+use workflows_tests::{Gate, Log, eventually};
 
 #[step]
 async fn add(n: u32, m: u32) -> Result<u32, StepError> {
@@ -346,4 +346,103 @@ async fn an_execution_stopped_by_a_store_error_is_taken_over_once_the_store_work
     .unwrap();
     assert_eq!(output, 3);
     assert_eq!(gate.arrived(), 2, "the step whose completion was lost ran again");
+}
+
+/// Holds the store file's write lock, as another process would, from inside a step.
+struct Blocker {
+    path: std::path::PathBuf,
+    held: std::sync::Mutex<Option<rusqlite::Connection>>,
+}
+
+impl Blocker {
+    fn lock(&self) {
+        let conn = rusqlite::Connection::open(&self.path).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        *self.held.lock().unwrap() = Some(conn);
+    }
+
+    fn release(&self) {
+        if let Some(conn) = self.held.lock().unwrap().take() {
+            conn.execute_batch("COMMIT").unwrap();
+        }
+    }
+}
+
+/// Completes at once; the first time, it leaves the file locked by "another process", so that
+/// its own completion cannot be committed.
+#[step]
+async fn locks_the_file(ctx: &StepContext) -> Result<u32, StepError> {
+    let log = ctx.resolve::<Arc<Log>>()?;
+    log.push("a1");
+    if log.count("a1") == 1 {
+        ctx.resolve::<Arc<Blocker>>()?.lock();
+    }
+    Ok(1)
+}
+
+#[step]
+async fn after_a_pause(ctx: &StepContext) -> Result<u32, StepError> {
+    ctx.resolve::<Arc<Log>>()?.push("b1");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    Ok(2)
+}
+
+#[step]
+async fn depends(ctx: &StepContext, name: String) -> Result<u32, StepError> {
+    ctx.resolve::<Arc<Log>>()?.push(name);
+    Ok(3)
+}
+
+/// Two chains in parallel, polled in a fixed order (`b` first): `a1`'s completion is written
+/// first, `b1`'s after its pause; neither can be committed.
+#[workflow]
+async fn two_chains_on_a_locked_file(wf: &Workflow, _input: ()) -> Result<u32, WorkflowError> {
+    let (b, a) = futures_util::future::try_join(
+        async {
+            let b1 = after_a_pause(wf).await?;
+            Ok::<_, StepError>(b1 + depends(wf, "b2".into()).await?)
+        },
+        async {
+            let a1 = locks_the_file(wf).await?;
+            Ok(a1 + depends(wf, "a2".into()).await?)
+        },
+    )
+    .await?;
+    Ok(a + b)
+}
+
+/// Every step waiting behind a write that failed sees the failure: `a2` (behind `a1`'s
+/// completion) and `b2` (behind both completions) never start while those completions are
+/// not durable, whichever of them hears of the failure first.
+#[tokio::test]
+async fn no_step_starts_behind_a_write_that_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("failed-write.db");
+    let log = Arc::new(Log::default());
+    let blocker = Arc::new(Blocker { path: path.clone(), held: Default::default() });
+    let engine = Engine::builder()
+        .sqlite_with(&path, SqliteOptions::new().busy_timeout(Duration::from_millis(100)))
+        .container(Container::new().with(log.clone()).with(blocker.clone()))
+        .lease_duration(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let error = two_chains_on_a_locked_file::run_with(&engine, (), RunOptions::new().id("locked")).await.unwrap_err();
+    assert!(matches!(error, RunError::Interrupted { .. }), "{error}");
+    let lines = log.lines();
+    assert!(!lines.iter().any(|l| l == "a2" || l == "b2"), "a step started behind a failed write: {lines:?}");
+
+    // Once the file is free again, the execution is taken over and finishes; the steps whose
+    // completions were lost ran again, the others once.
+    blocker.release();
+    let output = tokio::time::timeout(
+        Duration::from_secs(10),
+        two_chains_on_a_locked_file::run_with(&engine, (), RunOptions::new().id("locked")),
+    )
+    .await
+    .expect("taken over within the lease")
+    .unwrap();
+    assert_eq!(output, 9);
+    assert_eq!((log.count("a1"), log.count("b1")), (2, 2), "{:?}", log.lines());
+    assert_eq!((log.count("a2"), log.count("b2")), (1, 1), "{:?}", log.lines());
 }

@@ -96,8 +96,12 @@ struct Unconfirmed {
     waiting: Arc<BarrierWakers>,
     /// How many durable writes were submitted.
     submitted: u64,
-    /// How many of them are confirmed durable.
+    /// How many of them are confirmed durable (or failed).
     confirmed: u64,
+    /// Why a durable write failed, once one did: every barrier from then on fails too, so
+    /// that no side effect happens behind a write that did not land, whichever branch of the
+    /// workflow heard of the failure first.
+    failed: Option<String>,
 }
 
 struct State {
@@ -558,6 +562,9 @@ impl Future for Barrier<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut unconfirmed = self.live.lock_unconfirmed();
+        if let Some(cause) = &unconfirmed.failed {
+            return Poll::Ready(Err(StoreError::Unavailable(cause.clone())));
+        }
         while unconfirmed.confirmed < self.upto {
             let waiting = unconfirmed.waiting.clone();
             let Some(ack) = unconfirmed.acks.front_mut() else { break };
@@ -573,7 +580,14 @@ impl Future for Barrier<'_> {
                 Poll::Ready(result) => {
                     unconfirmed.acks.pop_front();
                     unconfirmed.confirmed += 1;
-                    result?;
+                    if let Err(error) = result {
+                        unconfirmed.failed = Some(format!(
+                            "an earlier write of execution {} failed ({error}), so nothing that depends on it may \
+                             run; the execution resumes from what is stored",
+                            self.live.id
+                        ));
+                        return Poll::Ready(Err(error));
+                    }
                 }
             }
         }

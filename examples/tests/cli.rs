@@ -459,7 +459,35 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     drop(child.stdout.take());
     let ran = wait_with_timeout(&mut child, Duration::from_secs(20));
     assert_eq!(ran.stderr, "", "no panic, no message");
-    assert_eq!(ran.code, 1);
+    assert_eq!(ran.code, 0);
+}
+
+/// `workflows complete … 2>&1 | head -c1`: both outputs close while the command drives the
+/// execution it woke. The command must finish that work (a panic would leave the execution
+/// `running` until its lease expires) and exit as it would otherwise.
+#[test]
+fn closed_outputs_never_abort_the_work_a_command_drives() {
+    let cli = Cli::new();
+    cli.run(&["run", "approval", "--input", &approval_input("c", 600_000), "--id", "order-c"]).expect(4);
+    let closed = |args: &[&str]| {
+        let mut child = cli.spawn(args);
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        let status = child.wait().unwrap();
+        assert_ne!(status.code(), Some(101), "{args:?} panicked");
+        status.code()
+    };
+    let token = "order-c/approval.request_approval#1";
+    assert_eq!(closed(&["complete", token, "--output", r#"{"approved":true,"by":"ann"}"#]), Some(0));
+    // It drove the execution on to its next wait (the payment), and left it suspended.
+    let inspected = cli.inspect("order-c");
+    assert_eq!(inspected["execution"]["state"], "waiting");
+    assert_eq!(inspected["waiting_for"][0]["event"], "payment");
+    let payment = r#"{"payment_id":"p1","amount_cents":1200}"#;
+    assert_eq!(closed(&["send-event", "order-c", "payment", "--payload", payment, "--json"]), Some(0));
+    let done = cli.inspect("order-c");
+    assert_eq!(done["execution"]["state"], "completed", "{done}");
+    assert_eq!(done["execution"]["owner"], Value::Null);
 }
 
 fn path(cli: &Cli) -> String {

@@ -39,6 +39,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use self::output::note;
+
 use crate::engine::EngineBuilder;
 use crate::store::{self, Store, StoreError};
 
@@ -83,14 +85,14 @@ pub fn main_with(configure: impl FnOnce(EngineBuilder) -> EngineBuilder + 'stati
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
+            note!("error: cannot start the async runtime: {error}");
             return ExitCode::from(EXIT_ERROR);
         }
     };
     let code = match runtime.block_on(dispatch(cli, Box::new(configure))) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error}");
+            note!("error: {error}");
             EXIT_ERROR
         }
     };

@@ -43,8 +43,11 @@ fn describe(error: &serde_json::Error) -> String {
     }
 }
 
-/// Prints a line on stdout. A reader that went away (`workflows executions | head`) ends the
-/// program quietly, as it ends other command-line tools, instead of a panic.
+/// Prints a line on stdout.
+///
+/// A reader that went away (`workflows executions | head`, a closed terminal) never ends the
+/// command: the command may be driving an execution it woke, which would otherwise stay
+/// `running` until its lease expires. Later output is dropped; the work goes on.
 macro_rules! out {
     () => {
         $crate::cli::output::write_out(format_args!(""), true)
@@ -55,17 +58,40 @@ macro_rules! out {
 }
 pub(crate) use out;
 
+/// Prints a line on stderr (progress, notes, errors for people). A closed stderr is ignored,
+/// as for [`out!`].
+macro_rules! note {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_err(format_args!($($arg)*))
+    };
+}
+pub(crate) use note;
+
+/// Set once standard output could not be written: later output is skipped.
+static STDOUT_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// [`out!`] without the newline.
 pub(crate) fn write_out(args: std::fmt::Arguments<'_>, newline: bool) {
     use std::io::Write;
+    use std::sync::atomic::Ordering;
+    if STDOUT_GONE.load(Ordering::Relaxed) {
+        return;
+    }
     let mut stdout = std::io::stdout().lock();
     let written = if newline { writeln!(stdout, "{args}") } else { write!(stdout, "{args}") };
     if let Err(error) = written.and_then(|()| stdout.flush()) {
+        STDOUT_GONE.store(true, Ordering::Relaxed);
         if error.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("error: cannot write to standard output: {error}");
+            note!("error: cannot write to standard output: {error}");
         }
-        std::process::exit(i32::from(super::EXIT_ERROR));
     }
+}
+
+/// [`note!`]: one line on stderr, or nothing if stderr is closed.
+pub(crate) fn write_err(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{args}").and_then(|()| stderr.flush());
 }
 
 /// Prints `value` as one JSON document on stdout.

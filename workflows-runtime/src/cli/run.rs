@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::executions::pending_waits;
-use super::output::{duration, json_arg, out, print_json, truncate};
+use super::output::{duration, json_arg, note, out, print_json, truncate};
 use super::{CliError, Context, EXIT_OK, EXIT_WAITING, EXIT_WORKFLOW_FAILED};
 use crate::engine::ExecutionHandle;
 use crate::events::{EventKind, ExecutionEvent, RecvError, Subscription};
@@ -54,7 +54,7 @@ pub(crate) async fn retry(context: Context, id: &str) -> Result<u8, CliError> {
     let outcome = match engine.rerun(&ExecutionId::from(id)).await {
         Ok(handle) => {
             let new = handle.id().clone();
-            eprintln!("re-running execution {id} as {new}");
+            note!("re-running execution {id} as {new}");
             watch(&engine, &new, events, Some(handle)).await
         }
         Err(error) => Err(error.into()),
@@ -112,7 +112,7 @@ async fn deliver<F: std::future::Future<Output = Result<(), crate::DeliveryError
     let events = engine.subscribe_to(&id);
     let outcome = match send(engine.clone()).await {
         Ok(()) => {
-            eprintln!("delivered to execution {id}");
+            note!("delivered to execution {id}");
             watch(&engine, &id, events, None).await
         }
         Err(error) => Err(error.into()),
@@ -217,30 +217,31 @@ async fn report(engine: &Engine, outcome: Outcome, json: bool, delivered: bool) 
         let took = duration(record.updated_at.duration_since(record.created_at));
         match record.state {
             ExecutionState::Completed => {
-                eprintln!("execution {} completed in {took}", record.id);
+                note!("execution {} completed in {took}", record.id);
                 out!("{}", record.result.as_ref().map_or("null", |r| r.get()));
             }
             state if state.is_finished() => {
                 let why = record.failure.as_ref().map_or(String::new(), |f| format!(": {f}"));
-                eprintln!("execution {} ended {state} after {took}{why}", record.id);
-                eprintln!("inspect it: workflows inspect {}", record.id);
+                note!("execution {} ended {state} after {took}{why}", record.id);
+                note!("inspect it: workflows inspect {}", record.id);
             }
             ExecutionState::Waiting => {
-                eprintln!("execution {} is waiting; it is durable, and nothing runs until it is woken", record.id);
+                note!("execution {} is waiting; it is durable, and nothing runs until it is woken", record.id);
                 for wait in &waits {
-                    eprintln!("{}", wait.hint(&record.id));
+                    note!("{}", wait.hint(&record.id));
                 }
                 if let Some(at) = record.wake_at {
-                    eprintln!(
+                    note!(
                         "at {at} (a timer or a wait's deadline) it wakes by itself, in a running `workflows worker` \
                          or application on this store"
                     );
                 }
             }
-            state => eprintln!(
+            state => note!(
                 "execution {} is {state}, driven by another process; that process sees a delivery within a \
                  second and a cancellation within a third of its lease (`workflows inspect {}` shows where it is)",
-                record.id, record.id
+                record.id,
+                record.id
             ),
         }
     }
@@ -253,7 +254,7 @@ pub(crate) async fn worker(context: Context, grace: Duration) -> Result<u8, CliE
     let (engine, json) = context.engine(true).await?;
     let mut events = engine.subscribe();
     let workflows = engine.registry().workflows().len();
-    eprintln!(
+    note!(
         "worker {} on {store}: runs {workflows} workflows; {} executions resumed; Ctrl-C stops it",
         engine.owner_id(),
         engine.running()
@@ -268,13 +269,13 @@ pub(crate) async fn worker(context: Context, grace: Duration) -> Result<u8, CliE
                     out!("{}", serde_json::to_string(&event).unwrap_or_default());
                 }
                 Ok(event) => progress.event(&event),
-                Err(RecvError::Lagged(missed)) => eprintln!("({missed} events not shown)"),
+                Err(RecvError::Lagged(missed)) => note!("({missed} events not shown)"),
                 Err(RecvError::Closed) => break,
             },
             () = &mut stop => break,
         }
     }
-    eprintln!(
+    note!(
         "stopping: taking no new work; {} executions in flight may finish or suspend within {} \
          (Ctrl-C again stops at once)",
         engine.running(),
@@ -297,7 +298,7 @@ pub(crate) async fn worker(context: Context, grace: Duration) -> Result<u8, CliE
             }
         }
     };
-    eprintln!("stopped; {left} executions were released for other workers to resume");
+    note!("stopped; {left} executions were released for other workers to resume");
     Ok(EXIT_OK)
 }
 
@@ -421,7 +422,7 @@ impl Progress {
     /// Prints a line (above the progress line, on a terminal).
     fn line(&mut self, line: &str) {
         self.clear();
-        eprintln!("{line}");
+        note!("{line}");
         self.redraw();
     }
 

@@ -224,6 +224,33 @@ fn killed_during_compensation_every_compensation_completes_exactly_once() {
     }
 }
 
+/// A step with `retry(max_attempts = 3)` killed during its third attempt: the attempt counts,
+/// so no fourth one starts after the restart; the step fails for good and the workflow
+/// compensates.
+#[test]
+fn killed_during_the_last_attempt_the_step_fails_for_good_without_a_further_attempt() {
+    for durability in DURABILITIES {
+        let s = Scenario::new(durability);
+        let child = s.worker(&["start", "budget", "budget"]).env("CRASH_BLOCK", "charge:3").spawn().unwrap();
+        s.wait_for_log("charge:3 blocked");
+        kill(child);
+
+        assert_eq!(s.resume("budget").trim(), "STATE compensated", "{durability}: {:?}", s.log());
+        for attempt in 1..=3 {
+            assert_eq!(s.count(&format!("charge begin {attempt}")), 1, "{durability}: {:?}", s.log());
+        }
+        assert_eq!(s.count_prefix("charge begin"), 3, "{durability}: a fourth attempt ran: {:?}", s.log());
+        assert_eq!(s.count("charge end"), 0, "{durability}");
+        assert_eq!(s.count("release"), 1, "{durability}: the seat is released once");
+        assert_eq!(s.journal_count("budget", "step_started", "flaky_charge#1"), 3, "{durability}");
+        assert_eq!(s.journal_count("budget", "step_failed", "flaky_charge#1"), 3, "{durability}");
+        let conn = rusqlite::Connection::open(&s.db).unwrap();
+        let failure: String =
+            conn.query_row("SELECT failure FROM executions WHERE id = 'budget'", [], |r| r.get(0)).unwrap();
+        assert!(failure.contains("attempt 3 of 3 was interrupted"), "{failure}");
+    }
+}
+
 /// xorshift64*: enough randomness for kill times, reproducible from the printed seed.
 struct Rng(u64);
 

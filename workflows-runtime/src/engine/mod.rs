@@ -62,8 +62,9 @@ pub(crate) struct EngineInner {
     pub store: Arc<dyn Store>,
     pub registry: &'static Registry,
     pub container: Container,
-    /// The retry policy of steps that set none.
-    pub default_retry: RetryPolicy,
+    /// The retry policy of steps that set none, if the application chose one (see
+    /// [`EngineInner::retry_budget`]).
+    pub default_retry: Option<RetryPolicy>,
     /// How long finished executions of workflows that set no retention are kept.
     pub retention: Duration,
     /// This engine's owner id in the store: unique per engine instance.
@@ -127,7 +128,7 @@ pub struct EngineBuilder {
     store: StoreChoice,
     container: Container,
     lease: Duration,
-    default_retry: RetryPolicy,
+    default_retry: Option<RetryPolicy>,
     retention: Duration,
     purge_interval: Duration,
     worker: bool,
@@ -160,7 +161,7 @@ impl Default for EngineBuilder {
             store: StoreChoice::Default,
             container: Container::new(),
             lease: Duration::from_secs(30),
-            default_retry: RetryPolicy::NONE,
+            default_retry: None,
             retention: DEFAULT_RETENTION,
             purge_interval: Duration::from_secs(60),
             worker: true,
@@ -207,10 +208,12 @@ impl EngineBuilder {
         self
     }
 
-    /// The retry policy of steps without `#[step(retry(...))]`. By default a step has one
-    /// attempt: retrying is a decision about the step's side effects.
+    /// The retry policy of steps without `#[step(retry(...))]`. Without it, a step that fails
+    /// is not retried (retrying is a decision about the step's side effects), and an attempt a
+    /// crash interrupted runs again after the restart. With it, as with a step's own policy,
+    /// `max_attempts` bounds the attempts that start, interrupted ones included.
     pub fn default_retry(mut self, policy: RetryPolicy) -> Self {
-        self.default_retry = policy;
+        self.default_retry = Some(policy);
         self
     }
 
@@ -739,6 +742,14 @@ impl EngineInner {
         if let Some(watch) = watch {
             watch.notify_waiters();
         }
+    }
+
+    /// The attempt budget of a step: its own retry policy, or the engine's default if the
+    /// application set one. A budget counts every attempt that started, also one a crash
+    /// interrupted; `None` (no policy anywhere) means one attempt per failure — a failed
+    /// attempt is not retried — while an attempt a crash interrupted runs again.
+    pub(crate) fn retry_budget(&self, step: &crate::registry::StepDefinition) -> Option<RetryPolicy> {
+        step.policy.retry.or(self.default_retry)
     }
 
     fn lock_live(&self) -> std::sync::MutexGuard<'_, LiveTasks> {

@@ -47,7 +47,7 @@ pub(crate) async fn run_compensation(
     let step = live.engine.registry.step(key.name());
     let hook = step.and_then(|s| s.compensation().map(|c| c.hook));
     // A compensation has the retry budget and attempt timeout of the step it undoes.
-    let retry = step.and_then(|s| s.policy().retry).unwrap_or(live.engine.default_retry);
+    let retry = step.and_then(|s| s.policy().retry).or(live.engine.default_retry).unwrap_or_default();
     let timeout = step.and_then(|s| s.policy().timeout);
     if !begin(live, seq, &key).await {
         return None;

@@ -136,9 +136,12 @@ async fn run_step<S: StepFn>(
     // Only what depends on the step's types is generic; the journaling is shared code.
     let input_hash = input_hash(&input);
     let begin = begin(live, seq, &key, input_hash);
-    let retry = definition.policy.retry.unwrap_or(live.engine.default_retry);
+    // Steps with an attempt budget journal each attempt's start before its body runs, and
+    // async steps too (a completion may arrive before the body returns): the general path.
     let attempt = match begin {
-        Begin::Run { attempt, not_before: None, .. } if !definition.is_async() && retry.max_attempts() <= attempt => {
+        Begin::Run { attempt, not_before: None, .. }
+            if !definition.is_async() && live.engine.retry_budget(definition).is_none() =>
+        {
             attempt
         }
         begin => return general::<S>(Call { live, definition, seq, key, barrier }, input, input_hash, begin).await,
@@ -160,7 +163,8 @@ async fn run_step<S: StepFn>(
     let running = Attempt::start(live);
     live.emit(|| Some(EventKind::StepStarted { key: ctx.key.clone(), attempt }));
     let span = tracing::info_span!("step", step = definition.name(), key = %ctx.key, attempt);
-    let called = attempt_once::<S>(&ctx, seq, input_hash, input, definition.policy.timeout).instrument(span).await;
+    let called =
+        attempt_once::<S>(&ctx, seq, input_hash, input, definition.policy.timeout, false).instrument(span).await;
     let error = match called {
         Ok(Outcome::Done(response)) => match encode(&response, definition) {
             Ok((output, compensation)) => {
@@ -248,12 +252,31 @@ async fn run_step_general<S: StepFn>(
         }
         Begin::Stop => return std::future::pending().await,
     };
+    let budget = live.engine.retry_budget(definition);
+    let retry = budget.unwrap_or_default();
+    if waiting.is_none()
+        && let Some(budget) = budget
+        && attempt > budget.max_attempts()
+    {
+        // The last attempt the budget allows started before (a crash or a lost lease
+        // interrupted it, or a deploy lowered the budget): no further attempt starts.
+        let error = out_of_attempts(budget.max_attempts(), attempt, not_before.is_none()).with_step(
+            definition.name(),
+            &key.to_string(),
+            attempt - 1,
+        );
+        let failed =
+            Failed { seq, key: &key, attempt: attempt - 1, input_hash, started_at: Timestamp::now(), consumed: None };
+        return failed_for_good(live, definition, &failed, error).await;
+    }
+    // Each attempt's start is journaled before its body runs when attempts are counted (a
+    // budget), or when a completion may arrive for it before the body returns (async steps).
+    let journal_starts = budget.is_some() || definition.is_async();
     let mut busy = Some(live.busy());
     if let Err(error) = live.barrier(barrier).await {
         live.abort(Abort::Store(error));
         return std::future::pending().await;
     }
-    let retry = definition.policy.retry.unwrap_or(live.engine.default_retry);
     // Attempts after the first decode their input from JSON: the first one consumed it.
     let retry_input = if retry.max_attempts() > attempt || waiting.is_some() {
         Some(
@@ -286,6 +309,9 @@ async fn run_step_general<S: StepFn>(
                     Box::pin(tokio::time::sleep(at.duration_since(Timestamp::now()))).await;
                 }
                 busy = busy.or_else(|| Some(live.busy()));
+                if journal_starts && !journal_start_durably(live, seq, &key, input_hash, attempt).await {
+                    return std::future::pending().await;
+                }
                 let this_input = match input.take() {
                     Some(input) => input,
                     None => match retry_input.as_deref().map(|json| serde_json::from_str::<S::Input>(json.get())) {
@@ -303,7 +329,8 @@ async fn run_step_general<S: StepFn>(
                 let running = Attempt::start(live);
                 live.emit(|| Some(EventKind::StepStarted { key: key.clone(), attempt }));
                 let span = tracing::info_span!("step", step = definition.name(), key = %key, attempt);
-                let called = attempt_once::<S>(&ctx, seq, input_hash, this_input, definition.policy.timeout)
+                let timeout = definition.policy.timeout;
+                let called = attempt_once::<S>(&ctx, seq, input_hash, this_input, timeout, journal_starts)
                     .instrument(span)
                     .await;
                 match called {
@@ -469,13 +496,51 @@ async fn settle(live: &LiveExecution, definition: &StepDefinition, error: StepEr
     }
 }
 
-/// Runs the body once, within the attempt's timeout, catching panics.
+/// The error of a step whose attempt budget is spent before its next attempt: the attempt
+/// before it was `interrupted` (its outcome is unknown), or the budget is smaller than the
+/// attempts the journal has (a deploy lowered it).
+fn out_of_attempts(max_attempts: u32, next: u32, interrupted: bool) -> StepError {
+    let made = next - 1;
+    if interrupted {
+        StepError::permanent(format!(
+            "attempt {made} of {max_attempts} was interrupted before it finished (the process driving it stopped or \
+             lost its lease), so its outcome is unknown; the step's retry policy allows no further attempt"
+        ))
+    } else {
+        StepError::permanent(format!(
+            "{made} attempts were made and the step's retry policy allows {max_attempts}; no further attempt starts"
+        ))
+    }
+}
+
+/// Journals that `attempt` starts and waits until that record (and every write before it) is
+/// durable, so that the attempt counts even if the process dies inside its body. False if the
+/// store failed (the execution is aborted).
+async fn journal_start_durably(live: &LiveExecution, seq: u32, key: &StepKey, input_hash: u64, attempt: u32) -> bool {
+    let started = JournalEvent::StepStarted { seq, key: key.clone(), attempt, input_hash };
+    let progress_key = key.clone();
+    let ack = live.append([started], None, WriteMode::Durable, |p| p.started(seq, progress_key, input_hash, attempt));
+    live.defer(ack);
+    // Writes land in order: this one durable means every earlier one is too.
+    let upto = live.submitted();
+    match live.barrier(upto).await {
+        Ok(()) => true,
+        Err(error) => {
+            live.abort(Abort::Store(error));
+            false
+        }
+    }
+}
+
+/// Runs the body once, within the attempt's timeout, catching panics. `started` is true if
+/// the attempt's start was journaled already.
 async fn attempt_once<S: StepFn>(
     ctx: &StepContext,
     seq: u32,
     input_hash: u64,
     input: S::Input,
     timeout: Option<Duration>,
+    started: bool,
 ) -> Result<Outcome<S::Output, S::Compensation>, StepError> {
     let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
     let mut call = std::pin::pin!(catch_unwind(S::call(ctx, input)));
@@ -485,7 +550,9 @@ async fn attempt_once<S: StepFn>(
     let result = match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
         Poll::Ready(result) => result,
         Poll::Pending => {
-            journal_start(ctx, seq, input_hash);
+            if !started {
+                journal_start(ctx, seq, input_hash);
+            }
             match (deadline, timeout) {
                 (Some(deadline), Some(timeout)) => match Box::pin(tokio::time::timeout_at(deadline, call)).await {
                     Ok(result) => result,

@@ -1,6 +1,6 @@
-//! What both crash-test workers share: the side-effect log, the `crash_saga`, `approval_flow`
-//! and `fan_saga` workflows, and the command line
-//! (`DB LOG full|process start ID PLAN_JSON|approval|fan:N | resume ID | complete ID TOKEN JSON`).
+//! What both crash-test workers share: the side-effect log, the `crash_saga`, `approval_flow`,
+//! `fan_saga` and `budget_saga` workflows, and the command line
+//! (`DB LOG full|process start ID PLAN_JSON|approval|fan:N|budget | resume ID | complete ID TOKEN JSON`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -147,6 +147,37 @@ async fn fan_saga(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
     Ok(squares.iter().sum())
 }
 
+#[step(compensate = release_seat)]
+async fn reserve_seat(ctx: &StepContext) -> Result<u32, StepError> {
+    ctx.resolve::<SideEffects>()?.record("reserve".into());
+    Ok(1)
+}
+
+async fn release_seat(ctx: &StepContext, _seat: u32) -> Result<(), StepError> {
+    ctx.resolve::<SideEffects>()?.record("release".into());
+    Ok(())
+}
+
+/// Fails its first two attempts; the third one stops forever if `CRASH_BLOCK=charge:3`.
+#[step(retry(max_attempts = 3, backoff = "10ms"))]
+async fn flaky_charge(ctx: &StepContext) -> Result<u32, StepError> {
+    let effects = ctx.resolve::<SideEffects>()?;
+    effects.record(format!("charge begin {}", ctx.attempt()));
+    if ctx.attempt() < 3 {
+        return Err(StepError::new("the card network is busy"));
+    }
+    maybe_block(effects, "charge:3").await;
+    effects.record("charge end".into());
+    Ok(2)
+}
+
+/// A seat reserved, then a charge with a budget of three attempts.
+#[workflow]
+async fn budget_saga(wf: &Workflow, _input: ()) -> Result<u32, WorkflowError> {
+    let seat = reserve_seat(wf).await?;
+    Ok(seat + flaky_charge(wf).await?)
+}
+
 /// The worker's main: see the binaries' docs.
 pub async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -171,6 +202,8 @@ pub async fn main() -> ExitCode {
         // The outcome is read back from the store below, like after a resume.
         if rest[0] == "evolving" {
             let _ = engine.start_workflow_by_name("evolving", serde_json::Value::Null, RunOptions::new().id(&id)).await;
+        } else if rest[0] == "budget" {
+            let _ = budget_saga::run_with(&engine, (), RunOptions::new().id(&id)).await;
         } else if rest[0] == "approval" {
             // Started; once it is suspended (it waits for its approval) this process exits.
             let _ = approval_flow::start_with(&engine, 7, RunOptions::new().id(&id)).await;

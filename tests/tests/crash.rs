@@ -455,3 +455,31 @@ fn a_fan_out_killed_midway_replays_deterministically_and_runs_completed_items_on
         }
     }
 }
+
+/// A store written by an earlier release (schema version 3: `tests/fixtures/schema-v3.db`,
+/// made by the crash worker of that release) opens with this build, which migrates it, and
+/// its executions go on: the interrupted one resumes where it was, the waiting one takes its
+/// completion, the finished ones read back unchanged.
+#[test]
+fn a_store_of_an_earlier_schema_is_migrated_and_its_executions_go_on() {
+    let s = Scenario::new("full");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/schema-v3.db"), &s.db).unwrap();
+
+    assert_eq!(s.resume("interrupted").trim(), "STATE completed");
+    // Step 1 completed under the old release: it does not run again; step 2 was under way.
+    assert_eq!(s.count_prefix("step 1 begin"), 0, "{:?}", s.log());
+    assert_eq!(s.count("step 2 begin 2"), 1, "{:?}", s.log());
+    assert_eq!(s.count("step 3 end"), 1, "{:?}", s.log());
+
+    let completed = finish(s.worker(&["complete", "waiting", "waiting/request_approval#1", "true"]).spawn().unwrap());
+    assert_eq!(completed.trim(), "STATE completed");
+    assert_eq!(stored_result(&s, "waiting").as_deref(), Some(r#""order 7 approved""#));
+
+    assert_eq!(s.resume("done").trim(), "STATE completed");
+    assert_eq!(stored_result(&s, "done").as_deref(), Some("6"));
+    assert_eq!(s.resume("compensated").trim(), "STATE compensated");
+    assert_eq!(s.journal_count("compensated", "compensation_completed", &key(1)), 1);
+    let conn = rusqlite::Connection::open(&s.db).unwrap();
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, workflows_runtime::store::SCHEMA_VERSION);
+}

@@ -401,3 +401,99 @@ async fn an_async_step_times_out_by_its_policy_and_is_compensated_like_any_step(
     assert!(matches!(error, RunError::Compensated { .. }), "{error}");
     assert_eq!(outbox.log.lines()[2..], ["reserve desk", "withdraw yes", "release desk"]);
 }
+
+/// What a workflow with a timeout waits for when its deadline passes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+enum Waits {
+    AsyncStep,
+    Timer,
+    Event,
+    Child,
+}
+
+#[workflow]
+async fn waits_forever(wf: &Workflow, sku: String) -> Result<(), WorkflowError> {
+    reserve(wf, sku).await?;
+    wf.wait_for_event::<u64>("never").await?;
+    Ok(())
+}
+
+/// Reserves stock, then waits for something that does not come before the 1.2 s timeout: long
+/// enough to be suspended first, so the deadline must wake it.
+#[workflow(timeout = "1200ms")]
+async fn deadline_while_waiting(wf: &Workflow, waits: Waits) -> Result<(), WorkflowError> {
+    let sku = format!("{waits:?}");
+    reserve(wf, sku.clone()).await?;
+    match waits {
+        Waits::AsyncStep => {
+            ask(wf, sku).await?;
+        }
+        Waits::Timer => wf.sleep(Duration::from_secs(3600)).await,
+        Waits::Event => {
+            wf.wait_for_event::<u64>("payment").await?;
+        }
+        Waits::Child => waits_forever(wf, format!("{sku} child")).await?,
+    }
+    Ok(())
+}
+
+/// A workflow's timeout fires while its execution is suspended: at the deadline it wakes,
+/// compensates and ends `timed_out`, whatever it waited for; a delivery after that is refused.
+#[tokio::test]
+async fn a_suspended_execution_times_out_at_its_deadline() {
+    let store = Store::new();
+    let outbox = Arc::new(Outbox::default());
+    let engine = store.engine(&outbox).start().await.unwrap();
+    let mut runs = Vec::new();
+    for waits in [Waits::AsyncStep, Waits::Timer, Waits::Event, Waits::Child] {
+        let id = ExecutionId::from(format!("deadline-{waits:?}"));
+        let handle = deadline_while_waiting::start_with(&engine, waits, RunOptions::new().id(&id)).await.unwrap();
+        runs.push((waits, id, handle));
+    }
+    for (waits, id, _) in &runs {
+        wait_for_state(&engine, id, ExecutionState::Waiting).await;
+        assert!(engine.execution(id).await.unwrap().unwrap().deadline.is_some(), "{waits:?}");
+    }
+    for (waits, id, handle) in runs {
+        let error = tokio::time::timeout(Duration::from_secs(10), handle).await.expect("woken at its deadline");
+        let error = error.unwrap_err();
+        assert!(matches!(error, RunError::TimedOut { .. }), "{waits:?}: {error}");
+        assert_eq!(state(&engine, &id).await, ExecutionState::TimedOut, "{waits:?}");
+        assert_eq!(outbox.log.count(&format!("release {waits:?}")), 1, "{waits:?}: {:?}", outbox.log.lines());
+    }
+    // The child was cancelled with its parent and released its own reservation.
+    let child = ExecutionId::from("deadline-Child:@child:waits_forever#1");
+    assert_eq!(state(&engine, &child).await, ExecutionState::Cancelled);
+    assert_eq!(outbox.log.count("release Child child"), 1, "{:?}", outbox.log.lines());
+
+    // Late deliveries are refused and change nothing.
+    let late = engine.complete_step("deadline-AsyncStep/ask#1", true).await.unwrap_err();
+    assert!(matches!(late, DeliveryError::Finished { state: ExecutionState::TimedOut, .. }), "{late}");
+    let late = engine.send_event(&"deadline-Event".into(), "payment", 5u64).await.unwrap_err();
+    assert!(matches!(late, DeliveryError::Finished { state: ExecutionState::TimedOut, .. }), "{late}");
+}
+
+/// Between its deadline and the moment an engine wakes it, a delivery is refused too: it
+/// would be ignored by the execution, which times out.
+#[tokio::test]
+async fn a_delivery_after_the_deadline_is_refused_before_the_execution_wakes() {
+    let store = Store::new();
+    let outbox = Arc::new(Outbox::default());
+    // A client engine: it drives what it starts, but takes over nothing, so nothing wakes the
+    // execution at its deadline here.
+    let client = store.engine(&outbox).worker(false).start().await.unwrap();
+    let id = ExecutionId::from("late");
+    let handle = deadline_while_waiting::start_with(&client, Waits::Event, RunOptions::new().id(&id)).await.unwrap();
+    wait_for_state(&client, &id, ExecutionState::Waiting).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(state(&client, &id).await, ExecutionState::Waiting, "nobody woke it");
+    let late = client.send_event(&id, "payment", 5u64).await.unwrap_err();
+    assert!(matches!(late, DeliveryError::TimedOut { .. }), "{late}");
+    assert!(late.to_string().contains("timed out at"), "{late}");
+    // A worker wakes it and times it out.
+    let worker = store.engine(&outbox).start().await.unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(10), handle).await.expect("timed out").unwrap_err();
+    assert!(matches!(error, RunError::TimedOut { .. }), "{error}");
+    assert_eq!(outbox.log.count("release Event"), 1);
+    drop(worker);
+}

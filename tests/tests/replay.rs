@@ -315,6 +315,7 @@ async fn forge_of(
             fail_if_held: false,
             rerun_of: None,
             parent: None,
+            deadline: None,
             expected_entries: 0,
         })
         .await

@@ -165,6 +165,7 @@ fn new_execution(id: &str, owner: &str) -> NewExecution {
         fail_if_held: false,
         rerun_of: None,
         parent: None,
+        deadline: None,
         expected_entries: 0,
     }
 }

@@ -283,4 +283,6 @@ pub struct ExecutionRecord {
     pub wakeups: u64,
     /// For a child execution: its parent and the parent's key for it.
     pub parent: Option<(ExecutionId, String)>,
+    /// When it times out (`#[workflow(timeout = "...")]` from its start), if it does.
+    pub deadline: Option<Timestamp>,
 }

@@ -68,10 +68,14 @@ async fn wait_for_key_unboxed(live: &Arc<LiveExecution>) -> Result<(), RunError>
             let why = live.stop_reason().unwrap_or_else(super::control::cancellation);
             return Err(compensate(live, why, true).await);
         }
+        let until_deadline = live.deadline.map(|at| at.duration_since(Timestamp::now()));
+        if until_deadline == Some(std::time::Duration::ZERO) {
+            return Err(compensate(live, timed_out(live), true).await);
+        }
         // Released by an execution of this engine, or polled (the holder may be elsewhere).
         tokio::select! {
             () = released => {}
-            () = tokio::time::sleep(pause) => {}
+            () = tokio::time::sleep(until_deadline.map_or(pause, |left| left.min(pause))) => {}
             () = live.stopped() => {}
         }
         pause = (pause * 2).min(std::time::Duration::from_millis(200));
@@ -181,13 +185,8 @@ async fn run_body<F: Future + ?Sized>(live: &LiveExecution, body: Pin<&mut F>) -
             && timer.as_mut().poll(cx).is_ready()
         {
             deadline = None;
-            let timeout = live.definition.timeout().map(humantime::format_duration);
-            let why = format!(
-                "the execution ran longer than the workflow's timeout ({})",
-                timeout.map_or_else(String::new, |t| t.to_string())
-            );
             // Running steps may finish (their results are then compensated); no new one starts.
-            live.request_stop(Failure::new(FailureKind::TimedOut, why), false);
+            live.request_stop(timed_out(live), false);
         }
         let polled = Pin::new(&mut body).poll(cx);
         if polled.is_pending() {
@@ -206,6 +205,16 @@ async fn run_body<F: Future + ?Sized>(live: &LiveExecution, body: Pin<&mut F>) -
         }
     })
     .await
+}
+
+/// Why an execution past its deadline stops.
+fn timed_out(live: &LiveExecution) -> Failure {
+    let timeout = live.definition.timeout().map(humantime::format_duration);
+    let why = format!(
+        "the execution ran longer than the workflow's timeout ({})",
+        timeout.map_or_else(String::new, |t| t.to_string())
+    );
+    Failure::new(FailureKind::TimedOut, why)
 }
 
 /// True if the pending body should be suspended: every branch waits durably, and the

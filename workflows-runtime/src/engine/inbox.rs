@@ -39,6 +39,17 @@ pub enum DeliveryError {
         /// Its final state.
         state: ExecutionState,
     },
+    /// The execution's timeout passed: it is (or is being) compensated, and nothing it waited
+    /// for counts any more.
+    #[error(
+        "execution {execution} timed out at {deadline} (its workflow's timeout): nothing it waited for counts any more"
+    )]
+    TimedOut {
+        /// The execution.
+        execution: ExecutionId,
+        /// When it timed out.
+        deadline: crate::time::Timestamp,
+    },
     /// The step was completed before (completions are accepted once).
     #[error("step `{key}` of execution {execution} was completed already; a completion is accepted once")]
     AlreadyCompleted {
@@ -165,6 +176,11 @@ impl Engine {
                 Err(DeliveryError::AlreadyCompleted { execution: delivery.execution, key: delivery.name })
             }
             Delivered::Finished(state) => Err(DeliveryError::Finished { execution: delivery.execution, state }),
+            Delivered::PastDeadline(deadline) => {
+                // It is timing out: make sure whoever can drives it there now.
+                self.inner.wake(&delivery.execution).await;
+                Err(DeliveryError::TimedOut { execution: delivery.execution, deadline })
+            }
             Delivered::NotFound => Err(DeliveryError::NotFound { execution: delivery.execution }),
         }
     }

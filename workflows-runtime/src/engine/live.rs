@@ -222,9 +222,10 @@ impl LiveExecution {
         Busy(self)
     }
 
-    /// When the earliest wait ends by itself: the suspended execution's wake-up time.
+    /// When the earliest wait ends by itself, or the execution times out: the suspended
+    /// execution's wake-up time.
     pub fn wake_at(&self) -> Option<Timestamp> {
-        self.lock_waits().iter().filter_map(|w| w.until).min()
+        self.lock_waits().iter().filter_map(|w| w.until).chain(self.deadline).min()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -472,6 +472,7 @@ impl Engine {
         }
         let id = options.id.unwrap_or_default();
         let now = Timestamp::now();
+        let deadline = definition.timeout().map(|timeout| now + timeout);
         let new = NewExecution {
             id: id.clone(),
             workflow: definition.name(),
@@ -485,6 +486,7 @@ impl Engine {
             fail_if_held: options.fail_if_held,
             rerun_of: options.rerun_of,
             parent: options.parent.clone(),
+            deadline,
             expected_entries: definition.calls().len(),
         };
         let queued = match inner.store.create_execution(new).await? {
@@ -499,7 +501,7 @@ impl Engine {
             container: options.container,
             epoch: 1,
             started_fingerprint: definition.fingerprint().into(),
-            deadline: definition.timeout().map(|timeout| now + timeout),
+            deadline,
             exclusive_key: options.exclusive_key,
             parent: options.parent,
             wakeups: 0,

@@ -83,7 +83,8 @@ impl EngineInner {
             container: None,
             epoch: record.epoch,
             started_fingerprint: record.fingerprint.into(),
-            deadline: definition.timeout().map(|timeout| record.created_at + timeout),
+            // Stores written before deadlines were stored have none: the code's timeout, then.
+            deadline: record.deadline.or_else(|| definition.timeout().map(|timeout| record.created_at + timeout)),
             exclusive_key: record.exclusive_key,
             parent: record.parent,
             wakeups: record.wakeups,

@@ -50,6 +50,7 @@ struct Entry {
     wake_at: Option<Timestamp>,
     wakeups: u64,
     parent: Option<(ExecutionId, String)>,
+    deadline: Option<Timestamp>,
     journal: Vec<JournalEntry>,
     /// Deliveries by (kind, name), in delivery order.
     inbox: HashMap<(InboxKind, String), Vec<InboxEntry>>,
@@ -78,6 +79,7 @@ impl Entry {
             wake_at: self.wake_at,
             wakeups: self.wakeups,
             parent: self.parent.clone(),
+            deadline: self.deadline,
         }
     }
 
@@ -153,6 +155,9 @@ fn deliver_into(executions: &mut Executions, delivery: &Delivery) -> Delivered {
     if entry.state.is_finished() {
         return Delivered::Finished(entry.state);
     }
+    if let Some(deadline) = entry.deadline.filter(|d| *d <= delivery.at) {
+        return Delivered::PastDeadline(deadline);
+    }
     let queue = entry.inbox.entry((delivery.kind, delivery.name.clone())).or_default();
     if delivery.kind == InboxKind::Completion {
         // Failures may be followed by a completion for a retry; a success is final.
@@ -226,6 +231,7 @@ impl Store for MemoryStore {
             wake_at: None,
             wakeups: 0,
             parent: new.parent,
+            deadline: new.deadline,
             inbox: HashMap::new(),
             // Sized for the steps the workflow's code calls, so appending them does not regrow
             // (and copy) the journal.

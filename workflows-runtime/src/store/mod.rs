@@ -91,7 +91,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Delivers an external completion or event into an execution's inbox, where it stays
     /// until the execution consumes it; counts a wake-up, and wakes the execution if it was
-    /// `waiting` (it is due now: the next claim takes it over).
+    /// `waiting` (it is due now: the next claim takes it over). A delivery at or after the
+    /// execution's deadline is refused.
     fn deliver<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, Delivered>;
 
     /// The first inbox entry of `kind` and `name` at `position` (from 0) or later, if any.
@@ -192,6 +193,8 @@ pub enum Delivered {
     AlreadyCompleted,
     /// The execution finished already.
     Finished(ExecutionState),
+    /// The execution's deadline passed: it is timing out, and nothing it waited for counts.
+    PastDeadline(Timestamp),
     /// No execution has this id.
     NotFound,
 }
@@ -380,6 +383,8 @@ pub struct NewExecution {
     pub rerun_of: Option<ExecutionId>,
     /// The parent execution and the parent's key for this child, for child workflows.
     pub parent: Option<(ExecutionId, String)>,
+    /// When it times out, if its workflow has a timeout.
+    pub deadline: Option<Timestamp>,
     /// How many journal entries the execution will probably write (the step calls in the
     /// workflow's code): a hint for stores that preallocate.
     pub expected_entries: usize,

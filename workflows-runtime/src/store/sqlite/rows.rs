@@ -14,7 +14,7 @@ use crate::time::Timestamp;
 /// The columns [`execution`] reads, in order.
 pub(super) const EXECUTION_COLUMNS: &str = "id, workflow, fingerprint, version, input, state, result, failure, \
      created_at, updated_at, owner, lease_until, epoch, exclusive_key, rerun_of, cancel_requested, retain_until, \
-     wake_at, wakeups, parent_id, parent_key";
+     wake_at, wakeups, parent_id, parent_key, deadline";
 
 /// The columns [`journal_entry`] reads, in order.
 pub(super) const JOURNAL_COLUMNS: &str = "execution_id, idx, at, step_key, event";
@@ -66,6 +66,7 @@ pub(super) fn execution(row: &Row<'_>) -> Result<ExecutionRecord, StoreError> {
             (Some(parent), Some(key)) => Some((ExecutionId::from(parent), key)),
             _ => None,
         },
+        deadline: get::<Option<i64>>(row, 21)?.map(Timestamp::from_micros),
         id,
     })
 }

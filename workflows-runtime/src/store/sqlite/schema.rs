@@ -77,6 +77,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (execution_id, kind, name, position)
     ) WITHOUT ROWID;
     "#,
+    // 4: the deadline of executions of workflows with a timeout (a suspended one wakes at it,
+    // and deliveries after it are refused).
+    r#"
+    ALTER TABLE executions ADD COLUMN deadline INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

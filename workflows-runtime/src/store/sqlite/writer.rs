@@ -326,8 +326,8 @@ fn create(conn: &Connection, new: NewExecution) -> Result<CreateOutcome, StoreEr
         .prepare_cached(
             "INSERT INTO executions (id, workflow, fingerprint, version, input, state, result, failure,
                                      created_at, updated_at, owner, lease_until, epoch, exclusive_key, rerun_of,
-                                     parent_id, parent_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13)
+                                     parent_id, parent_key, deadline)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14)
              ON CONFLICT (id) DO NOTHING",
         )
         .and_then(|mut statement| {
@@ -345,6 +345,7 @@ fn create(conn: &Connection, new: NewExecution) -> Result<CreateOutcome, StoreEr
                 new.rerun_of.as_ref().map(|id| id.as_str()),
                 new.parent.as_ref().map(|(id, _)| id.as_str()),
                 new.parent.as_ref().map(|(_, key)| key.as_str()),
+                new.deadline.map(Timestamp::as_micros),
             ])
         })
         .map_err(|e| backend(context(), e))?;
@@ -617,11 +618,11 @@ fn release_one(conn: &Connection, id: &ExecutionId, epoch: u64) -> Result<bool, 
 fn deliver(conn: &Connection, delivery: &Delivery) -> Result<Delivered, StoreError> {
     let id = &delivery.execution;
     let context = || format!("cannot deliver to execution {id}");
-    let state: Option<String> = conn
-        .prepare_cached("SELECT state FROM executions WHERE id = ?1")
-        .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
+    let found: Option<(String, Option<i64>)> = conn
+        .prepare_cached("SELECT state, deadline FROM executions WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(|e| backend(context(), e))?;
-    let Some(state) = state else { return Ok(Delivered::NotFound) };
+    let Some((state, deadline)) = found else { return Ok(Delivered::NotFound) };
     let state: ExecutionState = state.parse().map_err(|e| StoreError::Corrupt {
         execution: id.clone(),
         what: "its state".into(),
@@ -629,6 +630,9 @@ fn deliver(conn: &Connection, delivery: &Delivery) -> Result<Delivered, StoreErr
     })?;
     if state.is_finished() {
         return Ok(Delivered::Finished(state));
+    }
+    if let Some(deadline) = deadline.map(Timestamp::from_micros).filter(|d| *d <= delivery.at) {
+        return Ok(Delivered::PastDeadline(deadline));
     }
     let kind = delivery.kind.as_str();
     let position: i64 = match delivery.kind {

@@ -483,3 +483,74 @@ fn a_store_of_an_earlier_schema_is_migrated_and_its_executions_go_on() {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, workflows_runtime::store::SCHEMA_VERSION);
 }
+
+/// Sends a signal to a process with `kill(1)`.
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// Stops `worker` (SIGSTOP) at a moment it holds no write transaction on the store: a process
+/// stopped inside one keeps the file locked, and no other process could write at all.
+fn stop_outside_a_transaction(s: &Scenario, worker: &Child) {
+    for _ in 0..100 {
+        signal(worker, "STOP");
+        let conn = rusqlite::Connection::open(&s.db).unwrap();
+        conn.busy_timeout(Duration::from_millis(20)).unwrap();
+        if conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK").is_ok() {
+            return;
+        }
+        signal(worker, "CONT");
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    panic!("the worker always held the store's write lock");
+}
+
+/// Three workers on one file: the one driving the execution is stopped (SIGSTOP) for about
+/// four leases while it waits — in a retry's backoff, in a durable sleep, or between two
+/// attempts of a compensation —, the two others take the execution over and finish it, then
+/// the stopped one continues (SIGCONT). Its writes would be fenced; its side effects must not
+/// happen at all: it starts no step body and no compensation once it cannot prove its lease.
+#[test]
+fn a_stalled_worker_starts_no_body_and_no_compensation_after_losing_its_lease() {
+    for (pause, marker, wait_for, outcome) in [
+        ("Backoff", "pay begin 1", Some(("step_failed", "pay_later#1")), "STATE completed"),
+        ("Sleep", "reserve", Some(("timer_started", "@sleep#1")), "STATE completed"),
+        ("Compensation", "unhold begin 1", None, "STATE compensated"),
+    ] {
+        let s = Scenario::new("full");
+        let id = format!("stale-{pause}");
+        let stale = s.worker(&["start", &id, &format!("stale:{pause}")]).spawn().unwrap();
+        wait_until(&format!("{pause}: `{marker}`"), || s.log().iter().any(|l| l.starts_with(marker)));
+        if let Some((kind, key)) = wait_for {
+            s.wait_for_journal(&id, kind, key);
+        }
+        stop_outside_a_transaction(&s, &stale);
+        let stopped_at = std::time::Instant::now();
+        let stale_pid = stale.id().to_string();
+        let before: Vec<String> = s.log();
+
+        let others = [s.worker(&["resume", &id]).spawn().unwrap(), s.worker(&["resume", &id]).spawn().unwrap()];
+        for other in others {
+            assert_eq!(finish(other).trim(), outcome, "{pause}: {:?}", s.log());
+        }
+        // Stopped for at least four leases (250 ms each) in all.
+        std::thread::sleep(Duration::from_millis(1000).saturating_sub(stopped_at.elapsed()));
+        signal(&stale, "CONT");
+        let stale_out = finish(stale);
+        assert_eq!(stale_out.trim(), outcome, "{pause}");
+
+        let after = s.log();
+        let by_stale = |lines: &[String]| lines.iter().filter(|l| l.ends_with(&format!(" {stale_pid}"))).count();
+        assert_eq!(
+            by_stale(&after),
+            by_stale(&before),
+            "{pause}: the stale worker ran a body or a compensation after losing its lease: {after:?}"
+        );
+        match pause {
+            "Backoff" => assert_eq!(s.count_prefix("pay begin 2"), 1, "{after:?}"),
+            "Sleep" => assert_eq!(s.count_prefix("after sleep"), 1, "{after:?}"),
+            _ => assert_eq!(s.count("release"), 1, "{after:?}"),
+        }
+    }
+}

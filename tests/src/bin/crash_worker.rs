@@ -7,6 +7,7 @@
 //! crash_worker DB LOG full|process start ID approval    # start approval_flow; exit once it waits
 //! crash_worker DB LOG full|process start ID fan:N       # run fan_saga over N items
 //! crash_worker DB LOG full|process start ID budget      # run budget_saga (a step with 3 attempts)
+//! crash_worker DB LOG full|process start ID stale:Backoff|Sleep|Compensation  # run stale_saga
 //! crash_worker DB LOG full|process resume ID            # take over ID after a crash
 //! crash_worker DB LOG full|process complete ID TOKEN JSON  # complete an async step, then finish ID
 //! ```

@@ -97,6 +97,8 @@ async fn undo(
 ) -> Result<Result<(), String>, crate::store::StoreError> {
     let why = Failure::new(FailureKind::Workflow, format!("its parent execution {parent} compensates"));
     loop {
+        // Before the write that grants the lease: it is provable from here.
+        let lease_from = std::time::Instant::now();
         let now = Timestamp::now();
         let reopen = Reopen {
             execution: child.clone(),
@@ -137,6 +139,7 @@ async fn undo(
         let setup = super::live::Setup {
             container: None,
             epoch: record.epoch,
+            lease_from,
             started_fingerprint: record.fingerprint.into(),
             deadline: None,
             exclusive_key: None,
@@ -144,7 +147,9 @@ async fn undo(
             wakeups: 0,
         };
         let child_live = Arc::new(LiveExecution::new(record.id.clone(), definition, inner.clone(), progress, setup));
-        return Ok(match Box::pin(driver::compensate(&child_live, failure, false)).await {
+        // Tracked like a task of its own while it compensates, so that its lease is renewed.
+        let compensating = inner.track(&child_live, Box::pin(driver::compensate(&child_live, failure, false)));
+        return Ok(match compensating.await {
             RunError::Compensated { .. } => Ok(()),
             RunError::Interrupted { reason, .. } => Err(format!("child execution {child} was interrupted: {reason}")),
             other => Err(format!("child execution {child}: {other}")),

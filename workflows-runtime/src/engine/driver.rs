@@ -126,6 +126,7 @@ pub(crate) async fn drive<O: Serialize, F: Future<Output = Result<O, WorkflowErr
             Err(Box::pin(compensate(live, failure, true)).await)
         }
         Body::Aborted(Abort::Store(error)) => Err(interrupted(live, error)),
+        Body::Aborted(Abort::LeaseLost(why)) => Err(gave_up(live, &why)),
         Body::Suspend => unreachable!("handled above"),
     };
     release_key(live);
@@ -289,8 +290,11 @@ pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, tran
         if let Some(failure) = failed {
             failures.push(failure);
         }
-        if let Some(Abort::Store(error)) = live.take_abort() {
-            return interrupted(live, error);
+        match live.take_abort() {
+            Some(Abort::Store(error)) => return interrupted(live, error),
+            Some(Abort::LeaseLost(why)) => return gave_up(live, &why),
+            // A cancellation or a deadline while compensating changes nothing: it goes on.
+            _ => {}
         }
     }
     let workflow = live.definition.name().to_owned();
@@ -319,6 +323,18 @@ pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, tran
             failure: Box::new(failure),
             compensation_failures: failures,
         }
+    }
+}
+
+/// This engine cannot prove its lease any more: it stops driving the execution at once and
+/// writes nothing more; the store takes it back (unless another engine owns it already), for
+/// whoever resumes it.
+fn gave_up(live: &LiveExecution, why: &str) -> RunError {
+    tracing::warn!(execution = %live.id, reason = why, "gave up an execution whose lease this engine could not prove");
+    live.engine.abandon(live.id.clone(), live.epoch);
+    RunError::Interrupted {
+        execution: live.id.clone(),
+        reason: format!("this engine gave the execution up: {why}; the engine that holds its lease resumes it"),
     }
 }
 

@@ -11,6 +11,7 @@ use std::task::{Context, Poll, Waker};
 use serde_json::value::RawValue;
 
 use super::EngineInner;
+use super::lease::HeldLease;
 use crate::container::Container;
 use crate::error::{Failure, FailureKind};
 use crate::events::{EventKind, ExecutionEvent};
@@ -32,6 +33,9 @@ pub(crate) enum Abort {
     Stop(Failure),
     /// A store write failed: the execution stays as stored; another start resumes it.
     Store(StoreError),
+    /// This engine can no longer prove that it holds the execution's lease (see
+    /// [`super::lease`]): it gives the execution up, for whoever owns it now.
+    LeaseLost(String),
 }
 
 pub(crate) struct LiveExecution {
@@ -42,6 +46,10 @@ pub(crate) struct LiveExecution {
     pub container: Option<Container>,
     /// The lease epoch every write carries.
     pub epoch: u64,
+    /// How long this engine can prove it holds the lease.
+    lease: HeldLease,
+    /// Notified when the lease is lost: a compensation under way stops at once.
+    lease_lost: tokio::sync::Notify,
     /// The workflow fingerprint recorded when the execution started.
     pub started_fingerprint: Cow<'static, str>,
     /// Set with `state.abort`, so the driver can check it on every poll without the lock.
@@ -115,6 +123,8 @@ pub(crate) struct Setup {
     pub container: Option<Container>,
     /// The lease epoch every write carries.
     pub epoch: u64,
+    /// When the write that granted the lease began (see [`super::lease`]).
+    pub lease_from: std::time::Instant,
     /// The workflow fingerprint recorded when the execution started.
     pub started_fingerprint: Cow<'static, str>,
     /// When the execution times out.
@@ -137,13 +147,17 @@ impl LiveExecution {
         progress: Progress,
         setup: Setup,
     ) -> Self {
-        let Setup { container, epoch, started_fingerprint, deadline, exclusive_key, parent, wakeups } = setup;
+        let Setup { container, epoch, lease_from, started_fingerprint, deadline, exclusive_key, parent, wakeups } =
+            setup;
+        let lease = HeldLease::granted(&engine.lease_clock, lease_from);
         Self {
             id,
             definition,
             engine,
             container,
             epoch,
+            lease,
+            lease_lost: tokio::sync::Notify::new(),
             started_fingerprint,
             aborted: AtomicBool::new(false),
             replaying: AtomicBool::new(progress.replaying()),
@@ -257,6 +271,59 @@ impl LiveExecution {
         {
             self.abort_mismatch(&mismatch);
         }
+    }
+
+    /// True if this engine can prove, by its own clock, that it holds the lease now.
+    pub fn holds_lease(&self) -> bool {
+        self.lease.holds(&self.engine.lease_clock)
+    }
+
+    /// The lease was renewed by a write that began at `from`.
+    pub fn lease_renewed(&self, from: std::time::Instant) {
+        self.lease.renewed(&self.engine.lease_clock, from);
+    }
+
+    /// True if the lease was last granted or renewed by a write that began before `at`.
+    pub fn lease_granted_before(&self, at: std::time::Instant) -> bool {
+        self.lease.granted_before(&self.engine.lease_clock, at)
+    }
+
+    /// Gives the execution up: this engine cannot prove its lease any more (`why`). The body
+    /// stops at once, and so does a compensation under way.
+    pub fn give_up(&self, why: &str) {
+        self.lease.lost();
+        self.abort(Abort::LeaseLost(why.to_owned()));
+        self.lease_lost.notify_waiters();
+    }
+
+    /// Resolves once the execution was given up (see [`LiveExecution::give_up`]).
+    pub async fn given_up(&self) {
+        loop {
+            let notified = self.lease_lost.notified();
+            if !self.holds_lease() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The gate before any side effect — a step body's attempt, a compensation's attempt, a
+    /// child's start: true if it may happen now. False if the execution is being aborted (by
+    /// another branch, in the same poll), or if this engine cannot prove its lease, in which
+    /// case it gives the execution up. Call it right before the side effect, with no await in
+    /// between (see [`super::lease`]).
+    pub fn may_start(&self) -> bool {
+        !self.aborted.load(Ordering::Acquire) && self.lease_proven()
+    }
+
+    /// True if this engine can prove its lease now; otherwise it gives the execution up. The
+    /// gate before a compensation's attempt (compensations run whatever else happens).
+    pub fn lease_proven(&self) -> bool {
+        if self.holds_lease() {
+            return true;
+        }
+        self.give_up("this engine could not prove its lease before a side effect (it stalled, or renewals failed)");
+        false
     }
 
     /// Stops the body at its next poll (and wakes the driver). The first reason wins.

@@ -7,6 +7,7 @@ mod driver;
 mod handle;
 mod inbox;
 mod inline;
+mod lease;
 pub(crate) mod live;
 mod options;
 pub(crate) mod panic;
@@ -70,6 +71,8 @@ pub(crate) struct EngineInner {
     /// This engine's owner id in the store: unique per engine instance.
     pub owner: Arc<str>,
     pub lease: Duration,
+    /// The clock leases are proven by (see [`lease`]).
+    pub(crate) lease_clock: lease::LeaseClock,
     /// Executions this engine is driving.
     live: Mutex<LiveTasks>,
     /// Executions this engine stopped driving after a store error, with their epochs: their
@@ -276,6 +279,7 @@ impl EngineBuilder {
             retention: self.retention,
             owner,
             lease: self.lease,
+            lease_clock: lease::LeaseClock::new(self.lease),
             live: Mutex::new(HashMap::default()),
             abandoned: Mutex::new(Vec::new()),
             key_released: tokio::sync::Notify::new(),
@@ -471,6 +475,8 @@ impl Engine {
             return Err(RunError::ShutDown);
         }
         let id = options.id.unwrap_or_default();
+        // Before the write that grants the lease: the lease is provable from here.
+        let lease_from = std::time::Instant::now();
         let now = Timestamp::now();
         let deadline = definition.timeout().map(|timeout| now + timeout);
         let new = NewExecution {
@@ -500,6 +506,7 @@ impl Engine {
         let setup = live::Setup {
             container: options.container,
             epoch: 1,
+            lease_from,
             started_fingerprint: definition.fingerprint().into(),
             deadline,
             exclusive_key: options.exclusive_key,
@@ -662,7 +669,7 @@ impl EngineInner {
 
     /// Counts `live` as driven here until `task` (which drives it) ends or is dropped, and
     /// runs the task in the execution's tracing span.
-    fn track<F: Future<Output = ()>>(self: &Arc<Self>, live: &Arc<LiveExecution>, task: F) -> Tracked<F> {
+    fn track<F: Future>(self: &Arc<Self>, live: &Arc<LiveExecution>, task: F) -> Tracked<F> {
         // The entry exists before the task can end, so the task's guard always finds it; the
         // stopper is filled in afterwards (`stop_with`), unless the task already ended.
         let id = live.id.clone();
@@ -690,6 +697,11 @@ impl EngineInner {
     /// The execution this engine drives under `id`, if it does.
     pub(crate) fn live_execution(&self, id: &ExecutionId) -> Option<Arc<LiveExecution>> {
         self.lock_live().get(id).map(|task| task.execution.clone())
+    }
+
+    /// Every execution this engine drives.
+    pub(crate) fn live_executions(&self) -> Vec<Arc<LiveExecution>> {
+        self.lock_live().values().map(|task| task.execution.clone()).collect()
     }
 
     /// Marks an execution this engine stopped driving, to release it (see `abandoned`).

@@ -10,7 +10,7 @@ use super::live::LiveExecution;
 use crate::error::{Failure, FailureKind};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::journal::replay::Progress;
-use crate::store::{Claim, StoreError};
+use crate::store::{Claim, Renewed, StoreError};
 use crate::time::Timestamp;
 use crate::workflow::Workflow;
 
@@ -44,6 +44,8 @@ impl EngineInner {
         let workflows: Vec<String> = self.registry.workflows().iter().map(|w| w.name().to_owned()).collect();
         let mut resumed = 0;
         loop {
+            // Before the write that grants the leases: they are provable from here.
+            let lease_from = std::time::Instant::now();
             let now = Timestamp::now();
             let claim = Claim {
                 owner: self.owner.to_string(),
@@ -56,7 +58,7 @@ impl EngineInner {
             let records = self.store.claim_orphans(&claim).await?;
             let count = records.len();
             for record in records {
-                self.resume(record).await?;
+                self.resume(record, lease_from).await?;
                 resumed += 1;
             }
             if count < CLAIM_BATCH {
@@ -65,8 +67,13 @@ impl EngineInner {
         }
     }
 
-    /// Resumes a claimed execution: replays its body, or finishes compensating it.
-    pub(crate) async fn resume(self: &Arc<Self>, record: ExecutionRecord) -> Result<(), StoreError> {
+    /// Resumes a claimed execution (its lease granted by a write that began at `lease_from`):
+    /// replays its body, or finishes compensating it.
+    pub(crate) async fn resume(
+        self: &Arc<Self>,
+        record: ExecutionRecord,
+        lease_from: std::time::Instant,
+    ) -> Result<(), StoreError> {
         // The claim only returns workflows of this registry.
         let Some(definition) = self.registry.workflow(&record.workflow) else { return Ok(()) };
         let (progress, corrupt) = match self.store.journal(&record.id).await {
@@ -82,6 +89,7 @@ impl EngineInner {
         let setup = super::live::Setup {
             container: None,
             epoch: record.epoch,
+            lease_from,
             started_fingerprint: record.fingerprint.into(),
             // Stores written before deadlines were stored have none: the code's timeout, then.
             deadline: record.deadline.or_else(|| definition.timeout().map(|timeout| record.created_at + timeout)),
@@ -232,20 +240,42 @@ enum Work {
 }
 
 impl EngineInner {
-    /// Renews this engine's leases, and cancels its executions whose cancellation was
-    /// requested from elsewhere.
+    /// Renews this engine's leases, cancels its executions whose cancellation was requested
+    /// from elsewhere, and gives up the ones whose lease it can no longer prove (see
+    /// [`super::lease`]).
     async fn renew(&self) {
         self.release_abandoned().await;
+        // Before the write: the renewed leases are provable from here.
+        let began = std::time::Instant::now();
         let until = Timestamp::now() + self.lease;
         match self.store.renew_leases(&self.owner, until).await {
-            Ok(cancel) => {
-                for id in cancel {
-                    if let Some(live) = self.live_execution(&id) {
+            Ok(renewed) => {
+                let mut covered = std::collections::HashSet::with_capacity(renewed.len());
+                for Renewed { execution, epoch, cancel_requested } in renewed {
+                    let Some(live) = self.live_execution(&execution) else { continue };
+                    if live.epoch != epoch {
+                        continue;
+                    }
+                    live.lease_renewed(began);
+                    if cancel_requested {
                         live.request_stop(cancellation(), true);
+                    }
+                    covered.insert(execution);
+                }
+                // Held since before this renewal and not renewed: another engine owns it now
+                // (or it is no longer active).
+                for live in self.live_executions() {
+                    if !covered.contains(&live.id) && live.lease_granted_before(began) {
+                        live.give_up("the store no longer lists this engine as its owner");
                     }
                 }
             }
             Err(error) => tracing::warn!(%error, "could not renew execution leases"),
+        }
+        for live in self.live_executions() {
+            if !live.holds_lease() {
+                live.give_up("this engine could not renew its lease in time (it stalled, or the store did not answer)");
+            }
         }
     }
 }

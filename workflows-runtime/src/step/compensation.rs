@@ -37,7 +37,8 @@ pub fn compensation_hook<'a, S: StepFn>(
     })
 }
 
-/// Runs one planned compensation and journals it. Returns its failure, if it failed.
+/// Runs one planned compensation and journals it. Returns its failure, if it failed; `None`
+/// also when the execution was aborted (a store error, a lost lease: nothing is journaled).
 pub(crate) async fn run_compensation(
     live: &Arc<LiveExecution>,
     seq: u32,
@@ -54,15 +55,26 @@ pub(crate) async fn run_compensation(
     }
     let mut attempt = 1;
     let result = loop {
+        // After every wait (the barrier, a backoff), with no await before the attempt starts.
+        if !live.lease_proven() {
+            return None;
+        }
         let ctx = StepContext { live: live.clone(), key: key.clone(), attempt };
         let error = match hook {
-            Some(hook) => match attempt_compensation(&ctx, hook, input, timeout)
-                .instrument(tracing::info_span!("compensation", key = %key, attempt))
-                .await
-            {
-                Ok(()) => break Ok(()),
-                Err(error) => error,
-            },
+            Some(hook) => {
+                let attempted = attempt_compensation(&ctx, hook, input, timeout)
+                    .instrument(tracing::info_span!("compensation", key = %key, attempt));
+                // Given up meanwhile (the lease is lost): stop at once, write nothing.
+                let attempted = tokio::select! {
+                    biased;
+                    result = attempted => result,
+                    () = live.given_up() => return None,
+                };
+                match attempted {
+                    Ok(()) => break Ok(()),
+                    Err(error) => error,
+                }
+            }
             None => StepError::permanent(format!(
                 "step `{}` has no registered compensation in this program (was it renamed or removed?)",
                 key.name()
@@ -93,7 +105,7 @@ pub(crate) async fn begin(live: &LiveExecution, seq: u32, key: &StepKey) -> bool
     drop(live.append([started], None, WriteMode::Lazy, |p| p.compensation(seq, Compensation::Started)));
     let upto = live.submitted();
     match live.barrier(upto).await {
-        Ok(()) => true,
+        Ok(()) => live.lease_proven(),
         Err(error) => {
             live.abort(Abort::Store(error));
             false

@@ -156,6 +156,10 @@ async fn run_step<S: StepFn>(
         live.stop_at_boundary();
         return std::future::pending().await;
     }
+    // No await from here to the body's first poll: the lease check holds for it.
+    if !live.may_start() {
+        return std::future::pending().await;
+    }
     // The same attempt as in `run_step_general`'s loop, written out: a shared `async` helper
     // returning the attempt's context and guard cost 120 instructions more per step.
     let started_at = Timestamp::now();
@@ -324,6 +328,15 @@ async fn run_step_general<S: StepFn>(
                         None => return Err(StepError::permanent("the step's input is gone")),
                     },
                 };
+                // After every wait above (barrier, backoff), with no await from here to the
+                // body's first poll.
+                if live.is_stopping() {
+                    live.stop_at_boundary();
+                    return std::future::pending().await;
+                }
+                if !live.may_start() {
+                    return std::future::pending().await;
+                }
                 let started_at = Timestamp::now();
                 let ctx = StepContext { live: live.clone(), key: key.clone(), attempt };
                 let running = Attempt::start(live);

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::{
     AppendBatch, Claim, CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxEntry, InboxKind, NewExecution, Purge,
-    Reopen, Reopened, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
+    Renewed, Reopen, Reopened, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
 };
 use crate::error::Failure;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
@@ -297,17 +297,19 @@ impl Store for MemoryStore {
         ready(claimed)
     }
 
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<ExecutionId>> {
-        let mut cancel = Vec::new();
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>> {
+        let mut renewed = Vec::new();
         for (id, entry) in self.lock().iter_mut() {
             if entry.owner.as_deref() == Some(owner) && entry.state.is_active() {
                 entry.lease_until = Some(lease_until);
-                if entry.cancel_requested {
-                    cancel.push(id.clone());
-                }
+                renewed.push(Renewed {
+                    execution: id.clone(),
+                    epoch: entry.epoch,
+                    cancel_requested: entry.cancel_requested,
+                });
             }
         }
-        ready(cancel)
+        ready(renewed)
     }
 
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {

@@ -64,8 +64,8 @@ pub trait Store: Send + Sync + 'static {
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>>;
 
     /// Extends the lease of every active execution `owner` holds until `lease_until`, and
-    /// returns those of them whose cancellation was requested.
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<ExecutionId>>;
+    /// returns them (the engine gives up the executions it drives that are not among them).
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>>;
 
     /// Gives up ownership of `owner`'s active executions, so another engine can take them
     /// over at once. Returns how many were released.
@@ -299,7 +299,7 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
         (**self).claim_orphans(claim)
     }
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<ExecutionId>> {
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>> {
         (**self).renew_leases(owner, lease_until)
     }
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
@@ -493,6 +493,17 @@ impl<T: Unpin> Future for StoreAck<T> {
                 .map(|r| r.unwrap_or_else(|_| Err(StoreError::Unavailable("the store's writer stopped".into())))),
         }
     }
+}
+
+/// An execution whose lease [`Store::renew_leases`] extended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Renewed {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// Its lease epoch.
+    pub epoch: u64,
+    /// Its cancellation was requested.
+    pub cancel_requested: bool,
 }
 
 /// A request to take over orphaned executions.

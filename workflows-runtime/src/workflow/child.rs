@@ -52,9 +52,13 @@ pub fn call_child<W: WorkflowFn>(
                 let input = crate::journal::json::to_raw(&input).map_err(|e| {
                     StepError::permanent(format!("the child workflow's input cannot be serialized to JSON: {e}"))
                 })?;
-                // Starting a child is a side effect: what came before is durable first.
+                // Starting a child is a side effect: what came before is durable first, and
+                // this engine must hold the parent's lease.
                 if let Err(error) = live.barrier(barrier).await {
                     live.abort(Abort::Store(error));
+                    return std::future::pending().await;
+                }
+                if !live.may_start() {
                     return std::future::pending().await;
                 }
                 let child = ExecutionId::from(format!("{}:{key}", live.id));

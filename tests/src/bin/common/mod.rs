@@ -1,6 +1,6 @@
 //! What both crash-test workers share: the side-effect log, the `crash_saga`, `approval_flow`,
-//! `fan_saga` and `budget_saga` workflows, and the command line
-//! (`DB LOG full|process start ID PLAN_JSON|approval|fan:N|budget | resume ID | complete ID TOKEN JSON`).
+//! `fan_saga`, `budget_saga` and `stale_saga` workflows, and the command line
+//! (`DB LOG full|process start ID PLAN_JSON|approval|fan:N|budget|stale:PAUSE | resume ID | complete ID TOKEN JSON`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -178,6 +178,68 @@ async fn budget_saga(wf: &Workflow, _input: ()) -> Result<u32, WorkflowError> {
     Ok(seat + flaky_charge(wf).await?)
 }
 
+/// Fails its first attempt; the next one is due 700 ms later (too soon to suspend, so the
+/// process that ran the first attempt keeps the execution in memory meanwhile).
+#[step(retry(max_attempts = 2, backoff = "700ms"))]
+async fn pay_later(ctx: &StepContext) -> Result<u32, StepError> {
+    ctx.resolve::<SideEffects>()?.record(format!("pay begin {} {}", ctx.attempt(), std::process::id()));
+    if ctx.attempt() == 1 {
+        return Err(StepError::new("the bank is busy"));
+    }
+    Ok(2)
+}
+
+#[step]
+async fn after_sleep(ctx: &StepContext) -> Result<u32, StepError> {
+    ctx.resolve::<SideEffects>()?.record(format!("after sleep {}", std::process::id()));
+    Ok(3)
+}
+
+/// Its compensation fails its first attempt and retries 700 ms later.
+#[step(compensate = unhold_room, retry(max_attempts = 2, backoff = "700ms"))]
+async fn hold_room(ctx: &StepContext) -> Result<u32, StepError> {
+    ctx.resolve::<SideEffects>()?.record("hold".into());
+    Ok(4)
+}
+
+async fn unhold_room(ctx: &StepContext, _room: u32) -> Result<(), StepError> {
+    ctx.resolve::<SideEffects>()?.record(format!("unhold begin {} {}", ctx.attempt(), std::process::id()));
+    if ctx.attempt() == 1 {
+        return Err(StepError::new("the hotel is busy"));
+    }
+    Ok(())
+}
+
+#[step]
+async fn refuse() -> Result<u32, StepError> {
+    Err(StepError::permanent("refused"))
+}
+
+/// What a stale worker is stopped in: a retry's backoff, a durable sleep, or a compensation's
+/// retry backoff.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum Pause {
+    Backoff,
+    Sleep,
+    Compensation,
+}
+
+#[workflow]
+async fn stale_saga(wf: &Workflow, pause: Pause) -> Result<u32, WorkflowError> {
+    let seat = reserve_seat(wf).await?;
+    match pause {
+        Pause::Backoff => Ok(seat + pay_later(wf).await?),
+        Pause::Sleep => {
+            wf.sleep(Duration::from_millis(700)).await;
+            Ok(seat + after_sleep(wf).await?)
+        }
+        Pause::Compensation => {
+            let room = hold_room(wf).await?;
+            Ok(seat + room + refuse(wf).await?)
+        }
+    }
+}
+
 /// The worker's main: see the binaries' docs.
 pub async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -202,6 +264,9 @@ pub async fn main() -> ExitCode {
         // The outcome is read back from the store below, like after a resume.
         if rest[0] == "evolving" {
             let _ = engine.start_workflow_by_name("evolving", serde_json::Value::Null, RunOptions::new().id(&id)).await;
+        } else if let Some(pause) = rest[0].strip_prefix("stale:") {
+            let pause: Pause = serde_json::from_str(&format!("\"{pause}\"")).expect("Backoff, Sleep or Compensation");
+            let _ = stale_saga::run_with(&engine, pause, RunOptions::new().id(&id)).await;
         } else if rest[0] == "budget" {
             let _ = budget_saga::run_with(&engine, (), RunOptions::new().id(&id)).await;
         } else if rest[0] == "approval" {

@@ -23,7 +23,8 @@ pub use schema::SCHEMA_VERSION;
 use self::writer::Command;
 use super::{
     AppendBatch, Claim, CreateOutcome, Delivered, Delivery, Durability, ExecutionQuery, InboxEntry, InboxKind,
-    NewExecution, Purge, Reopen, Reopened, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
+    NewExecution, Purge, Renewed, Reopen, Reopened, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended,
+    WriteAck,
 };
 use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::journal::JournalEntry;
@@ -348,7 +349,7 @@ impl Store for SqliteStore {
         Box::pin(ack)
     }
 
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<ExecutionId>> {
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>> {
         let ack = self.send(|reply| Command::Renew(owner.to_owned(), lease_until, reply));
         Box::pin(ack)
     }

@@ -17,7 +17,7 @@ use super::{ACTIVE_STATES, backend, rows};
 use crate::error::{Failure, FailureKind};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::store::{
-    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, InboxKind, NewExecution, Purge, Reopen, Reopened,
+    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, InboxKind, NewExecution, Purge, Renewed, Reopen, Reopened,
     StoreError, Suspend, Suspended, WriteMode,
 };
 use crate::time::Timestamp;
@@ -32,7 +32,7 @@ pub(super) enum Command {
     Create(NewExecution, Reply<CreateOutcome>),
     Append(AppendBatch, Reply<()>),
     Claim(Claim, Reply<Vec<ExecutionRecord>>),
-    Renew(String, Timestamp, Reply<Vec<ExecutionId>>),
+    Renew(String, Timestamp, Reply<Vec<Renewed>>),
     Release(String, Reply<u64>),
     ReleaseOne(ExecutionId, u64, Reply<bool>),
     RequestCancel(ExecutionId, Reply<bool>),
@@ -56,7 +56,7 @@ enum Applied {
     Records(Reply<Vec<ExecutionRecord>>, Result<Vec<ExecutionRecord>, StoreError>),
     Count(Reply<u64>, Result<u64, StoreError>),
     Flag(Reply<bool>, Result<bool, StoreError>),
-    Ids(Reply<Vec<ExecutionId>>, Result<Vec<ExecutionId>, StoreError>),
+    Renewed(Reply<Vec<Renewed>>, Result<Vec<Renewed>, StoreError>),
     Delivered(Reply<Delivered>, Result<Delivered, StoreError>),
     Suspended(Reply<Suspended>, Result<Suspended, StoreError>),
     Reopened(Reply<Reopened>, Result<Reopened, StoreError>),
@@ -72,7 +72,7 @@ impl Applied {
             | Applied::Records(_, Err(e))
             | Applied::Count(_, Err(e))
             | Applied::Flag(_, Err(e))
-            | Applied::Ids(_, Err(e))
+            | Applied::Renewed(_, Err(e))
             | Applied::Delivered(_, Err(e))
             | Applied::Suspended(_, Err(e))
             | Applied::Reopened(_, Err(e)) => message(e),
@@ -93,7 +93,7 @@ impl Applied {
             (Applied::Records(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Count(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Flag(reply, result), Ok(())) => drop(reply.send(result)),
-            (Applied::Ids(reply, result), Ok(())) => drop(reply.send(result)),
+            (Applied::Renewed(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Delivered(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Suspended(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Reopened(reply, result), Ok(())) => drop(reply.send(result)),
@@ -102,7 +102,7 @@ impl Applied {
             (Applied::Records(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Count(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Flag(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
-            (Applied::Ids(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
+            (Applied::Renewed(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Delivered(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Suspended(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Reopened(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
@@ -256,7 +256,7 @@ fn apply_nothing(command: Command) -> Applied {
         Command::Create(_, reply) => Applied::Create(reply, never()),
         Command::Append(_, reply) => Applied::Unit(reply, never()),
         Command::Claim(_, reply) => Applied::Records(reply, never()),
-        Command::Renew(_, _, reply) => Applied::Ids(reply, never()),
+        Command::Renew(_, _, reply) => Applied::Renewed(reply, never()),
         Command::Release(_, reply) | Command::Purge(_, reply) => Applied::Count(reply, never()),
         Command::ReleaseOne(_, _, reply) | Command::RequestCancel(_, reply) | Command::Acquire(_, _, reply) => {
             Applied::Flag(reply, never())
@@ -272,7 +272,7 @@ fn apply(conn: &Connection, command: Command) -> Applied {
         Command::Create(new, reply) => Applied::Create(reply, in_savepoint(conn, |c| create(c, new))),
         Command::Append(batch, reply) => Applied::Unit(reply, in_savepoint(conn, |c| append(c, batch))),
         Command::Claim(claim, reply) => Applied::Records(reply, in_savepoint(conn, |c| claim_orphans(c, &claim))),
-        Command::Renew(owner, until, reply) => Applied::Ids(reply, in_savepoint(conn, |c| renew(c, &owner, until))),
+        Command::Renew(owner, until, reply) => Applied::Renewed(reply, in_savepoint(conn, |c| renew(c, &owner, until))),
         Command::Release(owner, reply) => Applied::Count(reply, in_savepoint(conn, |c| release(c, &owner))),
         Command::ReleaseOne(id, epoch, reply) => {
             Applied::Flag(reply, in_savepoint(conn, |c| release_one(c, &id, epoch)))
@@ -515,24 +515,28 @@ fn claim_orphans(conn: &Connection, claim: &Claim) -> Result<Vec<ExecutionRecord
     Ok(records)
 }
 
-fn renew(conn: &Connection, owner: &str, until: Timestamp) -> Result<Vec<ExecutionId>, StoreError> {
+fn renew(conn: &Connection, owner: &str, until: Timestamp) -> Result<Vec<Renewed>, StoreError> {
     let context = "cannot renew leases";
     let sql = format!(
         "UPDATE executions SET lease_until = ?2 WHERE owner = ?1 AND state IN {ACTIVE_STATES}
-         RETURNING id, cancel_requested"
+         RETURNING id, epoch, cancel_requested"
     );
     let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context, e))?;
     let rows = statement
-        .query_map(params![owner, until.as_micros()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .query_map(params![owner, until.as_micros()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })
         .map_err(|e| backend(context, e))?;
-    let mut cancel = Vec::new();
+    let mut renewed = Vec::new();
     for row in rows {
-        let (id, requested) = row.map_err(|e| backend(context, e))?;
-        if requested != 0 {
-            cancel.push(ExecutionId::from(id));
-        }
+        let (id, epoch, requested) = row.map_err(|e| backend(context, e))?;
+        renewed.push(Renewed {
+            execution: ExecutionId::from(id),
+            epoch: epoch as u64,
+            cancel_requested: requested != 0,
+        });
     }
-    Ok(cancel)
+    Ok(renewed)
 }
 
 fn request_cancel(conn: &Connection, id: &ExecutionId) -> Result<bool, StoreError> {

@@ -158,9 +158,13 @@ fn answer(result: Result<(), DeliveryError>) -> (StatusCode, String) {
             (StatusCode::BAD_REQUEST, error.to_string())
         }
         Err(error @ DeliveryError::NotFound { .. }) => (StatusCode::NOT_FOUND, error.to_string()),
-        Err(error @ (DeliveryError::Finished { .. } | DeliveryError::AlreadyCompleted { .. })) => {
-            (StatusCode::CONFLICT, error.to_string())
-        }
+        Err(
+            error @ (DeliveryError::Finished { .. }
+            | DeliveryError::TimedOut { .. }
+            | DeliveryError::AlreadyCompleted { .. }
+            | DeliveryError::AlreadyFailed { .. }
+            | DeliveryError::NotStarted { .. }),
+        ) => (StatusCode::CONFLICT, error.to_string()),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
     }
 }

@@ -497,3 +497,137 @@ async fn a_delivery_after_the_deadline_is_refused_before_the_execution_wakes() {
     assert_eq!(outbox.log.count("release Event"), 1);
     drop(worker);
 }
+
+#[step]
+async fn held_first(ctx: &StepContext) -> Result<(), StepError> {
+    ctx.resolve::<Arc<Outbox>>()?.gate.pass().await;
+    Ok(())
+}
+
+#[workflow]
+async fn ask_after_gate(wf: &Workflow, question: String) -> Result<String, WorkflowError> {
+    held_first(wf).await?;
+    let yes = ask(wf, question.clone()).await?;
+    Ok(format!("{question}: {}", if yes { "yes" } else { "no" }))
+}
+
+/// Only a step that runs or waits can be completed or failed, once per attempt; every other
+/// delivery is refused with the reason and changes nothing.
+#[tokio::test]
+async fn only_a_waiting_step_can_be_completed_or_failed_once() {
+    let store = Store::new();
+    let outbox = Arc::new(Outbox::default());
+    let engine = store.engine(&outbox).start().await.unwrap();
+    let handle = ask_after_gate::start(&engine, "early?".into()).await.unwrap();
+    let id = handle.id().clone();
+    eventually(Duration::from_secs(5), || async { (outbox.gate.arrived() == 1).then_some(()) }).await;
+
+    // Not started yet: refused, and nothing is kept for later.
+    let token = format!("{id}/ask#1");
+    let early = engine.complete_step(&token, true).await.unwrap_err();
+    assert!(matches!(early, DeliveryError::NotStarted { .. }), "{early}");
+    assert!(early.to_string().contains("has not started"), "{early}");
+    let early = engine.fail_step(&token, StepError::permanent("no")).await.unwrap_err();
+    assert!(matches!(early, DeliveryError::NotStarted { .. }), "{early}");
+    // A call the workflow never makes.
+    let never = engine.complete_step(&format!("{id}/ask#2"), true).await.unwrap_err();
+    assert!(matches!(never, DeliveryError::NotStarted { .. }), "{never}");
+
+    outbox.gate.open();
+    assert_eq!(self::token(&outbox, 0).await, token);
+    wait_for_state(&engine, &id, ExecutionState::Waiting).await;
+    let never = engine.complete_step(&format!("{id}/ask#2"), true).await.unwrap_err();
+    assert!(matches!(never, DeliveryError::NotStarted { .. }), "{never}");
+    // The first failure for the attempt wins; a completion after it is refused.
+    engine.fail_step(&token, StepError::permanent("manager away")).await.unwrap();
+    let after = engine.complete_step(&token, true).await;
+    assert!(matches!(after, Err(DeliveryError::AlreadyFailed { .. } | DeliveryError::Finished { .. })), "{after:?}");
+    let error = handle.await.unwrap_err();
+    assert!(matches!(error, RunError::Compensated { .. }), "{error}");
+    let journal = engine.journal(&id).await.unwrap();
+    assert!(
+        !journal.iter().any(|e| matches!(e.event, JournalEvent::StepCompleted { ref key, .. } if key.name() == "ask"))
+    );
+}
+
+#[workflow]
+async fn failed_for_good_then_goes_on(wf: &Workflow, _input: ()) -> Result<u32, WorkflowError> {
+    match asked_on_failure_continue(wf).await {
+        Ok(n) => Ok(n),
+        Err(_) => {
+            // Still running: a completion for the failed step must be refused, not kept.
+            held_first(wf).await?;
+            Ok(0)
+        }
+    }
+}
+
+#[step(async, on_failure = "continue")]
+async fn asked_on_failure_continue(ctx: &StepContext) -> Result<Completion<u32>, StepError> {
+    ctx.resolve::<Arc<Outbox>>()?.tokens.lock().unwrap().push(ctx.completion_token());
+    Ok(Completion::later())
+}
+
+/// After a step failed for good, the execution goes on (`on_failure = "continue"`): a
+/// completion for the failed step is refused while the execution still runs.
+#[tokio::test]
+async fn a_step_that_failed_for_good_cannot_be_completed_afterwards() {
+    let store = Store::new();
+    let outbox = Arc::new(Outbox::default());
+    let engine = store.engine(&outbox).start().await.unwrap();
+    let handle = failed_for_good_then_goes_on::start(&engine, ()).await.unwrap();
+    let token = token(&outbox, 0).await;
+    engine.fail_step(&token, StepError::permanent("declined")).await.unwrap();
+    eventually(Duration::from_secs(5), || async { (outbox.gate.arrived() == 1).then_some(()) }).await;
+    let refused = engine.complete_step(&token, 7).await.unwrap_err();
+    assert!(matches!(refused, DeliveryError::AlreadyFailed { .. }), "{refused}");
+    outbox.gate.open();
+    assert_eq!(handle.await.unwrap(), 0);
+}
+
+/// `complete_step` and `fail_step` racing on one token: exactly one of them wins, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_racing_a_failure_on_one_token_lets_exactly_one_win() {
+    let store = Store::new();
+    let outbox = Arc::new(Outbox::default());
+    let engine = store.engine(&outbox).start().await.unwrap();
+    let rounds = 40;
+    let mut handles = Vec::new();
+    for round in 0..rounds {
+        handles.push(ask_once::start(&engine, format!("race {round}")).await.unwrap());
+    }
+    for (round, handle) in handles.into_iter().enumerate() {
+        let token = format!("{}/ask#1", handle.id());
+        eventually(Duration::from_secs(10), || async { outbox.tokens().contains(&token).then_some(()) }).await;
+        let (completed, failed) =
+            tokio::join!(engine.complete_step(&token, true), engine.fail_step(&token, StepError::permanent("no")),);
+        assert_eq!(completed.is_ok() as u32 + failed.is_ok() as u32, 1, "round {round}: {completed:?} {failed:?}");
+        let outcome = handle.await;
+        assert_eq!(outcome.is_ok(), completed.is_ok(), "round {round}: the winner decides: {outcome:?}");
+    }
+}
+
+/// A step body whose request is answered before the body even returns (a fast webhook): the
+/// completion is accepted, because the attempt's start was journaled before the body ran.
+#[step(async)]
+async fn answered_at_once(ctx: &StepContext) -> Result<Completion<u32>, StepError> {
+    let engine = ctx.resolve::<Arc<std::sync::OnceLock<Engine>>>()?.get().expect("the engine").clone();
+    let token = ctx.completion_token();
+    tokio::spawn(async move { engine.complete_step(&token, 5).await }).await.unwrap().expect("accepted");
+    Ok(Completion::later())
+}
+
+#[workflow]
+async fn fast_webhook(wf: &Workflow, _input: ()) -> Result<u32, WorkflowError> {
+    Ok(answered_at_once(wf).await? + 1)
+}
+
+#[tokio::test]
+async fn a_completion_that_arrives_before_the_body_returns_is_accepted() {
+    let store = Store::new();
+    let cell = Arc::new(std::sync::OnceLock::new());
+    let engine =
+        Engine::builder().sqlite(&store.path).container(Container::new().with(cell.clone())).start().await.unwrap();
+    cell.set(engine.clone()).unwrap();
+    assert_eq!(fast_webhook::run(&engine, ()).await.unwrap(), 6);
+}

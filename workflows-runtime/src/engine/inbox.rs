@@ -58,6 +58,31 @@ pub enum DeliveryError {
         /// The step call.
         key: String,
     },
+    /// The step failed for good, or its current attempt was failed already: one completion or
+    /// failure is accepted per attempt.
+    #[error(
+        "step `{key}` of execution {execution} failed already (for good, or this attempt was failed); one \
+         completion or failure is accepted per attempt"
+    )]
+    AlreadyFailed {
+        /// The execution.
+        execution: ExecutionId,
+        /// The step call.
+        key: String,
+    },
+    /// No attempt of the step runs or waits for a completion: it has not started yet (or its
+    /// next attempt has not), or the token names a call the workflow does not make.
+    #[error(
+        "step `{key}` of execution {execution} is not waiting for a completion: it has not started (or its next \
+         attempt has not), or the workflow never makes this call; only a running or waiting async step can be \
+         completed or failed"
+    )]
+    NotStarted {
+        /// The execution.
+        execution: ExecutionId,
+        /// The step call.
+        key: String,
+    },
     /// The token names a step that is not an async step.
     #[error("{reason}")]
     NotAsync {
@@ -88,8 +113,11 @@ impl Engine {
     /// from any process that shares the store and links the step (to check the output's type),
     /// also after restarts.
     ///
-    /// Completing a token twice, an unknown or finished execution's token, or with an output
-    /// that does not decode as the step's output is a [`DeliveryError`] and changes nothing.
+    /// One completion or failure is accepted per attempt, and only while the attempt runs or
+    /// waits for it (the store decides atomically: of a completion and a failure racing on one
+    /// token, exactly one wins). Anything else — a step that has not started (or never will), one
+    /// that completed or failed already, an unknown or finished execution, an output that does
+    /// not decode as the step's output — is a [`DeliveryError`] saying why, and changes nothing.
     ///
     /// ```no_run
     /// # use workflows_runtime::prelude::*;
@@ -166,7 +194,8 @@ impl Engine {
         payload: Option<Box<RawValue>>,
         failure: Option<Failure>,
     ) -> Result<(), DeliveryError> {
-        let delivery = Delivery { execution, kind, name, payload, failure, at: Timestamp::now() };
+        let for_async_step = kind == InboxKind::Completion;
+        let delivery = Delivery { execution, kind, name, payload, failure, at: Timestamp::now(), for_async_step };
         match self.inner.store.deliver(&delivery).await? {
             Delivered::Stored { .. } => {
                 self.inner.wake(&delivery.execution).await;
@@ -174,6 +203,12 @@ impl Engine {
             }
             Delivered::AlreadyCompleted => {
                 Err(DeliveryError::AlreadyCompleted { execution: delivery.execution, key: delivery.name })
+            }
+            Delivered::AlreadyFailed => {
+                Err(DeliveryError::AlreadyFailed { execution: delivery.execution, key: delivery.name })
+            }
+            Delivered::NotStarted => {
+                Err(DeliveryError::NotStarted { execution: delivery.execution, key: delivery.name })
             }
             Delivered::Finished(state) => Err(DeliveryError::Finished { execution: delivery.execution, state }),
             Delivered::PastDeadline(deadline) => {

@@ -580,6 +580,7 @@ impl LiveExecution {
                 payload: (state == ExecutionState::Completed).then(|| result.clone()).flatten(),
                 failure: (state != ExecutionState::Completed).then(|| failure.clone()).flatten(),
                 at: Timestamp::now(),
+                for_async_step: false,
             })),
             _ => None,
         };

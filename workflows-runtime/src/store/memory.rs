@@ -12,7 +12,7 @@ use super::{
 };
 use crate::error::Failure;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
-use crate::journal::{JournalEntry, JournalEvent};
+use crate::journal::JournalEntry;
 use crate::time::Timestamp;
 
 /// A [`Store`] that keeps everything in the process's memory.
@@ -158,22 +158,32 @@ fn deliver_into(executions: &mut Executions, delivery: &Delivery) -> Delivered {
     if let Some(deadline) = entry.deadline.filter(|d| *d <= delivery.at) {
         return Delivered::PastDeadline(deadline);
     }
-    let queue = entry.inbox.entry((delivery.kind, delivery.name.clone())).or_default();
-    if delivery.kind == InboxKind::Completion {
-        // Failures may be followed by a completion for a retry; a success is final.
-        let journaled = entry
+    let mut attempt = None;
+    if delivery.for_async_step {
+        let latest = entry
             .journal
             .iter()
-            .any(|e| matches!(&e.event, JournalEvent::StepCompleted { key, .. } if key.to_string() == delivery.name));
-        if queue.iter().any(|e| e.failure.is_none()) || journaled {
-            return Delivered::AlreadyCompleted;
+            .rev()
+            .map(|e| &e.event)
+            .find(|event| event.kind().starts_with("step_") && event.step().1.to_string() == delivery.name);
+        let current = match super::async_step_attempt(latest) {
+            Ok(current) => current,
+            Err(refused) => return refused,
+        };
+        let queue = entry.inbox.get(&(delivery.kind, delivery.name.clone()));
+        // One delivery per attempt: the first one wins.
+        if let Some(delivered) = queue.and_then(|q| q.iter().find(|e| e.attempt == Some(current))) {
+            return if delivered.failure.is_none() { Delivered::AlreadyCompleted } else { Delivered::AlreadyFailed };
         }
+        attempt = Some(current);
     }
+    let queue = entry.inbox.entry((delivery.kind, delivery.name.clone())).or_default();
     queue.push(InboxEntry {
         position: queue.len() as u64,
         payload: delivery.payload.clone(),
         failure: delivery.failure.clone(),
         at: delivery.at,
+        attempt,
     });
     entry.wakeups += 1;
     let woke = entry.state == ExecutionState::Waiting;

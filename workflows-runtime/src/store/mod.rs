@@ -20,7 +20,7 @@ pub use sqlite::{SCHEMA_VERSION, SqliteOptions, SqliteStore};
 
 use crate::error::Failure;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
-use crate::journal::JournalEntry;
+use crate::journal::{JournalEntry, JournalEvent};
 use crate::time::Timestamp;
 
 /// A boxed future returned by [`Store`] methods.
@@ -179,6 +179,27 @@ pub struct Delivery {
     pub failure: Option<Failure>,
     /// When it was delivered.
     pub at: Timestamp,
+    /// A completion (or failure) of an async step from outside (`Engine::complete_step`,
+    /// `Engine::fail_step`): accepted only while an attempt of the step runs or waits and none
+    /// was delivered for that attempt yet (see [`async_step_attempt`]). False for events, and
+    /// for the outcome of a child execution, which its parent always takes.
+    pub for_async_step: bool,
+}
+
+/// The attempt of an async step a completion from outside is for, from the step's latest
+/// journal entry (`latest`, among its `step_*` entries): the one that runs or waits. Otherwise
+/// why nothing may be delivered: the step did not start (or its next attempt did not), it
+/// completed, or it failed for good.
+pub(crate) fn async_step_attempt(latest: Option<&JournalEvent>) -> Result<u32, Delivered> {
+    match latest {
+        Some(JournalEvent::StepStarted { attempt, .. } | JournalEvent::StepWaiting { attempt, .. }) => Ok(*attempt),
+        Some(JournalEvent::StepCompleted { .. }) => Err(Delivered::AlreadyCompleted),
+        Some(JournalEvent::StepFailed { retry_at: None, .. } | JournalEvent::StepSkipped { .. }) => {
+            Err(Delivered::AlreadyFailed)
+        }
+        // Not started, or the attempt failed and the next one has not started.
+        _ => Err(Delivered::NotStarted),
+    }
 }
 
 /// What [`Store::deliver`] did.
@@ -191,6 +212,11 @@ pub enum Delivered {
     },
     /// A completion for this step was delivered (or journaled) already.
     AlreadyCompleted,
+    /// The step failed for good, or a failure was delivered for its current attempt already.
+    AlreadyFailed,
+    /// No attempt of the step runs or waits: it has not started (it may never: the token may
+    /// name a call that does not happen), or its next attempt has not.
+    NotStarted,
     /// The execution finished already.
     Finished(ExecutionState),
     /// The execution's deadline passed: it is timing out, and nothing it waited for counts.
@@ -210,6 +236,8 @@ pub struct InboxEntry {
     pub failure: Option<Failure>,
     /// When it was delivered.
     pub at: Timestamp,
+    /// For a completion of an async step from outside: the attempt it was delivered to.
+    pub attempt: Option<u32>,
 }
 
 /// A request to suspend an execution.

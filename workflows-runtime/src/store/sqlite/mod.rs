@@ -392,7 +392,7 @@ impl Store for SqliteStore {
             let context = || format!("cannot read the inbox of execution {id}");
             let mut statement = conn
                 .prepare_cached(
-                    "SELECT position, payload, failure, at FROM inbox
+                    "SELECT position, payload, failure, at, attempt FROM inbox
                      WHERE execution_id = ?1 AND kind = ?2 AND name = ?3 AND position >= ?4
                      ORDER BY position LIMIT 1",
                 )

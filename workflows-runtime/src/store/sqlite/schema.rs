@@ -82,6 +82,10 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE executions ADD COLUMN deadline INTEGER;
     "#,
+    // 5: the attempt an async step's completion from outside was delivered to (one per attempt).
+    r#"
+    ALTER TABLE inbox ADD COLUMN attempt INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -17,8 +17,8 @@ use super::{ACTIVE_STATES, backend, rows};
 use crate::error::{Failure, FailureKind};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::store::{
-    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, InboxKind, NewExecution, Purge, Renewed, Reopen, Reopened,
-    StoreError, Suspend, Suspended, WriteMode,
+    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewExecution, Purge, Renewed, Reopen, Reopened, StoreError,
+    Suspend, Suspended, WriteMode,
 };
 use crate::time::Timestamp;
 
@@ -639,35 +639,23 @@ fn deliver(conn: &Connection, delivery: &Delivery) -> Result<Delivered, StoreErr
         return Ok(Delivered::PastDeadline(deadline));
     }
     let kind = delivery.kind.as_str();
-    let position: i64 = match delivery.kind {
-        InboxKind::Completion => {
-            // Failures may be followed by a completion for a retry; a success is final.
-            let (completed, next): (bool, i64) = conn
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM inbox
-                                    WHERE execution_id = ?1 AND kind = 'completion' AND name = ?2 AND failure IS NULL)
-                         OR EXISTS (SELECT 1 FROM journal
-                                    WHERE execution_id = ?1 AND step_key = ?2 AND kind = 'step_completed'),
-                         (SELECT COALESCE(MAX(position) + 1, 0) FROM inbox
-                          WHERE execution_id = ?1 AND kind = 'completion' AND name = ?2)",
-                )
-                .and_then(|mut s| s.query_row(params![id.as_str(), delivery.name], |r| Ok((r.get(0)?, r.get(1)?))))
-                .map_err(|e| backend(context(), e))?;
-            if completed {
-                return Ok(Delivered::AlreadyCompleted);
-            }
-            next
-        }
-        InboxKind::Event => conn
-            .prepare_cached(
-                "SELECT COALESCE(MAX(position) + 1, 0) FROM inbox WHERE execution_id = ?1 AND kind = 'event' AND name = ?2",
-            )
-            .and_then(|mut s| s.query_row(params![id.as_str(), delivery.name], |r| r.get(0)))
-            .map_err(|e| backend(context(), e))?,
+    let attempt = match delivery.for_async_step {
+        true => match async_step_attempt(conn, delivery)? {
+            Ok(attempt) => Some(attempt),
+            Err(refused) => return Ok(refused),
+        },
+        false => None,
     };
+    let position: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(MAX(position) + 1, 0) FROM inbox WHERE execution_id = ?1 AND kind = ?2 AND name = ?3",
+        )
+        .and_then(|mut s| s.query_row(params![id.as_str(), kind, delivery.name], |r| r.get(0)))
+        .map_err(|e| backend(context(), e))?;
     let failure = delivery.failure.as_ref().map(rows::failure_json).transpose()?;
     conn.prepare_cached(
-        "INSERT INTO inbox (execution_id, kind, name, position, payload, failure, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO inbox (execution_id, kind, name, position, payload, failure, at, attempt)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -677,7 +665,8 @@ fn deliver(conn: &Connection, delivery: &Delivery) -> Result<Delivered, StoreErr
             position,
             delivery.payload.as_deref().map(|p| p.get()),
             failure,
-            delivery.at.as_micros()
+            delivery.at.as_micros(),
+            attempt
         ])
     })
     .map_err(|e| backend(context(), e))?;
@@ -691,6 +680,48 @@ fn deliver(conn: &Connection, delivery: &Delivery) -> Result<Delivered, StoreErr
     .and_then(|mut s| s.execute(params![id.as_str(), delivery.at.as_micros()]))
     .map_err(|e| backend(context(), e))?;
     Ok(Delivered::Stored { woke: state == ExecutionState::Waiting })
+}
+
+/// The attempt of an async step a completion from outside goes to (see
+/// [`crate::store::async_step_attempt`]), or why it is refused: one delivery per attempt.
+fn async_step_attempt(conn: &Connection, delivery: &Delivery) -> Result<Result<u32, Delivered>, StoreError> {
+    let id = &delivery.execution;
+    let context = || format!("cannot deliver to execution {id}");
+    let latest: Option<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT idx, event FROM journal
+             WHERE execution_id = ?1 AND step_key = ?2
+               AND kind IN ('step_started', 'step_waiting', 'step_completed', 'step_failed', 'step_skipped')
+             ORDER BY idx DESC LIMIT 1",
+        )
+        .and_then(|mut s| s.query_row(params![id.as_str(), delivery.name], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(|e| backend(context(), e))?;
+    let latest = match latest {
+        Some((index, text)) => {
+            Some(serde_json::from_str::<crate::journal::JournalEvent>(&text).map_err(|e| StoreError::Corrupt {
+                execution: id.clone(),
+                what: format!("journal entry {index} (step `{}`)", delivery.name),
+                detail: e.to_string(),
+            })?)
+        }
+        None => None,
+    };
+    let attempt = match crate::store::async_step_attempt(latest.as_ref()) {
+        Ok(attempt) => attempt,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let delivered: Option<bool> = conn
+        .prepare_cached(
+            "SELECT failure IS NULL FROM inbox
+             WHERE execution_id = ?1 AND kind = 'completion' AND name = ?2 AND attempt = ?3 LIMIT 1",
+        )
+        .and_then(|mut s| s.query_row(params![id.as_str(), delivery.name, attempt], |r| r.get(0)).optional())
+        .map_err(|e| backend(context(), e))?;
+    Ok(match delivered {
+        None => Ok(attempt),
+        Some(true) => Err(Delivered::AlreadyCompleted),
+        Some(false) => Err(Delivered::AlreadyFailed),
+    })
 }
 
 fn suspend_one(conn: &Connection, suspend: &Suspend) -> Result<Suspended, StoreError> {

@@ -309,7 +309,7 @@ fn watch_follows_an_execution_that_other_processes_drive() {
     assert_eq!(watched.code, 0, "{}", watched.stderr);
     let text = watched.stdout;
     let order: Vec<usize> = [
-        "watching execution order-w (workflow approval), waiting",
+        "watching execution order-w (workflow approval), ",
         "approval.reserve_stock#1 step completed (attempt 1)",
         "approval.request_approval#1 step completed (attempt 1)",
         "@event:payment#1 event received",

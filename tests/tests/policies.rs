@@ -381,8 +381,10 @@ async fn wait_at_gate(ctx: &StepContext) -> Result<(), StepError> {
     tokio::select! {
         () = effects.gate.pass() => Ok(()),
         () = ctx.cancelled() => {
+            // A cancelled execution waits for its running bodies (bounded by their timeout):
+            // this one stops as soon as it sees the cancellation.
             effects.log.push("saw the cancellation");
-            std::future::pending().await
+            Err(StepError::permanent("stopped: the execution is cancelled"))
         }
     }
 }
@@ -408,7 +410,11 @@ async fn cancelling_a_running_execution_cancels_its_step_and_compensates() {
     engine.cancel(&id).await.unwrap();
     let error = handle.await.unwrap_err();
     assert!(matches!(error, RunError::Cancelled { .. }), "{error}");
-    assert!(GATE_DROPPED.load(Ordering::SeqCst), "the running step body was cancelled");
+    assert!(GATE_DROPPED.load(Ordering::SeqCst), "the running step body ended");
+    // Its outcome was journaled before the compensation ran.
+    let journal = engine.journal(&id).await.unwrap();
+    let kinds: Vec<_> = journal.iter().map(|e| format!("{} {}", e.event.kind(), e.event.step().1)).collect();
+    assert!(kinds.contains(&"step_failed wait_at_gate#1".to_owned()), "{kinds:?}");
     assert_eq!(effects.log.lines(), ["do first", "saw the cancellation", "undo first"]);
     let record = engine.execution(&id).await.unwrap().unwrap();
     assert_eq!(record.state, ExecutionState::Cancelled);

@@ -48,7 +48,7 @@ pub(crate) async fn start_child(
     engine.inner.spawn(&child.clone(), async move {
         let wf = Workflow { live: child };
         match (definition.entry)(&wf, &input) {
-            Ok(mut body) => driver::drive(&wf, body.as_mut(), None).await,
+            Ok(body) => driver::drive(&wf, body, None).await,
             Err(error) => {
                 let message = format!("the child's input does not decode as `{}`: {error}", definition.input_type());
                 driver::fail(&wf.live, Failure::new(FailureKind::Decode, message)).await;

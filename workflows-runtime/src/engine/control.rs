@@ -14,9 +14,10 @@ use crate::workflow::WorkflowFn;
 pub(crate) const PURGE_BATCH: usize = 500;
 
 impl Engine {
-    /// Cancels an execution: its running step bodies are cancelled (they see
-    /// [`StepContext::cancelled`](crate::StepContext::cancelled), then are dropped), its
-    /// completed steps are compensated, and it ends `cancelled`. A queued execution (waiting
+    /// Cancels an execution: no further step starts, its running step bodies see
+    /// [`StepContext::cancelled`](crate::StepContext::cancelled) and are waited for (bounded by
+    /// their timeout; their outcomes are journaled), its completed steps are compensated, and
+    /// it ends `cancelled`. A queued execution (waiting
     /// for its exclusive key) ends `cancelled` at once.
     ///
     /// An execution driven by another engine is cancelled by that engine when it next renews

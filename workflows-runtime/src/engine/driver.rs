@@ -84,12 +84,13 @@ async fn wait_for_key_unboxed(live: &Arc<LiveExecution>) -> Result<(), RunError>
 
 /// Runs the workflow body to its end and records the outcome.
 ///
-/// The body is pinned by the caller and passed down by reference: a workflow body's future
-/// holds its current step's future, and every by-value hand-over would store another copy
-/// in the task.
+/// The body is on the heap (moving it stays cheap), and the driver owns it: once it stops
+/// polling it, it drops it before anything else, so that the step bodies still running in it
+/// are handed to the execution and run to their end (see [`crate::step`]'s attempts) before
+/// the execution completes, fails or compensates.
 pub(crate) async fn drive<O: Serialize, F: Future<Output = Result<O, WorkflowError>> + ?Sized>(
     wf: &Workflow,
-    mut body: Pin<&mut F>,
+    mut body: Pin<Box<F>>,
     waiter: Option<Waiter<O>>,
 ) {
     let live = &wf.live;
@@ -112,6 +113,11 @@ pub(crate) async fn drive<O: Serialize, F: Future<Output = Result<O, WorkflowErr
             ended => break ended,
         }
     };
+    if matches!(ended, Body::Aborted(Abort::Store(_) | Abort::LeaseLost(_))) {
+        // Given up: the step bodies under way are dropped with the body, as in a crash.
+        live.tear_down();
+    }
+    drop(body);
     // The failure paths are boxed: inline, their state would make every task larger (and
     // every spawn copy more) for the rare execution that fails.
     let result = match ended {
@@ -193,6 +199,8 @@ async fn run_body<F: Future + ?Sized>(live: &LiveExecution, body: Pin<&mut F>) -
         if polled.is_pending() {
             live.check_stuck();
         }
+        // Step bodies whose calls the body dropped (a `select!`, a failed `try_join!`) go on.
+        let _ = live.poll_detached(cx);
         // A step that aborts never resolves, so the body is pending; checking after the poll
         // catches the abort in the same wake-up.
         if let Some(abort) = live.take_abort() {
@@ -225,6 +233,8 @@ fn suspend_now(live: &LiveExecution) -> bool {
 }
 
 async fn complete<O: Serialize>(live: &Arc<LiveExecution>, output: O) -> Result<O, RunError> {
+    // Step bodies whose calls the body dropped end first, and their outcomes are journaled.
+    live.finish_detached().await;
     // A journal entry the body never reached means the body took another path than before.
     if let Some(mismatch) = live.with_progress(|p| p.unreached(p.calls())) {
         return Err(Box::pin(fail(live, live.non_determinism(&mismatch))).await);
@@ -255,6 +265,7 @@ async fn wake_parent(live: &LiveExecution) {
 
 /// Ends the execution `failed`, without compensation.
 pub(crate) async fn fail(live: &Arc<LiveExecution>, failure: Failure) -> RunError {
+    live.finish_detached().await;
     if let Err(error) = live.durable(live.transition(ExecutionState::Failed, None, Some(failure.clone()))).await {
         return interrupted(live, error);
     }
@@ -271,6 +282,9 @@ pub(crate) async fn fail(live: &Arc<LiveExecution>, failure: Failure) -> RunErro
 /// `compensation_failed`. `transition` is false when resuming an execution that is already
 /// `compensating`.
 pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, transition: bool) -> RunError {
+    // Step bodies still running (their calls were dropped with the body) end first, and their
+    // outcomes are journaled: one that completed is compensated with the others.
+    live.finish_detached().await;
     if transition {
         // Durable before any compensation runs: a restart then resumes compensating instead
         // of re-running the body.

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use serde_json::value::RawValue;
 
 use super::EngineInner;
@@ -84,7 +86,19 @@ pub(crate) struct LiveExecution {
     observed_wakeups: std::sync::atomic::AtomicU64,
     /// Wakes the waits to look at the inbox again.
     inbox_signal: tokio::sync::Notify,
+    /// Step bodies whose calls were dropped while they ran, running to their end (see
+    /// [`LiveExecution::detach`]); polled by the driver.
+    detached: Mutex<FuturesUnordered<DetachedBody>>,
+    /// Set while `detached` may hold something, for lock-free checks on every poll.
+    has_detached: AtomicBool,
+    /// Set when the execution is being given up (a store error, a lost lease): bodies whose
+    /// calls are dropped then are dropped too, not finished.
+    tearing_down: AtomicBool,
 }
+
+/// A step body running to its end after its call was dropped, with the journaling of its
+/// outcome.
+pub(crate) type DetachedBody = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A branch in a durable wait.
 struct Wait {
@@ -175,7 +189,72 @@ impl LiveExecution {
             waits: Mutex::new(Vec::new()),
             observed_wakeups: std::sync::atomic::AtomicU64::new(wakeups),
             inbox_signal: tokio::sync::Notify::new(),
+            detached: Mutex::new(FuturesUnordered::new()),
+            has_detached: AtomicBool::new(false),
+            tearing_down: AtomicBool::new(false),
         }
+    }
+
+    /// True if a step body whose call is dropped while it runs should be run to its end (not
+    /// while the execution is being given up, or the engine shuts down: then it is dropped,
+    /// as in a crash).
+    pub fn may_detach(&self) -> bool {
+        !self.tearing_down.load(Ordering::Acquire) && !self.engine.is_closed()
+    }
+
+    /// Runs `body` — a step body whose call was dropped while it ran, and the journaling of its
+    /// outcome — to its end, in the execution's task: a started body is never abandoned
+    /// silently (its side effect may have happened).
+    pub fn detach(&self, body: DetachedBody) {
+        self.detached.lock().unwrap_or_else(|p| p.into_inner()).push(body);
+        self.has_detached.store(true, Ordering::Release);
+        // The driver polls it (it may be between polls of the body).
+        if let Some(waker) = self.waker.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Polls the detached bodies; ready once none is left.
+    pub fn poll_detached(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.has_detached.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        let mut detached = self.detached.lock().unwrap_or_else(|p| p.into_inner());
+        while let Poll::Ready(Some(())) = detached.poll_next_unpin(cx) {}
+        if detached.is_empty() {
+            self.has_detached.store(false, Ordering::Release);
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Resolves once every detached body ended and its outcome was journaled.
+    pub async fn finish_detached(&self) {
+        std::future::poll_fn(|cx| self.poll_detached(cx)).await
+    }
+
+    /// The execution is being given up: bodies whose calls are dropped from now on are dropped
+    /// too, and those already detached are dropped now.
+    pub fn tear_down(&self) {
+        self.tearing_down.store(true, Ordering::Release);
+        let detached = std::mem::take(&mut *self.detached.lock().unwrap_or_else(|p| p.into_inner()));
+        self.has_detached.store(false, Ordering::Release);
+        drop(detached);
+    }
+
+    /// Forgets the journaled outcome of the call at `seq`, whose future was dropped before it
+    /// took its turn (see [`CallGuard`]).
+    fn forget_turn(&self, seq: u32) {
+        let mut wake = Vec::new();
+        {
+            let mut state = self.lock();
+            state.progress.forget_turn(seq, &mut wake);
+            if !state.progress.replaying() {
+                self.replaying.store(false, Ordering::Release);
+            }
+        }
+        wake.into_iter().for_each(Waker::wake);
     }
 
     /// Marks a branch as waiting on something durable, until the guard is dropped. While every
@@ -661,6 +740,30 @@ impl Future for Barrier<'_> {
             }
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Held by the future of every journaled call (a step, a timer, an event wait, a child) from
+/// the moment the call is made: if the future is dropped before the call took its journaled
+/// outcome — during replay, a `select!` took another branch — that outcome is forgotten, so
+/// the calls after it do not wait for its turn forever.
+pub(crate) struct CallGuard<'a> {
+    live: &'a LiveExecution,
+    seq: u32,
+}
+
+impl<'a> CallGuard<'a> {
+    pub fn new(live: &'a LiveExecution, seq: u32) -> Self {
+        Self { live, seq }
+    }
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        // A call that took its outcome, or ran live, has nothing to forget.
+        if self.live.is_replaying() {
+            self.live.forget_turn(self.seq);
+        }
     }
 }
 

@@ -318,7 +318,7 @@ async fn execution_task<O: serde::Serialize + Send + 'static>(
     }
     let wf = Workflow { live };
     match start(&wf) {
-        Ok(mut body) => driver::drive(&wf, body.as_mut(), Some(sender)).await,
+        Ok(body) => driver::drive(&wf, body, Some(sender)).await,
         Err(error) => drop(sender.send(driver::Sent::Done(Err(error)))),
     }
 }
@@ -649,6 +649,11 @@ struct Untrack {
 
 impl Drop for Untrack {
     fn drop(&mut self) {
+        // A task stopped where it stood (a shutdown) leaves no detached step body behind: it
+        // would keep the execution alive (it holds a reference to it) and never run.
+        if let Some(live) = self.execution.upgrade() {
+            live.tear_down();
+        }
         self.engine.untrack(&self.id, self.execution.as_ptr());
         self.engine.notify_watchers(&self.id);
     }

@@ -128,7 +128,7 @@ impl EngineInner {
             }
             let wf = Workflow { live };
             match (definition.entry)(&wf, &input) {
-                Ok(mut body) => driver::drive(&wf, body.as_mut(), None).await,
+                Ok(body) => driver::drive(&wf, body, None).await,
                 Err(error) => {
                     let message = format!(
                         "the stored input of execution {} does not decode as `{}`: {error}",

@@ -547,6 +547,26 @@ impl Progress {
         true
     }
 
+    /// Forgets the recorded outcome of the call at `seq`, whose future was dropped before it
+    /// took its turn (a `select!` took another branch): the calls after it are not left waiting
+    /// for that turn. Wakers of calls whose turn comes are pushed to `wake`.
+    pub fn forget_turn(&mut self, seq: u32, wake: &mut Vec<Waker>) {
+        let Some(index) = self.replay_order.iter().position(|&s| s == seq) else { return };
+        self.replay_order.remove(index);
+        self.turn_waiters.retain(|(s, _)| *s != Some(seq));
+        if index == 0 {
+            let next = self.replay_order.front().copied();
+            let mut i = 0;
+            while i < self.turn_waiters.len() {
+                if next.is_none() || self.turn_waiters[i].0 == next {
+                    wake.push(self.turn_waiters.swap_remove(i).1);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+
     /// The recorded call the workflow did not make although it is that call's turn: the body
     /// waits for something else (non-determinism), or it would wait forever.
     pub fn stuck(&self) -> Option<Mismatch> {

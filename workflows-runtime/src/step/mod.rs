@@ -1,5 +1,6 @@
 //! Steps: the context a step body gets, the response it returns, and how a step call runs.
 
+mod attempt;
 pub(crate) mod compensation;
 pub(crate) mod run;
 
@@ -73,8 +74,9 @@ impl StepContext {
     }
 
     /// Resolves once the execution is being cancelled or ran out of time: race it against
-    /// long work (`tokio::select!`) to stop cleanly. A cancelled execution drops its running
-    /// step bodies anyway; this lets them (and what they spawned) react first.
+    /// long work (`tokio::select!`) to stop cleanly. The engine waits for a running body to
+    /// return (bounded by the step's timeout) and journals its outcome — a body that completed
+    /// is compensated with the others —, so return as soon as the work can stop safely.
     pub async fn cancelled(&self) {
         self.live.stopped().await
     }

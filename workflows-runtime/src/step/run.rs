@@ -8,17 +8,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use super::{Outcome, StepContext, StepResponse};
-use crate::engine::live::{Abort, LiveExecution};
-use crate::engine::panic::catch_unwind;
-use crate::error::{Failure, StepError};
-use crate::events::EventKind;
+use super::attempt::{
+    Failed, Running, Started, Waiting, encode, journal_start_durably, journal_waiting, later_without_async,
+    record_completion, record_failure,
+};
+use super::{Outcome, StepContext};
+use crate::engine::live::{Abort, CallGuard, LiveExecution};
+use crate::error::StepError;
 use crate::journal::replay::Decision;
 use crate::journal::{JournalEvent, StepKey, input_hash};
 use crate::policy::OnFailure;
@@ -26,7 +27,6 @@ use crate::registry::StepDefinition;
 use crate::store::{InboxKind, WriteMode};
 use crate::time::Timestamp;
 use crate::workflow::Workflow;
-use tracing::Instrument;
 
 /// A `#[step]` function, as the macro describes it to the runtime. Not public API.
 #[doc(hidden)]
@@ -118,7 +118,7 @@ fn prepare<S: StepFn>(
     // The writes submitted before this call must be durable before its body runs; steps
     // called together (a `join!`) do not wait for each other.
     let barrier = wf.live.submitted();
-    run_step::<S>(&wf.live, definition, seq, key, barrier, input)
+    run_step::<S>(CallGuard::new(&wf.live, seq), &wf.live, definition, seq, key, barrier, input)
 }
 
 /// The common case: the first attempt of a step that is not async and has no retries left to
@@ -126,6 +126,7 @@ fn prepare<S: StepFn>(
 /// failures) is in [`run_step_general`], boxed: inline, its state would make every step call's
 /// future larger, and every step pays for moving that future into the workflow's.
 async fn run_step<S: StepFn>(
+    _guard: CallGuard<'_>,
     live: &Arc<LiveExecution>,
     definition: &'static StepDefinition,
     seq: u32,
@@ -163,16 +164,12 @@ async fn run_step<S: StepFn>(
     // The same attempt as in `run_step_general`'s loop, written out: a shared `async` helper
     // returning the attempt's context and guard cost 120 instructions more per step.
     let started_at = Timestamp::now();
-    let ctx = StepContext { live: live.clone(), key, attempt };
-    let running = Attempt::start(live);
-    live.emit(|| Some(EventKind::StepStarted { key: ctx.key.clone(), attempt }));
-    let span = tracing::info_span!("step", step = definition.name(), key = %ctx.key, attempt);
-    let called =
-        attempt_once::<S>(&ctx, seq, input_hash, input, definition.policy.timeout, false).instrument(span).await;
-    let error = match called {
+    let started = Started { live: live.clone(), definition, seq, key, attempt, input_hash, started_at, inbox_from: 0 };
+    let mut running = Running::<S>::start(started, input, false);
+    let error = match (&mut running).await {
         Ok(Outcome::Done(response)) => match encode(&response, definition) {
             Ok((output, compensation)) => {
-                record_completion(ctx, seq, input_hash, started_at, output, compensation);
+                record_completion(running.started(), output, compensation);
                 drop(running);
                 live.turn(None).await;
                 return Ok(Some(response.output));
@@ -182,9 +179,10 @@ async fn run_step<S: StepFn>(
         Ok(Outcome::Later) => later_without_async(),
         Err(error) => error,
     };
+    let key = running.started().key.clone();
     drop(running);
-    let failed = Failed { seq, key: &ctx.key, attempt, input_hash, started_at, consumed: None };
-    let error = error.with_step(definition.name(), &ctx.key.to_string(), attempt);
+    let failed = Failed { seq, key: &key, attempt, input_hash, started_at, consumed: None };
+    let error = error.with_step(definition.name(), &key.to_string(), attempt);
     failed_for_good_boxed(live, definition, failed, error).await
 }
 
@@ -215,11 +213,6 @@ fn failed_for_good_boxed<'a, T: Send + 'a>(
     error: StepError,
 ) -> StepFuture<'a, T> {
     Box::pin(async move { failed_for_good(live, definition, &failed, error).await })
-}
-
-/// The error of a step that returned `Completion::later()` without being async.
-fn later_without_async() -> StepError {
-    StepError::permanent("the step returned `Completion::later()` but is not async; mark it `#[step(async)]`")
 }
 
 /// Every other case of a step call (see [`run_step`]): replay, async steps, retries with their
@@ -338,18 +331,21 @@ async fn run_step_general<S: StepFn>(
                     return std::future::pending().await;
                 }
                 let started_at = Timestamp::now();
-                let ctx = StepContext { live: live.clone(), key: key.clone(), attempt };
-                let running = Attempt::start(live);
-                live.emit(|| Some(EventKind::StepStarted { key: key.clone(), attempt }));
-                let span = tracing::info_span!("step", step = definition.name(), key = %key, attempt);
-                let timeout = definition.policy.timeout;
-                let called = attempt_once::<S>(&ctx, seq, input_hash, this_input, timeout, journal_starts)
-                    .instrument(span)
-                    .await;
-                match called {
+                let started = Started {
+                    live: live.clone(),
+                    definition,
+                    seq,
+                    key: key.clone(),
+                    attempt,
+                    input_hash,
+                    started_at,
+                    inbox_from,
+                };
+                let mut running = Running::<S>::start(started, this_input, journal_starts);
+                match (&mut running).await {
                     Ok(Outcome::Done(response)) => match encode(&response, definition) {
                         Ok((output, compensation)) => {
-                            record_completion(ctx, seq, input_hash, started_at, output, compensation);
+                            record_completion(running.started(), output, compensation);
                             drop(running);
                             live.turn(None).await;
                             return Ok(Some(response.output));
@@ -424,29 +420,6 @@ async fn failed_for_good<T>(
     record_failure(live, failed, failure, None);
     live.turn(None).await;
     settle(live, definition, error).await.map(|()| None)
-}
-
-/// An async step's attempt waiting for its completion.
-struct Waiting {
-    attempt: u32,
-    input_hash: u64,
-    started_at: Timestamp,
-    deadline: Option<Timestamp>,
-    /// The inbox position its completion will be at (or after).
-    position: u64,
-}
-
-/// Journals that an async step's attempt ran its body and now waits for its completion.
-fn journal_waiting(live: &LiveExecution, seq: u32, key: &StepKey, waits: &Waiting) {
-    let Waiting { attempt, input_hash, started_at, deadline, position } = *waits;
-    let event =
-        JournalEvent::StepWaiting { seq, key: key.clone(), attempt, input_hash, started_at, deadline, position };
-    let progress_key = key.clone();
-    let ack = live.append([event], None, WriteMode::Durable, |p| {
-        p.started(seq, progress_key, input_hash, attempt);
-        p.awaiting(seq, started_at, deadline, position);
-    });
-    live.defer(ack);
 }
 
 /// Waits for an async step's completion; journals it if it is a success. Returns the outcome
@@ -526,84 +499,6 @@ fn out_of_attempts(max_attempts: u32, next: u32, interrupted: bool) -> StepError
     }
 }
 
-/// Journals that `attempt` starts and waits until that record (and every write before it) is
-/// durable, so that the attempt counts even if the process dies inside its body. False if the
-/// store failed (the execution is aborted).
-async fn journal_start_durably(live: &LiveExecution, seq: u32, key: &StepKey, input_hash: u64, attempt: u32) -> bool {
-    let started = JournalEvent::StepStarted { seq, key: key.clone(), attempt, input_hash };
-    let progress_key = key.clone();
-    let ack = live.append([started], None, WriteMode::Durable, |p| p.started(seq, progress_key, input_hash, attempt));
-    live.defer(ack);
-    // Writes land in order: this one durable means every earlier one is too.
-    let upto = live.submitted();
-    match live.barrier(upto).await {
-        Ok(()) => true,
-        Err(error) => {
-            live.abort(Abort::Store(error));
-            false
-        }
-    }
-}
-
-/// Runs the body once, within the attempt's timeout, catching panics. `started` is true if
-/// the attempt's start was journaled already.
-async fn attempt_once<S: StepFn>(
-    ctx: &StepContext,
-    seq: u32,
-    input_hash: u64,
-    input: S::Input,
-    timeout: Option<Duration>,
-    started: bool,
-) -> Result<Outcome<S::Output, S::Compensation>, StepError> {
-    let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
-    let mut call = std::pin::pin!(catch_unwind(S::call(ctx, input)));
-    // An attempt that finishes within its first poll is journaled by its outcome alone; one
-    // that suspends (awaits I/O) journals its start now, so that a crash during it still
-    // counts as an attempt.
-    let result = match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
-        Poll::Ready(result) => result,
-        Poll::Pending => {
-            if !started {
-                journal_start(ctx, seq, input_hash);
-            }
-            match (deadline, timeout) {
-                (Some(deadline), Some(timeout)) => match Box::pin(tokio::time::timeout_at(deadline, call)).await {
-                    Ok(result) => result,
-                    // The body's future is dropped here: a hanging step never holds a worker.
-                    Err(_) => {
-                        return Err(StepError::new(format!(
-                            "the attempt timed out after {}",
-                            humantime::format_duration(timeout)
-                        )));
-                    }
-                },
-                _ => call.await,
-            }
-        }
-    };
-    match result {
-        Ok(result) => result,
-        Err(panic) => Err(StepError::permanent(format!("the step panicked: {panic}"))),
-    }
-}
-
-/// A step attempt running its body; dropping it (after its outcome is journaled, or when
-/// the attempt is abandoned) is a step boundary, where a stopping execution stops.
-struct Attempt<'a>(&'a LiveExecution);
-
-impl<'a> Attempt<'a> {
-    fn start(live: &'a LiveExecution) -> Self {
-        live.step_started();
-        Self(live)
-    }
-}
-
-impl Drop for Attempt<'_> {
-    fn drop(&mut self) {
-        self.0.step_boundary();
-    }
-}
-
 /// A number in `0..1` for jitter: randomness need not be reproducible here.
 fn random_unit() -> f64 {
     use std::hash::{BuildHasher, Hasher};
@@ -663,89 +558,4 @@ fn begin(live: &LiveExecution, seq: u32, key: &StepKey, input_hash: u64) -> Begi
             Begin::Stop
         }
     }
-}
-
-/// Journals that an attempt is under way. Nobody waits for this record: it is committed
-/// with the next durable write (or soon after, by the store).
-fn journal_start(ctx: &StepContext, seq: u32, input_hash: u64) {
-    let (key, attempt) = (ctx.key.clone(), ctx.attempt);
-    let started = JournalEvent::StepStarted { seq, key: key.clone(), attempt, input_hash };
-    drop(ctx.live.append([started], None, WriteMode::Lazy, |p| p.started(seq, key, input_hash, attempt)));
-}
-
-/// Journals a completion. The write is durable before the workflow's next side effect (see
-/// [`LiveExecution::defer`]): the next step's body, a compensation, or the result going back
-/// to the caller.
-fn record_completion(
-    ctx: StepContext,
-    seq: u32,
-    input_hash: u64,
-    started_at: Timestamp,
-    output: Box<RawValue>,
-    compensation: Option<Box<RawValue>>,
-) {
-    let StepContext { live, key, attempt } = ctx;
-    let kept = compensation.clone();
-    let progress_key = key.clone();
-    let completed = JournalEvent::StepCompleted { seq, key, attempt, input_hash, started_at, output, compensation };
-    let ack = live.append([completed], None, WriteMode::Durable, |p| {
-        p.started(seq, progress_key, input_hash, attempt);
-        p.completed(seq, None, kept);
-    });
-    live.defer(ack);
-}
-
-/// A failed attempt, as journaled.
-struct Failed<'a> {
-    seq: u32,
-    key: &'a StepKey,
-    attempt: u32,
-    input_hash: u64,
-    started_at: Timestamp,
-    /// The inbox position of a delivered failure (async steps).
-    consumed: Option<u64>,
-}
-
-/// Journals a failed attempt; `retry_at` is when the next one is due, `None` if it was the last.
-fn record_failure(live: &LiveExecution, attempt: &Failed<'_>, failure: Failure, retry_at: Option<Timestamp>) {
-    let Failed { seq, key, attempt, input_hash, started_at, consumed } = *attempt;
-    let kept = failure.clone();
-    let failed = JournalEvent::StepFailed {
-        seq,
-        key: key.clone(),
-        attempt,
-        input_hash,
-        started_at,
-        error: Box::new(failure),
-        retry_at,
-        consumed,
-    };
-    let ack = live.append([failed], None, WriteMode::Durable, |p| {
-        p.started(seq, key.clone(), input_hash, attempt);
-        if let Some(position) = consumed {
-            p.consumed(seq, position);
-        }
-        match retry_at {
-            None => p.failed(seq, kept),
-            Some(at) => p.retry_scheduled(seq, at),
-        }
-    });
-    live.defer(ack);
-}
-
-/// Serializes a step's output and, if the step has a compensation, its compensation input.
-fn encode<T: Serialize, C: Serialize>(
-    response: &StepResponse<T, C>,
-    definition: &StepDefinition,
-) -> Result<(Box<RawValue>, Option<Box<RawValue>>), StepError> {
-    let output = crate::journal::json::to_raw(&response.output)
-        .map_err(|e| StepError::permanent(format!("the step's output cannot be serialized to JSON: {e}")))?;
-    let compensation = match (&definition.compensation, &response.compensation) {
-        (None, _) => None,
-        (Some(_), None) => Some(output.clone()),
-        (Some(_), Some(input)) => Some(crate::journal::json::to_raw(input).map_err(|e| {
-            StepError::permanent(format!("the step's compensation input cannot be serialized to JSON: {e}"))
-        })?),
-    };
-    Ok((output, compensation))
 }

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use super::timer::unexpected;
 use super::{Workflow, WorkflowFn};
-use crate::engine::live::Abort;
+use crate::engine::live::{Abort, CallGuard};
 use crate::error::{Failure, StepError};
 use crate::execution::ExecutionId;
 use crate::journal::replay::{Decision, null};
@@ -26,7 +26,9 @@ pub fn call_child<W: WorkflowFn>(
     let (seq, key) = wf.live.with_progress(|p| p.next_call(format!("@child:{}", definition.name())));
     let barrier = wf.live.submitted();
     let live = &wf.live;
+    let guard = CallGuard::new(live, seq);
     async move {
+        let _guard = guard;
         let decode = |output: &serde_json::value::RawValue| {
             serde_json::from_str::<W::Output>(output.get()).map_err(|e| {
                 StepError::permanent(format!(

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::Workflow;
 use super::timer::unexpected;
+use crate::engine::live::CallGuard;
 use crate::journal::replay::{Decision, null};
 use crate::journal::{JournalEvent, StepKey};
 use crate::store::{InboxKind, WriteMode};
@@ -57,7 +58,8 @@ impl Workflow {
     pub fn wait_for_event<T: DeserializeOwned + Send + 'static>(&self, name: &str) -> EventWait<'_, T> {
         // The key is assigned at the call, like a step's.
         let (seq, key) = self.live.with_progress(|p| p.next_call(format!("@event:{name}")));
-        EventWait { wf: self, seq, key, event: name.to_owned(), timeout: None, _payload: PhantomData }
+        let guard = CallGuard::new(&self.live, seq);
+        EventWait { wf: self, seq, key, event: name.to_owned(), timeout: None, guard, _payload: PhantomData }
     }
 }
 
@@ -69,6 +71,8 @@ pub struct EventWait<'a, T> {
     key: StepKey,
     event: String,
     timeout: Option<Duration>,
+    /// Forgets the wait's journaled outcome if it is dropped before taking it.
+    guard: CallGuard<'a>,
     _payload: PhantomData<fn() -> T>,
 }
 
@@ -93,7 +97,8 @@ impl<'a, T: DeserializeOwned + Send + 'static> IntoFuture for EventWait<'a, T> {
 
 impl<T: DeserializeOwned + Send + 'static> EventWait<'_, T> {
     async fn wait(self) -> Result<T, WaitError> {
-        let EventWait { wf, seq, key, event, timeout, .. } = self;
+        let EventWait { wf, seq, key, event, timeout, guard, .. } = self;
+        let _guard = guard;
         let live = &*wf.live;
         let timed_out = || WaitError::TimedOut { event: event.clone(), timeout: timeout.unwrap_or_default() };
         let decode = |payload: &serde_json::value::RawValue| {

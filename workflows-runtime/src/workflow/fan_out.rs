@@ -8,8 +8,9 @@ use super::Workflow;
 
 impl Workflow {
     /// Runs `f` for every item, at most `limit` at once, and returns the outputs in the order
-    /// of the items; the first error is returned at once (the calls still running are
-    /// dropped, and `?` then compensates what completed). For a fixed set of different steps,
+    /// of the items; the first error is returned at once (the step bodies still running finish
+    /// by themselves, and `?` then compensates what completed, those included). For a fixed set
+    /// of different steps,
     /// use `tokio::try_join!`.
     ///
     /// Deterministic on replay: each call gets its step keys when it starts, and after a

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use super::Workflow;
-use crate::engine::live::LiveExecution;
+use crate::engine::live::{CallGuard, LiveExecution};
 use crate::journal::replay::{Decision, Mismatch};
 use crate::journal::{JournalEvent, StepKey};
 use crate::store::WriteMode;
@@ -45,7 +45,9 @@ impl Workflow {
         // The key is assigned at the call, like a step's.
         let (seq, key) = self.live.with_progress(|p| p.next_call("@sleep"));
         let live = &*self.live;
+        let guard = CallGuard::new(live, seq);
         async move {
+            let _guard = guard;
             let wake_at = match live.with_progress(|p| p.decide(seq, &key, 0)) {
                 Decision::Completed(_) => return live.turn(Some(seq)).await,
                 // Started before a restart: the journaled time stands.

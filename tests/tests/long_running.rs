@@ -631,3 +631,113 @@ async fn a_completion_that_arrives_before_the_body_returns_is_accepted() {
     cell.set(engine.clone()).unwrap();
     assert_eq!(fast_webhook::run(&engine, ()).await.unwrap(), 6);
 }
+
+#[step]
+async fn pause_ms(ms: u64) -> Result<(), StepError> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(())
+}
+
+#[workflow]
+async fn reserving_child(wf: &Workflow, sku: String) -> Result<String, WorkflowError> {
+    let sku = reserve(wf, sku).await?;
+    pause_ms(wf, sku.len() as u64 % 9).await?;
+    Ok(sku)
+}
+
+#[workflow]
+async fn parent_of_reserving_child(wf: &Workflow, sku: String) -> Result<String, WorkflowError> {
+    Ok(reserving_child(wf, sku).await?)
+}
+
+/// A parent cancelled while its child runs, at moments around the child's own completion:
+/// whatever the order, the parent never ends cancelled with its child `completed` — a running
+/// child is cancelled, and one that completed first is compensated as a unit, before the
+/// parent's own compensations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_parent_never_leaves_a_completed_child_uncompensated() {
+    let store = Store::new();
+    let outbox = Arc::new(Outbox::default());
+    let engine = store.engine(&outbox).start().await.unwrap();
+    let mut cancelled_parents = 0;
+    for round in 0..40u64 {
+        // SKUs of 1 to 9 characters: the child's second step takes that many ms (mod 9).
+        let sku = "x".repeat(1 + (round as usize % 9));
+        let sku = format!("{sku}{round}");
+        let handle = parent_of_reserving_child::start(&engine, sku.clone()).await.unwrap();
+        let parent = handle.id().clone();
+        let child = ExecutionId::from(format!("{parent}:@child:reserving_child#1"));
+        eventually(Duration::from_secs(10), || async {
+            (outbox.log.count(&format!("reserve {sku}")) == 1).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(round % 8)).await;
+        match engine.cancel(&parent).await {
+            Ok(()) | Err(RunError::NotCancellable { .. }) => {}
+            Err(error) => panic!("round {round}: {error}"),
+        }
+        let parent_outcome = tokio::time::timeout(Duration::from_secs(20), handle).await.expect("the parent ends");
+        let child_state = state(&engine, &child).await;
+        let released = outbox.log.count(&format!("release {sku}"));
+        match parent_outcome {
+            Ok(_) => {
+                assert_eq!(child_state, ExecutionState::Completed, "round {round}");
+                assert_eq!(released, 0, "round {round}");
+            }
+            Err(RunError::Cancelled { .. }) => {
+                cancelled_parents += 1;
+                assert!(
+                    matches!(child_state, ExecutionState::Cancelled | ExecutionState::Compensated),
+                    "round {round}: the parent was cancelled but its child ended {child_state}"
+                );
+                assert_eq!(released, 1, "round {round}: the child's reservation is released once");
+            }
+            Err(error) => panic!("round {round}: {error}"),
+        }
+    }
+    assert!(cancelled_parents > 0, "no cancel landed while the child ran");
+}
+
+#[workflow]
+async fn gated_child(wf: &Workflow, sku: String) -> Result<String, WorkflowError> {
+    let sku = reserve(wf, sku).await?;
+    held_first(wf).await?;
+    Ok(sku)
+}
+
+#[workflow]
+async fn parent_of_gated_child(wf: &Workflow, sku: String) -> Result<String, WorkflowError> {
+    Ok(gated_child(wf, sku).await?)
+}
+
+/// The parent is cancelled the moment its child completes, before the parent took the child's
+/// result: the completed child is compensated as a unit, before the parent ends `cancelled`.
+#[tokio::test]
+async fn a_child_that_completed_just_before_its_parent_was_cancelled_is_compensated() {
+    let store = Store::new();
+    let outbox = Arc::new(Outbox::default());
+    let engine = store.engine(&outbox).start().await.unwrap();
+    let handle = parent_of_gated_child::start(&engine, "desk".into()).await.unwrap();
+    let parent = handle.id().clone();
+    let child = ExecutionId::from(format!("{parent}:@child:gated_child#1"));
+    // The parent suspends, waiting for its child; the child waits at the gate.
+    wait_for_state(&engine, &parent, ExecutionState::Waiting).await;
+    eventually(Duration::from_secs(5), || async { (outbox.gate.arrived() == 1).then_some(()) }).await;
+    let mut events = engine.subscribe_to(&child);
+    outbox.gate.open();
+    loop {
+        let event = events.recv().await.unwrap();
+        if let workflows_runtime::EventKind::Finished { state, .. } = event.kind {
+            assert_eq!(state, ExecutionState::Completed);
+            break;
+        }
+    }
+    engine.cancel(&parent).await.unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(10), handle).await.expect("the parent ends").unwrap_err();
+    assert!(matches!(error, RunError::Cancelled { .. }), "{error}");
+    assert_eq!(state(&engine, &child).await, ExecutionState::Compensated);
+    assert_eq!(outbox.log.lines(), ["reserve desk", "release desk"]);
+    let journal = engine.journal(&parent).await.unwrap();
+    let kinds: Vec<_> = journal.iter().map(|e| e.event.kind()).collect();
+    assert!(kinds.contains(&"child_completed") && kinds.contains(&"compensation_completed"), "{kinds:?}");
+}

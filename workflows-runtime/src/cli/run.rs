@@ -21,6 +21,9 @@ use crate::{Engine, RunError, RunOptions, StepError};
 /// How often the watcher redraws the progress line and checks whether the engine is idle.
 const TICK: Duration = Duration::from_millis(50);
 
+/// How many ticks `watch` waits for the task of an execution this engine claimed to start.
+const STARTING_TICKS: u32 = 40;
+
 /// `workflows run NAME --input JSON`.
 pub(crate) async fn run(context: Context, name: &str, input: &str, id: Option<String>) -> Result<u8, CliError> {
     // Checked before the store is opened (or created): a typo changes nothing.
@@ -148,6 +151,8 @@ async fn watch(
     });
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Ticks spent on an execution claimed here whose task has not started yet.
+    let mut starting = 0;
     loop {
         tokio::select! {
             biased;
@@ -173,11 +178,18 @@ async fn watch(
                 if engine.running() > 0 {
                     continue;
                 }
+                let record = read(engine, id).await?;
+                // Claimed by this engine, its task about to start (it reads the journal first):
+                // give it a moment.
+                let ours = record.state.is_active() && record.owner.as_deref() == Some(engine.owner_id());
+                if ours && starting < STARTING_TICKS {
+                    starting += 1;
+                    continue;
+                }
                 while let Some(Ok(event)) = events.try_recv() {
                     progress.event(&event);
                 }
                 progress.clear();
-                let record = read(engine, id).await?;
                 return Ok(match record.state {
                     state if state.is_finished() => Outcome::Finished(record),
                     ExecutionState::Waiting => Outcome::Waiting(record),

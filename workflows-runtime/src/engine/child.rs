@@ -9,11 +9,12 @@ use super::live::{Abort, LiveExecution};
 use super::{Created, Engine, EngineInner, RunOptions, driver, handle};
 use crate::error::{Failure, FailureKind, RunError};
 use crate::execution::{ExecutionId, ExecutionState};
+use crate::journal::JournalEvent;
 use crate::journal::StepKey;
 use crate::journal::replay::Progress;
 use crate::registry::WorkflowDefinition;
 use crate::step::compensation;
-use crate::store::{Reopen, Reopened};
+use crate::store::{Reopen, Reopened, WriteMode};
 use crate::time::Timestamp;
 use crate::workflow::Workflow;
 
@@ -157,18 +158,75 @@ async fn undo(
     }
 }
 
-/// Cancels the children the parent started that have not finished, and waits for them to
-/// stop (each compensates itself).
-pub(crate) async fn cancel_children(live: &LiveExecution) {
+/// Settles the children the parent started and has not heard back from, before the parent
+/// compensates: each one still running is cancelled (it compensates itself) and waited for,
+/// in whichever process drives it; then its outcome is journaled in the parent, so that a
+/// child that completed — before the cancellation reached it, or before the parent took its
+/// result — is compensated as a unit with the parent's other completed steps.
+pub(crate) async fn settle_children(live: &Arc<LiveExecution>) {
     let children = live.with_progress(|p| p.running_children());
-    for child in children {
+    for (seq, key, child) in children {
         let engine = Engine { inner: live.engine.clone() };
         match engine.cancel(&child).await {
             Ok(()) | Err(RunError::NotCancellable { .. } | RunError::NotFound { .. }) => {}
             Err(error) => tracing::warn!(execution = %child, %error, "could not cancel a child execution"),
         }
-        if let Err(error) = handle::finished(&live.engine, &child).await {
-            tracing::warn!(execution = %child, %error, "could not wait for a cancelled child execution");
+        take_over_if_stranded(&live.engine, &child).await;
+        let event = match live.engine.store.execution(&child).await {
+            Ok(None) => {
+                // The parent stopped before the child was created: nothing to undo.
+                let why = Failure::new(FailureKind::Cancelled, format!("child execution {child} was never created"));
+                JournalEvent::ChildFailed { seq, key, error: Box::new(why) }
+            }
+            Ok(Some(_)) => match handle::finished(&live.engine, &child).await {
+                Ok(record) if record.state == ExecutionState::Completed => {
+                    let output = record.result.unwrap_or_else(crate::journal::replay::null);
+                    JournalEvent::ChildCompleted { seq, key, output }
+                }
+                Ok(record) => {
+                    let failure = record.failure.unwrap_or_else(|| {
+                        Failure::new(FailureKind::Workflow, format!("child execution {child} ended {}", record.state))
+                    });
+                    JournalEvent::ChildFailed { seq, key, error: Box::new(failure) }
+                }
+                Err(error) => {
+                    tracing::warn!(execution = %child, %error, "could not wait for a cancelled child execution");
+                    continue;
+                }
+            },
+            Err(error) => {
+                live.abort(Abort::Store(error));
+                return;
+            }
+        };
+        let ack = match &event {
+            JournalEvent::ChildCompleted { .. } => live.append([event], None, WriteMode::Durable, |p| {
+                p.completed(seq, None, None);
+            }),
+            JournalEvent::ChildFailed { error, .. } => {
+                let failure = (**error).clone();
+                live.append([event], None, WriteMode::Durable, |p| p.failed(seq, failure))
+            }
+            _ => unreachable!("only child outcomes are journaled here"),
+        };
+        live.defer(ack);
+    }
+}
+
+/// A child created by this engine whose task never started (the parent's call was dropped
+/// while the child was being created) holds a lease nobody here renews: give it back, and
+/// take it over at once, rather than wait for the lease to expire.
+async fn take_over_if_stranded(inner: &Arc<EngineInner>, child: &ExecutionId) {
+    if inner.live_execution(child).is_some() {
+        return;
+    }
+    let Ok(Some(record)) = inner.store.execution(child).await else { return };
+    if record.state.is_active() && record.owner.as_deref() == Some(&*inner.owner) {
+        let released = inner.store.release_execution(child, record.epoch).await;
+        if matches!(released, Ok(true))
+            && let Err(error) = inner.resume_one(child).await
+        {
+            tracing::warn!(execution = %child, %error, "could not take over a child execution");
         }
     }
 }

@@ -293,8 +293,12 @@ pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, tran
             return interrupted(live, error);
         }
     }
-    // Children still running stop first (each compensates itself).
-    super::child::cancel_children(live).await;
+    // Children still running stop first (each compensates itself); children that completed
+    // join the compensation plan.
+    super::child::settle_children(live).await;
+    if let Some(error) = given_up(live) {
+        return error;
+    }
     let (plan, mut failures) = live.with_progress(|p| p.compensation_plan());
     for item in plan {
         let failed = match &item.target {
@@ -304,11 +308,8 @@ pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, tran
         if let Some(failure) = failed {
             failures.push(failure);
         }
-        match live.take_abort() {
-            Some(Abort::Store(error)) => return interrupted(live, error),
-            Some(Abort::LeaseLost(why)) => return gave_up(live, &why),
-            // A cancellation or a deadline while compensating changes nothing: it goes on.
-            _ => {}
+        if let Some(error) = given_up(live) {
+            return error;
         }
     }
     let workflow = live.definition.name().to_owned();
@@ -337,6 +338,17 @@ pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, tran
             failure: Box::new(failure),
             compensation_failures: failures,
         }
+    }
+}
+
+/// While compensating: the error to return if the execution was given up meanwhile (a store
+/// error, a lost lease). A cancellation or a deadline while compensating changes nothing: the
+/// compensation goes on.
+fn given_up(live: &LiveExecution) -> Option<RunError> {
+    match live.take_abort() {
+        Some(Abort::Store(error)) => Some(interrupted(live, error)),
+        Some(Abort::LeaseLost(why)) => Some(gave_up(live, &why)),
+        _ => None,
     }
 }
 

@@ -434,13 +434,16 @@ impl Progress {
         }
     }
 
-    /// The children started and not finished, to cancel when the parent stops.
-    pub fn running_children(&self) -> Vec<crate::execution::ExecutionId> {
+    /// The children started whose outcome the execution has not taken, with their calls'
+    /// positions and keys: to cancel (or compensate) when the parent stops.
+    pub fn running_children(&self) -> Vec<(u32, StepKey, crate::execution::ExecutionId)> {
         self.slots
             .iter()
-            .flatten()
-            .filter_map(|slot| match &slot.status {
-                Status::Waiting { child: Some(child), .. } => Some(child.clone()),
+            .enumerate()
+            .filter_map(|(seq, slot)| match slot.as_ref()?.status {
+                Status::Waiting { child: Some(ref child), .. } => {
+                    Some((seq as u32, slot.as_ref()?.key.clone(), child.clone()))
+                }
                 _ => None,
             })
             .collect()

@@ -48,7 +48,33 @@ pub fn call_child<W: WorkflowFn>(
                 live.turn(Some(seq)).await;
                 return Err(StepError::from_failure(&failure));
             }
-            Decision::Wait { child: Some(child), .. } => child,
+            Decision::Wait { child: Some(child), .. } => {
+                // Journaled before the child was created: after a crash in between, the child
+                // may not exist yet.
+                match live.engine.store.execution(&child).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        let input = crate::journal::json::to_raw(&input).map_err(|e| {
+                            StepError::permanent(format!(
+                                "the child workflow's input cannot be serialized to JSON: {e}"
+                            ))
+                        })?;
+                        if !live.may_start() {
+                            return std::future::pending().await;
+                        }
+                        let started =
+                            crate::engine::start_child(live, definition, child.clone(), key.to_string(), input);
+                        if let Err(error) = started.await {
+                            return Err(could_not_start(live, seq, &key, definition.name(), error));
+                        }
+                    }
+                    Err(error) => {
+                        live.abort(Abort::Store(error));
+                        return std::future::pending().await;
+                    }
+                }
+                child
+            }
             Decision::Run { .. } => {
                 let _busy = live.busy();
                 let input = crate::journal::json::to_raw(&input).map_err(|e| {
@@ -64,19 +90,19 @@ pub fn call_child<W: WorkflowFn>(
                     return std::future::pending().await;
                 }
                 let child = ExecutionId::from(format!("{}:{key}", live.id));
-                let started = crate::engine::start_child(live, definition, child.clone(), key.to_string(), input);
-                if let Err(error) = started.await {
-                    return Err(StepError::permanent(format!(
-                        "child workflow `{}` could not start: {error}",
-                        definition.name()
-                    )));
-                }
+                // Journaled before the child exists (writes land in order): whoever stops this
+                // execution finds the child — to cancel it, or compensate it — even if this
+                // call is dropped while the child is being created.
                 let progress_key = key.clone();
                 let event = JournalEvent::ChildStarted { seq, key: key.clone(), child: child.clone() };
                 let ack = live.append([event], None, WriteMode::Durable, |p| {
                     p.waiting(seq, progress_key, None, Some(child.clone()))
                 });
                 live.defer(ack);
+                let started = crate::engine::start_child(live, definition, child.clone(), key.to_string(), input);
+                if let Err(error) = started.await {
+                    return Err(could_not_start(live, seq, &key, definition.name(), error));
+                }
                 child
             }
             other => return unexpected(live, seq, &key, other).await,
@@ -104,4 +130,19 @@ pub fn call_child<W: WorkflowFn>(
         live.turn(None).await;
         result
     }
+}
+
+/// The child could not be created: journaled as the child's failure, returned to the body.
+fn could_not_start(
+    live: &crate::engine::live::LiveExecution,
+    seq: u32,
+    key: &crate::journal::StepKey,
+    workflow: &str,
+    error: crate::RunError,
+) -> StepError {
+    let error = StepError::permanent(format!("child workflow `{workflow}` could not start: {error}"));
+    let failure = Failure { step: Some(workflow.to_owned()), ..error.to_failure() };
+    let event = JournalEvent::ChildFailed { seq, key: key.clone(), error: Box::new(failure.clone()) };
+    live.defer(live.append([event], None, WriteMode::Durable, |p| p.failed(seq, failure)));
+    error
 }

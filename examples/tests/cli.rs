@@ -496,3 +496,31 @@ fn path(cli: &Cli) -> String {
     let path: &Path = &store;
     path.display().to_string()
 }
+
+/// A row damaged on disk (its workflow name is not UTF-8) never hides the others: the listing
+/// names it and lists the rest; `inspect` on it says what is damaged.
+#[test]
+fn a_damaged_row_is_named_and_the_other_executions_are_listed() {
+    let cli = Cli::new();
+    cli.run(&["run", "hello_world", "--input", HELLO, "--id", "fine"]).expect(0);
+    cli.run(&["run", "hello_world", "--input", HELLO, "--id", "rotten"]).expect(0);
+    let conn = rusqlite::Connection::open(cli.store()).unwrap();
+    conn.execute("UPDATE executions SET workflow = CAST(X'68656cff' AS TEXT) WHERE id = 'rotten'", []).unwrap();
+
+    let listed = cli.run(&["executions"]).expect(0);
+    assert!(listed.stdout.contains("fine"), "{}", listed.stdout);
+    assert!(
+        listed.stderr.contains("execution rotten cannot be decoded (its workflow is not valid UTF-8"),
+        "{}",
+        listed.stderr
+    );
+    let json = cli.run(&["executions", "--json"]).expect(0).json();
+    assert_eq!(json["executions"].as_array().unwrap().len(), 1);
+    assert_eq!(json["damaged"][0]["id"], "rotten");
+    let inspected = cli.run(&["inspect", "rotten"]).expect(1);
+    assert!(
+        inspected.stderr.contains("execution rotten: stored data cannot be decoded (its workflow is not valid UTF-8)"),
+        "{}",
+        inspected.stderr
+    );
+}

@@ -447,3 +447,55 @@ async fn no_step_starts_behind_a_write_that_failed() {
     assert_eq!((log.count("a1"), log.count("b1")), (2, 2), "{:?}", log.lines());
     assert_eq!((log.count("a2"), log.count("b2")), (1, 1), "{:?}", log.lines());
 }
+
+/// Rows whose text columns are not valid UTF-8 (bit rot, a bad hand edit): each fails its own
+/// execution, named, with its data left as stored; the engine starts, and everything else is
+/// served.
+#[tokio::test]
+async fn rows_that_are_not_utf8_fail_their_own_execution_and_nothing_else() {
+    for column in ["input", "fingerprint", "workflow"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-utf8.db");
+        two_held_executions(&path).await;
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        // 0xff never appears in UTF-8.
+        let damage = format!("UPDATE executions SET {column} = CAST(X'7b22ff7d' AS TEXT) WHERE id = 'damaged'");
+        assert_eq!(conn.execute(&damage, []).unwrap(), 1);
+        let stored: Vec<u8> = conn
+            .query_row(&format!("SELECT CAST({column} AS BLOB) FROM executions WHERE id = 'damaged'"), [], |r| r.get(0))
+            .unwrap();
+
+        let engine = Engine::builder()
+            .sqlite(&path)
+            .container(Container::new().with(Arc::new(Gate::opened())))
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("{column}: the engine starts despite the damaged row: {e}"));
+        assert_eq!(sum_then_hold::run_with(&engine, 20, RunOptions::new().id("healthy")).await.unwrap(), 22);
+
+        // Listing serves every other execution and names the damaged one.
+        let store = SqliteStore::open(&path).unwrap();
+        let listed = store.list_executions(&Default::default()).await.unwrap();
+        assert_eq!(listed.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["healthy"], "{column}");
+        assert_eq!(listed.damaged.len(), 1, "{column}");
+        assert_eq!(listed.damaged[0].id.as_str(), "damaged");
+        assert!(listed.damaged[0].problem.contains(&format!("its {column} is not valid UTF-8")), "{listed:?}");
+        let read = store.execution(&"damaged".into()).await.unwrap_err();
+        assert!(read.to_string().contains("execution damaged"), "{read}");
+
+        // The damaged execution itself: failed if it could be claimed (its workflow is known),
+        // and its data left exactly as stored.
+        let (state, kept): (String, Vec<u8>) = conn
+            .query_row(&format!("SELECT state, CAST({column} AS BLOB) FROM executions WHERE id = 'damaged'"), [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(kept, stored, "{column}: the damaged value is left as stored");
+        if column != "workflow" {
+            assert_eq!(state, "failed", "{column}");
+            let failure: String =
+                conn.query_row("SELECT failure FROM executions WHERE id = 'damaged'", [], |r| r.get(0)).unwrap();
+            assert!(failure.contains(&format!("execution damaged cannot be resumed: its {column} is not valid UTF-8")));
+        }
+    }
+}

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::output::{Table, duration, millis, out, print_json, time_arg, truncate};
+use super::output::{Table, duration, millis, note, out, print_json, time_arg, truncate};
 use super::{CliError, Context, EXIT_OK};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::journal::{JournalEntry, JournalEvent};
-use crate::store::ExecutionQuery;
+use crate::store::{ExecutionList, ExecutionQuery};
 use crate::time::Timestamp;
 
 /// How much of an output or input `inspect` shows without `--full`.
@@ -30,13 +30,22 @@ pub(crate) async fn list(
     // One more than a page tells whether there is a next one.
     let query =
         ExecutionQuery { states, workflow, since, before: None, limit: Some(limit + 1), offset: (page - 1) * limit };
-    let mut records = store.list_executions(&query).await?;
-    let more = records.len() > limit;
-    records.truncate(limit);
+    let ExecutionList { mut records, damaged } = store.list_executions(&query).await?;
+    let more = records.len() + damaged.len() > limit;
+    if more {
+        records.truncate(limit.saturating_sub(damaged.len()));
+    }
     if context.json {
         let executions: Vec<Value> = records.iter().map(summary_json).collect();
-        print_json(&json!({ "executions": executions, "page": page, "limit": limit, "more": more }))?;
+        let damaged: Vec<Value> = damaged.iter().map(|d| json!({ "id": d.id, "problem": d.problem })).collect();
+        let listed =
+            json!({ "executions": executions, "damaged": damaged, "page": page, "limit": limit, "more": more });
+        print_json(&listed)?;
         return Ok(EXIT_OK);
+    }
+    // Damaged rows never hide the others: each is named, and the rest is listed.
+    for row in &damaged {
+        note!("warning: execution {} cannot be decoded ({}); the other executions are listed", row.id, row.problem);
     }
     if records.is_empty() {
         out!("no executions{}", if page > 1 { " on this page" } else { " match" });

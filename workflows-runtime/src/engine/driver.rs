@@ -113,6 +113,14 @@ pub(crate) async fn drive<O: Serialize, F: Future<Output = Result<O, WorkflowErr
             ended => break ended,
         }
     };
+    // Stored data that does not decode fails the execution (a damaged row, not a failing store).
+    let ended = match ended {
+        Body::Aborted(Abort::Store(StoreError::Corrupt { execution, what, detail })) => {
+            let message = format!("execution {execution} cannot go on: {what} cannot be decoded: {detail}");
+            Body::Aborted(Abort::Fail(Failure::new(FailureKind::Decode, message)))
+        }
+        ended => ended,
+    };
     if matches!(ended, Body::Aborted(Abort::Store(_) | Abort::LeaseLost(_))) {
         // Given up: the step bodies under way are dropped with the body, as in a crash.
         live.tear_down();

@@ -542,9 +542,14 @@ impl Engine {
         self.inner.store.journal(id).await
     }
 
-    /// Executions matching `query`, newest first.
+    /// Executions matching `query`, newest first. A stored execution that cannot be decoded
+    /// (a damaged row) is left out and logged, naming it; the helper binary lists such rows.
     pub async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<ExecutionRecord>, StoreError> {
-        self.inner.store.list_executions(query).await
+        let list = self.inner.store.list_executions(query).await?;
+        for damaged in &list.damaged {
+            tracing::error!(execution = %damaged.id, problem = %damaged.problem, "a stored execution cannot be decoded");
+        }
+        Ok(list.records)
     }
 
     /// Takes over and resumes the executions on the store whose owner is gone (its lease

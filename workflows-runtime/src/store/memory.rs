@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::value::RawValue;
 
 use super::{
-    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxEntry, InboxKind, NewExecution, Purge,
-    Renewed, Reopen, Reopened, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
+    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, ExecutionList, ExecutionQuery, InboxEntry, InboxKind,
+    NewExecution, Purge, Renewed, Reopen, Reopened, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended,
+    WriteAck,
 };
 use crate::error::Failure;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
@@ -267,7 +268,7 @@ impl Store for MemoryStore {
         ready(self.lock().get(id).map(|e| e.journal.clone()).unwrap_or_default())
     }
 
-    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, Vec<ExecutionRecord>> {
+    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList> {
         let mut records: Vec<_> =
             self.lock().iter().map(|(id, e)| e.record(id)).filter(|record| query.matches(record)).collect();
         records.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
@@ -275,7 +276,7 @@ impl Store for MemoryStore {
         if let Some(limit) = query.limit {
             records.truncate(limit);
         }
-        ready(records)
+        ready(ExecutionList { records, damaged: Vec::new() })
     }
 
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {

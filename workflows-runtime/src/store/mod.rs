@@ -54,8 +54,9 @@ pub trait Store: Send + Sync + 'static {
     /// The execution's journal, in order.
     fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>>;
 
-    /// Executions matching `query`, newest first.
-    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, Vec<ExecutionRecord>>;
+    /// Executions matching `query`, newest first; a row that does not decode is reported in
+    /// the list's `damaged`, and the others are listed.
+    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList>;
 
     /// Takes over up to `limit` executions that need an engine: active ones (`pending`,
     /// `running`, `compensating`) that have no owner or whose owner's lease expired before
@@ -321,7 +322,7 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>> {
         (**self).journal(id)
     }
-    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, Vec<ExecutionRecord>> {
+    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList> {
         (**self).list_executions(query)
     }
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
@@ -549,6 +550,25 @@ pub struct Claim {
     pub workflows: Vec<String>,
     /// Only this execution, if set.
     pub only: Option<ExecutionId>,
+}
+
+/// What [`Store::list_executions`] found: the executions, and the rows that could not be
+/// decoded (damaged: hand-edited, bit rot), each named, never failing the whole listing.
+#[derive(Debug, Default)]
+pub struct ExecutionList {
+    /// The executions, newest first.
+    pub records: Vec<ExecutionRecord>,
+    /// The rows that matched but could not be decoded.
+    pub damaged: Vec<DamagedExecution>,
+}
+
+/// A stored execution that could not be decoded.
+#[derive(Debug, Clone)]
+pub struct DamagedExecution {
+    /// Its id (with any bytes that are not UTF-8 replaced).
+    pub id: ExecutionId,
+    /// What is damaged.
+    pub problem: String,
 }
 
 /// A filter for [`Store::list_executions`].

@@ -22,9 +22,9 @@ pub use schema::SCHEMA_VERSION;
 
 use self::writer::Command;
 use super::{
-    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, Durability, ExecutionQuery, InboxEntry, InboxKind,
-    NewExecution, Purge, Renewed, Reopen, Reopened, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended,
-    WriteAck,
+    AppendBatch, Claim, CreateOutcome, DamagedExecution, Delivered, Delivery, Durability, ExecutionList,
+    ExecutionQuery, InboxEntry, InboxKind, NewExecution, Purge, Renewed, Reopen, Reopened, Store, StoreAck, StoreError,
+    StoreFuture, Suspend, Suspended, WriteAck,
 };
 use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::journal::JournalEntry;
@@ -306,7 +306,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, Vec<ExecutionRecord>> {
+    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList> {
         let query = query.clone();
         self.read(move |conn| {
             let mut sql = format!("SELECT {} FROM executions WHERE 1 = 1", rows::EXECUTION_COLUMNS);
@@ -336,11 +336,17 @@ impl Store for SqliteStore {
             let context = "cannot list executions";
             let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context, e))?;
             let mut found = statement.query(params_from_iter(values)).map_err(|e| backend(context, e))?;
-            let mut records = Vec::new();
+            let mut list = ExecutionList::default();
             while let Some(row) = found.next().map_err(|e| backend(context, e))? {
-                records.push(rows::execution(row)?);
+                match rows::execution(row) {
+                    Ok(record) => list.records.push(record),
+                    Err(StoreError::Corrupt { execution, what, detail }) => {
+                        list.damaged.push(DamagedExecution { id: execution, problem: format!("{what}: {detail}") });
+                    }
+                    Err(other) => return Err(other),
+                }
             }
-            Ok(records)
+            Ok(list)
         })
     }
 

@@ -31,42 +31,91 @@ fn json(execution: &ExecutionId, what: &str, text: String) -> Result<Box<RawValu
     RawValue::from_string(text).map_err(|e| corrupt(execution, format!("its {what} is not valid JSON"), e))
 }
 
-/// An execution row, selected with [`EXECUTION_COLUMNS`].
+/// The id of an execution row, as stored: the bytes that select the row again, even when they
+/// are not valid UTF-8 (a damaged row is failed by its stored id).
+pub(super) fn raw_id(row: &Row<'_>) -> Result<Vec<u8>, StoreError> {
+    match row.get_ref(0).map_err(|e| backend("cannot read an execution row", e))? {
+        rusqlite::types::ValueRef::Text(bytes) | rusqlite::types::ValueRef::Blob(bytes) => Ok(bytes.to_vec()),
+        other => Ok(format!("{other:?}").into_bytes()),
+    }
+}
+
+/// The stored id `raw`, bound as the TEXT it is stored as (not re-encoded).
+pub(super) fn id_param(raw: &[u8]) -> rusqlite::types::ToSqlOutput<'_> {
+    rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(raw))
+}
+
+/// An execution row, selected with [`EXECUTION_COLUMNS`]. Every column is decoded on its own:
+/// a value that does not decode (not UTF-8, not JSON, out of range) is a
+/// [`StoreError::Corrupt`] naming the execution and the column, never a failure of the query.
 pub(super) fn execution(row: &Row<'_>) -> Result<ExecutionRecord, StoreError> {
-    let id = ExecutionId::from(get::<String>(row, 0)?);
-    let state: String = get(row, 5)?;
-    let state = state.parse::<ExecutionState>().map_err(|e| corrupt(&id, "its state", e))?;
-    let input = json(&id, "input", get(row, 4)?)?;
-    let result = get::<Option<String>>(row, 6)?.map(|text| json(&id, "result", text)).transpose()?;
-    let failure = get::<Option<String>>(row, 7)?
+    let id = ExecutionId::from(String::from_utf8_lossy(&raw_id(row)?).into_owned());
+    let column = |index: usize, name: &str| -> Result<rusqlite::types::Value, StoreError> {
+        let value = row.get_ref(index).map_err(|e| backend("cannot read an execution row", e))?;
+        if let rusqlite::types::ValueRef::Text(bytes) = value
+            && let Err(e) = std::str::from_utf8(bytes)
+        {
+            return Err(corrupt(&id, format!("its {name} is not valid UTF-8"), e));
+        }
+        rusqlite::types::Value::try_from(value).map_err(|e| corrupt(&id, format!("its {name}"), e))
+    };
+    let text = |index: usize, name: &str| -> Result<Option<String>, StoreError> {
+        match column(index, name)? {
+            rusqlite::types::Value::Null => Ok(None),
+            rusqlite::types::Value::Text(text) => Ok(Some(text)),
+            other => Err(corrupt(&id, format!("its {name}"), format!("expected text, found {:?}", other.data_type()))),
+        }
+    };
+    let required = |index: usize, name: &str| -> Result<String, StoreError> {
+        text(index, name)?.ok_or_else(|| corrupt(&id, format!("its {name}"), "it is missing (NULL)"))
+    };
+    let integer = |index: usize, name: &str| -> Result<Option<i64>, StoreError> {
+        match column(index, name)? {
+            rusqlite::types::Value::Null => Ok(None),
+            rusqlite::types::Value::Integer(n) => Ok(Some(n)),
+            other => {
+                Err(corrupt(&id, format!("its {name}"), format!("expected an integer, found {:?}", other.data_type())))
+            }
+        }
+    };
+    let required_integer = |index: usize, name: &str| -> Result<i64, StoreError> {
+        integer(index, name)?.ok_or_else(|| corrupt(&id, format!("its {name}"), "it is missing (NULL)"))
+    };
+    let time = |index: usize, name: &str| -> Result<Option<Timestamp>, StoreError> {
+        Ok(integer(index, name)?.map(Timestamp::from_micros))
+    };
+    let state = required(5, "state")?.parse::<ExecutionState>().map_err(|e| corrupt(&id, "its state", e))?;
+    let input = json(&id, "input", required(4, "input")?)?;
+    let result = text(6, "result")?.map(|text| json(&id, "result", text)).transpose()?;
+    let failure = text(7, "failure")?
         .map(|text| serde_json::from_str::<Failure>(&text).map_err(|e| corrupt(&id, "its failure record", e)))
         .transpose()?;
-    let version: i64 = get(row, 3)?;
-    let epoch: i64 = get(row, 12)?;
+    let version = required_integer(3, "version")?;
+    let epoch = required_integer(12, "epoch")?;
     Ok(ExecutionRecord {
-        workflow: get(row, 1)?,
-        fingerprint: get(row, 2)?,
+        workflow: required(1, "workflow")?,
+        fingerprint: required(2, "fingerprint")?,
         version: u32::try_from(version).map_err(|e| corrupt(&id, "its version", e))?,
         input,
         state,
         result,
         failure,
-        created_at: Timestamp::from_micros(get(row, 8)?),
-        updated_at: Timestamp::from_micros(get(row, 9)?),
-        owner: get(row, 10)?,
-        lease_until: get::<Option<i64>>(row, 11)?.map(Timestamp::from_micros),
+        created_at: Timestamp::from_micros(required_integer(8, "created_at")?),
+        updated_at: Timestamp::from_micros(required_integer(9, "updated_at")?),
+        owner: text(10, "owner")?,
+        lease_until: time(11, "lease_until")?,
         epoch: u64::try_from(epoch).map_err(|e| corrupt(&id, "its epoch", e))?,
-        exclusive_key: get(row, 13)?,
-        rerun_of: get::<Option<String>>(row, 14)?.map(ExecutionId::from),
-        cancel_requested: get::<i64>(row, 15)? != 0,
-        retain_until: get::<Option<i64>>(row, 16)?.map(Timestamp::from_micros),
-        wake_at: get::<Option<i64>>(row, 17)?.map(Timestamp::from_micros),
-        wakeups: get::<i64>(row, 18)? as u64,
-        parent: match (get::<Option<String>>(row, 19)?, get::<Option<String>>(row, 20)?) {
+        exclusive_key: text(13, "exclusive_key")?,
+        rerun_of: text(14, "rerun_of")?.map(ExecutionId::from),
+        cancel_requested: required_integer(15, "cancel_requested")? != 0,
+        retain_until: time(16, "retain_until")?,
+        wake_at: time(17, "wake_at")?,
+        wakeups: required_integer(18, "wakeups")? as u64,
+        parent: match (text(19, "parent_id")?, text(20, "parent_key")?) {
             (Some(parent), Some(key)) => Some((ExecutionId::from(parent), key)),
             _ => None,
         },
-        deadline: get::<Option<i64>>(row, 21)?.map(Timestamp::from_micros),
+        deadline: time(21, "deadline")?,
         id,
     })
 }

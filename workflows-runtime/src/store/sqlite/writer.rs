@@ -492,23 +492,25 @@ fn claim_orphans(conn: &Connection, claim: &Claim) -> Result<Vec<ExecutionRecord
     let mut records = Vec::new();
     let mut corrupt = Vec::new();
     while let Some(row) = claimed.next().map_err(|e| backend(context, e))? {
+        let raw_id = rows::raw_id(row)?;
         match rows::execution(row) {
             Ok(record) => records.push(record),
-            Err(StoreError::Corrupt { execution, what, detail }) => corrupt.push((execution, what, detail)),
+            Err(StoreError::Corrupt { execution, what, detail }) => corrupt.push((raw_id, execution, what, detail)),
             Err(other) => return Err(other),
         }
     }
     drop(claimed);
     drop(statement);
-    // A row that cannot be decoded cannot be resumed: fail that execution, not the engine.
-    for (execution, what, detail) in corrupt {
+    // A row that cannot be decoded cannot be resumed: fail that execution, not the engine. Its
+    // data stays as stored (only its state and failure change), for whoever repairs it.
+    for (raw_id, execution, what, detail) in corrupt {
         let message = format!("execution {execution} cannot be resumed: {what} cannot be decoded: {detail}");
         tracing::error!(%execution, "{message}");
         let failure = rows::failure_json(&Failure::new(FailureKind::Decode, message))?;
         conn.execute(
             "UPDATE executions SET state = ?2, failure = ?3, owner = NULL, lease_until = NULL, updated_at = ?4
              WHERE id = ?1",
-            params![execution.as_str(), ExecutionState::Failed.as_str(), failure, Timestamp::now().as_micros()],
+            params![rows::id_param(&raw_id), ExecutionState::Failed.as_str(), failure, Timestamp::now().as_micros()],
         )
         .map_err(|e| backend(context, e))?;
     }

@@ -524,3 +524,30 @@ fn a_damaged_row_is_named_and_the_other_executions_are_listed() {
         inspected.stderr
     );
 }
+
+/// `workflows check`: a clean store passes; damage SQLite cannot see (a journal row removed
+/// behind the engine's back) is named, with exit code 1.
+#[test]
+fn check_names_damaged_executions() {
+    let cli = Cli::new();
+    cli.run(&["run", "hello_world", "--input", HELLO, "--id", "kept"]).expect(0);
+    cli.run(&["run", "hello_world", "--input", HELLO, "--id", "rotted"]).expect(0);
+    let clean = cli.run(&["check"]).expect(0);
+    assert!(clean.stdout.contains("store file: ok (SQLite quick_check)"), "{}", clean.stdout);
+    assert!(clean.stdout.contains("checked 2 executions and 4 journal entries: no damage found"), "{}", clean.stdout);
+
+    let conn = rusqlite::Connection::open(cli.store()).unwrap();
+    conn.execute("DELETE FROM journal WHERE execution_id = 'rotted' AND idx = 1", []).unwrap();
+    drop(conn);
+    let damaged = cli.run(&["check", "--full"]).expect(1);
+    assert!(
+        damaged.stdout.contains("damaged: execution rotted: its journal: 1 entries are stored where 2 were written"),
+        "{}",
+        damaged.stdout
+    );
+    assert!(damaged.stdout.contains("store file: ok (SQLite integrity_check)"), "{}", damaged.stdout);
+    let json = cli.run(&["check", "--json"]).expect(1).json();
+    assert_eq!(json["clean"], false);
+    assert_eq!(json["damaged"][0]["id"], "rotted");
+    assert_eq!(json["executions"], 2);
+}

@@ -554,3 +554,31 @@ fn a_stalled_worker_starts_no_body_and_no_compensation_after_losing_its_lease() 
         }
     }
 }
+
+/// A process killed with SIGKILL leaves the store marked open: the next process that opens it
+/// alone checks its integrity in the background (and names what is damaged); after a clean
+/// close, nothing is checked.
+#[test]
+fn a_store_opened_after_an_unclean_shutdown_is_checked() {
+    let s = Scenario::new("full");
+    let child = s.start("killed", &plan(3, None, 0, 0), Some("step:2"));
+    s.wait_for_log("step:2 blocked");
+    kill(child);
+    // Damage one row behind the engine's back, as bit rot would.
+    let conn = rusqlite::Connection::open(&s.db).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(conn.execute("DELETE FROM journal WHERE execution_id = 'killed' AND idx = 0", []).unwrap(), 1);
+    drop(conn);
+
+    let store = workflows_runtime::SqliteStore::open(&s.db).unwrap();
+    let report = store.startup_check().expect("checked after the unclean shutdown").unwrap();
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    assert_eq!(report.damaged[0].id.as_str(), "killed");
+    assert!(report.damaged[0].problem.contains("its journal"), "{report:?}");
+    store.close();
+    drop(store);
+
+    // Closed cleanly this time: the next open checks nothing.
+    let store = workflows_runtime::SqliteStore::open(&s.db).unwrap();
+    assert!(store.startup_check().is_none());
+}

@@ -554,7 +554,7 @@ async fn the_background_purge_runs_on_its_interval() {
     .await;
 }
 
-#[step(retry(max_attempts = 3, backoff = "400ms", jitter = 0))]
+#[step(retry(max_attempts = 3, backoff = "900ms", jitter = 0))]
 async fn fails_once(ctx: &StepContext) -> Result<u32, StepError> {
     let log = ctx.resolve::<Arc<Log>>()?;
     log.push(format!("attempt {} at {}", ctx.attempt(), Timestamp::now().as_micros()));
@@ -597,7 +597,7 @@ fn a_backoff_and_the_attempt_count_survive_a_crash() {
     runtime.block_on(async {
         let engine = builder().start().await.unwrap();
         let output = backs_off::run_with(&engine, (), RunOptions::new().id("backoff")).await.unwrap();
-        assert_eq!(output, 2, "the attempt number continues");
+        assert_eq!(output, 2, "the attempt number continues: {:?}", log.lines());
         let lines = log.lines();
         assert_eq!(lines.len(), 2, "{lines:?}");
         let second: i64 = lines[1].rsplit(' ').next().unwrap().parse().unwrap();

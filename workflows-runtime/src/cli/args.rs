@@ -126,6 +126,15 @@ pub(crate) enum Command {
         #[arg(long, value_name = "AGE")]
         older_than: Option<String>,
     },
+    /// Check that everything stored reads back intact: the store's file (SQLite's own check),
+    /// then every execution and journal entry against its checksum. Exits 1 naming what is
+    /// damaged. The engine also runs this in the background when it opens a store that was not
+    /// closed cleanly.
+    Check {
+        /// SQLite's thorough `integrity_check` (also checks every index) instead of `quick_check`.
+        #[arg(long)]
+        full: bool,
+    },
     /// Run a worker: take over executions whose owner is gone, resume suspended ones when they
     /// are due, and run them until Ctrl-C (or SIGTERM); then stop gracefully: take nothing new,
     /// let running executions finish or suspend for up to `--grace`, release the rest.

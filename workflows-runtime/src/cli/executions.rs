@@ -398,3 +398,45 @@ pub(crate) async fn purge(context: Context, older_than: Option<String>) -> Resul
     }
     Ok(EXIT_OK)
 }
+
+/// `workflows check [--full]`.
+pub(crate) async fn check(context: &Context, full: bool) -> Result<u8, CliError> {
+    let store = context.existing_store().await?;
+    let report = store.check(full).await?;
+    if context.json {
+        let damaged: Vec<Value> = report.damaged.iter().map(|d| json!({ "id": d.id, "problem": d.problem })).collect();
+        print_json(&json!({
+            "clean": report.is_clean(),
+            "store_problems": report.store_problems,
+            "damaged": damaged,
+            "executions": report.executions,
+            "journal_entries": report.journal_entries,
+        }))?;
+    } else {
+        let which = if full { "integrity_check" } else { "quick_check" };
+        if report.store_problems.is_empty() {
+            out!("store file: ok (SQLite {which})");
+        } else {
+            out!("store file: damaged (SQLite {which}):");
+            for problem in &report.store_problems {
+                out!("  {problem}");
+            }
+        }
+        for damaged in &report.damaged {
+            out!("damaged: execution {}: {}", damaged.id, damaged.problem);
+        }
+        out!(
+            "checked {} executions and {} journal entries: {}",
+            report.executions,
+            report.journal_entries,
+            if report.is_clean() { "no damage found".to_owned() } else { format!("{} damaged", report.damaged.len()) }
+        );
+        if !report.is_clean() {
+            note!(
+                "damaged executions fail when they are read (nothing damaged is replayed); restore the store from a \
+                 backup, or re-run them (`workflows retry ID`) once their data is repaired"
+            );
+        }
+    }
+    Ok(if report.is_clean() { EXIT_OK } else { super::EXIT_ERROR })
+}

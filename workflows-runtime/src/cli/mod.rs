@@ -25,7 +25,7 @@
 //!
 //! Commands (`workflows help` lists them; every command takes `--store` and `--json`):
 //! `list`, `show`, `run`, `executions`, `inspect`, `watch`, `retry`, `cancel`, `complete`, `fail`,
-//! `send-event`, `purge`, `worker`. Exit codes: 0 success; 1 the command failed (the message
+//! `send-event`, `purge`, `check`, `worker`. Exit codes: 0 success; 1 the command failed (the message
 //! says why); 2 the command line is wrong; 3 the workflow ran and failed (compensated,
 //! failed, cancelled, timed out); 4 the execution waits for something (suspended).
 
@@ -122,6 +122,7 @@ async fn dispatch(cli: Cli, configure: Configure) -> Result<u8, CliError> {
         Command::Fail { token, error, permanent } => run::fail(context, &token, &error, permanent).await,
         Command::SendEvent { id, name, payload } => run::send_event(context, &id, &name, &payload).await,
         Command::Purge { older_than } => executions::purge(context, older_than).await,
+        Command::Check { full } => executions::check(&context, full).await,
         Command::Worker { grace } => run::worker(context, grace).await,
     }
 }

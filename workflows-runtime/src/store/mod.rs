@@ -113,6 +113,10 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest wake-up time of the `waiting` executions, if any has one.
     fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>>;
 
+    /// Checks that everything stored reads back intact (for file stores: the file, and every
+    /// row against its checksum); `full` asks for the most thorough check the store has.
+    fn check(&self, full: bool) -> StoreFuture<'_, CheckReport>;
+
     /// Takes a `completed` execution (a child whose parent compensates) into `compensating`,
     /// owned by `reopen.owner` with a new epoch, and returns it; or takes over one already
     /// `compensating` whose owner is gone.
@@ -364,6 +368,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
         (**self).next_wake()
     }
+    fn check(&self, full: bool) -> StoreFuture<'_, CheckReport> {
+        (**self).check(full)
+    }
     fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened> {
         (**self).reopen(reopen)
     }
@@ -560,6 +567,27 @@ pub struct ExecutionList {
     pub records: Vec<ExecutionRecord>,
     /// The rows that matched but could not be decoded.
     pub damaged: Vec<DamagedExecution>,
+}
+
+/// What [`Store::check`] found.
+#[derive(Debug, Default, Clone)]
+pub struct CheckReport {
+    /// What the store's own check of its file found (SQLite's `quick_check` or
+    /// `integrity_check`); empty when it found nothing.
+    pub store_problems: Vec<String>,
+    /// The executions whose data is damaged, and what is damaged.
+    pub damaged: Vec<DamagedExecution>,
+    /// How many executions were read.
+    pub executions: u64,
+    /// How many journal entries were read (of the executions that are not damaged).
+    pub journal_entries: u64,
+}
+
+impl CheckReport {
+    /// True if nothing is damaged.
+    pub fn is_clean(&self) -> bool {
+        self.store_problems.is_empty() && self.damaged.is_empty()
+    }
 }
 
 /// A stored execution that could not be decoded.

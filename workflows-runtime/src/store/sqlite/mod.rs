@@ -5,8 +5,11 @@
 //! their own. Several processes may share one file: SQLite's locks serialize their writes, and
 //! executions are owned through leases fenced by epochs (see [`Store`]).
 
+mod check;
+mod checksum;
 mod rows;
 mod schema;
+mod session;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -15,14 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, params_from_iter};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter};
 use tokio::sync::oneshot;
 
 pub use schema::SCHEMA_VERSION;
 
 use self::writer::Command;
 use super::{
-    AppendBatch, Claim, CreateOutcome, DamagedExecution, Delivered, Delivery, Durability, ExecutionList,
+    AppendBatch, CheckReport, Claim, CreateOutcome, DamagedExecution, Delivered, Delivery, Durability, ExecutionList,
     ExecutionQuery, InboxEntry, InboxKind, NewExecution, Purge, Renewed, Reopen, Reopened, Store, StoreAck, StoreError,
     StoreFuture, Suspend, Suspended, WriteAck,
 };
@@ -129,6 +132,12 @@ struct Inner {
     commands: Mutex<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
+    /// This process's use of the file (see [`session`]).
+    session: Mutex<Option<session::Session>>,
+    /// The integrity check run in the background because the store was opened after an
+    /// unclean shutdown, if it was.
+    startup_check: Mutex<Option<JoinHandle<Result<CheckReport, StoreError>>>>,
+    startup_report: Mutex<Option<Result<CheckReport, String>>>,
 }
 
 impl SqliteStore {
@@ -150,21 +159,79 @@ impl SqliteStore {
         })?;
         configure(&conn, &options, &path)?;
         schema::migrate(&mut conn, &path)?;
+        let (session, unclean) = match session::Session::begin(&path) {
+            Ok((session, unclean)) => (Some(session), unclean),
+            // A read-only directory, say: the store works, without crash detection.
+            Err(error) => {
+                tracing::warn!(%error, "cannot tell whether the store was shut down cleanly; no integrity check at open");
+                (None, false)
+            }
+        };
         let (sender, receiver) = mpsc::channel();
         let lazy_delay = options.lazy_delay;
         let writer = std::thread::Builder::new()
             .name("workflows-sqlite-writer".into())
             .spawn(move || writer::run(conn, receiver, lazy_delay))
             .map_err(|e| backend("cannot start the store's writer thread", e))?;
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 path,
                 options,
                 commands: Mutex::new(Some(sender)),
                 writer: Mutex::new(Some(writer)),
                 readers: Mutex::new(Vec::new()),
+                session: Mutex::new(session),
+                startup_check: Mutex::new(None),
+                startup_report: Mutex::new(None),
             }),
-        })
+        };
+        if unclean {
+            store.check_in_background();
+        }
+        Ok(store)
+    }
+
+    /// Checks the store after an unclean shutdown, off the caller's thread: the engine starts at
+    /// once; what the check finds is logged (each damaged execution named) and kept for
+    /// [`SqliteStore::startup_check`]. Reads verify checksums anyway: nothing damaged is used.
+    fn check_in_background(&self) {
+        let inner = self.inner.clone();
+        let name = format!("sqlite:{}", inner.path.display());
+        tracing::warn!(store = %name, "the store was not closed cleanly last time; checking its integrity in the background");
+        let checking = std::thread::Builder::new().name("workflows-sqlite-check".into()).spawn(move || {
+            let conn = inner.reader()?;
+            let report = check::run(&conn, false);
+            match &report {
+                Ok(report) => check::log(report, &name),
+                Err(error) => tracing::error!(store = %name, %error, "the integrity check could not run"),
+            }
+            report
+        });
+        match checking {
+            Ok(handle) => *self.inner.startup_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle),
+            Err(error) => tracing::error!(%error, "cannot start the integrity check"),
+        }
+    }
+
+    /// Checks the whole store: SQLite's own check of the file (`integrity_check` with `full`,
+    /// else the faster `quick_check`), then every execution and journal entry against its
+    /// checksums. Blocking; reads only, through a connection of its own.
+    pub fn check(&self, full: bool) -> Result<CheckReport, StoreError> {
+        check::run(&self.inner.reader()?, full)
+    }
+
+    /// The integrity check this store ran because it was opened after an unclean shutdown
+    /// (waiting for it to end), or `None` if the last process closed it cleanly.
+    pub fn startup_check(&self) -> Option<Result<CheckReport, String>> {
+        let running = self.inner.startup_check.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut report = self.inner.startup_report.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = running {
+            *report = Some(match running.join() {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err("the integrity check panicked".into()),
+            });
+        }
+        report.clone()
     }
 
     /// The file's path.
@@ -238,6 +305,10 @@ impl Inner {
         if let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = writer.join();
         }
+        // Everything is committed: if this was the last process, the store was closed cleanly.
+        if let Some(session) = self.session.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            session.end();
+        }
     }
 }
 
@@ -245,6 +316,51 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The journal of execution `id`, each entry's checksum verified, and checked against the
+/// length its execution recorded: a journal with a lost, added or reordered entry is damaged.
+fn read_journal(conn: &Connection, id: &ExecutionId) -> Result<Vec<JournalEntry>, StoreError> {
+    let context = || format!("cannot read the journal of execution {id}");
+    // One read transaction: the length and the entries from one snapshot.
+    let tx = conn.unchecked_transaction().map_err(|e| backend(context(), e))?;
+    let written: Option<i64> = tx
+        .prepare_cached("SELECT journal_len FROM executions WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
+        .map_err(|e| backend(context(), e))?;
+    let sql = format!("SELECT {} FROM journal WHERE execution_id = ?1 ORDER BY idx", rows::JOURNAL_COLUMNS);
+    let mut statement = tx.prepare_cached(&sql).map_err(|e| backend(context(), e))?;
+    let mut found = statement.query([id.as_str()]).map_err(|e| backend(context(), e))?;
+    let mut entries = Vec::new();
+    while let Some(row) = found.next().map_err(|e| backend(context(), e))? {
+        let entry = rows::journal_entry(row, id)?;
+        if entry.index != entries.len() as u64 {
+            return Err(StoreError::Corrupt {
+                execution: id.clone(),
+                what: format!("its journal (entry {} is missing)", entries.len()),
+                detail: "the journal was damaged on disk or changed outside the engine".into(),
+            });
+        }
+        entries.push(entry);
+    }
+    drop(found);
+    drop(statement);
+    tx.commit().map_err(|e| backend(context(), e))?;
+    // No execution row (purged, or never there): nothing to compare with.
+    if let Some(written) = written
+        && written != entries.len() as i64
+    {
+        return Err(StoreError::Corrupt {
+            execution: id.clone(),
+            what: "its journal".into(),
+            detail: format!(
+                "{} entries are stored where {written} were written: the journal was damaged on disk or changed \
+                 outside the engine",
+                entries.len()
+            ),
+        });
+    }
+    Ok(entries)
 }
 
 fn configure(conn: &Connection, options: &SqliteOptions, path: &Path) -> Result<(), StoreError> {
@@ -293,17 +409,7 @@ impl Store for SqliteStore {
 
     fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>> {
         let id = id.clone();
-        self.read(move |conn| {
-            let context = || format!("cannot read the journal of execution {id}");
-            let sql = format!("SELECT {} FROM journal WHERE execution_id = ?1 ORDER BY idx", rows::JOURNAL_COLUMNS);
-            let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context(), e))?;
-            let mut found = statement.query([id.as_str()]).map_err(|e| backend(context(), e))?;
-            let mut entries = Vec::new();
-            while let Some(row) = found.next().map_err(|e| backend(context(), e))? {
-                entries.push(rows::journal_entry(row)?);
-            }
-            Ok(entries)
-        })
+        self.read(move |conn| read_journal(conn, &id))
     }
 
     fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList> {
@@ -419,6 +525,10 @@ impl Store for SqliteStore {
 
     fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened> {
         Box::pin(self.send(|reply| Command::Reopen(reopen.clone(), reply)))
+    }
+
+    fn check(&self, full: bool) -> StoreFuture<'_, CheckReport> {
+        self.read(move |conn| check::run(conn, full))
     }
 
     fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {

@@ -4,7 +4,7 @@
 use rusqlite::Row;
 use serde_json::value::RawValue;
 
-use super::backend;
+use super::{backend, checksum};
 use crate::error::Failure;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::journal::{JournalEntry, JournalEvent};
@@ -14,10 +14,10 @@ use crate::time::Timestamp;
 /// The columns [`execution`] reads, in order.
 pub(super) const EXECUTION_COLUMNS: &str = "id, workflow, fingerprint, version, input, state, result, failure, \
      created_at, updated_at, owner, lease_until, epoch, exclusive_key, rerun_of, cancel_requested, retain_until, \
-     wake_at, wakeups, parent_id, parent_key, deadline";
+     wake_at, wakeups, parent_id, parent_key, deadline, checksum, result_checksum";
 
 /// The columns [`journal_entry`] reads, in order.
-pub(super) const JOURNAL_COLUMNS: &str = "execution_id, idx, at, step_key, event";
+pub(super) const JOURNAL_COLUMNS: &str = "execution_id, idx, at, step_key, event, kind, checksum";
 
 fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, index: usize) -> Result<T, StoreError> {
     row.get(index).map_err(|e| backend("cannot read an execution row", e))
@@ -30,6 +30,9 @@ fn corrupt(execution: &ExecutionId, what: impl Into<String>, detail: impl ToStri
 fn json(execution: &ExecutionId, what: &str, text: String) -> Result<Box<RawValue>, StoreError> {
     RawValue::from_string(text).map_err(|e| corrupt(execution, format!("its {what} is not valid JSON"), e))
 }
+
+/// What a checksum mismatch says.
+const DAMAGED: &str = "it does not match its checksum: it was damaged on disk or changed outside the engine";
 
 /// The id of an execution row, as stored: the bytes that select the row again, even when they
 /// are not valid UTF-8 (a damaged row is failed by its stored id).
@@ -92,45 +95,88 @@ pub(super) fn execution(row: &Row<'_>) -> Result<ExecutionRecord, StoreError> {
         .transpose()?;
     let version = required_integer(3, "version")?;
     let epoch = required_integer(12, "epoch")?;
+    let (workflow, fingerprint) = (required(1, "workflow")?, required(2, "fingerprint")?);
+    let created_at = required_integer(8, "created_at")?;
+    let (exclusive_key, rerun_of) = (text(13, "exclusive_key")?, text(14, "rerun_of")?);
+    let (parent_id, parent_key) = (text(19, "parent_id")?, text(20, "parent_key")?);
+    let deadline = integer(21, "deadline")?;
+    let content = checksum::content(&checksum::Content {
+        id: id.as_str(),
+        workflow: &workflow,
+        fingerprint: &fingerprint,
+        version,
+        input: input.get(),
+        created_at,
+        exclusive_key: exclusive_key.as_deref(),
+        rerun_of: rerun_of.as_deref(),
+        parent_id: parent_id.as_deref(),
+        parent_key: parent_key.as_deref(),
+        deadline,
+    });
+    if integer(22, "checksum")? != Some(content) {
+        return Err(corrupt(&id, "its record", DAMAGED));
+    }
+    if let Some(result) = &result
+        && integer(23, "result checksum")? != Some(checksum::result(result.get()))
+    {
+        return Err(corrupt(&id, "its result", DAMAGED));
+    }
     Ok(ExecutionRecord {
-        workflow: required(1, "workflow")?,
-        fingerprint: required(2, "fingerprint")?,
+        workflow,
+        fingerprint,
         version: u32::try_from(version).map_err(|e| corrupt(&id, "its version", e))?,
         input,
         state,
         result,
         failure,
-        created_at: Timestamp::from_micros(required_integer(8, "created_at")?),
+        created_at: Timestamp::from_micros(created_at),
         updated_at: Timestamp::from_micros(required_integer(9, "updated_at")?),
         owner: text(10, "owner")?,
         lease_until: time(11, "lease_until")?,
         epoch: u64::try_from(epoch).map_err(|e| corrupt(&id, "its epoch", e))?,
-        exclusive_key: text(13, "exclusive_key")?,
-        rerun_of: text(14, "rerun_of")?.map(ExecutionId::from),
+        exclusive_key,
+        rerun_of: rerun_of.map(ExecutionId::from),
         cancel_requested: required_integer(15, "cancel_requested")? != 0,
         retain_until: time(16, "retain_until")?,
         wake_at: time(17, "wake_at")?,
         wakeups: required_integer(18, "wakeups")? as u64,
-        parent: match (text(19, "parent_id")?, text(20, "parent_key")?) {
+        parent: match (parent_id, parent_key) {
             (Some(parent), Some(key)) => Some((ExecutionId::from(parent), key)),
             _ => None,
         },
-        deadline: time(21, "deadline")?,
+        deadline: deadline.map(Timestamp::from_micros),
         id,
     })
 }
 
-/// A journal row, selected with [`JOURNAL_COLUMNS`].
-pub(super) fn journal_entry(row: &Row<'_>) -> Result<JournalEntry, StoreError> {
-    let id = ExecutionId::from(get::<String>(row, 0)?);
+/// A journal row of execution `id`, selected with [`JOURNAL_COLUMNS`], its checksum verified.
+pub(super) fn journal_entry(row: &Row<'_>, id: &ExecutionId) -> Result<JournalEntry, StoreError> {
     let index: i64 = get(row, 1)?;
-    let step_key: String = get(row, 3)?;
-    let text: String = get(row, 4)?;
-    let event = serde_json::from_str::<JournalEvent>(&text)
-        .map_err(|e| corrupt(&id, format!("journal entry {index} (step `{step_key}`)"), e))?;
+    let entry = || format!("journal entry {index}");
+    let text = |column: usize, name: &str| -> Result<String, StoreError> {
+        match row.get_ref(column).map_err(|e| backend("cannot read a journal row", e))? {
+            rusqlite::types::ValueRef::Text(bytes) => std::str::from_utf8(bytes)
+                .map(str::to_owned)
+                .map_err(|e| corrupt(id, format!("{}: its {name} is not valid UTF-8", entry()), e)),
+            other => Err(corrupt(id, entry(), format!("its {name} is {:?}, not text", other.data_type()))),
+        }
+    };
+    let (step_key, event_text, kind) = (text(3, "step key")?, text(4, "event")?, text(5, "kind")?);
+    let at: i64 = get(row, 2)?;
+    let stored: Option<i64> = get(row, 6)?;
+    let expected = checksum::journal_entry(id.as_str(), index, at, &kind, &step_key, &event_text);
+    if stored != Some(expected) {
+        return Err(corrupt(
+            id,
+            format!("{} (step `{step_key}`)", entry()),
+            "it does not match its checksum: it was damaged on disk or changed outside the engine",
+        ));
+    }
+    let event = serde_json::from_str::<JournalEvent>(&event_text)
+        .map_err(|e| corrupt(id, format!("{} (step `{step_key}`)", entry()), e))?;
     Ok(JournalEntry {
-        index: u64::try_from(index).map_err(|e| corrupt(&id, format!("journal entry {index}"), e))?,
-        at: Timestamp::from_micros(get(row, 2)?),
+        index: u64::try_from(index).map_err(|e| corrupt(id, entry(), e))?,
+        at: Timestamp::from_micros(at),
         event,
     })
 }

@@ -6,9 +6,9 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior, params};
 
-use super::backend;
+use super::{backend, checksum};
 use crate::store::StoreError;
 
 /// "WFLW": identifies a workflows store among SQLite files.
@@ -86,6 +86,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE inbox ADD COLUMN attempt INTEGER;
     "#,
+    // 6: checksums (see `checksum`), filled in for the rows already there by `backfill`.
+    r#"
+    ALTER TABLE executions ADD COLUMN journal_len INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN checksum INTEGER;
+    ALTER TABLE executions ADD COLUMN result_checksum INTEGER;
+    ALTER TABLE journal ADD COLUMN checksum INTEGER;
+    UPDATE executions SET journal_len = (SELECT COUNT(*) FROM journal WHERE journal.execution_id = executions.id);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -125,6 +133,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         let sql = MIGRATIONS[(next - 1) as usize];
         let apply = || -> rusqlite::Result<()> {
             tx.execute_batch(sql)?;
+            backfill(&tx, next)?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             tx.pragma_update(None, "user_version", next)?;
             Ok(())
@@ -132,6 +141,62 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         apply().map_err(|e| backend(format!("{}: migration to schema version {next} failed", context()), e))?;
         tx.commit().map_err(|e| backend(format!("{}: migration to schema version {next} failed", context()), e))?;
     }
+}
+
+/// What a migration computes in Rust for the rows already there, after its SQL.
+fn backfill(conn: &Connection, version: i64) -> rusqlite::Result<()> {
+    if version != 6 {
+        return Ok(());
+    }
+    // Rows that do not decode as text keep no checksum: they read back as damaged, as before.
+    let mut update = conn.prepare("UPDATE journal SET checksum = ?3 WHERE execution_id = ?1 AND idx = ?2")?;
+    let mut entries = conn.prepare("SELECT execution_id, idx, at, kind, step_key, event FROM journal")?;
+    let mut rows = entries.query([])?;
+    while let Some(row) = rows.next()? {
+        let (Ok(id), Ok(index), Ok(at), Ok(kind), Ok(key), Ok(event)) = (
+            row.get::<_, String>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2),
+            row.get::<_, String>(3),
+            row.get::<_, String>(4),
+            row.get::<_, String>(5),
+        ) else {
+            continue;
+        };
+        update.execute(params![id, index, checksum::journal_entry(&id, index, at, &kind, &key, &event)])?;
+    }
+    drop(rows);
+    let mut update = conn.prepare("UPDATE executions SET checksum = ?2, result_checksum = ?3 WHERE id = ?1")?;
+    let mut executions = conn.prepare(
+        "SELECT id, workflow, fingerprint, version, input, created_at, exclusive_key, rerun_of, parent_id,
+                parent_key, deadline, result
+         FROM executions",
+    )?;
+    let mut rows = executions.query([])?;
+    while let Some(row) = rows.next()? {
+        let decoded = (|| -> rusqlite::Result<(String, i64, Option<i64>)> {
+            let id: String = row.get(0)?;
+            let content = checksum::content(&checksum::Content {
+                id: &id,
+                workflow: &row.get::<_, String>(1)?,
+                fingerprint: &row.get::<_, String>(2)?,
+                version: row.get(3)?,
+                input: &row.get::<_, String>(4)?,
+                created_at: row.get(5)?,
+                exclusive_key: row.get::<_, Option<String>>(6)?.as_deref(),
+                rerun_of: row.get::<_, Option<String>>(7)?.as_deref(),
+                parent_id: row.get::<_, Option<String>>(8)?.as_deref(),
+                parent_key: row.get::<_, Option<String>>(9)?.as_deref(),
+                deadline: row.get(10)?,
+            });
+            let result = row.get::<_, Option<String>>(11)?.as_deref().map(checksum::result);
+            Ok((id, content, result))
+        })();
+        if let Ok((id, content, result)) = decoded {
+            update.execute(params![id, content, result])?;
+        }
+    }
+    Ok(())
 }
 
 fn read_header(conn: &Connection) -> rusqlite::Result<(i32, i64)> {

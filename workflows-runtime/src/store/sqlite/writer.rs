@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{ACTIVE_STATES, backend, rows};
+use super::{ACTIVE_STATES, backend, checksum, rows};
 use crate::error::{Failure, FailureKind};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::store::{
@@ -326,8 +326,8 @@ fn create(conn: &Connection, new: NewExecution) -> Result<CreateOutcome, StoreEr
         .prepare_cached(
             "INSERT INTO executions (id, workflow, fingerprint, version, input, state, result, failure,
                                      created_at, updated_at, owner, lease_until, epoch, exclusive_key, rerun_of,
-                                     parent_id, parent_key, deadline)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14)
+                                     parent_id, parent_key, deadline, checksum)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14, ?15)
              ON CONFLICT (id) DO NOTHING",
         )
         .and_then(|mut statement| {
@@ -346,6 +346,19 @@ fn create(conn: &Connection, new: NewExecution) -> Result<CreateOutcome, StoreEr
                 new.parent.as_ref().map(|(id, _)| id.as_str()),
                 new.parent.as_ref().map(|(_, key)| key.as_str()),
                 new.deadline.map(Timestamp::as_micros),
+                checksum::content(&checksum::Content {
+                    id: new.id.as_str(),
+                    workflow: new.workflow,
+                    fingerprint: new.fingerprint,
+                    version: i64::from(new.version),
+                    input: new.input.get(),
+                    created_at: new.now.as_micros(),
+                    exclusive_key: new.exclusive_key.as_deref(),
+                    rerun_of: new.rerun_of.as_ref().map(|id| id.as_str()),
+                    parent_id: new.parent.as_ref().map(|(id, _)| id.as_str()),
+                    parent_key: new.parent.as_ref().map(|(_, key)| key.as_str()),
+                    deadline: new.deadline.map(Timestamp::as_micros),
+                }),
             ])
         })
         .map_err(|e| backend(context(), e))?;
@@ -369,49 +382,39 @@ pub(super) fn read_execution(conn: &Connection, id: &ExecutionId) -> Result<Opti
 fn append(conn: &Connection, batch: AppendBatch) -> Result<(), StoreError> {
     let id = &batch.execution;
     let context = || format!("cannot write to the journal of execution {id}");
-    let epoch: Option<i64> = conn
-        .prepare_cached("SELECT epoch FROM executions WHERE id = ?1")
-        .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
+    let found: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT epoch, journal_len FROM executions WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(|e| backend(context(), e))?;
-    let current = epoch.ok_or_else(|| StoreError::NotFound(id.clone()))? as u64;
-    if current != batch.epoch {
-        return Err(StoreError::Fenced { execution: id.clone(), current, attempted: batch.epoch });
+    let (epoch, length) = found.ok_or_else(|| StoreError::NotFound(id.clone()))?;
+    if epoch as u64 != batch.epoch {
+        return Err(StoreError::Fenced { execution: id.clone(), current: epoch as u64, attempted: batch.epoch });
     }
+    let first = length as u64;
     if !batch.entries.is_empty() {
+        // The journal's length is what a journal read back is checked against (see `checksum`).
+        // (No `RETURNING` here: it costs SQLite a temporary table per statement.)
+        conn.prepare_cached("UPDATE executions SET journal_len = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id.as_str(), length + batch.entries.len() as i64]))
+            .map_err(|e| backend(context(), e))?;
         let mut insert = conn
             .prepare_cached(
-                "INSERT INTO journal (execution_id, idx, at, kind, step_key, event) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO journal (execution_id, idx, at, kind, step_key, event, checksum)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .map_err(|e| backend(context(), e))?;
-        for entry in &batch.entries {
+        for (offset, entry) in batch.entries.iter().enumerate() {
+            let expected = first + offset as u64;
+            if entry.index != expected {
+                return Err(StoreError::OutOfSequence { execution: id.clone(), expected, got: entry.index });
+            }
             let event = rows::event_json(&entry.event)?;
             let step_key = entry.event.step().1.to_string();
-            let inserted = insert.execute(params![
-                id.as_str(),
-                entry.index as i64,
-                entry.at.as_micros(),
-                entry.event.kind(),
-                step_key,
-                event
-            ]);
-            match inserted {
-                Ok(_) => {}
-                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-                    let expected: i64 = conn
-                        .query_row(
-                            "SELECT COALESCE(MAX(idx) + 1, 0) FROM journal WHERE execution_id = ?1",
-                            [id.as_str()],
-                            |r| r.get(0),
-                        )
-                        .map_err(|e| backend(context(), e))?;
-                    return Err(StoreError::OutOfSequence {
-                        execution: id.clone(),
-                        expected: expected as u64,
-                        got: entry.index,
-                    });
-                }
-                Err(e) => return Err(backend(context(), e)),
-            }
+            let (index, at, kind) = (entry.index as i64, entry.at.as_micros(), entry.event.kind());
+            let sum = checksum::journal_entry(id.as_str(), index, at, kind, &step_key, &event);
+            insert
+                .execute(params![id.as_str(), index, at, kind, step_key, event, sum])
+                .map_err(|e| backend(context(), e))?;
         }
     }
     if let Some(transition) = &batch.transition {
@@ -420,7 +423,7 @@ fn append(conn: &Connection, batch: AppendBatch) -> Result<(), StoreError> {
             "UPDATE executions SET state = ?2, result = ?3, failure = ?4, updated_at = ?5,
                  owner = CASE WHEN ?6 THEN NULL ELSE owner END,
                  lease_until = CASE WHEN ?6 THEN NULL ELSE lease_until END,
-                 retain_until = ?7
+                 retain_until = ?7, result_checksum = ?8
              WHERE id = ?1",
         )
         .and_then(|mut s| {
@@ -432,6 +435,7 @@ fn append(conn: &Connection, batch: AppendBatch) -> Result<(), StoreError> {
                 Timestamp::now().as_micros(),
                 transition.state.is_finished(),
                 transition.retain_until.map(Timestamp::as_micros),
+                transition.result.as_deref().map(|result| checksum::result(result.get())),
             ])
         })
         .map_err(|e| backend(context(), e))?;

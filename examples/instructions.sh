@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "instructions.sh: valgrind is not installed" >&2; exit 1; }
 cargo build -q --release -p workflows-examples --bin bench
-bench=target/release/bench
+bench=${CARGO_TARGET_DIR:-target}/release/bench
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 count() { # workload scale -> instructions

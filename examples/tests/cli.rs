@@ -212,6 +212,14 @@ fn a_newcomer_runs_a_workflow_inspects_a_failed_one_and_retries_it() {
     assert_ne!(new, id);
     let rerun = cli.executions(&["--workflow", "order_saga", "--state", "completed"]);
     assert_eq!(rerun[0]["rerun_of"], id.as_str());
+
+    // Re-running a completed execution repeats its side effects: it takes --force.
+    let refused = cli.run(&["retry", new]).expect(1);
+    assert!(refused.stderr.contains(&format!("execution {new} completed")), "{}", refused.stderr);
+    assert!(refused.stderr.contains("pass --force"), "{}", refused.stderr);
+    assert_eq!(cli.executions(&["--workflow", "order_saga"]).len(), 2, "nothing was started");
+    let forced = cli.run(&["retry", new, "--force", "--json"]).expect(0).json();
+    assert_eq!(forced["state"], "completed");
 }
 
 #[test]
@@ -260,7 +268,8 @@ fn async_steps_and_events_are_completed_failed_and_sent_from_the_command_line() 
     assert_eq!(waiting_row.expect("a step_waiting row")["token"], token);
 
     // Completing it continues the execution here, until it waits for the payment event.
-    let completed = cli.run(&["complete", token, "--output", r#"{"approved":true,"by":"ann"}"#]).expect(0);
+    // Exit code 4: the execution went on to its next wait.
+    let completed = cli.run(&["complete", token, "--output", r#"{"approved":true,"by":"ann"}"#]).expect(4);
     assert!(completed.stderr.contains("workflows send-event order-7 payment"), "{}", completed.stderr);
     let again = cli.run(&["complete", token, "--output", r#"{"approved":true,"by":"ann"}"#]).expect(1);
     assert!(again.stderr.contains("was completed already"), "{}", again.stderr);
@@ -275,7 +284,8 @@ fn async_steps_and_events_are_completed_failed_and_sent_from_the_command_line() 
     // A permanent failure of the approval compensates the order.
     cli.run(&["run", "approval", "--input", &approval_input("8", 600_000), "--id", "order-8"]).expect(4);
     let failed = cli.run(&["fail", "order-8/approval.request_approval#1", "--error", "manager away", "--permanent"]);
-    assert!(failed.expect(0).stderr.contains("ended compensated"));
+    // Exit code 3: the execution ended without completing.
+    assert!(failed.expect(3).stderr.contains("ended compensated"));
     let inspected = cli.inspect("order-8");
     assert_eq!(inspected["execution"]["state"], "compensated");
     assert!(events(&inspected).contains(&"compensation_completed approval.reserve_stock#1".to_owned()));
@@ -290,7 +300,7 @@ fn async_steps_and_events_are_completed_failed_and_sent_from_the_command_line() 
     assert!(finished.stderr.contains("is completed already"), "{}", finished.stderr);
 
     // Cancelling the waiting one compensates it.
-    let cancelled = cli.run(&["cancel", "order-9"]).expect(0);
+    let cancelled = cli.run(&["cancel", "order-9"]).expect(3);
     assert!(cancelled.stderr.contains("ended cancelled"), "{}", cancelled.stderr);
     assert_eq!(cli.inspect("order-9")["execution"]["state"], "cancelled");
     let twice = cli.run(&["cancel", "order-9"]).expect(1);
@@ -303,7 +313,7 @@ fn watch_follows_an_execution_that_other_processes_drive() {
     cli.run(&["run", "approval", "--input", &approval_input("w", 600_000), "--id", "order-w"]).expect(4);
     let mut watcher = cli.spawn(&["watch", "order-w", "--every", "50ms"]);
     cli.run(&["complete", "order-w/approval.request_approval#1", "--output", r#"{"approved":true,"by":"ann"}"#])
-        .expect(0);
+        .expect(4);
     cli.run(&["send-event", "order-w", "payment", "--payload", r#"{"payment_id":"p9","amount_cents":1200}"#]).expect(0);
     let watched = wait_with_timeout(&mut watcher, Duration::from_secs(30));
     assert_eq!(watched.code, 0, "{}", watched.stderr);
@@ -353,7 +363,7 @@ fn a_worker_resumes_due_executions_and_stops_gracefully_on_ctrl_c() {
     // Approved at once; then the payment wait (deadline 2.5 s) suspends it with no process left.
     cli.run(&["run", "approval", "--input", &approval_input("5", 2_500), "--id", "order-5"]).expect(4);
     cli.run(&["complete", "order-5/approval.request_approval#1", "--output", r#"{"approved":true,"by":"bo"}"#])
-        .expect(0);
+        .expect(4);
     assert_eq!(cli.inspect("order-5")["execution"]["state"], "waiting");
 
     let mut worker = cli.spawn(&["worker"]);
@@ -427,9 +437,23 @@ fn errors_say_what_is_wrong_with_exit_codes_and_no_backtrace() {
 
     // An unknown execution.
     cli.run(&["run", "hello_world", "--input", HELLO]).expect(0);
-    let nothing = cli.run(&["inspect", "nope"]).expect(1);
-    assert!(nothing.stderr.contains("no execution `nope`"), "{}", nothing.stderr);
-    assert!(cli.run(&["retry", "nope"]).expect(1).stderr.contains("no execution has the id nope"));
+    // One message, whichever command is given the id.
+    let unknown = format!(
+        "no execution `nope` in store `sqlite:workflows.db` (it never existed, or it was purged after its \
+         retention); list them with `workflows executions`"
+    );
+    for args in [
+        &["inspect", "nope"][..],
+        &["watch", "nope"],
+        &["retry", "nope"],
+        &["cancel", "nope"],
+        &["send-event", "nope", "payment"],
+        &["complete", "nope/approval.request_approval#1", "--output", r#"{"approved":true,"by":"x"}"#],
+        &["fail", "nope/approval.request_approval#1", "--error", "no"],
+    ] {
+        let nothing = cli.run(args).expect(1);
+        assert!(nothing.stderr.contains(&unknown), "{args:?}: {}", nothing.stderr);
+    }
 
     // A store of a newer version is refused, untouched.
     let newer = cli.dir.path().join("newer.db");
@@ -479,7 +503,7 @@ fn closed_outputs_never_abort_the_work_a_command_drives() {
         status.code()
     };
     let token = "order-c/approval.request_approval#1";
-    assert_eq!(closed(&["complete", token, "--output", r#"{"approved":true,"by":"ann"}"#]), Some(0));
+    assert_eq!(closed(&["complete", token, "--output", r#"{"approved":true,"by":"ann"}"#]), Some(4));
     // It drove the execution on to its next wait (the payment), and left it suspended.
     let inspected = cli.inspect("order-c");
     assert_eq!(inspected["execution"]["state"], "waiting");

@@ -434,7 +434,7 @@ pub enum RunError {
         holder: ExecutionId,
     },
     /// No execution has this id.
-    #[error("no execution has the id {execution}")]
+    #[error("no execution `{execution}` in the store (it never existed, or it was purged after its retention)")]
     NotFound {
         /// The id asked for.
         execution: ExecutionId,

@@ -84,6 +84,9 @@ pub(crate) enum Command {
     Retry {
         /// The finished execution's id.
         id: String,
+        /// Re-run a completed execution (its steps' side effects happen again).
+        #[arg(long)]
+        force: bool,
     },
     /// Cancel an execution: its completed steps are compensated.
     Cancel {

@@ -88,13 +88,7 @@ fn summary_json(record: &ExecutionRecord) -> Value {
 pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u8, CliError> {
     let store = context.existing_store().await?;
     let id = ExecutionId::from(id);
-    let record = store.execution(&id).await?.ok_or_else(|| {
-        CliError::new(format!(
-            "no execution `{id}` in store `{}` (it never existed, or it was purged after its retention); \
-             list them with `workflows executions`",
-            context.store
-        ))
-    })?;
+    let record = store.execution(&id).await?.ok_or_else(|| super::unknown_execution(&context.store, &id))?;
     let journal = store.journal(&id).await?;
     let timeline = timeline(&record, &journal);
     let pending = pending_waits(&record, &journal);
@@ -171,8 +165,7 @@ pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u
 pub(crate) async fn watch(context: &Context, id: &str, every: std::time::Duration) -> Result<u8, CliError> {
     let store = context.existing_store().await?;
     let id = ExecutionId::from(id);
-    let missing = || CliError::new(format!("no execution `{id}` in store `{}`", context.store));
-    let mut record = store.execution(&id).await?.ok_or_else(missing)?;
+    let mut record = store.execution(&id).await?.ok_or_else(|| super::unknown_execution(&context.store, &id))?;
     if !context.json {
         out!(
             "watching execution {} (workflow {}), {}; Ctrl-C stops watching",
@@ -187,7 +180,7 @@ pub(crate) async fn watch(context: &Context, id: &str, every: std::time::Duratio
     loop {
         // The journal before the record: a finished record then has its whole journal here.
         let journal = store.journal(&id).await?;
-        record = store.execution(&id).await?.ok_or_else(missing)?;
+        record = store.execution(&id).await?.ok_or_else(|| super::unknown_execution(&context.store, &id))?;
         let rows = timeline(&record, &journal);
         for row in rows.iter().skip(shown) {
             if context.json {

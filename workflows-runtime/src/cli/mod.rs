@@ -27,7 +27,9 @@
 //! `list`, `show`, `run`, `executions`, `inspect`, `watch`, `retry`, `cancel`, `complete`, `fail`,
 //! `send-event`, `purge`, `check`, `worker`. Exit codes: 0 success; 1 the command failed (the message
 //! says why); 2 the command line is wrong; 3 the workflow ran and failed (compensated,
-//! failed, cancelled, timed out); 4 the execution waits for something (suspended).
+//! failed, cancelled, timed out); 4 the execution waits for something (suspended). Codes 3
+//! and 4 follow the execution for every command that drives one (`run`, `retry`, `cancel`,
+//! `complete`, `fail`, `send-event`).
 
 mod args;
 mod executions;
@@ -116,7 +118,7 @@ async fn dispatch(cli: Cli, configure: Configure) -> Result<u8, CliError> {
         }
         Command::Inspect { id, full } => executions::inspect(&context, &id, full).await,
         Command::Watch { id, every } => executions::watch(&context, &id, every).await,
-        Command::Retry { id } => run::retry(context, &id).await,
+        Command::Retry { id, force } => run::retry(context, &id, force).await,
         Command::Cancel { id } => run::cancel(context, &id).await,
         Command::Complete { token, output } => run::complete(context, &token, &output).await,
         Command::Fail { token, error, permanent } => run::fail(context, &token, &error, permanent).await,
@@ -173,6 +175,30 @@ impl Context {
         let builder = (self.configure)(crate::Engine::builder()).store_url(self.store).worker(worker);
         let engine = builder.start().await.map_err(|e| CliError::new(e.to_string()))?;
         Ok((engine, self.json))
+    }
+}
+
+/// The one message for an execution id the store does not have, whichever command was given it.
+pub(crate) fn unknown_execution(store: &str, id: &crate::ExecutionId) -> CliError {
+    CliError::new(format!(
+        "no execution `{id}` in store `{store}` (it never existed, or it was purged after its retention); list \
+         them with `workflows executions`"
+    ))
+}
+
+/// An engine's error, with the one message for an unknown execution.
+pub(crate) fn run_error(store: &str, error: crate::RunError) -> CliError {
+    match error {
+        crate::RunError::NotFound { execution } => unknown_execution(store, &execution),
+        other => other.into(),
+    }
+}
+
+/// A delivery's error, with the one message for an unknown execution.
+pub(crate) fn delivery_error(store: &str, error: crate::DeliveryError) -> CliError {
+    match error {
+        crate::DeliveryError::NotFound { execution } => unknown_execution(store, &execution),
+        other => other.into(),
     }
 }
 

@@ -47,36 +47,50 @@ pub(crate) async fn run(context: Context, name: &str, input: &str, id: Option<St
         Err(error) => Err(error.into()),
     };
     engine.shutdown().await;
-    report(&engine, outcome?, json, false).await
+    report(&engine, outcome?, json).await
 }
 
-/// `workflows retry ID`.
-pub(crate) async fn retry(context: Context, id: &str) -> Result<u8, CliError> {
+/// `workflows retry ID [--force]`.
+pub(crate) async fn retry(context: Context, id: &str, force: bool) -> Result<u8, CliError> {
+    let store = context.store.clone();
     let (engine, json) = context.engine(false).await?;
+    let id = ExecutionId::from(id);
+    // A completed execution's steps all ran: running it again repeats their side effects.
+    if !force
+        && let Some(record) = engine.execution(&id).await?
+        && record.state == ExecutionState::Completed
+    {
+        engine.shutdown().await;
+        return Err(CliError::new(format!(
+            "execution {id} completed: running it again repeats every side effect of its steps (a payment charged \
+             again, say); pass --force to re-run it anyway"
+        )));
+    }
     let events = engine.subscribe();
-    let outcome = match engine.rerun(&ExecutionId::from(id)).await {
+    let outcome = match engine.rerun(&id).await {
         Ok(handle) => {
             let new = handle.id().clone();
             note!("re-running execution {id} as {new}");
             watch(&engine, &new, events, Some(handle)).await
         }
-        Err(error) => Err(error.into()),
+        Err(error) => Err(super::run_error(&store, error)),
     };
     engine.shutdown().await;
-    report(&engine, outcome?, json, false).await
+    report(&engine, outcome?, json).await
 }
 
 /// `workflows cancel ID`.
 pub(crate) async fn cancel(context: Context, id: &str) -> Result<u8, CliError> {
+    let store = context.store.clone();
     let (engine, json) = context.engine(false).await?;
     let id = ExecutionId::from(id);
     let events = engine.subscribe_to(&id);
     let outcome = match engine.cancel(&id).await {
         Ok(()) => watch(&engine, &id, events, None).await,
-        Err(error) => Err(error.into()),
+        Err(error) => Err(super::run_error(&store, error)),
     };
     engine.shutdown().await;
-    report(&engine, outcome?, json, true).await
+    report(&engine, outcome?, json).await
 }
 
 /// `workflows complete TOKEN --output JSON`.
@@ -111,6 +125,7 @@ async fn deliver<F: std::future::Future<Output = Result<(), crate::DeliveryError
     id: ExecutionId,
     send: impl FnOnce(Engine) -> F,
 ) -> Result<u8, CliError> {
+    let store = context.store.clone();
     let (engine, json) = context.engine(false).await?;
     let events = engine.subscribe_to(&id);
     let outcome = match send(engine.clone()).await {
@@ -118,10 +133,10 @@ async fn deliver<F: std::future::Future<Output = Result<(), crate::DeliveryError
             note!("delivered to execution {id}");
             watch(&engine, &id, events, None).await
         }
-        Err(error) => Err(error.into()),
+        Err(error) => Err(super::delivery_error(&store, error)),
     };
     engine.shutdown().await;
-    report(&engine, outcome?, json, true).await
+    report(&engine, outcome?, json).await
 }
 
 /// How a watched execution stood when the command stopped watching it.
@@ -204,9 +219,10 @@ async fn read(engine: &Engine, id: &ExecutionId) -> Result<ExecutionRecord, CliE
     engine.execution(id).await?.ok_or_else(|| CliError::new(format!("execution {id} is no longer in the store")))
 }
 
-/// Prints how the execution stands; returns the exit code. Deliveries and cancellations
-/// succeeded whatever the execution did next (`delivered` true): their exit code is 0.
-async fn report(engine: &Engine, outcome: Outcome, json: bool, delivered: bool) -> Result<u8, CliError> {
+/// Prints how the execution stands; returns the exit code, which follows the execution for
+/// every command that drives one (`run`, `retry`, `cancel`, `complete`, `fail`, `send-event`):
+/// 0 completed (or driven on elsewhere), 3 ended without completing, 4 waiting.
+async fn report(engine: &Engine, outcome: Outcome, json: bool) -> Result<u8, CliError> {
     let (record, code) = match outcome {
         Outcome::Finished(record) if record.state == ExecutionState::Completed => (record, EXIT_OK),
         Outcome::Finished(record) => (record, EXIT_WORKFLOW_FAILED),
@@ -257,7 +273,7 @@ async fn report(engine: &Engine, outcome: Outcome, json: bool, delivered: bool) 
             ),
         }
     }
-    Ok(if delivered { EXIT_OK } else { code })
+    Ok(code)
 }
 
 /// `workflows worker`.

@@ -438,10 +438,8 @@ fn errors_say_what_is_wrong_with_exit_codes_and_no_backtrace() {
     // An unknown execution.
     cli.run(&["run", "hello_world", "--input", HELLO]).expect(0);
     // One message, whichever command is given the id.
-    let unknown = format!(
-        "no execution `nope` in store `sqlite:workflows.db` (it never existed, or it was purged after its \
-         retention); list them with `workflows executions`"
-    );
+    let unknown = "no execution `nope` in store `sqlite:workflows.db` (it never existed, or it was purged after its \
+                   retention); list them with `workflows executions`";
     for args in [
         &["inspect", "nope"][..],
         &["watch", "nope"],
@@ -452,7 +450,7 @@ fn errors_say_what_is_wrong_with_exit_codes_and_no_backtrace() {
         &["fail", "nope/approval.request_approval#1", "--error", "no"],
     ] {
         let nothing = cli.run(args).expect(1);
-        assert!(nothing.stderr.contains(&unknown), "{args:?}: {}", nothing.stderr);
+        assert!(nothing.stderr.contains(unknown), "{args:?}: {}", nothing.stderr);
     }
 
     // A store of a newer version is refused, untouched.

@@ -247,6 +247,7 @@ impl Row {
 fn timeline(record: &ExecutionRecord, journal: &[JournalEntry]) -> Vec<Row> {
     let mut compensation_started: HashMap<String, Timestamp> = HashMap::new();
     let mut awaited: HashMap<String, Timestamp> = HashMap::new();
+    let interrupted = interrupted_attempts(record, journal);
     journal
         .iter()
         .map(|entry| {
@@ -254,6 +255,11 @@ fn timeline(record: &ExecutionRecord, journal: &[JournalEntry]) -> Vec<Row> {
             let key_text = key.to_string();
             let since = |started: Timestamp| Some(entry.at.duration_since(started));
             let (attempt, took, detail, fields) = match &entry.event {
+                JournalEvent::StepStarted { attempt, .. } if interrupted.contains(&entry.index) => {
+                    let detail = "interrupted: the process running it stopped (or lost its lease) before it \
+                                  finished; its outcome is unknown";
+                    (Some(*attempt), None, Some(detail.to_owned()), json!({ "interrupted": true }))
+                }
                 JournalEvent::StepStarted { attempt, .. } => (Some(*attempt), None, None, json!({})),
                 JournalEvent::StepCompleted { attempt, started_at, output, .. } => {
                     (Some(*attempt), since(*started_at), Some(output.get().to_owned()), json!({ "output": output }))
@@ -321,6 +327,39 @@ fn timeline(record: &ExecutionRecord, journal: &[JournalEntry]) -> Vec<Row> {
             }
         })
         .collect()
+}
+
+/// The journal indexes of the `step_started` entries whose attempt was interrupted: no outcome
+/// of that attempt was journaled, and the step went on after it (another attempt, or its final
+/// outcome), or the execution finished. The latest attempt of a running execution is under way,
+/// not interrupted.
+fn interrupted_attempts(record: &ExecutionRecord, journal: &[JournalEntry]) -> std::collections::HashSet<u64> {
+    let step_entry = |event: &JournalEvent| match event {
+        JournalEvent::StepStarted { attempt, .. }
+        | JournalEvent::StepCompleted { attempt, .. }
+        | JournalEvent::StepFailed { attempt, .. }
+        | JournalEvent::StepSkipped { attempt, .. }
+        | JournalEvent::StepWaiting { attempt, .. } => Some(*attempt),
+        _ => None,
+    };
+    let mut interrupted = std::collections::HashSet::new();
+    for (position, entry) in journal.iter().enumerate() {
+        let JournalEvent::StepStarted { key, attempt, .. } = &entry.event else { continue };
+        let later = journal[position + 1..].iter().filter(|e| e.event.step().1 == key);
+        let mut went_on = false;
+        let mut ended = false;
+        for next in later {
+            match step_entry(&next.event) {
+                Some(a) if a == *attempt && !matches!(next.event, JournalEvent::StepStarted { .. }) => ended = true,
+                Some(a) if a > *attempt => went_on = true,
+                _ => {}
+            }
+        }
+        if !ended && (went_on || record.state.is_finished()) {
+            interrupted.insert(entry.index);
+        }
+    }
+    interrupted
 }
 
 /// Something an unfinished execution waits for from outside.
@@ -432,4 +471,69 @@ pub(crate) async fn check(context: &Context, full: bool) -> Result<u8, CliError>
         }
     }
     Ok(if report.is_clean() { EXIT_OK } else { super::EXIT_ERROR })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::StepKey;
+
+    fn entry(index: u64, event: JournalEvent) -> JournalEntry {
+        JournalEntry { index, at: Timestamp::now(), event }
+    }
+
+    fn started(index: u64, attempt: u32) -> JournalEntry {
+        entry(index, JournalEvent::StepStarted { seq: 0, key: StepKey::new("charge", 1), attempt, input_hash: 0 })
+    }
+
+    fn record(state: ExecutionState) -> ExecutionRecord {
+        ExecutionRecord {
+            id: "e".into(),
+            workflow: "w".into(),
+            fingerprint: String::new(),
+            version: 0,
+            input: crate::journal::replay::null(),
+            state,
+            result: None,
+            failure: None,
+            created_at: Timestamp::now(),
+            updated_at: Timestamp::now(),
+            owner: None,
+            lease_until: None,
+            epoch: 1,
+            exclusive_key: None,
+            rerun_of: None,
+            cancel_requested: false,
+            retain_until: None,
+            wake_at: None,
+            wakeups: 0,
+            parent: None,
+            deadline: None,
+        }
+    }
+
+    #[test]
+    fn an_attempt_that_a_crash_interrupted_shows_in_the_timeline() {
+        let completed = JournalEvent::StepCompleted {
+            seq: 0,
+            key: StepKey::new("charge", 1),
+            attempt: 2,
+            input_hash: 0,
+            started_at: Timestamp::now(),
+            output: crate::journal::replay::null(),
+            compensation: None,
+        };
+        let journal = vec![started(0, 1), started(1, 2), entry(2, completed)];
+        let rows = timeline(&record(ExecutionState::Completed), &journal);
+        assert_eq!(rows[0].fields["interrupted"], true);
+        assert!(rows[0].detail.as_deref().unwrap().starts_with("interrupted: the process running it stopped"));
+        assert!(rows[1].detail.is_none(), "attempt 2 ended with its completion");
+        assert_eq!(rows[0].to_json()["interrupted"], true);
+
+        // The latest attempt of a running execution is under way, not interrupted; once the
+        // execution ended without its outcome, it was.
+        let journal = vec![started(0, 1)];
+        assert!(timeline(&record(ExecutionState::Running), &journal)[0].detail.is_none());
+        assert_eq!(timeline(&record(ExecutionState::Failed), &journal)[0].fields["interrupted"], true);
+    }
 }

@@ -582,3 +582,24 @@ fn a_store_opened_after_an_unclean_shutdown_is_checked() {
     let store = workflows_runtime::SqliteStore::open(&s.db).unwrap();
     assert!(store.startup_check().is_none());
 }
+
+/// After a SIGKILL, a new process on the same host takes the execution over at once — it can
+/// tell that the owner's process is gone — rather than when the lease expires (ten minutes
+/// here). Prints how long the restart took to resume the step.
+#[test]
+fn a_restart_on_the_same_host_resumes_at_once_without_waiting_for_the_lease() {
+    let s = Scenario::new("full");
+    let mut start = s.worker(&["start", "quick", &plan(3, None, 0, 0).to_string()]);
+    let child = start.env("CRASH_LEASE_MS", "600000").env("CRASH_BLOCK", "step:2").spawn().unwrap();
+    s.wait_for_log("step:2 blocked");
+    s.wait_for_journal("quick", "step_started", &key(2));
+    kill(child);
+
+    let restarted = Instant::now();
+    let resume = s.worker(&["resume", "quick"]).env("CRASH_LEASE_MS", "600000").spawn().unwrap();
+    wait_until("the step to run again", || s.count("step 2 begin 2") == 1);
+    let resumed_in = restarted.elapsed();
+    assert_eq!(finish(resume).trim(), "STATE completed");
+    println!("restart to resume: {:.1} ms (the process start included)", resumed_in.as_secs_f64() * 1000.0);
+    assert_eq!(s.count_prefix("step 1 begin"), 1);
+}

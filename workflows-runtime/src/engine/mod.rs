@@ -10,6 +10,7 @@ mod inline;
 mod lease;
 pub(crate) mod live;
 mod options;
+mod owner;
 pub(crate) mod panic;
 mod recovery;
 
@@ -270,7 +271,7 @@ impl EngineBuilder {
                 open_blocking(move || Ok(Arc::new(SqliteStore::open_with(path, options)?) as Arc<dyn Store>)).await?
             }
         };
-        let owner = Arc::from(format!("{}-{}", std::process::id(), ExecutionId::new()));
+        let owner = Arc::from(owner::new_owner_id());
         let inner = Arc::new(EngineInner {
             store,
             registry,
@@ -293,6 +294,7 @@ impl EngineBuilder {
             runtime: tokio::runtime::Handle::current(),
         });
         if inner.worker {
+            inner.take_over_from_the_gone(true).await?;
             inner.recover().await?;
             recovery::spawn_scheduler(&inner);
         }

@@ -10,7 +10,7 @@ use super::live::LiveExecution;
 use crate::error::{Failure, FailureKind};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::journal::replay::Progress;
-use crate::store::{Claim, Renewed, StoreError};
+use crate::store::{Claim, OwnerLeases, Renewed, StoreError};
 use crate::time::Timestamp;
 use crate::workflow::Workflow;
 
@@ -24,6 +24,41 @@ impl EngineInner {
     /// returns how many.
     pub(crate) async fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
         self.claim(None).await
+    }
+
+    /// Gives back the executions of owners this engine can prove are gone (an engine of a
+    /// process on this host that died: see [`super::owner`]), so that the next claim takes them
+    /// over at once rather than when their leases expire. At start, also says how many
+    /// executions other engines hold, and until when, if they cannot be proven gone.
+    pub(crate) async fn take_over_from_the_gone(&self, at_start: bool) -> Result<(), StoreError> {
+        if self.is_draining() {
+            return Ok(());
+        }
+        for OwnerLeases { owner, executions, lease_until } in self.store.owners().await? {
+            if owner == *self.owner {
+                continue;
+            }
+            if super::owner::is_gone(&owner) {
+                let released = self.store.release(&owner).await?;
+                if released > 0 {
+                    tracing::info!(
+                        owner,
+                        pid = super::owner::pid_of(&owner),
+                        executions = released,
+                        "the process that owned these executions is gone: taking them over now"
+                    );
+                }
+            } else if at_start {
+                let until = lease_until.map_or_else(|| "now".to_owned(), |t| t.to_string());
+                tracing::info!(
+                    owner,
+                    executions,
+                    lease_until = %until,
+                    "executions held by another engine: if it is gone, they are taken over when its lease expires"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Claims and resumes execution `id` if it needs an engine (woken, or orphaned).
@@ -171,6 +206,9 @@ pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
             match work {
                 Work::Renew => inner.renew().await,
                 Work::Claim if inner.worker => {
+                    if let Err(error) = inner.take_over_from_the_gone(false).await {
+                        tracing::warn!(%error, "could not look for executions whose owner is gone");
+                    }
                     if let Err(error) = inner.recover().await {
                         tracing::warn!(%error, "could not take over orphaned executions");
                     }

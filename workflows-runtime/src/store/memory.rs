@@ -8,8 +8,8 @@ use serde_json::value::RawValue;
 
 use super::{
     AppendBatch, CheckReport, Claim, CreateOutcome, Delivered, Delivery, ExecutionList, ExecutionQuery, InboxEntry,
-    InboxKind, NewExecution, Purge, Renewed, Reopen, Reopened, Store, StoreAck, StoreError, StoreFuture, Suspend,
-    Suspended, WriteAck,
+    InboxKind, NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, Store, StoreAck, StoreError, StoreFuture,
+    Suspend, Suspended, WriteAck,
 };
 use crate::error::Failure;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
@@ -333,6 +333,23 @@ impl Store for MemoryStore {
             }
         }
         ready(released)
+    }
+
+    fn owners(&self) -> StoreFuture<'_, Vec<OwnerLeases>> {
+        let mut owners: Vec<OwnerLeases> = Vec::new();
+        for entry in self.lock().values().filter(|e| e.state.is_active()) {
+            let Some(owner) = entry.owner.as_deref() else { continue };
+            match owners.iter_mut().find(|o| o.owner == owner) {
+                Some(known) => {
+                    known.executions += 1;
+                    known.lease_until = known.lease_until.max(entry.lease_until);
+                }
+                None => {
+                    owners.push(OwnerLeases { owner: owner.to_owned(), executions: 1, lease_until: entry.lease_until })
+                }
+            }
+        }
+        ready(owners)
     }
 
     fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool> {

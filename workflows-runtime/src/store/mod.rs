@@ -72,6 +72,10 @@ pub trait Store: Send + Sync + 'static {
     /// over at once. Returns how many were released.
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64>;
 
+    /// The owners of active executions, with how many each holds and until when their leases
+    /// run (the latest).
+    fn owners(&self) -> StoreFuture<'_, Vec<OwnerLeases>>;
+
     /// Gives up ownership of one execution, if it is still held at `epoch`. Returns whether
     /// it was released.
     fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool>;
@@ -338,6 +342,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
         (**self).release(owner)
     }
+    fn owners(&self) -> StoreFuture<'_, Vec<OwnerLeases>> {
+        (**self).owners()
+    }
     fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
         (**self).release_execution(id, epoch)
     }
@@ -529,6 +536,17 @@ impl<T: Unpin> Future for StoreAck<T> {
                 .map(|r| r.unwrap_or_else(|_| Err(StoreError::Unavailable("the store's writer stopped".into())))),
         }
     }
+}
+
+/// An owner of active executions, as [`Store::owners`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerLeases {
+    /// The owning engine's id.
+    pub owner: String,
+    /// How many active executions it holds.
+    pub executions: u64,
+    /// The latest end of their leases.
+    pub lease_until: Option<Timestamp>,
 }
 
 /// An execution whose lease [`Store::renew_leases`] extended.

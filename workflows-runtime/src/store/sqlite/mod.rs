@@ -26,8 +26,8 @@ pub use schema::SCHEMA_VERSION;
 use self::writer::Command;
 use super::{
     AppendBatch, CheckReport, Claim, CreateOutcome, DamagedExecution, Delivered, Delivery, Durability, ExecutionList,
-    ExecutionQuery, InboxEntry, InboxKind, NewExecution, Purge, Renewed, Reopen, Reopened, Store, StoreAck, StoreError,
-    StoreFuture, Suspend, Suspended, WriteAck,
+    ExecutionQuery, InboxEntry, InboxKind, NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, Store,
+    StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
 };
 use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::journal::JournalEntry;
@@ -469,6 +469,27 @@ impl Store for SqliteStore {
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
         let ack = self.send(|reply| Command::Release(owner.to_owned(), reply));
         Box::pin(ack)
+    }
+
+    fn owners(&self) -> StoreFuture<'_, Vec<OwnerLeases>> {
+        self.read(|conn| {
+            let context = "cannot list the owners of executions";
+            let sql = format!(
+                "SELECT owner, COUNT(*), MAX(lease_until) FROM executions
+                 WHERE owner IS NOT NULL AND state IN {ACTIVE_STATES} GROUP BY owner"
+            );
+            let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context, e))?;
+            let found = statement
+                .query_map([], |r| {
+                    Ok(OwnerLeases {
+                        owner: r.get(0)?,
+                        executions: r.get::<_, i64>(1)? as u64,
+                        lease_until: r.get::<_, Option<i64>>(2)?.map(Timestamp::from_micros),
+                    })
+                })
+                .map_err(|e| backend(context, e))?;
+            found.collect::<Result<_, _>>().map_err(|e| backend(context, e))
+        })
     }
 
     fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {

@@ -4,6 +4,7 @@
 pub mod api_route;
 pub mod approval;
 pub mod hello_world;
+pub mod http;
 pub mod order_saga;
 pub mod product_count;
 

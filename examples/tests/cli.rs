@@ -88,6 +88,12 @@ impl Cli {
     fn inspect(&self, id: &str) -> Value {
         self.run(&["inspect", id, "--json"]).expect(0).json()
     }
+
+    /// The completion token of the async step execution `id` waits for, as `inspect` shows it.
+    fn token(&self, id: &str) -> String {
+        let inspected = self.inspect(id);
+        inspected["waiting_for"][0]["token"].as_str().unwrap_or_else(|| panic!("no token in {inspected}")).to_owned()
+    }
 }
 
 fn events(inspected: &Value) -> Vec<String> {
@@ -259,13 +265,18 @@ fn async_steps_and_events_are_completed_failed_and_sent_from_the_command_line() 
     let cli = Cli::new();
     // The run suspends on the approval: exit code 4, with the commands that continue it.
     let waiting = cli.run(&["run", "approval", "--input", &approval_input("7", 600_000), "--id", "order-7"]).expect(4);
-    let token = "order-7/approval.request_approval#1";
+    let token = &cli.token("order-7");
+    assert!(token.starts_with("wf1."), "{token}");
     assert!(waiting.stderr.contains(&format!("workflows complete {token} --output JSON")), "{}", waiting.stderr);
+    // The form of earlier releases, made up from the execution's id, is refused.
+    let forged =
+        cli.run(&["complete", "order-7/approval.request_approval#1", "--output", r#"{"approved":true,"by":"x"}"#]);
+    assert!(forged.expect(1).stderr.contains("is not a completion token of this store"));
     let inspected = cli.inspect("order-7");
     assert_eq!(inspected["execution"]["state"], "waiting");
     assert_eq!(inspected["waiting_for"][0]["completion"], "approval.request_approval#1");
     let waiting_row = inspected["timeline"].as_array().unwrap().iter().find(|row| row["event"] == "step_waiting");
-    assert_eq!(waiting_row.expect("a step_waiting row")["token"], token);
+    assert_eq!(waiting_row.expect("a step_waiting row")["token"], token.as_str());
 
     // Completing it continues the execution here, until it waits for the payment event.
     // Exit code 4: the execution went on to its next wait.
@@ -283,7 +294,7 @@ fn async_steps_and_events_are_completed_failed_and_sent_from_the_command_line() 
 
     // A permanent failure of the approval compensates the order.
     cli.run(&["run", "approval", "--input", &approval_input("8", 600_000), "--id", "order-8"]).expect(4);
-    let failed = cli.run(&["fail", "order-8/approval.request_approval#1", "--error", "manager away", "--permanent"]);
+    let failed = cli.run(&["fail", &cli.token("order-8"), "--error", "manager away", "--permanent"]);
     // Exit code 3: the execution ended without completing.
     assert!(failed.expect(3).stderr.contains("ended compensated"));
     let inspected = cli.inspect("order-8");
@@ -294,7 +305,7 @@ fn async_steps_and_events_are_completed_failed_and_sent_from_the_command_line() 
     let bad = cli.run(&["complete", "nonsense", "--output", "{}"]).expect(1);
     assert!(bad.stderr.contains("is not a completion token"), "{}", bad.stderr);
     cli.run(&["run", "approval", "--input", &approval_input("9", 600_000), "--id", "order-9"]).expect(4);
-    let shape = cli.run(&["complete", "order-9/approval.request_approval#1", "--output", r#"{"approved":"yes"}"#]);
+    let shape = cli.run(&["complete", &cli.token("order-9"), "--output", r#"{"approved":"yes"}"#]);
     assert!(shape.expect(1).stderr.contains("does not decode as the step's output"));
     let finished = cli.run(&["send-event", "order-7", "payment", "--payload", "{}"]).expect(1);
     assert!(finished.stderr.contains("is completed already"), "{}", finished.stderr);
@@ -312,8 +323,7 @@ fn watch_follows_an_execution_that_other_processes_drive() {
     let cli = Cli::new();
     cli.run(&["run", "approval", "--input", &approval_input("w", 600_000), "--id", "order-w"]).expect(4);
     let mut watcher = cli.spawn(&["watch", "order-w", "--every", "50ms"]);
-    cli.run(&["complete", "order-w/approval.request_approval#1", "--output", r#"{"approved":true,"by":"ann"}"#])
-        .expect(4);
+    cli.run(&["complete", &cli.token("order-w"), "--output", r#"{"approved":true,"by":"ann"}"#]).expect(4);
     cli.run(&["send-event", "order-w", "payment", "--payload", r#"{"payment_id":"p9","amount_cents":1200}"#]).expect(0);
     let watched = wait_with_timeout(&mut watcher, Duration::from_secs(30));
     assert_eq!(watched.code, 0, "{}", watched.stderr);
@@ -362,8 +372,7 @@ fn a_worker_resumes_due_executions_and_stops_gracefully_on_ctrl_c() {
     let cli = Cli::new();
     // Approved at once; then the payment wait (deadline 2.5 s) suspends it with no process left.
     cli.run(&["run", "approval", "--input", &approval_input("5", 2_500), "--id", "order-5"]).expect(4);
-    cli.run(&["complete", "order-5/approval.request_approval#1", "--output", r#"{"approved":true,"by":"bo"}"#])
-        .expect(4);
+    cli.run(&["complete", &cli.token("order-5"), "--output", r#"{"approved":true,"by":"bo"}"#]).expect(4);
     assert_eq!(cli.inspect("order-5")["execution"]["state"], "waiting");
 
     let mut worker = cli.spawn(&["worker"]);
@@ -500,8 +509,8 @@ fn closed_outputs_never_abort_the_work_a_command_drives() {
         assert_ne!(status.code(), Some(101), "{args:?} panicked");
         status.code()
     };
-    let token = "order-c/approval.request_approval#1";
-    assert_eq!(closed(&["complete", token, "--output", r#"{"approved":true,"by":"ann"}"#]), Some(4));
+    let token = cli.token("order-c");
+    assert_eq!(closed(&["complete", &token, "--output", r#"{"approved":true,"by":"ann"}"#]), Some(4));
     // It drove the execution on to its next wait (the payment), and left it suspended.
     let inspected = cli.inspect("order-c");
     assert_eq!(inspected["execution"]["state"], "waiting");

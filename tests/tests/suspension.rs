@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use workflows_runtime::prelude::*;
 use workflows_runtime::store::ExecutionQuery;
-use workflows_runtime::{Durability, ExecutionState, SqliteOptions};
+use workflows_runtime::{Durability, ExecutionState, SqliteOptions, StepKey};
 
 const EXECUTIONS: usize = 10_000;
 
@@ -104,7 +104,8 @@ async fn ten_thousand_waiting_executions_hold_no_memory_and_all_complete() {
         wait_for_approval::start_with(&engine, n, RunOptions::new().id(&id)).await.unwrap();
         // Accepted once the step runs (a completion for a step that has not started is refused).
         loop {
-            match engine.complete_step(&format!("{id}/approval#1"), 0).await {
+            let token = engine.completion_token(&ExecutionId::from(id.as_str()), &StepKey::new("approval", 1));
+            match engine.complete_step(&token, 0).await {
                 Ok(()) => break,
                 Err(workflows_runtime::DeliveryError::NotStarted { .. }) => tokio::task::yield_now().await,
                 Err(error) => panic!("{error}"),
@@ -148,7 +149,8 @@ async fn ten_thousand_waiting_executions_hold_no_memory_and_all_complete() {
     let mut completions = tokio::task::JoinSet::new();
     for n in 0..EXECUTIONS as u64 {
         let engine = engine.clone();
-        completions.spawn(async move { engine.complete_step(&format!("wait-{n}/approval#1"), 1_000_000).await });
+        let token = engine.completion_token(&ExecutionId::from(format!("wait-{n}")), &StepKey::new("approval", 1));
+        completions.spawn(async move { engine.complete_step(&token, 1_000_000).await });
     }
     while let Some(done) = completions.join_next().await {
         done.unwrap().unwrap();

@@ -95,7 +95,7 @@ pub(crate) enum Command {
     },
     /// Complete an async step with its output.
     Complete {
-        /// The step's completion token (`<execution>/<step>#<n>`), as `inspect` shows it.
+        /// The step's completion token (`wf1.…`), as `run` and `inspect` show it.
         token: String,
         /// The step's output: JSON text, `@FILE` or `@-`.
         #[arg(long, value_name = "JSON|@FILE")]

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::output::{Table, duration, millis, note, out, print_json, time_arg, truncate};
 use super::{CliError, Context, EXIT_OK};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
-use crate::journal::{JournalEntry, JournalEvent};
+use crate::journal::{JournalEntry, JournalEvent, StepKey};
 use crate::store::{ExecutionList, ExecutionQuery};
 use crate::time::Timestamp;
 
@@ -90,8 +90,10 @@ pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u
     let id = ExecutionId::from(id);
     let record = store.execution(&id).await?.ok_or_else(|| super::unknown_execution(&context.store, &id))?;
     let journal = store.journal(&id).await?;
-    let timeline = timeline(&record, &journal);
-    let pending = pending_waits(&record, &journal);
+    let tokens = crate::engine::token::TokenKey::new(store.token_key().await?);
+    let token = |key: &StepKey| tokens.issue(&record.id, key);
+    let timeline = timeline(&record, &journal, &token);
+    let pending = pending_waits(&record, &journal, &token);
     if context.json {
         let mut execution = summary_json(&record);
         let extra = json!({
@@ -181,7 +183,8 @@ pub(crate) async fn watch(context: &Context, id: &str, every: std::time::Duratio
         // The journal before the record: a finished record then has its whole journal here.
         let journal = store.journal(&id).await?;
         record = store.execution(&id).await?.ok_or_else(|| super::unknown_execution(&context.store, &id))?;
-        let rows = timeline(&record, &journal);
+        let tokens = crate::engine::token::TokenKey::new(store.token_key().await?);
+        let rows = timeline(&record, &journal, &|key: &StepKey| tokens.issue(&record.id, key));
         for row in rows.iter().skip(shown) {
             if context.json {
                 out!("{}", row.to_json());
@@ -244,7 +247,8 @@ impl Row {
     }
 }
 
-fn timeline(record: &ExecutionRecord, journal: &[JournalEntry]) -> Vec<Row> {
+/// The rows of an execution's timeline; `token` gives a waiting step's completion token.
+fn timeline(record: &ExecutionRecord, journal: &[JournalEntry], token: &dyn Fn(&StepKey) -> String) -> Vec<Row> {
     let mut compensation_started: HashMap<String, Timestamp> = HashMap::new();
     let mut awaited: HashMap<String, Timestamp> = HashMap::new();
     let interrupted = interrupted_attempts(record, journal);
@@ -274,7 +278,7 @@ fn timeline(record: &ExecutionRecord, journal: &[JournalEntry]) -> Vec<Row> {
                     (Some(*attempt), None, Some(format!("skipped: {}", error.message)), json!({ "error": error }))
                 }
                 JournalEvent::StepWaiting { attempt, deadline, .. } => {
-                    let token = format!("{}/{key_text}", record.id);
+                    let token = token(key);
                     let until = deadline.map(|d| format!(" until {d}")).unwrap_or_default();
                     let detail = format!("token {token}; waits for its completion{until}");
                     let fields = json!({ "token": token, "deadline": deadline.map(|t| t.to_string()) });
@@ -364,23 +368,24 @@ fn interrupted_attempts(record: &ExecutionRecord, journal: &[JournalEntry]) -> s
 
 /// Something an unfinished execution waits for from outside.
 pub(super) enum Pending {
-    Completion(String),
+    /// An async step's completion: its key, and the token that completes it.
+    Completion(String, String),
     Event(String),
 }
 
 impl Pending {
     pub(super) fn to_json(&self) -> Value {
         match self {
-            Self::Completion(key) => json!({ "completion": key }),
+            Self::Completion(key, token) => json!({ "completion": key, "token": token }),
             Self::Event(name) => json!({ "event": name }),
         }
     }
 
     pub(super) fn hint(&self, id: &ExecutionId) -> String {
         match self {
-            Self::Completion(key) => format!(
-                "waiting for the completion of async step {key}:\n  workflows complete {id}/{key} --output JSON\n  \
-                 workflows fail {id}/{key} --error MESSAGE"
+            Self::Completion(key, token) => format!(
+                "waiting for the completion of async step {key}:\n  workflows complete {token} --output JSON\n  \
+                 workflows fail {token} --error MESSAGE"
             ),
             Self::Event(name) => {
                 format!("waiting for event `{name}`:\n  workflows send-event {id} {name} --payload JSON")
@@ -389,15 +394,23 @@ impl Pending {
     }
 }
 
-pub(super) fn pending_waits(record: &ExecutionRecord, journal: &[JournalEntry]) -> Vec<Pending> {
+pub(super) fn pending_waits(
+    record: &ExecutionRecord,
+    journal: &[JournalEntry],
+    token: &dyn Fn(&StepKey) -> String,
+) -> Vec<Pending> {
     if record.state.is_finished() {
         return Vec::new();
     }
     let mut waits: Vec<(String, Pending)> = Vec::new();
     for entry in journal {
-        let key = entry.event.step().1.to_string();
+        let step = entry.event.step().1;
+        let key = step.to_string();
         match &entry.event {
-            JournalEvent::StepWaiting { .. } => waits.push((key.clone(), Pending::Completion(key))),
+            JournalEvent::StepWaiting { .. } => {
+                let token = token(step);
+                waits.push((key.clone(), Pending::Completion(key, token)))
+            }
             JournalEvent::EventAwaited { key: wait, .. } => {
                 let name = wait.name().strip_prefix("@event:").unwrap_or(wait.name()).to_owned();
                 waits.push((key, Pending::Event(name)));
@@ -524,7 +537,7 @@ mod tests {
             compensation: None,
         };
         let journal = vec![started(0, 1), started(1, 2), entry(2, completed)];
-        let rows = timeline(&record(ExecutionState::Completed), &journal);
+        let rows = timeline(&record(ExecutionState::Completed), &journal, &|k| k.to_string());
         assert_eq!(rows[0].fields["interrupted"], true);
         assert!(rows[0].detail.as_deref().unwrap().starts_with("interrupted: the process running it stopped"));
         assert!(rows[1].detail.is_none(), "attempt 2 ended with its completion");
@@ -533,7 +546,8 @@ mod tests {
         // The latest attempt of a running execution is under way, not interrupted; once the
         // execution ended without its outcome, it was.
         let journal = vec![started(0, 1)];
-        assert!(timeline(&record(ExecutionState::Running), &journal)[0].detail.is_none());
-        assert_eq!(timeline(&record(ExecutionState::Failed), &journal)[0].fields["interrupted"], true);
+        assert!(timeline(&record(ExecutionState::Running), &journal, &|k| k.to_string())[0].detail.is_none());
+        let rows = timeline(&record(ExecutionState::Failed), &journal, &|k| k.to_string());
+        assert_eq!(rows[0].fields["interrupted"], true);
     }
 }

@@ -115,7 +115,7 @@ pub(crate) async fn send_event(context: Context, id: &str, name: &str, payload: 
 
 /// The execution a completion token names (the token is checked when it is delivered).
 fn execution_of(token: &str) -> ExecutionId {
-    ExecutionId::from(token.rsplit_once('/').map_or(token, |(execution, _)| execution))
+    crate::engine::token::execution_of(token).unwrap_or_else(|| ExecutionId::from(token))
 }
 
 /// Delivers something to execution `id`; if that wakes it here, runs it until it finishes or
@@ -157,7 +157,7 @@ async fn watch(
     mut events: Subscription,
     handle: Option<ExecutionHandle<Box<RawValue>>>,
 ) -> Result<Outcome, CliError> {
-    let mut progress = Progress::new(id.clone());
+    let mut progress = Progress::new(id.clone(), engine);
     let mut result = std::pin::pin!(async move {
         match handle {
             Some(handle) => Some(handle.result().await),
@@ -230,7 +230,7 @@ async fn report(engine: &Engine, outcome: Outcome, json: bool) -> Result<u8, Cli
         Outcome::Elsewhere(record) => (record, EXIT_OK),
     };
     let journal = engine.journal(&record.id).await.unwrap_or_default();
-    let waits = pending_waits(&record, &journal);
+    let waits = pending_waits(&record, &journal, &|key| engine.completion_token(&record.id, key));
     if json {
         let waiting: Vec<Value> = waits.iter().map(|w| w.to_json()).collect();
         print_json(&json!({
@@ -287,7 +287,7 @@ pub(crate) async fn worker(context: Context, grace: Duration) -> Result<u8, CliE
         engine.owner_id(),
         engine.running()
     );
-    let mut progress = Progress::new(ExecutionId::from(""));
+    let mut progress = Progress::new(ExecutionId::from(""), &engine);
     let stop = std::pin::pin!(stop_signal());
     let mut stop = stop;
     loop {
@@ -354,6 +354,8 @@ pub(super) async fn stop_signal() {
 struct Progress {
     /// The watched execution: events of others (its children) are prefixed with their id.
     root: ExecutionId,
+    /// The engine, for the completion tokens it shows.
+    engine: Engine,
     terminal: bool,
     shown: bool,
     began: Instant,
@@ -363,9 +365,10 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(root: ExecutionId) -> Self {
+    fn new(root: ExecutionId, engine: &Engine) -> Self {
         Self {
             root,
+            engine: engine.clone(),
             terminal: std::io::stderr().is_terminal(),
             shown: false,
             began: Instant::now(),
@@ -406,7 +409,7 @@ impl Progress {
             }
             EventKind::StepSkipped { key } => format!("{key} skipped"),
             EventKind::StepWaiting { key, .. } => {
-                let token = format!("{}/{key}", event.execution);
+                let token = self.engine.completion_token(&event.execution, key);
                 format!("{key} waits for its completion (token {token})")
             }
             EventKind::TimerStarted { key, wake_at } => format!("{key} sleeps until {wake_at}"),

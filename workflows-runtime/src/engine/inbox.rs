@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::token::Token;
 use super::{Engine, EngineInner};
 use crate::error::{Failure, StepError};
 use crate::execution::{ExecutionId, ExecutionState};
@@ -18,8 +19,8 @@ use crate::time::Timestamp;
 pub enum DeliveryError {
     /// The token is not one [`StepContext::completion_token`](crate::StepContext::completion_token) gives.
     #[error(
-        "`{token}` is not a completion token; pass the token the async step got from `ctx.completion_token()` \
-         (`<execution id>/<step>#<call>`)"
+        "`{token}` is not a completion token of this store (or not one it still accepts); pass the token the async \
+         step got from `ctx.completion_token()` (`wf1.…`; `workflows inspect ID` shows it)"
     )]
     InvalidToken {
         /// The token given.
@@ -127,11 +128,11 @@ impl Engine {
     /// ```
     pub async fn complete_step(&self, token: &str, output: impl Serialize) -> Result<(), DeliveryError> {
         let output = crate::journal::json::to_raw(&output).map_err(DeliveryError::Serialize)?;
-        let (execution, key) = self.async_step(token)?;
-        if let Some(check) = self.inner.registry.step(key.name()).and_then(|s| s.check_output) {
-            check(&output).map_err(|source| DeliveryError::Output { key: key.to_string(), source })?;
+        let token = self.async_step(token)?;
+        if let Some(check) = self.inner.registry.step(token.step.name()).and_then(|s| s.check_output) {
+            check(&output).map_err(|source| DeliveryError::Output { key: token.step.to_string(), source })?;
         }
-        self.deliver(execution, InboxKind::Completion, key.to_string(), Some(output), None).await
+        self.deliver(completion(token, Some(output), None)).await
     }
 
     /// Fails the current attempt of the async step whose completion token is `token`. The
@@ -139,10 +140,10 @@ impl Engine {
     /// request); [`StepError::permanent`] fails it for good, and the workflow compensates
     /// (unless the step's `on_failure` says otherwise).
     pub async fn fail_step(&self, token: &str, error: impl Into<StepError>) -> Result<(), DeliveryError> {
-        let (execution, key) = self.async_step(token)?;
-        let error = error.into().with_step(key.name(), &key.to_string(), 1);
+        let token = self.async_step(token)?;
+        let error = error.into().with_step(token.step.name(), &token.step.to_string(), 1);
         let failure: Failure = error.to_failure();
-        self.deliver(execution, InboxKind::Completion, key.to_string(), None, Some(failure)).await
+        self.deliver(completion(token, None, Some(failure))).await
     }
 
     /// Sends the event `name` with `payload` to an execution: the workflow's next (or current)
@@ -156,46 +157,53 @@ impl Engine {
         payload: impl Serialize,
     ) -> Result<(), DeliveryError> {
         let payload = crate::journal::json::to_raw(&payload).map_err(DeliveryError::Serialize)?;
-        self.deliver(execution.clone(), InboxKind::Event, name.to_owned(), Some(payload), None).await
+        self.deliver(Delivery {
+            execution: execution.clone(),
+            kind: InboxKind::Event,
+            name: name.to_owned(),
+            payload: Some(payload),
+            failure: None,
+            at: Timestamp::now(),
+            for_async_step: false,
+            legacy_token: false,
+        })
+        .await
     }
 
-    /// Parses a completion token and checks that it names an async step.
-    fn async_step(&self, token: &str) -> Result<(ExecutionId, StepKey), DeliveryError> {
-        let invalid = || DeliveryError::InvalidToken { token: token.to_owned() };
-        let (execution, key) = token.rsplit_once('/').ok_or_else(invalid)?;
-        let key: StepKey = key.parse().map_err(|_| invalid())?;
-        if execution.is_empty() {
-            return Err(invalid());
-        }
-        match self.inner.registry.step(key.name()) {
-            Some(step) if step.is_async() => Ok((ExecutionId::from(execution), key)),
+    /// The completion token of the step call `step` of `execution` (as
+    /// [`StepContext::completion_token`](crate::StepContext::completion_token) gives it to the
+    /// step): for operators and tests that complete a step they know from the journal.
+    pub fn completion_token(&self, execution: &ExecutionId, step: &StepKey) -> String {
+        self.inner.token_key.issue(execution, step)
+    }
+
+    /// Checks a completion token's signature and that it names an async step.
+    fn async_step(&self, token: &str) -> Result<Token, DeliveryError> {
+        let token = self
+            .inner
+            .token_key
+            .verify(token)
+            .ok_or_else(|| DeliveryError::InvalidToken { token: token.to_owned() })?;
+        match self.inner.registry.step(token.step.name()) {
+            Some(step) if step.is_async() => Ok(token),
             Some(_) => Err(DeliveryError::NotAsync {
                 reason: format!(
                     "step `{}` is not an async step: it completes by itself; only `#[step(async)]` steps are \
                      completed with a token",
-                    key.name()
+                    token.step.name()
                 ),
             }),
             None => Err(DeliveryError::NotAsync {
                 reason: format!(
                     "no step `{}` is registered in this program; complete async steps from a program that links \
                      the workflow's steps",
-                    key.name()
+                    token.step.name()
                 ),
             }),
         }
     }
 
-    async fn deliver(
-        &self,
-        execution: ExecutionId,
-        kind: InboxKind,
-        name: String,
-        payload: Option<Box<RawValue>>,
-        failure: Option<Failure>,
-    ) -> Result<(), DeliveryError> {
-        let for_async_step = kind == InboxKind::Completion;
-        let delivery = Delivery { execution, kind, name, payload, failure, at: Timestamp::now(), for_async_step };
+    async fn deliver(&self, delivery: Delivery) -> Result<(), DeliveryError> {
         match self.inner.store.deliver(&delivery).await? {
             Delivered::Stored { .. } => {
                 self.inner.wake(&delivery.execution).await;
@@ -206,6 +214,9 @@ impl Engine {
             }
             Delivered::AlreadyFailed => {
                 Err(DeliveryError::AlreadyFailed { execution: delivery.execution, key: delivery.name })
+            }
+            Delivered::LegacyToken => {
+                Err(DeliveryError::InvalidToken { token: format!("{}/{}", delivery.execution, delivery.name) })
             }
             Delivered::NotStarted => {
                 Err(DeliveryError::NotStarted { execution: delivery.execution, key: delivery.name })
@@ -218,6 +229,20 @@ impl Engine {
             }
             Delivered::NotFound => Err(DeliveryError::NotFound { execution: delivery.execution }),
         }
+    }
+}
+
+/// A completion (`payload`) or failure delivered with `token`.
+fn completion(token: Token, payload: Option<Box<RawValue>>, failure: Option<Failure>) -> Delivery {
+    Delivery {
+        execution: token.execution,
+        kind: InboxKind::Completion,
+        name: token.step.to_string(),
+        payload,
+        failure,
+        at: Timestamp::now(),
+        for_async_step: true,
+        legacy_token: token.legacy,
     }
 }
 

@@ -660,6 +660,7 @@ impl LiveExecution {
                 failure: (state != ExecutionState::Completed).then(|| failure.clone()).flatten(),
                 at: Timestamp::now(),
                 for_async_step: false,
+                legacy_token: false,
             })),
             _ => None,
         };

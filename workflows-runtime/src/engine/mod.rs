@@ -13,6 +13,7 @@ mod options;
 mod owner;
 pub(crate) mod panic;
 mod recovery;
+pub(crate) mod token;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -74,6 +75,8 @@ pub(crate) struct EngineInner {
     pub lease: Duration,
     /// The clock leases are proven by (see [`lease`]).
     pub(crate) lease_clock: lease::LeaseClock,
+    /// What completion tokens are signed with (see [`token`]).
+    pub(crate) token_key: token::TokenKey,
     /// Executions this engine is driving.
     live: Mutex<LiveTasks>,
     /// Executions this engine stopped driving after a store error, with their epochs: their
@@ -272,6 +275,7 @@ impl EngineBuilder {
             }
         };
         let owner = Arc::from(owner::new_owner_id());
+        let token_key = token::TokenKey::new(store.token_key().await?);
         let inner = Arc::new(EngineInner {
             store,
             registry,
@@ -281,6 +285,7 @@ impl EngineBuilder {
             owner,
             lease: self.lease,
             lease_clock: lease::LeaseClock::new(self.lease),
+            token_key,
             live: Mutex::new(HashMap::default()),
             abandoned: Mutex::new(Vec::new()),
             key_released: tokio::sync::Notify::new(),

@@ -60,11 +60,12 @@ impl StepContext {
 
     /// The token that completes this async step (`#[step(async)]`) from outside, with
     /// [`Engine::complete_step`](crate::Engine::complete_step) or
-    /// [`Engine::fail_step`](crate::Engine::fail_step), in any process sharing the store. It
-    /// is the step's [idempotency key](StepContext::idempotency_key): the same for every
-    /// attempt.
+    /// [`Engine::fail_step`](crate::Engine::fail_step), in any process sharing the store. The
+    /// same for every attempt; URL-safe (`wf1.` then base64url parts and dots: put it in a path,
+    /// a query string or a header as it is); and signed with a key kept in the store, so that
+    /// it cannot be made up from the execution's id: hand it to third parties.
     pub fn completion_token(&self) -> String {
-        self.idempotency_key()
+        self.live.engine.token_key.issue(&self.live.id, &self.key)
     }
 
     /// True once the execution is being cancelled or ran out of time. Long-running step

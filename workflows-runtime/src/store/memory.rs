@@ -20,9 +20,16 @@ use crate::time::Timestamp;
 ///
 /// Several engines in one process can share one `MemoryStore` (wrap it in an `Arc`), which is
 /// how tests show an execution resuming on a new engine.
-#[derive(Default)]
 pub struct MemoryStore {
     executions: Mutex<Executions>,
+    /// The key completion tokens are signed with.
+    token_key: [u8; 32],
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self { executions: Mutex::default(), token_key: crate::store::random_token_key() }
+    }
 }
 
 /// Entries are boxed: the table then holds 32 bytes per execution, so its spare capacity and
@@ -160,6 +167,11 @@ fn deliver_into(executions: &mut Executions, delivery: &Delivery) -> Delivered {
         return Delivered::PastDeadline(deadline);
     }
     let mut attempt = None;
+    // Every step here started under this store's key: a token without a signature is not one
+    // it handed out.
+    if delivery.for_async_step && delivery.legacy_token {
+        return Delivered::LegacyToken;
+    }
     if delivery.for_async_step {
         let latest = entry
             .journal
@@ -488,6 +500,10 @@ impl Store for MemoryStore {
         entry.epoch += 1;
         entry.updated_at = Timestamp::now();
         ready(Reopened::Yes(Box::new(entry.record(&reopen.execution))))
+    }
+
+    fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {
+        ready(self.token_key)
     }
 
     fn check(&self, _full: bool) -> StoreFuture<'_, CheckReport> {

@@ -117,6 +117,10 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest wake-up time of the `waiting` executions, if any has one.
     fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>>;
 
+    /// The key completion tokens are signed with: one per store, made with it, the same for
+    /// every process that uses it.
+    fn token_key(&self) -> StoreFuture<'_, [u8; 32]>;
+
     /// Checks that everything stored reads back intact (for file stores: the file, and every
     /// row against its checksum); `full` asks for the most thorough check the store has.
     fn check(&self, full: bool) -> StoreFuture<'_, CheckReport>;
@@ -193,6 +197,10 @@ pub struct Delivery {
     /// was delivered for that attempt yet (see [`async_step_attempt`]). False for events, and
     /// for the outcome of a child execution, which its parent always takes.
     pub for_async_step: bool,
+    /// The completion came with a token of an earlier release (no signature): accepted only
+    /// for a step whose attempt started before the store had a token key (it was waiting when
+    /// the store was upgraded, and its request carried that form).
+    pub legacy_token: bool,
 }
 
 /// The attempt of an async step a completion from outside is for, from the step's latest
@@ -221,6 +229,9 @@ pub enum Delivered {
     },
     /// A completion for this step was delivered (or journaled) already.
     AlreadyCompleted,
+    /// The completion came with a token of an earlier release for a step whose request carried
+    /// a signed token.
+    LegacyToken,
     /// The step failed for good, or a failure was delivered for its current attempt already.
     AlreadyFailed,
     /// No attempt of the step runs or waits: it has not started (it may never: the token may
@@ -282,6 +293,15 @@ pub struct Purge {
     pub finished_before: Option<Timestamp>,
     /// At most this many in one call.
     pub limit: usize,
+}
+
+/// A new key for signing completion tokens (see [`Store::token_key`]).
+pub(crate) fn random_token_key() -> [u8; 32] {
+    let mut key = [0; 32];
+    // The operating system's generator does not fail on the platforms the store runs on; if
+    // it ever did, a fixed key would make tokens forgeable, so do not go on.
+    getrandom::fill(&mut key).expect("the operating system's random generator");
+    key
 }
 
 /// The environment variable naming the default store (see [`open_url`]).
@@ -377,6 +397,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn check(&self, full: bool) -> StoreFuture<'_, CheckReport> {
         (**self).check(full)
+    }
+    fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {
+        (**self).token_key()
     }
     fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened> {
         (**self).reopen(reopen)

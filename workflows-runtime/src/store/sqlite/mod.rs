@@ -548,6 +548,19 @@ impl Store for SqliteStore {
         Box::pin(self.send(|reply| Command::Reopen(reopen.clone(), reply)))
     }
 
+    fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {
+        self.read(|conn| {
+            let context = "cannot read the completion-token key";
+            let key: Vec<u8> = conn
+                .query_row("SELECT value FROM secrets WHERE name = ?1", [schema::TOKEN_KEY], |r| r.get(0))
+                .map_err(|e| backend(context, e))?;
+            key.try_into().map_err(|key: Vec<u8>| StoreError::Backend {
+                context: context.into(),
+                source: format!("the stored key has {} bytes, not 32: the store is damaged", key.len()).into(),
+            })
+        })
+    }
+
     fn check(&self, full: bool) -> StoreFuture<'_, CheckReport> {
         self.read(move |conn| check::run(conn, full))
     }

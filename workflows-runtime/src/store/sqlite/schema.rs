@@ -94,7 +94,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE journal ADD COLUMN checksum INTEGER;
     UPDATE executions SET journal_len = (SELECT COUNT(*) FROM journal WHERE journal.execution_id = executions.id);
     "#,
+    // 7: the key completion tokens are signed with, made by `backfill` (its `created_at` tells
+    // the steps that started before: they may still be completed with unsigned tokens).
+    r#"
+    CREATE TABLE secrets (
+        name       TEXT PRIMARY KEY NOT NULL,
+        value      BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
+
+/// The name of the completion-token key in `secrets`.
+pub(super) const TOKEN_KEY: &str = "completion_tokens";
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -145,6 +157,14 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
 
 /// What a migration computes in Rust for the rows already there, after its SQL.
 fn backfill(conn: &Connection, version: i64) -> rusqlite::Result<()> {
+    if version == 7 {
+        let key = crate::store::random_token_key();
+        conn.execute(
+            "INSERT INTO secrets (name, value, created_at) VALUES (?1, ?2, ?3)",
+            params![TOKEN_KEY, &key[..], crate::time::Timestamp::now().as_micros()],
+        )?;
+        return Ok(());
+    }
     if version != 6 {
         return Ok(());
     }

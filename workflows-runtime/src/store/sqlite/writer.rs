@@ -693,17 +693,30 @@ fn deliver(conn: &Connection, delivery: &Delivery) -> Result<Delivered, StoreErr
 fn async_step_attempt(conn: &Connection, delivery: &Delivery) -> Result<Result<u32, Delivered>, StoreError> {
     let id = &delivery.execution;
     let context = || format!("cannot deliver to execution {id}");
-    let latest: Option<(i64, String)> = conn
+    let latest: Option<(i64, String, i64)> = conn
         .prepare_cached(
-            "SELECT idx, event FROM journal
+            "SELECT idx, event, at FROM journal
              WHERE execution_id = ?1 AND step_key = ?2
                AND kind IN ('step_started', 'step_waiting', 'step_completed', 'step_failed', 'step_skipped')
              ORDER BY idx DESC LIMIT 1",
         )
-        .and_then(|mut s| s.query_row(params![id.as_str(), delivery.name], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .and_then(|mut s| {
+            s.query_row(params![id.as_str(), delivery.name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
+        })
         .map_err(|e| backend(context(), e))?;
+    if delivery.legacy_token {
+        // An unsigned token is one an earlier release handed out: only for an attempt that
+        // started before this store had a token key.
+        let key_made: i64 = conn
+            .prepare_cached("SELECT created_at FROM secrets WHERE name = ?1")
+            .and_then(|mut s| s.query_row([super::schema::TOKEN_KEY], |r| r.get(0)))
+            .map_err(|e| backend(context(), e))?;
+        if latest.as_ref().is_none_or(|(_, _, at)| *at >= key_made) {
+            return Ok(Err(Delivered::LegacyToken));
+        }
+    }
     let latest = match latest {
-        Some((index, text)) => {
+        Some((index, text, _)) => {
             Some(serde_json::from_str::<crate::journal::JournalEvent>(&text).map_err(|e| StoreError::Corrupt {
                 execution: id.clone(),
                 what: format!("journal entry {index} (step `{}`)", delivery.name),

@@ -12,7 +12,6 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use workflows_runtime::prelude::*;
-use workflows_runtime::{DeliveryError, StepError};
 
 /// An order waiting for approval and payment.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -88,8 +88,8 @@ pub use serde;
 /// Everything a workflow file needs: `use workflows_runtime::prelude::*;`
 pub mod prelude {
     pub use crate::{
-        Completion, Container, Engine, ExecutionId, RunError, RunOptions, StepContext, StepError, StepResponse,
-        StepResultExt, Workflow, WorkflowError, step, workflow,
+        Backoff, Completion, Container, DeliveryError, Engine, ExecutionId, RetryPolicy, RunError, RunOptions,
+        StepContext, StepError, StepResponse, StepResultExt, WaitError, Workflow, WorkflowError, step, workflow,
     };
     pub use serde::{Deserialize, Serialize};
 }

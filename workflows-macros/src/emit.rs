@@ -1,6 +1,6 @@
 //! Pieces of generated code shared by both macros.
 
-use proc_macro2::{Ident, Span, TokenStream};
+use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Attribute, Path};
@@ -19,6 +19,26 @@ pub(crate) fn with_errors(item: impl ToTokens, error: syn::Error) -> TokenStream
 /// generated locals (`__wf_err`, ...) would no longer resolve. `located_at` keeps only the location.
 pub(crate) fn span_at(tokens: &impl Spanned) -> Span {
     Span::call_site().located_at(tokens.span())
+}
+
+/// `tokens` shown at `at`'s location, each resolving as before (see [`span_at`]).
+///
+/// For generated code that is about a user's token (a bound on their type) and should be
+/// reported there as a whole, not from the macro's call site to that token.
+pub(crate) fn located_at(tokens: TokenStream, at: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(group) = &token {
+                let mut inner = Group::new(group.delimiter(), located_at(group.stream(), at));
+                inner.set_span(group.span().located_at(at));
+                token = TokenTree::Group(inner);
+            } else {
+                token.set_span(token.span().located_at(at));
+            }
+            token
+        })
+        .collect()
 }
 
 /// A generated local variable's name, resolved at the macro's call site but shown at `tokens`

@@ -10,7 +10,10 @@ pub use crate::registry::{
     CompensationDefinition, Flow, SourceLocation, StepDefinition, StepRegistration, WorkflowDefinition,
     WorkflowRegistration,
 };
-pub use crate::step::{Outcome, StepFn, call_step, call_step_or_skip, check_output, compensation_hook};
+pub use crate::step::{
+    CompensationInput, CompensationTakes, Outcome, StepFn, StepInput, StepOutput, call_step, call_step_or_skip,
+    check_output, compensation_hook,
+};
 pub use crate::workflow::{WorkflowFn, call_child, check_input, erased_entry};
 
 pub use std::future::Future;

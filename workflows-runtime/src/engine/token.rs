@@ -86,6 +86,7 @@ pub(crate) struct Token {
 
 /// The execution and step a token names, without checking its signature (to say which
 /// execution a command is about; the delivery checks the token).
+#[cfg(any(feature = "cli", test))]
 pub(crate) fn execution_of(token: &str) -> Option<ExecutionId> {
     match token.strip_prefix(PREFIX) {
         Some(signed) => decode(signed).map(|(execution, _)| execution),

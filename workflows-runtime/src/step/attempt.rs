@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::run::StepFn;
+use super::checks::Step;
 use super::{Outcome, StepContext, StepResponse};
 use crate::engine::live::{Abort, LiveExecution};
 use crate::engine::panic::panic_message;
@@ -32,7 +32,8 @@ use crate::store::WriteMode;
 use crate::time::Timestamp;
 
 /// A step body's outcome.
-type BodyOutput<S> = Result<Outcome<<S as StepFn>::Output, <S as StepFn>::Compensation>, StepError>;
+type BodyOutput<S> =
+    Result<Outcome<<S as super::run::StepFn>::Output, <S as super::run::StepFn>::Compensation>, StepError>;
 
 /// A step body, with the context it borrows, on the heap: it can outlive its call.
 type Body<S> = Pin<Box<dyn Future<Output = BodyOutput<S>> + Send>>;
@@ -55,7 +56,7 @@ pub(super) struct Started {
 /// it hands itself to the execution (see the module's documentation). While it exists the
 /// execution counts a running step (no suspension; a stopping execution stops at the next
 /// step boundary).
-pub(super) struct Running<S: StepFn> {
+pub(super) struct Running<S: Step> {
     /// `None` once it ended.
     body: Option<Body<S>>,
     /// `None` once handed over (see `Drop`).
@@ -69,7 +70,7 @@ pub(super) struct Running<S: StepFn> {
     span: tracing::Span,
 }
 
-impl<S: StepFn> Running<S> {
+impl<S: Step> Running<S> {
     /// Starts the body of `started`'s attempt with `input`. `journaled` is true if the
     /// attempt's start was journaled already.
     pub fn start(started: Started, input: S::Input, journaled: bool) -> Self {
@@ -97,7 +98,7 @@ impl<S: StepFn> Running<S> {
     }
 }
 
-impl<S: StepFn> Future for Running<S> {
+impl<S: Step> Future for Running<S> {
     type Output = BodyOutput<S>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BodyOutput<S>> {
@@ -145,7 +146,7 @@ impl<S: StepFn> Future for Running<S> {
     }
 }
 
-impl<S: StepFn> Drop for Running<S> {
+impl<S: Step> Drop for Running<S> {
     fn drop(&mut self) {
         let Some(started) = self.started.take() else { return };
         if self.body.is_none() || !started.live.may_detach() {
@@ -169,7 +170,7 @@ impl<S: StepFn> Drop for Running<S> {
 /// Runs a detached attempt to its end and journals its outcome: a completion (compensated with
 /// the others if the workflow compensates), a failure (final: the workflow has moved on), or,
 /// for an async step that sent its request, that it waits.
-async fn finish_detached<S: StepFn>(mut running: Running<S>) {
+async fn finish_detached<S: Step>(mut running: Running<S>) {
     let outcome = (&mut running).await;
     let started = running.started();
     let Started { ref live, definition, seq, ref key, attempt, input_hash, started_at, inbox_from } = *started;

@@ -9,7 +9,7 @@ use tracing::Instrument;
 use serde_json::value::RawValue;
 
 use super::StepContext;
-use super::run::StepFn;
+use super::checks::Step;
 use crate::engine::live::{Abort, LiveExecution};
 use crate::engine::panic::catch_unwind;
 use crate::error::{Failure, FailureKind, StepError};
@@ -21,7 +21,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The type-erased compensation of step `S`, run from its stored JSON input. Not public API.
 #[doc(hidden)]
-pub fn compensation_hook<'a, S: StepFn>(
+pub fn compensation_hook<'a, S: Step>(
     ctx: &'a StepContext,
     input: &'a RawValue,
 ) -> BoxFuture<'a, Result<(), StepError>> {

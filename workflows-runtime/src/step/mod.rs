@@ -1,6 +1,7 @@
 //! Steps: the context a step body gets, the response it returns, and how a step call runs.
 
 mod attempt;
+pub(crate) mod checks;
 pub(crate) mod compensation;
 pub(crate) mod run;
 
@@ -12,6 +13,8 @@ use crate::engine::live::LiveExecution;
 use crate::execution::ExecutionId;
 use crate::journal::StepKey;
 
+#[doc(hidden)]
+pub use checks::{CompensationInput, CompensationTakes, Step, StepInput, StepOutput};
 #[doc(hidden)]
 pub use compensation::compensation_hook;
 pub use run::{StepFn, call_step, call_step_or_skip, check_output};

@@ -9,14 +9,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use super::attempt::{
     Failed, Running, Started, Waiting, encode, journal_start_durably, journal_waiting, later_without_async,
     record_completion, record_failure,
 };
+use super::checks::Step;
 use super::{Outcome, StepContext};
 use crate::engine::live::{Abort, CallGuard, LiveExecution};
 use crate::error::StepError;
@@ -30,13 +29,22 @@ use crate::workflow::Workflow;
 
 /// A `#[step]` function, as the macro describes it to the runtime. Not public API.
 #[doc(hidden)]
+// An unmet bound of the generated impl (a type that is not a serde type) is reported at that
+// type; this message is for the uses of the step that follow from it.
+#[diagnostic::on_unimplemented(
+    message = "step `{Self}` cannot be called: a type in its signature is not a serde type",
+    label = "see the errors at the step's parameters and return type"
+)]
 pub trait StepFn: 'static {
     /// The step's inputs as a tuple (decoded again from JSON for retries).
-    type Input: Serialize + DeserializeOwned + Send + 'static;
+    ///
+    /// The serde bounds the runtime needs are on [`Step`], not here: the macro states them per
+    /// type, at the user's tokens, so an error names the parameter that is not a serde type.
+    type Input: Send + 'static;
     /// The step's output.
-    type Output: Serialize + DeserializeOwned + Send + 'static;
+    type Output: Send + 'static;
     /// The compensation's input.
-    type Compensation: Serialize + DeserializeOwned + Send + 'static;
+    type Compensation: Send + 'static;
 
     /// The step's registered definition.
     fn definition() -> &'static StepDefinition;
@@ -64,7 +72,7 @@ pub trait StepFn: 'static {
 /// a `join!` get their keys in program order however their futures are polled.
 #[doc(hidden)]
 #[inline(always)]
-pub fn call_step<S: StepFn>(
+pub fn call_step<S: Step>(
     wf: &Workflow,
     input: S::Input,
 ) -> impl Future<Output = Result<S::Output, StepError>> + Send + '_ {
@@ -94,14 +102,14 @@ impl<T, F: Future<Output = Result<Option<T>, StepError>>> Future for Required<F>
 
 /// Checks that `output`, delivered to async step `S`, decodes as its output. Not public API.
 #[doc(hidden)]
-pub fn check_output<S: StepFn>(output: &RawValue) -> Result<(), serde_json::Error> {
+pub fn check_output<S: Step>(output: &RawValue) -> Result<(), serde_json::Error> {
     serde_json::from_str::<S::Output>(output.get()).map(drop)
 }
 
 /// The call of a step with `on_failure = "skip"`: `None` when it was skipped. Not public API.
 #[doc(hidden)]
 #[inline(always)]
-pub fn call_step_or_skip<S: StepFn>(
+pub fn call_step_or_skip<S: Step>(
     wf: &Workflow,
     input: S::Input,
 ) -> impl Future<Output = Result<Option<S::Output>, StepError>> + Send + '_ {
@@ -109,7 +117,7 @@ pub fn call_step_or_skip<S: StepFn>(
 }
 
 #[inline(always)]
-fn prepare<S: StepFn>(
+fn prepare<S: Step>(
     wf: &Workflow,
     input: S::Input,
 ) -> impl Future<Output = Result<Option<S::Output>, StepError>> + Send + '_ {
@@ -125,7 +133,7 @@ fn prepare<S: StepFn>(
 /// prepare for, and that ends within its attempt. Everything else (replay, async steps, retries,
 /// failures) is in [`run_step_general`], boxed: inline, its state would make every step call's
 /// future larger, and every step pays for moving that future into the workflow's.
-async fn run_step<S: StepFn>(
+async fn run_step<S: Step>(
     _guard: CallGuard<'_>,
     live: &Arc<LiveExecution>,
     definition: &'static StepDefinition,
@@ -191,7 +199,7 @@ async fn run_step<S: StepFn>(
 type StepFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Option<T>, StepError>> + Send + 'a>>;
 
 /// [`run_step_general`], boxed.
-fn general<'a, S: StepFn>(call: Call<'a>, input: S::Input, input_hash: u64, begin: Begin) -> StepFuture<'a, S::Output> {
+fn general<'a, S: Step>(call: Call<'a>, input: S::Input, input_hash: u64, begin: Begin) -> StepFuture<'a, S::Output> {
     Box::pin(run_step_general::<S>(call, input, input_hash, begin))
 }
 
@@ -217,7 +225,7 @@ fn failed_for_good_boxed<'a, T: Send + 'a>(
 
 /// Every other case of a step call (see [`run_step`]): replay, async steps, retries with their
 /// backoff, failures.
-async fn run_step_general<S: StepFn>(
+async fn run_step_general<S: Step>(
     call: Call<'_>,
     input: S::Input,
     input_hash: u64,
@@ -424,7 +432,7 @@ async fn failed_for_good<T>(
 
 /// Waits for an async step's completion; journals it if it is a success. Returns the outcome
 /// and, for a delivered failure, its inbox position.
-async fn await_completion<S: StepFn>(
+async fn await_completion<S: Step>(
     live: &LiveExecution,
     definition: &StepDefinition,
     seq: u32,

@@ -263,6 +263,44 @@ impl Rng {
     }
 }
 
+/// Where a kill landed, from what the dead process left: its side-effect log and the journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// No step had begun.
+    BeforeTheFirstStep,
+    /// A step body was running (it had begun and not ended or failed).
+    InsideABody,
+    /// At least one completion was committed and no body or compensation was running.
+    AfterACommit,
+    /// A compensation had begun.
+    DuringCompensation,
+    /// The execution did not exist yet.
+    BeforeTheExecutionExisted,
+}
+
+fn phase_of(log: &[String], journal: &[(String, String)]) -> Phase {
+    if log.iter().any(|l| l.starts_with("comp ")) || journal.iter().any(|(k, _)| k.starts_with("compensation")) {
+        return Phase::DuringCompensation;
+    }
+    // The last line about each step says whether its body was running.
+    let mut last: BTreeMap<&str, &str> = BTreeMap::new();
+    for line in log {
+        if let Some(rest) = line.strip_prefix("step ") {
+            let mut words = rest.split(' ');
+            if let (Some(k), Some(what)) = (words.next(), words.next()) {
+                last.insert(k, what);
+            }
+        }
+    }
+    if last.values().any(|what| *what == "begin") {
+        Phase::InsideABody
+    } else if journal.iter().any(|(k, _)| k == "step_completed") {
+        Phase::AfterACommit
+    } else {
+        Phase::BeforeTheFirstStep
+    }
+}
+
 #[test]
 fn killed_at_random_moments_the_invariants_hold() {
     let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
@@ -270,42 +308,47 @@ fn killed_at_random_moments_the_invariants_hold() {
     });
     println!("random crash test: CRASH_SEED={seed}");
     let mut rng = Rng(seed);
-    // Where the kills landed, to show the loop covers every phase.
-    let mut landed: BTreeMap<&str, usize> = BTreeMap::new();
-    for iteration in 0..30 {
+    // Where the kills landed: the test asserts at the end that they covered every phase.
+    let mut landed: BTreeMap<Phase, usize> = BTreeMap::new();
+    for iteration in 0..32 {
         let durability = DURABILITIES[iteration % 2];
         let steps = 6;
-        let fail_at = rng.next().is_multiple_of(2).then_some(steps);
-        let kill_after = Duration::from_millis(rng.next() % 200);
-        let context = format!(
-            "CRASH_SEED={seed} iteration {iteration} ({durability}, fail_at {fail_at:?}, kill after {kill_after:?})"
-        );
+        // Each iteration aims at a phase in turn (a step chosen at random), or kills at a random
+        // moment; where it landed is read from what the process left, not assumed.
+        let aim = iteration / 2 % 4;
+        let fail_at = match aim {
+            2 => Some(steps),
+            3 => rng.next().is_multiple_of(2).then_some(steps),
+            _ => None,
+        };
+        let block = match aim {
+            0 => Some(format!("step:{}", 1 + rng.next() % u64::from(steps))),
+            2 => Some(format!("comp:{}", 1 + rng.next() % u64::from(steps - 1))),
+            _ => None,
+        };
+        let context = format!("CRASH_SEED={seed} iteration {iteration} ({durability}, fail_at {fail_at:?}, {block:?})");
         let s = Scenario::new(durability);
         let id = format!("random-{iteration}");
-        let child = s.start(&id, &plan(steps, fail_at, 30, rng.next()), None);
-        std::thread::sleep(kill_after);
+        let child = s.start(&id, &plan(steps, fail_at, 30, rng.next()), block.as_deref());
+        match (aim, &block) {
+            (_, Some(point)) => s.wait_for_log(&format!("{point} blocked")),
+            // Right after the last step's completion committed: no body can begin after it.
+            (1, None) => {
+                s.wait_for_journal(&id, "step_completed", &key(steps));
+                std::thread::sleep(Duration::from_millis(rng.next() % 5));
+            }
+            _ => std::thread::sleep(Duration::from_millis(rng.next() % 200)),
+        }
         kill(child);
 
         println!("{context}");
         // What was durable when the process died.
         let committed: Vec<u32> = (1..=steps).filter(|k| s.journal_has(&id, "step_completed", &key(*k))).collect();
-        let journal_at_kill = s.journal(&id);
-        let phase = if journal_at_kill.iter().any(|(k, _)| k.starts_with("compensation")) {
-            "during compensation"
-        } else if committed.len() as u32 == fail_at.map_or(steps, |f| f - 1)
-            && journal_at_kill.iter().any(|(k, _)| k == "step_failed")
-            || committed.len() as u32 == steps
-        {
-            "after the last step"
-        } else if journal_at_kill.is_empty() {
-            "before the first step completed"
-        } else {
-            "between or inside steps"
-        };
+        let phase = phase_of(&s.log(), &s.journal(&id));
         let outcome = s.resume(&id);
-        *landed
-            .entry(if outcome.trim() == "STATE none" { "before the execution existed" } else { phase })
-            .or_default() += 1;
+        let phase = if outcome.trim() == "STATE none" { Phase::BeforeTheExecutionExisted } else { phase };
+        println!("{context}: killed {phase:?}");
+        *landed.entry(phase).or_default() += 1;
         if outcome.trim() == "STATE none" {
             // Killed before the execution was created: no step may have run.
             assert!(s.log().is_empty(), "{context}: side effects without an execution: {:?}", s.log());
@@ -344,6 +387,9 @@ fn killed_at_random_moments_the_invariants_hold() {
         }
     }
     println!("kills landed: {landed:?}");
+    for phase in [Phase::InsideABody, Phase::AfterACommit, Phase::DuringCompensation] {
+        assert!(landed.contains_key(&phase), "CRASH_SEED={seed}: no kill landed {phase:?}: {landed:?}");
+    }
 }
 
 #[test]

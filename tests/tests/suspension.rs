@@ -1,7 +1,8 @@
-//! Suspension holds no memory: 10,000 executions wait on async steps; once they are all
-//! suspended the engine drives none of them (no task, no future), and the process's memory
-//! is back near where it was; then all of them are completed from outside and every result
-//! is checked. The figures are printed (`cargo test --test suspension -- --nocapture`).
+//! Suspension holds no task and almost no memory: 10,000 executions wait on async steps; once
+//! they are all suspended the engine drives none of them (no task, no future) and the Rust heap
+//! holds under 512 bytes per execution (asserted; the RSS is printed); then all of them are
+//! completed from outside and every result is checked. The figures are printed
+//! (`cargo test --test suspension -- --nocapture`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -94,7 +95,7 @@ async fn wait_until_count(engine: &Engine, state: ExecutionState, wanted: usize)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_waiting_executions_hold_no_memory_and_all_complete() {
+async fn ten_thousand_suspended_executions_hold_no_task_and_under_512_heap_bytes_each_then_all_complete() {
     let dir = tempfile::tempdir().unwrap();
     let options = SqliteOptions::new().durability(Durability::Process);
     let engine = Engine::builder().sqlite_with(dir.path().join("waiting.db"), options).start().await.unwrap();
@@ -144,6 +145,14 @@ async fn ten_thousand_waiting_executions_hold_no_memory_and_all_complete() {
     let heap_idle = heap_bytes();
     let per_execution = idle.saturating_sub(before) as f64 / EXECUTIONS as f64;
     let heap_per_execution = (heap_idle - heap_before) as f64 / EXECUTIONS as f64;
+    // The bound that makes suspension worth having: a suspended execution keeps no future and
+    // no live state (those take kilobytes), only its entry in the engine's indexes. The Rust
+    // heap is counted by the allocator above, so this holds on any machine; RSS (SQLite's page
+    // cache included) is printed below, not asserted.
+    assert!(
+        heap_per_execution < 512.0,
+        "{heap_per_execution:.0} bytes of Rust heap per suspended execution (bound: 512)"
+    );
 
     let completing = Instant::now();
     let mut completions = tokio::task::JoinSet::new();

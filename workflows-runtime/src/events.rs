@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 
-use crate::error::Failure;
 use crate::execution::{ExecutionId, ExecutionState};
+use crate::failure::Failure;
 use crate::journal::{JournalEvent, StepKey};
 use crate::time::Timestamp;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::error::Failure;
+use crate::failure::Failure;
 use crate::time::Timestamp;
 
 /// The id of an execution: a UUIDv7 by default, or any non-empty string the caller chose

@@ -49,6 +49,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod execution;
+mod failure;
 pub mod journal;
 pub mod policy;
 pub mod registry;

@@ -7,8 +7,9 @@ use serde_json::value::RawValue;
 
 use super::live::{Abort, LiveExecution};
 use super::{Created, Engine, EngineInner, RunOptions, driver, handle};
-use crate::error::{Failure, FailureKind, RunError};
+use crate::error::RunError;
 use crate::execution::{ExecutionId, ExecutionState};
+use crate::failure::{Failure, FailureKind};
 use crate::journal::JournalEvent;
 use crate::journal::StepKey;
 use crate::journal::replay::Progress;

@@ -3,8 +3,9 @@
 use serde_json::value::RawValue;
 
 use super::{Engine, ExecutionHandle, RunOptions};
-use crate::error::{Failure, FailureKind, RunError};
+use crate::error::RunError;
 use crate::execution::ExecutionId;
+use crate::failure::{Failure, FailureKind};
 use crate::store::{Purge, StoreError};
 use crate::time::Timestamp;
 use crate::workflow::WorkflowFn;

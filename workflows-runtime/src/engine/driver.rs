@@ -10,9 +10,10 @@ use tokio::sync::oneshot;
 
 use super::live::{Abort, LiveExecution};
 use super::panic::catch_unwind;
-use crate::error::{Failure, FailureKind, RunError, WorkflowError};
+use crate::error::{RunError, WorkflowError};
 use crate::events::EventKind;
 use crate::execution::ExecutionState;
+use crate::failure::{Failure, FailureKind};
 use crate::journal::replay::Compensate;
 use crate::step::compensation::run_compensation;
 use crate::store::{StoreError, Suspend, Suspended};

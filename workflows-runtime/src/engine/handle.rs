@@ -10,8 +10,9 @@ use tokio::sync::oneshot;
 
 use super::driver::Sent;
 use super::{Engine, EngineInner};
-use crate::error::{Failure, FailureKind, RunError};
+use crate::error::RunError;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
+use crate::failure::{Failure, FailureKind};
 use crate::journal::JournalEvent;
 
 /// A started execution: its id, and its result to await.

@@ -7,8 +7,9 @@ use serde_json::value::RawValue;
 
 use super::token::Token;
 use super::{Engine, EngineInner};
-use crate::error::{Failure, StepError};
+use crate::error::StepError;
 use crate::execution::{ExecutionId, ExecutionState};
+use crate::failure::Failure;
 use crate::journal::StepKey;
 use crate::store::{Delivered, Delivery, InboxKind, StoreError};
 use crate::time::Timestamp;

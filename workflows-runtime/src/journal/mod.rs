@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 pub use input_hash::input_hash;
 
-use crate::error::Failure;
+use crate::failure::Failure;
 use crate::time::Timestamp;
 
 /// The deterministic key of a step call: the step's name and its occurrence in the execution,

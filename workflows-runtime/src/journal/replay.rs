@@ -12,7 +12,7 @@ use std::task::Waker;
 use serde_json::value::RawValue;
 
 use super::{JournalEntry, JournalEvent, StepKey};
-use crate::error::Failure;
+use crate::failure::Failure;
 use crate::time::Timestamp;
 
 /// What a step call must do, decided from the journal.
@@ -608,7 +608,7 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::FailureKind;
+    use crate::failure::FailureKind;
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_owned()).unwrap()

@@ -11,8 +11,8 @@ use super::{
     InboxKind, NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, Store, StoreAck, StoreError, StoreFuture,
     Suspend, Suspended, WriteAck,
 };
-use crate::error::Failure;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
+use crate::failure::Failure;
 use crate::journal::JournalEntry;
 use crate::time::Timestamp;
 

@@ -18,8 +18,8 @@ use tokio::sync::oneshot;
 pub use memory::MemoryStore;
 pub use sqlite::{SCHEMA_VERSION, SqliteOptions, SqliteStore};
 
-use crate::error::Failure;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
+use crate::failure::Failure;
 use crate::journal::{JournalEntry, JournalEvent};
 use crate::time::Timestamp;
 

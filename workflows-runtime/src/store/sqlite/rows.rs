@@ -5,8 +5,8 @@ use rusqlite::Row;
 use serde_json::value::RawValue;
 
 use super::{backend, checksum};
-use crate::error::Failure;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
+use crate::failure::Failure;
 use crate::journal::{JournalEntry, JournalEvent};
 use crate::store::StoreError;
 use crate::time::Timestamp;

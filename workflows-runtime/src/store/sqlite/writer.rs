@@ -14,8 +14,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{ACTIVE_STATES, backend, checksum, rows};
-use crate::error::{Failure, FailureKind};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
+use crate::failure::{Failure, FailureKind};
 use crate::store::{
     AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewExecution, Purge, Renewed, Reopen, Reopened, StoreError,
     Suspend, Suspended, WriteMode,

@@ -3,13 +3,30 @@
 use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Attribute, Path};
+use syn::{Attribute, Item, ItemFn, Path};
 
 /// On error: the original item (so the rest of the crate and IDEs still see it) and the errors.
 pub(crate) fn with_errors(item: impl ToTokens, error: syn::Error) -> TokenStream {
     let mut out = error.to_compile_error();
     item.to_tokens(&mut out);
     out
+}
+
+/// The function an attribute is on; on error, what to emit instead: the item is not a function
+/// (`#[step] struct ...`), or it does not parse (then syn's error, at the token it stopped at).
+pub(crate) fn parse_function(item: TokenStream, attribute: &str) -> Result<ItemFn, TokenStream> {
+    let error = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(function) => return Ok(function),
+        Err(error) => error,
+    };
+    if syn::parse2::<Item>(item.clone()).is_ok() {
+        let error = syn::Error::new(Span::call_site(), format!("#[{attribute}] must be applied to an `async fn`"));
+        Err(with_errors(item, error))
+    } else {
+        // syn's error, at the token it stopped at; the item as written is not emitted again,
+        // so rustc does not report its own parse error of it twice.
+        Err(error.to_compile_error())
+    }
 }
 
 /// A span at `tokens`' location that resolves names like the macro's own code.

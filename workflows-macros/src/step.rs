@@ -42,12 +42,9 @@ struct Rejected {
 }
 
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
-    let function: ItemFn = match syn::parse2(item.clone()) {
+    let function = match emit::parse_function(item, "step") {
         Ok(function) => function,
-        Err(_) => {
-            let error = syn::Error::new(Span::call_site(), "#[step] must be applied to an `async fn`");
-            return emit::with_errors(item, error);
-        }
+        Err(errors) => return errors,
     };
     match analyze(args, &function) {
         Ok(step) => generate(&step, function),

@@ -1,7 +1,7 @@
 //! `#[workflow]`: parse and check the function, then generate its entry points and its
 //! registration (with the steps its body calls and the fingerprint of its code).
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn, LitStr, Path, Type};
@@ -24,12 +24,9 @@ struct Workflow {
 }
 
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
-    let function: ItemFn = match syn::parse2(item.clone()) {
+    let function = match emit::parse_function(item, "workflow") {
         Ok(function) => function,
-        Err(_) => {
-            let error = syn::Error::new(Span::call_site(), "#[workflow] must be applied to an `async fn`");
-            return emit::with_errors(item, error);
-        }
+        Err(errors) => return errors,
     };
     match analyze(args, &function) {
         Ok(workflow) => generate(&workflow, function),

@@ -15,19 +15,6 @@ pub struct Timestamp(i64);
 impl Timestamp {
     /// The current wall-clock time.
     pub fn now() -> Self {
-        // Read twice per step: straight from the clock, without `SystemTime`'s checked
-        // subtraction and 128-bit conversion (3% of an in-memory step's time).
-        #[cfg(unix)]
-        {
-            let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-            // SAFETY: `clock_gettime` only writes the `timespec` it is given.
-            if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) } == 0 {
-                // `time_t` and `c_long` are 32 bits wide on some targets.
-                #[allow(clippy::unnecessary_cast)]
-                let (secs, nanos) = (now.tv_sec as i64, now.tv_nsec as i64);
-                return Self(secs.saturating_mul(1_000_000).saturating_add(nanos / 1_000));
-            }
-        }
         Self::from(SystemTime::now())
     }
 
@@ -77,30 +64,18 @@ impl From<Timestamp> for SystemTime {
 }
 
 impl fmt::Display for Timestamp {
-    /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-27T02:19:48.123Z`.
+    /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-27T02:19:48.123Z`; a time
+    /// RFC 3339 cannot write (before 1970 or after 9999: only a damaged or saturated value)
+    /// as its microseconds.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.0.div_euclid(1_000_000);
-        let millis = self.0.rem_euclid(1_000_000) / 1000;
-        let days = secs.div_euclid(86_400);
-        let rem = secs.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
-        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
+        // The first instant of the year 10000, where RFC 3339 ends.
+        const END: i64 = 253_402_300_800 * 1_000_000;
+        if (0..END).contains(&self.0) {
+            write!(f, "{}", humantime::format_rfc3339_millis(SystemTime::from(*self)))
+        } else {
+            write!(f, "{} µs since 1970-01-01T00:00:00Z", self.0)
+        }
     }
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
-/// Howard Hinnant's `civil_from_days`, exact for the whole `i64` day range we use.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]
@@ -114,6 +89,8 @@ mod tests {
         let t = Timestamp::from_micros(1_795_745_988_123_456);
         assert_eq!(t.to_string(), "2026-11-27T02:19:48.123Z");
         assert_eq!(Timestamp::from_micros(951_782_400_000_000).to_string(), "2000-02-29T00:00:00.000Z");
+        assert_eq!(Timestamp::from_micros(i64::MAX).to_string(), format!("{} µs since 1970-01-01T00:00:00Z", i64::MAX));
+        assert_eq!(Timestamp::from_micros(-1).to_string(), "-1 µs since 1970-01-01T00:00:00Z");
     }
 
     #[test]

@@ -4,8 +4,10 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+
+use parking_lot::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use futures_util::StreamExt;
@@ -206,10 +208,10 @@ impl LiveExecution {
     /// outcome — to its end, in the execution's task: a started body is never abandoned
     /// silently (its side effect may have happened).
     pub fn detach(&self, body: DetachedBody) {
-        self.detached.lock().unwrap_or_else(|p| p.into_inner()).push(body);
+        self.detached.lock().push(body);
         self.has_detached.store(true, Ordering::Release);
         // The driver polls it (it may be between polls of the body).
-        if let Some(waker) = self.waker.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(waker) = self.waker.lock().as_ref() {
             waker.wake_by_ref();
         }
     }
@@ -219,7 +221,7 @@ impl LiveExecution {
         if !self.has_detached.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        let mut detached = self.detached.lock().unwrap_or_else(|p| p.into_inner());
+        let mut detached = self.detached.lock();
         while let Poll::Ready(Some(())) = detached.poll_next_unpin(cx) {}
         if detached.is_empty() {
             self.has_detached.store(false, Ordering::Release);
@@ -238,7 +240,7 @@ impl LiveExecution {
     /// too, and those already detached are dropped now.
     pub fn tear_down(&self) {
         self.tearing_down.store(true, Ordering::Release);
-        let detached = std::mem::take(&mut *self.detached.lock().unwrap_or_else(|p| p.into_inner()));
+        let detached = std::mem::take(&mut *self.detached.lock());
         self.has_detached.store(false, Ordering::Release);
         drop(detached);
     }
@@ -248,7 +250,7 @@ impl LiveExecution {
     fn forget_turn(&self, seq: u32) {
         let mut wake = Vec::new();
         {
-            let mut state = self.lock();
+            let mut state = self.state.lock();
             state.progress.forget_turn(seq, &mut wake);
             if !state.progress.replaying() {
                 self.replaying.store(false, Ordering::Release);
@@ -261,12 +263,8 @@ impl LiveExecution {
     /// branch waits (and none runs a step body), the execution can be suspended.
     pub fn wait(&self, seq: u32, until: Option<Timestamp>, on_inbox: bool) -> WaitGuard<'_> {
         let checked = on_inbox.then_some(u64::MAX);
-        self.lock_waits().push(Wait { seq, until, checked });
+        self.waits.lock().push(Wait { seq, until, checked });
         WaitGuard { live: self, seq }
-    }
-
-    fn lock_waits(&self) -> MutexGuard<'_, Vec<Wait>> {
-        self.waits.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The wake-up count to record when a wait is about to look at the inbox.
@@ -276,7 +274,7 @@ impl LiveExecution {
 
     /// Notes that the wait of `seq` looked at the inbox when the count was `wakeups`.
     pub fn inbox_checked(&self, seq: u32, wakeups: u64) {
-        if let Some(wait) = self.lock_waits().iter_mut().find(|w| w.seq == seq) {
+        if let Some(wait) = self.waits.lock().iter_mut().find(|w| w.seq == seq) {
             wait.checked = Some(wakeups);
         }
     }
@@ -305,7 +303,7 @@ impl LiveExecution {
             return false;
         }
         let seen = self.wakeups_seen();
-        let waits = self.lock_waits();
+        let waits = self.waits.lock();
         !waits.is_empty() && waits.iter().all(|w| w.checked.is_none_or(|c| c != u64::MAX && c >= seen))
     }
 
@@ -318,17 +316,12 @@ impl LiveExecution {
     /// When the earliest wait ends by itself, or the execution times out: the suspended
     /// execution's wake-up time.
     pub fn wake_at(&self) -> Option<Timestamp> {
-        self.lock_waits().iter().filter_map(|w| w.until).chain(self.deadline).min()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // The state is only touched in short, panic-free sections.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.waits.lock().iter().filter_map(|w| w.until).chain(self.deadline).min()
     }
 
     /// Runs `f` on the progress, under the execution's lock (never held across an await).
     pub fn with_progress<R>(&self, f: impl FnOnce(&mut Progress) -> R) -> R {
-        f(&mut self.lock().progress)
+        f(&mut self.state.lock().progress)
     }
 
     /// Resolves when it is the turn of the call at `seq` to return its journaled outcome, or
@@ -408,21 +401,21 @@ impl LiveExecution {
     /// Stops the body at its next poll (and wakes the driver). The first reason wins.
     pub fn abort(&self, abort: Abort) {
         {
-            let mut state = self.lock();
+            let mut state = self.state.lock();
             if state.abort.is_some() {
                 return;
             }
             state.abort = Some(abort);
             self.aborted.store(true, Ordering::Release);
         }
-        if let Some(waker) = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(waker) = self.waker.lock().take() {
             waker.wake();
         }
     }
 
     /// Remembers the driver's waker, so that [`LiveExecution::abort`] can wake an idle body.
     pub fn register_waker(&self, waker: &Waker) {
-        let mut slot = self.waker.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.waker.lock();
         if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
             *slot = Some(waker.clone());
         }
@@ -434,7 +427,7 @@ impl LiveExecution {
     /// steps may finish and the execution stops at the next step boundary (a deadline).
     pub fn request_stop(&self, why: Failure, now: bool) {
         {
-            let mut stopping = self.stopping.lock().unwrap_or_else(|p| p.into_inner());
+            let mut stopping = self.stopping.lock();
             if stopping.is_none() {
                 *stopping = Some(why);
             }
@@ -448,7 +441,7 @@ impl LiveExecution {
 
     /// Why the execution was asked to stop, if it was.
     pub fn stop_reason(&self) -> Option<Failure> {
-        self.stopping.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.stopping.lock().clone()
     }
 
     /// True once the execution was asked to stop.
@@ -458,7 +451,7 @@ impl LiveExecution {
 
     /// Stops the body now, for the reason given to [`LiveExecution::request_stop`].
     pub fn stop_at_boundary(&self) {
-        let why = self.stopping.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let why = self.stopping.lock().clone();
         if let Some(why) = why {
             self.abort(Abort::Stop(why));
         }
@@ -493,7 +486,7 @@ impl LiveExecution {
         if !self.aborted.load(Ordering::Acquire) {
             return None;
         }
-        let mut state = self.lock();
+        let mut state = self.state.lock();
         self.aborted.store(false, Ordering::Release);
         state.abort.take()
     }
@@ -561,7 +554,7 @@ impl LiveExecution {
         update: impl FnOnce(&mut Progress),
     ) -> WriteAck {
         let at = Timestamp::now();
-        let mut state = self.lock();
+        let mut state = self.state.lock();
         let mut entries = JournalEntries::new();
         for event in events {
             entries.push(JournalEntry { index: state.progress.take_index(), at, event });
@@ -608,7 +601,7 @@ impl LiveExecution {
     /// compensation, the result going back to the caller) before that effect happens — see
     /// [`LiveExecution::barrier`] — so writes ride along in the same commit when they can.
     pub fn defer(&self, ack: WriteAck) {
-        let mut unconfirmed = self.lock_unconfirmed();
+        let mut unconfirmed = self.unconfirmed.lock();
         unconfirmed.submitted += 1;
         if unconfirmed.acks.is_empty() && ack.is_ready_ok() {
             // Durable already (a synchronous store) and nothing older is pending: confirmed
@@ -621,7 +614,7 @@ impl LiveExecution {
 
     /// How many durable writes were submitted so far: the barrier of a step called now.
     pub fn submitted(&self) -> u64 {
-        self.lock_unconfirmed().submitted
+        self.unconfirmed.lock().submitted
     }
 
     /// Resolves once the first `upto` durable writes are durable.
@@ -634,10 +627,6 @@ impl LiveExecution {
         let upto = self.submitted();
         self.barrier(upto).await?;
         ack.await
-    }
-
-    fn lock_unconfirmed(&self) -> MutexGuard<'_, Unconfirmed> {
-        self.unconfirmed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Writes a state change with no journal entry.
@@ -701,7 +690,7 @@ impl std::task::Wake for BarrierWakers {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let wakers = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let wakers = std::mem::take(&mut *self.0.lock());
         wakers.into_iter().for_each(Waker::wake);
     }
 }
@@ -710,7 +699,7 @@ impl Future for Barrier<'_> {
     type Output = Result<(), StoreError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut unconfirmed = self.live.lock_unconfirmed();
+        let mut unconfirmed = self.live.unconfirmed.lock();
         if let Some(cause) = &unconfirmed.failed {
             return Poll::Ready(Err(StoreError::Unavailable(cause.clone())));
         }
@@ -718,7 +707,7 @@ impl Future for Barrier<'_> {
             let waiting = unconfirmed.waiting.clone();
             let Some(ack) = unconfirmed.acks.front_mut() else { break };
             {
-                let mut wakers = waiting.0.lock().unwrap_or_else(|p| p.into_inner());
+                let mut wakers = waiting.0.lock();
                 if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
                     wakers.push(cx.waker().clone());
                 }
@@ -792,7 +781,7 @@ impl Future for Turn<'_> {
         }
         let mut wake = Vec::new();
         let ready = {
-            let mut state = self.live.lock();
+            let mut state = self.live.state.lock();
             let ready = state.progress.turn(self.seq, cx.waker(), &mut wake);
             if !state.progress.replaying() {
                 self.live.replaying.store(false, Ordering::Release);
@@ -812,7 +801,7 @@ pub(crate) struct WaitGuard<'a> {
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
-        let mut waits = self.live.lock_waits();
+        let mut waits = self.live.waits.lock();
         if let Some(index) = waits.iter().position(|w| w.seq == self.seq) {
             waits.swap_remove(index);
         }

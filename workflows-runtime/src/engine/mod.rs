@@ -19,8 +19,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -592,7 +594,7 @@ impl Engine {
 
     /// How many executions this engine is driving right now.
     pub fn running(&self) -> usize {
-        self.inner.lock_live().len()
+        self.inner.live.lock().len()
     }
 
     /// Stops the engine gracefully: it takes over and resumes no more executions, lets the
@@ -618,7 +620,7 @@ impl Engine {
     /// engine on the same store resumes them at once.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        let running: Vec<Stopper> = self.inner.lock_live().drain().filter_map(|(_, task)| task.handle).collect();
+        let running: Vec<Stopper> = self.inner.live.lock().drain().filter_map(|(_, task)| task.handle).collect();
         for task in &running {
             task.abort();
         }
@@ -690,7 +692,7 @@ impl EngineInner {
         // The entry exists before the task can end, so the task's guard always finds it; the
         // stopper is filled in afterwards (`stop_with`), unless the task already ended.
         let id = live.id.clone();
-        self.lock_live().insert(id.clone(), LiveTask { execution: live.clone(), handle: None });
+        self.live.lock().insert(id.clone(), LiveTask { execution: live.clone(), handle: None });
         let span = tracing::info_span!("execution", execution = %id, workflow = live.definition.name());
         let guard = Untrack { engine: self.clone(), execution: Arc::downgrade(live), id };
         Tracked { task, span, _guard: guard }
@@ -699,7 +701,7 @@ impl EngineInner {
     /// Records how to stop the task driving `live`.
     fn stop_with(&self, live: &LiveExecution, stopper: Stopper) {
         {
-            let mut tasks = self.lock_live();
+            let mut tasks = self.live.lock();
             let Some(entry) = tasks.get_mut(&live.id) else { return };
             if !self.is_closed() {
                 entry.handle = Some(stopper);
@@ -713,22 +715,22 @@ impl EngineInner {
 
     /// The execution this engine drives under `id`, if it does.
     pub(crate) fn live_execution(&self, id: &ExecutionId) -> Option<Arc<LiveExecution>> {
-        self.lock_live().get(id).map(|task| task.execution.clone())
+        self.live.lock().get(id).map(|task| task.execution.clone())
     }
 
     /// Every execution this engine drives.
     pub(crate) fn live_executions(&self) -> Vec<Arc<LiveExecution>> {
-        self.lock_live().values().map(|task| task.execution.clone()).collect()
+        self.live.lock().values().map(|task| task.execution.clone()).collect()
     }
 
     /// Marks an execution this engine stopped driving, to release it (see `abandoned`).
     pub(crate) fn abandon(&self, id: ExecutionId, epoch: u64) {
-        self.abandoned.lock().unwrap_or_else(|p| p.into_inner()).push((id, epoch));
+        self.abandoned.lock().push((id, epoch));
     }
 
     /// Releases the abandoned executions the store accepts to release now.
     pub(crate) async fn release_abandoned(&self) {
-        let pending = std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|p| p.into_inner()));
+        let pending = std::mem::take(&mut *self.abandoned.lock());
         for (id, epoch) in pending {
             if let Err(error) = self.store.release_execution(&id, epoch).await {
                 tracing::warn!(execution = %id, %error, "could not release an execution yet; retrying");
@@ -740,7 +742,7 @@ impl EngineInner {
     /// Stops counting execution `id` as driven here, if `execution` is the one driven under it
     /// (a suspended execution may be resumed by a new task before the old one is gone).
     pub(crate) fn untrack(&self, id: &ExecutionId, execution: *const LiveExecution) {
-        let mut live = self.lock_live();
+        let mut live = self.live.lock();
         if live.get(id).is_some_and(|task| std::ptr::eq(Arc::as_ptr(&task.execution), execution)) {
             live.remove(id);
         }
@@ -754,13 +756,13 @@ impl EngineInner {
 
     /// The signal for callers waiting for execution `id` to finish (see [`handle::wait_for`]).
     pub(crate) fn watch(&self, id: &ExecutionId) -> Arc<tokio::sync::Notify> {
-        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut watchers = self.watchers.lock();
         watchers.entry(id.clone()).or_default().clone()
     }
 
     /// Forgets the signal of a caller that stopped waiting, if nobody else waits.
     pub(crate) fn unwatch(&self, id: &ExecutionId, watch: Arc<tokio::sync::Notify>) {
-        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut watchers = self.watchers.lock();
         // The map's reference and `watch`: nobody else holds it.
         if watchers.get(id).is_some_and(|known| Arc::ptr_eq(known, &watch) && Arc::strong_count(&watch) == 2) {
             watchers.remove(id);
@@ -769,7 +771,7 @@ impl EngineInner {
 
     /// Wakes the callers waiting for execution `id`: its task ended here.
     fn notify_watchers(&self, id: &ExecutionId) {
-        let watch = self.watchers.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        let watch = self.watchers.lock().remove(id);
         if let Some(watch) = watch {
             watch.notify_waiters();
         }
@@ -781,10 +783,6 @@ impl EngineInner {
     /// attempt is not retried — while an attempt a crash interrupted runs again.
     pub(crate) fn retry_budget(&self, step: &crate::registry::StepDefinition) -> Option<RetryPolicy> {
         step.policy.retry.or(self.default_retry)
-    }
-
-    fn lock_live(&self) -> std::sync::MutexGuard<'_, LiveTasks> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn is_closed(&self) -> bool {

@@ -13,8 +13,7 @@ use crate::journal::replay::Progress;
 use crate::store::{Claim, OwnerLeases, Renewed, StoreError};
 use crate::time::Timestamp;
 use crate::workflow::Workflow;
-
-type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+use futures_util::future::BoxFuture;
 
 /// How many orphans one claim takes at most.
 const CLAIM_BATCH: usize = 100;

@@ -21,8 +21,7 @@ pub(crate) fn to_raw<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Box
         let Ok(mut buffer) = buffer.try_borrow_mut() else { return serde_json::value::to_raw_value(value) };
         buffer.clear();
         serde_json::to_writer(&mut *buffer, value)?;
-        // SAFETY: serde_json writes only UTF-8 (its own `to_string` relies on this too).
-        let text = unsafe { String::from_utf8_unchecked(buffer.to_vec()) };
+        let text = String::from_utf8(buffer.to_vec()).map_err(serde::ser::Error::custom)?;
         if buffer.capacity() > KEEP_CAPACITY {
             *buffer = Vec::with_capacity(256);
         }

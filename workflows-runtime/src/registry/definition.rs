@@ -1,8 +1,6 @@
 //! The static definitions the macros emit for each step and workflow.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -11,8 +9,7 @@ use crate::error::{StepError, WorkflowError};
 use crate::policy::StepPolicy;
 use crate::step::StepContext;
 use crate::workflow::Workflow;
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use futures_util::future::BoxFuture;
 
 /// Where a step or workflow is defined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,7 +1,5 @@
 //! Running a step's compensation from its stored input, with the step's retry budget.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use tracing::Instrument;
@@ -17,8 +15,7 @@ use crate::failure::{Failure, FailureKind};
 use crate::journal::replay::Compensation;
 use crate::journal::{JournalEvent, StepKey};
 use crate::store::WriteMode;
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use futures_util::future::BoxFuture;
 
 /// The type-erased compensation of step `S`, run from its stored JSON input. Not public API.
 #[doc(hidden)]

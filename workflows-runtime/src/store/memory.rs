@@ -2,7 +2,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use serde_json::value::RawValue;
 
@@ -109,14 +111,8 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Executions> {
-        // A panic while holding the lock leaves consistent data: every change below is
-        // completed before anything that can panic.
-        self.executions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     fn apply(&self, batch: AppendBatch) -> Result<(), StoreError> {
-        let mut executions = self.lock();
+        let mut executions = self.executions.lock();
         let entry =
             executions.get_mut(&batch.execution).ok_or_else(|| StoreError::NotFound(batch.execution.clone()))?;
         if entry.epoch != batch.epoch {
@@ -217,7 +213,7 @@ impl Store for MemoryStore {
     }
 
     fn create_execution(&self, new: NewExecution) -> StoreAck<CreateOutcome> {
-        let mut executions = self.lock();
+        let mut executions = self.executions.lock();
         if let Some(existing) = executions.get(&new.id) {
             return StoreAck::ready(Ok(CreateOutcome::Exists(Box::new(existing.record(&new.id)))));
         }
@@ -273,16 +269,16 @@ impl Store for MemoryStore {
     }
 
     fn execution<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Option<ExecutionRecord>> {
-        ready(self.lock().get(id).map(|e| e.record(id)))
+        ready(self.executions.lock().get(id).map(|e| e.record(id)))
     }
 
     fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>> {
-        ready(self.lock().get(id).map(|e| e.journal.clone()).unwrap_or_default())
+        ready(self.executions.lock().get(id).map(|e| e.journal.clone()).unwrap_or_default())
     }
 
     fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList> {
         let mut records: Vec<_> =
-            self.lock().iter().map(|(id, e)| e.record(id)).filter(|record| query.matches(record)).collect();
+            self.executions.lock().iter().map(|(id, e)| e.record(id)).filter(|record| query.matches(record)).collect();
         records.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
         records.drain(..query.offset.min(records.len()));
         if let Some(limit) = query.limit {
@@ -292,7 +288,7 @@ impl Store for MemoryStore {
     }
 
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
-        let mut executions = self.lock();
+        let mut executions = self.executions.lock();
         let claimable = |(_, e): &(&ExecutionId, &mut Box<Entry>)| {
             e.is_orphan(claim.now) && claim.workflows.iter().any(|w| *w == e.workflow)
         };
@@ -322,7 +318,7 @@ impl Store for MemoryStore {
 
     fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>> {
         let mut renewed = Vec::new();
-        for (id, entry) in self.lock().iter_mut() {
+        for (id, entry) in self.executions.lock().iter_mut() {
             if entry.owner.as_deref() == Some(owner) && entry.state.is_active() {
                 entry.lease_until = Some(lease_until);
                 renewed.push(Renewed {
@@ -337,7 +333,7 @@ impl Store for MemoryStore {
 
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
         let mut released = 0;
-        for entry in self.lock().values_mut() {
+        for entry in self.executions.lock().values_mut() {
             if entry.owner.as_deref() == Some(owner) && entry.state.is_active() {
                 entry.owner = None;
                 entry.lease_until = None;
@@ -349,7 +345,7 @@ impl Store for MemoryStore {
 
     fn owners(&self) -> StoreFuture<'_, Vec<OwnerLeases>> {
         let mut owners: Vec<OwnerLeases> = Vec::new();
-        for entry in self.lock().values().filter(|e| e.state.is_active()) {
+        for entry in self.executions.lock().values().filter(|e| e.state.is_active()) {
             let Some(owner) = entry.owner.as_deref() else { continue };
             match owners.iter_mut().find(|o| o.owner == owner) {
                 Some(known) => {
@@ -365,7 +361,7 @@ impl Store for MemoryStore {
     }
 
     fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool> {
-        let mut executions = self.lock();
+        let mut executions = self.executions.lock();
         let requested = match executions.get_mut(id) {
             Some(entry) if entry.state.is_active() || entry.state == ExecutionState::Waiting => {
                 entry.cancel_requested = true;
@@ -381,7 +377,7 @@ impl Store for MemoryStore {
     }
 
     fn acquire<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
-        let mut executions = self.lock();
+        let mut executions = self.executions.lock();
         let Some(entry) = executions.get(id) else { return ready(false) };
         let (Some(key), true) =
             (entry.exclusive_key.clone(), entry.epoch == epoch && entry.state == ExecutionState::Pending)
@@ -405,7 +401,7 @@ impl Store for MemoryStore {
     }
 
     fn purge<'a>(&'a self, purge: &'a Purge) -> StoreFuture<'a, u64> {
-        let mut executions = self.lock();
+        let mut executions = self.executions.lock();
         let due: Vec<ExecutionId> = executions
             .iter()
             .filter(|(_, e)| {
@@ -423,7 +419,7 @@ impl Store for MemoryStore {
     }
 
     fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
-        let mut executions = self.lock();
+        let mut executions = self.executions.lock();
         let released = match executions.get_mut(id) {
             Some(entry) if entry.epoch == epoch && entry.state.is_active() => {
                 entry.owner = None;
@@ -436,7 +432,7 @@ impl Store for MemoryStore {
     }
 
     fn deliver<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, Delivered> {
-        ready(deliver_into(&mut self.lock(), delivery))
+        ready(deliver_into(&mut self.executions.lock(), delivery))
     }
 
     fn inbox<'a>(
@@ -446,7 +442,7 @@ impl Store for MemoryStore {
         name: &'a str,
         position: u64,
     ) -> StoreFuture<'a, Option<InboxEntry>> {
-        let executions = self.lock();
+        let executions = self.executions.lock();
         let entry = executions
             .get(id)
             .and_then(|e| e.inbox.get(&(kind, name.to_owned())))
@@ -456,7 +452,7 @@ impl Store for MemoryStore {
     }
 
     fn suspend<'a>(&'a self, suspend: &'a Suspend) -> StoreFuture<'a, Suspended> {
-        let mut executions = self.lock();
+        let mut executions = self.executions.lock();
         let Some(entry) = executions.get_mut(&suspend.execution) else {
             return Box::pin(std::future::ready(Err(StoreError::NotFound(suspend.execution.clone()))));
         };
@@ -483,7 +479,7 @@ impl Store for MemoryStore {
     }
 
     fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened> {
-        let mut executions = self.lock();
+        let mut executions = self.executions.lock();
         let Some(entry) = executions.get_mut(&reopen.execution) else { return ready(Reopened::NotFound) };
         let orphaned = entry.owner.is_none() || entry.lease_until.is_none_or(|t| t < reopen.now);
         match entry.state {
@@ -508,13 +504,13 @@ impl Store for MemoryStore {
 
     fn check(&self, _full: bool) -> StoreFuture<'_, CheckReport> {
         // Nothing is read back from a medium: what is kept is what was written.
-        let executions = self.lock();
+        let executions = self.executions.lock();
         let journal_entries = executions.values().map(|e| e.journal.len() as u64).sum();
         ready(CheckReport { executions: executions.len() as u64, journal_entries, ..CheckReport::default() })
     }
 
     fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
-        let executions = self.lock();
+        let executions = self.executions.lock();
         let next = executions.values().filter(|e| e.state == ExecutionState::Waiting).filter_map(|e| e.wake_at).min();
         ready(next)
     }

@@ -13,7 +13,6 @@ pub use event::{EventWait, WaitError};
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -24,6 +23,7 @@ use crate::engine::live::LiveExecution;
 use crate::error::WorkflowError;
 use crate::execution::ExecutionId;
 use crate::registry::WorkflowDefinition;
+use futures_util::future::BoxFuture;
 
 /// The context of a running workflow: the first parameter of every `#[workflow]` fn, passed on
 /// to every step call (`step_2(wf, input).await?`).
@@ -70,8 +70,6 @@ pub trait WorkflowFn: Send + Sync + 'static {
     fn call(wf: &Workflow, input: Self::Input)
     -> impl Future<Output = Result<Self::Output, WorkflowError>> + Send + '_;
 }
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The type-erased entry point of workflow `W`: JSON in, JSON out. Used to resume executions
 /// from their stored input. Not public API.

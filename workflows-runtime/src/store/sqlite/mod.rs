@@ -13,8 +13,10 @@ mod session;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -208,7 +210,7 @@ impl SqliteStore {
             report
         });
         match checking {
-            Ok(handle) => *self.inner.startup_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle),
+            Ok(handle) => *self.inner.startup_check.lock() = Some(handle),
             Err(error) => tracing::error!(%error, "cannot start the integrity check"),
         }
     }
@@ -223,8 +225,8 @@ impl SqliteStore {
     /// The integrity check this store ran because it was opened after an unclean shutdown
     /// (waiting for it to end), or `None` if the last process closed it cleanly.
     pub fn startup_check(&self) -> Option<Result<CheckReport, String>> {
-        let running = self.inner.startup_check.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let mut report = self.inner.startup_report.lock().unwrap_or_else(|p| p.into_inner());
+        let running = self.inner.startup_check.lock().take();
+        let mut report = self.inner.startup_report.lock();
         if let Some(running) = running {
             *report = Some(match running.join() {
                 Ok(result) => result.map_err(|e| e.to_string()),
@@ -252,7 +254,7 @@ impl SqliteStore {
 
     fn send<T>(&self, command: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command) -> StoreAck<T> {
         let (reply, receiver) = oneshot::channel();
-        let sent = match &*self.inner.commands.lock().unwrap_or_else(|p| p.into_inner()) {
+        let sent = match &*self.inner.commands.lock() {
             Some(commands) => commands.send(command(reply)).is_ok(),
             None => false,
         };
@@ -275,7 +277,7 @@ impl SqliteStore {
             tokio::task::spawn_blocking(move || {
                 let conn = inner.reader()?;
                 let result = read(&conn);
-                let mut idle = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+                let mut idle = inner.readers.lock();
                 if idle.len() < READERS {
                     idle.push(conn);
                 }
@@ -289,7 +291,7 @@ impl SqliteStore {
 
 impl Inner {
     fn reader(&self) -> Result<Connection, StoreError> {
-        if let Some(conn) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+        if let Some(conn) = self.readers.lock().pop() {
             return Ok(conn);
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
@@ -301,12 +303,12 @@ impl Inner {
 
     fn close(&self) {
         // Dropping the sender lets the writer commit what it has and exit.
-        self.commands.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        self.commands.lock().take();
+        if let Some(writer) = self.writer.lock().take() {
             let _ = writer.join();
         }
         // Everything is committed: if this was the last process, the store was closed cleanly.
-        if let Some(session) = self.session.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(session) = self.session.lock().take() {
             session.end();
         }
     }

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
+use super::common::{CliError, Context, EXIT_OK, stop_signal};
 use super::output::{Table, duration, millis, note, out, print_json, time_arg, truncate};
-use super::{CliError, Context, EXIT_OK};
+use super::pending::{Pending, pending_waits};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::journal::{JournalEntry, JournalEvent, StepKey};
 use crate::store::{ExecutionList, ExecutionQuery};
@@ -88,7 +89,7 @@ fn summary_json(record: &ExecutionRecord) -> Value {
 pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u8, CliError> {
     let store = context.existing_store().await?;
     let id = ExecutionId::from(id);
-    let record = store.execution(&id).await?.ok_or_else(|| super::unknown_execution(&context.store, &id))?;
+    let record = store.execution(&id).await?.ok_or_else(|| super::common::unknown_execution(&context.store, &id))?;
     let journal = store.journal(&id).await?;
     let tokens = crate::engine::token::TokenKey::new(store.token_key().await?);
     let token = |key: &StepKey| tokens.issue(&record.id, key);
@@ -167,7 +168,8 @@ pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u
 pub(crate) async fn watch(context: &Context, id: &str, every: std::time::Duration) -> Result<u8, CliError> {
     let store = context.existing_store().await?;
     let id = ExecutionId::from(id);
-    let mut record = store.execution(&id).await?.ok_or_else(|| super::unknown_execution(&context.store, &id))?;
+    let mut record =
+        store.execution(&id).await?.ok_or_else(|| super::common::unknown_execution(&context.store, &id))?;
     if !context.json {
         out!(
             "watching execution {} (workflow {}), {}; Ctrl-C stops watching",
@@ -178,11 +180,11 @@ pub(crate) async fn watch(context: &Context, id: &str, every: std::time::Duratio
     }
     let mut shown = 0;
     let mut state = record.state;
-    let mut stop = std::pin::pin!(super::run::stop_signal());
+    let mut stop = std::pin::pin!(stop_signal());
     loop {
         // The journal before the record: a finished record then has its whole journal here.
         let journal = store.journal(&id).await?;
-        record = store.execution(&id).await?.ok_or_else(|| super::unknown_execution(&context.store, &id))?;
+        record = store.execution(&id).await?.ok_or_else(|| super::common::unknown_execution(&context.store, &id))?;
         let tokens = crate::engine::token::TokenKey::new(store.token_key().await?);
         let rows = timeline(&record, &journal, &|key: &StepKey| tokens.issue(&record.id, key));
         for row in rows.iter().skip(shown) {
@@ -207,7 +209,7 @@ pub(crate) async fn watch(context: &Context, id: &str, every: std::time::Duratio
             } else if let Some(failure) = &record.failure {
                 out!("failure: {failure}");
             }
-            return Ok(if state == ExecutionState::Completed { EXIT_OK } else { super::EXIT_WORKFLOW_FAILED });
+            return Ok(if state == ExecutionState::Completed { EXIT_OK } else { super::common::EXIT_WORKFLOW_FAILED });
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -366,65 +368,6 @@ fn interrupted_attempts(record: &ExecutionRecord, journal: &[JournalEntry]) -> s
     interrupted
 }
 
-/// Something an unfinished execution waits for from outside.
-pub(super) enum Pending {
-    /// An async step's completion: its key, and the token that completes it.
-    Completion(String, String),
-    Event(String),
-}
-
-impl Pending {
-    pub(super) fn to_json(&self) -> Value {
-        match self {
-            Self::Completion(key, token) => json!({ "completion": key, "token": token }),
-            Self::Event(name) => json!({ "event": name }),
-        }
-    }
-
-    pub(super) fn hint(&self, id: &ExecutionId) -> String {
-        match self {
-            Self::Completion(key, token) => format!(
-                "waiting for the completion of async step {key}:\n  workflows complete {token} --output JSON\n  \
-                 workflows fail {token} --error MESSAGE"
-            ),
-            Self::Event(name) => {
-                format!("waiting for event `{name}`:\n  workflows send-event {id} {name} --payload JSON")
-            }
-        }
-    }
-}
-
-pub(super) fn pending_waits(
-    record: &ExecutionRecord,
-    journal: &[JournalEntry],
-    token: &dyn Fn(&StepKey) -> String,
-) -> Vec<Pending> {
-    if record.state.is_finished() {
-        return Vec::new();
-    }
-    let mut waits: Vec<(String, Pending)> = Vec::new();
-    for entry in journal {
-        let step = entry.event.step().1;
-        let key = step.to_string();
-        match &entry.event {
-            JournalEvent::StepWaiting { .. } => {
-                let token = token(step);
-                waits.push((key.clone(), Pending::Completion(key, token)))
-            }
-            JournalEvent::EventAwaited { key: wait, .. } => {
-                let name = wait.name().strip_prefix("@event:").unwrap_or(wait.name()).to_owned();
-                waits.push((key, Pending::Event(name)));
-            }
-            JournalEvent::StepCompleted { .. }
-            | JournalEvent::StepFailed { .. }
-            | JournalEvent::EventReceived { .. }
-            | JournalEvent::WaitTimedOut { .. } => waits.retain(|(k, _)| *k != key),
-            _ => {}
-        }
-    }
-    waits.into_iter().map(|(_, wait)| wait).collect()
-}
-
 /// `workflows purge`.
 pub(crate) async fn purge(context: Context, older_than: Option<String>) -> Result<u8, CliError> {
     let before = older_than.map(|age| time_arg("--older-than", &age)).transpose()?;
@@ -483,7 +426,7 @@ pub(crate) async fn check(context: &Context, full: bool) -> Result<u8, CliError>
             );
         }
     }
-    Ok(if report.is_clean() { EXIT_OK } else { super::EXIT_ERROR })
+    Ok(if report.is_clean() { EXIT_OK } else { super::common::EXIT_ERROR })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::CliError;
+use super::common::CliError;
 
 /// Reads a JSON argument: JSON text, `@FILE`, or `@-` for standard input. `what` names the
 /// option in messages; `expects` names the type it must decode as, if known.

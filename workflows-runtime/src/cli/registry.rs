@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use super::args::Format;
+use super::common::{CliError, Context, EXIT_OK};
 use super::output::{Table, out, print_json};
-use super::{CliError, Context, EXIT_OK};
 use crate::policy::Backoff;
 use crate::registry::{Call, Flow, Registry, StepDefinition, WorkflowDefinition};
 

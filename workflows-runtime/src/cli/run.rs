@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::executions::pending_waits;
+use super::common::{CliError, Context, EXIT_OK, EXIT_WAITING, EXIT_WORKFLOW_FAILED, stop_signal};
 use super::output::{duration, json_arg, note, out, print_json, truncate};
-use super::{CliError, Context, EXIT_OK, EXIT_WAITING, EXIT_WORKFLOW_FAILED};
+use super::pending::pending_waits;
 use crate::engine::ExecutionHandle;
 use crate::events::{EventKind, ExecutionEvent, RecvError, Subscription};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
@@ -73,7 +73,7 @@ pub(crate) async fn retry(context: Context, id: &str, force: bool) -> Result<u8,
             note!("re-running execution {id} as {new}");
             watch(&engine, &new, events, Some(handle)).await
         }
-        Err(error) => Err(super::run_error(&store, error)),
+        Err(error) => Err(super::common::run_error(&store, error)),
     };
     engine.shutdown().await;
     report(&engine, outcome?, json).await
@@ -87,7 +87,7 @@ pub(crate) async fn cancel(context: Context, id: &str) -> Result<u8, CliError> {
     let events = engine.subscribe_to(&id);
     let outcome = match engine.cancel(&id).await {
         Ok(()) => watch(&engine, &id, events, None).await,
-        Err(error) => Err(super::run_error(&store, error)),
+        Err(error) => Err(super::common::run_error(&store, error)),
     };
     engine.shutdown().await;
     report(&engine, outcome?, json).await
@@ -133,7 +133,7 @@ async fn deliver<F: std::future::Future<Output = Result<(), crate::DeliveryError
             note!("delivered to execution {id}");
             watch(&engine, &id, events, None).await
         }
-        Err(error) => Err(super::delivery_error(&store, error)),
+        Err(error) => Err(super::common::delivery_error(&store, error)),
     };
     engine.shutdown().await;
     report(&engine, outcome?, json).await
@@ -328,25 +328,6 @@ pub(crate) async fn worker(context: Context, grace: Duration) -> Result<u8, CliE
     };
     note!("stopped; {left} executions were released for other workers to resume");
     Ok(EXIT_OK)
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub(super) async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// Prints execution events on stderr: a line per step start and end, and on a terminal a

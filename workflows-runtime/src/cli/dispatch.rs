@@ -1,0 +1,78 @@
+//! The binary's entry points: parse the command line, start the runtime, run the command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use super::args::{Cli, Command};
+use super::common::{CliError, Configure, Context, EXIT_ERROR, EXIT_OK, EXIT_USAGE};
+use super::output::note;
+use super::{executions, registry, run};
+use crate::engine::EngineBuilder;
+use crate::store;
+
+/// Runs the helper binary over the workflows linked into this program, with the arguments
+/// of the process. See the [module documentation](super).
+pub fn main() -> ExitCode {
+    main_with(|engine| engine)
+}
+
+/// [`main`], with the engine configured by `configure` (its container, retry default,
+/// retention...). The store is the tool's choice (`--store`, `$WORKFLOWS_STORE`).
+///
+/// ```no_run
+/// use workflows_runtime::Container;
+///
+/// fn main() -> std::process::ExitCode {
+///     workflows_runtime::cli::main_with(|engine| engine.container(Container::new().with(42u32)))
+/// }
+/// ```
+pub fn main_with(configure: impl FnOnce(EngineBuilder) -> EngineBuilder + 'static) -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // `--help` and `--version` are "errors" that print to stdout and succeed.
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            note!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let code = match runtime.block_on(dispatch(cli, Box::new(configure))) {
+        Ok(code) => code,
+        Err(error) => {
+            note!("error: {error}");
+            EXIT_ERROR
+        }
+    };
+    // Background tasks (lease renewal, the SQLite writer) end with the runtime.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    ExitCode::from(code)
+}
+
+async fn dispatch(cli: Cli, configure: Configure) -> Result<u8, CliError> {
+    let context = Context { store: cli.store.unwrap_or_else(store::default_url), json: cli.json, configure };
+    match cli.command {
+        Command::List => registry::list(&context),
+        Command::Show { name, format } => registry::show(&context, &name, format),
+        Command::Run { name, input, id } => run::run(context, &name, &input, id).await,
+        Command::Executions { state, workflow, since, limit, page } => {
+            executions::list(&context, state, workflow, since, limit, page).await
+        }
+        Command::Inspect { id, full } => executions::inspect(&context, &id, full).await,
+        Command::Watch { id, every } => executions::watch(&context, &id, every).await,
+        Command::Retry { id, force } => run::retry(context, &id, force).await,
+        Command::Cancel { id } => run::cancel(context, &id).await,
+        Command::Complete { token, output } => run::complete(context, &token, &output).await,
+        Command::Fail { token, error, permanent } => run::fail(context, &token, &error, permanent).await,
+        Command::SendEvent { id, name, payload } => run::send_event(context, &id, &name, &payload).await,
+        Command::Purge { older_than } => executions::purge(context, older_than).await,
+        Command::Check { full } => executions::check(&context, full).await,
+        Command::Worker { grace } => run::worker(context, grace).await,
+    }
+}

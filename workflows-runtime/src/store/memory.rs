@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 
 use serde_json::value::RawValue;
 
-use super::{
+use super::contract::{
     AppendBatch, CheckReport, Claim, CreateOutcome, Delivered, Delivery, ExecutionList, ExecutionQuery, InboxEntry,
     InboxKind, NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, Store, StoreAck, StoreError, StoreFuture,
     Suspend, Suspended, WriteAck,
@@ -30,7 +30,7 @@ pub struct MemoryStore {
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        Self { executions: Mutex::default(), token_key: crate::store::random_token_key() }
+        Self { executions: Mutex::default(), token_key: super::contract::random_token_key() }
     }
 }
 
@@ -175,7 +175,7 @@ fn deliver_into(executions: &mut Executions, delivery: &Delivery) -> Delivered {
             .rev()
             .map(|e| &e.event)
             .find(|event| event.kind().starts_with("step_") && event.step().1.to_string() == delivery.name);
-        let current = match super::async_step_attempt(latest) {
+        let current = match super::contract::async_step_attempt(latest) {
             Ok(current) => current,
             Err(refused) => return refused,
         };

@@ -5,7 +5,8 @@
 
 use rusqlite::Connection;
 
-use super::{backend, read_journal, rows};
+use super::error::backend;
+use super::rows::{self, read_journal};
 use crate::execution::ExecutionId;
 use crate::store::{CheckReport, DamagedExecution, StoreError};
 

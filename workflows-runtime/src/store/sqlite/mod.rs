@@ -7,6 +7,7 @@
 
 mod check;
 mod checksum;
+mod error;
 mod rows;
 mod schema;
 mod session;
@@ -20,11 +21,13 @@ use parking_lot::Mutex;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter};
+use rusqlite::{Connection, OpenFlags, params_from_iter};
 use tokio::sync::oneshot;
 
 pub use schema::SCHEMA_VERSION;
 
+use self::error::backend;
+use self::rows::{ACTIVE_STATES, read_journal};
 use self::writer::Command;
 use super::{
     AppendBatch, CheckReport, Claim, CreateOutcome, DamagedExecution, Delivered, Delivery, Durability, ExecutionList,
@@ -35,37 +38,8 @@ use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::journal::JournalEntry;
 use crate::time::Timestamp;
 
-/// The states an engine drives, as an SQL list.
-const ACTIVE_STATES: &str = "('pending', 'running', 'compensating')";
-
 /// How many idle read connections are kept.
 const READERS: usize = 32;
-
-fn backend(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    let mut context = context.into();
-    if let Some(hint) = (&source as &dyn std::any::Any).downcast_ref::<rusqlite::Error>().and_then(hint) {
-        context = format!("{context} ({hint})");
-    }
-    StoreError::Backend { context, source: Box::new(source) }
-}
-
-/// How to fix the SQLite failures an operator can fix.
-fn hint(error: &rusqlite::Error) -> Option<&'static str> {
-    use rusqlite::ErrorCode;
-    match error.sqlite_error_code()? {
-        ErrorCode::ReadOnly => Some("the file or its directory is read-only: check their permissions"),
-        ErrorCode::DiskFull => Some("the disk is full, or the store reached its `max_size`: free space and retry"),
-        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
-            Some("another process holds the file's write lock longer than the busy timeout")
-        }
-        ErrorCode::CannotOpen => Some("check that the directory exists and is writable"),
-        ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
-            Some("the file is damaged or not a SQLite database: restore it from a backup")
-        }
-        ErrorCode::PermissionDenied => Some("permission denied: check the file's owner and mode"),
-        _ => None,
-    }
-}
 
 /// How an [`SqliteStore`] is opened.
 #[derive(Clone, Debug)]
@@ -318,51 +292,6 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// The journal of execution `id`, each entry's checksum verified, and checked against the
-/// length its execution recorded: a journal with a lost, added or reordered entry is damaged.
-fn read_journal(conn: &Connection, id: &ExecutionId) -> Result<Vec<JournalEntry>, StoreError> {
-    let context = || format!("cannot read the journal of execution {id}");
-    // One read transaction: the length and the entries from one snapshot.
-    let tx = conn.unchecked_transaction().map_err(|e| backend(context(), e))?;
-    let written: Option<i64> = tx
-        .prepare_cached("SELECT journal_len FROM executions WHERE id = ?1")
-        .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
-        .map_err(|e| backend(context(), e))?;
-    let sql = format!("SELECT {} FROM journal WHERE execution_id = ?1 ORDER BY idx", rows::JOURNAL_COLUMNS);
-    let mut statement = tx.prepare_cached(&sql).map_err(|e| backend(context(), e))?;
-    let mut found = statement.query([id.as_str()]).map_err(|e| backend(context(), e))?;
-    let mut entries = Vec::new();
-    while let Some(row) = found.next().map_err(|e| backend(context(), e))? {
-        let entry = rows::journal_entry(row, id)?;
-        if entry.index != entries.len() as u64 {
-            return Err(StoreError::Corrupt {
-                execution: id.clone(),
-                what: format!("its journal (entry {} is missing)", entries.len()),
-                detail: "the journal was damaged on disk or changed outside the engine".into(),
-            });
-        }
-        entries.push(entry);
-    }
-    drop(found);
-    drop(statement);
-    tx.commit().map_err(|e| backend(context(), e))?;
-    // No execution row (purged, or never there): nothing to compare with.
-    if let Some(written) = written
-        && written != entries.len() as i64
-    {
-        return Err(StoreError::Corrupt {
-            execution: id.clone(),
-            what: "its journal".into(),
-            detail: format!(
-                "{} entries are stored where {written} were written: the journal was damaged on disk or changed \
-                 outside the engine",
-                entries.len()
-            ),
-        });
-    }
-    Ok(entries)
 }
 
 fn configure(conn: &Connection, options: &SqliteOptions, path: &Path) -> Result<(), StoreError> {

@@ -1,10 +1,11 @@
 //! Rows to records and back. A row that does not decode is a `StoreError::Corrupt` naming
 //! the execution (and the step, for journal rows), never a panic.
 
-use rusqlite::Row;
+use rusqlite::{Connection, OptionalExtension, Row};
 use serde_json::value::RawValue;
 
-use super::{backend, checksum};
+use super::checksum;
+use super::error::backend;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::Failure;
 use crate::journal::{JournalEntry, JournalEvent};
@@ -211,4 +212,52 @@ pub(super) fn inbox_entry(row: &Row<'_>, execution: &ExecutionId) -> Result<crat
         at: Timestamp::from_micros(get(row, 3)?),
         attempt: get::<Option<i64>>(row, 4)?.map(|a| a as u32),
     })
+}
+
+/// The states an engine drives, as an SQL list.
+pub(super) const ACTIVE_STATES: &str = "('pending', 'running', 'compensating')";
+
+/// The journal of execution `id`, each entry's checksum verified, and checked against the
+/// length its execution recorded: a journal with a lost, added or reordered entry is damaged.
+pub(super) fn read_journal(conn: &Connection, id: &ExecutionId) -> Result<Vec<JournalEntry>, StoreError> {
+    let context = || format!("cannot read the journal of execution {id}");
+    // One read transaction: the length and the entries from one snapshot.
+    let tx = conn.unchecked_transaction().map_err(|e| backend(context(), e))?;
+    let written: Option<i64> = tx
+        .prepare_cached("SELECT journal_len FROM executions WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
+        .map_err(|e| backend(context(), e))?;
+    let sql = format!("SELECT {} FROM journal WHERE execution_id = ?1 ORDER BY idx", JOURNAL_COLUMNS);
+    let mut statement = tx.prepare_cached(&sql).map_err(|e| backend(context(), e))?;
+    let mut found = statement.query([id.as_str()]).map_err(|e| backend(context(), e))?;
+    let mut entries = Vec::new();
+    while let Some(row) = found.next().map_err(|e| backend(context(), e))? {
+        let entry = journal_entry(row, id)?;
+        if entry.index != entries.len() as u64 {
+            return Err(StoreError::Corrupt {
+                execution: id.clone(),
+                what: format!("its journal (entry {} is missing)", entries.len()),
+                detail: "the journal was damaged on disk or changed outside the engine".into(),
+            });
+        }
+        entries.push(entry);
+    }
+    drop(found);
+    drop(statement);
+    tx.commit().map_err(|e| backend(context(), e))?;
+    // No execution row (purged, or never there): nothing to compare with.
+    if let Some(written) = written
+        && written != entries.len() as i64
+    {
+        return Err(StoreError::Corrupt {
+            execution: id.clone(),
+            what: "its journal".into(),
+            detail: format!(
+                "{} entries are stored where {written} were written: the journal was damaged on disk or changed \
+                 outside the engine",
+                entries.len()
+            ),
+        });
+    }
+    Ok(entries)
 }

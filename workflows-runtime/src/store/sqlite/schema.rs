@@ -8,7 +8,8 @@ use std::path::Path;
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use super::{backend, checksum};
+use super::checksum;
+use super::error::backend;
 use crate::store::StoreError;
 
 /// "WFLW": identifies a workflows store among SQLite files.

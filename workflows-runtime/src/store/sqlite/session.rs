@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::backend;
+use super::error::backend;
 use crate::store::StoreError;
 
 /// What the marker holds while the store is open.

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{ACTIVE_STATES, backend, checksum, rows};
+use super::checksum;
+use super::error::backend;
+use super::rows::{self, ACTIVE_STATES};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::{Failure, FailureKind};
 use crate::store::{

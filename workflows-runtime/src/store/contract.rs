@@ -1,0 +1,704 @@
+//! The [`Store`] trait — what every store does — and the types of its operations.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
+
+use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
+use crate::failure::Failure;
+use crate::journal::{JournalEntry, JournalEvent};
+use crate::time::Timestamp;
+
+/// A boxed future returned by [`Store`] methods.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A store of executions and journals.
+///
+/// Implementations: [`SqliteStore`] (one file, the default) and [`MemoryStore`] (tests;
+/// nothing survives the process). Writes of one execution must be applied in the order
+/// [`Store::append`] is called.
+pub trait Store: Send + Sync + 'static {
+    /// A short description for logs and the helper binary: `memory`, `sqlite:/path`, ...
+    fn describe(&self) -> String;
+
+    /// Creates an execution, owned by `new.owner` with epoch 1, unless one with the same id
+    /// exists — then returns that one and changes nothing. Resolves once the execution is
+    /// durable.
+    fn create_execution(&self, new: NewExecution) -> StoreAck<CreateOutcome>;
+
+    /// Appends journal entries and applies a state change, atomically.
+    ///
+    /// The write is *submitted* when this method returns: it is applied (in call order) even if
+    /// the returned [`WriteAck`] is dropped unawaited. The ack resolves once the write is as
+    /// durable as the store promises (for [`WriteMode::Lazy`] writes, possibly later than
+    /// other writes; they are committed no later than the next durable write).
+    fn append(&self, batch: AppendBatch) -> WriteAck;
+
+    /// The execution with this id.
+    fn execution<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Option<ExecutionRecord>>;
+
+    /// The execution's journal, in order.
+    fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>>;
+
+    /// Executions matching `query`, newest first; a row that does not decode is reported in
+    /// the list's `damaged`, and the others are listed.
+    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList>;
+
+    /// Takes over up to `limit` executions that need an engine: active ones (`pending`,
+    /// `running`, `compensating`) that have no owner or whose owner's lease expired before
+    /// `now`, and `waiting` ones whose wake-up time is due (they become `running`). Sets their
+    /// owner and lease, increments their epoch, and returns them.
+    fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>>;
+
+    /// Extends the lease of every active execution `owner` holds until `lease_until`, and
+    /// returns them (the engine gives up the executions it drives that are not among them).
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>>;
+
+    /// Gives up ownership of `owner`'s active executions, so another engine can take them
+    /// over at once. Returns how many were released.
+    fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64>;
+
+    /// The owners of active executions, with how many each holds and until when their leases
+    /// run (the latest).
+    fn owners(&self) -> StoreFuture<'_, Vec<OwnerLeases>>;
+
+    /// Gives up ownership of one execution, if it is still held at `epoch`. Returns whether
+    /// it was released.
+    fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool>;
+
+    /// Marks an active or waiting execution's cancellation as requested (a waiting one is
+    /// woken, so that an engine takes it over and cancels it). Returns false if it is
+    /// finished or unknown.
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool>;
+
+    /// Moves a `pending` execution (held at `epoch`) to `running` if it is the oldest one
+    /// waiting for its exclusive key and no other execution holding the key is active.
+    /// Returns whether it did.
+    fn acquire<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool>;
+
+    /// Deletes up to `purge.limit` finished executions (and their journals and inboxes) that
+    /// `purge` selects. Returns how many.
+    fn purge<'a>(&'a self, purge: &'a Purge) -> StoreFuture<'a, u64>;
+
+    /// Delivers an external completion or event into an execution's inbox, where it stays
+    /// until the execution consumes it; counts a wake-up, and wakes the execution if it was
+    /// `waiting` (it is due now: the next claim takes it over). A delivery at or after the
+    /// execution's deadline is refused.
+    fn deliver<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, Delivered>;
+
+    /// The first inbox entry of `kind` and `name` at `position` (from 0) or later, if any.
+    fn inbox<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        kind: InboxKind,
+        name: &'a str,
+        position: u64,
+    ) -> StoreFuture<'a, Option<InboxEntry>>;
+
+    /// Suspends an execution held at `epoch`: `waiting` until `wake_at` (if any) or a
+    /// delivery, unowned — unless a delivery arrived since the engine last looked (its
+    /// wake-up count is no longer `observed_wakeups`) or its cancellation was requested.
+    fn suspend<'a>(&'a self, suspend: &'a Suspend) -> StoreFuture<'a, Suspended>;
+
+    /// The earliest wake-up time of the `waiting` executions, if any has one.
+    fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>>;
+
+    /// The key completion tokens are signed with: one per store, made with it, the same for
+    /// every process that uses it.
+    fn token_key(&self) -> StoreFuture<'_, [u8; 32]>;
+
+    /// Checks that everything stored reads back intact (for file stores: the file, and every
+    /// row against its checksum); `full` asks for the most thorough check the store has.
+    fn check(&self, full: bool) -> StoreFuture<'_, CheckReport>;
+
+    /// Takes a `completed` execution (a child whose parent compensates) into `compensating`,
+    /// owned by `reopen.owner` with a new epoch, and returns it; or takes over one already
+    /// `compensating` whose owner is gone.
+    fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened>;
+}
+
+/// A request to compensate a completed execution as a unit; see [`Store::reopen`].
+#[derive(Clone, Debug)]
+pub struct Reopen {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// The engine taking it.
+    pub owner: String,
+    /// The current time (leases that ended before it are expired).
+    pub now: Timestamp,
+    /// Its new lease.
+    pub lease_until: Timestamp,
+    /// Why it is compensated.
+    pub failure: Failure,
+}
+
+/// What [`Store::reopen`] did.
+#[derive(Clone, Debug)]
+pub enum Reopened {
+    /// It is `compensating`, owned by the caller: run its compensations.
+    Yes(Box<ExecutionRecord>),
+    /// It is in this state, and nothing was changed: finished (compensated already, say), or
+    /// driven by a live owner.
+    No(ExecutionState),
+    /// No execution has this id.
+    NotFound,
+}
+
+/// What kind of delivery an inbox entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InboxKind {
+    /// The completion (or failure) of an async step; named by the step key; one per step.
+    Completion,
+    /// An event; named by the event's name; any number, in the order they were sent.
+    Event,
+}
+
+impl InboxKind {
+    /// The kind as stored: `completion` or `event`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completion => "completion",
+            Self::Event => "event",
+        }
+    }
+}
+
+/// A delivery into an execution's inbox.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// Completion or event.
+    pub kind: InboxKind,
+    /// The step key (completions) or the event name.
+    pub name: String,
+    /// The output or payload, as JSON.
+    pub payload: Option<Box<RawValue>>,
+    /// The failure, for a failed completion.
+    pub failure: Option<Failure>,
+    /// When it was delivered.
+    pub at: Timestamp,
+    /// A completion (or failure) of an async step from outside (`Engine::complete_step`,
+    /// `Engine::fail_step`): accepted only while an attempt of the step runs or waits and none
+    /// was delivered for that attempt yet (see [`async_step_attempt`]). False for events, and
+    /// for the outcome of a child execution, which its parent always takes.
+    pub for_async_step: bool,
+    /// The completion came with a token of an earlier release (no signature): accepted only
+    /// for a step whose attempt started before the store had a token key (it was waiting when
+    /// the store was upgraded, and its request carried that form).
+    pub legacy_token: bool,
+}
+
+/// The attempt of an async step a completion from outside is for, from the step's latest
+/// journal entry (`latest`, among its `step_*` entries): the one that runs or waits. Otherwise
+/// why nothing may be delivered: the step did not start (or its next attempt did not), it
+/// completed, or it failed for good.
+pub(crate) fn async_step_attempt(latest: Option<&JournalEvent>) -> Result<u32, Delivered> {
+    match latest {
+        Some(JournalEvent::StepStarted { attempt, .. } | JournalEvent::StepWaiting { attempt, .. }) => Ok(*attempt),
+        Some(JournalEvent::StepCompleted { .. }) => Err(Delivered::AlreadyCompleted),
+        Some(JournalEvent::StepFailed { retry_at: None, .. } | JournalEvent::StepSkipped { .. }) => {
+            Err(Delivered::AlreadyFailed)
+        }
+        // Not started, or the attempt failed and the next one has not started.
+        _ => Err(Delivered::NotStarted),
+    }
+}
+
+/// What [`Store::deliver`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// Stored; `woke` if the execution was waiting and is now resumable.
+    Stored {
+        /// The execution was woken.
+        woke: bool,
+    },
+    /// A completion for this step was delivered (or journaled) already.
+    AlreadyCompleted,
+    /// The completion came with a token of an earlier release for a step whose request carried
+    /// a signed token.
+    LegacyToken,
+    /// The step failed for good, or a failure was delivered for its current attempt already.
+    AlreadyFailed,
+    /// No attempt of the step runs or waits: it has not started (it may never: the token may
+    /// name a call that does not happen), or its next attempt has not.
+    NotStarted,
+    /// The execution finished already.
+    Finished(ExecutionState),
+    /// The execution's deadline passed: it is timing out, and nothing it waited for counts.
+    PastDeadline(Timestamp),
+    /// No execution has this id.
+    NotFound,
+}
+
+/// An inbox entry.
+#[derive(Clone, Debug)]
+pub struct InboxEntry {
+    /// Its position among the entries of its kind and name.
+    pub position: u64,
+    /// The output or payload.
+    pub payload: Option<Box<RawValue>>,
+    /// The failure, for a failed completion.
+    pub failure: Option<Failure>,
+    /// When it was delivered.
+    pub at: Timestamp,
+    /// For a completion of an async step from outside: the attempt it was delivered to.
+    pub attempt: Option<u32>,
+}
+
+/// A request to suspend an execution.
+#[derive(Clone, Debug)]
+pub struct Suspend {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// The suspending engine's epoch.
+    pub epoch: u64,
+    /// When a timer (or a wait's deadline) wakes it, if one does.
+    pub wake_at: Option<Timestamp>,
+    /// The wake-up count the engine saw last.
+    pub observed_wakeups: u64,
+}
+
+/// What [`Store::suspend`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suspended {
+    /// The execution is `waiting`.
+    Yes,
+    /// Not suspended: deliveries arrived; the wake-up count is now this.
+    Woken(u64),
+    /// Not suspended: its cancellation was requested.
+    Cancelled,
+}
+
+/// Which finished executions [`Store::purge`] deletes: those matching either condition.
+#[derive(Clone, Debug)]
+pub struct Purge {
+    /// Those whose retention ended at or before this time.
+    pub retained_before: Option<Timestamp>,
+    /// Those that finished (last changed) before this time, whatever their retention.
+    pub finished_before: Option<Timestamp>,
+    /// At most this many in one call.
+    pub limit: usize,
+}
+
+/// A new key for signing completion tokens (see [`Store::token_key`]).
+pub(crate) fn random_token_key() -> [u8; 32] {
+    let mut key = [0; 32];
+    // The operating system's generator does not fail on the platforms the store runs on; if
+    // it ever did, a fixed key would make tokens forgeable, so do not go on.
+    getrandom::fill(&mut key).expect("the operating system's random generator");
+    key
+}
+
+/// An `Arc`-shared store is a store (tests share one store between engines).
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn create_execution(&self, new: NewExecution) -> StoreAck<CreateOutcome> {
+        (**self).create_execution(new)
+    }
+    fn append(&self, batch: AppendBatch) -> WriteAck {
+        (**self).append(batch)
+    }
+    fn execution<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Option<ExecutionRecord>> {
+        (**self).execution(id)
+    }
+    fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>> {
+        (**self).journal(id)
+    }
+    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList> {
+        (**self).list_executions(query)
+    }
+    fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
+        (**self).claim_orphans(claim)
+    }
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>> {
+        (**self).renew_leases(owner, lease_until)
+    }
+    fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
+        (**self).release(owner)
+    }
+    fn owners(&self) -> StoreFuture<'_, Vec<OwnerLeases>> {
+        (**self).owners()
+    }
+    fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
+        (**self).release_execution(id, epoch)
+    }
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool> {
+        (**self).request_cancel(id)
+    }
+    fn acquire<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
+        (**self).acquire(id, epoch)
+    }
+    fn purge<'a>(&'a self, purge: &'a Purge) -> StoreFuture<'a, u64> {
+        (**self).purge(purge)
+    }
+    fn deliver<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, Delivered> {
+        (**self).deliver(delivery)
+    }
+    fn inbox<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        kind: InboxKind,
+        name: &'a str,
+        position: u64,
+    ) -> StoreFuture<'a, Option<InboxEntry>> {
+        (**self).inbox(id, kind, name, position)
+    }
+    fn suspend<'a>(&'a self, suspend: &'a Suspend) -> StoreFuture<'a, Suspended> {
+        (**self).suspend(suspend)
+    }
+    fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
+        (**self).next_wake()
+    }
+    fn check(&self, full: bool) -> StoreFuture<'_, CheckReport> {
+        (**self).check(full)
+    }
+    fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {
+        (**self).token_key()
+    }
+    fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened> {
+        (**self).reopen(reopen)
+    }
+}
+
+/// What a durable store promises once a write is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit reaches the disk (fsync) before it is acknowledged: an acknowledged step
+    /// survives a crash of the process, of the operating system, and a power loss.
+    #[default]
+    Full,
+    /// Commits are handed to the operating system but not synced: an acknowledged step
+    /// survives a crash of the process, but a power loss or kernel crash may lose the last
+    /// commits (never corrupting the store). Much faster on disks with slow syncs.
+    Process,
+}
+
+/// A new execution.
+///
+/// New executions always come from registered definitions, so their names are `'static`.
+#[derive(Clone, Debug)]
+pub struct NewExecution {
+    /// Its id.
+    pub id: ExecutionId,
+    /// The workflow's registered name.
+    pub workflow: &'static str,
+    /// The workflow's code fingerprint.
+    pub fingerprint: &'static str,
+    /// The workflow's declared version.
+    pub version: u32,
+    /// The input, as JSON.
+    pub input: Box<RawValue>,
+    /// The owning engine.
+    pub owner: Arc<str>,
+    /// Until when the owner's lease holds.
+    pub lease_until: Timestamp,
+    /// Creation time.
+    pub now: Timestamp,
+    /// The exclusive key to hold while running, if any.
+    pub exclusive_key: Option<String>,
+    /// With an exclusive key: refuse to create the execution if the key is held, instead of
+    /// queueing it (`pending`) behind the holder.
+    pub fail_if_held: bool,
+    /// The execution this one re-runs.
+    pub rerun_of: Option<ExecutionId>,
+    /// The parent execution and the parent's key for this child, for child workflows.
+    pub parent: Option<(ExecutionId, String)>,
+    /// When it times out, if its workflow has a timeout.
+    pub deadline: Option<Timestamp>,
+    /// How many journal entries the execution will probably write (the step calls in the
+    /// workflow's code): a hint for stores that preallocate.
+    pub expected_entries: usize,
+}
+
+/// What [`Store::create_execution`] did.
+#[derive(Debug)]
+pub enum CreateOutcome {
+    /// The execution was created, `running`.
+    Created,
+    /// The execution was created `pending`: another active execution holds its exclusive key.
+    Queued,
+    /// Not created: `fail_if_held` was set and this execution holds the exclusive key.
+    KeyHeld(ExecutionId),
+    /// An execution with this id existed; here it is, unchanged.
+    Exists(Box<ExecutionRecord>),
+}
+
+/// How durable a write must be before its [`WriteAck`] resolves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// As durable as the store's durability setting promises, before the ack resolves.
+    Durable,
+    /// May wait for the next durable write (or a short timer): for records whose loss in a
+    /// crash is harmless, such as "attempt 1 started".
+    Lazy,
+}
+
+/// The entries of one write: usually one, kept inline to spare an allocation per step.
+pub type JournalEntries = smallvec::SmallVec<[JournalEntry; 1]>;
+
+/// A state change written together with journal entries.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    /// The new state.
+    pub state: ExecutionState,
+    /// The output, when completing.
+    pub result: Option<Box<RawValue>>,
+    /// The failure, when failing.
+    pub failure: Option<Failure>,
+    /// When a finished execution may be purged.
+    pub retain_until: Option<Timestamp>,
+}
+
+/// Journal entries and an optional state change of one execution, written atomically.
+#[derive(Debug)]
+pub struct AppendBatch {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// The writer's lease epoch; the store refuses the write if the execution's epoch differs.
+    pub epoch: u64,
+    /// Entries to append, with consecutive indexes following the journal's last one.
+    pub entries: JournalEntries,
+    /// A state change, if any.
+    pub transition: Option<Transition>,
+    /// How durable it must be before the ack resolves.
+    pub mode: WriteMode,
+    /// A delivery to another execution, made in the same write: a child's final state and
+    /// its result in the parent's inbox are stored together.
+    pub deliver: Option<Box<Delivery>>,
+}
+
+/// The acknowledgement of a submitted write: resolves when the write is durable.
+///
+/// A concrete type rather than a boxed future: writes are on the per-step path.
+#[must_use = "an ack does nothing unless awaited; the write itself is already submitted"]
+pub struct StoreAck<T>(AckInner<T>);
+
+/// The acknowledgement of a journal write.
+pub type WriteAck = StoreAck<()>;
+
+enum AckInner<T> {
+    // Boxed: a store error is large and rare, and acks are part of every step's future.
+    Ready(Option<Result<T, Box<StoreError>>>),
+    Pending(oneshot::Receiver<Result<T, StoreError>>),
+}
+
+impl<T> StoreAck<T> {
+    /// An ack that is already resolved (for stores that apply writes synchronously).
+    pub fn ready(result: Result<T, StoreError>) -> Self {
+        Self(AckInner::Ready(Some(result.map_err(Box::new))))
+    }
+
+    /// True if it resolved already, successfully (a write a synchronous store applied).
+    pub(crate) fn is_ready_ok(&self) -> bool {
+        matches!(self.0, AckInner::Ready(Some(Ok(_))))
+    }
+
+    /// An ack resolved by the store's writer through a oneshot channel.
+    pub fn pending(receiver: oneshot::Receiver<Result<T, StoreError>>) -> Self {
+        Self(AckInner::Pending(receiver))
+    }
+}
+
+impl<T: Unpin> Future for StoreAck<T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            AckInner::Ready(result) => Poll::Ready(match result.take() {
+                Some(result) => result.map_err(|error| *error),
+                None => Err(StoreError::Unavailable("a store acknowledgement was polled after it resolved".into())),
+            }),
+            AckInner::Pending(receiver) => Pin::new(receiver)
+                .poll(cx)
+                .map(|r| r.unwrap_or_else(|_| Err(StoreError::Unavailable("the store's writer stopped".into())))),
+        }
+    }
+}
+
+/// An owner of active executions, as [`Store::owners`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerLeases {
+    /// The owning engine's id.
+    pub owner: String,
+    /// How many active executions it holds.
+    pub executions: u64,
+    /// The latest end of their leases.
+    pub lease_until: Option<Timestamp>,
+}
+
+/// An execution whose lease [`Store::renew_leases`] extended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Renewed {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// Its lease epoch.
+    pub epoch: u64,
+    /// Its cancellation was requested.
+    pub cancel_requested: bool,
+}
+
+/// A request to take over orphaned executions.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    /// The claiming engine.
+    pub owner: String,
+    /// The current time: leases that ended before it are expired.
+    pub now: Timestamp,
+    /// The new lease's end.
+    pub lease_until: Timestamp,
+    /// At most this many.
+    pub limit: usize,
+    /// Only executions of these workflows (the ones the claiming engine can run).
+    pub workflows: Vec<String>,
+    /// Only this execution, if set.
+    pub only: Option<ExecutionId>,
+}
+
+/// What [`Store::list_executions`] found: the executions, and the rows that could not be
+/// decoded (damaged: hand-edited, bit rot), each named, never failing the whole listing.
+#[derive(Debug, Default)]
+pub struct ExecutionList {
+    /// The executions, newest first.
+    pub records: Vec<ExecutionRecord>,
+    /// The rows that matched but could not be decoded.
+    pub damaged: Vec<DamagedExecution>,
+}
+
+/// What [`Store::check`] found.
+#[derive(Debug, Default, Clone)]
+pub struct CheckReport {
+    /// What the store's own check of its file found (SQLite's `quick_check` or
+    /// `integrity_check`); empty when it found nothing.
+    pub store_problems: Vec<String>,
+    /// The executions whose data is damaged, and what is damaged.
+    pub damaged: Vec<DamagedExecution>,
+    /// How many executions were read.
+    pub executions: u64,
+    /// How many journal entries were read (of the executions that are not damaged).
+    pub journal_entries: u64,
+}
+
+impl CheckReport {
+    /// True if nothing is damaged.
+    pub fn is_clean(&self) -> bool {
+        self.store_problems.is_empty() && self.damaged.is_empty()
+    }
+}
+
+/// A stored execution that could not be decoded.
+#[derive(Debug, Clone)]
+pub struct DamagedExecution {
+    /// Its id (with any bytes that are not UTF-8 replaced).
+    pub id: ExecutionId,
+    /// What is damaged.
+    pub problem: String,
+}
+
+/// A filter for [`Store::list_executions`].
+#[derive(Clone, Debug, Default)]
+pub struct ExecutionQuery {
+    /// Only executions in one of these states (all when empty).
+    pub states: Vec<ExecutionState>,
+    /// Only executions of this workflow.
+    pub workflow: Option<String>,
+    /// Only executions created at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only executions created before this time (for paging, newest first).
+    pub before: Option<Timestamp>,
+    /// At most this many (all when `None`).
+    pub limit: Option<usize>,
+    /// Skip this many first (for paging).
+    pub offset: usize,
+}
+
+impl ExecutionQuery {
+    /// True if `record` passes the filter (ignoring the limit).
+    pub fn matches(&self, record: &ExecutionRecord) -> bool {
+        (self.states.is_empty() || self.states.contains(&record.state))
+            && self.workflow.as_deref().is_none_or(|w| w == record.workflow)
+            && self.since.is_none_or(|t| record.created_at >= t)
+            && self.before.is_none_or(|t| record.created_at < t)
+    }
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The write carried an older lease epoch than the execution's: another engine owns it now.
+    #[error(
+        "execution {execution} is owned by another engine now (lease epoch {current}, this write had {attempted}); \
+         this engine stopped driving it"
+    )]
+    Fenced {
+        /// The execution.
+        execution: ExecutionId,
+        /// The epoch in the store.
+        current: u64,
+        /// The epoch of the refused write.
+        attempted: u64,
+    },
+    /// The write's journal index does not follow the journal's last entry.
+    #[error("journal of execution {execution} is out of sequence: expected index {expected}, got {got}")]
+    OutOfSequence {
+        /// The execution.
+        execution: ExecutionId,
+        /// The next index the store expected.
+        expected: u64,
+        /// The index written.
+        got: u64,
+    },
+    /// The execution does not exist.
+    #[error("execution {0} does not exist in the store")]
+    NotFound(ExecutionId),
+    /// A stored row could not be decoded.
+    #[error("execution {execution}: stored data cannot be decoded ({what}): {detail}")]
+    Corrupt {
+        /// The execution.
+        execution: ExecutionId,
+        /// Which row or field.
+        what: String,
+        /// The decoder's message.
+        detail: String,
+    },
+    /// The store was written by a newer version of the schema than this build knows.
+    #[error(
+        "the workflows store {} has schema version {found}, newer than this build supports ({supported}); \
+         upgrade workflows-runtime to open it (nothing was changed)",
+        path.display()
+    )]
+    NewerSchema {
+        /// The store's file.
+        path: std::path::PathBuf,
+        /// The version in the file.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+    /// The file is not a workflows store.
+    #[error("{} is not a workflows store: {detail}", path.display())]
+    NotAStore {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was found.
+        detail: String,
+    },
+    /// The store cannot be used (closed, stopped, unreachable).
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store's backend reported an error.
+    #[error("{context}: {source}")]
+    Backend {
+        /// What the store was doing.
+        context: String,
+        /// The backend's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}

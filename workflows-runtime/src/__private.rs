@@ -5,16 +5,16 @@ pub use inventory;
 pub use serde;
 pub use serde_json::value::RawValue;
 
+pub use crate::engine::child_call::call_child;
+pub use crate::engine::compensation::compensation_hook;
+pub use crate::engine::step_call::{call_step, call_step_or_skip, check_output};
 pub use crate::policy::{Backoff, OnFailure, RetryPolicy, StepPolicy};
 pub use crate::registry::{
     CompensationDefinition, Flow, SourceLocation, StepDefinition, StepRegistration, WorkflowDefinition,
     WorkflowRegistration,
 };
-pub use crate::step::{
-    CompensationInput, CompensationTakes, Outcome, StepFn, StepInput, StepOutput, call_step, call_step_or_skip,
-    check_output, compensation_hook,
-};
-pub use crate::workflow::{WorkflowFn, call_child, check_input, erased_entry};
+pub use crate::step::{CompensationInput, CompensationTakes, Outcome, StepFn, StepInput, StepOutput};
+pub use crate::workflow::{WorkflowFn, check_input, erased_entry};
 
 pub use std::future::Future;
 pub use std::marker::Send;

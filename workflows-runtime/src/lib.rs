@@ -39,7 +39,7 @@
 //! ```
 //!
 //! Users depend on this crate alone (plus `serde` for their own types): it re-exports the
-//! [`step`] and [`workflow`] macros and a [`prelude`].
+//! [`step`](macro@step) and [`workflow`](macro@workflow) macros and a [`prelude`].
 #![warn(missing_docs)]
 
 #[cfg(feature = "cli")]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
+use super::compensation;
 use super::live::{Abort, LiveExecution};
 use super::{Created, Engine, EngineInner, RunOptions, driver, handle};
 use crate::error::RunError;
@@ -14,7 +15,6 @@ use crate::journal::JournalEvent;
 use crate::journal::StepKey;
 use crate::journal::replay::Progress;
 use crate::registry::WorkflowDefinition;
-use crate::step::compensation;
 use crate::store::{Reopen, Reopened, WriteMode};
 use crate::time::Timestamp;
 use crate::workflow::Workflow;

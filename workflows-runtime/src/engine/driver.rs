@@ -8,6 +8,7 @@ use std::task::Poll;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use super::compensation::run_compensation;
 use super::live::{Abort, LiveExecution};
 use super::panic::catch_unwind;
 use crate::error::{RunError, WorkflowError};
@@ -15,7 +16,6 @@ use crate::events::EventKind;
 use crate::execution::ExecutionState;
 use crate::failure::{Failure, FailureKind};
 use crate::journal::replay::Compensate;
-use crate::step::compensation::run_compensation;
 use crate::store::{StoreError, Suspend, Suspended};
 use crate::time::Timestamp;
 use crate::workflow::Workflow;

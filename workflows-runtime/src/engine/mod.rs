@@ -2,8 +2,11 @@
 //! whose owner went away.
 
 mod child;
+pub(crate) mod child_call;
+pub(crate) mod compensation;
 mod control;
 mod driver;
+pub(crate) mod event;
 mod handle;
 mod inbox;
 mod inline;
@@ -13,7 +16,11 @@ mod options;
 mod owner;
 pub(crate) mod panic;
 mod recovery;
+mod step_attempt;
+pub(crate) mod step_call;
+pub(crate) mod timer;
 pub(crate) mod token;
+mod wait;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,7 +39,6 @@ use tokio::task::AbortHandle;
 pub use handle::ExecutionHandle;
 pub use inbox::DeliveryError;
 
-pub(crate) use child::start_child;
 pub use options::RunOptions;
 
 use self::live::LiveExecution;

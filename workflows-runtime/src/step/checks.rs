@@ -9,7 +9,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::run::StepFn;
+use super::function::StepFn;
 
 /// A step whose inputs, output and compensation input are all serde types: what the runtime
 /// needs to journal, replay and compensate it. Every `StepFn` the macro accepts is one.

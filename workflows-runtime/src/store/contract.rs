@@ -18,7 +18,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 /// A store of executions and journals.
 ///
-/// Implementations: [`SqliteStore`] (one file, the default) and [`MemoryStore`] (tests;
+/// Implementations: [`SqliteStore`](crate::SqliteStore) (one file, the default) and [`MemoryStore`](crate::MemoryStore) (tests;
 /// nothing survives the process). Writes of one execution must be applied in the order
 /// [`Store::append`] is called.
 pub trait Store: Send + Sync + 'static {
@@ -184,7 +184,7 @@ pub struct Delivery {
     pub at: Timestamp,
     /// A completion (or failure) of an async step from outside (`Engine::complete_step`,
     /// `Engine::fail_step`): accepted only while an attempt of the step runs or waits and none
-    /// was delivered for that attempt yet (see [`async_step_attempt`]). False for events, and
+    /// was delivered for that attempt yet (see `async_step_attempt`). False for events, and
     /// for the outcome of a child execution, which its parent always takes.
     pub for_async_step: bool,
     /// The completion came with a token of an earlier release (no signature): accepted only

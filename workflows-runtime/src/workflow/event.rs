@@ -1,4 +1,5 @@
-//! Events: `wf.wait_for_event::<T>(name)`, delivered with `engine.send_event(..)`.
+//! Events: `wf.wait_for_event::<T>(name)`, delivered with `engine.send_event(..)`. How the wait
+//! runs is in `engine/event.rs`.
 
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
@@ -7,13 +8,10 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use super::Workflow;
-use super::timer::unexpected;
+use super::context::Workflow;
+use crate::engine::event;
 use crate::engine::live::CallGuard;
-use crate::journal::replay::{Decision, null};
-use crate::journal::{JournalEvent, StepKey};
-use crate::store::{InboxKind, WriteMode};
-use crate::time::Timestamp;
+use crate::journal::StepKey;
 
 /// Why a wait for an event ended without a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,55 +96,13 @@ impl<'a, T: DeserializeOwned + Send + 'static> IntoFuture for EventWait<'a, T> {
 impl<T: DeserializeOwned + Send + 'static> EventWait<'_, T> {
     async fn wait(self) -> Result<T, WaitError> {
         let EventWait { wf, seq, key, event, timeout, guard, .. } = self;
-        let _guard = guard;
-        let live = &*wf.live;
-        let timed_out = || WaitError::TimedOut { event: event.clone(), timeout: timeout.unwrap_or_default() };
-        let decode = |payload: &serde_json::value::RawValue| {
-            serde_json::from_str::<T>(payload.get()).map_err(|e| WaitError::Payload {
-                event: event.clone(),
+        match event::wait(&wf.live, guard, seq, key, &event, timeout).await {
+            Some(payload) => serde_json::from_str::<T>(payload.get()).map_err(|e| WaitError::Payload {
+                event,
                 expected: std::any::type_name::<T>(),
                 detail: e.to_string(),
-            })
-        };
-        let (deadline, position) = match live.with_progress(|p| p.decide(seq, &key, 0)) {
-            Decision::Completed(payload) => {
-                live.turn(Some(seq)).await;
-                return decode(&payload);
-            }
-            Decision::TimedOut => {
-                live.turn(Some(seq)).await;
-                return Err(timed_out());
-            }
-            Decision::Wait { until, position, .. } => (until, position),
-            Decision::Run { .. } => {
-                let deadline = timeout.map(|timeout| Timestamp::now() + timeout);
-                let progress_key = key.clone();
-                let position = live.with_progress(|p| p.next_event_position(key.name()));
-                let awaited = JournalEvent::EventAwaited { seq, key: key.clone(), deadline, position };
-                let ack = live.append([awaited], None, WriteMode::Durable, |p| {
-                    p.event_awaited(seq, progress_key, deadline, position)
-                });
-                live.defer(ack);
-                (deadline, position)
-            }
-            other => return unexpected(live, seq, &key, other).await,
-        };
-        let delivered = super::wait::delivery(live, seq, InboxKind::Event, &event, position, deadline).await;
-        let result = match delivered {
-            Some(entry) => {
-                let payload = entry.payload.unwrap_or_else(null);
-                let value = decode(&payload);
-                let received = JournalEvent::EventReceived { seq, key, payload };
-                drop(live.append([received], None, WriteMode::Lazy, |p| p.completed(seq, None, None)));
-                value
-            }
-            None => {
-                let expired = JournalEvent::WaitTimedOut { seq, key };
-                drop(live.append([expired], None, WriteMode::Lazy, |p| p.timed_out(seq)));
-                Err(timed_out())
-            }
-        };
-        live.turn(None).await;
-        result
+            }),
+            None => Err(WaitError::TimedOut { event, timeout: timeout.unwrap_or_default() }),
+        }
     }
 }

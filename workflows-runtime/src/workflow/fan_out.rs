@@ -4,7 +4,7 @@ use std::future::Future;
 
 use futures_util::stream::{self, StreamExt};
 
-use super::Workflow;
+use super::context::Workflow;
 
 impl Workflow {
     /// Runs `f` for every item, at most `limit` at once, and returns the outputs in the order

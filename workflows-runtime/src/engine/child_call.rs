@@ -2,15 +2,15 @@
 
 use std::future::Future;
 
-use super::timer::unexpected;
-use super::{Workflow, WorkflowFn};
-use crate::engine::live::{Abort, CallGuard};
+use super::live::{Abort, CallGuard};
+use super::wait::{delivery, unexpected};
 use crate::error::StepError;
 use crate::execution::ExecutionId;
 use crate::failure::Failure;
 use crate::journal::replay::{Decision, null};
 use crate::journal::{JournalEvent, input_hash};
 use crate::store::{InboxKind, WriteMode};
+use crate::workflow::{Workflow, WorkflowFn};
 
 /// The call of workflow `W` from another workflow's body: runs it as a child execution with
 /// the id `<parent id>:@child:<name>#<occurrence>`, and returns its output (or its failure,
@@ -64,7 +64,7 @@ pub fn call_child<W: WorkflowFn>(
                             return std::future::pending().await;
                         }
                         let started =
-                            crate::engine::start_child(live, definition, child.clone(), key.to_string(), input);
+                            super::child::start_child(live, definition, child.clone(), key.to_string(), input);
                         if let Err(error) = started.await {
                             return Err(could_not_start(live, seq, &key, definition.name(), error));
                         }
@@ -100,7 +100,7 @@ pub fn call_child<W: WorkflowFn>(
                     p.waiting(seq, progress_key, None, Some(child.clone()))
                 });
                 live.defer(ack);
-                let started = crate::engine::start_child(live, definition, child.clone(), key.to_string(), input);
+                let started = super::child::start_child(live, definition, child.clone(), key.to_string(), input);
                 if let Err(error) = started.await {
                     return Err(could_not_start(live, seq, &key, definition.name(), error));
                 }
@@ -109,7 +109,7 @@ pub fn call_child<W: WorkflowFn>(
             other => return unexpected(live, seq, &key, other).await,
         };
         let name = key.to_string();
-        let delivered = super::wait::delivery(live, seq, InboxKind::Completion, &name, 0, None).await;
+        let delivered = delivery(live, seq, InboxKind::Completion, &name, 0, None).await;
         // Without a deadline a wait ends only with a delivery.
         let entry = delivered.ok_or_else(|| StepError::permanent(format!("child {child} did not finish")))?;
         let result = match entry.failure {

@@ -6,14 +6,13 @@ use tracing::Instrument;
 
 use serde_json::value::RawValue;
 
-use super::StepContext;
-use super::checks::Step;
-use crate::engine::live::{Abort, LiveExecution};
-use crate::engine::panic::catch_unwind;
+use super::live::{Abort, LiveExecution};
+use super::panic::catch_unwind;
 use crate::error::StepError;
 use crate::failure::{Failure, FailureKind};
 use crate::journal::replay::Compensation;
 use crate::journal::{JournalEvent, StepKey};
+use crate::step::{Step, StepContext};
 use crate::store::WriteMode;
 use futures_util::future::BoxFuture;
 

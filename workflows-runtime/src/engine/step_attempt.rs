@@ -20,21 +20,20 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::checks::Step;
-use super::{Outcome, StepContext, StepResponse};
-use crate::engine::live::{Abort, LiveExecution};
-use crate::engine::panic::panic_message;
+use super::live::{Abort, LiveExecution};
+use super::panic::panic_message;
 use crate::error::StepError;
 use crate::events::EventKind;
 use crate::failure::Failure;
 use crate::journal::{JournalEvent, StepKey};
 use crate::registry::StepDefinition;
+use crate::step::{Outcome, Step, StepContext, StepResponse};
 use crate::store::WriteMode;
 use crate::time::Timestamp;
 
 /// A step body's outcome.
 type BodyOutput<S> =
-    Result<Outcome<<S as super::run::StepFn>::Output, <S as super::run::StepFn>::Compensation>, StepError>;
+    Result<Outcome<<S as crate::step::StepFn>::Output, <S as crate::step::StepFn>::Compensation>, StepError>;
 
 /// A step body, with the context it borrows, on the heap: it can outlive its call.
 type Body<S> = Pin<Box<dyn Future<Output = BodyOutput<S>> + Send>>;

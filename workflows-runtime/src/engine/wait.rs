@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use crate::engine::live::{Abort, LiveExecution};
+use super::live::{Abort, LiveExecution};
+use crate::journal::StepKey;
+use crate::journal::replay::{Decision, Mismatch};
 use crate::store::{InboxEntry, InboxKind};
 use crate::time::Timestamp;
 
@@ -46,4 +48,19 @@ pub(crate) async fn delivery(
             () = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// A journal entry of another kind at this position: the workflow changed. Never returns.
+pub(crate) async fn unexpected<T>(live: &LiveExecution, seq: u32, key: &StepKey, decision: Decision) -> T {
+    let mismatch = match decision {
+        Decision::Mismatch(mismatch) => mismatch,
+        _ => Mismatch {
+            seq,
+            recorded: live.with_progress(|p| p.recorded(seq)),
+            called: Some((key.clone(), 0)),
+            waiting: false,
+        },
+    };
+    live.abort_mismatch(&mismatch);
+    std::future::pending().await
 }

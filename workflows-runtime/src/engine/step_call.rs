@@ -11,60 +11,20 @@ use std::task::Poll;
 
 use serde_json::value::RawValue;
 
-use super::attempt::{
+use super::live::{Abort, CallGuard, LiveExecution};
+use super::step_attempt::{
     Failed, Running, Started, Waiting, encode, journal_start_durably, journal_waiting, later_without_async,
     record_completion, record_failure,
 };
-use super::checks::Step;
-use super::{Outcome, StepContext};
-use crate::engine::live::{Abort, CallGuard, LiveExecution};
 use crate::error::StepError;
 use crate::journal::replay::Decision;
 use crate::journal::{JournalEvent, StepKey, input_hash};
 use crate::policy::OnFailure;
 use crate::registry::StepDefinition;
+use crate::step::{Outcome, Step};
 use crate::store::{InboxKind, WriteMode};
 use crate::time::Timestamp;
 use crate::workflow::Workflow;
-
-/// A `#[step]` function, as the macro describes it to the runtime. Not public API.
-#[doc(hidden)]
-// An unmet bound of the generated impl (a type that is not a serde type) is reported at that
-// type; this message is for the uses of the step that follow from it.
-#[diagnostic::on_unimplemented(
-    message = "step `{Self}` cannot be called: a type in its signature is not a serde type",
-    label = "see the errors at the step's parameters and return type"
-)]
-pub trait StepFn: 'static {
-    /// The step's inputs as a tuple (decoded again from JSON for retries).
-    ///
-    /// The serde bounds the runtime needs are on [`Step`], not here: the macro states them per
-    /// type, at the user's tokens, so an error names the parameter that is not a serde type.
-    type Input: Send + 'static;
-    /// The step's output.
-    type Output: Send + 'static;
-    /// The compensation's input.
-    type Compensation: Send + 'static;
-
-    /// The step's registered definition.
-    fn definition() -> &'static StepDefinition;
-
-    /// Runs the body once.
-    fn call(
-        ctx: &StepContext,
-        input: Self::Input,
-    ) -> impl Future<Output = Result<Outcome<Self::Output, Self::Compensation>, StepError>> + Send + '_;
-
-    /// Runs the compensation once. Steps without a compensation keep this default, which the
-    /// engine never calls (their definition has no compensation hook).
-    fn compensate(
-        ctx: &StepContext,
-        input: Self::Compensation,
-    ) -> impl Future<Output = Result<(), StepError>> + Send + '_ {
-        let _ = (ctx, input);
-        std::future::ready(Ok(()))
-    }
-}
 
 /// The step call made inside a workflow: `reserve_stock(wf, order)`. Not public API.
 ///
@@ -441,7 +401,7 @@ async fn await_completion<S: Step>(
 ) -> (Result<S::Output, StepError>, Option<u64>) {
     let name = key.to_string();
     let delivered =
-        crate::workflow::wait::delivery(live, seq, InboxKind::Completion, &name, waits.position, waits.deadline).await;
+        super::wait::delivery(live, seq, InboxKind::Completion, &name, waits.position, waits.deadline).await;
     let Some(entry) = delivered else {
         let waited = waits.deadline.map(|d| d.duration_since(waits.started_at)).unwrap_or_default();
         let error = StepError::new(format!(

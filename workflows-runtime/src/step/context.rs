@@ -1,0 +1,99 @@
+//! [`StepContext`]: what a step body (or a compensation) is given.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::container::ResolveError;
+use crate::engine::live::LiveExecution;
+use crate::execution::ExecutionId;
+use crate::journal::StepKey;
+
+/// What a step body (or a compensation) gets as its optional first parameter
+/// `ctx: &StepContext`: who it is, which attempt this is, and the application's services.
+pub struct StepContext {
+    pub(crate) live: Arc<LiveExecution>,
+    pub(crate) key: StepKey,
+    pub(crate) attempt: u32,
+}
+
+impl StepContext {
+    /// The execution this step belongs to.
+    pub fn execution_id(&self) -> &ExecutionId {
+        &self.live.id
+    }
+
+    /// The name of the workflow this step runs in.
+    pub fn workflow_name(&self) -> &'static str {
+        self.live.definition.name()
+    }
+
+    /// The step's registered name.
+    pub fn step_name(&self) -> &str {
+        self.key.name()
+    }
+
+    /// The step call's key (`name#occurrence`).
+    pub fn key(&self) -> &StepKey {
+        &self.key
+    }
+
+    /// The attempt number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// A key that is the same for every attempt of this step call, in this and any later
+    /// process, and different for every other call: `<execution id>/<step key>`.
+    /// Pass it to the services a step calls so that a retried or re-run step does not repeat
+    /// its side effect (a payment captured twice, for example).
+    pub fn idempotency_key(&self) -> String {
+        format!("{}/{}", self.live.id, self.key)
+    }
+
+    /// The token that completes this async step (`#[step(async)]`) from outside, with
+    /// [`Engine::complete_step`](crate::Engine::complete_step) or
+    /// [`Engine::fail_step`](crate::Engine::fail_step), in any process sharing the store. The
+    /// same for every attempt; URL-safe (`wf1.` then base64url parts and dots: put it in a path,
+    /// a query string or a header as it is); and signed with a key kept in the store, so that
+    /// it cannot be made up from the execution's id: hand it to third parties.
+    pub fn completion_token(&self) -> String {
+        self.live.engine.token_key.issue(&self.live.id, &self.key)
+    }
+
+    /// True once the execution is being cancelled or ran out of time. Long-running step
+    /// bodies (and tasks they spawn) can check it to stop early.
+    pub fn is_cancelled(&self) -> bool {
+        self.live.is_stopping()
+    }
+
+    /// Resolves once the execution is being cancelled or ran out of time: race it against
+    /// long work (`tokio::select!`) to stop cleanly. The engine waits for a running body to
+    /// return (bounded by the step's timeout) and journals its outcome — a body that completed
+    /// is compensated with the others —, so return as soon as the work can stop safely.
+    pub async fn cancelled(&self) {
+        self.live.stopped().await
+    }
+
+    /// The service of type `T` from the run's container or, failing that, the engine's.
+    ///
+    /// A missing service is an error naming the type; `?` turns it into a [`StepError`](crate::StepError).
+    pub fn resolve<T: Send + Sync + 'static>(&self) -> Result<&T, ResolveError> {
+        let engine = &self.live.engine.container;
+        match &self.live.container {
+            Some(run) => {
+                run.get::<T>().or_else(|| engine.get::<T>()).ok_or_else(|| ResolveError::new::<T>(&[run, engine]))
+            }
+            None => engine.get::<T>().ok_or_else(|| ResolveError::new::<T>(&[engine])),
+        }
+    }
+}
+
+impl fmt::Debug for StepContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepContext")
+            .field("execution", &self.live.id)
+            .field("key", &self.key)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}

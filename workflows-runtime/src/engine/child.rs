@@ -6,8 +6,11 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::compensation;
-use super::live::{Abort, LiveExecution};
-use super::{Created, Engine, EngineInner, RunOptions, driver, handle};
+use super::core::EngineInner;
+use super::core::{Abort, LiveExecution};
+use super::create::Created;
+use super::options::RunOptions;
+use super::{driver, handle};
 use crate::error::RunError;
 use crate::execution::{ExecutionId, ExecutionState};
 use crate::failure::{Failure, FailureKind};
@@ -29,7 +32,7 @@ pub(crate) async fn start_child(
     key: String,
     input: Box<RawValue>,
 ) -> Result<(), RunError> {
-    let engine = Engine { inner: live.engine.clone() };
+    let engine = &live.engine;
     let options = RunOptions::new().id(id).parent(live.id.clone(), key);
     let child = match engine.create(definition, input.clone(), options).await? {
         Created::New(child, _) => child,
@@ -47,7 +50,7 @@ pub(crate) async fn start_child(
         }
         Created::Exists(_) => return Ok(()),
     };
-    engine.inner.spawn(&child.clone(), async move {
+    engine.spawn(&child.clone(), async move {
         let wf = Workflow { live: child };
         match (definition.entry)(&wf, &input) {
             Ok(body) => driver::drive(&wf, body, None).await,
@@ -130,7 +133,7 @@ async fn undo(
             }
             Reopened::NotFound => return Ok(Err(format!("child execution {child} is not in the store (purged?)"))),
         };
-        let Some(definition) = inner.registry.workflow(&record.workflow) else {
+        let Some(definition) = crate::registry::Registry::checked().workflow(&record.workflow) else {
             return Ok(Err(format!(
                 "workflow `{}` of child execution {child} is not registered here",
                 record.workflow
@@ -167,8 +170,7 @@ async fn undo(
 pub(crate) async fn settle_children(live: &Arc<LiveExecution>) {
     let children = live.with_progress(|p| p.running_children());
     for (seq, key, child) in children {
-        let engine = Engine { inner: live.engine.clone() };
-        match engine.cancel(&child).await {
+        match live.engine.cancel(&child).await {
             Ok(()) | Err(RunError::NotCancellable { .. } | RunError::NotFound { .. }) => {}
             Err(error) => tracing::warn!(execution = %child, %error, "could not cancel a child execution"),
         }

@@ -2,7 +2,8 @@
 
 use std::future::Future;
 
-use super::live::{Abort, CallGuard};
+use super::core::Abort;
+use super::live::CallGuard;
 use super::wait::{delivery, unexpected};
 use crate::error::StepError;
 use crate::execution::ExecutionId;
@@ -135,7 +136,7 @@ pub fn call_child<W: WorkflowFn>(
 
 /// The child could not be created: journaled as the child's failure, returned to the body.
 fn could_not_start(
-    live: &crate::engine::live::LiveExecution,
+    live: &crate::engine::core::LiveExecution,
     seq: u32,
     key: &crate::journal::StepKey,
     workflow: &str,

@@ -6,7 +6,7 @@ use tracing::Instrument;
 
 use serde_json::value::RawValue;
 
-use super::live::{Abort, LiveExecution};
+use super::core::{Abort, LiveExecution};
 use super::panic::catch_unwind;
 use crate::error::StepError;
 use crate::failure::{Failure, FailureKind};
@@ -42,7 +42,7 @@ pub(crate) async fn run_compensation(
     key: StepKey,
     input: &RawValue,
 ) -> Option<Failure> {
-    let step = live.engine.registry.step(key.name());
+    let step = crate::registry::Registry::checked().step(key.name());
     let hook = step.and_then(|s| s.compensation().map(|c| c.hook));
     // A compensation has the retry budget and attempt timeout of the step it undoes.
     let retry = step.and_then(|s| s.policy().retry).or(live.engine.default_retry).unwrap_or_default();

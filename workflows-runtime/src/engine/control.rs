@@ -1,8 +1,13 @@
 //! Acting on executions: cancel, re-run, purge.
 
+use std::sync::Arc;
+
 use serde_json::value::RawValue;
 
-use super::{Engine, ExecutionHandle, RunOptions};
+use super::core::EngineInner;
+use super::engine::Engine;
+use super::handle::ExecutionHandle;
+use super::options::RunOptions;
 use crate::error::RunError;
 use crate::execution::ExecutionId;
 use crate::failure::{Failure, FailureKind};
@@ -27,25 +32,7 @@ impl Engine {
     /// the outcome. Cancelling a finished execution is [`RunError::NotCancellable`] and changes
     /// nothing; an unknown id is [`RunError::NotFound`].
     pub async fn cancel(&self, id: &ExecutionId) -> Result<(), RunError> {
-        if let Some(live) = self.inner.live_execution(id) {
-            live.request_stop(cancellation(), true);
-            return Ok(());
-        }
-        let not_cancellable = |state| RunError::NotCancellable { execution: id.clone(), state };
-        let record =
-            self.inner.store.execution(id).await?.ok_or_else(|| RunError::NotFound { execution: id.clone() })?;
-        if record.state.is_finished() {
-            return Err(not_cancellable(record.state));
-        }
-        if !self.inner.store.request_cancel(id).await? {
-            // It finished in between.
-            let state = self.inner.store.execution(id).await?.map_or(record.state, |r| r.state);
-            return Err(not_cancellable(state));
-        }
-        // Nobody may drive it (its owner is gone, or it was suspended): take it over, which
-        // cancels it.
-        self.inner.resume_one(id).await?;
-        Ok(())
+        self.inner.cancel(id).await
     }
 
     /// Starts a new execution of the same workflow with the same input as the finished
@@ -82,19 +69,48 @@ impl Engine {
     /// Deletes the finished executions whose retention has ended (the engine also does this in
     /// the background). Returns how many were deleted.
     pub async fn purge_due(&self) -> Result<u64, StoreError> {
-        self.purge(Purge { retained_before: Some(Timestamp::now()), finished_before: None, limit: PURGE_BATCH }).await
+        self.inner.purge_due().await
     }
 
     /// Deletes the executions that finished before `before`, whatever their retention.
     /// Running executions are never deleted. Returns how many were deleted.
     pub async fn purge_finished_before(&self, before: Timestamp) -> Result<u64, StoreError> {
-        self.purge(Purge { retained_before: None, finished_before: Some(before), limit: PURGE_BATCH }).await
+        self.inner.purge(Purge { retained_before: None, finished_before: Some(before), limit: PURGE_BATCH }).await
+    }
+}
+
+impl EngineInner {
+    /// See [`Engine::cancel`].
+    pub(crate) async fn cancel(self: &Arc<Self>, id: &ExecutionId) -> Result<(), RunError> {
+        if let Some(live) = self.live_execution(id) {
+            live.request_stop(cancellation(), true);
+            return Ok(());
+        }
+        let not_cancellable = |state| RunError::NotCancellable { execution: id.clone(), state };
+        let record = self.store.execution(id).await?.ok_or_else(|| RunError::NotFound { execution: id.clone() })?;
+        if record.state.is_finished() {
+            return Err(not_cancellable(record.state));
+        }
+        if !self.store.request_cancel(id).await? {
+            // It finished in between.
+            let state = self.store.execution(id).await?.map_or(record.state, |r| r.state);
+            return Err(not_cancellable(state));
+        }
+        // Nobody may drive it (its owner is gone, or it was suspended): take it over, which
+        // cancels it.
+        self.resume_one(id).await?;
+        Ok(())
     }
 
-    async fn purge(&self, purge: Purge) -> Result<u64, StoreError> {
+    /// See [`Engine::purge_due`].
+    pub(crate) async fn purge_due(&self) -> Result<u64, StoreError> {
+        self.purge(Purge { retained_before: Some(Timestamp::now()), finished_before: None, limit: PURGE_BATCH }).await
+    }
+
+    pub(crate) async fn purge(&self, purge: Purge) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
-            let deleted = self.inner.store.purge(&purge).await?;
+            let deleted = self.store.purge(&purge).await?;
             total += deleted;
             if deleted < purge.limit as u64 {
                 return Ok(total);

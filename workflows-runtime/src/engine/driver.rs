@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::compensation::run_compensation;
-use super::live::{Abort, LiveExecution};
+use super::core::{Abort, LiveExecution};
 use super::panic::catch_unwind;
 use crate::error::{RunError, WorkflowError};
 use crate::events::EventKind;

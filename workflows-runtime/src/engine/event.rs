@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 
-use super::live::{CallGuard, LiveExecution};
+use super::core::LiveExecution;
+use super::live::CallGuard;
 use super::wait::{delivery, unexpected};
 use crate::journal::replay::{Decision, null};
 use crate::journal::{JournalEvent, StepKey};

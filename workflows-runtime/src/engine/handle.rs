@@ -2,14 +2,15 @@
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
+use super::core::EngineInner;
 use super::driver::Sent;
-use super::{Engine, EngineInner};
 use crate::error::RunError;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::{Failure, FailureKind};
@@ -33,11 +34,11 @@ pub struct ExecutionHandle<O> {
 
 enum State<O> {
     /// Driven by this engine: the driver sends the result (or that it suspended it).
-    Live(oneshot::Receiver<Sent<O>>, Engine),
+    Live(oneshot::Receiver<Sent<O>>, Arc<EngineInner>),
     /// Known already.
     Ready(Result<O, RunError>),
     /// Driven elsewhere (or resumed by recovery): read from the store when it finishes.
-    Attached(Engine),
+    Attached(Arc<EngineInner>),
 }
 
 impl<O> std::fmt::Debug for ExecutionHandle<O> {
@@ -47,7 +48,7 @@ impl<O> std::fmt::Debug for ExecutionHandle<O> {
 }
 
 impl<O> ExecutionHandle<O> {
-    pub(crate) fn live(id: ExecutionId, receiver: oneshot::Receiver<Sent<O>>, engine: Engine) -> Self {
+    pub(crate) fn live(id: ExecutionId, receiver: oneshot::Receiver<Sent<O>>, engine: Arc<EngineInner>) -> Self {
         Self { id, state: State::Live(receiver, engine) }
     }
 
@@ -88,7 +89,7 @@ impl<O: DeserializeOwned + Send + 'static> IntoFuture for ExecutionHandle<O> {
 /// The start of an execution whose id exists already: its result if it finished, a handle
 /// attached to it if it runs, or a conflict if it is another workflow or had another input.
 pub(super) async fn existing<O: DeserializeOwned>(
-    engine: Engine,
+    engine: Arc<EngineInner>,
     workflow: &str,
     record: ExecutionRecord,
     same_input: bool,
@@ -133,8 +134,8 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Waits until the execution finishes, then returns its outcome.
-pub(crate) async fn wait_for<O: DeserializeOwned>(engine: &Engine, id: &ExecutionId) -> Result<O, RunError> {
-    let record = finished(&engine.inner, id).await?;
+pub(crate) async fn wait_for<O: DeserializeOwned>(engine: &Arc<EngineInner>, id: &ExecutionId) -> Result<O, RunError> {
+    let record = finished(engine, id).await?;
     outcome(engine, record).await
 }
 
@@ -176,7 +177,7 @@ pub(crate) async fn finished(inner: &EngineInner, id: &ExecutionId) -> Result<Ex
 }
 
 /// The result of a finished execution, as its `run` would have returned it.
-pub(crate) async fn outcome<O: DeserializeOwned>(engine: &Engine, record: ExecutionRecord) -> Result<O, RunError> {
+pub(crate) async fn outcome<O: DeserializeOwned>(engine: &EngineInner, record: ExecutionRecord) -> Result<O, RunError> {
     let failure = || {
         Box::new(record.failure.clone().unwrap_or_else(|| Failure::new(FailureKind::Workflow, "no failure recorded")))
     };
@@ -194,6 +195,7 @@ pub(crate) async fn outcome<O: DeserializeOwned>(engine: &Engine, record: Execut
         ExecutionState::Compensated => Err(RunError::Compensated { workflow, execution, failure: failure() }),
         ExecutionState::CompensationFailed => {
             let compensation_failures = engine
+                .store
                 .journal(&record.id)
                 .await?
                 .into_iter()

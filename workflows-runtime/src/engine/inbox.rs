@@ -5,8 +5,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::core::EngineInner;
+use super::engine::Engine;
 use super::token::Token;
-use super::{Engine, EngineInner};
 use crate::error::StepError;
 use crate::execution::{ExecutionId, ExecutionState};
 use crate::failure::Failure;
@@ -130,7 +131,7 @@ impl Engine {
     pub async fn complete_step(&self, token: &str, output: impl Serialize) -> Result<(), DeliveryError> {
         let output = crate::journal::json::to_raw(&output).map_err(DeliveryError::Serialize)?;
         let token = self.async_step(token)?;
-        if let Some(check) = self.inner.registry.step(token.step.name()).and_then(|s| s.check_output) {
+        if let Some(check) = crate::registry::Registry::checked().step(token.step.name()).and_then(|s| s.check_output) {
             check(&output).map_err(|source| DeliveryError::Output { key: token.step.to_string(), source })?;
         }
         self.deliver(completion(token, Some(output), None)).await
@@ -185,7 +186,7 @@ impl Engine {
             .token_key
             .verify(token)
             .ok_or_else(|| DeliveryError::InvalidToken { token: token.to_owned() })?;
-        match self.inner.registry.step(token.step.name()) {
+        match crate::registry::Registry::checked().step(token.step.name()) {
             Some(step) if step.is_async() => Ok(token),
             Some(_) => Err(DeliveryError::NotAsync {
                 reason: format!(

@@ -1,7 +1,6 @@
 //! A live execution: the in-memory state an engine keeps while it drives one execution.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::value::RawValue;
 
-use super::EngineInner;
+use super::core::{Abort, DetachedBody, EngineInner, LiveExecution, State, Unconfirmed, Wait};
 use super::lease::HeldLease;
 use crate::container::Container;
 use crate::events::{EventKind, ExecutionEvent};
@@ -22,116 +21,9 @@ use crate::execution::{ExecutionId, ExecutionState};
 use crate::failure::{Failure, FailureKind};
 use crate::journal::replay::{Mismatch, Progress};
 use crate::journal::{JournalEntry, JournalEvent};
-use crate::registry::WorkflowDefinition;
+use crate::registry::WorkflowInfo;
 use crate::store::{AppendBatch, Delivery, InboxKind, JournalEntries, StoreError, Transition, WriteAck, WriteMode};
 use crate::time::Timestamp;
-
-/// Why the engine stops driving an execution's body before it returns.
-pub(crate) enum Abort {
-    /// The execution fails without compensation.
-    Fail(Failure),
-    /// A step failed for good (with `on_failure = "fail"`): compensate.
-    Compensate(Failure),
-    /// The execution was cancelled or ran out of time: compensate, and end `cancelled` or
-    /// `timed_out` (the failure's kind says which).
-    Stop(Failure),
-    /// A store write failed: the execution stays as stored; another start resumes it.
-    Store(StoreError),
-    /// This engine can no longer prove that it holds the execution's lease (see
-    /// [`super::lease`]): it gives the execution up, for whoever owns it now.
-    LeaseLost(String),
-}
-
-pub(crate) struct LiveExecution {
-    pub id: ExecutionId,
-    pub definition: &'static WorkflowDefinition,
-    pub engine: Arc<EngineInner>,
-    /// The per-run container, consulted before the engine's.
-    pub container: Option<Container>,
-    /// The lease epoch every write carries.
-    pub epoch: u64,
-    /// How long this engine can prove it holds the lease.
-    lease: HeldLease,
-    /// Notified when the lease is lost: a compensation under way stops at once.
-    lease_lost: tokio::sync::Notify,
-    /// The workflow fingerprint recorded when the execution started.
-    pub started_fingerprint: Cow<'static, str>,
-    /// Set with `state.abort`, so the driver can check it on every poll without the lock.
-    aborted: AtomicBool,
-    /// True while journaled outcomes remain to be replayed (see [`LiveExecution::turn`]).
-    replaying: AtomicBool,
-    state: Mutex<State>,
-    /// Durable writes submitted and not yet confirmed (see [`LiveExecution::defer`]).
-    unconfirmed: Mutex<Unconfirmed>,
-    /// Why the execution must stop (cancelled, timed out), once it must.
-    stopping: Mutex<Option<Failure>>,
-    /// Set with `stopping`, for lock-free checks.
-    stop_requested: AtomicBool,
-    /// Wakes step bodies waiting on [`crate::StepContext::cancelled`].
-    stop_signal: tokio::sync::Notify,
-    /// Step attempts running now: a timed-out workflow lets them finish.
-    running_steps: AtomicU32,
-    /// Branches doing something other than a durable wait (about to run a step body, starting
-    /// a child): the execution is not suspended while any is.
-    busy: AtomicU32,
-    /// The driver's waker, to stop a body that is idle.
-    waker: Mutex<Option<Waker>>,
-    /// When the execution times out.
-    pub deadline: Option<Timestamp>,
-    /// The exclusive key it holds (or waits for).
-    pub exclusive_key: Option<String>,
-    /// For a child execution: the parent and the parent's key for it.
-    pub parent: Option<(ExecutionId, String)>,
-    /// The branches waiting on something durable (see [`LiveExecution::wait`]).
-    waits: Mutex<Vec<Wait>>,
-    /// How many deliveries the store had counted when this engine last looked.
-    observed_wakeups: std::sync::atomic::AtomicU64,
-    /// Wakes the waits to look at the inbox again.
-    inbox_signal: tokio::sync::Notify,
-    /// Step bodies whose calls were dropped while they ran, running to their end (see
-    /// [`LiveExecution::detach`]); polled by the driver.
-    detached: Mutex<FuturesUnordered<DetachedBody>>,
-    /// Set while `detached` may hold something, for lock-free checks on every poll.
-    has_detached: AtomicBool,
-    /// Set when the execution is being given up (a store error, a lost lease): bodies whose
-    /// calls are dropped then are dropped too, not finished.
-    tearing_down: AtomicBool,
-}
-
-/// A step body running to its end after its call was dropped, with the journaling of its
-/// outcome.
-pub(crate) type DetachedBody = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// A branch in a durable wait.
-struct Wait {
-    seq: u32,
-    /// When it ends by itself (a timer's wake time, a wait's deadline).
-    until: Option<Timestamp>,
-    /// For waits on the inbox: the wake-up count when it last looked (`None`: a timer).
-    checked: Option<u64>,
-}
-
-/// Acks of durable writes, in submission order.
-#[derive(Default)]
-struct Unconfirmed {
-    acks: VecDeque<WriteAck>,
-    /// The wakers of the barriers waiting for the oldest ack: every one is woken when it
-    /// resolves (branches of a fan-out have wakers of their own).
-    waiting: Arc<BarrierWakers>,
-    /// How many durable writes were submitted.
-    submitted: u64,
-    /// How many of them are confirmed durable (or failed).
-    confirmed: u64,
-    /// Why a durable write failed, once one did: every barrier from then on fails too, so
-    /// that no side effect happens behind a write that did not land, whichever branch of the
-    /// workflow heard of the failure first.
-    failed: Option<String>,
-}
-
-struct State {
-    progress: Progress,
-    abort: Option<Abort>,
-}
 
 /// Where a live execution comes from: what [`LiveExecution::new`] needs besides its progress.
 pub(crate) struct Setup {
@@ -158,7 +50,7 @@ impl LiveExecution {
     /// hand-over copies it.
     pub fn new(
         id: ExecutionId,
-        definition: &'static WorkflowDefinition,
+        definition: &'static WorkflowInfo,
         engine: Arc<EngineInner>,
         progress: Progress,
         setup: Setup,
@@ -681,20 +573,6 @@ pub(crate) struct Barrier<'a> {
 }
 
 /// Wakes every barrier waiting for an ack (an ack keeps one waker).
-#[derive(Default)]
-struct BarrierWakers(Mutex<Vec<Waker>>);
-
-impl std::task::Wake for BarrierWakers {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let wakers = std::mem::take(&mut *self.0.lock());
-        wakers.into_iter().for_each(Waker::wake);
-    }
-}
-
 impl Future for Barrier<'_> {
     type Output = Result<(), StoreError>;
 

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::EngineInner;
 use super::control::cancellation;
+use super::core::EngineInner;
+use super::core::LiveExecution;
 use super::driver;
-use super::live::LiveExecution;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::{Failure, FailureKind};
 use crate::journal::replay::Progress;
@@ -75,7 +75,8 @@ impl EngineInner {
         if self.is_draining() {
             return Ok(0);
         }
-        let workflows: Vec<String> = self.registry.workflows().iter().map(|w| w.name().to_owned()).collect();
+        let workflows: Vec<String> =
+            crate::registry::Registry::checked().workflows().iter().map(|w| w.name().to_owned()).collect();
         let mut resumed = 0;
         loop {
             // Before the write that grants the leases: they are provable from here.
@@ -109,7 +110,7 @@ impl EngineInner {
         lease_from: std::time::Instant,
     ) -> Result<(), StoreError> {
         // The claim only returns workflows of this registry.
-        let Some(definition) = self.registry.workflow(&record.workflow) else { return Ok(()) };
+        let Some(definition) = crate::registry::Registry::checked().workflow(&record.workflow) else { return Ok(()) };
         let (progress, corrupt) = match self.store.journal(&record.id).await {
             Ok(journal) => (Progress::from_journal(journal), None),
             // A journal row that cannot be decoded fails this execution, not the engine.
@@ -212,14 +213,11 @@ pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
                         tracing::warn!(%error, "could not take over orphaned executions");
                     }
                 }
-                Work::Purge if !purge_every.is_zero() && inner.worker => {
-                    let engine = crate::Engine { inner: inner.clone() };
-                    match engine.purge_due().await {
-                        Ok(0) => {}
-                        Ok(purged) => tracing::debug!(purged, "purged finished executions past their retention"),
-                        Err(error) => tracing::warn!(%error, "could not purge finished executions"),
-                    }
-                }
+                Work::Purge if !purge_every.is_zero() && inner.worker => match inner.purge_due().await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(purged, "purged finished executions past their retention"),
+                    Err(error) => tracing::warn!(%error, "could not purge finished executions"),
+                },
                 Work::Claim | Work::Purge => {}
             }
         }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::live::{Abort, LiveExecution};
+use super::core::{Abort, LiveExecution};
 use super::panic::panic_message;
 use crate::error::StepError;
 use crate::events::EventKind;

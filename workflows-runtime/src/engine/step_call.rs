@@ -11,7 +11,8 @@ use std::task::Poll;
 
 use serde_json::value::RawValue;
 
-use super::live::{Abort, CallGuard, LiveExecution};
+use super::core::{Abort, LiveExecution};
+use super::live::CallGuard;
 use super::step_attempt::{
     Failed, Running, Started, Waiting, encode, journal_start_durably, journal_waiting, later_without_async,
     record_completion, record_failure,

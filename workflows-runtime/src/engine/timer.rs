@@ -5,7 +5,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::live::{CallGuard, LiveExecution};
+use super::core::LiveExecution;
+use super::live::CallGuard;
 use super::wait::unexpected;
 use crate::journal::JournalEvent;
 use crate::journal::replay::Decision;

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::live::{Abort, LiveExecution};
+use super::core::{Abort, LiveExecution};
 use crate::journal::StepKey;
 use crate::journal::replay::{Decision, Mismatch};
 use crate::store::{InboxEntry, InboxKind};

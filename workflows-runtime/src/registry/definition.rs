@@ -9,24 +9,9 @@ use crate::error::{StepError, WorkflowError};
 use crate::policy::StepPolicy;
 use crate::step::StepContext;
 use crate::workflow::Workflow;
+
+use super::info::{Flow, SourceLocation, WorkflowInfo};
 use futures_util::future::BoxFuture;
-
-/// Where a step or workflow is defined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SourceLocation {
-    /// The Rust module path (`my_app::orders`).
-    pub module_path: &'static str,
-    /// The source file.
-    pub file: &'static str,
-    /// The line of the function's name.
-    pub line: u32,
-}
-
-impl fmt::Display for SourceLocation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{} ({})", self.file, self.line, self.module_path)
-    }
-}
 
 /// Runs a step's compensation from its stored JSON input.
 #[doc(hidden)]
@@ -43,25 +28,6 @@ pub type ErasedEntry = for<'a> fn(
 /// Checks that JSON decodes as a workflow's input type.
 #[doc(hidden)]
 pub type InputCheck = fn(&RawValue) -> Result<(), serde_json::Error>;
-
-/// A workflow body's calls and the control flow around them, as the `#[workflow]` macro
-/// reads them from the source: calls `f(wf, ..)` with the workflow context as first argument,
-/// and the context's durable waits (`@sleep`, `@event:NAME`). Control flow without calls is
-/// left out; what happens inside helper functions is not seen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flow {
-    /// A call of a step, a child workflow or a helper function, by function name; or a durable
-    /// wait of the context (`@sleep`, `@event:NAME`).
-    Call(&'static str),
-    /// One of the lanes runs (`if`/`else`, `match` arms); a lane may be empty.
-    Branch(&'static [&'static [Flow]]),
-    /// Runs any number of times (`for`, `while`, `loop`).
-    Loop(&'static [Flow]),
-    /// The lanes run concurrently (`join!`, `try_join!`, `select!`).
-    Parallel(&'static [&'static [Flow]]),
-    /// Runs once per item, a bounded number at a time (`wf.fan_out(items, limit, ..)`).
-    FanOut(&'static [Flow]),
-}
 
 /// A step's compensation.
 #[derive(Clone, Copy)]
@@ -150,21 +116,12 @@ impl StepDefinition {
     }
 }
 
-/// A registered `#[workflow]`.
+/// A registered `#[workflow]`: what is known of it without running it ([`WorkflowInfo`], which
+/// it dereferences to), and how to run it.
 pub struct WorkflowDefinition {
-    pub(crate) name: &'static str,
-    pub(crate) fn_name: &'static str,
-    pub(crate) location: SourceLocation,
-    pub(crate) fingerprint: &'static str,
-    pub(crate) version: u32,
-    pub(crate) input_type: &'static str,
-    pub(crate) output_type: &'static str,
-    pub(crate) calls: &'static [&'static str],
-    pub(crate) flow: &'static [Flow],
+    pub(crate) info: WorkflowInfo,
     pub(crate) entry: ErasedEntry,
     pub(crate) check_input: InputCheck,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) retention: Option<Duration>,
 }
 
 impl WorkflowDefinition {
@@ -184,7 +141,7 @@ impl WorkflowDefinition {
         timeout: Option<Duration>,
         retention: Option<Duration>,
     ) -> Self {
-        Self {
+        let info = WorkflowInfo {
             name,
             fn_name,
             location,
@@ -194,88 +151,36 @@ impl WorkflowDefinition {
             output_type,
             calls,
             flow: &[],
-            entry,
-            check_input,
             timeout,
             retention,
-        }
+        };
+        Self { info, entry, check_input }
     }
 
     /// This definition, with the control flow of its body.
     #[doc(hidden)]
     pub const fn with_flow(mut self, flow: &'static [Flow]) -> Self {
-        self.flow = flow;
+        self.info.flow = flow;
         self
     }
 
-    /// How long an execution may run, from its start, before it is stopped and compensated.
-    pub fn timeout(&self) -> Option<Duration> {
-        self.timeout
+    /// What is known of the workflow without running it.
+    pub fn info(&self) -> &WorkflowInfo {
+        &self.info
     }
+}
 
-    /// How long a finished execution is kept, if set on the workflow (otherwise the engine's
-    /// default applies).
-    pub fn retention(&self) -> Option<Duration> {
-        self.retention
-    }
+impl std::ops::Deref for WorkflowDefinition {
+    type Target = WorkflowInfo;
 
-    /// The registered name (the function's name unless `name = "..."` was given).
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    /// The function's name.
-    pub fn fn_name(&self) -> &'static str {
-        self.fn_name
-    }
-
-    /// Where it is defined.
-    pub fn location(&self) -> SourceLocation {
-        self.location
-    }
-
-    /// A hash of the function's tokens (signature and body): it changes when the code does.
-    /// Executions record it, so a replay mismatch can say whether the code changed since.
-    pub fn fingerprint(&self) -> &'static str {
-        self.fingerprint
-    }
-
-    /// The declared `version` (0 unless `#[workflow(version = N)]`).
-    pub fn version(&self) -> u32 {
-        self.version
-    }
-
-    /// The input type as written in the signature.
-    pub fn input_type(&self) -> &'static str {
-        self.input_type
-    }
-
-    /// The output type as written in the signature.
-    pub fn output_type(&self) -> &'static str {
-        self.output_type
-    }
-
-    /// The names of the functions the body calls with its workflow context, in source order.
-    pub fn calls(&self) -> &'static [&'static str] {
-        self.calls
-    }
-
-    /// The body's calls with the control flow around them, as far as the macro sees it in
-    /// the source (what `workflows show` draws).
-    pub fn flow(&self) -> &'static [Flow] {
-        self.flow
+    fn deref(&self) -> &WorkflowInfo {
+        &self.info
     }
 }
 
 impl fmt::Debug for WorkflowDefinition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkflowDefinition")
-            .field("name", &self.name)
-            .field("location", &self.location)
-            .field("fingerprint", &self.fingerprint)
-            .field("version", &self.version)
-            .field("calls", &self.calls)
-            .finish()
+        self.info.fmt(f)
     }
 }
 

@@ -2,14 +2,16 @@
 //! `inventory` when the first engine starts.
 
 mod definition;
+mod info;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::OnceLock;
 
-pub use definition::{CompensationDefinition, Flow, SourceLocation, StepDefinition, WorkflowDefinition};
+pub use definition::{CompensationDefinition, StepDefinition, WorkflowDefinition};
 #[doc(hidden)]
 pub use definition::{CompensationHook, ErasedEntry, InputCheck, StepRegistration, WorkflowRegistration};
+pub use info::{Flow, SourceLocation, WorkflowInfo};
 
 /// All registered workflows and steps, by name.
 ///
@@ -45,6 +47,13 @@ impl Registry {
             inventory::iter::<WorkflowRegistration>.into_iter().map(|r| r.0),
             inventory::iter::<StepRegistration>.into_iter().map(|r| r.0),
         )
+    }
+
+    /// The registry of this process, once an engine started: starting checked it
+    /// ([`Registry::global`] failed then, if it had to), so every part of a running engine
+    /// reads it from here rather than keeping a reference.
+    pub(crate) fn checked() -> &'static Registry {
+        Registry::global().expect("an engine starts only once the registry is built without error")
     }
 
     /// A registry of exactly these definitions (the global one is built from `inventory`).

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::container::ResolveError;
-use crate::engine::live::LiveExecution;
+use crate::engine::core::LiveExecution;
 use crate::execution::ExecutionId;
 use crate::journal::StepKey;
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::engine::live::LiveExecution;
+use crate::engine::core::LiveExecution;
 use crate::execution::ExecutionId;
 
 /// The context of a running workflow: the first parameter of every `#[workflow]` fn, passed on

@@ -1,0 +1,212 @@
+//! Configuring and starting an [`Engine`]: its store, container, policies and lease; at start,
+//! it resumes what it should and starts its background work (`recovery.rs`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::core::EngineInner;
+use super::engine::Engine;
+use super::{lease, owner, recovery, token};
+use crate::container::Container;
+use crate::policy::{DEFAULT_RETENTION, RetryPolicy};
+use crate::registry::{Registry, RegistryError};
+use crate::store::{self, MemoryStore, SqliteOptions, SqliteStore, Store, StoreError};
+
+impl Engine {
+    /// Configures a new engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+}
+
+/// Configures and starts an [`Engine`].
+#[must_use = "call .start().await to get an engine"]
+pub struct EngineBuilder {
+    store: StoreChoice,
+    container: Container,
+    lease: Duration,
+    default_retry: Option<RetryPolicy>,
+    retention: Duration,
+    purge_interval: Duration,
+    worker: bool,
+}
+
+/// Which store the engine will use; file stores are opened by `start`.
+enum StoreChoice {
+    /// `$WORKFLOWS_STORE`, or `sqlite:workflows.db`.
+    Default,
+    Url(String),
+    Sqlite(PathBuf, SqliteOptions),
+    Given(Arc<dyn Store>),
+}
+
+/// The engine could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// Two workflows or two steps share a name.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        Self {
+            store: StoreChoice::Default,
+            container: Container::new(),
+            lease: Duration::from_secs(30),
+            default_retry: None,
+            retention: DEFAULT_RETENTION,
+            purge_interval: Duration::from_secs(60),
+            worker: true,
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// Keeps executions in `store`.
+    ///
+    /// Without a store, the engine uses the one `$WORKFLOWS_STORE` names (`sqlite:PATH` or
+    /// `memory`), or else the SQLite file `workflows.db` in the working directory.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = StoreChoice::Given(Arc::new(store));
+        self
+    }
+
+    /// Keeps executions in the SQLite file at `path` (created if missing), fsyncing every
+    /// commit ([`Durability::Full`](crate::Durability::Full)).
+    pub fn sqlite(self, path: impl Into<PathBuf>) -> Self {
+        self.sqlite_with(path, SqliteOptions::default())
+    }
+
+    /// Keeps executions in the SQLite file at `path`, with options (such as the durability).
+    pub fn sqlite_with(mut self, path: impl Into<PathBuf>, options: SqliteOptions) -> Self {
+        self.store = StoreChoice::Sqlite(path.into(), options);
+        self
+    }
+
+    /// Keeps executions in the store a URL names: `sqlite:PATH` or `memory`.
+    pub fn store_url(mut self, url: impl Into<String>) -> Self {
+        self.store = StoreChoice::Url(url.into());
+        self
+    }
+
+    /// Keeps executions in memory: nothing survives the process (tests, benchmarks).
+    pub fn memory(self) -> Self {
+        self.store(MemoryStore::new())
+    }
+
+    /// The services steps can [`resolve`](crate::StepContext::resolve).
+    pub fn container(mut self, container: Container) -> Self {
+        self.container = container;
+        self
+    }
+
+    /// The retry policy of steps without `#[step(retry(...))]`. Without it, a step that fails
+    /// is not retried (retrying is a decision about the step's side effects), and an attempt a
+    /// crash interrupted runs again after the restart. With it, as with a step's own policy,
+    /// `max_attempts` bounds the attempts that start, interrupted ones included.
+    pub fn default_retry(mut self, policy: RetryPolicy) -> Self {
+        self.default_retry = Some(policy);
+        self
+    }
+
+    /// How long finished executions of workflows without `#[workflow(retention = "...")]` are
+    /// kept before they are purged (default 7 days).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// How often the engine purges finished executions past their retention (default every
+    /// minute, in batches of 500). `Duration::ZERO` turns the background purge off.
+    pub fn purge_interval(mut self, interval: Duration) -> Self {
+        self.purge_interval = interval;
+        self
+    }
+
+    /// How long this engine's ownership of an execution lasts without renewal (default 30 s).
+    /// The engine renews its leases every third of it; when a process dies, another engine on
+    /// the same store takes its executions over once their leases expire.
+    pub fn lease_duration(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
+    /// Whether this engine is a worker (the default): one that takes over the executions on
+    /// the store whose owner is gone, at start and periodically, and resumes suspended
+    /// executions when their timers are due.
+    ///
+    /// `worker(false)` makes a *client* engine, for a command-line tool or an admin endpoint:
+    /// it drives only the executions it starts, the ones it wakes by a delivery
+    /// ([`Engine::complete_step`], [`Engine::send_event`]) and the ones it cancels, and leaves
+    /// the rest to the workers.
+    pub fn worker(mut self, worker: bool) -> Self {
+        self.worker = worker;
+        self
+    }
+
+    /// Builds the registry (failing on duplicate names), then (for a worker) resumes the
+    /// executions on the store that have no live owner, and starts renewing leases in the
+    /// background.
+    ///
+    /// Must be called inside a Tokio runtime.
+    pub async fn start(self) -> Result<Engine, EngineError> {
+        Registry::global()?;
+        let store = match self.store {
+            StoreChoice::Given(store) => store,
+            StoreChoice::Default => open_blocking(move || store::open_url(&store::default_url())).await?,
+            StoreChoice::Url(url) => open_blocking(move || store::open_url(&url)).await?,
+            StoreChoice::Sqlite(path, options) => {
+                open_blocking(move || Ok(Arc::new(SqliteStore::open_with(path, options)?) as Arc<dyn Store>)).await?
+            }
+        };
+        let owner = Arc::from(owner::new_owner_id());
+        let token_key = token::TokenKey::new(store.token_key().await?);
+        let inner = Arc::new(EngineInner {
+            store,
+            container: self.container,
+            default_retry: self.default_retry,
+            retention: self.retention,
+            owner,
+            lease: self.lease,
+            lease_clock: lease::LeaseClock::new(self.lease),
+            token_key,
+            live: Mutex::new(HashMap::default()),
+            abandoned: Mutex::new(Vec::new()),
+            key_released: tokio::sync::Notify::new(),
+            purge_interval: self.purge_interval,
+            closed: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            timer_changed: tokio::sync::Notify::new(),
+            events: crate::events::EventHub::new(),
+            worker: self.worker,
+            watchers: Mutex::new(HashMap::default()),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        if inner.worker {
+            inner.take_over_from_the_gone(true).await?;
+            inner.recover().await?;
+            recovery::spawn_scheduler(&inner);
+        }
+        recovery::spawn_maintenance(&inner);
+        Ok(Engine { inner })
+    }
+}
+
+/// Opens a store off the async threads (file stores do blocking I/O).
+async fn open_blocking(
+    open: impl FnOnce() -> Result<Arc<dyn Store>, StoreError> + Send + 'static,
+) -> Result<Arc<dyn Store>, StoreError> {
+    tokio::task::spawn_blocking(open)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("opening the store was interrupted: {e}")))?
+}

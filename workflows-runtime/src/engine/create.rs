@@ -1,0 +1,80 @@
+//! Creating an execution: its record in the store (or the one that has the requested id),
+//! and the live state this engine drives it with.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde_json::value::RawValue;
+
+use super::core::{EngineInner, LiveExecution};
+use super::live::Setup;
+use super::options::RunOptions;
+use crate::error::RunError;
+use crate::execution::ExecutionRecord;
+use crate::journal::replay::Progress;
+use crate::registry::WorkflowDefinition;
+use crate::store::{CreateOutcome, NewExecution};
+use crate::time::Timestamp;
+
+/// What [`Engine::create`] found.
+pub(crate) enum Created {
+    /// A new execution; `true` if it waits for its exclusive key.
+    New(Arc<LiveExecution>, bool),
+    Exists(Box<ExecutionRecord>),
+}
+
+impl EngineInner {
+    /// Creates a new execution of `definition`, or finds the one with the requested id.
+    pub(crate) async fn create(
+        self: &Arc<Self>,
+        definition: &'static WorkflowDefinition,
+        input: Box<RawValue>,
+        options: RunOptions,
+    ) -> Result<Created, RunError> {
+        let inner = self;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(RunError::ShutDown);
+        }
+        let id = options.id.unwrap_or_default();
+        // Before the write that grants the lease: the lease is provable from here.
+        let lease_from = std::time::Instant::now();
+        let now = Timestamp::now();
+        let deadline = definition.timeout().map(|timeout| now + timeout);
+        let new = NewExecution {
+            id: id.clone(),
+            workflow: definition.name(),
+            fingerprint: definition.fingerprint(),
+            version: definition.version(),
+            input,
+            owner: inner.owner.clone(),
+            lease_until: now + inner.lease,
+            now,
+            exclusive_key: options.exclusive_key.clone(),
+            fail_if_held: options.fail_if_held,
+            rerun_of: options.rerun_of,
+            parent: options.parent.clone(),
+            deadline,
+            expected_entries: definition.calls().len(),
+        };
+        let queued = match inner.store.create_execution(new).await? {
+            CreateOutcome::Created => false,
+            CreateOutcome::Queued => true,
+            CreateOutcome::Exists(record) => return Ok(Created::Exists(record)),
+            CreateOutcome::KeyHeld(holder) => {
+                return Err(RunError::KeyHeld { key: options.exclusive_key.unwrap_or_default(), holder });
+            }
+        };
+        let setup = Setup {
+            container: options.container,
+            epoch: 1,
+            lease_from,
+            started_fingerprint: definition.fingerprint().into(),
+            deadline,
+            exclusive_key: options.exclusive_key,
+            parent: options.parent,
+            wakeups: 0,
+        };
+        let live = LiveExecution::new(id, definition, inner.clone(), Progress::new(definition.calls().len()), setup);
+        Ok(Created::New(Arc::new(live), queued))
+    }
+}

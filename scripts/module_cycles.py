@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Module-level import cycles of a crate, from `cargo modules dependencies` (cargo-modules 0.27).
+"""Module-level import cycles of a crate: the modules each module's source file imports.
 
-cargo-modules (rust-analyzer underneath) resolves each `use` declaration to the item it names,
-through re-exports; its own `--acyclic` check works on items (a type and its method form a
-"cycle"), and it does not see paths written inside function bodies (`super::run::stop()`).
-This script folds the item graph into a module graph (an item belongs to the closest module
-that contains it), adds the paths written in the crate's source outside `use` declarations
-(`crate::`, `super::`, `self::`, a child module's name), resolved the same way, and prints each set of modules that
-import each other, with the imports that tie it together. Exits 1 if there is a cycle.
+A module imports another when its file names an item defined there: in a `use` declaration
+or in a path written in the code (`crate::`, `super::`, `self::`, a child module's name). The
+items, the modules and the re-exports come from `cargo modules dependencies` (cargo-modules
+0.27, rust-analyzer underneath), which resolves names through re-exports; the paths are read
+from the source, so that an `impl` block counts for the file it is written in. (cargo-modules'
+own `--acyclic` works on items — a type and its method form a "cycle" — and counts a method
+for its type's module, wherever it is written.) Prints each set of modules that import each
+other, with the imports that tie it together. Exits 1 if there is a cycle.
 
     cargo modules dependencies -p workflows-runtime --lib --features cli --no-externs --no-sysroot \\
         | scripts/module_cycles.py workflows-runtime/src
@@ -54,8 +55,25 @@ def add(a, b, item):
         why[(ma, mb)].add(item.rsplit("::", 1)[-1])
 
 
-for a, b in uses:
-    add(a, b, b)
+def use_paths(tree):
+    """The paths a `use` tree names: `a::{b, c::{d, e as f}}` -> a::b, a::c::d, a::c::e."""
+    return _paths(re.sub(r"\s+", "", re.sub(r"\s+as\s+\w+", "", tree)))
+
+
+def _paths(tree):
+    if "{" not in tree:
+        return [tree]
+    i = tree.index("{")
+    prefix, inner = tree[:i], tree[i + 1 : tree.rindex("}")]
+    depth, parts, start = 0, [], 0
+    for j, c in enumerate(inner):
+        depth += c == "{"
+        depth -= c == "}"
+        if c == "," and depth == 0:
+            parts.append(inner[start:j])
+            start = j + 1
+    parts.append(inner[start:])
+    return [prefix.rstrip(":") if p == "self" else prefix + p for part in filter(None, parts) for p in _paths(part)]
 
 
 def resolve(module, segments):
@@ -81,11 +99,15 @@ if len(sys.argv) > 1:
         module = "::".join([root, *parts])
         if module not in modules:
             continue  # not compiled with these features
-        for line in file.read_text().split("#[cfg(test)]\nmod tests")[0].splitlines():
-            code = line.split("//")[0]
-            if code.lstrip().startswith(("use ", "pub use ", "pub(crate) use ")):
-                continue
-            for m in PATH.finditer(code):
+        text = file.read_text().split("#[cfg(test)]\nmod tests")[0]
+        code = "\n".join(line.split("//")[0] for line in text.splitlines())
+        uses_here = re.findall(r"(?:^|\n)\s*(?:pub(?:\([\w:]+\))?\s+)?use\s+([^;]+);", code)
+        code = re.sub(r"(?:^|\n)\s*(?:pub(?:\([\w:]+\))?\s+)?use\s+[^;]+;", "\n", code)
+        for tree in uses_here:
+            for path in use_paths(tree):
+                code += "\n" + path.replace("*", "").rstrip(":") + "::__"
+        for line in code.splitlines():
+            for m in PATH.finditer(line):
                 first, rest = m.group(1), m.group(2).split("::")[1:]
                 bases = {"crate": root, "self": module, "super": module.rsplit("::", 1)[0]}
                 if first in bases:

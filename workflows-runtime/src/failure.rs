@@ -56,6 +56,11 @@ impl Failure {
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Self { kind, message: message.into(), step: None, key: None, attempts: None, permanent: false }
     }
+
+    /// Why a cancelled execution stopped.
+    pub(crate) fn cancellation() -> Self {
+        Self::new(FailureKind::Cancelled, "the execution was cancelled")
+    }
 }
 
 impl fmt::Display for Failure {

@@ -5,21 +5,14 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::compensation;
-use super::core::EngineInner;
-use super::core::{Abort, LiveExecution};
+use super::core::LiveExecution;
 use super::create::Created;
 use super::options::RunOptions;
 use super::{driver, handle};
 use crate::error::RunError;
-use crate::execution::{ExecutionId, ExecutionState};
+use crate::execution::ExecutionId;
 use crate::failure::{Failure, FailureKind};
-use crate::journal::JournalEvent;
-use crate::journal::StepKey;
-use crate::journal::replay::Progress;
 use crate::registry::WorkflowDefinition;
-use crate::store::{Reopen, Reopened, WriteMode};
-use crate::time::Timestamp;
 use crate::workflow::Workflow;
 
 /// Starts the child execution `id` of `definition` for the parent `live` (which knows it as
@@ -61,175 +54,4 @@ pub(crate) async fn start_child(
         }
     });
     Ok(())
-}
-
-/// Compensates a completed child execution as a unit (its parent compensates): the child
-/// becomes `compensating` and runs its own compensations in reverse order. Returns the
-/// failure if the child could not be compensated.
-pub(crate) async fn compensate_child(
-    live: &Arc<LiveExecution>,
-    seq: u32,
-    key: StepKey,
-    child: &ExecutionId,
-) -> Option<Failure> {
-    if !compensation::begin(live, seq, &key).await {
-        return None;
-    }
-    let result = match undo(&live.engine, child, &live.id).await {
-        Ok(result) => result,
-        Err(error) => {
-            live.abort(Abort::Store(error));
-            return None;
-        }
-    };
-    let result = result.map_err(|message| Failure {
-        kind: FailureKind::Compensation,
-        message,
-        step: Some(key.name().to_owned()),
-        key: Some(key.to_string()),
-        attempts: Some(1),
-        permanent: true,
-    });
-    compensation::finish(live, seq, key, result)
-}
-
-/// Takes the child into `compensating` and runs its compensations here, or waits for whoever
-/// runs them. The inner result is the child's compensation failure, described.
-async fn undo(
-    inner: &Arc<EngineInner>,
-    child: &ExecutionId,
-    parent: &ExecutionId,
-) -> Result<Result<(), String>, crate::store::StoreError> {
-    let why = Failure::new(FailureKind::Workflow, format!("its parent execution {parent} compensates"));
-    loop {
-        // Before the write that grants the lease: it is provable from here.
-        let lease_from = std::time::Instant::now();
-        let now = Timestamp::now();
-        let reopen = Reopen {
-            execution: child.clone(),
-            owner: inner.owner.to_string(),
-            now,
-            lease_until: now + inner.lease,
-            failure: why.clone(),
-        };
-        let record = match inner.store.reopen(&reopen).await? {
-            Reopened::Yes(record) => record,
-            // Undone already, or it never completed (it compensated itself then).
-            Reopened::No(
-                ExecutionState::Compensated
-                | ExecutionState::Cancelled
-                | ExecutionState::TimedOut
-                | ExecutionState::Failed,
-            ) => return Ok(Ok(())),
-            Reopened::No(ExecutionState::CompensationFailed) => {
-                return Ok(Err(format!("child execution {child} could not be fully compensated")));
-            }
-            // Driven by a live owner (compensating, or still running): wait for it, then look again.
-            Reopened::No(_) => {
-                if let Err(error) = handle::finished(inner, child).await {
-                    return Ok(Err(format!("child execution {child} could not be compensated: {error}")));
-                }
-                continue;
-            }
-            Reopened::NotFound => return Ok(Err(format!("child execution {child} is not in the store (purged?)"))),
-        };
-        let Some(definition) = crate::registry::Registry::checked().workflow(&record.workflow) else {
-            return Ok(Err(format!(
-                "workflow `{}` of child execution {child} is not registered here",
-                record.workflow
-            )));
-        };
-        let progress = Progress::from_journal(inner.store.journal(child).await?);
-        let failure = record.failure.clone().unwrap_or_else(|| why.clone());
-        let setup = super::live::Setup {
-            container: None,
-            epoch: record.epoch,
-            lease_from,
-            started_fingerprint: record.fingerprint.into(),
-            deadline: None,
-            exclusive_key: None,
-            parent: None,
-            wakeups: 0,
-        };
-        let child_live = Arc::new(LiveExecution::new(record.id.clone(), definition, inner.clone(), progress, setup));
-        // Tracked like a task of its own while it compensates, so that its lease is renewed.
-        let compensating = inner.track(&child_live, Box::pin(driver::compensate(&child_live, failure, false)));
-        return Ok(match compensating.await {
-            RunError::Compensated { .. } => Ok(()),
-            RunError::Interrupted { reason, .. } => Err(format!("child execution {child} was interrupted: {reason}")),
-            other => Err(format!("child execution {child}: {other}")),
-        });
-    }
-}
-
-/// Settles the children the parent started and has not heard back from, before the parent
-/// compensates: each one still running is cancelled (it compensates itself) and waited for,
-/// in whichever process drives it; then its outcome is journaled in the parent, so that a
-/// child that completed — before the cancellation reached it, or before the parent took its
-/// result — is compensated as a unit with the parent's other completed steps.
-pub(crate) async fn settle_children(live: &Arc<LiveExecution>) {
-    let children = live.with_progress(|p| p.running_children());
-    for (seq, key, child) in children {
-        match live.engine.cancel(&child).await {
-            Ok(()) | Err(RunError::NotCancellable { .. } | RunError::NotFound { .. }) => {}
-            Err(error) => tracing::warn!(execution = %child, %error, "could not cancel a child execution"),
-        }
-        take_over_if_stranded(&live.engine, &child).await;
-        let event = match live.engine.store.execution(&child).await {
-            Ok(None) => {
-                // The parent stopped before the child was created: nothing to undo.
-                let why = Failure::new(FailureKind::Cancelled, format!("child execution {child} was never created"));
-                JournalEvent::ChildFailed { seq, key, error: Box::new(why) }
-            }
-            Ok(Some(_)) => match handle::finished(&live.engine, &child).await {
-                Ok(record) if record.state == ExecutionState::Completed => {
-                    let output = record.result.unwrap_or_else(crate::journal::replay::null);
-                    JournalEvent::ChildCompleted { seq, key, output }
-                }
-                Ok(record) => {
-                    let failure = record.failure.unwrap_or_else(|| {
-                        Failure::new(FailureKind::Workflow, format!("child execution {child} ended {}", record.state))
-                    });
-                    JournalEvent::ChildFailed { seq, key, error: Box::new(failure) }
-                }
-                Err(error) => {
-                    tracing::warn!(execution = %child, %error, "could not wait for a cancelled child execution");
-                    continue;
-                }
-            },
-            Err(error) => {
-                live.abort(Abort::Store(error));
-                return;
-            }
-        };
-        let ack = match &event {
-            JournalEvent::ChildCompleted { .. } => live.append([event], None, WriteMode::Durable, |p| {
-                p.completed(seq, None, None);
-            }),
-            JournalEvent::ChildFailed { error, .. } => {
-                let failure = (**error).clone();
-                live.append([event], None, WriteMode::Durable, |p| p.failed(seq, failure))
-            }
-            _ => unreachable!("only child outcomes are journaled here"),
-        };
-        live.defer(ack);
-    }
-}
-
-/// A child created by this engine whose task never started (the parent's call was dropped
-/// while the child was being created) holds a lease nobody here renews: give it back, and
-/// take it over at once, rather than wait for the lease to expire.
-async fn take_over_if_stranded(inner: &Arc<EngineInner>, child: &ExecutionId) {
-    if inner.live_execution(child).is_some() {
-        return;
-    }
-    let Ok(Some(record)) = inner.store.execution(child).await else { return };
-    if record.state.is_active() && record.owner.as_deref() == Some(&*inner.owner) {
-        let released = inner.store.release_execution(child, record.epoch).await;
-        if matches!(released, Ok(true))
-            && let Err(error) = inner.resume_one(child).await
-        {
-            tracing::warn!(execution = %child, %error, "could not take over a child execution");
-        }
-    }
 }

@@ -10,7 +10,7 @@ use super::handle::ExecutionHandle;
 use super::options::RunOptions;
 use crate::error::RunError;
 use crate::execution::ExecutionId;
-use crate::failure::{Failure, FailureKind};
+use crate::failure::Failure;
 use crate::store::{Purge, StoreError};
 use crate::time::Timestamp;
 use crate::workflow::WorkflowFn;
@@ -83,7 +83,7 @@ impl EngineInner {
     /// See [`Engine::cancel`].
     pub(crate) async fn cancel(self: &Arc<Self>, id: &ExecutionId) -> Result<(), RunError> {
         if let Some(live) = self.live_execution(id) {
-            live.request_stop(cancellation(), true);
+            live.request_stop(Failure::cancellation(), true);
             return Ok(());
         }
         let not_cancellable = |state| RunError::NotCancellable { execution: id.clone(), state };
@@ -118,9 +118,4 @@ impl EngineInner {
             tokio::task::yield_now().await;
         }
     }
-}
-
-/// Why a cancelled execution stopped.
-pub(crate) fn cancellation() -> Failure {
-    Failure::new(FailureKind::Cancelled, "the execution was cancelled")
 }

@@ -6,30 +6,19 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use serde::Serialize;
-use tokio::sync::oneshot;
 
-use super::compensation::run_compensation;
 use super::core::{Abort, LiveExecution};
+use super::finish::{gave_up, interrupted, release_key, wake_parent};
+use super::handle::{Sent, Waiter};
 use super::panic::catch_unwind;
+use super::rollback::compensate;
 use crate::error::{RunError, WorkflowError};
 use crate::events::EventKind;
 use crate::execution::ExecutionState;
 use crate::failure::{Failure, FailureKind};
-use crate::journal::replay::Compensate;
 use crate::store::{StoreError, Suspend, Suspended};
 use crate::time::Timestamp;
 use crate::workflow::Workflow;
-
-/// Where the result of a run goes, when a caller waits for it in this process.
-pub(crate) type Waiter<O> = oneshot::Sender<Sent<O>>;
-
-/// What the driver sends the caller waiting in this process.
-pub(crate) enum Sent<O> {
-    /// The execution finished (or this engine stopped driving it).
-    Done(Result<O, RunError>),
-    /// The execution was suspended: its result is read from the store once it finishes.
-    Suspended,
-}
 
 /// A suspended execution is one whose wake-up (if it has one) is at least this far away:
 /// shorter waits keep their future in memory rather than pay for a suspension and a replay.
@@ -66,7 +55,7 @@ async fn wait_for_key_unboxed(live: &Arc<LiveExecution>) -> Result<(), RunError>
             Err(error) => return Err(interrupted(live, error)),
         }
         if live.is_stopping() {
-            let why = live.stop_reason().unwrap_or_else(super::control::cancellation);
+            let why = live.stop_reason().unwrap_or_else(Failure::cancellation);
             return Err(compensate(live, why, true).await);
         }
         let until_deadline = live.deadline.map(|at| at.duration_since(Timestamp::now()));
@@ -176,16 +165,9 @@ async fn suspend(live: &LiveExecution) -> Result<bool, StoreError> {
             Ok(false)
         }
         Suspended::Cancelled => {
-            live.request_stop(super::control::cancellation(), true);
+            live.request_stop(Failure::cancellation(), true);
             Ok(false)
         }
-    }
-}
-
-/// Wakes the executions of this engine queued for a key this execution may have released.
-pub(crate) fn release_key(live: &LiveExecution) {
-    if live.exclusive_key.is_some() {
-        live.engine.key_released.notify_waiters();
     }
 }
 
@@ -265,13 +247,6 @@ async fn complete<O: Serialize>(live: &Arc<LiveExecution>, output: O) -> Result<
     }
 }
 
-/// A child finished (its outcome is in its parent's inbox): wakes the parent.
-async fn wake_parent(live: &LiveExecution) {
-    if let Some((parent, _)) = &live.parent {
-        live.engine.wake(parent).await;
-    }
-}
-
 /// Ends the execution `failed`, without compensation.
 pub(crate) async fn fail(live: &Arc<LiveExecution>, failure: Failure) -> RunError {
     live.finish_detached().await;
@@ -284,102 +259,4 @@ pub(crate) async fn fail(live: &Arc<LiveExecution>, failure: Failure) -> RunErro
         execution: live.id.clone(),
         failure: Box::new(failure),
     }
-}
-
-/// Compensates every completed step in reverse completion order, then ends the execution
-/// `compensated` (or `cancelled` / `timed_out`, after which the failure's kind is named) or
-/// `compensation_failed`. `transition` is false when resuming an execution that is already
-/// `compensating`.
-pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, transition: bool) -> RunError {
-    // Step bodies still running (their calls were dropped with the body) end first, and their
-    // outcomes are journaled: one that completed is compensated with the others.
-    live.finish_detached().await;
-    if transition {
-        // Durable before any compensation runs: a restart then resumes compensating instead
-        // of re-running the body.
-        let state = ExecutionState::Compensating;
-        if let Err(error) = live.durable(live.transition(state, None, Some(failure.clone()))).await {
-            return interrupted(live, error);
-        }
-    }
-    // Children still running stop first (each compensates itself); children that completed
-    // join the compensation plan.
-    super::child::settle_children(live).await;
-    if let Some(error) = given_up(live) {
-        return error;
-    }
-    let (plan, mut failures) = live.with_progress(|p| p.compensation_plan());
-    for item in plan {
-        let failed = match &item.target {
-            Compensate::Step(input) => run_compensation(live, item.seq, item.key, input).await,
-            Compensate::Child(child) => Box::pin(super::child::compensate_child(live, item.seq, item.key, child)).await,
-        };
-        if let Some(failure) = failed {
-            failures.push(failure);
-        }
-        if let Some(error) = given_up(live) {
-            return error;
-        }
-    }
-    let workflow = live.definition.name().to_owned();
-    let execution = live.id.clone();
-    let state = match (failures.is_empty(), failure.kind) {
-        (false, _) => ExecutionState::CompensationFailed,
-        (true, FailureKind::Cancelled) => ExecutionState::Cancelled,
-        (true, FailureKind::TimedOut) => ExecutionState::TimedOut,
-        (true, _) => ExecutionState::Compensated,
-    };
-    if let Err(error) = live.durable(live.transition(state, None, Some(failure.clone()))).await {
-        return interrupted(live, error);
-    }
-    release_key(live);
-    wake_parent(live).await;
-    if failures.is_empty() {
-        match state {
-            ExecutionState::Cancelled => RunError::Cancelled { workflow, execution },
-            ExecutionState::TimedOut => RunError::TimedOut { workflow, execution, failure: Box::new(failure) },
-            _ => RunError::Compensated { workflow, execution, failure: Box::new(failure) },
-        }
-    } else {
-        RunError::CompensationFailed {
-            workflow,
-            execution,
-            failure: Box::new(failure),
-            compensation_failures: failures,
-        }
-    }
-}
-
-/// While compensating: the error to return if the execution was given up meanwhile (a store
-/// error, a lost lease). A cancellation or a deadline while compensating changes nothing: the
-/// compensation goes on.
-fn given_up(live: &LiveExecution) -> Option<RunError> {
-    match live.take_abort() {
-        Some(Abort::Store(error)) => Some(interrupted(live, error)),
-        Some(Abort::LeaseLost(why)) => Some(gave_up(live, &why)),
-        _ => None,
-    }
-}
-
-/// This engine cannot prove its lease any more: it stops driving the execution at once and
-/// writes nothing more; the store takes it back (unless another engine owns it already), for
-/// whoever resumes it.
-fn gave_up(live: &LiveExecution, why: &str) -> RunError {
-    tracing::warn!(execution = %live.id, reason = why, "gave up an execution whose lease this engine could not prove");
-    live.engine.abandon(live.id.clone(), live.epoch);
-    RunError::Interrupted {
-        execution: live.id.clone(),
-        reason: format!("this engine gave the execution up: {why}; the engine that holds its lease resumes it"),
-    }
-}
-
-/// The store refused a write: this engine stops driving the execution, which stays as stored,
-/// and gives up its ownership (unless another engine owns it already) so that it is taken over
-/// once the store works again.
-fn interrupted(live: &LiveExecution, error: StoreError) -> RunError {
-    tracing::warn!(execution = %live.id, %error, "stopped driving an execution after a store error");
-    if !matches!(error, StoreError::Fenced { .. }) {
-        live.engine.abandon(live.id.clone(), live.epoch);
-    }
-    RunError::Interrupted { execution: live.id.clone(), reason: format!("a store write failed: {error}") }
 }

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::core::{EngineInner, LiveExecution, Stopper};
 use super::create::Created;
 use super::driver;
-use super::handle::{self, ExecutionHandle};
+use super::handle::{self, ExecutionHandle, Sent, Waiter};
 use super::inline;
 use super::options::RunOptions;
 use crate::error::RunError;
@@ -46,16 +46,16 @@ async fn execution_task<O: serde::Serialize + Send + 'static>(
     live: Arc<LiveExecution>,
     queued: bool,
     start: impl for<'a> FnOnce(&'a Workflow) -> Result<BoxedBody<'a, O>, RunError> + Send + 'static,
-    sender: driver::Waiter<O>,
+    sender: Waiter<O>,
 ) {
     if queued && let Err(error) = driver::wait_for_key(&live).await {
-        drop(sender.send(driver::Sent::Done(Err(error))));
+        drop(sender.send(Sent::Done(Err(error))));
         return;
     }
     let wf = Workflow { live };
     match start(&wf) {
         Ok(body) => driver::drive(&wf, body, Some(sender)).await,
-        Err(error) => drop(sender.send(driver::Sent::Done(Err(error)))),
+        Err(error) => drop(sender.send(Sent::Done(Err(error)))),
     }
 }
 

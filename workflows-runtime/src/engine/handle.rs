@@ -10,11 +10,21 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use super::core::EngineInner;
-use super::driver::Sent;
 use crate::error::RunError;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::{Failure, FailureKind};
 use crate::journal::JournalEvent;
+
+/// Where the result of a run goes, when a caller waits for it in this process.
+pub(crate) type Waiter<O> = oneshot::Sender<Sent<O>>;
+
+/// What the driver sends the caller waiting in this process.
+pub(crate) enum Sent<O> {
+    /// The execution finished (or this engine stopped driving it).
+    Done(Result<O, RunError>),
+    /// The execution was suspended: its result is read from the store once it finishes.
+    Suspended,
+}
 
 /// A started execution: its id, and its result to await.
 ///

@@ -12,6 +12,7 @@ mod driver;
 #[allow(clippy::module_inception)]
 mod engine;
 pub(crate) mod event;
+mod finish;
 mod handle;
 mod inbox;
 mod inline;
@@ -21,6 +22,7 @@ mod options;
 mod owner;
 pub(crate) mod panic;
 mod recovery;
+mod rollback;
 mod state;
 mod step_attempt;
 pub(crate) mod step_call;

@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::control::cancellation;
 use super::core::EngineInner;
 use super::core::LiveExecution;
-use super::driver;
+use super::{driver, rollback};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::{Failure, FailureKind};
 use crate::journal::replay::Progress;
@@ -143,7 +142,7 @@ impl EngineInner {
         let state = record.state;
         if record.cancel_requested && state != ExecutionState::Compensating {
             self.spawn(&live.clone(), async move {
-                driver::compensate(&live, cancellation(), true).await;
+                rollback::compensate(&live, Failure::cancellation(), true).await;
             });
             return Ok(());
         }
@@ -152,7 +151,7 @@ impl EngineInner {
                 .failure
                 .unwrap_or_else(|| Failure::new(FailureKind::Workflow, "failed (no failure was recorded)"));
             self.spawn(&live.clone(), async move {
-                driver::compensate(&live, failure, false).await;
+                rollback::compensate(&live, failure, false).await;
             });
             return Ok(());
         }
@@ -293,7 +292,7 @@ impl EngineInner {
                     }
                     live.lease_renewed(began);
                     if cancel_requested {
-                        live.request_stop(cancellation(), true);
+                        live.request_stop(Failure::cancellation(), true);
                     }
                     covered.insert(execution);
                 }

@@ -1,0 +1,45 @@
+//! What every way of ending an execution shares: waking what waits on it (its parent, the
+//! executions queued for its exclusive key) and, when this engine stops driving it before its
+//! end, what the caller hears.
+
+use crate::error::RunError;
+use crate::store::StoreError;
+
+use super::core::LiveExecution;
+
+/// Wakes the executions of this engine queued for a key this execution may have released.
+pub(crate) fn release_key(live: &LiveExecution) {
+    if live.exclusive_key.is_some() {
+        live.engine.key_released.notify_waiters();
+    }
+}
+
+/// A child finished (its outcome is in its parent's inbox): wakes the parent.
+pub(crate) async fn wake_parent(live: &LiveExecution) {
+    if let Some((parent, _)) = &live.parent {
+        live.engine.wake(parent).await;
+    }
+}
+
+/// This engine cannot prove its lease any more: it stops driving the execution at once and
+/// writes nothing more; the store takes it back (unless another engine owns it already), for
+/// whoever resumes it.
+pub(crate) fn gave_up(live: &LiveExecution, why: &str) -> RunError {
+    tracing::warn!(execution = %live.id, reason = why, "gave up an execution whose lease this engine could not prove");
+    live.engine.abandon(live.id.clone(), live.epoch);
+    RunError::Interrupted {
+        execution: live.id.clone(),
+        reason: format!("this engine gave the execution up: {why}; the engine that holds its lease resumes it"),
+    }
+}
+
+/// The store refused a write: this engine stops driving the execution, which stays as stored,
+/// and gives up its ownership (unless another engine owns it already) so that it is taken over
+/// once the store works again.
+pub(crate) fn interrupted(live: &LiveExecution, error: StoreError) -> RunError {
+    tracing::warn!(execution = %live.id, %error, "stopped driving an execution after a store error");
+    if !matches!(error, StoreError::Fenced { .. }) {
+        live.engine.abandon(live.id.clone(), live.epoch);
+    }
+    RunError::Interrupted { execution: live.id.clone(), reason: format!("a store write failed: {error}") }
+}

@@ -1,5 +1,5 @@
 //! Configuring and starting an [`Engine`]: its store, container, policies and lease; at start,
-//! it resumes what it should and starts its background work (`recovery.rs`).
+//! it resumes what it should and starts its background work (`background.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 use super::core::EngineInner;
 use super::engine::Engine;
-use super::{lease, owner, recovery, token};
+use super::{background, lease, owner, token};
 use crate::container::Container;
 use crate::policy::{DEFAULT_RETENTION, RetryPolicy};
 use crate::registry::{Registry, RegistryError};
@@ -195,9 +195,9 @@ impl EngineBuilder {
         if inner.worker {
             inner.take_over_from_the_gone(true).await?;
             inner.recover().await?;
-            recovery::spawn_scheduler(&inner);
+            background::spawn_scheduler(&inner);
         }
-        recovery::spawn_maintenance(&inner);
+        background::spawn_maintenance(&inner);
         Ok(Engine { inner })
     }
 }

@@ -1,6 +1,7 @@
 //! The engine: starts executions, drives their bodies, compensates, and resumes executions
 //! whose owner went away.
 
+mod background;
 mod builder;
 mod child;
 pub(crate) mod child_call;

@@ -1,6 +1,6 @@
 //! Durable timers: what `wf.sleep(..)` and `wf.sleep_until(..)` do. The wake-up time is
 //! journaled; while only timers are pending the execution is suspended, and the timer
-//! scheduler (`engine/recovery.rs`) resumes it when it is due.
+//! scheduler (`engine/background.rs`) resumes it when it is due.
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,0 +1,148 @@
+//! The engine's background work: lease renewal (`renew`: proving leases is `lease.rs`), taking over orphaned executions, purging
+//! finished ones past their retention, and the timer scheduler that resumes suspended
+//! executions when they are due.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::core::EngineInner;
+use crate::failure::Failure;
+use crate::store::Renewed;
+use crate::time::Timestamp;
+
+/// The engine's background work: renews its leases (and cancels the executions whose
+/// cancellation another process requested) every third of the lease, takes over orphans every
+/// half, and purges finished executions past their retention.
+pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
+    let weak = Arc::downgrade(inner);
+    let lease = inner.lease;
+    let purge_every = inner.purge_interval;
+    tokio::spawn(async move {
+        let mut renew = tokio::time::interval(lease / 3);
+        let mut claim = tokio::time::interval(lease / 2);
+        let mut purge =
+            tokio::time::interval(if purge_every.is_zero() { Duration::from_secs(3600) } else { purge_every });
+        for timer in [&mut renew, &mut claim, &mut purge] {
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            let work = tokio::select! {
+                _ = renew.tick() => Work::Renew,
+                _ = claim.tick() => Work::Claim,
+                _ = purge.tick() => Work::Purge,
+            };
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.is_closed() {
+                return;
+            }
+            match work {
+                Work::Renew => inner.renew().await,
+                Work::Claim if inner.worker => {
+                    if let Err(error) = inner.take_over_from_the_gone(false).await {
+                        tracing::warn!(%error, "could not look for executions whose owner is gone");
+                    }
+                    if let Err(error) = inner.recover().await {
+                        tracing::warn!(%error, "could not take over orphaned executions");
+                    }
+                }
+                Work::Purge if !purge_every.is_zero() && inner.worker => match inner.purge_due().await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(purged, "purged finished executions past their retention"),
+                    Err(error) => tracing::warn!(%error, "could not purge finished executions"),
+                },
+                Work::Claim | Work::Purge => {}
+            }
+        }
+    });
+}
+
+/// The timer scheduler: sleeps until the earliest wake-up time of a suspended execution (an
+/// indexed lookup, not a scan), then claims the due executions. Suspensions in this engine
+/// wake it early; timers set by other processes are seen within `TIMER_RECHECK`.
+pub(super) fn spawn_scheduler(inner: &Arc<EngineInner>) {
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        loop {
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.is_closed() {
+                return;
+            }
+            // Registered before looking, so a suspension meanwhile is not missed.
+            let changed = inner.timer_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let pause = match inner.store.next_wake().await {
+                Ok(Some(at)) if at <= Timestamp::now() => match inner.recover().await {
+                    // Some were resumed: look again at once.
+                    Ok(resumed) if resumed > 0 => continue,
+                    // Due but not claimable here (another engine's workflow, or a store error).
+                    Ok(_) => TIMER_RECHECK,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not resume suspended executions that are due");
+                        TIMER_RECHECK
+                    }
+                },
+                Ok(Some(at)) => at.duration_since(Timestamp::now()).min(TIMER_RECHECK),
+                Ok(None) => TIMER_RECHECK,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the next wake-up time");
+                    TIMER_RECHECK
+                }
+            };
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    });
+}
+
+/// How often the scheduler looks for wake-up times set by other processes.
+const TIMER_RECHECK: Duration = Duration::from_secs(1);
+
+enum Work {
+    Renew,
+    Claim,
+    Purge,
+}
+
+impl EngineInner {
+    /// Renews this engine's leases, cancels its executions whose cancellation was requested
+    /// from elsewhere, and gives up the ones whose lease it can no longer prove (see
+    /// [`super::lease`]).
+    async fn renew(&self) {
+        self.release_abandoned().await;
+        // Before the write: the renewed leases are provable from here.
+        let began = std::time::Instant::now();
+        let until = Timestamp::now() + self.lease;
+        match self.store.renew_leases(&self.owner, until).await {
+            Ok(renewed) => {
+                let mut covered = std::collections::HashSet::with_capacity(renewed.len());
+                for Renewed { execution, epoch, cancel_requested } in renewed {
+                    let Some(live) = self.live_execution(&execution) else { continue };
+                    if live.epoch != epoch {
+                        continue;
+                    }
+                    live.lease_renewed(began);
+                    if cancel_requested {
+                        live.request_stop(Failure::cancellation(), true);
+                    }
+                    covered.insert(execution);
+                }
+                // Held since before this renewal and not renewed: another engine owns it now
+                // (or it is no longer active).
+                for live in self.live_executions() {
+                    if !covered.contains(&live.id) && live.lease_granted_before(began) {
+                        live.give_up("the store no longer lists this engine as its owner");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not renew execution leases"),
+        }
+        for live in self.live_executions() {
+            if !live.holds_lease() {
+                live.give_up("this engine could not renew its lease in time (it stalled, or the store did not answer)");
+            }
+        }
+    }
+}

@@ -185,7 +185,7 @@ fn a_newcomer_runs_a_workflow_inspects_a_failed_one_and_retries_it() {
 
     // Inspect it: every step and compensation, in order, with attempts and durations.
     let text = cli.run(&["inspect", &id]).expect(0).stdout;
-    for expected in ["state    compensated", "step failed", "create_shipment#1", "compensation completed", "retry"] {
+    for expected in ["state    compensated", "step failed", "create_shipment#1", "compensation completed", "rerun"] {
         assert!(text.contains(expected), "{expected} in:\n{text}");
     }
     let inspected = cli.inspect(&id);
@@ -211,7 +211,7 @@ fn a_newcomer_runs_a_workflow_inspects_a_failed_one_and_retries_it() {
     assert_eq!(inspected["journal"].as_array().unwrap().len(), 7);
 
     // The carrier is back: retry it, as a new execution with the same input.
-    let retried = cli.run(&["retry", &id, "--json"]).expect(0).json();
+    let retried = cli.run(&["rerun", &id, "--json"]).expect(0).json();
     assert_eq!(retried["state"], "completed");
     assert_eq!(retried["result"]["shipment"], "ship-res-1");
     let new = retried["execution"].as_str().unwrap();
@@ -220,11 +220,11 @@ fn a_newcomer_runs_a_workflow_inspects_a_failed_one_and_retries_it() {
     assert_eq!(rerun[0]["rerun_of"], id.as_str());
 
     // Re-running a completed execution repeats its side effects: it takes --force.
-    let refused = cli.run(&["retry", new]).expect(1);
+    let refused = cli.run(&["rerun", new]).expect(1);
     assert!(refused.stderr.contains(&format!("execution {new} completed")), "{}", refused.stderr);
     assert!(refused.stderr.contains("pass --force"), "{}", refused.stderr);
     assert_eq!(cli.executions(&["--workflow", "order_saga"]).len(), 2, "nothing was started");
-    let forced = cli.run(&["retry", new, "--force", "--json"]).expect(0).json();
+    let forced = cli.run(&["rerun", new, "--force", "--json"]).expect(0).json();
     assert_eq!(forced["state"], "completed");
 }
 
@@ -452,7 +452,7 @@ fn errors_say_what_is_wrong_with_exit_codes_and_no_backtrace() {
     for args in [
         &["inspect", "nope"][..],
         &["watch", "nope"],
-        &["retry", "nope"],
+        &["rerun", "nope"],
         &["cancel", "nope"],
         &["send-event", "nope", "payment"],
         &["complete", "nope/approval.request_approval#1", "--output", r#"{"approved":true,"by":"x"}"#],

@@ -86,7 +86,7 @@ impl Scenario {
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
         let Ok(conn) = rusqlite::Connection::open_with_flags(&self.db, flags) else { return Vec::new() };
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
-        let Ok(mut statement) = conn.prepare("SELECT kind, step_key FROM journal WHERE execution_id = ?1 ORDER BY idx")
+        let Ok(mut statement) = conn.prepare("SELECT kind, call_key FROM journal WHERE execution_id = ?1 ORDER BY idx")
         else {
             return Vec::new();
         };
@@ -231,7 +231,11 @@ fn killed_during_compensation_every_compensation_completes_exactly_once() {
 fn killed_during_the_last_attempt_the_step_fails_for_good_without_a_further_attempt() {
     for durability in DURABILITIES {
         let s = Scenario::new(durability);
-        let child = s.worker(&["start", "budget", "budget"]).env("CRASH_BLOCK", "charge:3").spawn().unwrap();
+        // A lease of 250 ms can run out on a loaded machine between attempts; the engine then
+        // (rightly) counts the attempt it had journaled but not run, and attempt 2 never runs.
+        // This test is about a kill, so the lease outlasts any stall here.
+        let mut start = s.worker(&["start", "budget", "budget"]);
+        let child = start.env("CRASH_LEASE_MS", "1500").env("CRASH_BLOCK", "charge:3").spawn().unwrap();
         s.wait_for_log("charge:3 blocked");
         kill(child);
 
@@ -529,6 +533,17 @@ fn a_store_of_an_earlier_schema_is_migrated_and_its_executions_go_on() {
     let conn = rusqlite::Connection::open(&s.db).unwrap();
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, workflows_runtime::store::SCHEMA_VERSION);
+    // Schema 8 renamed the journal's `step_key` column `call_key`: the entries the old release
+    // wrote keep their keys under the new name.
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('journal')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(columns.contains(&"call_key".to_owned()) && !columns.contains(&"step_key".to_owned()), "{columns:?}");
+    assert!(s.journal_has("done", "step_completed", &key(1)), "{:?}", s.journal("done"));
 }
 
 /// Sends a signal to a process with `kill(1)`.

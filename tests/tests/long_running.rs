@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use workflows_runtime::prelude::*;
-use workflows_runtime::{DeliveryError, EngineBuilder, ExecutionState, JournalEvent, StepKey, WaitError};
+use workflows_runtime::{CallKey, DeliveryError, EngineBuilder, ExecutionState, JournalEvent, WaitError};
 use workflows_tests::{Gate, Log, eventually};
 
 /// What the steps did, and the completion tokens they sent out.
@@ -80,7 +80,7 @@ async fn an_async_step_suspends_the_execution_until_it_is_completed() {
     let handle = ask_once::start(&engine, "ship?".into()).await.unwrap();
     let id = handle.id().clone();
     let token = token(&outbox, 0).await;
-    assert_eq!(token, engine.completion_token(&id, &StepKey::new("ask", 1)));
+    assert_eq!(token, engine.completion_token(&id, &CallKey::new("ask", 1)));
     assert!(token.starts_with("wf1."), "{token}");
     // Made up from the execution's id (the form of earlier releases): refused.
     let forged = engine.complete_step(&format!("{id}/ask#1"), true).await.unwrap_err();
@@ -529,20 +529,20 @@ async fn only_a_waiting_step_can_be_completed_or_failed_once() {
     eventually(Duration::from_secs(5), || async { (outbox.gate.arrived() == 1).then_some(()) }).await;
 
     // Not started yet: refused, and nothing is kept for later.
-    let token = engine.completion_token(&id, &StepKey::new("ask", 1));
+    let token = engine.completion_token(&id, &CallKey::new("ask", 1));
     let early = engine.complete_step(&token, true).await.unwrap_err();
     assert!(matches!(early, DeliveryError::NotStarted { .. }), "{early}");
     assert!(early.to_string().contains("has not started"), "{early}");
     let early = engine.fail_step(&token, StepError::permanent("no")).await.unwrap_err();
     assert!(matches!(early, DeliveryError::NotStarted { .. }), "{early}");
     // A call the workflow never makes.
-    let never = engine.complete_step(&engine.completion_token(&id, &StepKey::new("ask", 2)), true).await.unwrap_err();
+    let never = engine.complete_step(&engine.completion_token(&id, &CallKey::new("ask", 2)), true).await.unwrap_err();
     assert!(matches!(never, DeliveryError::NotStarted { .. }), "{never}");
 
     outbox.gate.open();
     assert_eq!(self::token(&outbox, 0).await, token);
     wait_for_state(&engine, &id, ExecutionState::Waiting).await;
-    let never = engine.complete_step(&engine.completion_token(&id, &StepKey::new("ask", 2)), true).await.unwrap_err();
+    let never = engine.complete_step(&engine.completion_token(&id, &CallKey::new("ask", 2)), true).await.unwrap_err();
     assert!(matches!(never, DeliveryError::NotStarted { .. }), "{never}");
     // The first failure for the attempt wins; a completion after it is refused.
     engine.fail_step(&token, StepError::permanent("manager away")).await.unwrap();
@@ -603,7 +603,7 @@ async fn a_completion_racing_a_failure_on_one_token_lets_exactly_one_win() {
         handles.push(ask_once::start(&engine, format!("race {round}")).await.unwrap());
     }
     for (round, handle) in handles.into_iter().enumerate() {
-        let token = engine.completion_token(handle.id(), &StepKey::new("ask", 1));
+        let token = engine.completion_token(handle.id(), &CallKey::new("ask", 1));
         eventually(Duration::from_secs(10), || async { outbox.tokens().contains(&token).then_some(()) }).await;
         let (completed, failed) =
             tokio::join!(engine.complete_step(&token, true), engine.fail_step(&token, StepError::permanent("no")),);

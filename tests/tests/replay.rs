@@ -9,7 +9,7 @@ use std::time::Duration;
 use workflows_runtime::prelude::*;
 use workflows_runtime::store::{AppendBatch, NewExecution, WriteMode};
 use workflows_runtime::{
-    EngineBuilder, ExecutionId, ExecutionState, FailureKind, JournalEntry, JournalEvent, MemoryStore, StepKey, Store,
+    CallKey, EngineBuilder, ExecutionId, ExecutionState, FailureKind, JournalEntry, JournalEvent, MemoryStore, Store,
     Timestamp, WorkflowFn,
 };
 use workflows_tests::{Gate, Log, eventually};
@@ -338,7 +338,7 @@ async fn forge_of(
 fn completed(seq: u32, name: &'static str, input_hash: u64, output: &str) -> [JournalEvent; 1] {
     [JournalEvent::StepCompleted {
         seq,
-        key: StepKey::new(name, seq + 1),
+        key: CallKey::new(name, seq + 1),
         attempt: 1,
         input_hash,
         started_at: Timestamp::now(),
@@ -418,7 +418,7 @@ async fn a_step_under_way_that_the_body_no_longer_calls_is_non_determinism() {
         completed(0, "echo", workflows_runtime::journal::input_hash(&(5u32,)), "5").into();
     events.push(JournalEvent::StepStarted {
         seq: 1,
-        key: StepKey::new("echo", 2),
+        key: CallKey::new("echo", 2),
         attempt: 1,
         input_hash: workflows_runtime::journal::input_hash(&(6u32,)),
     });

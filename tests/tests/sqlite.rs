@@ -7,7 +7,7 @@ use std::time::Duration;
 use workflows_runtime::prelude::*;
 use workflows_runtime::store::{self, AppendBatch, Claim, NewExecution, SCHEMA_VERSION, WriteMode};
 use workflows_runtime::{
-    ExecutionState, FailureKind, JournalEntry, JournalEvent, SqliteOptions, SqliteStore, StepKey, Store, StoreError,
+    CallKey, ExecutionState, FailureKind, JournalEntry, JournalEvent, SqliteOptions, SqliteStore, Store, StoreError,
     Timestamp,
 };
 use workflows_tests::{Gate, Log, eventually};
@@ -174,7 +174,7 @@ fn started(index: u64, seq: u32) -> JournalEntry {
     JournalEntry {
         index,
         at: Timestamp::now(),
-        event: JournalEvent::StepStarted { seq, key: StepKey::new("add", seq + 1), attempt: 1, input_hash: 0 },
+        event: JournalEvent::StepStarted { seq, key: CallKey::new("add", seq + 1), attempt: 1, input_hash: 0 },
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use workflows_runtime::prelude::*;
 use workflows_runtime::store::ExecutionQuery;
-use workflows_runtime::{Durability, ExecutionState, SqliteOptions, StepKey};
+use workflows_runtime::{CallKey, Durability, ExecutionState, SqliteOptions};
 
 const EXECUTIONS: usize = 10_000;
 
@@ -105,7 +105,7 @@ async fn ten_thousand_suspended_executions_hold_no_task_and_under_512_heap_bytes
         wait_for_approval::start_with(&engine, n, RunOptions::new().id(&id)).await.unwrap();
         // Accepted once the step runs (a completion for a step that has not started is refused).
         loop {
-            let token = engine.completion_token(&ExecutionId::from(id.as_str()), &StepKey::new("approval", 1));
+            let token = engine.completion_token(&ExecutionId::from(id.as_str()), &CallKey::new("approval", 1));
             match engine.complete_step(&token, 0).await {
                 Ok(()) => break,
                 Err(workflows_runtime::DeliveryError::NotStarted { .. }) => tokio::task::yield_now().await,
@@ -158,7 +158,7 @@ async fn ten_thousand_suspended_executions_hold_no_task_and_under_512_heap_bytes
     let mut completions = tokio::task::JoinSet::new();
     for n in 0..EXECUTIONS as u64 {
         let engine = engine.clone();
-        let token = engine.completion_token(&ExecutionId::from(format!("wait-{n}")), &StepKey::new("approval", 1));
+        let token = engine.completion_token(&ExecutionId::from(format!("wait-{n}")), &CallKey::new("approval", 1));
         completions.spawn(async move { engine.complete_step(&token, 1_000_000).await });
     }
     while let Some(done) = completions.join_next().await {

@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 
 use crate::execution::{ExecutionId, ExecutionState};
 use crate::failure::Failure;
-use crate::journal::{JournalEvent, StepKey};
+use crate::journal::{CallKey, JournalEvent};
 use crate::time::Timestamp;
 
 /// How many events a subscriber may fall behind before it misses some.
@@ -45,14 +45,14 @@ pub enum EventKind {
     /// A step attempt began.
     StepStarted {
         /// The step call.
-        key: StepKey,
+        key: CallKey,
         /// The attempt, from 1.
         attempt: u32,
     },
     /// A step completed.
     StepCompleted {
         /// The step call.
-        key: StepKey,
+        key: CallKey,
         /// The attempt that completed it.
         attempt: u32,
         /// Its output.
@@ -61,7 +61,7 @@ pub enum EventKind {
     /// A step attempt failed; `retry_at` says when the next attempt runs, if one does.
     StepFailed {
         /// The step call.
-        key: StepKey,
+        key: CallKey,
         /// The attempt that failed.
         attempt: u32,
         /// Why.
@@ -73,58 +73,58 @@ pub enum EventKind {
     /// A step failed for good and was skipped (`on_failure = "skip"`).
     StepSkipped {
         /// The step call.
-        key: StepKey,
+        key: CallKey,
     },
     /// An async step's attempt waits for its completion from outside.
     StepWaiting {
         /// The step call (its completion token is `<execution>/<key>`).
-        key: StepKey,
+        key: CallKey,
         /// The attempt.
         attempt: u32,
     },
     /// A durable timer began.
     TimerStarted {
         /// The timer (`@sleep#n`).
-        key: StepKey,
+        key: CallKey,
         /// When it fires.
         wake_at: Timestamp,
     },
     /// A durable timer fired.
     TimerFired {
         /// The timer.
-        key: StepKey,
+        key: CallKey,
     },
     /// The workflow waits for an event.
     EventAwaited {
         /// The wait (`@event:NAME#n`).
-        key: StepKey,
+        key: CallKey,
     },
     /// The awaited event arrived.
     EventReceived {
         /// The wait.
-        key: StepKey,
+        key: CallKey,
     },
     /// A wait for an event timed out.
     WaitTimedOut {
         /// The wait.
-        key: StepKey,
+        key: CallKey,
     },
     /// A child workflow's execution started.
     ChildStarted {
         /// The child's key in this execution.
-        key: StepKey,
+        key: CallKey,
         /// The child execution.
         child: ExecutionId,
     },
     /// A child workflow completed.
     ChildCompleted {
         /// The child's key.
-        key: StepKey,
+        key: CallKey,
     },
     /// A child workflow failed.
     ChildFailed {
         /// The child's key.
-        key: StepKey,
+        key: CallKey,
         /// Why.
         error: Box<Failure>,
     },
@@ -136,17 +136,17 @@ pub enum EventKind {
     /// A step's compensation began.
     CompensationStarted {
         /// The compensated step call.
-        key: StepKey,
+        key: CallKey,
     },
     /// A step's compensation completed.
     CompensationCompleted {
         /// The compensated step call.
-        key: StepKey,
+        key: CallKey,
     },
     /// A step's compensation failed.
     CompensationFailed {
         /// The compensated step call.
-        key: StepKey,
+        key: CallKey,
         /// Why.
         error: Box<Failure>,
     },
@@ -205,29 +205,7 @@ impl EventKind {
 
     /// The event's name, as in its JSON `event` tag: `step_completed`, `finished`, ...
     pub fn name(&self) -> &'static str {
-        match self {
-            Self::Started => "started",
-            Self::Resumed => "resumed",
-            Self::StepStarted { .. } => "step_started",
-            Self::StepCompleted { .. } => "step_completed",
-            Self::StepFailed { .. } => "step_failed",
-            Self::StepSkipped { .. } => "step_skipped",
-            Self::StepWaiting { .. } => "step_waiting",
-            Self::TimerStarted { .. } => "timer_started",
-            Self::TimerFired { .. } => "timer_fired",
-            Self::EventAwaited { .. } => "event_awaited",
-            Self::EventReceived { .. } => "event_received",
-            Self::WaitTimedOut { .. } => "wait_timed_out",
-            Self::ChildStarted { .. } => "child_started",
-            Self::ChildCompleted { .. } => "child_completed",
-            Self::ChildFailed { .. } => "child_failed",
-            Self::Compensating { .. } => "compensating",
-            Self::CompensationStarted { .. } => "compensation_started",
-            Self::CompensationCompleted { .. } => "compensation_completed",
-            Self::CompensationFailed { .. } => "compensation_failed",
-            Self::Suspended { .. } => "suspended",
-            Self::Finished { .. } => "finished",
-        }
+        crate::journal::variant::internal(self, "event")
     }
 }
 

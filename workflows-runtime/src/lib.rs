@@ -75,7 +75,7 @@ pub use engine::{DeliveryError, Engine, EngineBuilder, EngineError, ExecutionHan
 pub use error::{Failure, FailureKind, RunError, StepError, StepResultExt, WorkflowError};
 pub use events::{EventKind, ExecutionEvent, Subscription};
 pub use execution::{ExecutionId, ExecutionRecord, ExecutionState};
-pub use journal::{JournalEntry, JournalEvent, StepKey};
+pub use journal::{CallKey, JournalEntry, JournalEvent};
 pub use policy::{Backoff, OnFailure, RetryPolicy};
 pub use registry::Registry;
 pub use step::{Completion, StepContext, StepResponse};

@@ -81,7 +81,7 @@ pub(crate) enum Command {
         every: std::time::Duration,
     },
     /// Run a finished execution's workflow again, with the same input, as a new execution.
-    Retry {
+    Rerun {
         /// The finished execution's id.
         id: String,
         /// Re-run a completed execution (its steps' side effects happen again).

@@ -66,7 +66,7 @@ async fn dispatch(cli: Cli, configure: Configure) -> Result<u8, CliError> {
         }
         Command::Inspect { id, full } => executions::inspect(&context, &id, full).await,
         Command::Watch { id, every } => executions::watch(&context, &id, every).await,
-        Command::Retry { id, force } => run::retry(context, &id, force).await,
+        Command::Rerun { id, force } => run::rerun(context, &id, force).await,
         Command::Cancel { id } => run::cancel(context, &id).await,
         Command::Complete { token, output } => run::complete(context, &token, &output).await,
         Command::Fail { token, error, permanent } => run::fail(context, &token, &error, permanent).await,

@@ -9,7 +9,7 @@ use super::common::{CliError, Context, EXIT_OK, stop_signal};
 use super::output::{Table, duration, millis, note, out, print_json, time_arg, truncate};
 use super::pending::{Pending, pending_waits};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
-use crate::journal::{JournalEntry, JournalEvent, StepKey};
+use crate::journal::{CallKey, JournalEntry, JournalEvent};
 use crate::store::{ExecutionList, ExecutionQuery};
 use crate::time::Timestamp;
 
@@ -92,7 +92,7 @@ pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u
     let record = store.execution(&id).await?.ok_or_else(|| super::common::unknown_execution(&context.store, &id))?;
     let journal = store.journal(&id).await?;
     let tokens = crate::engine::token::TokenKey::new(store.token_key().await?);
-    let token = |key: &StepKey| tokens.issue(&record.id, key);
+    let token = |key: &CallKey| tokens.issue(&record.id, key);
     let timeline = timeline(&record, &journal, &token);
     let pending = pending_waits(&record, &journal, &token);
     if context.json {
@@ -158,7 +158,7 @@ pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u
         out!("\n{}", wait.hint(&record.id));
     }
     if record.state.is_finished() && record.state != ExecutionState::Completed {
-        out!("\nrun it again with the same input: workflows retry {}", record.id);
+        out!("\nrun it again with the same input: workflows rerun {}", record.id);
     }
     Ok(EXIT_OK)
 }
@@ -186,7 +186,7 @@ pub(crate) async fn watch(context: &Context, id: &str, every: std::time::Duratio
         let journal = store.journal(&id).await?;
         record = store.execution(&id).await?.ok_or_else(|| super::common::unknown_execution(&context.store, &id))?;
         let tokens = crate::engine::token::TokenKey::new(store.token_key().await?);
-        let rows = timeline(&record, &journal, &|key: &StepKey| tokens.issue(&record.id, key));
+        let rows = timeline(&record, &journal, &|key: &CallKey| tokens.issue(&record.id, key));
         for row in rows.iter().skip(shown) {
             if context.json {
                 out!("{}", row.to_json());
@@ -250,7 +250,7 @@ impl Row {
 }
 
 /// The rows of an execution's timeline; `token` gives a waiting step's completion token.
-fn timeline(record: &ExecutionRecord, journal: &[JournalEntry], token: &dyn Fn(&StepKey) -> String) -> Vec<Row> {
+fn timeline(record: &ExecutionRecord, journal: &[JournalEntry], token: &dyn Fn(&CallKey) -> String) -> Vec<Row> {
     let mut compensation_started: HashMap<String, Timestamp> = HashMap::new();
     let mut awaited: HashMap<String, Timestamp> = HashMap::new();
     let interrupted = interrupted_attempts(record, journal);
@@ -422,7 +422,7 @@ pub(crate) async fn check(context: &Context, full: bool) -> Result<u8, CliError>
         if !report.is_clean() {
             note!(
                 "damaged executions fail when they are read (nothing damaged is replayed); restore the store from a \
-                 backup, or re-run them (`workflows retry ID`) once their data is repaired"
+                 backup, or re-run them (`workflows rerun ID`) once their data is repaired"
             );
         }
     }
@@ -432,14 +432,14 @@ pub(crate) async fn check(context: &Context, full: bool) -> Result<u8, CliError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::StepKey;
+    use crate::journal::CallKey;
 
     fn entry(index: u64, event: JournalEvent) -> JournalEntry {
         JournalEntry { index, at: Timestamp::now(), event }
     }
 
     fn started(index: u64, attempt: u32) -> JournalEntry {
-        entry(index, JournalEvent::StepStarted { seq: 0, key: StepKey::new("charge", 1), attempt, input_hash: 0 })
+        entry(index, JournalEvent::StepStarted { seq: 0, key: CallKey::new("charge", 1), attempt, input_hash: 0 })
     }
 
     fn record(state: ExecutionState) -> ExecutionRecord {
@@ -472,7 +472,7 @@ mod tests {
     fn an_attempt_that_a_crash_interrupted_shows_in_the_timeline() {
         let completed = JournalEvent::StepCompleted {
             seq: 0,
-            key: StepKey::new("charge", 1),
+            key: CallKey::new("charge", 1),
             attempt: 2,
             input_hash: 0,
             started_at: Timestamp::now(),

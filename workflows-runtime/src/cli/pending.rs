@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::execution::{ExecutionId, ExecutionRecord};
-use crate::journal::{JournalEntry, JournalEvent, StepKey};
+use crate::journal::{CallKey, JournalEntry, JournalEvent};
 
 /// Something an unfinished execution waits for from outside.
 pub(super) enum Pending {
@@ -38,7 +38,7 @@ impl Pending {
 pub(super) fn pending_waits(
     record: &ExecutionRecord,
     journal: &[JournalEntry],
-    token: &dyn Fn(&StepKey) -> String,
+    token: &dyn Fn(&CallKey) -> String,
 ) -> Vec<Pending> {
     if record.state.is_finished() {
         return Vec::new();

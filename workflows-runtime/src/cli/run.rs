@@ -1,4 +1,4 @@
-//! Commands that run workflows here: `run`, `retry`, `worker`, and the deliveries and
+//! Commands that run workflows here: `run`, `rerun`, `worker`, and the deliveries and
 //! cancellations that continue an execution in this process (`complete`, `fail`,
 //! `send-event`, `cancel`).
 
@@ -50,8 +50,8 @@ pub(crate) async fn run(context: Context, name: &str, input: &str, id: Option<St
     report(&engine, outcome?, json).await
 }
 
-/// `workflows retry ID [--force]`.
-pub(crate) async fn retry(context: Context, id: &str, force: bool) -> Result<u8, CliError> {
+/// `workflows rerun ID [--force]`.
+pub(crate) async fn rerun(context: Context, id: &str, force: bool) -> Result<u8, CliError> {
     let store = context.store.clone();
     let (engine, json) = context.engine(false).await?;
     let id = ExecutionId::from(id);
@@ -220,7 +220,7 @@ async fn read(engine: &Engine, id: &ExecutionId) -> Result<ExecutionRecord, CliE
 }
 
 /// Prints how the execution stands; returns the exit code, which follows the execution for
-/// every command that drives one (`run`, `retry`, `cancel`, `complete`, `fail`, `send-event`):
+/// every command that drives one (`run`, `rerun`, `cancel`, `complete`, `fail`, `send-event`):
 /// 0 completed (or driven on elsewhere), 3 ended without completing, 4 waiting.
 async fn report(engine: &Engine, outcome: Outcome, json: bool) -> Result<u8, CliError> {
     let (record, code) = match outcome {

@@ -138,7 +138,7 @@ pub fn call_child<W: WorkflowFn>(
 fn could_not_start(
     live: &crate::engine::core::LiveExecution,
     seq: u32,
-    key: &crate::journal::StepKey,
+    key: &crate::journal::CallKey,
     workflow: &str,
     error: crate::RunError,
 ) -> StepError {

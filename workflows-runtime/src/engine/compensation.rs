@@ -11,7 +11,7 @@ use super::panic::catch_unwind;
 use crate::error::StepError;
 use crate::failure::{Failure, FailureKind};
 use crate::journal::replay::Compensation;
-use crate::journal::{JournalEvent, StepKey};
+use crate::journal::{CallKey, JournalEvent};
 use crate::step::{Step, StepContext};
 use crate::store::WriteMode;
 use futures_util::future::BoxFuture;
@@ -39,7 +39,7 @@ pub fn compensation_hook<'a, S: Step>(
 pub(crate) async fn run_compensation(
     live: &Arc<LiveExecution>,
     seq: u32,
-    key: StepKey,
+    key: CallKey,
     input: &RawValue,
 ) -> Option<Failure> {
     let step = crate::registry::Registry::checked().step(key.name());
@@ -97,7 +97,7 @@ pub(crate) async fn run_compensation(
 /// Journals that the compensation of the call at `seq` begins, and waits until the previous
 /// compensation (and everything before it) is durable. False if the store failed (the
 /// execution is aborted).
-pub(crate) async fn begin(live: &LiveExecution, seq: u32, key: &StepKey) -> bool {
+pub(crate) async fn begin(live: &LiveExecution, seq: u32, key: &CallKey) -> bool {
     let started = JournalEvent::CompensationStarted { seq, key: key.clone() };
     drop(live.append([started], None, WriteMode::Lazy, |p| p.compensation(seq, Compensation::Started)));
     let upto = live.submitted();
@@ -111,7 +111,7 @@ pub(crate) async fn begin(live: &LiveExecution, seq: u32, key: &StepKey) -> bool
 }
 
 /// Journals how the compensation of the call at `seq` ended; returns its failure.
-pub(crate) fn finish(live: &LiveExecution, seq: u32, key: StepKey, result: Result<(), Failure>) -> Option<Failure> {
+pub(crate) fn finish(live: &LiveExecution, seq: u32, key: CallKey, result: Result<(), Failure>) -> Option<Failure> {
     let (event, state, failure) = match result {
         Ok(()) => (JournalEvent::CompensationCompleted { seq, key }, Compensation::Done, None),
         Err(failure) => {

@@ -11,7 +11,7 @@ use super::core::LiveExecution;
 use super::live::CallGuard;
 use super::wait::{delivery, unexpected};
 use crate::journal::replay::{Decision, null};
-use crate::journal::{JournalEvent, StepKey};
+use crate::journal::{CallKey, JournalEvent};
 use crate::store::{InboxKind, WriteMode};
 use crate::time::Timestamp;
 
@@ -21,7 +21,7 @@ pub(crate) async fn wait(
     live: &LiveExecution,
     guard: CallGuard<'_>,
     seq: u32,
-    key: StepKey,
+    key: CallKey,
     event: &str,
     timeout: Option<Duration>,
 ) -> Option<Box<RawValue>> {

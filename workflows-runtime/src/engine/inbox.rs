@@ -11,7 +11,7 @@ use super::token::Token;
 use crate::error::StepError;
 use crate::execution::{ExecutionId, ExecutionState};
 use crate::failure::Failure;
-use crate::journal::StepKey;
+use crate::journal::CallKey;
 use crate::store::{Delivered, Delivery, InboxKind, StoreError};
 use crate::time::Timestamp;
 
@@ -175,7 +175,7 @@ impl Engine {
     /// The completion token of the step call `step` of `execution` (as
     /// [`StepContext::completion_token`](crate::StepContext::completion_token) gives it to the
     /// step): for operators and tests that complete a step they know from the journal.
-    pub fn completion_token(&self, execution: &ExecutionId, step: &StepKey) -> String {
+    pub fn completion_token(&self, execution: &ExecutionId, step: &CallKey) -> String {
         self.inner.token_key.issue(execution, step)
     }
 

@@ -12,7 +12,7 @@ use crate::error::RunError;
 use crate::execution::{ExecutionId, ExecutionState};
 use crate::failure::{Failure, FailureKind};
 use crate::journal::replay::{Compensate, Progress};
-use crate::journal::{JournalEvent, StepKey};
+use crate::journal::{CallKey, JournalEvent};
 use crate::store::{Reopen, Reopened, WriteMode};
 use crate::time::Timestamp;
 
@@ -97,7 +97,7 @@ fn given_up(live: &LiveExecution) -> Option<RunError> {
 pub(crate) async fn compensate_child(
     live: &Arc<LiveExecution>,
     seq: u32,
-    key: StepKey,
+    key: CallKey,
     child: &ExecutionId,
 ) -> Option<Failure> {
     if !compensation::begin(live, seq, &key).await {

@@ -25,7 +25,7 @@ use super::panic::panic_message;
 use crate::error::StepError;
 use crate::events::EventKind;
 use crate::failure::Failure;
-use crate::journal::{JournalEvent, StepKey};
+use crate::journal::{CallKey, JournalEvent};
 use crate::registry::StepDefinition;
 use crate::step::{Outcome, Step, StepContext, StepResponse};
 use crate::store::WriteMode;
@@ -43,7 +43,7 @@ pub(super) struct Started {
     pub live: Arc<LiveExecution>,
     pub definition: &'static StepDefinition,
     pub seq: u32,
-    pub key: StepKey,
+    pub key: CallKey,
     pub attempt: u32,
     pub input_hash: u64,
     pub started_at: Timestamp,
@@ -209,7 +209,7 @@ pub(super) struct Waiting {
 }
 
 /// Journals that an async step's attempt ran its body and now waits for its completion.
-pub(super) fn journal_waiting(live: &LiveExecution, seq: u32, key: &StepKey, waits: &Waiting) {
+pub(super) fn journal_waiting(live: &LiveExecution, seq: u32, key: &CallKey, waits: &Waiting) {
     let Waiting { attempt, input_hash, started_at, deadline, position } = *waits;
     let event =
         JournalEvent::StepWaiting { seq, key: key.clone(), attempt, input_hash, started_at, deadline, position };
@@ -227,7 +227,7 @@ pub(super) fn journal_waiting(live: &LiveExecution, seq: u32, key: &StepKey, wai
 pub(super) async fn journal_start_durably(
     live: &LiveExecution,
     seq: u32,
-    key: &StepKey,
+    key: &CallKey,
     input_hash: u64,
     attempt: u32,
 ) -> bool {
@@ -274,7 +274,7 @@ pub(super) fn record_completion(started: &Started, output: Box<RawValue>, compen
 /// A failed attempt, as journaled.
 pub(super) struct Failed<'a> {
     pub seq: u32,
-    pub key: &'a StepKey,
+    pub key: &'a CallKey,
     pub attempt: u32,
     pub input_hash: u64,
     pub started_at: Timestamp,

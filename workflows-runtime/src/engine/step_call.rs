@@ -19,7 +19,7 @@ use super::step_attempt::{
 };
 use crate::error::StepError;
 use crate::journal::replay::Decision;
-use crate::journal::{JournalEvent, StepKey, input_hash};
+use crate::journal::{CallKey, JournalEvent, input_hash};
 use crate::policy::OnFailure;
 use crate::registry::StepDefinition;
 use crate::step::{Outcome, Step};
@@ -29,7 +29,7 @@ use crate::workflow::Workflow;
 
 /// The step call made inside a workflow: `reserve_stock(wf, order)`. Not public API.
 ///
-/// The call's position and key are assigned here, when the function is called, so the steps of
+/// The call's sequence number and key are assigned here, when the function is called, so the steps of
 /// a `join!` get their keys in program order however their futures are polled.
 #[doc(hidden)]
 #[inline(always)]
@@ -99,7 +99,7 @@ async fn run_step<S: Step>(
     live: &Arc<LiveExecution>,
     definition: &'static StepDefinition,
     seq: u32,
-    key: StepKey,
+    key: CallKey,
     barrier: u64,
     input: S::Input,
 ) -> Result<Option<S::Output>, StepError> {
@@ -169,7 +169,7 @@ struct Call<'a> {
     live: &'a Arc<LiveExecution>,
     definition: &'static StepDefinition,
     seq: u32,
-    key: StepKey,
+    key: CallKey,
     /// The durable writes that must be durable before the body runs.
     barrier: u64,
 }
@@ -397,7 +397,7 @@ async fn await_completion<S: Step>(
     live: &LiveExecution,
     definition: &StepDefinition,
     seq: u32,
-    key: &StepKey,
+    key: &CallKey,
     waits: &Waiting,
 ) -> (Result<S::Output, StepError>, Option<u64>) {
     let name = key.to_string();
@@ -496,7 +496,7 @@ enum Begin {
 }
 
 /// Decides from the journal whether the step runs, replays, or stops the execution.
-fn begin(live: &LiveExecution, seq: u32, key: &StepKey, input_hash: u64) -> Begin {
+fn begin(live: &LiveExecution, seq: u32, key: &CallKey, input_hash: u64) -> Begin {
     if live.is_stopping() {
         // Cancelled or past its deadline: no new step starts.
         live.stop_at_boundary();

@@ -1,12 +1,12 @@
 //! Completion tokens: what an async step hands out so that another system completes it later.
 //!
-//! A token is `wf1.<execution>.<step key>.<signature>`: the execution id and the step key in
+//! A token is `wf1.<execution>.<call key>.<signature>`: the execution id and the step's call key in
 //! base64url (no padding), so the token survives a URL path segment, a query string or a
 //! header as it is, and a keyed MAC of both (HMAC-SHA-256, the first 128 bits) with a key kept
 //! in the store. A token is handed to third parties (a payment provider, a manager's inbox):
 //! knowing an execution's id is not enough to forge the token of one of its steps.
 //!
-//! Tokens of earlier releases (`<execution>/<step key>`) are still accepted for the steps that
+//! Tokens of earlier releases (`<execution>/<call key>`) are still accepted for the steps that
 //! were already waiting when the store was upgraded, and only for those (see
 //! [`Store::deliver`](crate::store::Store::deliver)).
 
@@ -16,7 +16,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::execution::ExecutionId;
-use crate::journal::StepKey;
+use crate::journal::CallKey;
 
 /// What marks a token of this format (and version).
 const PREFIX: &str = "wf1.";
@@ -43,7 +43,7 @@ impl TokenKey {
     }
 
     /// The token of the step call `step` of `execution`.
-    pub(crate) fn issue(&self, execution: &ExecutionId, step: &StepKey) -> String {
+    pub(crate) fn issue(&self, execution: &ExecutionId, step: &CallKey) -> String {
         let step = step.to_string();
         let signature = self.mac(execution.as_str(), &step).finalize().into_bytes();
         format!(
@@ -79,7 +79,7 @@ impl TokenKey {
 /// What a token names.
 pub(crate) struct Token {
     pub execution: ExecutionId,
-    pub step: StepKey,
+    pub step: CallKey,
     /// A token of an earlier release: no signature.
     pub legacy: bool,
 }
@@ -94,7 +94,7 @@ pub(crate) fn execution_of(token: &str) -> Option<ExecutionId> {
     }
 }
 
-fn decode(signed: &str) -> Option<(ExecutionId, StepKey)> {
+fn decode(signed: &str) -> Option<(ExecutionId, CallKey)> {
     let mut parts = signed.split('.');
     let execution = String::from_utf8(URL_SAFE_NO_PAD.decode(parts.next()?).ok()?).ok()?;
     let step = String::from_utf8(URL_SAFE_NO_PAD.decode(parts.next()?).ok()?).ok()?;
@@ -110,7 +110,7 @@ mod tests {
     fn tokens_are_url_safe_signed_and_name_their_step() {
         let key = TokenKey::new([7; 32]);
         let execution = ExecutionId::from("order-1001:@child:pay#1");
-        let step = StepKey::new("approval.request_approval", 1);
+        let step = CallKey::new("approval.request_approval", 1);
         let token = key.issue(&execution, &step);
         assert!(token.starts_with("wf1."), "{token}");
         assert!(token.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)), "{token}");
@@ -124,7 +124,7 @@ mod tests {
         forged.pop();
         forged.push(if token.ends_with('A') { 'B' } else { 'A' });
         assert!(key.verify(&forged).is_none());
-        let other = key.issue(&execution, &StepKey::new("approval.request_approval", 2));
+        let other = key.issue(&execution, &CallKey::new("approval.request_approval", 2));
         let spliced = format!("{}{}", &other[..other.rfind('.').unwrap()], &token[token.rfind('.').unwrap()..]);
         assert!(key.verify(&spliced).is_none());
 

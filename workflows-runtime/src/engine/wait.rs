@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use super::core::{Abort, LiveExecution};
-use crate::journal::StepKey;
+use crate::journal::CallKey;
 use crate::journal::replay::{Decision, Mismatch};
 use crate::store::{InboxEntry, InboxKind};
 use crate::time::Timestamp;
@@ -51,7 +51,7 @@ pub(crate) async fn delivery(
 }
 
 /// A journal entry of another kind at this position: the workflow changed. Never returns.
-pub(crate) async fn unexpected<T>(live: &LiveExecution, seq: u32, key: &StepKey, decision: Decision) -> T {
+pub(crate) async fn unexpected<T>(live: &LiveExecution, seq: u32, key: &CallKey, decision: Decision) -> T {
     let mismatch = match decision {
         Decision::Mismatch(mismatch) => mismatch,
         _ => Mismatch {

@@ -4,6 +4,7 @@
 mod input_hash;
 pub(crate) mod json;
 pub(crate) mod replay;
+pub(crate) mod variant;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -17,18 +18,20 @@ pub use input_hash::input_hash;
 use crate::failure::Failure;
 use crate::time::Timestamp;
 
-/// The deterministic key of a step call: the step's name and its occurrence in the execution,
-/// written `name#occurrence` (`reserve_stock#2` is the second call of `reserve_stock`).
+/// The deterministic key of a journaled call — a step, a timer, an event wait, a child
+/// workflow —: its name and its occurrence in the execution, written `name#occurrence`
+/// (`reserve_stock#2` is the second call of step `reserve_stock`; a durable sleep is `@sleep`,
+/// an event wait `@event:NAME`, a child `@child:WORKFLOW`).
 ///
-/// Occurrences are assigned when the step function is *called* (not when its future is first
-/// polled), in program order, so the steps of a `join!` get the same keys on every replay.
+/// Occurrences are assigned when the call is *made* (not when its future is first polled), in
+/// program order, so the steps of a `join!` get the same keys on every replay.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StepKey {
+pub struct CallKey {
     name: Cow<'static, str>,
     occurrence: u32,
 }
 
-impl StepKey {
+impl CallKey {
     /// The key of the `occurrence`-th call (1-based) of the step `name`.
     pub fn new(name: impl Into<Cow<'static, str>>, occurrence: u32) -> Self {
         Self { name: name.into(), occurrence }
@@ -45,18 +48,18 @@ impl StepKey {
     }
 }
 
-impl fmt::Display for StepKey {
+impl fmt::Display for CallKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}#{}", self.name, self.occurrence)
     }
 }
 
-/// A string that is not a `name#occurrence` step key.
+/// A string that is not a `name#occurrence` call key.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("`{0}` is not a step key; expected `name#occurrence`, e.g. `reserve_stock#1`")]
+#[error("`{0}` is not a call key; expected `name#occurrence`, e.g. `reserve_stock#1`")]
 pub struct InvalidStepKey(pub String);
 
-impl FromStr for StepKey {
+impl FromStr for CallKey {
     type Err = InvalidStepKey;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -69,13 +72,13 @@ impl FromStr for StepKey {
     }
 }
 
-impl Serialize for StepKey {
+impl Serialize for CallKey {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
 }
 
-impl<'de> Deserialize<'de> for StepKey {
+impl<'de> Deserialize<'de> for CallKey {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <Cow<'de, str>>::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
@@ -84,7 +87,7 @@ impl<'de> Deserialize<'de> for StepKey {
 
 /// One thing that happened in an execution.
 ///
-/// `seq` is the step call's position in program order (0 for the first step called), which
+/// `seq` is the call's sequence number, its place in program order (0 for the first call), which
 /// replay uses together with the key to detect a workflow that no longer calls the same steps.
 ///
 /// An attempt that finishes within its first poll (no I/O awaited) is journaled by its
@@ -96,10 +99,10 @@ impl<'de> Deserialize<'de> for StepKey {
 pub enum JournalEvent {
     /// An attempt of a step suspended (awaits I/O) before finishing.
     StepStarted {
-        /// Position of the call in program order.
+        /// The call's sequence number: its place in program order.
         seq: u32,
         /// The step call's key.
-        key: StepKey,
+        key: CallKey,
         /// The attempt number, from 1.
         attempt: u32,
         /// [`input_hash`] of the step's input.
@@ -108,10 +111,10 @@ pub enum JournalEvent {
     },
     /// A step completed; its output is what replay returns from now on.
     StepCompleted {
-        /// Position of the call in program order.
+        /// The call's sequence number: its place in program order.
         seq: u32,
         /// The step call's key.
-        key: StepKey,
+        key: CallKey,
         /// The attempt number, from 1.
         attempt: u32,
         /// [`input_hash`] of the step's input.
@@ -127,10 +130,10 @@ pub enum JournalEvent {
     },
     /// An attempt of a step failed.
     StepFailed {
-        /// Position of the call in program order.
+        /// The call's sequence number: its place in program order.
         seq: u32,
         /// The step call's key.
-        key: StepKey,
+        key: CallKey,
         /// The attempt number, from 1.
         attempt: u32,
         /// [`input_hash`] of the step's input.
@@ -151,10 +154,10 @@ pub enum JournalEvent {
     /// A step failed for good and its `on_failure = "skip"` policy skipped it: the call
     /// returned `None`, and replay returns `None` from now on.
     StepSkipped {
-        /// Position of the call in program order.
+        /// The call's sequence number: its place in program order.
         seq: u32,
         /// The step call's key.
-        key: StepKey,
+        key: CallKey,
         /// The last attempt's number.
         attempt: u32,
         /// [`input_hash`] of the step's input.
@@ -166,10 +169,10 @@ pub enum JournalEvent {
     /// An async step's attempt ran its body and now waits for its completion, delivered from
     /// outside (`Engine::complete_step`) until `deadline` (the attempt's timeout), if any.
     StepWaiting {
-        /// Position of the call in program order.
+        /// The call's sequence number: its place in program order.
         seq: u32,
         /// The step call's key (its completion token names it).
-        key: StepKey,
+        key: CallKey,
         /// The attempt number, from 1.
         attempt: u32,
         /// [`input_hash`] of the step's input.
@@ -187,26 +190,26 @@ pub enum JournalEvent {
     },
     /// A durable timer (`wf.sleep`) began; it fires at `wake_at`, also after a restart.
     TimerStarted {
-        /// Position of the call in program order.
+        /// The call's sequence number: its place in program order.
         seq: u32,
         /// The timer's key (`@sleep#n`).
-        key: StepKey,
+        key: CallKey,
         /// When it fires.
         wake_at: Timestamp,
     },
     /// A timer fired.
     TimerFired {
-        /// Position of the call in program order.
+        /// The call's sequence number: its place in program order.
         seq: u32,
         /// The timer's key.
-        key: StepKey,
+        key: CallKey,
     },
     /// The workflow began waiting for an event, until `deadline` if the wait has a timeout.
     EventAwaited {
-        /// Position of the call in program order.
+        /// The call's sequence number: its place in program order.
         seq: u32,
         /// The wait's key (`@event:NAME#n`: the n-th wait for that event).
-        key: StepKey,
+        key: CallKey,
         /// When the wait times out, if it does.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         deadline: Option<Timestamp>,
@@ -217,44 +220,44 @@ pub enum JournalEvent {
     },
     /// The awaited event arrived; its payload is what replay returns from now on.
     EventReceived {
-        /// Position of the call in program order.
+        /// The call's sequence number: its place in program order.
         seq: u32,
         /// The wait's key.
-        key: StepKey,
+        key: CallKey,
         /// The event's payload.
         payload: Box<RawValue>,
     },
     /// A wait (for an event) timed out.
     WaitTimedOut {
-        /// Position of the call in program order.
+        /// The call's sequence number: its place in program order.
         seq: u32,
         /// The wait's key.
-        key: StepKey,
+        key: CallKey,
     },
     /// A child workflow's execution started.
     ChildStarted {
-        /// Position of the call in program order.
+        /// The call's sequence number: its place in program order.
         seq: u32,
         /// The child's key in the parent (`@child:WORKFLOW#n`).
-        key: StepKey,
+        key: CallKey,
         /// The child execution's id.
         child: crate::execution::ExecutionId,
     },
     /// A child workflow completed; its output is what replay returns from now on.
     ChildCompleted {
-        /// Position of the call in program order.
+        /// The call's sequence number: its place in program order.
         seq: u32,
         /// The child's key in the parent.
-        key: StepKey,
+        key: CallKey,
         /// The child's output.
         output: Box<RawValue>,
     },
     /// A child workflow failed (it compensated itself).
     ChildFailed {
-        /// Position of the call in program order.
+        /// The call's sequence number: its place in program order.
         seq: u32,
         /// The child's key in the parent.
-        key: StepKey,
+        key: CallKey,
         /// Why.
         error: Box<Failure>,
     },
@@ -263,51 +266,34 @@ pub enum JournalEvent {
         /// Position of the compensated call in program order.
         seq: u32,
         /// The compensated step call's key.
-        key: StepKey,
+        key: CallKey,
     },
     /// A step's compensation completed.
     CompensationCompleted {
         /// Position of the compensated call in program order.
         seq: u32,
         /// The compensated step call's key.
-        key: StepKey,
+        key: CallKey,
     },
     /// A step's compensation failed.
     CompensationFailed {
         /// Position of the compensated call in program order.
         seq: u32,
         /// The compensated step call's key.
-        key: StepKey,
+        key: CallKey,
         /// The error.
         error: Box<Failure>,
     },
 }
 
 impl JournalEvent {
-    /// The event's name as stored: `step_started`, `step_completed`, ...
+    /// The event's name as stored: `step_started`, `step_completed`, ... (its serde name).
     pub fn kind(&self) -> &'static str {
-        match self {
-            Self::StepStarted { .. } => "step_started",
-            Self::StepCompleted { .. } => "step_completed",
-            Self::StepFailed { .. } => "step_failed",
-            Self::StepSkipped { .. } => "step_skipped",
-            Self::StepWaiting { .. } => "step_waiting",
-            Self::TimerStarted { .. } => "timer_started",
-            Self::TimerFired { .. } => "timer_fired",
-            Self::EventAwaited { .. } => "event_awaited",
-            Self::EventReceived { .. } => "event_received",
-            Self::WaitTimedOut { .. } => "wait_timed_out",
-            Self::ChildStarted { .. } => "child_started",
-            Self::ChildCompleted { .. } => "child_completed",
-            Self::ChildFailed { .. } => "child_failed",
-            Self::CompensationStarted { .. } => "compensation_started",
-            Self::CompensationCompleted { .. } => "compensation_completed",
-            Self::CompensationFailed { .. } => "compensation_failed",
-        }
+        variant::external(self)
     }
 
     /// The step call the event is about.
-    pub fn step(&self) -> (u32, &StepKey) {
+    pub fn step(&self) -> (u32, &CallKey) {
         match self {
             Self::StepStarted { seq, key, .. }
             | Self::StepCompleted { seq, key, .. }
@@ -360,23 +346,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn step_keys_round_trip() {
-        let key: StepKey = "reserve_stock#2".parse().unwrap();
+    fn call_keys_round_trip() {
+        let key: CallKey = "reserve_stock#2".parse().unwrap();
         assert_eq!(key.name(), "reserve_stock");
         assert_eq!(key.occurrence(), 2);
         assert_eq!(key.to_string(), "reserve_stock#2");
-        assert!("nohash".parse::<StepKey>().is_err());
-        assert!("#1".parse::<StepKey>().is_err());
-        assert!("a#b".parse::<StepKey>().is_err());
+        assert!("nohash".parse::<CallKey>().is_err());
+        assert!("#1".parse::<CallKey>().is_err());
+        assert!("a#b".parse::<CallKey>().is_err());
         // Names may contain '#': the occurrence is after the last one.
-        assert_eq!("a#b#3".parse::<StepKey>().unwrap().name(), "a#b");
+        assert_eq!("a#b#3".parse::<CallKey>().unwrap().name(), "a#b");
+    }
+
+    #[test]
+    fn an_events_kind_is_its_serde_name() {
+        let key = || CallKey::new("a", 1);
+        let failure = || Box::new(Failure::new(crate::failure::FailureKind::Step, "no"));
+        let output = || RawValue::from_string("1".into()).unwrap();
+        let events = [
+            JournalEvent::TimerFired { seq: 0, key: key() },
+            JournalEvent::WaitTimedOut { seq: 0, key: key() },
+            JournalEvent::ChildFailed { seq: 0, key: key(), error: failure() },
+            JournalEvent::ChildCompleted { seq: 0, key: key(), output: output() },
+            JournalEvent::CompensationStarted { seq: 0, key: key() },
+            JournalEvent::CompensationFailed { seq: 0, key: key(), error: failure() },
+        ];
+        for event in events {
+            let json = serde_json::to_value(&event).unwrap();
+            let tag = json.as_object().unwrap().keys().next().unwrap().clone();
+            assert_eq!(event.kind(), tag);
+        }
+        assert_eq!(JournalEvent::TimerFired { seq: 0, key: key() }.kind(), "timer_fired");
     }
 
     #[test]
     fn events_round_trip_through_json() {
         let event = JournalEvent::StepCompleted {
             seq: 3,
-            key: StepKey::new("charge", 1),
+            key: CallKey::new("charge", 1),
             attempt: 1,
             input_hash: 255,
             started_at: Timestamp::from_micros(5),
@@ -390,7 +397,7 @@ mod tests {
         );
         let back: JournalEvent = serde_json::from_str(&json).unwrap();
         assert_eq!(back.step().1.to_string(), "charge#1");
-        let started = JournalEvent::StepStarted { seq: 0, key: StepKey::new("a", 1), input_hash: u64::MAX, attempt: 1 };
+        let started = JournalEvent::StepStarted { seq: 0, key: CallKey::new("a", 1), input_hash: u64::MAX, attempt: 1 };
         let json = serde_json::to_string(&started).unwrap();
         assert!(json.contains("\"ffffffffffffffff\""), "{json}");
         let back: JournalEvent = serde_json::from_str(&json).unwrap();

@@ -11,7 +11,7 @@ use std::task::Waker;
 
 use serde_json::value::RawValue;
 
-use super::{JournalEntry, JournalEvent, StepKey};
+use super::{CallKey, JournalEntry, JournalEvent};
 use crate::failure::Failure;
 use crate::time::Timestamp;
 
@@ -45,9 +45,9 @@ pub(crate) enum Decision {
 pub(crate) struct Mismatch {
     pub seq: u32,
     /// What the journal recorded at this position (`None`: nothing, the call is missing).
-    pub recorded: Option<(StepKey, Option<u64>)>,
+    pub recorded: Option<(CallKey, Option<u64>)>,
     /// What the workflow does now (`None`: it did not make this call).
-    pub called: Option<(StepKey, u64)>,
+    pub called: Option<(CallKey, u64)>,
     /// The workflow is waiting for something else instead of making the recorded call (it
     /// did not finish).
     pub waiting: bool,
@@ -109,7 +109,7 @@ enum Status {
 }
 
 struct Slot {
-    key: StepKey,
+    key: CallKey,
     input_hash: Option<u64>,
     attempts: u32,
     status: Status,
@@ -125,7 +125,7 @@ struct Slot {
 /// A compensation to run.
 pub(crate) struct PlannedCompensation {
     pub seq: u32,
-    pub key: StepKey,
+    pub key: CallKey,
     pub target: Compensate,
 }
 
@@ -153,7 +153,7 @@ pub(crate) struct Progress {
     completion_order: Vec<u32>,
     next_index: u64,
     /// The outcomes the journal recorded (completions, final failures, skips, fired timers,
-    /// received events, finished children), by call position, in journal order. Replay
+    /// received events, finished children), by sequence number, in journal order. Replay
     /// resolves them in this order (see [`Progress::turn`]).
     replay_order: VecDeque<u32>,
     /// Futures waiting for their turn (`None`: for the end of replay), with their wakers.
@@ -252,7 +252,7 @@ impl Progress {
         }
     }
 
-    fn slot_or_insert(&mut self, seq: u32, key: StepKey) -> &mut Slot {
+    fn slot_or_insert(&mut self, seq: u32, key: CallKey) -> &mut Slot {
         let index = seq as usize;
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, || None);
@@ -282,7 +282,7 @@ impl Progress {
     /// engine's `@sleep`, each always passed from the same `&'static str`: they are found by
     /// address. Owned names (`@child:...`, `@event:...`) are built per call and found by
     /// text; the two kinds never share a text (step names cannot start with `@`).
-    pub fn next_call(&mut self, name: impl Into<Cow<'static, str>>) -> (u32, StepKey) {
+    pub fn next_call(&mut self, name: impl Into<Cow<'static, str>>) -> (u32, CallKey) {
         let name = name.into();
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -305,11 +305,11 @@ impl Progress {
                 1
             }
         };
-        (seq, StepKey::new(name, occurrence))
+        (seq, CallKey::new(name, occurrence))
     }
 
     /// What the step call at `seq` must do.
-    pub fn decide(&mut self, seq: u32, key: &StepKey, input_hash: u64) -> Decision {
+    pub fn decide(&mut self, seq: u32, key: &CallKey, input_hash: u64) -> Decision {
         let Some(Some(slot)) = self.slots.get_mut(seq as usize) else {
             return Decision::Run { attempt: 1, not_before: None, inbox_from: 0 };
         };
@@ -352,13 +352,13 @@ impl Progress {
     }
 
     /// The key and input hash the journal recorded at `seq`, if any.
-    pub fn recorded(&self, seq: u32) -> Option<(StepKey, Option<u64>)> {
+    pub fn recorded(&self, seq: u32) -> Option<(CallKey, Option<u64>)> {
         let slot = self.slots.get(seq as usize)?.as_ref()?;
         Some((slot.key.clone(), slot.input_hash))
     }
 
     /// Records that an attempt started.
-    pub fn started(&mut self, seq: u32, key: StepKey, input_hash: u64, attempt: u32) {
+    pub fn started(&mut self, seq: u32, key: CallKey, input_hash: u64, attempt: u32) {
         let slot = self.slot_or_insert(seq, key);
         slot.input_hash = Some(input_hash);
         slot.attempts = slot.attempts.max(attempt);
@@ -383,7 +383,7 @@ impl Progress {
     pub fn waiting(
         &mut self,
         seq: u32,
-        key: StepKey,
+        key: CallKey,
         until: Option<Timestamp>,
         child: Option<crate::execution::ExecutionId>,
     ) {
@@ -393,7 +393,7 @@ impl Progress {
     }
 
     /// Records that a wait for an event began, for the event at inbox `position`.
-    pub fn event_awaited(&mut self, seq: u32, key: StepKey, deadline: Option<Timestamp>, position: u64) {
+    pub fn event_awaited(&mut self, seq: u32, key: CallKey, deadline: Option<Timestamp>, position: u64) {
         let next = self.event_position(key.name());
         *next = (*next).max(position + 1);
         self.waiting(seq, key, deadline, None);
@@ -436,7 +436,7 @@ impl Progress {
 
     /// The children started whose outcome the execution has not taken, with their calls'
     /// positions and keys: to cancel (or compensate) when the parent stops.
-    pub fn running_children(&self) -> Vec<(u32, StepKey, crate::execution::ExecutionId)> {
+    pub fn running_children(&self) -> Vec<(u32, CallKey, crate::execution::ExecutionId)> {
         self.slots
             .iter()
             .enumerate()
@@ -516,7 +516,7 @@ impl Progress {
     /// the call's turn; wakers of calls whose turn comes are pushed to `wake`.
     ///
     /// Replayed calls resolve at once, in any order the workflow's futures are polled; but
-    /// the workflow assigns call positions in the order its branches go on, so replayed
+    /// the workflow assigns sequence numbers in the order its branches go on, so replayed
     /// outcomes must resolve in the order they first happened (`try_join!(async { a; b },
     /// async { c; d })` where `c` finished before `a`), and live outcomes after all of them.
     pub fn turn(&mut self, seq: Option<u32>, waker: &Waker, wake: &mut Vec<Waker>) -> bool {
@@ -623,7 +623,7 @@ mod tests {
     ) -> JournalEvent {
         JournalEvent::StepCompleted {
             seq,
-            key: StepKey::new(name, 1),
+            key: CallKey::new(name, 1),
             attempt: 1,
             input_hash,
             started_at: Timestamp::now(),
@@ -657,7 +657,7 @@ mod tests {
     fn completed_steps_replay_and_the_next_one_runs() {
         let mut p = Progress::from_journal(journal(vec![
             completed(0, "a", 7, "1", None),
-            JournalEvent::StepStarted { seq: 1, key: StepKey::new("b", 1), input_hash: 8, attempt: 1 },
+            JournalEvent::StepStarted { seq: 1, key: CallKey::new("b", 1), input_hash: 8, attempt: 1 },
         ]));
         let (seq, key) = p.next_call("a");
         assert!(matches!(p.decide(seq, &key, 7), Decision::Completed(o) if o.get() == "1"));
@@ -687,17 +687,17 @@ mod tests {
     fn compensation_plan_is_reverse_completion_order_and_skips_done() {
         let mut events = Vec::new();
         for (seq, name) in ["a", "b", "c"].iter().enumerate() {
-            let key = StepKey::new(*name, 1);
+            let key = CallKey::new(*name, 1);
             events.push(JournalEvent::StepStarted { seq: seq as u32, key: key.clone(), input_hash: 0, attempt: 1 });
         }
         // Completion order c, a, b (parallel steps).
         for seq in [2u32, 0, 1] {
             events.push(completed(seq, ["a", "b", "c"][seq as usize], 0, "0", Some("0")));
         }
-        events.push(JournalEvent::CompensationCompleted { seq: 1, key: StepKey::new("b", 1) });
+        events.push(JournalEvent::CompensationCompleted { seq: 1, key: CallKey::new("b", 1) });
         events.push(JournalEvent::CompensationFailed {
             seq: 0,
-            key: StepKey::new("a", 1),
+            key: CallKey::new("a", 1),
             error: Box::new(Failure::new(FailureKind::Compensation, "nope")),
         });
         let p = Progress::from_journal(journal(events));

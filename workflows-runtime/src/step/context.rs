@@ -6,13 +6,13 @@ use std::sync::Arc;
 use crate::container::ResolveError;
 use crate::engine::core::LiveExecution;
 use crate::execution::ExecutionId;
-use crate::journal::StepKey;
+use crate::journal::CallKey;
 
 /// What a step body (or a compensation) gets as its optional first parameter
 /// `ctx: &StepContext`: who it is, which attempt this is, and the application's services.
 pub struct StepContext {
     pub(crate) live: Arc<LiveExecution>,
-    pub(crate) key: StepKey,
+    pub(crate) key: CallKey,
     pub(crate) attempt: u32,
 }
 
@@ -33,7 +33,7 @@ impl StepContext {
     }
 
     /// The step call's key (`name#occurrence`).
-    pub fn key(&self) -> &StepKey {
+    pub fn key(&self) -> &CallKey {
         &self.key
     }
 
@@ -43,7 +43,7 @@ impl StepContext {
     }
 
     /// A key that is the same for every attempt of this step call, in this and any later
-    /// process, and different for every other call: `<execution id>/<step key>`.
+    /// process, and different for every other call: `<execution id>/<call key>`.
     /// Pass it to the services a step calls so that a retried or re-run step does not repeat
     /// its side effect (a payment captured twice, for example).
     pub fn idempotency_key(&self) -> String {

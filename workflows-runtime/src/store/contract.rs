@@ -151,7 +151,7 @@ pub enum Reopened {
 /// What kind of delivery an inbox entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum InboxKind {
-    /// The completion (or failure) of an async step; named by the step key; one per step.
+    /// The completion (or failure) of an async step; named by the step's call key; one per step.
     Completion,
     /// An event; named by the event's name; any number, in the order they were sent.
     Event,
@@ -174,7 +174,7 @@ pub struct Delivery {
     pub execution: ExecutionId,
     /// Completion or event.
     pub kind: InboxKind,
-    /// The step key (completions) or the event name.
+    /// The step's call key (completions) or the event name.
     pub name: String,
     /// The output or payload, as JSON.
     pub payload: Option<Box<RawValue>>,

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use super::context::Workflow;
 use crate::engine::event;
 use crate::engine::live::CallGuard;
-use crate::journal::StepKey;
+use crate::journal::CallKey;
 
 /// Why a wait for an event ended without a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,7 +66,7 @@ impl Workflow {
 pub struct EventWait<'a, T> {
     wf: &'a Workflow,
     seq: u32,
-    key: StepKey,
+    key: CallKey,
     event: String,
     timeout: Option<Duration>,
     /// Forgets the wait's journaled outcome if it is dropped before taking it.

@@ -13,7 +13,7 @@ impl Workflow {
     /// of different steps,
     /// use `tokio::try_join!`.
     ///
-    /// Deterministic on replay: each call gets its step keys when it starts, and after a
+    /// Deterministic on replay: each call gets its call keys when it starts, and after a
     /// restart the recorded outcomes come back in the order they first happened, so the calls
     /// start in the same order with the same keys.
     ///

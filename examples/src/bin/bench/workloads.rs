@@ -237,6 +237,6 @@ pub async fn start_waiting(engine: &Engine, id: String) -> Result<(), String> {
 
 /// Completes the async step of the `waiting` execution `id`.
 pub async fn complete_waiting(engine: &Engine, id: &str) -> Result<(), String> {
-    let token = engine.completion_token(&id.into(), &workflows_runtime::StepKey::new("waiting-approval", 1));
+    let token = engine.completion_token(&id.into(), &workflows_runtime::CallKey::new("waiting-approval", 1));
     engine.complete_step(&token, Counter { i: 41 }).await.map_err(|e| e.to_string())
 }

@@ -62,8 +62,8 @@ pub(super) fn of(fields: &[Field<'_>]) -> i64 {
 }
 
 /// The checksum of a journal row.
-pub(super) fn journal_entry(execution: &str, index: i64, at: i64, kind: &str, step_key: &str, event: &str) -> i64 {
-    of(&[execution.into(), index.into(), at.into(), kind.into(), step_key.into(), event.into()])
+pub(super) fn journal_entry(execution: &str, index: i64, at: i64, kind: &str, call_key: &str, event: &str) -> i64 {
+    of(&[execution.into(), index.into(), at.into(), kind.into(), call_key.into(), event.into()])
 }
 
 /// The parts of an execution row that never change after its creation.

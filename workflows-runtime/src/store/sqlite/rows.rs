@@ -18,7 +18,7 @@ pub(super) const EXECUTION_COLUMNS: &str = "id, workflow, fingerprint, version, 
      wake_at, wakeups, parent_id, parent_key, deadline, checksum, result_checksum";
 
 /// The columns [`journal_entry`] reads, in order.
-pub(super) const JOURNAL_COLUMNS: &str = "execution_id, idx, at, step_key, event, kind, checksum";
+pub(super) const JOURNAL_COLUMNS: &str = "execution_id, idx, at, call_key, event, kind, checksum";
 
 fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, index: usize) -> Result<T, StoreError> {
     row.get(index).map_err(|e| backend("cannot read an execution row", e))
@@ -162,19 +162,19 @@ pub(super) fn journal_entry(row: &Row<'_>, id: &ExecutionId) -> Result<JournalEn
             other => Err(corrupt(id, entry(), format!("its {name} is {:?}, not text", other.data_type()))),
         }
     };
-    let (step_key, event_text, kind) = (text(3, "step key")?, text(4, "event")?, text(5, "kind")?);
+    let (call_key, event_text, kind) = (text(3, "call key")?, text(4, "event")?, text(5, "kind")?);
     let at: i64 = get(row, 2)?;
     let stored: Option<i64> = get(row, 6)?;
-    let expected = checksum::journal_entry(id.as_str(), index, at, &kind, &step_key, &event_text);
+    let expected = checksum::journal_entry(id.as_str(), index, at, &kind, &call_key, &event_text);
     if stored != Some(expected) {
         return Err(corrupt(
             id,
-            format!("{} (step `{step_key}`)", entry()),
+            format!("{} (step `{call_key}`)", entry()),
             "it does not match its checksum: it was damaged on disk or changed outside the engine",
         ));
     }
     let event = serde_json::from_str::<JournalEvent>(&event_text)
-        .map_err(|e| corrupt(id, format!("{} (step `{step_key}`)", entry()), e))?;
+        .map_err(|e| corrupt(id, format!("{} (step `{call_key}`)", entry()), e))?;
     Ok(JournalEntry {
         index: u64::try_from(index).map_err(|e| corrupt(id, entry(), e))?,
         at: Timestamp::from_micros(at),

@@ -104,6 +104,11 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 8: the journal's key column names what it holds for every journaled call — a step's, a
+    // timer's, an event wait's, a child's: its call key, not a "step key".
+    r#"
+    ALTER TABLE journal RENAME COLUMN step_key TO call_key;
+    "#,
 ];
 
 /// The name of the completion-token key in `secrets`.
@@ -171,6 +176,7 @@ fn backfill(conn: &Connection, version: i64) -> rusqlite::Result<()> {
     }
     // Rows that do not decode as text keep no checksum: they read back as damaged, as before.
     let mut update = conn.prepare("UPDATE journal SET checksum = ?3 WHERE execution_id = ?1 AND idx = ?2")?;
+    // `step_key`: renamed `call_key` by migration 8, later.
     let mut entries = conn.prepare("SELECT execution_id, idx, at, kind, step_key, event FROM journal")?;
     let mut rows = entries.query([])?;
     while let Some(row) = rows.next()? {

@@ -401,7 +401,7 @@ fn append(conn: &Connection, batch: AppendBatch) -> Result<(), StoreError> {
             .map_err(|e| backend(context(), e))?;
         let mut insert = conn
             .prepare_cached(
-                "INSERT INTO journal (execution_id, idx, at, kind, step_key, event, checksum)
+                "INSERT INTO journal (execution_id, idx, at, kind, call_key, event, checksum)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .map_err(|e| backend(context(), e))?;
@@ -411,11 +411,11 @@ fn append(conn: &Connection, batch: AppendBatch) -> Result<(), StoreError> {
                 return Err(StoreError::OutOfSequence { execution: id.clone(), expected, got: entry.index });
             }
             let event = rows::event_json(&entry.event)?;
-            let step_key = entry.event.step().1.to_string();
+            let call_key = entry.event.step().1.to_string();
             let (index, at, kind) = (entry.index as i64, entry.at.as_micros(), entry.event.kind());
-            let sum = checksum::journal_entry(id.as_str(), index, at, kind, &step_key, &event);
+            let sum = checksum::journal_entry(id.as_str(), index, at, kind, &call_key, &event);
             insert
-                .execute(params![id.as_str(), index, at, kind, step_key, event, sum])
+                .execute(params![id.as_str(), index, at, kind, call_key, event, sum])
                 .map_err(|e| backend(context(), e))?;
         }
     }
@@ -698,7 +698,7 @@ fn async_step_attempt(conn: &Connection, delivery: &Delivery) -> Result<Result<u
     let latest: Option<(i64, String, i64)> = conn
         .prepare_cached(
             "SELECT idx, event, at FROM journal
-             WHERE execution_id = ?1 AND step_key = ?2
+             WHERE execution_id = ?1 AND call_key = ?2
                AND kind IN ('step_started', 'step_waiting', 'step_completed', 'step_failed', 'step_skipped')
              ORDER BY idx DESC LIMIT 1",
         )

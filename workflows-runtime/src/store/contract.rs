@@ -702,3 +702,16 @@ pub enum StoreError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
+
+impl StoreError {
+    /// The refusal of a write behind one of the same execution and epoch that failed: an
+    /// execution's writes land in order or not at all, so a state change submitted before an
+    /// earlier write's failure was known never lands without it. A takeover writes at a new
+    /// epoch.
+    pub(crate) fn earlier_write_failed(execution: &ExecutionId) -> Self {
+        Self::Unavailable(format!(
+            "an earlier write of execution {execution} failed, so this later one is refused; the execution resumes \
+             from what is stored"
+        ))
+    }
+}

@@ -62,6 +62,9 @@ struct Entry {
     parent: Option<(ExecutionId, String)>,
     deadline: Option<Timestamp>,
     journal: Vec<JournalEntry>,
+    /// The epoch a write failed at: later writes at that epoch are refused (see
+    /// [`StoreError::earlier_write_failed`]).
+    failed_at: Option<u64>,
     /// Deliveries by (kind, name), in delivery order.
     inbox: HashMap<(InboxKind, String), Vec<InboxEntry>>,
 }
@@ -122,9 +125,13 @@ impl MemoryStore {
                 attempted: batch.epoch,
             });
         }
+        if entry.failed_at == Some(batch.epoch) {
+            return Err(StoreError::earlier_write_failed(&batch.execution));
+        }
         for (offset, journal_entry) in batch.entries.iter().enumerate() {
             let expected = entry.journal.len() as u64 + offset as u64;
             if journal_entry.index != expected {
+                entry.failed_at = Some(batch.epoch);
                 return Err(StoreError::OutOfSequence {
                     execution: batch.execution,
                     expected,
@@ -252,6 +259,7 @@ impl Store for MemoryStore {
             parent: new.parent,
             deadline: new.deadline,
             inbox: HashMap::new(),
+            failed_at: None,
             // Sized for the steps the workflow's code calls, so appending them does not regrow
             // (and copy) the journal.
             journal: Vec::with_capacity(new.expected_entries.clamp(1, 64)),

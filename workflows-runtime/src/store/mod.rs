@@ -4,6 +4,8 @@
 //! write carries the lease's `epoch`, and a store refuses writes with an older epoch, so an
 //! engine that lost its lease (it stalled, another engine took over) cannot corrupt the journal.
 
+#[cfg(test)]
+mod conformance;
 mod contract;
 mod memory;
 mod sqlite;

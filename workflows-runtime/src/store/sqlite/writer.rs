@@ -182,11 +182,7 @@ fn commit(conn: &mut Connection, commands: Vec<Command>, failed: &mut Failed) {
                 };
                 let done = match (&writer, command) {
                     (Some((id, epoch)), Command::Append(_, reply)) if failed.get(id) == Some(epoch) => {
-                        let error = StoreError::Unavailable(format!(
-                            "an earlier write of execution {id} failed, so this later one is refused; the \
-                             execution resumes from what is stored"
-                        ));
-                        Applied::Unit(reply, Err(error))
+                        Applied::Unit(reply, Err(StoreError::earlier_write_failed(id)))
                     }
                     (_, command) => apply(conn, command),
                 };

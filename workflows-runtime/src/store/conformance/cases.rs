@@ -1,0 +1,600 @@
+//! The rules every store keeps, one function each; `conformance!` runs each on every store.
+
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+
+use super::fixture::*;
+use crate::execution::{ExecutionId, ExecutionState};
+use crate::failure::{Failure, FailureKind};
+use crate::journal::{CallKey, JournalEntry, JournalEvent};
+use crate::store::contract::{
+    CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxKind, Purge, Reopen, Reopened, Store, StoreError, Suspend,
+    Suspended,
+};
+use crate::time::Timestamp;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// A second create with the same id changes nothing and returns the first execution.
+pub(super) async fn create_is_idempotent(store: &dyn Store) {
+    let now = Timestamp::now();
+    let first = store.create_execution(new_execution("order-1", "engine-a", now)).await.unwrap();
+    assert!(matches!(first, CreateOutcome::Created), "{first:?}");
+    let created = record(store, &"order-1".into()).await;
+    assert_eq!(created.state, ExecutionState::Running);
+    assert_eq!((created.epoch, created.owner.as_deref()), (1, Some("engine-a")));
+    assert_eq!(created.workflow, WORKFLOW);
+    assert_eq!(created.input.get(), r#""order-1""#);
+
+    let mut again = new_execution("order-1", "engine-b", now + SECOND);
+    again.input = json("another input");
+    match store.create_execution(again).await.unwrap() {
+        CreateOutcome::Exists(existing) => {
+            assert_eq!(existing.input.get(), r#""order-1""#);
+            assert_eq!((existing.epoch, existing.owner.as_deref()), (1, Some("engine-a")));
+        }
+        other => panic!("expected the existing execution, got {other:?}"),
+    }
+    let after = record(store, &"order-1".into()).await;
+    assert_eq!((after.epoch, after.owner.as_deref(), after.input.get()), (1, Some("engine-a"), r#""order-1""#));
+    assert!(store.journal(&"order-1".into()).await.unwrap().is_empty());
+}
+
+/// A claim takes an active execution only once its owner's lease ended, with the next epoch.
+pub(super) async fn a_claim_takes_only_executions_whose_lease_expired(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("held", "engine-a", now)).await;
+    assert!(claimed(store, &claim("engine-b", now)).await.is_empty(), "the lease holds");
+
+    let later = now + LEASE + SECOND;
+    let taken = store.claim_orphans(&claim("engine-b", later)).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!((taken[0].epoch, taken[0].owner.as_deref()), (2, Some("engine-b")));
+    assert_eq!(taken[0].lease_until, Some(later + LEASE));
+    let stored = record(store, &"held".into()).await;
+    assert_eq!((stored.epoch, stored.owner.as_deref(), stored.lease_until), (2, Some("engine-b"), Some(later + LEASE)));
+    // The new lease holds against everyone, the previous owner too.
+    assert!(claimed(store, &claim("engine-a", later + SECOND)).await.is_empty());
+}
+
+/// A claim takes only executions of the workflows it names, only the one it asks for if it
+/// does, and no more than its limit.
+pub(super) async fn a_claim_takes_only_the_workflows_it_names_and_no_more_than_its_limit(store: &dyn Store) {
+    let now = Timestamp::now();
+    for id in ["o-1", "o-2", "o-3", "o-4", "o-5"] {
+        create(store, new_execution(id, "gone", now)).await;
+    }
+    let later = now + LEASE + SECOND;
+    let mut other_workflows = claim("engine-b", later);
+    other_workflows.workflows = vec!["another_workflow".into()];
+    assert!(claimed(store, &other_workflows).await.is_empty());
+
+    let mut only = claim("engine-b", later);
+    only.only = Some("o-4".into());
+    assert_eq!(claimed(store, &only).await, ["o-4"]);
+
+    let mut two = claim("engine-b", later);
+    two.limit = 2;
+    assert_eq!(claimed(store, &two).await.len(), 2);
+    assert_eq!(claimed(store, &claim("engine-c", later)).await.len(), 2, "the rest");
+}
+
+/// A write with an older epoch than the execution's is refused whole: no entry, no state change.
+pub(super) async fn fencing_refuses_a_stale_epoch_atomically(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("contested", "engine-a", now)).await;
+    store.append(write("contested", 1, [started(0)], None)).await.unwrap();
+    assert_eq!(claimed(store, &claim("engine-b", now + LEASE + SECOND)).await, ["contested"]);
+
+    let stale = write("contested", 1, [started(1)], Some(to_state(ExecutionState::Completed, None)));
+    let refused = store.append(stale).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Fenced { current: 2, attempted: 1, .. }), "{refused}");
+    assert_eq!(store.journal(&"contested".into()).await.unwrap().len(), 1, "no entry of the refused write");
+    let stored = record(store, &"contested".into()).await;
+    assert_eq!((stored.state, stored.epoch), (ExecutionState::Running, 2), "no state change either");
+    assert!(stored.result.is_none());
+
+    // The new owner writes on.
+    store.append(write("contested", 2, [started(1)], None)).await.unwrap();
+    assert_eq!(store.journal(&"contested".into()).await.unwrap().len(), 2);
+}
+
+/// Each write's entries follow the journal's last index: a gap or a repeat is refused, and
+/// so is every later write of that execution at that epoch (its writes land in order or not
+/// at all); a takeover writes on.
+pub(super) async fn appends_follow_the_journal_without_gaps_or_repeats(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("repeat", "engine-a", now)).await;
+    store.append(write("repeat", 1, [started(0), started(1)], None)).await.unwrap();
+    let repeat = store.append(write("repeat", 1, [started(1)], None)).await.unwrap_err();
+    assert!(matches!(repeat, StoreError::OutOfSequence { expected: 2, got: 1, .. }), "{repeat}");
+    let behind = write("repeat", 1, [started(2)], Some(to_state(ExecutionState::Completed, None)));
+    let behind = store.append(behind).await.unwrap_err();
+    assert!(behind.to_string().contains("an earlier write of execution repeat failed"), "{behind}");
+    let stored = record(store, &"repeat".into()).await;
+    assert_eq!(stored.state, ExecutionState::Running, "the state change behind the failure did not land");
+    assert_eq!(store.journal(&"repeat".into()).await.unwrap().len(), 2);
+    assert_eq!(claimed(store, &claim("engine-b", now + LEASE + SECOND)).await, ["repeat"]);
+    store.append(write("repeat", 2, [started(2)], None)).await.unwrap();
+
+    create(store, new_execution("gap", "engine-a", now)).await;
+    store.append(write("gap", 1, [started(0)], None)).await.unwrap();
+    let gap = store.append(write("gap", 1, [started(2)], None)).await.unwrap_err();
+    assert!(matches!(gap, StoreError::OutOfSequence { expected: 1, got: 2, .. }), "{gap}");
+    assert_eq!(store.journal(&"gap".into()).await.unwrap().iter().map(|e| e.index).collect::<Vec<_>>(), [0]);
+
+    let unknown = store.append(write("nobody", 1, [started(0)], None)).await.unwrap_err();
+    assert!(matches!(unknown, StoreError::NotFound(_)), "{unknown}");
+}
+
+/// Entries and a state change of one write land together; what was written reads back.
+pub(super) async fn a_transition_is_written_with_its_entries(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("done", "engine-a", now)).await;
+    let completed = JournalEntry {
+        index: 0,
+        at: now,
+        event: JournalEvent::StepCompleted {
+            seq: 0,
+            key: CallKey::new("charge", 1),
+            attempt: 2,
+            input_hash: 0xfeed_beef_dead_cafe,
+            started_at: now,
+            output: json(42),
+            compensation: Some(json("refund 42")),
+        },
+    };
+    let retain_until = now + Duration::from_secs(3600);
+    let transition = to_state(ExecutionState::Completed, Some(retain_until));
+    store.append(write("done", 1, [completed.clone()], Some(transition))).await.unwrap();
+
+    let stored = record(store, &"done".into()).await;
+    assert_eq!(stored.state, ExecutionState::Completed);
+    assert_eq!(stored.result.as_deref().map(RawValue::get), Some(r#""done""#));
+    assert_eq!(stored.retain_until, Some(retain_until));
+    let journal = store.journal(&"done".into()).await.unwrap();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(serde_json::to_string(&journal[0]).unwrap(), serde_json::to_string(&completed).unwrap());
+    // Finished: no claim takes it, however late.
+    assert!(claimed(store, &claim("engine-b", now + LEASE * 10)).await.is_empty());
+}
+
+/// Renewal extends the leases an owner holds and lists them; releasing gives them up, so a
+/// claim takes them at once.
+pub(super) async fn renewal_extends_leases_and_release_gives_them_up(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("r-1", "engine-a", now)).await;
+    create(store, new_execution("r-2", "engine-a", now)).await;
+    create(store, new_execution("r-3", "engine-b", now)).await;
+
+    let until = now + LEASE * 2;
+    let mut renewed = store.renew_leases("engine-a", until).await.unwrap();
+    renewed.sort_by(|a, b| a.execution.as_str().cmp(b.execution.as_str()));
+    assert_eq!(renewed.iter().map(|r| (r.execution.as_str(), r.epoch)).collect::<Vec<_>>(), [("r-1", 1), ("r-2", 1)]);
+    assert!(renewed.iter().all(|r| !r.cancel_requested));
+    assert_eq!(record(store, &"r-1".into()).await.lease_until, Some(until));
+    assert_eq!(record(store, &"r-3".into()).await.lease_until, Some(now + LEASE), "another owner's lease is unchanged");
+
+    let mut owners = store.owners().await.unwrap();
+    owners.sort_by(|a, b| a.owner.cmp(&b.owner));
+    assert_eq!(
+        owners.iter().map(|o| (o.owner.as_str(), o.executions, o.lease_until)).collect::<Vec<_>>(),
+        [("engine-a", 2, Some(until)), ("engine-b", 1, Some(now + LEASE))]
+    );
+
+    assert_eq!(store.release("engine-a").await.unwrap(), 2);
+    assert_eq!(record(store, &"r-1".into()).await.owner, None);
+    assert!(store.renew_leases("engine-a", until).await.unwrap().is_empty(), "nothing left to renew");
+    assert_eq!(claimed(store, &claim("engine-c", now)).await, ["r-1", "r-2"], "released: taken at once");
+}
+
+/// Releasing one execution happens only at the epoch it is held at.
+pub(super) async fn releasing_one_execution_checks_its_epoch(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("one", "engine-a", now)).await;
+    assert!(!store.release_execution(&"one".into(), 2).await.unwrap(), "not held at epoch 2");
+    assert_eq!(record(store, &"one".into()).await.owner.as_deref(), Some("engine-a"));
+    assert!(store.release_execution(&"one".into(), 1).await.unwrap());
+    assert_eq!(record(store, &"one".into()).await.owner, None);
+    assert_eq!(claimed(store, &claim("engine-b", now)).await, ["one"]);
+}
+
+fn suspend(id: &str, epoch: u64, wake_at: Option<Timestamp>, observed_wakeups: u64) -> Suspend {
+    Suspend { execution: id.into(), epoch, wake_at, observed_wakeups }
+}
+
+/// A suspended execution is `waiting` and unowned; a delivery wakes it, and the next claim
+/// takes it over as `running`, its inbox intact.
+pub(super) async fn a_suspended_execution_is_woken_by_a_delivery(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("asleep", "engine-a", now)).await;
+    assert_eq!(store.suspend(&suspend("asleep", 1, None, 0)).await.unwrap(), Suspended::Yes);
+    let waiting = record(store, &"asleep".into()).await;
+    assert_eq!((waiting.state, waiting.owner.as_deref()), (ExecutionState::Waiting, None));
+    assert!(claimed(store, &claim("engine-b", now + LEASE * 10)).await.is_empty(), "nothing wakes it yet");
+    assert_eq!(store.next_wake().await.unwrap(), None);
+
+    let delivered = store.deliver(&event("asleep", "payment", 7, now + SECOND)).await.unwrap();
+    assert_eq!(delivered, Delivered::Stored { woke: true });
+    let taken = store.claim_orphans(&claim("engine-b", now + SECOND * 2)).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!((taken[0].state, taken[0].epoch, taken[0].wakeups), (ExecutionState::Running, 2, 1));
+    let entry = store.inbox(&"asleep".into(), InboxKind::Event, "payment", 0).await.unwrap().expect("kept");
+    assert_eq!((entry.position, entry.payload.as_deref().map(RawValue::get)), (0, Some("7")));
+}
+
+/// A suspend that did not see the latest delivery is refused, so no delivery is slept through.
+pub(super) async fn a_suspend_behind_a_delivery_is_refused(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("busy", "engine-a", now)).await;
+    let delivered = store.deliver(&event("busy", "payment", 1, now)).await.unwrap();
+    assert_eq!(delivered, Delivered::Stored { woke: false }, "a running execution needs no waking");
+    assert_eq!(store.suspend(&suspend("busy", 1, None, 0)).await.unwrap(), Suspended::Woken(1));
+    assert_eq!(record(store, &"busy".into()).await.state, ExecutionState::Running);
+    assert_eq!(store.suspend(&suspend("busy", 1, None, 1)).await.unwrap(), Suspended::Yes);
+}
+
+/// Only the owner at the current epoch may suspend an execution.
+pub(super) async fn a_suspend_with_a_stale_epoch_is_fenced(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("taken", "engine-a", now)).await;
+    assert_eq!(claimed(store, &claim("engine-b", now + LEASE + SECOND)).await, ["taken"]);
+    let refused = store.suspend(&suspend("taken", 1, None, 0)).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Fenced { current: 2, attempted: 1, .. }), "{refused}");
+    let stored = record(store, &"taken".into()).await;
+    assert_eq!((stored.state, stored.owner.as_deref()), (ExecutionState::Running, Some("engine-b")));
+}
+
+/// Deliveries of one name keep their order, by position; names do not mix.
+pub(super) async fn deliveries_are_kept_in_order_per_name(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("inbox", "engine-a", now)).await;
+    for (payload, name) in [(1, "payment"), (2, "payment"), (9, "refund"), (3, "payment")] {
+        store.deliver(&event("inbox", name, payload, now)).await.unwrap();
+    }
+    let at = |name: &'static str, position| async move {
+        let entry = store.inbox(&"inbox".into(), InboxKind::Event, name, position).await.unwrap();
+        entry.map(|e| (e.position, e.payload.unwrap().get().to_owned()))
+    };
+    assert_eq!(at("payment", 0).await, Some((0, "1".into())));
+    assert_eq!(at("payment", 1).await, Some((1, "2".into())));
+    assert_eq!(at("payment", 2).await, Some((2, "3".into())));
+    assert_eq!(at("payment", 3).await, None);
+    assert_eq!(at("refund", 0).await, Some((0, "9".into())));
+    assert_eq!(at("shipping", 0).await, None);
+    let completions = store.inbox(&"inbox".into(), InboxKind::Completion, "payment", 0).await.unwrap();
+    assert!(completions.is_none(), "events and completions do not mix");
+    assert_eq!(record(store, &"inbox".into()).await.wakeups, 4);
+}
+
+/// A timer's wake-up time is the earliest due, and a claim takes the execution once it is.
+pub(super) async fn wake_up_times_come_due(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("timer", "engine-a", now)).await;
+    create(store, new_execution("later", "engine-a", now)).await;
+    let (soon, later) = (now + SECOND * 10, now + SECOND * 20);
+    assert_eq!(store.suspend(&suspend("later", 1, Some(later), 0)).await.unwrap(), Suspended::Yes);
+    assert_eq!(store.suspend(&suspend("timer", 1, Some(soon), 0)).await.unwrap(), Suspended::Yes);
+    assert_eq!(store.next_wake().await.unwrap(), Some(soon));
+    assert_eq!(record(store, &"timer".into()).await.wake_at, Some(soon));
+
+    assert!(claimed(store, &claim("engine-b", now + SECOND)).await.is_empty(), "not due yet");
+    assert_eq!(claimed(store, &claim("engine-b", soon + SECOND)).await, ["timer"]);
+    assert_eq!(record(store, &"timer".into()).await.state, ExecutionState::Running);
+    assert_eq!(store.next_wake().await.unwrap(), Some(later));
+}
+
+/// An execution whose exclusive key is held waits `pending`; it runs once the holder ends.
+pub(super) async fn exclusive_keys_queue_and_hand_over(store: &dyn Store) {
+    let now = Timestamp::now();
+    let keyed = |id: &str, at: Timestamp| {
+        let mut new = new_execution(id, "engine-a", at);
+        new.exclusive_key = Some("cart-7".into());
+        new
+    };
+    let first = store.create_execution(keyed("holder", now)).await.unwrap();
+    assert!(matches!(first, CreateOutcome::Created), "{first:?}");
+    let second = store.create_execution(keyed("queued", now + SECOND)).await.unwrap();
+    assert!(matches!(second, CreateOutcome::Queued), "{second:?}");
+    let third = store.create_execution(keyed("queued-too", now + SECOND * 2)).await.unwrap();
+    assert!(matches!(third, CreateOutcome::Queued), "{third:?}");
+    assert_eq!(record(store, &"queued".into()).await.state, ExecutionState::Pending);
+    assert!(!store.acquire(&"queued".into(), 1).await.unwrap(), "the holder is active");
+
+    finish(store, "holder", 1, 0, ExecutionState::Completed).await;
+    assert!(!store.acquire(&"queued-too".into(), 1).await.unwrap(), "not the oldest waiting");
+    assert!(store.acquire(&"queued".into(), 1).await.unwrap());
+    assert_eq!(record(store, &"queued".into()).await.state, ExecutionState::Running);
+    assert!(!store.acquire(&"queued-too".into(), 1).await.unwrap(), "the next holder is active");
+    // Another key is independent.
+    let mut other = new_execution("other-cart", "engine-a", now);
+    other.exclusive_key = Some("cart-8".into());
+    assert!(matches!(store.create_execution(other).await.unwrap(), CreateOutcome::Created));
+}
+
+/// With `fail_if_held`, a start whose key is held is refused, naming the holder.
+pub(super) async fn a_key_held_refuses_a_start_that_asks_not_to_queue(store: &dyn Store) {
+    let now = Timestamp::now();
+    let mut holder = new_execution("holder", "engine-a", now);
+    holder.exclusive_key = Some("nightly".into());
+    create(store, holder).await;
+    let mut eager = new_execution("eager", "engine-a", now);
+    eager.exclusive_key = Some("nightly".into());
+    eager.fail_if_held = true;
+    match store.create_execution(eager).await.unwrap() {
+        CreateOutcome::KeyHeld(by) => assert_eq!(by.as_str(), "holder"),
+        other => panic!("expected KeyHeld, got {other:?}"),
+    }
+    assert!(store.execution(&"eager".into()).await.unwrap().is_none(), "not created");
+}
+
+/// A cancellation request is recorded, reaches the owner with its next renewal, and stops a
+/// suspend; finished and unknown executions cannot be cancelled.
+pub(super) async fn cancellation_requests_reach_the_owner_and_stop_a_suspend(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("doomed", "engine-a", now)).await;
+    assert!(store.request_cancel(&"doomed".into()).await.unwrap());
+    assert!(record(store, &"doomed".into()).await.cancel_requested);
+    let renewed = store.renew_leases("engine-a", now + LEASE).await.unwrap();
+    assert_eq!(
+        renewed.iter().map(|r| (r.execution.as_str(), r.cancel_requested)).collect::<Vec<_>>(),
+        [("doomed", true)]
+    );
+    assert_eq!(store.suspend(&suspend("doomed", 1, None, 0)).await.unwrap(), Suspended::Cancelled);
+    assert_eq!(record(store, &"doomed".into()).await.state, ExecutionState::Running);
+
+    create(store, new_execution("finished", "engine-a", now)).await;
+    finish(store, "finished", 1, 0, ExecutionState::Completed).await;
+    assert!(!store.request_cancel(&"finished".into()).await.unwrap());
+    assert!(!store.request_cancel(&"nobody".into()).await.unwrap());
+}
+
+/// Cancelling a waiting execution wakes it: the next claim takes it, to cancel it.
+pub(super) async fn cancelling_a_waiting_execution_wakes_it(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("waiting", "engine-a", now)).await;
+    let in_a_day = now + Duration::from_secs(86_400);
+    assert_eq!(store.suspend(&suspend("waiting", 1, Some(in_a_day), 0)).await.unwrap(), Suspended::Yes);
+    assert!(store.request_cancel(&"waiting".into()).await.unwrap());
+    let taken = store.claim_orphans(&claim("engine-b", Timestamp::now() + SECOND)).await.unwrap();
+    assert_eq!(taken.len(), 1, "woken to be cancelled");
+    assert!(taken[0].cancel_requested);
+}
+
+/// Purge deletes finished executions whose retention ended — with their journals and
+/// inboxes — and never an active one.
+pub(super) async fn purge_deletes_finished_executions_past_their_retention(store: &dyn Store) {
+    let now = Timestamp::now();
+    let purged_at = now + SECOND;
+    for id in ["expired", "retained", "active", "forever"] {
+        create(store, new_execution(id, "engine-a", now)).await;
+    }
+    store.deliver(&event("expired", "note", 1, now)).await.unwrap();
+    finish_retained(store, "expired", 1, 0, ExecutionState::Completed, Some(now)).await;
+    finish_retained(store, "retained", 1, 0, ExecutionState::Compensated, Some(now + LEASE)).await;
+    finish(store, "forever", 1, 0, ExecutionState::Failed).await;
+
+    let purge = Purge { retained_before: Some(purged_at), finished_before: None, limit: 100 };
+    assert_eq!(store.purge(&purge).await.unwrap(), 1);
+    assert!(store.execution(&"expired".into()).await.unwrap().is_none());
+    assert!(store.journal(&"expired".into()).await.unwrap().is_empty());
+    assert!(store.inbox(&"expired".into(), InboxKind::Event, "note", 0).await.unwrap().is_none());
+    for kept in ["retained", "active", "forever"] {
+        assert!(store.execution(&kept.into()).await.unwrap().is_some(), "{kept} is kept");
+    }
+    assert_eq!(store.purge(&purge).await.unwrap(), 0, "nothing more is due");
+}
+
+/// Purge by finish time takes finished executions whatever their retention, at most `limit`
+/// per call.
+pub(super) async fn purge_by_finish_time_and_within_its_limit(store: &dyn Store) {
+    let now = Timestamp::now();
+    for id in ["f-1", "f-2", "f-3", "running"] {
+        create(store, new_execution(id, "engine-a", now)).await;
+    }
+    for id in ["f-1", "f-2", "f-3"] {
+        finish_retained(store, id, 1, 0, ExecutionState::Cancelled, Some(now + LEASE * 100)).await;
+    }
+    let purge = Purge { retained_before: None, finished_before: Some(Timestamp::now() + SECOND), limit: 2 };
+    assert_eq!(store.purge(&purge).await.unwrap(), 2);
+    assert_eq!(store.purge(&purge).await.unwrap(), 1);
+    assert_eq!(store.purge(&purge).await.unwrap(), 0);
+    assert!(store.execution(&"running".into()).await.unwrap().is_some());
+    let not_yet = Purge { retained_before: None, finished_before: Some(now), limit: 10 };
+    assert_eq!(store.purge(&not_yet).await.unwrap(), 0);
+}
+
+/// Nothing is delivered to an execution that is unknown, finished, or past its deadline.
+pub(super) async fn deliveries_to_finished_unknown_or_timed_out_executions_are_refused(store: &dyn Store) {
+    let now = Timestamp::now();
+    assert_eq!(store.deliver(&event("nobody", "payment", 1, now)).await.unwrap(), Delivered::NotFound);
+
+    create(store, new_execution("shipped", "engine-a", now)).await;
+    finish(store, "shipped", 1, 0, ExecutionState::Completed).await;
+    let late = store.deliver(&event("shipped", "payment", 1, now)).await.unwrap();
+    assert_eq!(late, Delivered::Finished(ExecutionState::Completed));
+
+    let mut bounded = new_execution("bounded", "engine-a", now);
+    let deadline = now + SECOND * 5;
+    bounded.deadline = Some(deadline);
+    create(store, bounded).await;
+    assert_eq!(record(store, &"bounded".into()).await.deadline, Some(deadline));
+    assert_eq!(
+        store.deliver(&event("bounded", "payment", 1, now + SECOND)).await.unwrap(),
+        Delivered::Stored { woke: false }
+    );
+    let past = store.deliver(&event("bounded", "payment", 2, deadline)).await.unwrap();
+    assert_eq!(past, Delivered::PastDeadline(deadline));
+    assert!(store.inbox(&"bounded".into(), InboxKind::Event, "payment", 1).await.unwrap().is_none());
+}
+
+fn completion(id: &str, key: &CallKey, failure: Option<Failure>) -> Delivery {
+    Delivery {
+        execution: id.into(),
+        kind: InboxKind::Completion,
+        name: key.to_string(),
+        payload: failure.is_none().then(|| json(true)),
+        failure,
+        at: Timestamp::now(),
+        for_async_step: true,
+        legacy_token: false,
+    }
+}
+
+/// A completion from outside is taken only while an attempt of the async step runs or waits,
+/// once per attempt; after the step completed, none is.
+pub(super) async fn an_async_step_takes_one_delivery_per_attempt(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("approval", "engine-a", now)).await;
+    let key = CallKey::new("approve", 1);
+    let step = |index, attempt, event: fn(u32, CallKey, u32) -> JournalEvent| JournalEntry {
+        index,
+        at: now,
+        event: event(0, key.clone(), attempt),
+    };
+    let started = |seq, key, attempt| JournalEvent::StepStarted { seq, key, attempt, input_hash: 0 };
+    let failed = |seq, key, attempt| JournalEvent::StepFailed {
+        seq,
+        key,
+        attempt,
+        input_hash: 0,
+        started_at: Timestamp::now(),
+        error: Box::new(Failure::new(FailureKind::Step, "declined")),
+        retry_at: Some(Timestamp::now()),
+        consumed: Some(0),
+    };
+    assert_eq!(store.deliver(&completion("approval", &key, None)).await.unwrap(), Delivered::NotStarted);
+
+    store.append(write("approval", 1, [step(0, 1, started)], None)).await.unwrap();
+    let failure = Failure::new(FailureKind::Step, "the manager said no");
+    let first = store.deliver(&completion("approval", &key, Some(failure))).await.unwrap();
+    assert_eq!(first, Delivered::Stored { woke: false });
+    assert_eq!(store.deliver(&completion("approval", &key, None)).await.unwrap(), Delivered::AlreadyFailed);
+    let entry = store.inbox(&"approval".into(), InboxKind::Completion, &key.to_string(), 0).await.unwrap().unwrap();
+    assert_eq!((entry.attempt, entry.failure.is_some()), (Some(1), true));
+
+    // The attempt failed and the next one has not started: nothing to deliver to.
+    store.append(write("approval", 1, [step(1, 1, failed)], None)).await.unwrap();
+    assert_eq!(store.deliver(&completion("approval", &key, None)).await.unwrap(), Delivered::NotStarted);
+    store.append(write("approval", 1, [step(2, 2, started)], None)).await.unwrap();
+    assert_eq!(store.deliver(&completion("approval", &key, None)).await.unwrap(), Delivered::Stored { woke: false });
+    assert_eq!(store.deliver(&completion("approval", &key, None)).await.unwrap(), Delivered::AlreadyCompleted);
+    let second = store.inbox(&"approval".into(), InboxKind::Completion, &key.to_string(), 1).await.unwrap().unwrap();
+    assert_eq!((second.position, second.attempt, second.failure.is_none()), (1, Some(2), true));
+}
+
+/// A write may carry a delivery to another execution (a child's result to its parent): both
+/// land, or neither.
+pub(super) async fn a_delivery_written_with_an_append_lands_with_it(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("parent", "engine-a", now)).await;
+    let mut child = new_execution("parent:@child:ship#1", "engine-a", now);
+    child.parent = Some(("parent".into(), "@child:ship#1".into()));
+    create(store, child).await;
+    assert_eq!(store.suspend(&suspend("parent", 1, None, 0)).await.unwrap(), Suspended::Yes);
+
+    let result = Delivery {
+        execution: "parent".into(),
+        kind: InboxKind::Completion,
+        name: "@child:ship#1".into(),
+        payload: Some(json("shipped")),
+        failure: None,
+        at: now,
+        for_async_step: false,
+        legacy_token: false,
+    };
+    let mut stale = write("parent:@child:ship#1", 7, [started(0)], Some(to_state(ExecutionState::Completed, None)));
+    stale.deliver = Some(Box::new(result.clone()));
+    assert!(matches!(store.append(stale).await.unwrap_err(), StoreError::Fenced { .. }));
+    assert!(store.inbox(&"parent".into(), InboxKind::Completion, "@child:ship#1", 0).await.unwrap().is_none());
+
+    let mut ends = write("parent:@child:ship#1", 1, [started(0)], Some(to_state(ExecutionState::Completed, None)));
+    ends.deliver = Some(Box::new(result));
+    store.append(ends).await.unwrap();
+    let delivered = store.inbox(&"parent".into(), InboxKind::Completion, "@child:ship#1", 0).await.unwrap();
+    assert_eq!(delivered.unwrap().payload.unwrap().get(), r#""shipped""#);
+    let child = record(store, &"parent:@child:ship#1".into()).await;
+    assert_eq!(child.parent, Some((ExecutionId::from("parent"), "@child:ship#1".into())));
+    assert_eq!(claimed(store, &claim("engine-b", now + SECOND)).await, ["parent"], "the parent is woken");
+}
+
+/// A completed execution (a child whose parent compensates) is taken into compensation by one
+/// engine, with a new epoch; while that engine's lease holds, nobody else takes it.
+pub(super) async fn reopen_takes_a_completed_execution_into_compensation(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("child", "engine-a", now)).await;
+    finish(store, "child", 1, 0, ExecutionState::Completed).await;
+    let reopen = |owner: &str, at: Timestamp| Reopen {
+        execution: "child".into(),
+        owner: owner.into(),
+        now: at,
+        lease_until: at + LEASE,
+        failure: Failure::new(FailureKind::Cancelled, "the parent was cancelled"),
+    };
+    match store.reopen(&reopen("engine-b", now)).await.unwrap() {
+        Reopened::Yes(record) => {
+            assert_eq!(
+                (record.state, record.epoch, record.owner.as_deref()),
+                (ExecutionState::Compensating, 2, Some("engine-b"))
+            );
+            assert!(record.failure.is_some_and(|f| f.message.contains("parent was cancelled")));
+        }
+        other => panic!("expected the execution, got {other:?}"),
+    }
+    let held = store.reopen(&reopen("engine-c", now + SECOND)).await.unwrap();
+    assert!(matches!(held, Reopened::No(ExecutionState::Compensating)), "{held:?}");
+    // Its owner gone, another engine takes it over.
+    match store.reopen(&reopen("engine-c", now + LEASE + SECOND)).await.unwrap() {
+        Reopened::Yes(record) => assert_eq!((record.epoch, record.owner.as_deref()), (3, Some("engine-c"))),
+        other => panic!("expected a takeover, got {other:?}"),
+    }
+    finish(store, "child", 3, 1, ExecutionState::Compensated).await;
+    let done = store.reopen(&reopen("engine-d", now + LEASE * 3)).await.unwrap();
+    assert!(matches!(done, Reopened::No(ExecutionState::Compensated)), "{done:?}");
+    let mut unknown = reopen("engine-d", now);
+    unknown.execution = "nobody".into();
+    assert!(matches!(store.reopen(&unknown).await.unwrap(), Reopened::NotFound));
+}
+
+/// The key completion tokens are signed with is made with the store and stays the same.
+pub(super) async fn the_token_key_is_made_once(store: &dyn Store) {
+    let key = store.token_key().await.unwrap();
+    assert_ne!(key, [0; 32]);
+    assert_eq!(store.token_key().await.unwrap(), key);
+}
+
+/// Listings filter by state, workflow and creation time, newest first, and page.
+pub(super) async fn listing_filters_and_pages_newest_first(store: &dyn Store) {
+    let now = Timestamp::now();
+    for (k, id) in ["l-0", "l-1", "l-2", "l-3"].into_iter().enumerate() {
+        create(store, new_execution(id, "engine-a", now + SECOND * k as u32)).await;
+    }
+    finish(store, "l-1", 1, 0, ExecutionState::Completed).await;
+    let list = |query: ExecutionQuery| async move {
+        let list = store.list_executions(&query).await.unwrap();
+        assert!(list.damaged.is_empty());
+        list.records.into_iter().map(|r| r.id.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(list(ExecutionQuery::default()).await, ["l-3", "l-2", "l-1", "l-0"]);
+    let running = ExecutionQuery { states: vec![ExecutionState::Running], ..Default::default() };
+    assert_eq!(list(running).await, ["l-3", "l-2", "l-0"]);
+    let page = ExecutionQuery { limit: Some(2), offset: 1, ..Default::default() };
+    assert_eq!(list(page).await, ["l-2", "l-1"]);
+    let window = ExecutionQuery { since: Some(now + SECOND), before: Some(now + SECOND * 3), ..Default::default() };
+    assert_eq!(list(window).await, ["l-2", "l-1"]);
+    let other = ExecutionQuery { workflow: Some("another_workflow".into()), ..Default::default() };
+    assert!(list(other).await.is_empty());
+    let ours = ExecutionQuery { workflow: Some(WORKFLOW.into()), limit: Some(1), ..Default::default() };
+    assert_eq!(list(ours).await, ["l-3"]);
+}
+
+/// A store with executions in it checks clean.
+pub(super) async fn a_fresh_store_checks_clean(store: &dyn Store) {
+    let now = Timestamp::now();
+    create(store, new_execution("c-1", "engine-a", now)).await;
+    store.append(write("c-1", 1, [started(0), started(1)], None)).await.unwrap();
+    let report = store.check(true).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!((report.executions, report.journal_entries), (1, 2));
+}

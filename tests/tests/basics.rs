@@ -1,7 +1,5 @@
 //! Step outputs flow through a workflow; the generated entry points; the container.
 
-use std::sync::Arc;
-
 use workflows_examples::hello_world::{HelloInput, Message, hello_world};
 use workflows_examples::product_count::{ProductCount, ProductService, product_count};
 use workflows_runtime::prelude::*;
@@ -144,7 +142,6 @@ async fn facade_workflow(wf: &facade::Workflow, n: u32) -> Result<u32, facade::W
 async fn the_crate_option_routes_generated_code_through_a_reexport() {
     let engine = facade::Engine::builder().memory().start().await.unwrap();
     assert_eq!(facade_workflow::run(&engine, 1).await.unwrap(), 2);
-    let _shared: Arc<dyn facade::Store> = engine.store().clone();
 }
 
 macro_rules! generated_step {

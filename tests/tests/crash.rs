@@ -532,7 +532,7 @@ fn a_store_of_an_earlier_schema_is_migrated_and_its_executions_go_on() {
     assert_eq!(s.journal_count("compensated", "compensation_completed", &key(1)), 1);
     let conn = rusqlite::Connection::open(&s.db).unwrap();
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, workflows_runtime::store::SCHEMA_VERSION);
+    assert_eq!(version, workflows_runtime::SqliteStore::SCHEMA_VERSION);
     // Schema 8 renamed the journal's `step_key` column `call_key`: the entries the old release
     // wrote keep their keys under the new name.
     let columns: Vec<String> = conn

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use workflows_runtime::policy::{Backoff, RetryPolicy};
+use workflows_runtime::ExecutionQuery;
 use workflows_runtime::prelude::*;
-use workflows_runtime::store::ExecutionQuery;
+use workflows_runtime::{Backoff, RetryPolicy};
 use workflows_runtime::{EngineBuilder, ExecutionState, FailureKind, JournalEvent, MemoryStore, Timestamp};
 use workflows_tests::{Gate, Log, eventually};
 

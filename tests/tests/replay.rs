@@ -1,16 +1,16 @@
 //! Journal and replay: an execution resumes on a new engine over the same store without
 //! re-running completed steps; parallel steps get deterministic keys; a workflow that no longer
-//! calls the same steps is stopped with a non-determinism error naming the key.
+//! calls the same steps is stopped with a non-determinism error naming the key. (Replay of
+//! journals written by other code — forged in the store — is tested in the runtime crate:
+//! `journal::replay_tests`.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use workflows_runtime::prelude::*;
-use workflows_runtime::store::{AppendBatch, NewExecution, WriteMode};
 use workflows_runtime::{
-    CallKey, EngineBuilder, ExecutionId, ExecutionState, FailureKind, JournalEntry, JournalEvent, MemoryStore, Store,
-    Timestamp, WorkflowFn,
+    EngineBuilder, ExecutionId, ExecutionState, FailureKind, JournalEvent, MemoryStore, WorkflowFn,
 };
 use workflows_tests::{Gate, Log, eventually};
 
@@ -46,11 +46,17 @@ fn engine_on(store: &Arc<MemoryStore>, probe: &Arc<Probe>) -> EngineBuilder {
     Engine::builder().store(store.clone()).container(Container::new().with(probe.clone()))
 }
 
+/// An engine that only reads `store` (it takes over nothing): how the tests look at it.
+async fn reader(store: &Arc<MemoryStore>) -> Engine {
+    Engine::builder().store(store.clone()).worker(false).start().await.unwrap()
+}
+
 /// `run` drives the execution in the caller's task; a caller that stops waiting (its future
 /// dropped: a client went away, a timeout) does not stop the execution.
 #[tokio::test]
 async fn a_run_whose_caller_stops_waiting_goes_on_by_itself() {
     let store = Arc::new(MemoryStore::new());
+    let view = reader(&store).await;
     let probe = Arc::new(Probe::default());
     let engine = engine_on(&store, &probe).start().await.unwrap();
     let id = ExecutionId::from("left-behind");
@@ -64,7 +70,7 @@ async fn a_run_whose_caller_stops_waiting_goes_on_by_itself() {
 
     probe.gate.open();
     let record = eventually(Duration::from_secs(5), || async {
-        store.execution(&id).await.unwrap().filter(|r| r.state == ExecutionState::Completed)
+        view.execution(&id).await.unwrap().filter(|r| r.state == ExecutionState::Completed)
     })
     .await;
     assert_eq!(record.result.unwrap().get(), "51");
@@ -78,6 +84,7 @@ async fn a_run_whose_caller_stops_waiting_goes_on_by_itself() {
 #[tokio::test]
 async fn a_shutdown_interrupts_a_run_in_its_callers_task() {
     let store = Arc::new(MemoryStore::new());
+    let view = reader(&store).await;
     let probe = Arc::new(Probe::default());
     let engine = engine_on(&store, &probe).start().await.unwrap();
     let id = ExecutionId::from("interrupted-run");
@@ -90,14 +97,14 @@ async fn a_shutdown_interrupts_a_run_in_its_callers_task() {
     engine.shutdown().await;
     let interrupted = caller.await.unwrap().unwrap_err();
     assert!(matches!(interrupted, RunError::Interrupted { .. }), "{interrupted}");
-    let record = store.execution(&id).await.unwrap().unwrap();
+    let record = view.execution(&id).await.unwrap().unwrap();
     assert_eq!(record.state, ExecutionState::Running);
     assert_eq!(record.owner, None, "released for another engine");
 
     probe.gate.open();
     let other = engine_on(&store, &probe).start().await.unwrap();
     let record = eventually(Duration::from_secs(5), || async {
-        store.execution(&id).await.unwrap().filter(|r| r.state == ExecutionState::Completed)
+        view.execution(&id).await.unwrap().filter(|r| r.state == ExecutionState::Completed)
     })
     .await;
     assert_eq!(record.result.unwrap().get(), "51");
@@ -107,6 +114,7 @@ async fn a_shutdown_interrupts_a_run_in_its_callers_task() {
 #[tokio::test]
 async fn a_new_engine_resumes_without_rerunning_completed_steps() {
     let store = Arc::new(MemoryStore::new());
+    let view = reader(&store).await;
     let probe = Arc::new(Probe::default());
 
     let engine1 = engine_on(&store, &probe).start().await.unwrap();
@@ -116,7 +124,7 @@ async fn a_new_engine_resumes_without_rerunning_completed_steps() {
     engine1.shutdown().await;
     let interrupted = handle.await.unwrap_err();
     assert!(matches!(interrupted, RunError::Interrupted { .. }), "{interrupted}");
-    assert_eq!(store.execution(&id).await.unwrap().unwrap().state, ExecutionState::Running);
+    assert_eq!(view.execution(&id).await.unwrap().unwrap().state, ExecutionState::Running);
 
     // A new engine on the same store takes the execution over at start.
     probe.gate.open();
@@ -191,6 +199,7 @@ async fn fan_out(wf: &Workflow, n: u32) -> Result<Vec<u32>, WorkflowError> {
 #[tokio::test]
 async fn parallel_steps_get_keys_in_call_order_and_replay_exactly() {
     let store = Arc::new(MemoryStore::new());
+    let view = reader(&store).await;
     let probe = Arc::new(Probe::default());
     let engine1 = engine_on(&store, &probe).start().await.unwrap();
     let handle = fan_out::start(&engine1, 1).await.unwrap();
@@ -198,7 +207,7 @@ async fn parallel_steps_get_keys_in_call_order_and_replay_exactly() {
     eventually(Duration::from_secs(5), || async { (probe.gate.arrived() == 1).then_some(()) }).await;
     engine1.shutdown().await;
 
-    let journal = store.journal(&id).await.unwrap();
+    let journal = view.journal(&id).await.unwrap();
     let completed: Vec<(u32, String, String)> = journal
         .iter()
         .filter_map(|e| match &e.event {
@@ -275,6 +284,16 @@ async fn a_body_that_takes_another_path_on_replay_fails_with_the_differing_key()
     assert_eq!(engine2.execution(&id).await.unwrap().unwrap().state, ExecutionState::Failed);
 }
 
+#[tokio::test]
+async fn recovered_executions_use_the_registered_entry_point() {
+    // `WorkflowFn` is usable generically; the definition names the steps the body calls.
+    let definition = <fan_out as WorkflowFn>::definition();
+    assert_eq!(definition.calls(), ["numbered", "numbered", "numbered", "numbered", "numbered", "gated"]);
+    let engine = Engine::builder().memory().start().await.unwrap();
+    let calls = engine.registry().calls(definition);
+    assert!(calls.iter().all(|c| matches!(c, workflows_runtime::registry::Call::Step(_))), "{calls:?}");
+}
+
 #[step]
 async fn echo(n: u32) -> Result<u32, StepError> {
     Ok(n)
@@ -285,183 +304,6 @@ async fn echo_twice(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
     let a = echo(wf, n).await?;
     let b = echo(wf, a + 1).await?;
     Ok(b)
-}
-
-/// Writes an execution of `echo_twice` as an older build with other code would have left it.
-async fn forge(store: &MemoryStore, id: &str, fingerprint: &'static str, events: Vec<JournalEvent>) {
-    forge_of(store, "echo_twice", id, fingerprint, events).await;
-}
-
-/// Writes an execution of `workflow` with the journal `events`, owned by nobody.
-async fn forge_of(
-    store: &MemoryStore,
-    workflow: &'static str,
-    id: &str,
-    fingerprint: &'static str,
-    events: Vec<JournalEvent>,
-) {
-    let now = Timestamp::now();
-    store
-        .create_execution(NewExecution {
-            id: id.into(),
-            workflow,
-            fingerprint,
-            version: 0,
-            input: serde_json::value::to_raw_value(&5u32).unwrap(),
-            owner: std::sync::Arc::from("old-build"),
-            lease_until: now,
-            now,
-            exclusive_key: None,
-            fail_if_held: false,
-            rerun_of: None,
-            parent: None,
-            deadline: None,
-            expected_entries: 0,
-        })
-        .await
-        .unwrap();
-    let entries = events.into_iter().enumerate().map(|(i, event)| JournalEntry { index: i as u64, at: now, event });
-    store
-        .append(AppendBatch {
-            execution: id.into(),
-            epoch: 1,
-            entries: entries.collect(),
-            transition: None,
-            mode: WriteMode::Durable,
-            deliver: None,
-        })
-        .await
-        .unwrap();
-    store.release("old-build").await.unwrap();
-}
-
-fn completed(seq: u32, name: &'static str, input_hash: u64, output: &str) -> [JournalEvent; 1] {
-    [JournalEvent::StepCompleted {
-        seq,
-        key: CallKey::new(name, seq + 1),
-        attempt: 1,
-        input_hash,
-        started_at: Timestamp::now(),
-        output: serde_json::value::RawValue::from_string(output.into()).unwrap(),
-        compensation: None,
-    }]
-}
-
-#[tokio::test]
-async fn a_changed_input_is_detected_and_blamed_on_the_code_change() {
-    let store = Arc::new(MemoryStore::new());
-    let input_hash = workflows_runtime::journal::input_hash(&(99u32,));
-    forge(&store, "changed", "0123456789abcdef", completed(0, "echo", input_hash, "99").into()).await;
-
-    let engine = Engine::builder().store(store.clone()).start().await.unwrap();
-    let error = echo_twice::run_with(&engine, 5, RunOptions::new().id("changed")).await.unwrap_err();
-    let failure = error.failure().expect("a failure");
-    assert_eq!(failure.kind, FailureKind::NonDeterminism);
-    assert!(
-        failure.message.contains("step `echo#1` (call #0) is called with a different input"),
-        "{}",
-        failure.message
-    );
-    let current = echo_twice::definition().fingerprint();
-    assert!(
-        failure.message.contains(&format!(
-            "code changed since the execution started (fingerprint 0123456789abcdef then, {current} now)"
-        )),
-        "{}",
-        failure.message
-    );
-    assert_eq!(failure.key.as_deref(), Some("echo#1"));
-}
-
-#[tokio::test]
-async fn an_unchanged_journal_resumes_from_where_it_was() {
-    let store = Arc::new(MemoryStore::new());
-    let fingerprint = echo_twice::definition().fingerprint();
-    let input_hash = workflows_runtime::journal::input_hash(&(5u32,));
-    forge(&store, "same", fingerprint, completed(0, "echo", input_hash, "5").into()).await;
-
-    let engine = Engine::builder().store(store.clone()).start().await.unwrap();
-    assert_eq!(echo_twice::run_with(&engine, 5, RunOptions::new().id("same")).await.unwrap(), 6);
-    let journal = store.journal(&"same".into()).await.unwrap();
-    assert_eq!(journal.len(), 2, "one replayed step, one new: {journal:?}");
-}
-
-#[tokio::test]
-async fn a_journal_step_the_body_never_reaches_is_non_determinism() {
-    let store = Arc::new(MemoryStore::new());
-    let fingerprint = echo_twice::definition().fingerprint();
-    let mut events: Vec<JournalEvent> =
-        completed(0, "echo", workflows_runtime::journal::input_hash(&(5u32,)), "5").into();
-    events.extend(completed(1, "echo", workflows_runtime::journal::input_hash(&(6u32,)), "6"));
-    events.extend(completed(2, "echo", 0, "7"));
-    forge(&store, "extra", fingerprint, events).await;
-
-    let engine = Engine::builder().store(store.clone()).start().await.unwrap();
-    let error = echo_twice::run_with(&engine, 5, RunOptions::new().id("extra")).await.unwrap_err();
-    let failure = error.failure().expect("a failure");
-    assert_eq!(failure.kind, FailureKind::NonDeterminism);
-    assert!(failure.message.contains("finished without calling step `echo#3`"), "{}", failure.message);
-}
-
-#[workflow]
-async fn echo_once(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
-    Ok(echo(wf, n).await?)
-}
-
-/// A crash left the journal with `echo#2` under way (started, no outcome); the new code
-/// no longer calls it. The execution must not complete as if the step never began.
-#[tokio::test]
-async fn a_step_under_way_that_the_body_no_longer_calls_is_non_determinism() {
-    let store = Arc::new(MemoryStore::new());
-    let fingerprint = echo_once::definition().fingerprint();
-    let mut events: Vec<JournalEvent> =
-        completed(0, "echo", workflows_runtime::journal::input_hash(&(5u32,)), "5").into();
-    events.push(JournalEvent::StepStarted {
-        seq: 1,
-        key: CallKey::new("echo", 2),
-        attempt: 1,
-        input_hash: workflows_runtime::journal::input_hash(&(6u32,)),
-    });
-    forge_of(&store, "echo_once", "in-flight", fingerprint, events).await;
-
-    let engine = Engine::builder().store(store.clone()).start().await.unwrap();
-    let error = echo_once::run_with(&engine, 5, RunOptions::new().id("in-flight")).await.unwrap_err();
-    let failure = error.failure().expect("a failure");
-    assert_eq!(failure.kind, FailureKind::NonDeterminism, "{error}");
-    assert!(failure.message.contains("finished without calling step `echo#2` (call #1)"), "{}", failure.message);
-    let record = store.execution(&"in-flight".into()).await.unwrap().unwrap();
-    assert_eq!(record.state, ExecutionState::Failed);
-    assert!(record.result.is_none());
-}
-
-#[tokio::test]
-async fn undecodable_stored_output_fails_that_execution_only() {
-    let store = Arc::new(MemoryStore::new());
-    let fingerprint = echo_twice::definition().fingerprint();
-    let input_hash = workflows_runtime::journal::input_hash(&(5u32,));
-    forge(&store, "corrupt", fingerprint, completed(0, "echo", input_hash, "\"not a number\"").into()).await;
-
-    let engine = Engine::builder().store(store.clone()).start().await.unwrap();
-    let error = echo_twice::run_with(&engine, 5, RunOptions::new().id("corrupt")).await.unwrap_err();
-    let failure = error.failure().expect("a failure");
-    assert_eq!(failure.kind, FailureKind::Decode);
-    assert!(
-        failure.message.contains("execution corrupt") && failure.message.contains("`echo#1`"),
-        "{}",
-        failure.message
-    );
-    // The engine itself is fine.
-    assert_eq!(echo_twice::run(&engine, 1).await.unwrap(), 2);
-}
-
-#[tokio::test]
-async fn recovered_executions_use_the_registered_entry_point() {
-    // `WorkflowFn` is usable generically; the definition names the steps the body calls.
-    let definition = <fan_out as WorkflowFn>::definition();
-    assert_eq!(definition.calls(), ["numbered", "numbered", "numbered", "numbered", "numbered", "gated"]);
-    let engine = Engine::builder().memory().start().await.unwrap();
-    let calls = engine.registry().calls(definition);
-    assert!(calls.iter().all(|c| matches!(c, workflows_runtime::registry::Call::Step(_))), "{calls:?}");
 }
 
 #[tokio::test]

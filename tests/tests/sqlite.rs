@@ -1,15 +1,12 @@
-//! The SQLite store: schema versions, corrupted rows, fencing, a locked file, a full disk,
-//! and many concurrent executions through the group-committing writer.
+//! The SQLite store through the public API: schema versions, corrupted rows, a locked file, a
+//! full disk, and many concurrent executions through the group-committing writer. (The rules
+//! every store keeps, fencing among them, are the runtime's conformance suite.)
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use workflows_runtime::prelude::*;
-use workflows_runtime::store::{self, AppendBatch, Claim, NewExecution, SCHEMA_VERSION, WriteMode};
-use workflows_runtime::{
-    CallKey, ExecutionState, FailureKind, JournalEntry, JournalEvent, SqliteOptions, SqliteStore, Store, StoreError,
-    Timestamp,
-};
+use workflows_runtime::{ExecutionQuery, ExecutionState, FailureKind, SqliteOptions, SqliteStore, StoreError};
 use workflows_tests::{Gate, Log, eventually};
 
 #[step]
@@ -45,9 +42,9 @@ async fn a_fresh_file_gets_the_schema_and_reopening_keeps_everything() {
     let engine = engine.await.unwrap();
     assert_eq!(sum_then_hold::run_with(&engine, 1, RunOptions::new().id("kept")).await.unwrap(), 3);
     drop(engine);
-    assert_eq!(header(&path), (SCHEMA_VERSION, 0x5746_4c57));
+    assert_eq!(header(&path), (SqliteStore::SCHEMA_VERSION, 0x5746_4c57));
 
-    let reopened = SqliteStore::open(&path).unwrap();
+    let reopened = reader(&path).await;
     let record = reopened.execution(&"kept".into()).await.unwrap().unwrap();
     assert_eq!(record.state, ExecutionState::Completed);
     assert_eq!(record.result.unwrap().get(), "3");
@@ -55,7 +52,11 @@ async fn a_fresh_file_gets_the_schema_and_reopening_keeps_everything() {
     let journal = reopened.journal(&"kept".into()).await.unwrap();
     assert_eq!(journal.len(), 3);
     assert_eq!(journal[0].event.kind(), "step_completed");
-    assert_eq!(reopened.describe(), format!("sqlite:{}", path.display()));
+}
+
+/// An engine that only reads the file (it takes over nothing).
+async fn reader(path: &std::path::Path) -> Engine {
+    Engine::builder().sqlite(path).worker(false).start().await.unwrap()
 }
 
 #[tokio::test]
@@ -68,7 +69,7 @@ async fn a_store_written_by_a_newer_schema_is_refused_untouched() {
     let error = SqliteStore::open(&path).err().expect("refused");
     assert!(matches!(error, StoreError::NewerSchema { found: 99, .. }), "{error}");
     let message = error.to_string();
-    let expected = format!("schema version 99, newer than this build supports ({SCHEMA_VERSION})");
+    let expected = format!("schema version 99, newer than this build supports ({})", SqliteStore::SCHEMA_VERSION);
     assert!(message.contains(&expected), "{message}");
     assert!(message.contains("upgrade workflows-runtime"), "{message}");
     assert_eq!(header(&path).0, 99, "nothing was changed");
@@ -150,72 +151,6 @@ async fn a_corrupted_execution_row_fails_that_execution_only() {
     assert!(failure.contains("execution damaged cannot be resumed: its input is not valid JSON"), "{failure}");
 }
 
-fn new_execution(id: &str, owner: &str) -> NewExecution {
-    let now = Timestamp::now();
-    NewExecution {
-        id: id.into(),
-        workflow: "sum_then_hold",
-        fingerprint: "0000000000000000",
-        version: 0,
-        input: serde_json::value::to_raw_value(&1).unwrap(),
-        owner: Arc::from(owner),
-        lease_until: now,
-        now,
-        exclusive_key: None,
-        fail_if_held: false,
-        rerun_of: None,
-        parent: None,
-        deadline: None,
-        expected_entries: 0,
-    }
-}
-
-fn started(index: u64, seq: u32) -> JournalEntry {
-    JournalEntry {
-        index,
-        at: Timestamp::now(),
-        event: JournalEvent::StepStarted { seq, key: CallKey::new("add", seq + 1), attempt: 1, input_hash: 0 },
-    }
-}
-
-#[tokio::test]
-async fn writes_of_an_engine_that_lost_its_lease_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("fenced.db")).unwrap();
-    store.create_execution(new_execution("contested", "engine-a")).await.unwrap();
-    let write = |epoch, index| AppendBatch {
-        execution: "contested".into(),
-        epoch,
-        entries: [started(index, index as u32)].into_iter().collect(),
-        transition: None,
-        mode: WriteMode::Durable,
-        deliver: None,
-    };
-    store.append(write(1, 0)).await.unwrap();
-
-    // engine-a's lease expired; engine-b takes the execution over.
-    let claim = Claim {
-        owner: "engine-b".into(),
-        now: Timestamp::now() + Duration::from_secs(1),
-        lease_until: Timestamp::now() + Duration::from_secs(60),
-        limit: 10,
-        workflows: vec!["sum_then_hold".into()],
-        only: None,
-    };
-    let claimed = store.claim_orphans(&claim).await.unwrap();
-    assert_eq!(claimed.len(), 1);
-    assert_eq!((claimed[0].epoch, claimed[0].owner.as_deref()), (2, Some("engine-b")));
-
-    let refused = store.append(write(1, 1)).await.unwrap_err();
-    assert!(matches!(refused, StoreError::Fenced { current: 2, attempted: 1, .. }), "{refused}");
-    store.append(write(2, 1)).await.unwrap();
-    let duplicate = store.append(write(2, 1)).await.unwrap_err();
-    assert!(matches!(duplicate, StoreError::OutOfSequence { expected: 2, got: 1, .. }), "{duplicate}");
-    assert_eq!(store.journal(&"contested".into()).await.unwrap().len(), 2, "refused writes left nothing");
-    // A claim does not take executions whose lease holds.
-    assert!(store.claim_orphans(&claim).await.unwrap().is_empty());
-}
-
 #[tokio::test]
 async fn a_locked_file_is_an_error_for_the_caller_and_work_resumes_when_it_is_released() {
     let dir = tempfile::tempdir().unwrap();
@@ -290,7 +225,7 @@ async fn many_concurrent_executions_go_through_the_group_commit_intact() {
         assert_eq!(run.await.unwrap().unwrap(), n as u32 + 2);
     }
     let completed = engine
-        .executions(&store::ExecutionQuery { states: vec![ExecutionState::Completed], ..Default::default() })
+        .executions(&ExecutionQuery { states: vec![ExecutionState::Completed], ..Default::default() })
         .await
         .unwrap();
     assert_eq!(completed.len(), 300);
@@ -300,16 +235,24 @@ async fn many_concurrent_executions_go_through_the_group_commit_intact() {
     }
 }
 
+#[workflow]
+async fn hold_nothing(_wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
+    Ok(n)
+}
+
 #[tokio::test]
 async fn store_urls_name_sqlite_files_and_memory_and_refuse_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("by-url.db");
-    let sqlite = store::open_url(&format!("sqlite:{}", path.display())).unwrap();
-    assert_eq!(sqlite.describe(), format!("sqlite:{}", path.display()));
-    assert_eq!(store::open_url("memory").unwrap().describe(), "memory");
-    let error = store::open_url("mysql://localhost/db").err().expect("refused");
+    let url = format!("sqlite:{}", path.display());
+    let engine = Engine::builder().store_url(url).start().await.unwrap();
+    assert_eq!(hold_nothing::run(&engine, 1).await.unwrap(), 1);
+    assert!(path.exists());
+    let engine = Engine::builder().store_url("memory").start().await.unwrap();
+    assert_eq!(hold_nothing::run(&engine, 2).await.unwrap(), 2);
+    let Err(error) = Engine::builder().store_url("mysql://localhost/db").start().await else { panic!("refused") };
     assert!(error.to_string().contains("use `sqlite:PATH`"), "{error}");
-    let error = store::open_url("sqlite:").err().expect("refused");
+    let Err(error) = Engine::builder().store_url("sqlite:").start().await else { panic!("refused") };
     assert!(error.to_string().contains("needs a file path"), "{error}");
 }
 
@@ -473,14 +416,14 @@ async fn rows_that_are_not_utf8_fail_their_own_execution_and_nothing_else() {
             .unwrap_or_else(|e| panic!("{column}: the engine starts despite the damaged row: {e}"));
         assert_eq!(sum_then_hold::run_with(&engine, 20, RunOptions::new().id("healthy")).await.unwrap(), 22);
 
-        // Listing serves every other execution and names the damaged one.
-        let store = SqliteStore::open(&path).unwrap();
-        let listed = store.list_executions(&Default::default()).await.unwrap();
-        assert_eq!(listed.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["healthy"], "{column}");
-        assert_eq!(listed.damaged.len(), 1, "{column}");
-        assert_eq!(listed.damaged[0].id.as_str(), "damaged");
-        assert!(listed.damaged[0].problem.contains(&format!("its {column} is not valid UTF-8")), "{listed:?}");
-        let read = store.execution(&"damaged".into()).await.unwrap_err();
+        // Listing serves every other execution; the check names the damaged one.
+        let listed = engine.executions(&ExecutionQuery::default()).await.unwrap();
+        assert_eq!(listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["healthy"], "{column}");
+        let report = SqliteStore::open(&path).unwrap().check(false).unwrap();
+        assert_eq!(report.damaged.len(), 1, "{column}");
+        assert_eq!(report.damaged[0].id.as_str(), "damaged");
+        assert!(report.damaged[0].problem.contains(&format!("its {column} is not valid UTF-8")), "{report:?}");
+        let read = engine.execution(&"damaged".into()).await.unwrap_err();
         assert!(read.to_string().contains("execution damaged"), "{read}");
 
         // The damaged execution itself: failed if it could be claimed (its workflow is known),
@@ -552,7 +495,7 @@ async fn silent_damage_is_detected_on_read_and_by_the_integrity_check() {
     flip_on_disk(&path, "marker-flipped-entry-07", 0);
     flip_on_disk(&path, "marker-flipped-input\"", 1);
 
-    let store = SqliteStore::open(&path).unwrap();
+    let store = reader(&path).await;
     let lost = store.journal(&"lost-rows".into()).await.unwrap_err();
     assert!(lost.to_string().contains("5 entries are stored where 18 were written"), "{lost}");
     let flipped = store.journal(&"flipped-entry".into()).await.unwrap_err();
@@ -563,7 +506,7 @@ async fn silent_damage_is_detected_on_read_and_by_the_integrity_check() {
     assert!(input.to_string().contains("does not match its checksum"), "{input}");
     assert_eq!(store.journal(&"intact".into()).await.unwrap().len(), 18);
 
-    let report = store.check(false).unwrap();
+    let report = SqliteStore::open(&path).unwrap().check(false).unwrap();
     assert!(report.store_problems.is_empty(), "SQLite sees nothing: {report:?}");
     let mut damaged: Vec<&str> = report.damaged.iter().map(|d| d.id.as_str()).collect();
     damaged.sort_unstable();

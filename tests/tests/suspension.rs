@@ -8,8 +8,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
+use workflows_runtime::ExecutionQuery;
 use workflows_runtime::prelude::*;
-use workflows_runtime::store::ExecutionQuery;
 use workflows_runtime::{CallKey, Durability, ExecutionState, SqliteOptions};
 
 const EXECUTIONS: usize = 10_000;

@@ -309,7 +309,7 @@ fn generate(step: &Step, function: ItemFn) -> TokenStream {
         Some(path) => {
             let path_name = crate::signature::type_string(path);
             quote! {
-                #private::Some(#private::CompensationDefinition::new(#path_name, #private::compensation_hook::<#step_type>))
+                #private::Some((#path_name, #private::compensation_hook::<#step_type>))
             }
         }
         None => quote!(#private::None),
@@ -332,7 +332,11 @@ fn generate(step: &Step, function: ItemFn) -> TokenStream {
         }
     };
     let visibility: &Visibility = &vis;
-    let completed_later = step.is_async.then(|| quote!(.completed_later(#private::check_output::<#step_type>)));
+    let check_output = if step.is_async {
+        quote!(#private::Some(#private::check_output::<#step_type>))
+    } else {
+        quote!(#private::None)
+    };
 
     quote! {
         #(#attrs)*
@@ -373,9 +377,14 @@ fn generate(step: &Step, function: ItemFn) -> TokenStream {
                 #compensate_fn
             }
 
-            static __WF_DEFINITION: #private::StepDefinition =
-                #private::StepDefinition::new(#name, #fn_name, #location, #compensation_definition, #policy)
-                    #completed_later;
+            static __WF_DEFINITION: #private::StepDefinition = #private::step_definition(#private::StepParts {
+                name: #name,
+                fn_name: #fn_name,
+                location: #location,
+                compensation: #compensation_definition,
+                policy: #policy,
+                check_output: #check_output,
+            });
 
             #private::inventory::submit! {
                 #private::StepRegistration(&__WF_DEFINITION)

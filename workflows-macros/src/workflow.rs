@@ -239,21 +239,22 @@ fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
                 }
             }
 
-            static __WF_DEFINITION: #private::WorkflowDefinition = #private::WorkflowDefinition::new(
-                #name,
-                #fn_name,
-                #location,
-                #fingerprint,
-                #version,
-                #input_name,
-                #output_name,
-                &[#(#calls),*],
-                #private::erased_entry::<#ident>,
-                #private::check_input::<#ident>,
-                #timeout,
-                #retention,
-            )
-            .with_flow(#flow_tokens);
+            static __WF_DEFINITION: #private::WorkflowDefinition =
+                #private::workflow_definition(#private::WorkflowParts {
+                    name: #name,
+                    fn_name: #fn_name,
+                    location: #location,
+                    fingerprint: #fingerprint,
+                    version: #version,
+                    input_type: #input_name,
+                    output_type: #output_name,
+                    calls: &[#(#calls),*],
+                    flow: #flow_tokens,
+                    entry: #private::erased_entry::<#ident>,
+                    check_input: #private::check_input::<#ident>,
+                    timeout: #timeout,
+                    retention: #retention,
+                });
 
             #private::inventory::submit! {
                 #private::WorkflowRegistration(&__WF_DEFINITION)

@@ -9,11 +9,11 @@ pub use crate::engine::child_call::call_child;
 pub use crate::engine::compensation::compensation_hook;
 pub use crate::engine::step_call::{call_step, call_step_or_skip, check_output};
 pub use crate::policy::{Backoff, OnFailure, RetryPolicy, StepPolicy};
-pub use crate::registry::{
-    CompensationDefinition, Flow, SourceLocation, StepDefinition, StepRegistration, WorkflowDefinition,
-    WorkflowRegistration,
+pub use crate::registry::definition::{
+    StepParts, StepRegistration, WorkflowParts, WorkflowRegistration, step_definition, workflow_definition,
 };
-pub use crate::step::{CompensationInput, CompensationTakes, Outcome, StepFn, StepInput, StepOutput};
+pub use crate::registry::{Flow, SourceLocation, StepDefinition, WorkflowDefinition};
+pub use crate::step::{CompensationInput, CompensationTakes, Outcome, Step, StepFn, StepInput, StepOutput};
 pub use crate::workflow::{WorkflowFn, check_input, erased_entry};
 
 pub use std::future::Future;

@@ -44,22 +44,26 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
-pub mod container;
-pub mod engine;
-pub mod error;
-pub mod events;
-pub mod execution;
+mod container;
+mod engine;
+mod error;
+mod events;
+mod execution;
 mod failure;
-pub mod journal;
-pub mod policy;
+mod journal;
+mod policy;
 pub mod registry;
-pub mod step;
-pub mod store;
-pub mod time;
-pub mod workflow;
+mod step;
+mod store;
+mod time;
+mod workflow;
 
 #[doc(hidden)]
 pub mod __private;
+
+// The crate's own tests use the macros, whose code names the crate by its name.
+#[cfg(test)]
+extern crate self as workflows_runtime;
 
 /// Turns an `async fn` into a durable step.
 ///
@@ -72,14 +76,18 @@ pub use workflows_macros::workflow;
 
 pub use container::{Container, ResolveError};
 pub use engine::{DeliveryError, Engine, EngineBuilder, EngineError, ExecutionHandle, RunOptions};
-pub use error::{Failure, FailureKind, RunError, StepError, StepResultExt, WorkflowError};
-pub use events::{EventKind, ExecutionEvent, Subscription};
-pub use execution::{ExecutionId, ExecutionRecord, ExecutionState};
-pub use journal::{CallKey, JournalEntry, JournalEvent};
-pub use policy::{Backoff, OnFailure, RetryPolicy};
+pub use error::{RunError, StepError, StepResultExt, WorkflowError};
+pub use events::{EventKind, ExecutionEvent, RecvError, Subscription};
+pub use execution::{ExecutionId, ExecutionRecord, ExecutionState, UnknownState};
+pub use failure::{Failure, FailureKind};
+pub use journal::{CallKey, InvalidCallKey, JournalEntry, JournalEvent};
+pub use policy::{Backoff, OnFailure, RetryPolicy, StepPolicy};
 pub use registry::Registry;
 pub use step::{Completion, StepContext, StepResponse};
-pub use store::{Durability, MemoryStore, SqliteOptions, SqliteStore, Store, StoreError};
+pub use store::{
+    CheckReport, DamagedExecution, Durability, ExecutionQuery, IntoStore, MemoryStore, SqliteOptions, SqliteStore,
+    StoreError,
+};
 pub use time::Timestamp;
 pub use workflow::{EventWait, WaitError, Workflow, WorkflowFn};
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use workflows_runtime::policy::{Backoff, RetryPolicy};
+/// use workflows_runtime::{Backoff, RetryPolicy};
 ///
 /// // 5 attempts: waits of about 100 ms, 200 ms, 400 ms, 800 ms (±20 %).
 /// let policy = RetryPolicy::new(5, Backoff::exponential(Duration::from_millis(100), 2.0, Duration::from_secs(10)))

@@ -430,21 +430,21 @@ mod tests {
         Flow::Call("@sleep"),
     ];
 
-    static DEFINITION: WorkflowDefinition = WorkflowDefinition::new(
-        "shapes",
-        "shapes",
-        SourceLocation { module_path: "m", file: "m.rs", line: 1 },
-        "0",
-        0,
-        "u32",
-        "u32",
-        &["a", "b", "c", "d", "e", "f"],
+    static DEFINITION: WorkflowDefinition = crate::__private::workflow_definition(crate::__private::WorkflowParts {
+        name: "shapes",
+        fn_name: "shapes",
+        location: SourceLocation { module_path: "m", file: "m.rs", line: 1 },
+        fingerprint: "0",
+        version: 0,
+        input_type: "u32",
+        output_type: "u32",
+        calls: &["a", "b", "c", "d", "e", "f"],
+        flow: FLOW,
         entry,
-        check,
-        None,
-        None,
-    )
-    .with_flow(FLOW);
+        check_input: check,
+        timeout: None,
+        retention: None,
+    });
 
     #[test]
     fn branches_loops_lanes_and_fan_outs_are_drawn() {

@@ -15,7 +15,7 @@ use super::{background, lease, owner, token};
 use crate::container::Container;
 use crate::policy::{DEFAULT_RETENTION, RetryPolicy};
 use crate::registry::{Registry, RegistryError};
-use crate::store::{self, MemoryStore, SqliteOptions, SqliteStore, Store, StoreError};
+use crate::store::{self, IntoStore, MemoryStore, SqliteOptions, SqliteStore, Store, StoreError};
 
 impl Engine {
     /// Configures a new engine.
@@ -76,8 +76,8 @@ impl EngineBuilder {
     ///
     /// Without a store, the engine uses the one `$WORKFLOWS_STORE` names (`sqlite:PATH` or
     /// `memory`), or else the SQLite file `workflows.db` in the working directory.
-    pub fn store(mut self, store: impl Store) -> Self {
-        self.store = StoreChoice::Given(Arc::new(store));
+    pub fn store(mut self, store: impl IntoStore) -> Self {
+        self.store = StoreChoice::Given(store.into_shared().0);
         self
     }
 

@@ -20,7 +20,7 @@ use crate::error::RunError;
 use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::journal::JournalEntry;
 use crate::registry::Registry;
-use crate::store::{ExecutionQuery, Store, StoreError};
+use crate::store::{ExecutionQuery, StoreError};
 use crate::workflow::{Workflow, WorkflowFn};
 
 /// Runs workflows: the handle an application keeps (cheap to clone) and passes to the
@@ -183,13 +183,10 @@ impl Engine {
         Registry::checked()
     }
 
-    /// The store this engine uses.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
-    }
-
-    /// This engine's owner id, as recorded on the executions it drives.
-    pub fn owner_id(&self) -> &str {
+    /// This engine's owner id, as recorded on the executions it drives (the helper binary
+    /// tells its own executions from others').
+    #[cfg(feature = "cli")]
+    pub(crate) fn owner_id(&self) -> &str {
         &self.inner.owner
     }
 

@@ -4,6 +4,8 @@
 mod input_hash;
 pub(crate) mod json;
 pub(crate) mod replay;
+#[cfg(test)]
+mod replay_tests;
 pub(crate) mod variant;
 
 use std::borrow::Cow;
@@ -57,16 +59,16 @@ impl fmt::Display for CallKey {
 /// A string that is not a `name#occurrence` call key.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("`{0}` is not a call key; expected `name#occurrence`, e.g. `reserve_stock#1`")]
-pub struct InvalidStepKey(pub String);
+pub struct InvalidCallKey(pub String);
 
 impl FromStr for CallKey {
-    type Err = InvalidStepKey;
+    type Err = InvalidCallKey;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (name, occurrence) = s.rsplit_once('#').ok_or_else(|| InvalidStepKey(s.to_owned()))?;
-        let occurrence = occurrence.parse().map_err(|_| InvalidStepKey(s.to_owned()))?;
+        let (name, occurrence) = s.rsplit_once('#').ok_or_else(|| InvalidCallKey(s.to_owned()))?;
+        let occurrence = occurrence.parse().map_err(|_| InvalidCallKey(s.to_owned()))?;
         if name.is_empty() {
-            return Err(InvalidStepKey(s.to_owned()));
+            return Err(InvalidCallKey(s.to_owned()));
         }
         Ok(Self::new(name.to_owned(), occurrence))
     }
@@ -105,7 +107,7 @@ pub enum JournalEvent {
         key: CallKey,
         /// The attempt number, from 1.
         attempt: u32,
-        /// [`input_hash`] of the step's input.
+        /// A hash of the step's input (of its JSON, map order ignored).
         #[serde(with = "hex_u64")]
         input_hash: u64,
     },
@@ -117,7 +119,7 @@ pub enum JournalEvent {
         key: CallKey,
         /// The attempt number, from 1.
         attempt: u32,
-        /// [`input_hash`] of the step's input.
+        /// A hash of the step's input (of its JSON, map order ignored).
         #[serde(with = "hex_u64")]
         input_hash: u64,
         /// When the attempt started.
@@ -136,7 +138,7 @@ pub enum JournalEvent {
         key: CallKey,
         /// The attempt number, from 1.
         attempt: u32,
-        /// [`input_hash`] of the step's input.
+        /// A hash of the step's input (of its JSON, map order ignored).
         #[serde(with = "hex_u64")]
         input_hash: u64,
         /// When the attempt started.
@@ -160,7 +162,7 @@ pub enum JournalEvent {
         key: CallKey,
         /// The last attempt's number.
         attempt: u32,
-        /// [`input_hash`] of the step's input.
+        /// A hash of the step's input (of its JSON, map order ignored).
         #[serde(with = "hex_u64")]
         input_hash: u64,
         /// The last attempt's error.
@@ -175,7 +177,7 @@ pub enum JournalEvent {
         key: CallKey,
         /// The attempt number, from 1.
         attempt: u32,
-        /// [`input_hash`] of the step's input.
+        /// A hash of the step's input (of its JSON, map order ignored).
         #[serde(with = "hex_u64")]
         input_hash: u64,
         /// When the attempt started.

@@ -14,19 +14,16 @@ use super::info::{Flow, SourceLocation, WorkflowInfo};
 use futures_util::future::BoxFuture;
 
 /// Runs a step's compensation from its stored JSON input.
-#[doc(hidden)]
 pub type CompensationHook = for<'a> fn(&'a StepContext, &'a RawValue) -> BoxFuture<'a, Result<(), StepError>>;
 
 /// Starts a workflow body from its stored JSON input; the output comes back as JSON.
 /// Fails before running if the input does not decode as the workflow's input type.
-#[doc(hidden)]
 pub type ErasedEntry = for<'a> fn(
     &'a Workflow,
     &RawValue,
 ) -> Result<BoxFuture<'a, Result<Box<RawValue>, WorkflowError>>, serde_json::Error>;
 
 /// Checks that JSON decodes as a workflow's input type.
-#[doc(hidden)]
 pub type InputCheck = fn(&RawValue) -> Result<(), serde_json::Error>;
 
 /// A step's compensation.
@@ -37,11 +34,6 @@ pub struct CompensationDefinition {
 }
 
 impl CompensationDefinition {
-    #[doc(hidden)]
-    pub const fn new(name: &'static str, hook: CompensationHook) -> Self {
-        Self { name, hook }
-    }
-
     /// The compensation function as written in `compensate = ...`.
     pub fn name(&self) -> &'static str {
         self.name
@@ -67,24 +59,6 @@ pub struct StepDefinition {
 }
 
 impl StepDefinition {
-    #[doc(hidden)]
-    pub const fn new(
-        name: &'static str,
-        fn_name: &'static str,
-        location: SourceLocation,
-        compensation: Option<CompensationDefinition>,
-        policy: StepPolicy,
-    ) -> Self {
-        Self { name, fn_name, location, compensation, policy, check_output: None }
-    }
-
-    /// This definition, for an async step (`#[step(async)]`) whose output `check` decodes.
-    #[doc(hidden)]
-    pub const fn completed_later(mut self, check: InputCheck) -> Self {
-        self.check_output = Some(check);
-        self
-    }
-
     /// True for an async step (`#[step(async)]`): completed from outside.
     pub fn is_async(&self) -> bool {
         self.check_output.is_some()
@@ -125,45 +99,6 @@ pub struct WorkflowDefinition {
 }
 
 impl WorkflowDefinition {
-    #[doc(hidden)]
-    #[allow(clippy::too_many_arguments)]
-    pub const fn new(
-        name: &'static str,
-        fn_name: &'static str,
-        location: SourceLocation,
-        fingerprint: &'static str,
-        version: u32,
-        input_type: &'static str,
-        output_type: &'static str,
-        calls: &'static [&'static str],
-        entry: ErasedEntry,
-        check_input: InputCheck,
-        timeout: Option<Duration>,
-        retention: Option<Duration>,
-    ) -> Self {
-        let info = WorkflowInfo {
-            name,
-            fn_name,
-            location,
-            fingerprint,
-            version,
-            input_type,
-            output_type,
-            calls,
-            flow: &[],
-            timeout,
-            retention,
-        };
-        Self { info, entry, check_input }
-    }
-
-    /// This definition, with the control flow of its body.
-    #[doc(hidden)]
-    pub const fn with_flow(mut self, flow: &'static [Flow]) -> Self {
-        self.info.flow = flow;
-        self
-    }
-
     /// What is known of the workflow without running it.
     pub fn info(&self) -> &WorkflowInfo {
         &self.info
@@ -184,12 +119,100 @@ impl fmt::Debug for WorkflowDefinition {
     }
 }
 
+/// What `#[step]` writes for a step: named fields, so that no two can be swapped unnoticed.
+pub struct StepParts {
+    /// The registered name.
+    pub name: &'static str,
+    /// The function's name.
+    pub fn_name: &'static str,
+    /// Where the function is.
+    pub location: SourceLocation,
+    /// `compensate = path`: its name and how to run it from its stored input.
+    pub compensation: Option<(&'static str, CompensationHook)>,
+    /// Retries, timeout, what a failure does.
+    pub policy: StepPolicy,
+    /// For an async step (`#[step(async)]`): checks that a delivered output decodes.
+    pub check_output: Option<InputCheck>,
+}
+
+/// A step's definition, from what `#[step]` wrote.
+pub const fn step_definition(parts: StepParts) -> StepDefinition {
+    let StepParts { name, fn_name, location, compensation, policy, check_output } = parts;
+    let compensation = match compensation {
+        Some((name, hook)) => Some(CompensationDefinition { name, hook }),
+        None => None,
+    };
+    StepDefinition { name, fn_name, location, compensation, policy, check_output }
+}
+
+/// What `#[workflow]` writes for a workflow: named fields, so that no two can be swapped
+/// unnoticed.
+pub struct WorkflowParts {
+    /// The registered name.
+    pub name: &'static str,
+    /// The function's name.
+    pub fn_name: &'static str,
+    /// Where the function is.
+    pub location: SourceLocation,
+    /// The hash of the function's tokens.
+    pub fingerprint: &'static str,
+    /// `version = N`.
+    pub version: u32,
+    /// The input type, as written.
+    pub input_type: &'static str,
+    /// The output type, as written.
+    pub output_type: &'static str,
+    /// The functions the body calls with the workflow context, in source order.
+    pub calls: &'static [&'static str],
+    /// The body's control flow around those calls.
+    pub flow: &'static [Flow],
+    /// Starts the body from stored JSON input.
+    pub entry: ErasedEntry,
+    /// Checks that JSON decodes as the input type.
+    pub check_input: InputCheck,
+    /// `timeout = "..."`.
+    pub timeout: Option<Duration>,
+    /// `retention = "..."`.
+    pub retention: Option<Duration>,
+}
+
+/// A workflow's definition, from what `#[workflow]` wrote.
+pub const fn workflow_definition(parts: WorkflowParts) -> WorkflowDefinition {
+    let WorkflowParts {
+        name,
+        fn_name,
+        location,
+        fingerprint,
+        version,
+        input_type,
+        output_type,
+        calls,
+        flow,
+        entry,
+        check_input,
+        timeout,
+        retention,
+    } = parts;
+    let info = WorkflowInfo {
+        name,
+        fn_name,
+        location,
+        fingerprint,
+        version,
+        input_type,
+        output_type,
+        calls,
+        flow,
+        timeout,
+        retention,
+    };
+    WorkflowDefinition { info, entry, check_input }
+}
+
 /// The `inventory` entry of a step.
-#[doc(hidden)]
 pub struct StepRegistration(pub &'static StepDefinition);
 
 /// The `inventory` entry of a workflow.
-#[doc(hidden)]
 pub struct WorkflowRegistration(pub &'static WorkflowDefinition);
 
 inventory::collect!(StepRegistration);

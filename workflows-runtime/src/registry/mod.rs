@@ -1,7 +1,7 @@
 //! The registry: every `#[step]` and `#[workflow]` linked into the program, collected through
 //! `inventory` when the first engine starts.
 
-mod definition;
+pub(crate) mod definition;
 mod info;
 
 use std::collections::HashMap;
@@ -9,8 +9,7 @@ use std::fmt;
 use std::sync::OnceLock;
 
 pub use definition::{CompensationDefinition, StepDefinition, WorkflowDefinition};
-#[doc(hidden)]
-pub use definition::{CompensationHook, ErasedEntry, InputCheck, StepRegistration, WorkflowRegistration};
+pub(crate) use definition::{CompensationHook, StepRegistration, WorkflowRegistration};
 pub use info::{Flow, SourceLocation, WorkflowInfo};
 
 /// All registered workflows and steps, by name.
@@ -57,7 +56,7 @@ impl Registry {
     }
 
     /// A registry of exactly these definitions (the global one is built from `inventory`).
-    pub fn build(
+    pub(crate) fn build(
         workflows: impl IntoIterator<Item = &'static WorkflowDefinition>,
         steps: impl IntoIterator<Item = &'static StepDefinition>,
     ) -> Result<Registry, RegistryError> {

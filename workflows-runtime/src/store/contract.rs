@@ -21,7 +21,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// Implementations: [`SqliteStore`](crate::SqliteStore) (one file, the default) and [`MemoryStore`](crate::MemoryStore) (tests;
 /// nothing survives the process). Writes of one execution must be applied in the order
 /// [`Store::append`] is called.
-pub trait Store: Send + Sync + 'static {
+pub(crate) trait Store: Send + Sync + 'static {
     /// A short description for logs and the helper binary: `memory`, `sqlite:/path`, ...
     fn describe(&self) -> String;
 
@@ -244,8 +244,6 @@ pub struct InboxEntry {
     pub payload: Option<Box<RawValue>>,
     /// The failure, for a failed completion.
     pub failure: Option<Failure>,
-    /// When it was delivered.
-    pub at: Timestamp,
     /// For a completion of an async step from outside: the attempt it was delivered to.
     pub attempt: Option<u32>,
 }
@@ -292,79 +290,6 @@ pub(crate) fn random_token_key() -> [u8; 32] {
     // it ever did, a fixed key would make tokens forgeable, so do not go on.
     getrandom::fill(&mut key).expect("the operating system's random generator");
     key
-}
-
-/// An `Arc`-shared store is a store (tests share one store between engines).
-impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-    fn create_execution(&self, new: NewExecution) -> StoreAck<CreateOutcome> {
-        (**self).create_execution(new)
-    }
-    fn append(&self, batch: AppendBatch) -> WriteAck {
-        (**self).append(batch)
-    }
-    fn execution<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Option<ExecutionRecord>> {
-        (**self).execution(id)
-    }
-    fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>> {
-        (**self).journal(id)
-    }
-    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList> {
-        (**self).list_executions(query)
-    }
-    fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
-        (**self).claim_orphans(claim)
-    }
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>> {
-        (**self).renew_leases(owner, lease_until)
-    }
-    fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
-        (**self).release(owner)
-    }
-    fn owners(&self) -> StoreFuture<'_, Vec<OwnerLeases>> {
-        (**self).owners()
-    }
-    fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
-        (**self).release_execution(id, epoch)
-    }
-    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool> {
-        (**self).request_cancel(id)
-    }
-    fn acquire<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
-        (**self).acquire(id, epoch)
-    }
-    fn purge<'a>(&'a self, purge: &'a Purge) -> StoreFuture<'a, u64> {
-        (**self).purge(purge)
-    }
-    fn deliver<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, Delivered> {
-        (**self).deliver(delivery)
-    }
-    fn inbox<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-        kind: InboxKind,
-        name: &'a str,
-        position: u64,
-    ) -> StoreFuture<'a, Option<InboxEntry>> {
-        (**self).inbox(id, kind, name, position)
-    }
-    fn suspend<'a>(&'a self, suspend: &'a Suspend) -> StoreFuture<'a, Suspended> {
-        (**self).suspend(suspend)
-    }
-    fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
-        (**self).next_wake()
-    }
-    fn check(&self, full: bool) -> StoreFuture<'_, CheckReport> {
-        (**self).check(full)
-    }
-    fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {
-        (**self).token_key()
-    }
-    fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened> {
-        (**self).reopen(reopen)
-    }
 }
 
 /// What a durable store promises once a write is acknowledged.
@@ -571,7 +496,8 @@ pub struct ExecutionList {
     pub damaged: Vec<DamagedExecution>,
 }
 
-/// What [`Store::check`] found.
+/// What a store's integrity check found ([`SqliteStore::check`](crate::SqliteStore::check),
+/// `workflows check`).
 #[derive(Debug, Default, Clone)]
 pub struct CheckReport {
     /// What the store's own check of its file found (SQLite's `quick_check` or
@@ -601,7 +527,7 @@ pub struct DamagedExecution {
     pub problem: String,
 }
 
-/// A filter for [`Store::list_executions`].
+/// A filter for [`Engine::executions`](crate::Engine::executions).
 #[derive(Clone, Debug, Default)]
 pub struct ExecutionQuery {
     /// Only executions in one of these states (all when empty).

@@ -18,7 +18,7 @@ use crate::failure::Failure;
 use crate::journal::JournalEntry;
 use crate::time::Timestamp;
 
-/// A [`Store`] that keeps everything in the process's memory.
+/// A store that keeps everything in the process's memory.
 ///
 /// Several engines in one process can share one `MemoryStore` (wrap it in an `Arc`), which is
 /// how tests show an execution resuming on a new engine.
@@ -198,7 +198,6 @@ fn deliver_into(executions: &mut Executions, delivery: &Delivery) -> Delivered {
         position: queue.len() as u64,
         payload: delivery.payload.clone(),
         failure: delivery.failure.clone(),
-        at: delivery.at,
         attempt,
     });
     entry.wakeups += 1;

@@ -1,40 +1,84 @@
-//! Where executions and their journals live: the [`Store`] trait and its implementations.
+//! Where executions and their journals live: the store contract ([`Store`], crate-private:
+//! the engine and its stores change together) and its implementations.
 //!
 //! The engine is the only writer of an execution while it holds the execution's lease; every
 //! write carries the lease's `epoch`, and a store refuses writes with an older epoch, so an
 //! engine that lost its lease (it stalled, another engine took over) cannot corrupt the journal.
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 mod contract;
 mod memory;
 mod sqlite;
 
 use std::sync::Arc;
 
-pub use contract::{
-    AppendBatch, CheckReport, Claim, CreateOutcome, DamagedExecution, Delivered, Delivery, Durability, ExecutionList,
-    ExecutionQuery, InboxEntry, InboxKind, JournalEntries, NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened,
-    Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended, Transition, WriteAck, WriteMode,
+pub(crate) use contract::{
+    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, ExecutionList, InboxEntry, InboxKind, JournalEntries,
+    NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, Store, StoreAck, StoreFuture, Suspend, Suspended,
+    Transition, WriteAck, WriteMode,
 };
+pub use contract::{CheckReport, DamagedExecution, Durability, ExecutionQuery, StoreError};
 pub(crate) use contract::{async_step_attempt, random_token_key};
 pub use memory::MemoryStore;
-pub use sqlite::{SCHEMA_VERSION, SqliteOptions, SqliteStore};
+#[cfg(test)]
+pub(crate) use sqlite::SCHEMA_VERSION;
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+/// What [`EngineBuilder::store`](crate::EngineBuilder::store) takes: a [`MemoryStore`] or a
+/// [`SqliteStore`], or an `Arc` of either to share one store between engines (tests do, to
+/// show an execution resuming on a new engine).
+///
+/// Sealed: the contract between the engine and its stores is internal — it changes with the
+/// engine, and every store is tested against it in this crate.
+pub trait IntoStore: sealed::Sealed {}
+
+mod sealed {
+    use std::sync::Arc;
+
+    use super::{MemoryStore, SqliteStore, Store};
+
+    /// A store, type-erased, as the engine keeps it. Opaque outside this crate.
+    pub struct Shared(pub(crate) Arc<dyn Store>);
+
+    /// Implemented by this crate's stores only.
+    pub trait Sealed {
+        /// The store, as the engine keeps it.
+        fn into_shared(self) -> Shared;
+    }
+
+    impl<S: Store> Sealed for S {
+        fn into_shared(self) -> Shared {
+            Shared(Arc::new(self))
+        }
+    }
+
+    impl<S: Store> Sealed for Arc<S> {
+        fn into_shared(self) -> Shared {
+            Shared(self)
+        }
+    }
+
+    impl super::IntoStore for MemoryStore {}
+    impl super::IntoStore for SqliteStore {}
+    impl super::IntoStore for Arc<MemoryStore> {}
+    impl super::IntoStore for Arc<SqliteStore> {}
+}
 
 /// The environment variable naming the default store (see [`open_url`]).
-pub const STORE_ENV: &str = "WORKFLOWS_STORE";
+pub(crate) const STORE_ENV: &str = "WORKFLOWS_STORE";
 
 /// The store used when none is configured: `sqlite:workflows.db` in the working directory.
-pub const DEFAULT_STORE_URL: &str = "sqlite:workflows.db";
+pub(crate) const DEFAULT_STORE_URL: &str = "sqlite:workflows.db";
 
 /// The store named by `$WORKFLOWS_STORE`, or [`DEFAULT_STORE_URL`].
-pub fn default_url() -> String {
+pub(crate) fn default_url() -> String {
     std::env::var(STORE_ENV).ok().filter(|url| !url.trim().is_empty()).unwrap_or_else(|| DEFAULT_STORE_URL.to_owned())
 }
 
 /// Opens the store a URL names: `sqlite:PATH` (a file, created if missing) or `memory`.
 /// Blocking for file stores.
-pub fn open_url(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub(crate) fn open_url(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     let url = url.trim();
     if url == "memory" {
         return Ok(Arc::new(MemoryStore::new()));

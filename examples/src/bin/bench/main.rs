@@ -264,7 +264,7 @@ async fn run_waiting(
     let delivered_s = completing.elapsed().as_secs_f64();
     idle(engine).await;
     let finished_s = completing.elapsed().as_secs_f64();
-    let query = workflows_runtime::store::ExecutionQuery {
+    let query = workflows_runtime::ExecutionQuery {
         states: vec![workflows_runtime::ExecutionState::Completed],
         workflow: Some("waiting".into()),
         ..Default::default()

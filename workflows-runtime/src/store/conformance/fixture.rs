@@ -1,4 +1,5 @@
-//! What the conformance cases build their requests from: one workflow name, an owner per
+//! What the conformance cases (and other tests that write to a store directly) build their
+//! requests from: one workflow name, an owner per
 //! engine, and writes of numbered journal entries.
 
 use std::sync::Arc;
@@ -12,17 +13,17 @@ use crate::store::contract::{AppendBatch, Claim, Delivery, InboxKind, NewExecuti
 use crate::time::Timestamp;
 
 /// The workflow every case's executions belong to (claims name it).
-pub(super) const WORKFLOW: &str = "conformance";
+pub(crate) const WORKFLOW: &str = "conformance";
 
 /// A lease long enough to hold through any case.
-pub(super) const LEASE: Duration = Duration::from_secs(60);
+pub(crate) const LEASE: Duration = Duration::from_secs(60);
 
-pub(super) fn json(value: impl serde::Serialize) -> Box<RawValue> {
+pub(crate) fn json(value: impl serde::Serialize) -> Box<RawValue> {
     to_raw_value(&value).expect("JSON")
 }
 
 /// A new execution of [`WORKFLOW`], owned by `owner` from `now` for [`LEASE`].
-pub(super) fn new_execution(id: &str, owner: &str, now: Timestamp) -> NewExecution {
+pub(crate) fn new_execution(id: &str, owner: &str, now: Timestamp) -> NewExecution {
     NewExecution {
         id: id.into(),
         workflow: WORKFLOW,
@@ -42,18 +43,18 @@ pub(super) fn new_execution(id: &str, owner: &str, now: Timestamp) -> NewExecuti
 }
 
 /// Creates the execution and returns its record.
-pub(super) async fn create(store: &dyn Store, new: NewExecution) -> ExecutionRecord {
+pub(crate) async fn create(store: &dyn Store, new: NewExecution) -> ExecutionRecord {
     let id = new.id.clone();
     store.create_execution(new).await.expect("created");
     record(store, &id).await
 }
 
-pub(super) async fn record(store: &dyn Store, id: &ExecutionId) -> ExecutionRecord {
+pub(crate) async fn record(store: &dyn Store, id: &ExecutionId) -> ExecutionRecord {
     store.execution(id).await.expect("read").expect("the execution exists")
 }
 
 /// A claim by `owner` at `now` of up to 100 executions of [`WORKFLOW`].
-pub(super) fn claim(owner: &str, now: Timestamp) -> Claim {
+pub(crate) fn claim(owner: &str, now: Timestamp) -> Claim {
     Claim {
         owner: owner.into(),
         now,
@@ -65,7 +66,7 @@ pub(super) fn claim(owner: &str, now: Timestamp) -> Claim {
 }
 
 /// The ids a claim took, sorted.
-pub(super) async fn claimed(store: &dyn Store, claim: &Claim) -> Vec<String> {
+pub(crate) async fn claimed(store: &dyn Store, claim: &Claim) -> Vec<String> {
     let mut ids: Vec<String> =
         store.claim_orphans(claim).await.expect("claim").into_iter().map(|r| r.id.to_string()).collect();
     ids.sort();
@@ -73,7 +74,7 @@ pub(super) async fn claimed(store: &dyn Store, claim: &Claim) -> Vec<String> {
 }
 
 /// Journal entry `index`: the start of step call `index`.
-pub(super) fn started(index: u64) -> JournalEntry {
+pub(crate) fn started(index: u64) -> JournalEntry {
     let seq = index as u32;
     JournalEntry {
         index,
@@ -83,7 +84,7 @@ pub(super) fn started(index: u64) -> JournalEntry {
 }
 
 /// A durable write of `entries` at `epoch`, with an optional state change.
-pub(super) fn write(
+pub(crate) fn write(
     id: &str,
     epoch: u64,
     entries: impl IntoIterator<Item = JournalEntry>,
@@ -100,7 +101,7 @@ pub(super) fn write(
 }
 
 /// A change to `state` (with a result when completed), retained until `retain_until`.
-pub(super) fn to_state(state: ExecutionState, retain_until: Option<Timestamp>) -> Transition {
+pub(crate) fn to_state(state: ExecutionState, retain_until: Option<Timestamp>) -> Transition {
     Transition {
         state,
         result: (state == ExecutionState::Completed).then(|| json("done")),
@@ -110,11 +111,11 @@ pub(super) fn to_state(state: ExecutionState, retain_until: Option<Timestamp>) -
 }
 
 /// Ends the execution (held at `epoch`, with `entries` journal entries so far) in `state`.
-pub(super) async fn finish(store: &dyn Store, id: &str, epoch: u64, entries: u64, state: ExecutionState) {
+pub(crate) async fn finish(store: &dyn Store, id: &str, epoch: u64, entries: u64, state: ExecutionState) {
     finish_retained(store, id, epoch, entries, state, None).await;
 }
 
-pub(super) async fn finish_retained(
+pub(crate) async fn finish_retained(
     store: &dyn Store,
     id: &str,
     epoch: u64,
@@ -126,7 +127,7 @@ pub(super) async fn finish_retained(
 }
 
 /// An event named `name` for execution `id`, sent at `at`.
-pub(super) fn event(id: &str, name: &str, payload: u32, at: Timestamp) -> Delivery {
+pub(crate) fn event(id: &str, name: &str, payload: u32, at: Timestamp) -> Delivery {
     Delivery {
         execution: id.into(),
         kind: InboxKind::Event,

@@ -10,7 +10,7 @@ use super::contract::Store;
 use super::{MemoryStore, SqliteStore};
 
 mod cases;
-mod fixture;
+pub(crate) mod fixture;
 
 /// A store a case runs on, with what keeps it alive (a temporary directory).
 pub(super) struct Subject {

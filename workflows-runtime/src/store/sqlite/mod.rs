@@ -24,7 +24,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, params_from_iter};
 use tokio::sync::oneshot;
 
-pub use schema::SCHEMA_VERSION;
+pub(crate) use schema::SCHEMA_VERSION;
 
 use self::error::backend;
 use self::rows::{ACTIVE_STATES, read_journal};
@@ -88,10 +88,10 @@ impl SqliteOptions {
     }
 }
 
-/// A [`Store`] in one SQLite file. Cheap to clone; clones share the file's writer.
+/// A store in one SQLite file. Cheap to clone; clones share the file's writer.
 ///
 /// ```no_run
-/// use workflows_runtime::store::{Durability, SqliteOptions, SqliteStore};
+/// use workflows_runtime::{Durability, SqliteOptions, SqliteStore};
 ///
 /// let store = SqliteStore::open("workflows.db")?;
 /// let fast = SqliteStore::open_with("scratch.db", SqliteOptions::new().durability(Durability::Process))?;
@@ -117,6 +117,10 @@ struct Inner {
 }
 
 impl SqliteStore {
+    /// The schema version this build writes (SQLite's `user_version`); a file of a newer one is
+    /// refused, an older one migrated when opened.
+    pub const SCHEMA_VERSION: i64 = SCHEMA_VERSION;
+
     /// Opens (creating it if needed) the store at `path` with default options.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(path, SqliteOptions::default())
@@ -456,7 +460,7 @@ impl Store for SqliteStore {
             let context = || format!("cannot read the inbox of execution {id}");
             let mut statement = conn
                 .prepare_cached(
-                    "SELECT position, payload, failure, at, attempt FROM inbox
+                    "SELECT position, payload, failure, attempt FROM inbox
                      WHERE execution_id = ?1 AND kind = ?2 AND name = ?3 AND position >= ?4
                      ORDER BY position LIMIT 1",
                 )

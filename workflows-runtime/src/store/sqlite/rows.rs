@@ -198,7 +198,7 @@ pub(super) fn failure_json(failure: &Failure) -> Result<String, StoreError> {
     })
 }
 
-/// An inbox row: position, payload, failure, at, attempt.
+/// An inbox row: position, payload, failure, attempt.
 pub(super) fn inbox_entry(row: &Row<'_>, execution: &ExecutionId) -> Result<crate::store::InboxEntry, StoreError> {
     let position: i64 = get(row, 0)?;
     let payload = get::<Option<String>>(row, 1)?.map(|text| json(execution, "inbox payload", text)).transpose()?;
@@ -209,8 +209,7 @@ pub(super) fn inbox_entry(row: &Row<'_>, execution: &ExecutionId) -> Result<crat
         position: position as u64,
         payload,
         failure,
-        at: Timestamp::from_micros(get(row, 3)?),
-        attempt: get::<Option<i64>>(row, 4)?.map(|a| a as u32),
+        attempt: get::<Option<i64>>(row, 3)?.map(|a| a as u32),
     })
 }
 

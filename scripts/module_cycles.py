@@ -8,7 +8,9 @@ items, the modules and the re-exports come from `cargo modules dependencies` (ca
 from the source, so that an `impl` block counts for the file it is written in. (cargo-modules'
 own `--acyclic` works on items — a type and its method form a "cycle" — and counts a method
 for its type's module, wherever it is written.) Prints each set of modules that import each
-other, with the imports that tie it together. Exits 1 if there is a cycle.
+other, with the imports that tie it together. Exits 1 if there is a cycle. An inline module
+(`mod sealed { .. }`) is read as part of its file's module, so write `crate::` paths in one,
+not `super::`.
 
     cargo modules dependencies -p workflows-runtime --lib --features cli --no-externs --no-sysroot \\
         | scripts/module_cycles.py workflows-runtime/src

@@ -36,7 +36,7 @@ pub trait IntoStore: sealed::Sealed {}
 mod sealed {
     use std::sync::Arc;
 
-    use super::{MemoryStore, SqliteStore, Store};
+    use crate::store::{IntoStore, MemoryStore, SqliteStore, Store};
 
     /// A store, type-erased, as the engine keeps it. Opaque outside this crate.
     pub struct Shared(pub(crate) Arc<dyn Store>);
@@ -59,10 +59,10 @@ mod sealed {
         }
     }
 
-    impl super::IntoStore for MemoryStore {}
-    impl super::IntoStore for SqliteStore {}
-    impl super::IntoStore for Arc<MemoryStore> {}
-    impl super::IntoStore for Arc<SqliteStore> {}
+    impl IntoStore for MemoryStore {}
+    impl IntoStore for SqliteStore {}
+    impl IntoStore for Arc<MemoryStore> {}
+    impl IntoStore for Arc<SqliteStore> {}
 }
 
 /// The environment variable naming the default store (see [`open_url`]).

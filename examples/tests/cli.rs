@@ -160,7 +160,7 @@ fn show_draws_a_workflow_as_text_mermaid_dot_and_json() {
 }
 
 #[test]
-fn a_newcomer_runs_a_workflow_inspects_a_failed_one_and_retries_it() {
+fn a_newcomer_runs_a_workflow_inspects_a_failed_one_and_reruns_it() {
     let cli = Cli::new();
     // Run: the result on stdout, the steps on stderr.
     let ran = cli.run(&["run", "hello_world", "--input", HELLO]).expect(0);

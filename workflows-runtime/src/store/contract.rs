@@ -113,6 +113,8 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Checks that everything stored reads back intact (for file stores: the file, and every
     /// row against its checksum); `full` asks for the most thorough check the store has.
+    // Called by the `workflows check` command (and the tests).
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     fn check(&self, full: bool) -> StoreFuture<'_, CheckReport>;
 
     /// Takes a `completed` execution (a child whose parent compensates) into `compensating`,

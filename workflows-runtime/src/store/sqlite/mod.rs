@@ -8,6 +8,9 @@
 mod check;
 mod checksum;
 mod error;
+#[cfg(test)]
+mod plans;
+mod queries;
 mod rows;
 mod schema;
 mod session;
@@ -350,30 +353,7 @@ impl Store for SqliteStore {
     fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList> {
         let query = query.clone();
         self.read(move |conn| {
-            let mut sql = format!("SELECT {} FROM executions WHERE 1 = 1", rows::EXECUTION_COLUMNS);
-            let mut values: Vec<rusqlite::types::Value> = Vec::new();
-            if !query.states.is_empty() {
-                let states: Vec<&str> = query.states.iter().map(|s| s.as_str()).collect();
-                sql.push_str(" AND state IN (SELECT value FROM json_each(?))");
-                values.push(serde_json::to_string(&states).unwrap_or_default().into());
-            }
-            if let Some(workflow) = &query.workflow {
-                sql.push_str(" AND workflow = ?");
-                values.push(workflow.clone().into());
-            }
-            if let Some(since) = query.since {
-                sql.push_str(" AND created_at >= ?");
-                values.push(since.as_micros().into());
-            }
-            if let Some(before) = query.before {
-                sql.push_str(" AND created_at < ?");
-                values.push(before.as_micros().into());
-            }
-            sql.push_str(" ORDER BY created_at DESC, id DESC");
-            // SQLite takes an offset only after a limit; -1 is none.
-            sql.push_str(" LIMIT ? OFFSET ?");
-            values.push(query.limit.map_or(-1, |limit| limit as i64).into());
-            values.push((query.offset as i64).into());
+            let (sql, values) = queries::list(&query);
             let context = "cannot list executions";
             let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context, e))?;
             let mut found = statement.query(params_from_iter(values)).map_err(|e| backend(context, e))?;
@@ -458,13 +438,7 @@ impl Store for SqliteStore {
         let (id, name) = (id.clone(), name.to_owned());
         self.read(move |conn| {
             let context = || format!("cannot read the inbox of execution {id}");
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT position, payload, failure, attempt FROM inbox
-                     WHERE execution_id = ?1 AND kind = ?2 AND name = ?3 AND position >= ?4
-                     ORDER BY position LIMIT 1",
-                )
-                .map_err(|e| backend(context(), e))?;
+            let mut statement = conn.prepare_cached(queries::INBOX_ENTRY).map_err(|e| backend(context(), e))?;
             let mut found = statement
                 .query(rusqlite::params![id.as_str(), kind.as_str(), name, position as i64])
                 .map_err(|e| backend(context(), e))?;
@@ -502,7 +476,7 @@ impl Store for SqliteStore {
 
     fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
         self.read(|conn| {
-            conn.prepare_cached("SELECT MIN(wake_at) FROM executions WHERE state = 'waiting' AND wake_at IS NOT NULL")
+            conn.prepare_cached(queries::NEXT_WAKE)
                 .and_then(|mut s| s.query_row([], |r| r.get::<_, Option<i64>>(0)))
                 .map(|next| next.map(Timestamp::from_micros))
                 .map_err(|e| backend("cannot read the next wake-up time", e))

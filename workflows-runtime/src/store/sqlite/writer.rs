@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::checksum;
 use super::error::backend;
+use super::queries;
 use super::rows::{self, ACTIVE_STATES};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::{Failure, FailureKind};
@@ -446,39 +447,7 @@ fn append(conn: &Connection, batch: AppendBatch) -> Result<(), StoreError> {
 
 fn claim_orphans(conn: &Connection, claim: &Claim) -> Result<Vec<ExecutionRecord>, StoreError> {
     let context = "cannot claim orphaned executions";
-    // One execution (woken by a delivery) is looked up by its key; otherwise the orphans and
-    // the due suspended executions are found through their indexes (`executions_by_state`,
-    // `executions_by_wake`), not by a scan of every execution.
-    let candidates = if claim.only.is_some() {
-        format!(
-            "SELECT id, created_at FROM executions
-             WHERE id = ?6 AND workflow IN (SELECT value FROM json_each(?4))
-               AND ((state IN {ACTIVE_STATES} AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3))
-                    OR (state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?3))"
-        )
-    } else {
-        format!(
-            "SELECT id, created_at FROM executions
-             WHERE ?6 IS NULL AND state IN {ACTIVE_STATES}
-               AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3)
-               AND workflow IN (SELECT value FROM json_each(?4))
-             UNION ALL
-             SELECT id, created_at FROM executions
-             WHERE state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?3
-               AND workflow IN (SELECT value FROM json_each(?4))"
-        )
-    };
-    let sql = format!(
-        "UPDATE executions SET owner = ?1, lease_until = ?2, epoch = epoch + 1,
-             state = CASE WHEN state = 'waiting' THEN 'running' ELSE state END,
-             wake_at = CASE WHEN state = 'waiting' THEN NULL ELSE wake_at END
-         WHERE id IN (
-             SELECT id FROM ({candidates})
-             ORDER BY created_at
-             LIMIT ?5)
-         RETURNING {}",
-        rows::EXECUTION_COLUMNS
-    );
+    let sql = queries::claim(claim.only.is_some());
     let workflows = serde_json::to_string(&claim.workflows).map_err(|e| backend(context, e))?;
     let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context, e))?;
     let mut claimed = statement
@@ -576,28 +545,23 @@ fn acquire(conn: &Connection, id: &ExecutionId, epoch: u64) -> Result<bool, Stor
 
 fn purge_finished(conn: &Connection, purge: &Purge) -> Result<u64, StoreError> {
     let context = "cannot purge finished executions";
-    let finished: Vec<&str> =
-        crate::execution::ExecutionState::ALL.iter().filter(|s| s.is_finished()).map(|s| s.as_str()).collect();
-    let due: Vec<String> = conn
-        .prepare_cached(
-            "SELECT id FROM executions
-             WHERE state IN (SELECT value FROM json_each(?1))
-               AND ((?2 IS NOT NULL AND retain_until <= ?2) OR (?3 IS NOT NULL AND updated_at < ?3))
-             LIMIT ?4",
-        )
-        .and_then(|mut s| {
-            s.query_map(
-                params![
-                    serde_json::to_string(&finished).unwrap_or_default(),
-                    purge.retained_before.map(Timestamp::as_micros),
-                    purge.finished_before.map(Timestamp::as_micros),
-                    purge.limit as i64
-                ],
-                |r| r.get(0),
-            )?
-            .collect()
-        })
-        .map_err(|e| backend(context, e))?;
+    let select = |sql: &str, before: Timestamp, limit: usize| -> rusqlite::Result<Vec<String>> {
+        conn.prepare_cached(sql)?.query_map(params![before.as_micros(), limit as i64], |r| r.get(0))?.collect()
+    };
+    let mut due = match purge.retained_before {
+        Some(before) => select(&queries::purge_retained(), before, purge.limit).map_err(|e| backend(context, e))?,
+        None => Vec::new(),
+    };
+    if let Some(before) = purge.finished_before.filter(|_| due.len() < purge.limit) {
+        let more = select(&queries::purge_finished_before(), before, purge.limit - due.len())
+            .map_err(|e| backend(context, e))?;
+        // Both conditions may select one execution.
+        for id in more {
+            if !due.contains(&id) {
+                due.push(id);
+            }
+        }
+    }
     for id in &due {
         conn.prepare_cached("DELETE FROM journal WHERE execution_id = ?1")
             .and_then(|mut s| s.execute([id]))

@@ -146,3 +146,24 @@ impl EngineInner {
         }
     }
 }
+
+/// Takes over, once, what the store holds for no live engine at start: executions of
+/// processes on this host that are gone, and orphans (see `recovery`), in batches, logging
+/// its progress. A failure is logged; the periodic claim tries again.
+pub(super) fn spawn_recovery(inner: &Arc<EngineInner>) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let recovered = match inner.take_over_from_the_gone(true).await {
+            Ok(()) => inner.recover().await,
+            Err(error) => Err(error),
+        };
+        match recovered {
+            Ok(0) => {}
+            Ok(resumed) => {
+                tracing::info!(resumed, took_ms = started.elapsed().as_millis() as u64, "recovery at start: done")
+            }
+            Err(error) => tracing::warn!(%error, "recovery at start stopped; the periodic claim goes on"),
+        }
+    });
+}

@@ -154,9 +154,10 @@ impl EngineBuilder {
         self
     }
 
-    /// Builds the registry (failing on duplicate names), then (for a worker) resumes the
-    /// executions on the store that have no live owner, and starts renewing leases in the
-    /// background.
+    /// Builds the registry (failing on duplicate names) and opens the store; then (for a
+    /// worker) starts resuming, in the background, the executions on the store that have no
+    /// live owner, and renewing leases. Returns without waiting for the recovery (its progress
+    /// is logged: `tracing`, target `workflows_runtime`).
     ///
     /// Must be called inside a Tokio runtime.
     pub async fn start(self) -> Result<Engine, EngineError> {
@@ -193,8 +194,9 @@ impl EngineBuilder {
             runtime: tokio::runtime::Handle::current(),
         });
         if inner.worker {
-            inner.take_over_from_the_gone(true).await?;
-            inner.recover().await?;
+            // In the background: new work runs while the executions left by others are taken
+            // over, however many there are.
+            background::spawn_recovery(&inner);
             background::spawn_scheduler(&inner);
         }
         background::spawn_maintenance(&inner);

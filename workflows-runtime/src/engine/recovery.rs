@@ -99,6 +99,7 @@ impl EngineInner {
             if count < CLAIM_BATCH {
                 return Ok(resumed);
             }
+            tracing::debug!(resumed, "recovery: a batch of executions taken over, looking for more");
         }
     }
 

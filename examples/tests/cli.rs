@@ -255,9 +255,19 @@ fn executions_filter_and_page_newest_first() {
     assert_eq!(second["more"], false);
     assert_eq!(second["executions"][0]["id"], all[3]["id"]);
 
+    // A cursor: the next page starts where the last one ended, at the same cost at any depth.
+    assert_eq!(second["next"], Value::Null, "the last page has no next");
+    let next = first["next"].as_str().expect("a cursor").to_owned();
+    let after = cli.run(&["executions", "--json", "--limit", "3", "--after", &next]).expect(0).json();
+    assert_eq!(after["executions"], second["executions"]);
+    let bad = cli.run(&["executions", "--after", "page-two"]).expect(2);
+    assert!(bad.stderr.contains("is not a page cursor"), "{}", bad.stderr);
+
     let text = cli.run(&["executions", "--limit", "2"]).expect(0).stdout;
     assert!(text.starts_with("ID"), "{text}");
-    assert!(text.contains("(more: --page 2)"), "{text}");
+    let shown = text.lines().last().unwrap().trim_start_matches("(more: --after ").trim_end_matches(')').to_owned();
+    let rest = cli.run(&["executions", "--json", "--after", &shown]).expect(0).json();
+    assert_eq!(rest["executions"].as_array().unwrap().len(), 2, "{text}");
 }
 
 #[test]
@@ -340,6 +350,11 @@ fn watch_follows_an_execution_that_other_processes_drive() {
     .map(|line| text.find(line).unwrap_or_else(|| panic!("{line:?} in:\n{text}")))
     .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+
+    // Watched after it finished (as a slow start of the watcher above could): the whole
+    // timeline, then the final state.
+    let late = cli.run(&["watch", "order-w"]).expect(0).stdout;
+    assert!(late.contains("approval.ship#1 step completed") && late.ends_with("\ncompleted\n"), "{late}");
 
     // A finished execution: its whole timeline as JSON lines, then its summary.
     let json = cli.run(&["watch", "order-w", "--json"]).expect(0);

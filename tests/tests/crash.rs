@@ -399,11 +399,14 @@ fn killed_at_random_moments_the_invariants_hold() {
 #[test]
 fn a_live_owner_keeps_its_execution_until_it_dies() {
     let s = Scenario::new("full");
-    let owner = s.start("shared", &plan(3, None, 0, 0), Some("step:2"));
+    // A lease of a second: 250 ms can run out between two renewals on a loaded machine (the
+    // renewal is a durable write), and then the takeover would be right. Two leases pass below.
+    let mut start = s.worker(&["start", "shared", &plan(3, None, 0, 0).to_string()]);
+    let owner = start.env("CRASH_LEASE_MS", "1000").env("CRASH_BLOCK", "step:2").spawn().unwrap();
     s.wait_for_log("step:2 blocked");
     // A second process on the same file: the first one renews its lease, so nothing moves.
-    let second = s.worker(&["resume", "shared"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    let second = s.worker(&["resume", "shared"]).env("CRASH_LEASE_MS", "1000").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(2200));
     assert_eq!(s.count_prefix("step 2 begin"), 1, "the second process took over a live execution: {:?}", s.log());
     kill(owner);
     assert_eq!(finish(second).trim(), "STATE completed");

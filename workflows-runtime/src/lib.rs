@@ -85,8 +85,8 @@ pub use policy::{Backoff, OnFailure, RetryPolicy, StepPolicy};
 pub use registry::Registry;
 pub use step::{Completion, StepContext, StepResponse};
 pub use store::{
-    CheckReport, DamagedExecution, Durability, ExecutionQuery, IntoStore, MemoryStore, SqliteOptions, SqliteStore,
-    StoreError,
+    CheckReport, DamagedExecution, Durability, ExecutionQuery, IntoStore, MemoryStore, PageCursor, SqliteOptions,
+    SqliteStore, StoreError,
 };
 pub use time::Timestamp;
 pub use workflow::{EventWait, WaitError, Workflow, WorkflowFn};

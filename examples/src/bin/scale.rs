@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use workflows_runtime::prelude::*;
-use workflows_runtime::{Durability, ExecutionQuery, ExecutionState, SqliteOptions};
+use workflows_runtime::{Durability, ExecutionQuery, ExecutionState, PageCursor, SqliteOptions};
 
 #[derive(Parser)]
 #[command(about = "Measures what could grow with the store: start, listing, purge, recovery")]
@@ -205,6 +205,9 @@ async fn measure(dir: &Path, n: usize) {
     println!("first page: {}", ms(timed(5, || page(ExecutionQuery::default())).await));
     let deep = ExecutionQuery { offset: n / 2, ..Default::default() };
     println!("deep page (offset {}): {}", n / 2, ms(timed(3, || page(deep.clone())).await));
+    let middle = page(deep).await;
+    let after = ExecutionQuery { after: middle.last().map(PageCursor::after), ..Default::default() };
+    println!("deep page (after a cursor there): {}", ms(timed(5, || page(after.clone())).await));
     let completed = ExecutionQuery { states: vec![ExecutionState::Completed], ..Default::default() };
     println!("by state, first page: {}", ms(timed(5, || page(completed.clone())).await));
     let of_workflow = ExecutionQuery { workflow: Some("scale-seq-10".into()), ..Default::default() };

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::execution::ExecutionState;
+use crate::store::PageCursor;
 
 /// Inspect and operate the durable workflows of this program.
 #[derive(Debug, Parser)]
@@ -58,9 +59,13 @@ pub(crate) enum Command {
         /// How many per page.
         #[arg(long, default_value_t = 20)]
         limit: usize,
-        /// Which page, from 1.
-        #[arg(long, default_value_t = 1)]
+        /// Which page, from 1 (a deep page costs what it skips: prefer `--after`).
+        #[arg(long, default_value_t = 1, conflicts_with = "after")]
         page: usize,
+        /// The page after this cursor: the `next` a listing printed. Every page costs the same,
+        /// however deep.
+        #[arg(long, value_name = "CURSOR", value_parser = parse_cursor)]
+        after: Option<PageCursor>,
     },
     /// Show an execution's timeline: every step and compensation, with attempts, durations,
     /// errors and outputs.
@@ -162,6 +167,10 @@ pub(crate) enum Format {
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e}; e.g. `10s`, `2m`"))
+}
+
+fn parse_cursor(text: &str) -> Result<PageCursor, String> {
+    text.parse()
 }
 
 fn parse_state(text: &str) -> Result<ExecutionState, String> {

@@ -61,8 +61,8 @@ async fn dispatch(cli: Cli, configure: Configure) -> Result<u8, CliError> {
         Command::List => registry::list(&context),
         Command::Show { name, format } => registry::show(&context, &name, format),
         Command::Run { name, input, id } => run::run(context, &name, &input, id).await,
-        Command::Executions { state, workflow, since, limit, page } => {
-            executions::list(&context, state, workflow, since, limit, page).await
+        Command::Executions { state, workflow, since, limit, page, after } => {
+            executions::list(&context, state, workflow, since, limit, page, after).await
         }
         Command::Inspect { id, full } => executions::inspect(&context, &id, full).await,
         Command::Watch { id, every } => executions::watch(&context, &id, every).await,

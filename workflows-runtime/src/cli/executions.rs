@@ -10,7 +10,7 @@ use super::output::{Table, duration, millis, note, out, print_json, time_arg, tr
 use super::pending::{Pending, pending_waits};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::journal::{CallKey, JournalEntry, JournalEvent};
-use crate::store::{ExecutionList, ExecutionQuery};
+use crate::store::{ExecutionList, ExecutionQuery, PageCursor};
 use crate::time::Timestamp;
 
 /// How much of an output or input `inspect` shows without `--full`.
@@ -24,23 +24,28 @@ pub(crate) async fn list(
     since: Option<String>,
     limit: usize,
     page: usize,
+    after: Option<PageCursor>,
 ) -> Result<u8, CliError> {
     let store = context.existing_store().await?;
     let since = since.map(|s| time_arg("--since", &s)).transpose()?;
     let (limit, page) = (limit.max(1), page.max(1));
     // One more than a page tells whether there is a next one.
-    let query =
-        ExecutionQuery { states, workflow, since, before: None, limit: Some(limit + 1), offset: (page - 1) * limit };
+    let offset = if after.is_some() { 0 } else { (page - 1) * limit };
+    let query = ExecutionQuery { states, workflow, since, before: None, after, limit: Some(limit + 1), offset };
     let ExecutionList { mut records, damaged } = store.list_executions(&query).await?;
     let more = records.len() + damaged.len() > limit;
     if more {
         records.truncate(limit.saturating_sub(damaged.len()));
     }
+    // Where the next page starts (a damaged row, listed apart, is not a place to start from).
+    let next = records.last().filter(|_| more).map(PageCursor::after);
     if context.json {
         let executions: Vec<Value> = records.iter().map(summary_json).collect();
         let damaged: Vec<Value> = damaged.iter().map(|d| json!({ "id": d.id, "problem": d.problem })).collect();
-        let listed =
-            json!({ "executions": executions, "damaged": damaged, "page": page, "limit": limit, "more": more });
+        let next = next.as_ref().map(ToString::to_string);
+        let listed = json!({
+            "executions": executions, "damaged": damaged, "page": page, "limit": limit, "more": more, "next": next
+        });
         print_json(&listed)?;
         return Ok(EXIT_OK);
     }
@@ -64,8 +69,8 @@ pub(crate) async fn list(
         ]);
     }
     table.print();
-    if more {
-        out!("(more: --page {})", page + 1);
+    if let Some(next) = next {
+        out!("(more: --after {next})");
     }
     Ok(EXIT_OK)
 }
@@ -199,10 +204,13 @@ pub(crate) async fn watch(context: &Context, id: &str, every: std::time::Duratio
             }
         }
         shown = rows.len();
-        if record.state != state && !context.json {
-            out!("{}", record.state);
-        }
+        let changed = record.state != state;
         state = record.state;
+        // Each change of state on a line of its own, and the final state last, even for an
+        // execution that finished before the watch could see it change.
+        if (changed || state.is_finished()) && !context.json {
+            out!("{state}");
+        }
         if state.is_finished() {
             if context.json {
                 out!("{}", summary_json(&record));

@@ -79,6 +79,11 @@ impl EngineInner {
             crate::registry::Registry::checked().workflows().iter().map(|w| w.name().to_owned()).collect();
         let mut resumed = 0;
         loop {
+            // Recovery runs in the background from start: a shutdown or a drain that begins
+            // meanwhile stops it between batches.
+            if self.is_draining() || self.is_closed() {
+                return Ok(resumed);
+            }
             // Before the write that grants the leases: they are provable from here.
             let lease_from = std::time::Instant::now();
             let now = Timestamp::now();
@@ -110,6 +115,12 @@ impl EngineInner {
         record: ExecutionRecord,
         lease_from: std::time::Instant,
     ) -> Result<(), StoreError> {
+        if self.is_closed() {
+            // Claimed while this engine shut down (recovery runs in the background): given
+            // back at once, for another engine to resume, rather than held until its lease ends.
+            self.store.release_execution(&record.id, record.epoch).await?;
+            return Ok(());
+        }
         // The claim only returns workflows of this registry.
         let Some(definition) = crate::registry::Registry::checked().workflow(&record.workflow) else { return Ok(()) };
         let (progress, corrupt) = match self.store.journal(&record.id).await {

@@ -540,9 +540,12 @@ pub struct ExecutionQuery {
     pub since: Option<Timestamp>,
     /// Only executions created before this time (for paging, newest first).
     pub before: Option<Timestamp>,
+    /// Only executions listed after this one, newest first: the next page, at the same cost
+    /// however deep (an offset costs what it skips).
+    pub after: Option<PageCursor>,
     /// At most this many (all when `None`).
     pub limit: Option<usize>,
-    /// Skip this many first (for paging).
+    /// Skip this many first (for paging; prefer `after`).
     pub offset: usize,
 }
 
@@ -553,6 +556,50 @@ impl ExecutionQuery {
             && self.workflow.as_deref().is_none_or(|w| w == record.workflow)
             && self.since.is_none_or(|t| record.created_at >= t)
             && self.before.is_none_or(|t| record.created_at < t)
+            && self.after.as_ref().is_none_or(|after| after.is_before(record))
+    }
+}
+
+/// Where a page of a listing ends: the last execution listed (listings are newest first, ties
+/// by id). `Display` and `FromStr` give its text form, `<created_at in µs>.<id>`, which the
+/// `workflows executions` command prints and takes (`--after`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageCursor {
+    /// When the last execution listed was created.
+    pub created_at: Timestamp,
+    /// Its id.
+    pub id: ExecutionId,
+}
+
+impl PageCursor {
+    /// The cursor after `record`.
+    pub fn after(record: &ExecutionRecord) -> Self {
+        Self { created_at: record.created_at, id: record.id.clone() }
+    }
+
+    /// True if `record` comes after the cursor, newest first.
+    fn is_before(&self, record: &ExecutionRecord) -> bool {
+        (record.created_at, record.id.as_str()) < (self.created_at, self.id.as_str())
+    }
+}
+
+impl std::fmt::Display for PageCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.created_at.as_micros(), self.id)
+    }
+}
+
+impl std::str::FromStr for PageCursor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let invalid = || format!("`{text}` is not a page cursor: pass the `next` value a listing printed");
+        let (micros, id) = text.split_once('.').ok_or_else(invalid)?;
+        let micros: i64 = micros.parse().map_err(|_| invalid())?;
+        if id.is_empty() {
+            return Err(invalid());
+        }
+        Ok(Self { created_at: Timestamp::from_micros(micros), id: ExecutionId::from(id) })
     }
 }
 

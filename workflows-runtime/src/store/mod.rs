@@ -18,7 +18,7 @@ pub(crate) use contract::{
     NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, Store, StoreAck, StoreFuture, Suspend, Suspended,
     Transition, WriteAck, WriteMode,
 };
-pub use contract::{CheckReport, DamagedExecution, Durability, ExecutionQuery, StoreError};
+pub use contract::{CheckReport, DamagedExecution, Durability, ExecutionQuery, PageCursor, StoreError};
 pub(crate) use contract::{async_step_attempt, random_token_key};
 pub use memory::MemoryStore;
 #[cfg(test)]

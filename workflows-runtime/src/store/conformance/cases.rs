@@ -9,8 +9,8 @@ use crate::execution::{ExecutionId, ExecutionState};
 use crate::failure::{Failure, FailureKind};
 use crate::journal::{CallKey, JournalEntry, JournalEvent};
 use crate::store::contract::{
-    CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxKind, Purge, Reopen, Reopened, Store, StoreError, Suspend,
-    Suspended,
+    CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxKind, PageCursor, Purge, Reopen, Reopened, Store,
+    StoreError, Suspend, Suspended,
 };
 use crate::time::Timestamp;
 
@@ -587,6 +587,21 @@ pub(super) async fn listing_filters_and_pages_newest_first(store: &dyn Store) {
     assert!(list(other).await.is_empty());
     let ours = ExecutionQuery { workflow: Some(WORKFLOW.into()), limit: Some(1), ..Default::default() };
     assert_eq!(list(ours).await, ["l-3"]);
+    // Keyset pages: after the last one listed, ties on the creation time ordered by id.
+    create(store, new_execution("l-2b", "engine-a", now + SECOND * 2)).await;
+    let after = |id: &str| {
+        let at = now + SECOND * if id == "l-2b" { 2 } else { id[2..].parse::<u32>().unwrap() };
+        ExecutionQuery {
+            after: Some(PageCursor { created_at: at, id: id.into() }),
+            limit: Some(2),
+            ..Default::default()
+        }
+    };
+    assert_eq!(list(after("l-3")).await, ["l-2b", "l-2"]);
+    assert_eq!(list(after("l-2b")).await, ["l-2", "l-1"]);
+    assert_eq!(list(after("l-1")).await, ["l-0"]);
+    let running_after = ExecutionQuery { states: vec![ExecutionState::Running], ..after("l-2b") };
+    assert_eq!(list(running_after).await, ["l-2", "l-0"]);
 }
 
 /// A store with executions in it checks clean.

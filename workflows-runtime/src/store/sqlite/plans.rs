@@ -92,8 +92,20 @@ fn listings_by_state_by_workflow_and_of_everything_read_an_index_in_order() {
     let of_workflow = ExecutionQuery { workflow: Some("checkout".into()), ..Default::default() };
     assert_indexed(&listing(page(of_workflow)), "executions", &["executions_by_workflow"]);
     assert_indexed(&listing(page(ExecutionQuery::default())), "executions", &["executions_by_created"]);
-    let before = ExecutionQuery { before: Some(crate::time::Timestamp::now()), ..completed };
+    let before = ExecutionQuery { before: Some(crate::time::Timestamp::now()), ..completed.clone() };
     assert_indexed(&listing(page(before)), "executions", &["executions_by_state_created"]);
+    // The next page starts where the last ended: a range of the same index, at any depth.
+    let cursor = crate::store::PageCursor { created_at: crate::time::Timestamp::now(), id: "order-7".into() };
+    let next = |query: ExecutionQuery| page(ExecutionQuery { after: Some(cursor.clone()), ..query });
+    for (query, index) in [
+        (completed, "executions_by_state_created"),
+        (ExecutionQuery { workflow: Some("checkout".into()), ..Default::default() }, "executions_by_workflow"),
+        (ExecutionQuery::default(), "executions_by_created"),
+    ] {
+        let plan = listing(next(query));
+        assert_indexed(&plan, "executions", &[index]);
+        assert!(plan.iter().any(|line| line.contains("(created_at,id)<")), "not a range: {plan:?}");
+    }
 }
 
 #[test]

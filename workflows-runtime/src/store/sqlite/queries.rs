@@ -119,6 +119,12 @@ pub(super) fn list(query: &ExecutionQuery) -> (String, Vec<Value>) {
         sql.push_str(" AND created_at < ?");
         values.push(before.as_micros().into());
     }
+    if let Some(after) = &query.after {
+        // A range of the index, from where the previous page ended.
+        sql.push_str(" AND (created_at, id) < (?, ?)");
+        values.push(after.created_at.as_micros().into());
+        values.push(after.id.to_string().into());
+    }
     sql.push_str(" ORDER BY created_at DESC, id DESC");
     // SQLite takes an offset only after a limit; -1 is none.
     sql.push_str(" LIMIT ? OFFSET ?");

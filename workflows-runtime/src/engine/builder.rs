@@ -81,6 +81,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Keeps executions in any implementation of the store contract (the crate's own tests
+    /// wrap a store to hold or fail its operations).
+    #[cfg(test)]
+    pub(crate) fn store_contract(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = StoreChoice::Given(store);
+        self
+    }
+
     /// Keeps executions in the SQLite file at `path` (created if missing), fsyncing every
     /// commit ([`Durability::Full`](crate::Durability::Full)).
     pub fn sqlite(self, path: impl Into<PathBuf>) -> Self {

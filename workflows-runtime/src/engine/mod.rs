@@ -23,6 +23,8 @@ mod options;
 mod owner;
 pub(crate) mod panic;
 mod recovery;
+#[cfg(test)]
+mod recovery_tests;
 mod rollback;
 mod state;
 mod step_attempt;

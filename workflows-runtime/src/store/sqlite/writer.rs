@@ -150,9 +150,10 @@ pub(super) fn run(mut conn: Connection, commands: Receiver<Command>, lazy_delay:
         }
         // A purge batch commits on its own, after the writes that wait with it: the engine's
         // writes never share a transaction with it, so each waits behind one batch at most.
-        let purges: Vec<Command> = queue.extract_if(.., |c| matches!(c, Command::Purge(..))).collect();
-        if !queue.is_empty() {
-            commit(&mut conn, std::mem::take(&mut queue), &mut failed);
+        let (purges, writes): (Vec<Command>, Vec<Command>) =
+            std::mem::take(&mut queue).into_iter().partition(|c| matches!(c, Command::Purge(..)));
+        if !writes.is_empty() {
+            commit(&mut conn, writes, &mut failed);
         }
         for purge in purges {
             commit(&mut conn, vec![purge], &mut failed);

@@ -129,10 +129,10 @@ impl EngineInner {
                     }
                     covered.insert(execution);
                 }
-                // Held since before this renewal and not renewed: another engine owns it now
-                // (or it is no longer active).
+                // Granted or renewed by a write that returned before this renewal began, and not
+                // renewed: another engine owns it now (or it is no longer active).
                 for live in self.live_executions() {
-                    if !covered.contains(&live.id) && live.lease_granted_before(began) {
+                    if !covered.contains(&live.id) && live.lease_confirmed_before(began) {
                         live.give_up("the store no longer lists this engine as its owner");
                     }
                 }

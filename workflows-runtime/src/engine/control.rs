@@ -19,6 +19,9 @@ use crate::workflow::WorkflowFn;
 /// write waits behind one batch at most (about 5 ms on SQLite), however large the backlog.
 pub(crate) const PURGE_BATCH: usize = 25;
 
+/// The longest pause between two purge batches (see [`EngineInner::purge`]).
+const PURGE_PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl Engine {
     /// Cancels an execution: no further step starts, its running step bodies see
     /// [`StepContext::cancelled`](crate::StepContext::cancelled) and are waited for (bounded by
@@ -107,15 +110,20 @@ impl EngineInner {
         self.purge(Purge { retained_before: Some(Timestamp::now()), finished_before: None, limit: PURGE_BATCH }).await
     }
 
+    /// Purges in batches, pausing after each as long as it took (up to [`PURGE_PAUSE_MAX`]):
+    /// the store's write lock is free at least half the time, so the workflows of this process
+    /// and of others on the same store go through between batches rather than behind a run
+    /// of them.
     pub(crate) async fn purge(&self, purge: Purge) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
+            let began = std::time::Instant::now();
             let deleted = self.store.purge(&purge).await?;
             total += deleted;
             if deleted < purge.limit as u64 {
                 return Ok(total);
             }
-            tokio::task::yield_now().await;
+            tokio::time::sleep(began.elapsed().min(PURGE_PAUSE_MAX)).await;
         }
     }
 }

@@ -50,20 +50,26 @@ impl LeaseClock {
 pub(crate) struct HeldLease {
     /// Nanoseconds since the clock's base until which the lease is provable (0: lost).
     until: AtomicU64,
+    /// Nanoseconds since the clock's base at which the last write that granted or renewed the
+    /// lease had *returned*: a renewal that begins later must list the execution. (The instant
+    /// the write began says nothing of when it committed: a grant under way while a renewal
+    /// commits is not in the renewal's answer, and is not lost.)
+    confirmed: AtomicU64,
 }
 
 impl HeldLease {
     /// A lease granted by a write that began at `from`.
     pub(crate) fn granted(clock: &LeaseClock, from: Instant) -> Self {
-        let lease = Self { until: AtomicU64::new(0) };
+        let lease = Self { until: AtomicU64::new(0), confirmed: AtomicU64::new(0) };
         lease.renewed(clock, from);
         lease
     }
 
-    /// The lease was renewed (or granted) by a write that began at `from`.
+    /// The lease was renewed (or granted) by a write that began at `from` and has returned.
     pub(crate) fn renewed(&self, clock: &LeaseClock, from: Instant) {
         let until = clock.nanos(from).saturating_add(u64::try_from(clock.provable.as_nanos()).unwrap_or(u64::MAX));
         self.until.fetch_max(until, Ordering::AcqRel);
+        self.confirmed.fetch_max(clock.nanos(Instant::now()), Ordering::AcqRel);
     }
 
     /// True if the lease is provable now.
@@ -71,10 +77,11 @@ impl HeldLease {
         clock.nanos(Instant::now()) < self.until.load(Ordering::Acquire)
     }
 
-    /// True if the lease was last granted or renewed by a write that began before `at`.
-    pub(crate) fn granted_before(&self, clock: &LeaseClock, at: Instant) -> bool {
-        let provable = u64::try_from(clock.provable.as_nanos()).unwrap_or(u64::MAX);
-        self.until.load(Ordering::Acquire) <= clock.nanos(at).saturating_add(provable)
+    /// True if the last write that granted or renewed the lease had returned before `at`: a
+    /// renewal that began at `at` saw it committed, so an answer without the execution means
+    /// another engine owns it now.
+    pub(crate) fn confirmed_before(&self, clock: &LeaseClock, at: Instant) -> bool {
+        self.confirmed.load(Ordering::Acquire) < clock.nanos(at)
     }
 
     /// The lease is gone (another engine owns the execution, or it is no longer active).
@@ -94,7 +101,7 @@ mod tests {
         assert!(lease.holds(&clock));
         std::thread::sleep(Duration::from_millis(41));
         assert!(!lease.holds(&clock), "40 ms of a 50 ms lease are provable");
-        assert!(lease.granted_before(&clock, Instant::now()));
+        assert!(lease.confirmed_before(&clock, Instant::now() + Duration::from_millis(1)));
         lease.renewed(&clock, Instant::now());
         assert!(lease.holds(&clock));
         lease.lost();
@@ -102,10 +109,17 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_granted_after_a_renewal_began_is_not_counted_as_missed_by_it() {
+    fn a_grant_still_under_way_when_a_renewal_began_is_not_counted_as_missed_by_it() {
         let clock = LeaseClock::new(Duration::from_secs(30));
+        // The grant's write began first, the renewal began (and committed without it), then the
+        // grant's write returned.
+        let grant_began = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
         let renewal_began = Instant::now();
-        let lease = HeldLease::granted(&clock, renewal_began + Duration::from_millis(5));
-        assert!(!lease.granted_before(&clock, renewal_began));
+        std::thread::sleep(Duration::from_millis(2));
+        let lease = HeldLease::granted(&clock, grant_began);
+        assert!(!lease.confirmed_before(&clock, renewal_began));
+        // The next renewal begins after the grant returned: it must list the execution.
+        assert!(lease.confirmed_before(&clock, Instant::now() + Duration::from_millis(1)));
     }
 }

@@ -242,14 +242,14 @@ impl LiveExecution {
         self.lease.holds(&self.engine.lease_clock)
     }
 
-    /// The lease was renewed by a write that began at `from`.
+    /// The lease was renewed by a write that began at `from` and has returned.
     pub fn lease_renewed(&self, from: std::time::Instant) {
         self.lease.renewed(&self.engine.lease_clock, from);
     }
 
-    /// True if the lease was last granted or renewed by a write that began before `at`.
-    pub fn lease_granted_before(&self, at: std::time::Instant) -> bool {
-        self.lease.granted_before(&self.engine.lease_clock, at)
+    /// True if the last write that granted or renewed the lease had returned before `at`.
+    pub fn lease_confirmed_before(&self, at: std::time::Instant) -> bool {
+        self.lease.confirmed_before(&self.engine.lease_clock, at)
     }
 
     /// Gives the execution up: this engine cannot prove its lease any more (`why`). The body

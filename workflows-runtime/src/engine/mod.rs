@@ -18,6 +18,8 @@ mod handle;
 mod inbox;
 mod inline;
 mod lease;
+#[cfg(test)]
+mod lease_tests;
 pub(crate) mod live;
 mod options;
 mod owner;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::core::EngineInner;
 use super::core::LiveExecution;
 use super::{driver, rollback};
+use crate::events::EventKind;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::{Failure, FailureKind};
 use crate::journal::replay::Progress;
@@ -17,6 +18,9 @@ use futures_util::future::BoxFuture;
 
 /// How many orphans one claim takes at most.
 const CLAIM_BATCH: usize = 100;
+
+/// How often a long recovery logs its progress at `info`: every this many executions.
+const PROGRESS_EVERY: usize = 10 * CLAIM_BATCH;
 
 impl EngineInner {
     /// Claims orphaned executions (and suspended ones that are due) and resumes them;
@@ -104,7 +108,13 @@ impl EngineInner {
             if count < CLAIM_BATCH {
                 return Ok(resumed);
             }
-            tracing::debug!(resumed, "recovery: a batch of executions taken over, looking for more");
+            // Progress of a long recovery; each execution also publishes `resumed` on the event
+            // stream as it runs again.
+            if resumed % PROGRESS_EVERY == 0 {
+                tracing::info!(resumed, "recovery: executions taken over so far, looking for more");
+            } else {
+                tracing::debug!(resumed, "recovery: a batch of executions taken over, looking for more");
+            }
         }
     }
 
@@ -153,6 +163,10 @@ impl EngineInner {
         }
         tracing::info!(execution = %record.id, workflow = definition.name(), state = %record.state, "resuming execution");
         let state = record.state;
+        if record.cancel_requested || state == ExecutionState::Compensating {
+            // The body's driver publishes it otherwise.
+            live.emit(|| Some(EventKind::Resumed));
+        }
         if record.cancel_requested && state != ExecutionState::Compensating {
             self.spawn(&live.clone(), async move {
                 rollback::compensate(&live, Failure::cancellation(), true).await;

@@ -1,99 +1,30 @@
 //! Recovery runs in the background: a worker's `start()` returns while the store still holds
 //! its claims, new work runs meanwhile, and the orphans resume once the claims go through.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::execution::{ExecutionId, ExecutionRecord};
-use crate::journal::JournalEntry;
+use futures_util::future::BoxFuture;
+
+use crate::ExecutionState;
+use crate::execution::ExecutionId;
 use crate::prelude::*;
-use crate::store::*;
+use crate::store::hooked::{Hooked, Hooks};
+use crate::store::{Claim, Store};
 use crate::time::Timestamp;
-use crate::{ExecutionState, MemoryStore};
 
-/// A memory store whose claims wait for a permit: a store busy with a long recovery.
-struct HeldClaims {
-    inner: MemoryStore,
-    permits: Semaphore,
-}
+/// Claims wait for a permit: a store busy with a long recovery.
+struct HeldClaims(Semaphore);
 
-impl Store for HeldClaims {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn create_execution(&self, new: NewExecution) -> StoreAck<CreateOutcome> {
-        self.inner.create_execution(new)
-    }
-    fn append(&self, batch: AppendBatch) -> WriteAck {
-        self.inner.append(batch)
-    }
-    fn execution<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Option<ExecutionRecord>> {
-        self.inner.execution(id)
-    }
-    fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>> {
-        self.inner.journal(id)
-    }
-    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList> {
-        self.inner.list_executions(query)
-    }
-    fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
+impl Hooks for HeldClaims {
+    fn before_claim<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             // One execution woken by a delivery is not part of the recovery held here.
             if claim.only.is_none() {
-                self.permits.acquire().await.expect("open").forget();
+                self.0.acquire().await.expect("open").forget();
             }
-            self.inner.claim_orphans(claim).await
         })
-    }
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>> {
-        self.inner.renew_leases(owner, lease_until)
-    }
-    fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
-        self.inner.release(owner)
-    }
-    fn owners(&self) -> StoreFuture<'_, Vec<OwnerLeases>> {
-        self.inner.owners()
-    }
-    fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
-        self.inner.release_execution(id, epoch)
-    }
-    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool> {
-        self.inner.request_cancel(id)
-    }
-    fn acquire<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
-        self.inner.acquire(id, epoch)
-    }
-    fn purge<'a>(&'a self, purge: &'a Purge) -> StoreFuture<'a, u64> {
-        self.inner.purge(purge)
-    }
-    fn deliver<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, Delivered> {
-        self.inner.deliver(delivery)
-    }
-    fn inbox<'a>(
-        &'a self,
-        id: &'a ExecutionId,
-        kind: InboxKind,
-        name: &'a str,
-        position: u64,
-    ) -> StoreFuture<'a, Option<InboxEntry>> {
-        self.inner.inbox(id, kind, name, position)
-    }
-    fn suspend<'a>(&'a self, suspend: &'a Suspend) -> StoreFuture<'a, Suspended> {
-        self.inner.suspend(suspend)
-    }
-    fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
-        self.inner.next_wake()
-    }
-    fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {
-        self.inner.token_key()
-    }
-    fn check(&self, full: bool) -> StoreFuture<'_, CheckReport> {
-        self.inner.check(full)
-    }
-    fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened> {
-        self.inner.reopen(reopen)
     }
 }
 
@@ -109,7 +40,7 @@ async fn doubled(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
 
 #[tokio::test]
 async fn start_returns_while_recovery_waits_and_new_work_runs_meanwhile() {
-    let store = Arc::new(HeldClaims { inner: MemoryStore::new(), permits: Semaphore::new(0) });
+    let store = Hooked::new(HeldClaims(Semaphore::new(0)));
     // An orphan: created by an engine that is gone (its owner released, nobody drives it).
     let now = Timestamp::now();
     let mut orphan = crate::store::conformance::fixture::new_execution("orphan", "gone", now);
@@ -127,7 +58,7 @@ async fn start_returns_while_recovery_waits_and_new_work_runs_meanwhile() {
     let orphan_id = ExecutionId::from("orphan");
     assert_eq!(engine.execution(&orphan_id).await.unwrap().unwrap().state, ExecutionState::Running);
 
-    store.permits.add_permits(1000);
+    store.hooks.0.add_permits(1000);
     let resumed = async {
         loop {
             let record = engine.execution(&orphan_id).await.unwrap().unwrap();

@@ -8,6 +8,8 @@
 #[cfg(test)]
 pub(crate) mod conformance;
 mod contract;
+#[cfg(test)]
+pub(crate) mod hooked;
 mod memory;
 mod sqlite;
 

@@ -5,6 +5,7 @@
 //! their own. Several processes may share one file: SQLite's locks serialize their writes, and
 //! executions are owned through leases fenced by epochs (see [`Store`]).
 
+mod busy;
 mod check;
 mod checksum;
 mod error;
@@ -151,10 +152,17 @@ impl SqliteStore {
             }
         };
         let (sender, receiver) = mpsc::channel();
-        let lazy_delay = options.lazy_delay;
+        let (lazy_delay, busy_timeout) = (options.lazy_delay, options.busy_timeout);
         let writer = std::thread::Builder::new()
             .name("workflows-sqlite-writer".into())
-            .spawn(move || writer::run(conn, receiver, lazy_delay))
+            .spawn(move || {
+                let mut conn = conn;
+                if let Err(error) = busy::poll_on_this_thread(&mut conn, busy_timeout) {
+                    // SQLite's own handler (set by `configure`) stays: slower to notice a free lock.
+                    tracing::warn!(%error, "cannot set the store's busy handler");
+                }
+                writer::run(conn, receiver, lazy_delay)
+            })
             .map_err(|e| backend("cannot start the store's writer thread", e))?;
         let store = Self {
             inner: Arc::new(Inner {

@@ -1,0 +1,130 @@
+//! A memory store with hooks around the writes the engine races on (creating an execution,
+//! claiming, renewing leases): crate tests use it to hold one write while another goes
+//! through, and show what the engine makes of the order.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use super::*;
+use crate::execution::{ExecutionId, ExecutionRecord};
+use crate::journal::JournalEntry;
+use crate::time::Timestamp;
+
+/// What a test does around the store's writes. Each hook runs before the write reaches the
+/// store, or after it and before its answer reaches the engine.
+pub(crate) trait Hooks: Send + Sync + 'static {
+    fn before_create<'a>(&'a self, _new: &'a NewExecution) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+    fn after_create<'a>(&'a self, _id: &'a ExecutionId) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+    fn before_claim<'a>(&'a self, _claim: &'a Claim) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+    fn after_renew<'a>(&'a self, _renewed: &'a [Renewed]) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// A [`MemoryStore`] whose writes go through `hooks`.
+pub(crate) struct Hooked<H> {
+    pub inner: Arc<MemoryStore>,
+    pub hooks: Arc<H>,
+}
+
+impl<H: Hooks> Hooked<H> {
+    /// The store, to hand to [`crate::EngineBuilder::store_contract`] and to keep for the test.
+    pub(crate) fn new(hooks: H) -> Arc<Self> {
+        Arc::new(Self { inner: Arc::new(MemoryStore::new()), hooks: Arc::new(hooks) })
+    }
+}
+
+impl<H: Hooks> Store for Hooked<H> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn create_execution(&self, new: NewExecution) -> StoreAck<CreateOutcome> {
+        let (answer, receiver) = tokio::sync::oneshot::channel();
+        let (inner, hooks) = (self.inner.clone(), self.hooks.clone());
+        tokio::spawn(async move {
+            hooks.before_create(&new).await;
+            let id = new.id.clone();
+            let created = inner.create_execution(new).await;
+            hooks.after_create(&id).await;
+            let _ = answer.send(created);
+        });
+        StoreAck::pending(receiver)
+    }
+    fn append(&self, batch: AppendBatch) -> WriteAck {
+        self.inner.append(batch)
+    }
+    fn execution<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Option<ExecutionRecord>> {
+        self.inner.execution(id)
+    }
+    fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>> {
+        self.inner.journal(id)
+    }
+    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList> {
+        self.inner.list_executions(query)
+    }
+    fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
+        Box::pin(async move {
+            self.hooks.before_claim(claim).await;
+            self.inner.claim_orphans(claim).await
+        })
+    }
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>> {
+        Box::pin(async move {
+            let renewed = self.inner.renew_leases(owner, lease_until).await?;
+            self.hooks.after_renew(&renewed).await;
+            Ok(renewed)
+        })
+    }
+    fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
+        self.inner.release(owner)
+    }
+    fn owners(&self) -> StoreFuture<'_, Vec<OwnerLeases>> {
+        self.inner.owners()
+    }
+    fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
+        self.inner.release_execution(id, epoch)
+    }
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool> {
+        self.inner.request_cancel(id)
+    }
+    fn acquire<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
+        self.inner.acquire(id, epoch)
+    }
+    fn purge<'a>(&'a self, purge: &'a Purge) -> StoreFuture<'a, u64> {
+        self.inner.purge(purge)
+    }
+    fn deliver<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, Delivered> {
+        self.inner.deliver(delivery)
+    }
+    fn inbox<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        kind: InboxKind,
+        name: &'a str,
+        position: u64,
+    ) -> StoreFuture<'a, Option<InboxEntry>> {
+        self.inner.inbox(id, kind, name, position)
+    }
+    fn suspend<'a>(&'a self, suspend: &'a Suspend) -> StoreFuture<'a, Suspended> {
+        self.inner.suspend(suspend)
+    }
+    fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
+        self.inner.next_wake()
+    }
+    fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {
+        self.inner.token_key()
+    }
+    fn check(&self, full: bool) -> StoreFuture<'_, CheckReport> {
+        self.inner.check(full)
+    }
+    fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened> {
+        self.inner.reopen(reopen)
+    }
+}

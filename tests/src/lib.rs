@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: services that record what steps did, gates that
-//! hold a step until the test opens them, and polling with a deadline.
+//! hold a step until the test opens them, polling with a deadline, and PostgreSQL schemas for
+//! the tests that need a server.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -7,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+
+pub mod postgres;
 
 /// An append-only log of what steps and compensations did, for order checks.
 #[derive(Default)]

@@ -575,7 +575,10 @@ fn a_backoff_and_the_attempt_count_survive_a_crash() {
         Engine::builder()
             .sqlite(&path)
             .container(Container::new().with(log.clone()))
-            .lease_duration(Duration::from_millis(150))
+            // Short, for the takeover in the same process (its owner cannot be proven gone),
+            // and long enough that a slow commit on a loaded machine does not outlast the
+            // provable part of it (the attempt would be given up and taken over: attempt 3).
+            .lease_duration(Duration::from_millis(600))
     };
 
     // The first engine dies (its runtime is dropped, nothing released) during the backoff.

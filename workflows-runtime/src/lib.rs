@@ -88,6 +88,8 @@ pub use store::{
     CheckReport, DamagedExecution, Durability, ExecutionQuery, IntoStore, MemoryStore, PageCursor, SqliteOptions,
     SqliteStore, StoreError,
 };
+#[cfg(feature = "postgres")]
+pub use store::{PostgresOptions, PostgresStore};
 pub use time::Timestamp;
 pub use workflow::{EventWait, WaitError, Workflow, WorkflowFn};
 

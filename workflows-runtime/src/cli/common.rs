@@ -31,11 +31,7 @@ impl Context {
     /// Opens the store for commands that read or change executions: it must exist.
     pub async fn existing_store(&self) -> Result<std::sync::Arc<dyn Store>, CliError> {
         self.check_exists()?;
-        let url = self.store.clone();
-        tokio::task::spawn_blocking(move || store::open_url(&url))
-            .await
-            .map_err(|e| CliError::new(format!("opening the store was interrupted: {e}")))?
-            .map_err(CliError::from)
+        store::open_url(&self.store).await.map_err(CliError::from)
     }
 
     /// A file store that does not exist is an error for every command but `run` and

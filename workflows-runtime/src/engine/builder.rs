@@ -42,6 +42,8 @@ enum StoreChoice {
     Default,
     Url(String),
     Sqlite(PathBuf, SqliteOptions),
+    #[cfg(feature = "postgres")]
+    Postgres(String, crate::PostgresOptions),
     Given(Arc<dyn Store>),
 }
 
@@ -101,7 +103,24 @@ impl EngineBuilder {
         self
     }
 
-    /// Keeps executions in the store a URL names: `sqlite:PATH` or `memory`.
+    /// Keeps executions in the PostgreSQL database `url` names (`postgres://user@host/db`;
+    /// `?schema=NAME` picks the PostgreSQL schema, `workflows` by default): every process
+    /// connected to it shares the work. `start()` connects, and fails with a message naming the
+    /// URL (its password hidden) if the database cannot be reached.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(self, url: impl Into<String>) -> Self {
+        self.postgres_with(url, crate::PostgresOptions::default())
+    }
+
+    /// Keeps executions in PostgreSQL, with options (the schema, the pool size).
+    #[cfg(feature = "postgres")]
+    pub fn postgres_with(mut self, url: impl Into<String>, options: crate::PostgresOptions) -> Self {
+        self.store = StoreChoice::Postgres(url.into(), options);
+        self
+    }
+
+    /// Keeps executions in the store a URL names: `sqlite:PATH`, `postgres://…` (with the
+    /// `postgres` feature) or `memory`.
     pub fn store_url(mut self, url: impl Into<String>) -> Self {
         self.store = StoreChoice::Url(url.into());
         self
@@ -172,8 +191,10 @@ impl EngineBuilder {
         Registry::global()?;
         let store = match self.store {
             StoreChoice::Given(store) => store,
-            StoreChoice::Default => open_blocking(move || store::open_url(&store::default_url())).await?,
-            StoreChoice::Url(url) => open_blocking(move || store::open_url(&url)).await?,
+            StoreChoice::Default => store::open_url(&store::default_url()).await?,
+            StoreChoice::Url(url) => store::open_url(&url).await?,
+            #[cfg(feature = "postgres")]
+            StoreChoice::Postgres(url, options) => Arc::new(crate::PostgresStore::connect_with(&url, options).await?),
             StoreChoice::Sqlite(path, options) => {
                 open_blocking(move || Ok(Arc::new(SqliteStore::open_with(path, options)?) as Arc<dyn Store>)).await?
             }

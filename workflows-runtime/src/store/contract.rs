@@ -211,6 +211,32 @@ pub(crate) fn async_step_attempt(latest: Option<&JournalEvent>) -> Result<u32, D
     }
 }
 
+/// [`async_step_attempt`] from what a database store reads: the step's latest `step_*` journal
+/// record (its index, its JSON, when it was written) and, for a completion with an unsigned
+/// token (`delivery.legacy_token`), when the store's token key was made.
+pub(crate) fn stored_step_attempt(
+    delivery: &Delivery,
+    latest: Option<(i64, String, i64)>,
+    key_made: Option<i64>,
+) -> Result<Result<u32, Delivered>, StoreError> {
+    // An unsigned token is one an earlier release handed out: only for an attempt that started
+    // before this store had a token key.
+    if delivery.legacy_token && latest.as_ref().is_none_or(|(_, _, at)| *at >= key_made.unwrap_or(i64::MIN)) {
+        return Ok(Err(Delivered::LegacyToken));
+    }
+    let latest = match latest {
+        Some((index, text, _)) => {
+            Some(serde_json::from_str::<JournalEvent>(&text).map_err(|e| StoreError::Corrupt {
+                execution: delivery.execution.clone(),
+                what: format!("journal entry {index} (step `{}`)", delivery.name),
+                detail: e.to_string(),
+            })?)
+        }
+        None => None,
+    };
+    Ok(async_step_attempt(latest.as_ref()))
+}
+
 /// What [`Store::deliver`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Delivered {

@@ -5,12 +5,15 @@
 //! write carries the lease's `epoch`, and a store refuses writes with an older epoch, so an
 //! engine that lost its lease (it stalled, another engine took over) cannot corrupt the journal.
 
+mod commands;
 #[cfg(test)]
 pub(crate) mod conformance;
 mod contract;
 #[cfg(test)]
 pub(crate) mod hooked;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -21,8 +24,10 @@ pub(crate) use contract::{
     Transition, WriteAck, WriteMode,
 };
 pub use contract::{CheckReport, DamagedExecution, Durability, ExecutionQuery, PageCursor, StoreError};
-pub(crate) use contract::{async_step_attempt, random_token_key};
+pub(crate) use contract::{random_token_key, stored_step_attempt};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(test)]
 pub(crate) use sqlite::SCHEMA_VERSION;
 pub use sqlite::{SqliteOptions, SqliteStore};
@@ -65,6 +70,10 @@ mod sealed {
     impl IntoStore for SqliteStore {}
     impl IntoStore for Arc<MemoryStore> {}
     impl IntoStore for Arc<SqliteStore> {}
+    #[cfg(feature = "postgres")]
+    impl IntoStore for crate::store::PostgresStore {}
+    #[cfg(feature = "postgres")]
+    impl IntoStore for Arc<crate::store::PostgresStore> {}
 }
 
 /// The environment variable naming the default store (see [`open_url`]).
@@ -78,9 +87,9 @@ pub(crate) fn default_url() -> String {
     std::env::var(STORE_ENV).ok().filter(|url| !url.trim().is_empty()).unwrap_or_else(|| DEFAULT_STORE_URL.to_owned())
 }
 
-/// Opens the store a URL names: `sqlite:PATH` (a file, created if missing) or `memory`.
-/// Blocking for file stores.
-pub(crate) fn open_url(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the store a URL names: `sqlite:PATH` (a file, created if missing), `memory`, or
+/// `postgres://…` (with the `postgres` feature). File stores are opened off the async threads.
+pub(crate) async fn open_url(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     let url = url.trim();
     if url == "memory" {
         return Ok(Arc::new(MemoryStore::new()));
@@ -89,9 +98,26 @@ pub(crate) fn open_url(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         if path.is_empty() {
             return Err(StoreError::Unavailable("`sqlite:` needs a file path, e.g. `sqlite:workflows.db`".into()));
         }
-        return Ok(Arc::new(SqliteStore::open(path)?));
+        let path = path.to_owned();
+        return tokio::task::spawn_blocking(move || SqliteStore::open(path).map(|s| Arc::new(s) as Arc<dyn Store>))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening the store was interrupted: {e}")))?;
+    }
+    if is_postgres_url(url) {
+        #[cfg(feature = "postgres")]
+        return Ok(Arc::new(PostgresStore::connect(url).await?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(StoreError::Unavailable(
+            "this build has no PostgreSQL store: enable the `postgres` feature of workflows-runtime".into(),
+        ));
     }
     Err(StoreError::Unavailable(format!(
-        "`{url}` is not a store this build can open; use `sqlite:PATH` (e.g. `sqlite:workflows.db`) or `memory`"
+        "`{url}` is not a store this build can open; use `sqlite:PATH` (e.g. `sqlite:workflows.db`), \
+         `postgres://USER@HOST/DB` or `memory`"
     )))
+}
+
+/// True if `url` names a PostgreSQL database.
+pub(crate) fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }

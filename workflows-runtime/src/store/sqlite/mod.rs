@@ -32,7 +32,6 @@ pub(crate) use schema::SCHEMA_VERSION;
 
 use self::error::backend;
 use self::rows::{ACTIVE_STATES, read_journal};
-use self::writer::Command;
 use super::{
     AppendBatch, CheckReport, Claim, CreateOutcome, DamagedExecution, Delivered, Delivery, Durability, ExecutionList,
     ExecutionQuery, InboxEntry, InboxKind, NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, Store,
@@ -40,6 +39,7 @@ use super::{
 };
 use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::journal::JournalEntry;
+use crate::store::commands::Command;
 use crate::time::Timestamp;
 
 /// How many idle read connections are kept.

@@ -10,108 +10,22 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::oneshot;
-
 use super::checksum;
 use super::error::backend;
 use super::queries;
 use super::rows::{self, ACTIVE_STATES};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::{Failure, FailureKind};
+use crate::store::commands::{Applied, Command, Failed, apply_nothing, remember_failed};
 use crate::store::{
     AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewExecution, Purge, Renewed, Reopen, Reopened, StoreError,
-    Suspend, Suspended, WriteMode,
+    Suspend, Suspended,
 };
 use crate::time::Timestamp;
+use rusqlite::{Connection, OptionalExtension, params};
 
 /// At most this many commands go into one transaction.
 const MAX_BATCH: usize = 4096;
-
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-/// A write for the writer thread.
-pub(super) enum Command {
-    Create(NewExecution, Reply<CreateOutcome>),
-    Append(AppendBatch, Reply<()>),
-    Claim(Claim, Reply<Vec<ExecutionRecord>>),
-    Renew(String, Timestamp, Reply<Vec<Renewed>>),
-    Release(String, Reply<u64>),
-    ReleaseOne(ExecutionId, u64, Reply<bool>),
-    RequestCancel(ExecutionId, Reply<bool>),
-    Acquire(ExecutionId, u64, Reply<bool>),
-    Purge(Purge, Reply<u64>),
-    Deliver(Delivery, Reply<Delivered>),
-    Suspend(Suspend, Reply<Suspended>),
-    Reopen(Reopen, Reply<Reopened>),
-}
-
-impl Command {
-    fn is_lazy(&self) -> bool {
-        matches!(self, Command::Append(batch, _) if batch.mode == WriteMode::Lazy)
-    }
-}
-
-/// A command applied, waiting for the commit before its answer is sent.
-enum Applied {
-    Create(Reply<CreateOutcome>, Result<CreateOutcome, StoreError>),
-    Unit(Reply<()>, Result<(), StoreError>),
-    Records(Reply<Vec<ExecutionRecord>>, Result<Vec<ExecutionRecord>, StoreError>),
-    Count(Reply<u64>, Result<u64, StoreError>),
-    Flag(Reply<bool>, Result<bool, StoreError>),
-    Renewed(Reply<Vec<Renewed>>, Result<Vec<Renewed>, StoreError>),
-    Delivered(Reply<Delivered>, Result<Delivered, StoreError>),
-    Suspended(Reply<Suspended>, Result<Suspended, StoreError>),
-    Reopened(Reply<Reopened>, Result<Reopened, StoreError>),
-}
-
-impl Applied {
-    /// The command's error message, if it failed.
-    fn error(&self) -> Option<String> {
-        let message = |e: &StoreError| Some(e.to_string());
-        match self {
-            Applied::Create(_, Err(e))
-            | Applied::Unit(_, Err(e))
-            | Applied::Records(_, Err(e))
-            | Applied::Count(_, Err(e))
-            | Applied::Flag(_, Err(e))
-            | Applied::Renewed(_, Err(e))
-            | Applied::Delivered(_, Err(e))
-            | Applied::Suspended(_, Err(e))
-            | Applied::Reopened(_, Err(e)) => message(e),
-            _ => None,
-        }
-    }
-
-    /// Answers with the command's result, or with the commit's error if the commit failed.
-    fn answer(self, commit: &Result<(), String>) {
-        let failed = |message: &String| StoreError::Backend {
-            context: "the store could not commit the write".into(),
-            source: message.clone().into(),
-        };
-        // A receiver that is gone (a lazy write nobody waits for) is fine.
-        match (self, commit) {
-            (Applied::Create(reply, result), Ok(())) => drop(reply.send(result)),
-            (Applied::Unit(reply, result), Ok(())) => drop(reply.send(result)),
-            (Applied::Records(reply, result), Ok(())) => drop(reply.send(result)),
-            (Applied::Count(reply, result), Ok(())) => drop(reply.send(result)),
-            (Applied::Flag(reply, result), Ok(())) => drop(reply.send(result)),
-            (Applied::Renewed(reply, result), Ok(())) => drop(reply.send(result)),
-            (Applied::Delivered(reply, result), Ok(())) => drop(reply.send(result)),
-            (Applied::Suspended(reply, result), Ok(())) => drop(reply.send(result)),
-            (Applied::Reopened(reply, result), Ok(())) => drop(reply.send(result)),
-            (Applied::Create(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
-            (Applied::Unit(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
-            (Applied::Records(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
-            (Applied::Count(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
-            (Applied::Flag(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
-            (Applied::Renewed(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
-            (Applied::Delivered(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
-            (Applied::Suspended(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
-            (Applied::Reopened(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
-        }
-    }
-}
 
 /// The writer thread's loop; returns when every sender is gone, after a last commit.
 pub(super) fn run(mut conn: Connection, commands: Receiver<Command>, lazy_delay: Duration) {
@@ -164,16 +78,6 @@ pub(super) fn run(mut conn: Connection, commands: Receiver<Command>, lazy_delay:
         }
     }
 }
-
-/// Executions (with the lease epoch) one of whose journal writes failed. Their later writes at
-/// that epoch are refused: an execution's writes land in order or not at all, so a state change
-/// submitted before an earlier write's failure was known never lands without it. A takeover
-/// writes at a new epoch.
-type Failed = std::collections::HashMap<ExecutionId, u64>;
-
-/// How many failed executions are remembered (older entries are forgotten first: by then their
-/// engines have long stopped writing).
-const MAX_FAILED: usize = 10_000;
 
 fn commit(conn: &mut Connection, commands: Vec<Command>, failed: &mut Failed) {
     let mut applied = Vec::with_capacity(commands.len());
@@ -240,37 +144,10 @@ fn commit(conn: &mut Connection, commands: Vec<Command>, failed: &mut Failed) {
     }
 }
 
-fn remember_failed(failed: &mut Failed, id: ExecutionId, epoch: u64) {
-    if failed.len() >= MAX_FAILED {
-        failed.clear();
-    }
-    failed.insert(id, epoch);
-}
-
 /// Runs a statement without parameters, prepared once per connection: transaction control
 /// runs several times per commit.
 fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
-}
-
-/// The answer slot of a command that could not run (its result is replaced by the error).
-fn apply_nothing(command: Command) -> Applied {
-    fn never<T>() -> Result<T, StoreError> {
-        Err(StoreError::Unavailable("not applied".into()))
-    }
-    match command {
-        Command::Create(_, reply) => Applied::Create(reply, never()),
-        Command::Append(_, reply) => Applied::Unit(reply, never()),
-        Command::Claim(_, reply) => Applied::Records(reply, never()),
-        Command::Renew(_, _, reply) => Applied::Renewed(reply, never()),
-        Command::Release(_, reply) | Command::Purge(_, reply) => Applied::Count(reply, never()),
-        Command::ReleaseOne(_, _, reply) | Command::RequestCancel(_, reply) | Command::Acquire(_, _, reply) => {
-            Applied::Flag(reply, never())
-        }
-        Command::Deliver(_, reply) => Applied::Delivered(reply, never()),
-        Command::Suspend(_, reply) => Applied::Suspended(reply, never()),
-        Command::Reopen(_, reply) => Applied::Reopened(reply, never()),
-    }
 }
 
 fn apply(conn: &Connection, command: Command) -> Applied {
@@ -658,7 +535,7 @@ fn deliver(conn: &Connection, delivery: &Delivery) -> Result<Delivered, StoreErr
 }
 
 /// The attempt of an async step a completion from outside goes to (see
-/// [`crate::store::async_step_attempt`]), or why it is refused: one delivery per attempt.
+/// [`crate::store::stored_step_attempt`]), or why it is refused: one delivery per attempt.
 fn async_step_attempt(conn: &Connection, delivery: &Delivery) -> Result<Result<u32, Delivered>, StoreError> {
     let id = &delivery.execution;
     let context = || format!("cannot deliver to execution {id}");
@@ -673,28 +550,15 @@ fn async_step_attempt(conn: &Connection, delivery: &Delivery) -> Result<Result<u
             s.query_row(params![id.as_str(), delivery.name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
         })
         .map_err(|e| backend(context(), e))?;
-    if delivery.legacy_token {
-        // An unsigned token is one an earlier release handed out: only for an attempt that
-        // started before this store had a token key.
-        let key_made: i64 = conn
-            .prepare_cached("SELECT created_at FROM secrets WHERE name = ?1")
-            .and_then(|mut s| s.query_row([super::schema::TOKEN_KEY], |r| r.get(0)))
-            .map_err(|e| backend(context(), e))?;
-        if latest.as_ref().is_none_or(|(_, _, at)| *at >= key_made) {
-            return Ok(Err(Delivered::LegacyToken));
-        }
-    }
-    let latest = match latest {
-        Some((index, text, _)) => {
-            Some(serde_json::from_str::<crate::journal::JournalEvent>(&text).map_err(|e| StoreError::Corrupt {
-                execution: id.clone(),
-                what: format!("journal entry {index} (step `{}`)", delivery.name),
-                detail: e.to_string(),
-            })?)
-        }
-        None => None,
+    let key_made: Option<i64> = match delivery.legacy_token {
+        true => Some(
+            conn.prepare_cached("SELECT created_at FROM secrets WHERE name = ?1")
+                .and_then(|mut s| s.query_row([super::schema::TOKEN_KEY], |r| r.get(0)))
+                .map_err(|e| backend(context(), e))?,
+        ),
+        false => None,
     };
-    let attempt = match crate::store::async_step_attempt(latest.as_ref()) {
+    let attempt = match crate::store::stored_step_attempt(delivery, latest, key_made)? {
         Ok(attempt) => attempt,
         Err(refused) => return Ok(Err(refused)),
     };

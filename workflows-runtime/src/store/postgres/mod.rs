@@ -1,0 +1,489 @@
+//! The PostgreSQL store: many processes on many machines share one database.
+//!
+//! Writes go through one writer task per process that commits the writes of all its executions
+//! together (see [`writer`]); reads use a small pool of connections. Everything lives in a
+//! PostgreSQL schema of its own (`workflows` unless configured), versioned and migrated under
+//! an advisory lock (see [`schema`]).
+
+mod error;
+mod rows;
+mod schema;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_postgres::types::ToSql;
+
+use self::error::{backend, chain};
+use self::rows::{ACTIVE_STATES, EXECUTION_COLUMNS, INBOX_COLUMNS, JOURNAL_COLUMNS};
+use self::writer::query;
+use super::commands::Command;
+use super::{
+    AppendBatch, CheckReport, Claim, CreateOutcome, DamagedExecution, Delivered, Delivery, ExecutionList,
+    ExecutionQuery, InboxEntry, InboxKind, NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, Store,
+    StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
+};
+use crate::execution::{ExecutionId, ExecutionRecord};
+use crate::journal::JournalEntry;
+use crate::time::Timestamp;
+
+#[cfg(test)]
+pub(crate) use schema::SCHEMA_VERSION;
+
+/// How a [`PostgresStore`] connects.
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    schema: String,
+    pool_size: usize,
+    connect_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self { schema: "workflows".into(), pool_size: 8, connect_timeout: Duration::from_secs(10) }
+    }
+}
+
+impl PostgresOptions {
+    /// Default options: schema `workflows`, at most 8 connections, a 10 s connect timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The PostgreSQL schema the store's tables live in (created if missing): a lower-case
+    /// identifier (`[a-z_][a-z0-9_]*`). A URL's `?schema=NAME` sets it too.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// The most connections this store opens: one for its writer, the rest for reads (at
+    /// least 2 in all).
+    pub fn pool_size(mut self, connections: usize) -> Self {
+        self.pool_size = connections.max(2);
+        self
+    }
+
+    /// How long connecting may take before it fails.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+}
+
+/// A workflows store in a PostgreSQL database, shared by every process that connects to it.
+///
+/// Cheap to clone: clones share the connections and the writer.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The URL without its password, and the schema: for messages.
+    describe: String,
+    pool: Pool,
+    commands: UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("store", &self.inner.describe).finish()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database a URL names (`postgres://user:password@host:port/db`, or
+    /// `key=value` pairs), creates or migrates the store's schema, and starts its writer.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connects with options (the schema, the pool size).
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        let (url, schema) = split_schema(url, options.schema.clone());
+        let mut config = tokio_postgres::Config::from_str(&url)
+            .map_err(|e| StoreError::Unavailable(format!("`{}` is not a PostgreSQL URL: {e}", redact(&url))))?;
+        let describe = format!("{} (schema {schema})", describe(&config));
+        if !schema::valid_name(&schema) {
+            return Err(StoreError::Unavailable(format!(
+                "`{schema}` cannot name the store's PostgreSQL schema: use lower-case letters, digits and `_`"
+            )));
+        }
+        config.connect_timeout(options.connect_timeout);
+        config.options(format!("-c search_path={schema}"));
+        config.application_name("workflows");
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(2))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(options.connect_timeout))
+            .wait_timeout(Some(options.connect_timeout * 3))
+            .build()
+            .map_err(|e| backend(format!("cannot set up connections to {describe}"), e))?;
+        let unreachable = |e: deadpool_postgres::PoolError| {
+            StoreError::Unavailable(format!("cannot connect to PostgreSQL at {describe}: {}", chain(&e)))
+        };
+        {
+            let mut client = pool.get().await.map_err(unreachable)?;
+            schema::migrate(&mut client, &schema, &describe).await?;
+        }
+        let (commands, receiver) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(writer::run(pool.clone(), receiver));
+        Ok(Self { inner: Arc::new(Inner { describe, pool, commands }) })
+    }
+
+    fn send<T>(&self, command: impl FnOnce(super::commands::Reply<T>) -> Command) -> StoreAck<T> {
+        let (reply, receiver) = tokio::sync::oneshot::channel();
+        if self.inner.commands.send(command(reply)).is_err() {
+            return StoreAck::ready(Err(StoreError::Unavailable(format!(
+                "the store {}'s writer stopped",
+                self.inner.describe
+            ))));
+        }
+        StoreAck::pending(receiver)
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.inner.pool.get().await.map_err(|e| {
+            StoreError::Unavailable(format!("cannot connect to PostgreSQL at {}: {}", self.inner.describe, chain(&e)))
+        })
+    }
+
+    /// Runs a read and returns its rows.
+    async fn read(
+        &self,
+        context: impl Fn() -> String,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let client = self.client().await?;
+        query(&client, sql, params).await.map_err(|e| backend(context(), e))
+    }
+}
+
+/// Takes a `schema=NAME` parameter out of a URL (tokio-postgres does not know it).
+fn split_schema(url: &str, default: String) -> (String, String) {
+    let Some((base, query)) = url.split_once('?') else { return (url.to_owned(), default) };
+    let mut schema = default;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("schema=") {
+            Some(name) => {
+                schema = name.to_owned();
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    (url, schema)
+}
+
+/// The connection a config names, without its password: `postgres://user@host:port/db`.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().map(|user| format!("{user}@")).unwrap_or_default();
+    let db = config.get_dbname().unwrap_or_default();
+    format!("postgres://{user}{host}:{port}/{db}")
+}
+
+/// A URL with its password (if any) replaced, for a message about a URL that does not parse.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    match rest.split_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+impl Store for PostgresStore {
+    fn describe(&self) -> String {
+        self.inner.describe.clone()
+    }
+
+    fn create_execution(&self, new: NewExecution) -> StoreAck<CreateOutcome> {
+        self.send(|reply| Command::Create(new, reply))
+    }
+
+    fn append(&self, batch: AppendBatch) -> WriteAck {
+        self.send(|reply| Command::Append(batch, reply))
+    }
+
+    fn execution<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Option<ExecutionRecord>> {
+        Box::pin(async move { writer::read_execution(&self.client().await?, id).await })
+    }
+
+    fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>> {
+        Box::pin(async move {
+            // One statement, one snapshot: the entries and the length their execution recorded.
+            let sql = format!(
+                "SELECT {JOURNAL_COLUMNS}, (SELECT journal_len FROM executions WHERE id = $1)
+                 FROM journal WHERE execution_id = $1 ORDER BY idx"
+            );
+            let found =
+                self.read(|| format!("cannot read the journal of execution {id}"), &sql, &[&id.as_str()]).await?;
+            let mut entries = Vec::with_capacity(found.len());
+            for row in &found {
+                let entry = rows::journal_entry(row, id)?;
+                if entry.index != entries.len() as u64 {
+                    return Err(StoreError::Corrupt {
+                        execution: id.clone(),
+                        what: format!("its journal (entry {} is missing)", entries.len()),
+                        detail: "the journal was changed outside the engine".into(),
+                    });
+                }
+                entries.push(entry);
+            }
+            if let Some(written) = found.first().and_then(|row| row.get::<_, Option<i64>>(4))
+                && written != entries.len() as i64
+            {
+                return Err(StoreError::Corrupt {
+                    execution: id.clone(),
+                    what: "its journal".into(),
+                    detail: format!(
+                        "{} entries are stored where {written} were written: the journal was changed outside the engine",
+                        entries.len()
+                    ),
+                });
+            }
+            Ok(entries)
+        })
+    }
+
+    fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList> {
+        Box::pin(async move {
+            let (sql, values) = list(query);
+            let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect();
+            let found = self.read(|| "cannot list executions".into(), &sql, &params).await?;
+            let mut list = ExecutionList::default();
+            for row in &found {
+                match rows::execution(row) {
+                    Ok(record) => list.records.push(record),
+                    Err(StoreError::Corrupt { execution, what, detail }) => {
+                        list.damaged.push(DamagedExecution { id: execution, problem: format!("{what}: {detail}") });
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
+            Ok(list)
+        })
+    }
+
+    fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
+        Box::pin(self.send(|reply| Command::Claim(claim.clone(), reply)))
+    }
+
+    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>> {
+        Box::pin(self.send(|reply| Command::Renew(owner.to_owned(), lease_until, reply)))
+    }
+
+    fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
+        Box::pin(self.send(|reply| Command::Release(owner.to_owned(), reply)))
+    }
+
+    fn owners(&self) -> StoreFuture<'_, Vec<OwnerLeases>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT owner, COUNT(*), MAX(lease_until) FROM executions
+                 WHERE owner IS NOT NULL AND state IN {ACTIVE_STATES} GROUP BY owner"
+            );
+            let found = self.read(|| "cannot list the owners of executions".into(), &sql, &[]).await?;
+            Ok(found
+                .iter()
+                .map(|row| OwnerLeases {
+                    owner: row.get(0),
+                    executions: row.get::<_, i64>(1) as u64,
+                    lease_until: row.get::<_, Option<i64>>(2).map(Timestamp::from_micros),
+                })
+                .collect())
+        })
+    }
+
+    fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
+        Box::pin(self.send(|reply| Command::ReleaseOne(id.clone(), epoch, reply)))
+    }
+
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool> {
+        Box::pin(self.send(|reply| Command::RequestCancel(id.clone(), reply)))
+    }
+
+    fn acquire<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
+        Box::pin(self.send(|reply| Command::Acquire(id.clone(), epoch, reply)))
+    }
+
+    fn purge<'a>(&'a self, purge: &'a Purge) -> StoreFuture<'a, u64> {
+        Box::pin(self.send(|reply| Command::Purge(purge.clone(), reply)))
+    }
+
+    fn deliver<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, Delivered> {
+        Box::pin(self.send(|reply| Command::Deliver(delivery.clone(), reply)))
+    }
+
+    fn inbox<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+        kind: InboxKind,
+        name: &'a str,
+        position: u64,
+    ) -> StoreFuture<'a, Option<InboxEntry>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {INBOX_COLUMNS} FROM inbox
+                 WHERE execution_id = $1 AND kind = $2 AND name = $3 AND position >= $4
+                 ORDER BY position LIMIT 1"
+            );
+            let found = self
+                .read(
+                    || format!("cannot read the inbox of execution {id}"),
+                    &sql,
+                    &[&id.as_str(), &kind.as_str(), &name, &(position as i64)],
+                )
+                .await?;
+            found.first().map(|row| rows::inbox_entry(row, id)).transpose()
+        })
+    }
+
+    fn suspend<'a>(&'a self, suspend: &'a Suspend) -> StoreFuture<'a, Suspended> {
+        Box::pin(self.send(|reply| Command::Suspend(suspend.clone(), reply)))
+    }
+
+    fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
+        Box::pin(async move {
+            let sql = "SELECT MIN(wake_at) FROM executions WHERE state = 'waiting' AND wake_at IS NOT NULL";
+            let found = self.read(|| "cannot read the next wake-up time".into(), sql, &[]).await?;
+            Ok(found.first().and_then(|row| row.get::<_, Option<i64>>(0)).map(Timestamp::from_micros))
+        })
+    }
+
+    fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {
+        Box::pin(async move {
+            let context = || "cannot read the completion-token key".to_owned();
+            let found = self.read(context, "SELECT value FROM secrets WHERE name = $1", &[&schema::TOKEN_KEY]).await?;
+            let key: Vec<u8> = found.first().map(|row| row.get(0)).unwrap_or_default();
+            key.try_into().map_err(|key: Vec<u8>| StoreError::Backend {
+                context: context(),
+                source: format!(
+                    "the stored key has {} bytes, not 32: the store was changed outside the engine",
+                    key.len()
+                )
+                .into(),
+            })
+        })
+    }
+
+    fn check(&self, _full: bool) -> StoreFuture<'_, CheckReport> {
+        // PostgreSQL checks its own pages; this reads every row back through the decoders.
+        Box::pin(async move {
+            let mut report = CheckReport::default();
+            let sql = format!("SELECT {EXECUTION_COLUMNS} FROM executions ORDER BY id");
+            let executions = self.read(|| "cannot check the executions".into(), &sql, &[]).await?;
+            for row in &executions {
+                report.executions += 1;
+                let id = ExecutionId::from(row.get::<_, String>(0));
+                let problem = match rows::execution(row) {
+                    Ok(_) => match self.journal(&id).await {
+                        Ok(entries) => {
+                            report.journal_entries += entries.len() as u64;
+                            continue;
+                        }
+                        Err(error) => error,
+                    },
+                    Err(error) => error,
+                };
+                let problem = match problem {
+                    StoreError::Corrupt { what, detail, .. } => format!("{what}: {detail}"),
+                    other => return Err(other),
+                };
+                report.damaged.push(DamagedExecution { id, problem });
+            }
+            Ok(report)
+        })
+    }
+
+    fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened> {
+        Box::pin(self.send(|reply| Command::Reopen(reopen.clone(), reply)))
+    }
+}
+
+type Value = Box<dyn ToSql + Sync + Send>;
+
+/// A listing, newest first, with its parameters (as on SQLite: each page a range of an index).
+fn list(query: &ExecutionQuery) -> (String, Vec<Value>) {
+    let mut values: Vec<Value> = Vec::new();
+    let next = |value: Value, values: &mut Vec<Value>| {
+        values.push(value);
+        format!("${}", values.len())
+    };
+    let mut sql = format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE true");
+    if !query.states.is_empty() {
+        let states: Vec<String> = query.states.iter().map(|s| s.as_str().to_owned()).collect();
+        sql.push_str(&format!(" AND state = ANY({})", next(Box::new(states), &mut values)));
+    }
+    if let Some(workflow) = &query.workflow {
+        sql.push_str(&format!(" AND workflow = {}", next(Box::new(workflow.clone()), &mut values)));
+    }
+    if let Some(since) = query.since {
+        sql.push_str(&format!(" AND created_at >= {}", next(Box::new(since.as_micros()), &mut values)));
+    }
+    if let Some(before) = query.before {
+        sql.push_str(&format!(" AND created_at < {}", next(Box::new(before.as_micros()), &mut values)));
+    }
+    if let Some(after) = &query.after {
+        let created = next(Box::new(after.created_at.as_micros()), &mut values);
+        let id = next(Box::new(after.id.to_string()), &mut values);
+        sql.push_str(&format!(" AND (created_at, id) < ({created}, {id})"));
+    }
+    sql.push_str(" ORDER BY created_at DESC, id DESC");
+    if let Some(limit) = query.limit {
+        sql.push_str(&format!(" LIMIT {}", next(Box::new(limit as i64), &mut values)));
+    }
+    sql.push_str(&format!(" OFFSET {}", next(Box::new(query.offset as i64), &mut values)));
+    (sql, values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_parameter_is_taken_out_of_the_url() {
+        let (url, schema) = split_schema("postgres://u@h/db?schema=tenant_a&sslmode=disable", "workflows".into());
+        assert_eq!((url.as_str(), schema.as_str()), ("postgres://u@h/db?sslmode=disable", "tenant_a"));
+        let (url, schema) = split_schema("postgres://u@h/db", "workflows".into());
+        assert_eq!((url.as_str(), schema.as_str()), ("postgres://u@h/db", "workflows"));
+    }
+
+    #[test]
+    fn passwords_never_reach_a_message() {
+        let config = tokio_postgres::Config::from_str("postgres://app:secret@db.internal:6543/orders").unwrap();
+        assert_eq!(describe(&config), "postgres://app@db.internal:6543/orders");
+        assert_eq!(redact("postgres://app:secret@db/x"), "postgres://app:***@db/x");
+    }
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(schema::valid_name("workflows"));
+        assert!(schema::valid_name("tenant_2"));
+        assert!(!schema::valid_name("Workflows"));
+        assert!(!schema::valid_name("a; DROP TABLE x"));
+        assert!(!schema::valid_name(""));
+    }
+}

@@ -1,0 +1,670 @@
+//! The writer: one task owns a write connection and commits the pending writes of all the
+//! process's executions in one transaction (group commit: one WAL flush for many steps), as
+//! the SQLite writer does. Each command runs inside its own savepoint, so a fenced or failed
+//! write fails only its own execution's command, not the others in the batch. A batch of lazy
+//! writes only ("attempt started" records) commits without waiting for the WAL flush.
+//!
+//! Writes from other processes are serialized by row locks: a journal write locks its
+//! execution's row (`FOR UPDATE`), a claim skips the rows other transactions hold (`SKIP
+//! LOCKED`), and starting or acquiring an exclusive key takes an advisory lock on the key.
+
+use deadpool_postgres::{Object, Pool};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::error::backend;
+use super::rows::{self, ACTIVE_STATES, EXECUTION_COLUMNS, FINISHED_STATES};
+use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
+use crate::failure::{Failure, FailureKind};
+use crate::store::commands::{Applied, Command, Failed, apply_nothing, remember_failed};
+use crate::store::{
+    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewExecution, Purge, Renewed, Reopen, Reopened, StoreError,
+    Suspend, Suspended,
+};
+use crate::time::Timestamp;
+
+/// At most this many commands go into one transaction.
+const MAX_BATCH: usize = 1024;
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// The writer task's loop; returns when every sender is gone, after the last commit.
+pub(super) async fn run(pool: Pool, mut commands: UnboundedReceiver<Command>) {
+    let mut failed = Failed::new();
+    let mut connection: Option<Object> = None;
+    while let Some(first) = commands.recv().await {
+        let mut queue = vec![first];
+        while queue.len() < MAX_BATCH {
+            match commands.try_recv() {
+                Ok(command) => queue.push(command),
+                Err(_) => break,
+            }
+        }
+        // A purge batch commits on its own, after the writes that wait with it (as on SQLite).
+        let (purges, writes): (Vec<Command>, Vec<Command>) =
+            queue.into_iter().partition(|c| matches!(c, Command::Purge(..)));
+        if !writes.is_empty() {
+            commit(&pool, &mut connection, writes, &mut failed).await;
+        }
+        for purge in purges {
+            commit(&pool, &mut connection, vec![purge], &mut failed).await;
+        }
+    }
+}
+
+async fn commit(pool: &Pool, connection: &mut Option<Object>, commands: Vec<Command>, failed: &mut Failed) {
+    if connection.as_ref().is_some_and(|c| c.is_closed()) {
+        *connection = None;
+    }
+    let client = match connection {
+        Some(client) => client,
+        None => match pool.get().await {
+            Ok(client) => connection.insert(client),
+            Err(error) => {
+                let cause = format!("cannot connect to PostgreSQL: {}", super::error::chain(&error));
+                fail_all(commands, failed, &cause);
+                return;
+            }
+        },
+    };
+    let lazy = commands.iter().all(Command::is_lazy);
+    let mut applied = Vec::with_capacity(commands.len());
+    let mut writers = Vec::new();
+    let mut commands = commands.into_iter();
+    let begin = if lazy { "BEGIN; SET LOCAL synchronous_commit = off" } else { "BEGIN" };
+    let outcome = match client.batch_execute(begin).await {
+        Err(e) => Err(format!("cannot start a write transaction: {}", super::error::chain(&e))),
+        Ok(()) => {
+            let mut broken = None;
+            for command in commands.by_ref() {
+                let writer = match &command {
+                    Command::Append(batch, _) => Some((batch.execution.clone(), batch.epoch)),
+                    _ => None,
+                };
+                let done = match (&writer, command) {
+                    (Some((id, epoch)), Command::Append(_, reply)) if failed.get(id) == Some(epoch) => {
+                        Applied::Unit(reply, Err(StoreError::earlier_write_failed(id)))
+                    }
+                    (_, command) => match in_savepoint(client, command).await {
+                        Ok(done) => done,
+                        Err((done, cause)) => {
+                            broken = Some(cause);
+                            applied.push(done);
+                            break;
+                        }
+                    },
+                };
+                if let Some((id, epoch)) = writer {
+                    if done.error().is_some() {
+                        remember_failed(failed, id.clone(), epoch);
+                    }
+                    writers.push((id, epoch));
+                }
+                applied.push(done);
+            }
+            match broken {
+                Some(cause) => Err(cause),
+                None => client.batch_execute("COMMIT").await.map_err(|e| super::error::chain(&e)),
+            }
+        }
+    };
+    let rest: Vec<Command> = commands.collect();
+    if outcome.is_err() {
+        if client.is_closed() || client.batch_execute("ROLLBACK").await.is_err() {
+            *connection = None;
+        }
+        for command in &rest {
+            if let Command::Append(batch, _) = command {
+                remember_failed(failed, batch.execution.clone(), batch.epoch);
+            }
+        }
+        for (id, epoch) in writers {
+            remember_failed(failed, id, epoch);
+        }
+    }
+    applied.extend(rest.into_iter().map(apply_nothing));
+    for done in applied {
+        done.answer(&outcome);
+    }
+}
+
+/// Answers every command with `cause`: nothing of them was applied.
+fn fail_all(commands: Vec<Command>, failed: &mut Failed, cause: &str) {
+    let outcome = Err(cause.to_owned());
+    for command in commands {
+        if let Command::Append(batch, _) = &command {
+            remember_failed(failed, batch.execution.clone(), batch.epoch);
+        }
+        apply_nothing(command).answer(&outcome);
+    }
+}
+
+/// Runs one command in a savepoint: a failed command leaves no trace, and the others still
+/// commit. `Err` when the transaction itself broke (the connection was lost): nothing commits.
+async fn in_savepoint(client: &Object, command: Command) -> Result<Applied, (Applied, String)> {
+    if let Err(e) = client.batch_execute("SAVEPOINT command").await {
+        return Err((apply_nothing(command), format!("cannot open a savepoint: {}", super::error::chain(&e))));
+    }
+    let done = apply(client, command).await;
+    let end = if done.error().is_some() { "ROLLBACK TO SAVEPOINT command" } else { "RELEASE SAVEPOINT command" };
+    match client.batch_execute(end).await {
+        Ok(()) => Ok(done),
+        Err(e) => Err((done, format!("the write transaction broke: {}", super::error::chain(&e)))),
+    }
+}
+
+async fn apply(client: &Object, command: Command) -> Applied {
+    match command {
+        Command::Create(new, reply) => Applied::Create(reply, create(client, new).await),
+        Command::Append(batch, reply) => Applied::Unit(reply, append(client, &batch).await),
+        Command::Claim(claim, reply) => Applied::Records(reply, claim_orphans(client, &claim).await),
+        Command::Renew(owner, until, reply) => Applied::Renewed(reply, renew(client, &owner, until).await),
+        Command::Release(owner, reply) => Applied::Count(reply, release(client, &owner).await),
+        Command::ReleaseOne(id, epoch, reply) => Applied::Flag(reply, release_one(client, &id, epoch).await),
+        Command::RequestCancel(id, reply) => Applied::Flag(reply, request_cancel(client, &id).await),
+        Command::Acquire(id, epoch, reply) => Applied::Flag(reply, acquire(client, &id, epoch).await),
+        Command::Purge(purge, reply) => Applied::Count(reply, purge_finished(client, &purge).await),
+        Command::Deliver(delivery, reply) => Applied::Delivered(reply, deliver(client, &delivery).await),
+        Command::Suspend(suspend, reply) => Applied::Suspended(reply, suspend_one(client, &suspend).await),
+        Command::Reopen(reopen, reply) => Applied::Reopened(reply, reopen_one(client, &reopen).await),
+    }
+}
+
+/// Runs a statement (prepared once per connection) and returns its rows.
+pub(super) async fn query(client: &Object, sql: &str, params: Params<'_>) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query(&statement, params).await
+}
+
+/// Runs a statement (prepared once per connection) and returns how many rows it changed.
+async fn execute(client: &Object, sql: &str, params: Params<'_>) -> Result<u64, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.execute(&statement, params).await
+}
+
+/// Serializes the writers of one exclusive key across processes until the commit.
+async fn lock_key(client: &Object, key: &str) -> Result<(), tokio_postgres::Error> {
+    query(client, "SELECT pg_advisory_xact_lock(hashtext('workflows key ' || $1::text))", &[&key]).await.map(drop)
+}
+
+async fn create(client: &Object, new: NewExecution) -> Result<CreateOutcome, StoreError> {
+    let context = || format!("cannot create execution {}", new.id);
+    let mut state = ExecutionState::Running;
+    if let Some(key) = &new.exclusive_key {
+        lock_key(client, key).await.map_err(|e| backend(context(), e))?;
+        let sql = format!(
+            "SELECT id FROM executions WHERE exclusive_key = $1 AND (state IN {ACTIVE_STATES} OR state = 'waiting')
+             ORDER BY created_at, id LIMIT 1"
+        );
+        let holder: Option<String> =
+            query(client, &sql, &[key]).await.map_err(|e| backend(context(), e))?.first().map(|row| row.get(0));
+        match holder {
+            // The id may be this very execution's, started again: that is not a conflict.
+            Some(holder) if holder != new.id.as_str() && new.fail_if_held => {
+                return Ok(CreateOutcome::KeyHeld(ExecutionId::from(holder)));
+            }
+            Some(holder) if holder != new.id.as_str() => state = ExecutionState::Pending,
+            _ => {}
+        }
+    }
+    let inserted = execute(
+        client,
+        "INSERT INTO executions (id, workflow, fingerprint, version, input, state, created_at, updated_at, owner,
+                                 lease_until, epoch, exclusive_key, rerun_of, parent_id, parent_key, deadline)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, 1, $10, $11, $12, $13, $14)
+         ON CONFLICT (id) DO NOTHING",
+        &[
+            &new.id.as_str(),
+            &new.workflow,
+            &new.fingerprint,
+            &i64::from(new.version),
+            &new.input.get(),
+            &state.as_str(),
+            &new.now.as_micros(),
+            &&*new.owner,
+            &new.lease_until.as_micros(),
+            &new.exclusive_key,
+            &new.rerun_of.as_ref().map(|id| id.as_str()),
+            &new.parent.as_ref().map(|(id, _)| id.as_str()),
+            &new.parent.as_ref().map(|(_, key)| key.as_str()),
+            &new.deadline.map(Timestamp::as_micros),
+        ],
+    )
+    .await
+    .map_err(|e| backend(context(), e))?;
+    if inserted == 1 {
+        return Ok(if state == ExecutionState::Pending { CreateOutcome::Queued } else { CreateOutcome::Created });
+    }
+    let existing = read_execution(client, &new.id).await?.ok_or_else(|| StoreError::NotFound(new.id.clone()))?;
+    Ok(CreateOutcome::Exists(Box::new(existing)))
+}
+
+pub(super) async fn read_execution(client: &Object, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
+    let sql = format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = $1");
+    let found = query(client, &sql, &[&id.as_str()]).await.map_err(|e| backend("cannot read an execution", e))?;
+    found.first().map(rows::execution).transpose()
+}
+
+async fn append(client: &Object, batch: &AppendBatch) -> Result<(), StoreError> {
+    let id = &batch.execution;
+    let context = || format!("cannot write to the journal of execution {id}");
+    let added = batch.entries.len() as i64;
+    // The fence and the journal's new length in one statement; the row stays locked until the
+    // commit, so no other process writes this execution meanwhile.
+    let updated = query(
+        client,
+        "UPDATE executions SET journal_len = journal_len + $3 WHERE id = $1 AND epoch = $2 RETURNING journal_len - $3",
+        &[&id.as_str(), &(batch.epoch as i64), &added],
+    )
+    .await
+    .map_err(|e| backend(context(), e))?;
+    let Some(row) = updated.first() else {
+        let current = query(client, "SELECT epoch FROM executions WHERE id = $1", &[&id.as_str()])
+            .await
+            .map_err(|e| backend(context(), e))?;
+        return Err(match current.first() {
+            None => StoreError::NotFound(id.clone()),
+            Some(row) => StoreError::Fenced {
+                execution: id.clone(),
+                current: row.get::<_, i64>(0) as u64,
+                attempted: batch.epoch,
+            },
+        });
+    };
+    let first = row.get::<_, i64>(0) as u64;
+    if !batch.entries.is_empty() {
+        let (mut indexes, mut times, mut kinds, mut keys, mut events) = (vec![], vec![], vec![], vec![], vec![]);
+        for (offset, entry) in batch.entries.iter().enumerate() {
+            let expected = first + offset as u64;
+            if entry.index != expected {
+                return Err(StoreError::OutOfSequence { execution: id.clone(), expected, got: entry.index });
+            }
+            indexes.push(entry.index as i64);
+            times.push(entry.at.as_micros());
+            kinds.push(entry.event.kind());
+            keys.push(entry.event.step().1.to_string());
+            events.push(rows::event_json(&entry.event)?);
+        }
+        execute(
+            client,
+            "INSERT INTO journal (execution_id, idx, at, kind, call_key, event)
+             SELECT $1::text, * FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])",
+            &[&id.as_str(), &indexes, &times, &kinds, &keys, &events],
+        )
+        .await
+        .map_err(|e| backend(context(), e))?;
+    }
+    if let Some(transition) = &batch.transition {
+        let failure = transition.failure.as_ref().map(rows::failure_json).transpose()?;
+        execute(
+            client,
+            "UPDATE executions SET state = $2, result = $3, failure = $4, updated_at = $5,
+                 owner = CASE WHEN $6 THEN NULL ELSE owner END,
+                 lease_until = CASE WHEN $6 THEN NULL ELSE lease_until END,
+                 retain_until = $7
+             WHERE id = $1",
+            &[
+                &id.as_str(),
+                &transition.state.as_str(),
+                &transition.result.as_deref().map(|r| r.get()),
+                &failure,
+                &Timestamp::now().as_micros(),
+                &transition.state.is_finished(),
+                &transition.retain_until.map(Timestamp::as_micros),
+            ],
+        )
+        .await
+        .map_err(|e| backend(context(), e))?;
+    }
+    if let Some(delivery) = &batch.deliver {
+        deliver(client, delivery).await?;
+    }
+    Ok(())
+}
+
+/// Takes over up to `$5` executions of the workflows `$4` that need an engine, for owner `$1`
+/// until `$2`, at time `$3`, from three index ranges (as on SQLite: no sort of the remaining
+/// orphans), skipping the rows another transaction holds.
+fn claim_sql(only: bool) -> String {
+    let due = format!(
+        "((state IN {ACTIVE_STATES} AND (lease_until IS NULL OR lease_until < $3))
+          OR (state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $3))"
+    );
+    let candidates = if only {
+        format!("SELECT id FROM executions WHERE id = $6 AND workflow = ANY($4) AND {due}")
+    } else {
+        format!(
+            "SELECT id FROM executions WHERE id IN (
+                 (SELECT id FROM executions WHERE state IN {ACTIVE_STATES} AND lease_until IS NULL
+                      AND workflow = ANY($4) LIMIT $5)
+                 UNION ALL
+                 (SELECT id FROM executions WHERE state IN {ACTIVE_STATES} AND lease_until < $3
+                      AND workflow = ANY($4) LIMIT $5)
+                 UNION ALL
+                 (SELECT id FROM executions WHERE state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $3
+                      AND workflow = ANY($4) LIMIT $5))
+             AND {due}"
+        )
+    };
+    format!(
+        "UPDATE executions SET owner = $1, lease_until = $2, epoch = epoch + 1,
+             state = CASE WHEN state = 'waiting' THEN 'running' ELSE state END,
+             wake_at = CASE WHEN state = 'waiting' THEN NULL ELSE wake_at END
+         WHERE id IN ({candidates} LIMIT $5 FOR UPDATE SKIP LOCKED)
+         RETURNING {EXECUTION_COLUMNS}"
+    )
+}
+
+async fn claim_orphans(client: &Object, claim: &Claim) -> Result<Vec<ExecutionRecord>, StoreError> {
+    let context = "cannot claim orphaned executions";
+    let sql = claim_sql(claim.only.is_some());
+    let only = claim.only.as_ref().map(ExecutionId::as_str).unwrap_or_default();
+    let limit = claim.limit as i64;
+    let (owner, until, now) = (&claim.owner, claim.lease_until.as_micros(), claim.now.as_micros());
+    let params: Vec<&(dyn ToSql + Sync)> = if claim.only.is_some() {
+        vec![owner, &until, &now, &claim.workflows, &limit, &only]
+    } else {
+        vec![owner, &until, &now, &claim.workflows, &limit]
+    };
+    let claimed = query(client, &sql, &params).await.map_err(|e| backend(context, e))?;
+    let mut records = Vec::with_capacity(claimed.len());
+    for row in &claimed {
+        match rows::execution(row) {
+            Ok(record) => records.push(record),
+            // A row that cannot be decoded cannot be resumed: fail that execution, not the
+            // engine. Its data stays as stored (only its state and failure change).
+            Err(StoreError::Corrupt { execution, what, detail }) => {
+                let message = format!("execution {execution} cannot be resumed: {what} cannot be decoded: {detail}");
+                tracing::error!(%execution, "{message}");
+                let failure = rows::failure_json(&Failure::new(FailureKind::Decode, message))?;
+                execute(
+                    client,
+                    "UPDATE executions SET state = $2, failure = $3, owner = NULL, lease_until = NULL,
+                         updated_at = $4
+                     WHERE id = $1",
+                    &[&execution.as_str(), &ExecutionState::Failed.as_str(), &failure, &Timestamp::now().as_micros()],
+                )
+                .await
+                .map_err(|e| backend(context, e))?;
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(records)
+}
+
+async fn renew(client: &Object, owner: &str, until: Timestamp) -> Result<Vec<Renewed>, StoreError> {
+    let sql = format!(
+        "UPDATE executions SET lease_until = $2 WHERE owner = $1 AND state IN {ACTIVE_STATES}
+         RETURNING id, epoch, cancel_requested"
+    );
+    let renewed =
+        query(client, &sql, &[&owner, &until.as_micros()]).await.map_err(|e| backend("cannot renew leases", e))?;
+    Ok(renewed
+        .iter()
+        .map(|row| Renewed {
+            execution: ExecutionId::from(row.get::<_, String>(0)),
+            epoch: row.get::<_, i64>(1) as u64,
+            cancel_requested: row.get(2),
+        })
+        .collect())
+}
+
+async fn request_cancel(client: &Object, id: &ExecutionId) -> Result<bool, StoreError> {
+    // A waiting execution is woken, so that an engine takes it over and cancels it.
+    let sql = format!(
+        "UPDATE executions SET cancel_requested = true, updated_at = $2,
+             wake_at = CASE WHEN state = 'waiting' THEN $2 ELSE wake_at END
+         WHERE id = $1 AND (state IN {ACTIVE_STATES} OR state = 'waiting')"
+    );
+    execute(client, &sql, &[&id.as_str(), &Timestamp::now().as_micros()])
+        .await
+        .map(|n| n == 1)
+        .map_err(|e| backend(format!("cannot request the cancellation of execution {id}"), e))
+}
+
+async fn acquire(client: &Object, id: &ExecutionId, epoch: u64) -> Result<bool, StoreError> {
+    let context = || format!("cannot start queued execution {id}");
+    let key = query(client, "SELECT exclusive_key FROM executions WHERE id = $1", &[&id.as_str()])
+        .await
+        .map_err(|e| backend(context(), e))?;
+    let Some(key) = key.first().and_then(|row| row.get::<_, Option<String>>(0)) else { return Ok(false) };
+    lock_key(client, &key).await.map_err(|e| backend(context(), e))?;
+    // The oldest pending execution of a key runs once no execution holds the key.
+    execute(
+        client,
+        "UPDATE executions SET state = 'running', updated_at = $3
+         WHERE id = $1 AND epoch = $2 AND state = 'pending'
+           AND NOT EXISTS (
+               SELECT 1 FROM executions AS other
+               WHERE other.exclusive_key = executions.exclusive_key
+                 AND other.state IN ('running', 'compensating', 'waiting'))
+           AND id = (
+               SELECT other.id FROM executions AS other
+               WHERE other.exclusive_key = executions.exclusive_key AND other.state = 'pending'
+               ORDER BY other.created_at, other.id LIMIT 1)",
+        &[&id.as_str(), &(epoch as i64), &Timestamp::now().as_micros()],
+    )
+    .await
+    .map(|n| n == 1)
+    .map_err(|e| backend(context(), e))
+}
+
+async fn purge_finished(client: &Object, purge: &Purge) -> Result<u64, StoreError> {
+    let context = "cannot purge finished executions";
+    let limit = purge.limit as i64;
+    let mut due: Vec<String> = Vec::new();
+    if let Some(before) = purge.retained_before {
+        let sql = format!(
+            "SELECT id FROM executions WHERE retain_until <= $1 AND state IN {FINISHED_STATES}
+             ORDER BY retain_until LIMIT $2"
+        );
+        let found = query(client, &sql, &[&before.as_micros(), &limit]).await.map_err(|e| backend(context, e))?;
+        due.extend(found.iter().map(|row| row.get::<_, String>(0)));
+    }
+    if let Some(before) = purge.finished_before.filter(|_| due.len() < purge.limit) {
+        let sql = format!(
+            "SELECT id FROM executions WHERE state IN {FINISHED_STATES} AND updated_at < $1
+             ORDER BY updated_at LIMIT $2"
+        );
+        let more = (purge.limit - due.len()) as i64;
+        let found = query(client, &sql, &[&before.as_micros(), &more]).await.map_err(|e| backend(context, e))?;
+        // Both conditions may select one execution.
+        for id in found.iter().map(|row| row.get::<_, String>(0)) {
+            if !due.contains(&id) {
+                due.push(id);
+            }
+        }
+    }
+    if due.is_empty() {
+        return Ok(0);
+    }
+    execute(client, "DELETE FROM journal WHERE execution_id = ANY($1)", &[&due])
+        .await
+        .map_err(|e| backend(context, e))?;
+    execute(client, "DELETE FROM inbox WHERE execution_id = ANY($1)", &[&due])
+        .await
+        .map_err(|e| backend(context, e))?;
+    // Another process purging at once deleted some first: count what this one deleted.
+    execute(client, "DELETE FROM executions WHERE id = ANY($1)", &[&due]).await.map_err(|e| backend(context, e))
+}
+
+async fn release(client: &Object, owner: &str) -> Result<u64, StoreError> {
+    let sql =
+        format!("UPDATE executions SET owner = NULL, lease_until = NULL WHERE owner = $1 AND state IN {ACTIVE_STATES}");
+    execute(client, &sql, &[&owner]).await.map_err(|e| backend("cannot release executions", e))
+}
+
+async fn release_one(client: &Object, id: &ExecutionId, epoch: u64) -> Result<bool, StoreError> {
+    let sql = format!(
+        "UPDATE executions SET owner = NULL, lease_until = NULL WHERE id = $1 AND epoch = $2 AND state IN {ACTIVE_STATES}"
+    );
+    execute(client, &sql, &[&id.as_str(), &(epoch as i64)])
+        .await
+        .map(|n| n == 1)
+        .map_err(|e| backend(format!("cannot release execution {id}"), e))
+}
+
+async fn deliver(client: &Object, delivery: &Delivery) -> Result<Delivered, StoreError> {
+    let id = &delivery.execution;
+    let context = || format!("cannot deliver to execution {id}");
+    // Locked until the commit: deliveries to one execution take their positions in turn.
+    let found = query(client, "SELECT state, deadline FROM executions WHERE id = $1 FOR UPDATE", &[&id.as_str()])
+        .await
+        .map_err(|e| backend(context(), e))?;
+    let Some(row) = found.first() else { return Ok(Delivered::NotFound) };
+    let state: ExecutionState = row.get::<_, String>(0).parse().map_err(|e| StoreError::Corrupt {
+        execution: id.clone(),
+        what: "its state".into(),
+        detail: format!("{e}"),
+    })?;
+    if state.is_finished() {
+        return Ok(Delivered::Finished(state));
+    }
+    if let Some(deadline) = row.get::<_, Option<i64>>(1).map(Timestamp::from_micros).filter(|d| *d <= delivery.at) {
+        return Ok(Delivered::PastDeadline(deadline));
+    }
+    let kind = delivery.kind.as_str();
+    let attempt = match delivery.for_async_step {
+        true => match async_step_attempt(client, delivery).await? {
+            Ok(attempt) => Some(i64::from(attempt)),
+            Err(refused) => return Ok(refused),
+        },
+        false => None,
+    };
+    let failure = delivery.failure.as_ref().map(rows::failure_json).transpose()?;
+    execute(
+        client,
+        "INSERT INTO inbox (execution_id, kind, name, position, payload, failure, at, attempt)
+         SELECT $1::text, $2::text, $3::text, COALESCE(MAX(position) + 1, 0), $4::text, $5::text, $6::bigint, $7::bigint
+         FROM inbox WHERE execution_id = $1 AND kind = $2 AND name = $3",
+        &[
+            &id.as_str(),
+            &kind,
+            &delivery.name,
+            &delivery.payload.as_deref().map(|p| p.get()),
+            &failure,
+            &delivery.at.as_micros(),
+            &attempt,
+        ],
+    )
+    .await
+    .map_err(|e| backend(context(), e))?;
+    // Counted in all cases (see `Store::suspend`); a waiting execution is due now.
+    execute(
+        client,
+        "UPDATE executions SET wakeups = wakeups + 1,
+             wake_at = CASE WHEN state = 'waiting' THEN LEAST(COALESCE(wake_at, $2), $2) ELSE wake_at END
+         WHERE id = $1",
+        &[&id.as_str(), &delivery.at.as_micros()],
+    )
+    .await
+    .map_err(|e| backend(context(), e))?;
+    Ok(Delivered::Stored { woke: state == ExecutionState::Waiting })
+}
+
+/// The attempt of an async step a completion from outside goes to, or why it is refused: one
+/// delivery per attempt (see [`crate::store::stored_step_attempt`]).
+async fn async_step_attempt(client: &Object, delivery: &Delivery) -> Result<Result<u32, Delivered>, StoreError> {
+    let id = &delivery.execution;
+    let context = || format!("cannot deliver to execution {id}");
+    let latest = query(
+        client,
+        "SELECT idx, event, at FROM journal
+         WHERE execution_id = $1 AND call_key = $2
+           AND kind IN ('step_started', 'step_waiting', 'step_completed', 'step_failed', 'step_skipped')
+         ORDER BY idx DESC LIMIT 1",
+        &[&id.as_str(), &delivery.name],
+    )
+    .await
+    .map_err(|e| backend(context(), e))?;
+    let latest = latest.first().map(|row| (row.get::<_, i64>(0), row.get::<_, String>(1), row.get::<_, i64>(2)));
+    let key_made = match delivery.legacy_token {
+        true => query(client, "SELECT created_at FROM secrets WHERE name = $1", &[&super::schema::TOKEN_KEY])
+            .await
+            .map_err(|e| backend(context(), e))?
+            .first()
+            .map(|row| row.get::<_, i64>(0)),
+        false => None,
+    };
+    let attempt = match crate::store::stored_step_attempt(delivery, latest, key_made)? {
+        Ok(attempt) => attempt,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let delivered = query(
+        client,
+        "SELECT failure IS NULL FROM inbox
+         WHERE execution_id = $1 AND kind = 'completion' AND name = $2 AND attempt = $3 LIMIT 1",
+        &[&id.as_str(), &delivery.name, &i64::from(attempt)],
+    )
+    .await
+    .map_err(|e| backend(context(), e))?;
+    Ok(match delivered.first().map(|row| row.get::<_, bool>(0)) {
+        None => Ok(attempt),
+        Some(true) => Err(Delivered::AlreadyCompleted),
+        Some(false) => Err(Delivered::AlreadyFailed),
+    })
+}
+
+async fn suspend_one(client: &Object, suspend: &Suspend) -> Result<Suspended, StoreError> {
+    let id = &suspend.execution;
+    let context = || format!("cannot suspend execution {id}");
+    let suspended = execute(
+        client,
+        "UPDATE executions SET state = 'waiting', wake_at = $3, owner = NULL, lease_until = NULL, updated_at = $5
+         WHERE id = $1 AND epoch = $2 AND wakeups = $4 AND state = 'running' AND NOT cancel_requested",
+        &[
+            &id.as_str(),
+            &(suspend.epoch as i64),
+            &suspend.wake_at.map(Timestamp::as_micros),
+            &(suspend.observed_wakeups as i64),
+            &Timestamp::now().as_micros(),
+        ],
+    )
+    .await
+    .map_err(|e| backend(context(), e))?;
+    if suspended == 1 {
+        return Ok(Suspended::Yes);
+    }
+    let current =
+        query(client, "SELECT epoch, wakeups, cancel_requested FROM executions WHERE id = $1", &[&id.as_str()])
+            .await
+            .map_err(|e| backend(context(), e))?;
+    let Some(row) = current.first() else { return Err(StoreError::NotFound(id.clone())) };
+    let (epoch, wakeups, cancel) = (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64, row.get::<_, bool>(2));
+    if epoch != suspend.epoch {
+        return Err(StoreError::Fenced { execution: id.clone(), current: epoch, attempted: suspend.epoch });
+    }
+    Ok(if cancel { Suspended::Cancelled } else { Suspended::Woken(wakeups) })
+}
+
+async fn reopen_one(client: &Object, reopen: &Reopen) -> Result<Reopened, StoreError> {
+    let id = &reopen.execution;
+    let context = || format!("cannot compensate execution {id}");
+    let failure = rows::failure_json(&reopen.failure)?;
+    let sql = format!(
+        "UPDATE executions SET owner = $2, lease_until = $3, epoch = epoch + 1, updated_at = $4,
+             failure = CASE WHEN state = 'completed' THEN $5 ELSE failure END,
+             retain_until = CASE WHEN state = 'completed' THEN NULL ELSE retain_until END,
+             state = 'compensating'
+         WHERE id = $1
+           AND (state = 'completed'
+                OR (state = 'compensating' AND (owner IS NULL OR lease_until IS NULL OR lease_until < $4)))
+         RETURNING {EXECUTION_COLUMNS}"
+    );
+    let updated = query(
+        client,
+        &sql,
+        &[&id.as_str(), &reopen.owner, &reopen.lease_until.as_micros(), &reopen.now.as_micros(), &failure],
+    )
+    .await
+    .map_err(|e| backend(context(), e))?;
+    if let Some(row) = updated.first() {
+        return Ok(Reopened::Yes(Box::new(rows::execution(row)?)));
+    }
+    match read_execution(client, id).await? {
+        Some(record) => Ok(Reopened::No(record.state)),
+        None => Ok(Reopened::NotFound),
+    }
+}

@@ -1,6 +1,10 @@
 //! What both crash-test workers share: the side-effect log, the `crash_saga`, `approval_flow`,
 //! `fan_saga`, `budget_saga` and `stale_saga` workflows, and the command line
-//! (`DB LOG full|process start ID PLAN_JSON|approval|fan:N|budget|stale:PAUSE | resume ID | complete ID TOKEN JSON`).
+//! (`DB LOG full|process start ID PLAN_JSON|approval|fan:N|budget|stale:PAUSE | resume ID | complete ID TOKEN JSON`),
+//! and the fleet test's processes (`work -`, `orders PREFIX N`: see `fleet`). `DB` is a SQLite
+//! file, or a `postgres://` URL.
+
+mod fleet;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use workflows_runtime::prelude::*;
-use workflows_runtime::{Durability, ExecutionState, SqliteOptions};
+use workflows_runtime::{Durability, ExecutionState, PostgresOptions, SqliteOptions};
 
 /// What the workflow does; part of its input, so replay sees the same plan.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -252,13 +256,30 @@ pub async fn main() -> ExitCode {
     let durability = if durability == "process" { Durability::Process } else { Durability::Full };
     let effects = SideEffects { path: PathBuf::from(log), lock: Mutex::new(()) };
     let lease = std::env::var("CRASH_LEASE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
-    let engine = Engine::builder()
-        .sqlite_with(db, SqliteOptions::new().durability(durability))
+    // A `postgres://` DB is a PostgreSQL store (`?schema=` picks the test's schema): the
+    // server ends a transaction left idle by a stopped process quickly, so that its locks do
+    // not outlast the short test lease.
+    let builder = if db.starts_with("postgres://") {
+        let idle = Duration::from_millis((lease / 3).max(20));
+        let options = PostgresOptions::new().pool_size(3).idle_transaction_timeout(idle);
+        Engine::builder().postgres_with(db, options)
+    } else {
+        Engine::builder().sqlite_with(db, SqliteOptions::new().durability(durability))
+    };
+    let engine = builder
         .container(Container::new().with(effects))
         .lease_duration(Duration::from_millis(lease))
         .start()
         .await
         .expect("engine start");
+    // A fleet process: a worker (`work`), or the client that starts the orders (`orders N`,
+    // ID the prefix of their ids); both run until they are killed.
+    if command == "work" || command == "orders" {
+        if command == "orders" {
+            fleet::start_orders(&engine, id, rest[0].parse().expect("a count")).await;
+        }
+        std::future::pending::<()>().await;
+    }
     let id = ExecutionId::from(id.as_str());
     if command == "start" {
         // The outcome is read back from the store below, like after a resume.

@@ -40,16 +40,23 @@ pub struct PostgresOptions {
     schema: String,
     pool_size: usize,
     connect_timeout: Duration,
+    idle_transaction_timeout: Duration,
 }
 
 impl Default for PostgresOptions {
     fn default() -> Self {
-        Self { schema: "workflows".into(), pool_size: 8, connect_timeout: Duration::from_secs(10) }
+        Self {
+            schema: "workflows".into(),
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(10),
+            idle_transaction_timeout: Duration::from_secs(5),
+        }
     }
 }
 
 impl PostgresOptions {
-    /// Default options: schema `workflows`, at most 8 connections, a 10 s connect timeout.
+    /// Default options: schema `workflows`, at most 8 connections, a 10 s connect timeout, a
+    /// 5 s idle-transaction timeout.
     pub fn new() -> Self {
         Self::default()
     }
@@ -71,6 +78,17 @@ impl PostgresOptions {
     /// How long connecting may take before it fails.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long the server lets a transaction of this process sit idle before it ends the
+    /// session (PostgreSQL's `idle_in_transaction_session_timeout`). A process stopped inside
+    /// a write transaction (SIGSTOP, a paused VM) holds the row locks of the executions it
+    /// writes; this gives them back, so that other workers can take those executions over when
+    /// their leases end. Keep it well under the engine's lease (the default, 5 s, is a sixth of
+    /// the default 30 s lease); the writer's own transactions last milliseconds.
+    pub fn idle_transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_transaction_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 }
@@ -115,7 +133,10 @@ impl PostgresStore {
             )));
         }
         config.connect_timeout(options.connect_timeout);
-        config.options(format!("-c search_path={schema}"));
+        config.options(format!(
+            "-c search_path={schema} -c idle_in_transaction_session_timeout={}",
+            options.idle_transaction_timeout.as_millis()
+        ));
         config.application_name("workflows");
         let manager = Manager::from_config(
             config,

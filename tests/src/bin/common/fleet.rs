@@ -1,0 +1,76 @@
+//! The fleet test's saga: three steps of a few milliseconds each; an order marked to fail has
+//! its last step fail for good, so the two before it are compensated. Every step body and
+//! compensation records, in the side-effect log, the execution, the step, the attempt, the
+//! process and the moment it began and ended, so the test can check who ran what and when.
+
+use std::time::Duration;
+
+use workflows_runtime::prelude::*;
+
+use super::SideEffects;
+
+/// One order of the fleet test.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Order {
+    pub id: String,
+    /// The last step fails for good: the order is compensated.
+    pub fail: bool,
+}
+
+fn now_micros() -> i64 {
+    workflows_runtime::Timestamp::now().as_micros()
+}
+
+/// `body EXEC STEP ATTEMPT PID begin|end|failed MICROS`
+fn record(ctx: &StepContext, order: &str, step: u32, what: &str) -> Result<(), StepError> {
+    let line = format!("body {order} {step} {} {} {what} {}", ctx.attempt(), std::process::id(), now_micros());
+    ctx.resolve::<SideEffects>()?.record(line);
+    Ok(())
+}
+
+/// A few milliseconds, the same for a step of an order on every run.
+fn pause(order: &str, step: u32) -> Duration {
+    let hash = order.bytes().fold(u64::from(step), |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    Duration::from_millis(5 + hash % 25)
+}
+
+#[step(compensate = fleet_undo)]
+async fn fleet_step(ctx: &StepContext, order: Order, step: u32) -> Result<(String, u32), StepError> {
+    record(ctx, &order.id, step, "begin")?;
+    tokio::time::sleep(pause(&order.id, step)).await;
+    if order.fail && step == 3 {
+        record(ctx, &order.id, step, "failed")?;
+        return Err(StepError::permanent("declined as planned"));
+    }
+    record(ctx, &order.id, step, "end")?;
+    Ok((order.id, step))
+}
+
+/// `comp EXEC STEP PID begin|end MICROS`
+async fn fleet_undo(ctx: &StepContext, (order, step): (String, u32)) -> Result<(), StepError> {
+    let effects = ctx.resolve::<SideEffects>()?;
+    effects.record(format!("comp {order} {step} {} begin {}", std::process::id(), now_micros()));
+    tokio::time::sleep(pause(&order, step + 10)).await;
+    effects.record(format!("comp {order} {step} {} end {}", std::process::id(), now_micros()));
+    Ok(())
+}
+
+#[workflow]
+pub async fn fleet_saga(wf: &Workflow, order: Order) -> Result<u32, WorkflowError> {
+    let mut done = 0;
+    for step in 1..=3 {
+        fleet_step(wf, order.clone(), step).await?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// Starts orders `PREFIX-0` .. `PREFIX-{n-1}` (every fifth fails), one every few milliseconds
+/// (a restarted client starts the same ids again: idempotent), then drives what it started.
+pub async fn start_orders(engine: &Engine, prefix: &str, n: u32) {
+    for k in 0..n {
+        let order = Order { id: format!("{prefix}-{k}"), fail: k % 5 == 4 };
+        let _ = fleet_saga::start_with(engine, order.clone(), RunOptions::new().id(&order.id)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

@@ -1,0 +1,329 @@
+//! Many processes on one PostgreSQL database (`WORKFLOWS_TEST_POSTGRES`, each test in a schema
+//! of its own), run for real with the `crash_worker` binary:
+//!
+//! - **the fleet under SIGKILL**: three workers and a client that starts 500 orders (a
+//!   three-step saga; every fifth is compensated), with SIGKILLs of random processes at random
+//!   moments (at least 50, and on until nine orders in ten finished, or 200), each restarted. Every step body and compensation records who ran it and
+//!   when, outside the store. Every order finishes; a step body runs again only after the
+//!   process that ran it was killed; no two processes run one order's bodies at the same time
+//!   unless the first was killed; each compensation runs once per step to be undone, by a
+//!   process that lived through it, and the journal records each completion once;
+//! - **a stale worker**: SIGSTOPped past its lease while it waits (a retry's backoff, a durable
+//!   sleep, a compensation's backoff) — inside a write transaction or not: the server ends a
+//!   transaction left idle, so its row locks do not hold the execution —, two others take the
+//!   execution over and finish it, and after SIGCONT the stale worker starts no body and no
+//!   compensation, and writes nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use workflows_tests::postgres::TestSchema;
+
+const WORKER: &str = env!("CARGO_BIN_EXE_crash_worker");
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// A schema, a side-effect log, and the processes run on them.
+struct Fleet {
+    schema: TestSchema,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+    lease_ms: u64,
+}
+
+impl Fleet {
+    fn new(lease_ms: u64) -> Option<Self> {
+        let schema = runtime().block_on(TestSchema::new())?;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("effects.log");
+        Some(Self { schema, _dir: dir, log, lease_ms })
+    }
+
+    fn process(&self, args: &[&str]) -> Child {
+        Command::new(WORKER)
+            .arg(self.schema.url())
+            .arg(&self.log)
+            .arg("full")
+            .args(args)
+            .env("CRASH_LEASE_MS", self.lease_ms.to_string())
+            .env_remove("CRASH_BLOCK")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn log(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+
+    /// Runs a query on the test's schema.
+    fn query(&self, sql: &str) -> Vec<tokio_postgres::Row> {
+        runtime().block_on(async {
+            let client = self.schema.connect().await;
+            client.batch_execute(&format!("SET search_path TO {}", self.schema.name())).await.unwrap();
+            client.query(sql, &[]).await.unwrap_or_default()
+        })
+    }
+
+    /// The journal of `id` as (kind, call key) pairs.
+    fn journal(&self, id: &str) -> Vec<(String, String)> {
+        let sql = format!("SELECT kind, call_key FROM journal WHERE execution_id = '{id}' ORDER BY idx");
+        self.query(&sql).iter().map(|r| (r.get(0), r.get(1))).collect()
+    }
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// Waits for a process and returns its stdout; fails the test with its stderr if it failed.
+fn finish(mut child: Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let (mut stdout, mut stderr) = (String::new(), String::new());
+            child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            assert!(status.success(), "worker failed ({status}): {stderr}");
+            return stdout;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("worker did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A little pseudo-random generator (the seed is printed, `FLEET_SEED` replays it).
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// One run of a step body or a compensation, from the side-effect log.
+#[derive(Debug, Clone)]
+struct Run {
+    pid: u32,
+    begin: i64,
+    /// When it ended (completed or failed), if it did.
+    end: Option<i64>,
+}
+
+const ORDERS: u32 = 500;
+const KILLS: usize = 50;
+
+#[test]
+fn a_fleet_under_sigkill_finishes_every_order_and_runs_nothing_twice() {
+    let Some(fleet) = Fleet::new(1000) else { return };
+    let seed = std::env::var("FLEET_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    println!("FLEET_SEED={seed}");
+    let mut random = Random(seed);
+    let orders = ORDERS.to_string();
+    let start = |slot: usize| match slot {
+        0 => fleet.process(&["orders", "order", &orders]),
+        _ => fleet.process(&["work", "-"]),
+    };
+    // Slot 0 is the client; 1..=3 the workers.
+    let mut processes: Vec<Child> = (0..4).map(start).collect();
+    // When each killed process was killed (its pid), by the system clock the log uses.
+    let mut killed: HashMap<u32, i64> = HashMap::new();
+    let finished = || {
+        let sql = "SELECT COUNT(*) FROM executions WHERE state IN ('completed', 'compensated')";
+        fleet.query(sql).first().map_or(0, |r| r.get::<_, i64>(0))
+    };
+    // At least KILLS kills, and on until most orders finished, so that kills land all along.
+    let mut kills = 0;
+    while kills < KILLS || (finished() < i64::from(ORDERS) * 9 / 10 && kills < 4 * KILLS) {
+        std::thread::sleep(Duration::from_millis(20 + random.below(120)));
+        // The client one time in ten: it starts the orders again from the first (those that
+        // exist are skipped), and must get through them.
+        let slot = if random.below(10) == 0 { 0 } else { 1 + random.below(3) as usize };
+        kills += 1;
+        // Noted before the kill: the process is gone no earlier than this.
+        killed.insert(processes[slot].id(), workflows_runtime::Timestamp::now().as_micros());
+        processes[slot].kill().unwrap();
+        processes[slot].wait().unwrap();
+        processes[slot] = start(slot);
+    }
+    let killed_while_running = finished();
+    wait_until("every order to finish", Duration::from_secs(120), || finished() == i64::from(ORDERS));
+    for mut process in processes {
+        let _ = process.kill();
+        let _ = process.wait();
+    }
+    println!("{kills} kills, {killed_while_running} of {ORDERS} orders had finished by the last one");
+
+    let log = fleet.log();
+    let mut bodies: BTreeMap<(String, u32), Vec<Run>> = BTreeMap::new();
+    let mut compensations: BTreeMap<(String, u32), Vec<Run>> = BTreeMap::new();
+    for line in &log {
+        let parts: Vec<&str> = line.split(' ').collect();
+        match parts.as_slice() {
+            ["body", order, step, _attempt, pid, what, at] => {
+                let runs = bodies.entry((order.to_string(), step.parse().unwrap())).or_default();
+                let (pid, at): (u32, i64) = (pid.parse().unwrap(), at.parse().unwrap());
+                if *what == "begin" {
+                    runs.push(Run { pid, begin: at, end: None });
+                } else {
+                    let run = runs.iter_mut().rev().find(|r| r.pid == pid).expect("a begin before its end");
+                    run.end = Some(at);
+                }
+            }
+            ["comp", order, step, pid, what, at] => {
+                let runs = compensations.entry((order.to_string(), step.parse().unwrap())).or_default();
+                let (pid, at): (u32, i64) = (pid.parse().unwrap(), at.parse().unwrap());
+                if *what == "begin" {
+                    runs.push(Run { pid, begin: at, end: None });
+                } else {
+                    runs.iter_mut().rev().find(|r| r.pid == pid).expect("a begin before its end").end = Some(at);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let was_killed = |pid: u32| killed.contains_key(&pid);
+    for ((order, step), runs) in &bodies {
+        // Only the last run may be by a process that lived on: each earlier one's process was
+        // killed (a completed body whose completion was committed never runs again).
+        for run in &runs[..runs.len() - 1] {
+            assert!(was_killed(run.pid), "{order} step {step} ran again after a run by a live process: {runs:?}");
+        }
+        let last = runs.last().unwrap();
+        assert!(last.end.is_some() || was_killed(last.pid), "{order} step {step} never ended: {runs:?}");
+    }
+    // No two processes run one order's bodies at the same time, unless the first was killed
+    // before the second began.
+    let mut by_order: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+    for ((order, _), runs) in &bodies {
+        by_order.entry(order).or_default().extend(runs.iter());
+    }
+    for (order, mut runs) in by_order {
+        runs.sort_by_key(|r| r.begin);
+        for pair in runs.windows(2) {
+            let (first, second) = (pair[0], pair[1]);
+            if first.pid == second.pid {
+                continue;
+            }
+            let stopped = first.end.or_else(|| killed.get(&first.pid).copied()).unwrap_or(i64::MAX);
+            assert!(stopped <= second.begin, "{order}: bodies of two processes overlapped: {first:?} and {second:?}");
+        }
+    }
+    // Each order that fails is compensated: steps 1 and 2 undone, each by one run of a process
+    // that lived through it (runs by killed processes may have been cut short and redone).
+    for k in (4..ORDERS).step_by(5) {
+        let order = format!("order-{k}");
+        for step in 1..=2 {
+            let runs = compensations.get(&(order.clone(), step)).unwrap_or_else(|| panic!("{order} {step} undone"));
+            let completed_by_survivors = runs.iter().filter(|r| r.end.is_some() && !was_killed(r.pid)).count();
+            assert!(completed_by_survivors <= 1, "{order} step {step} compensated twice: {runs:?}");
+            assert!(runs.iter().any(|r| r.end.is_some()), "{order} step {step} never compensated: {runs:?}");
+        }
+        assert!(!compensations.contains_key(&(order.clone(), 3)), "the failed step is not compensated");
+    }
+    // The journal records each completion and each compensation once.
+    let counts = fleet.query(
+        "SELECT kind, COUNT(*) FROM journal WHERE kind IN ('step_completed', 'compensation_completed') GROUP BY kind",
+    );
+    let count = |kind: &str| counts.iter().find(|r| r.get::<_, String>(0) == kind).map_or(0, |r| r.get::<_, i64>(1));
+    let failing = i64::from(ORDERS / 5);
+    assert_eq!(count("step_completed"), (i64::from(ORDERS) - failing) * 3 + failing * 2);
+    assert_eq!(count("compensation_completed"), failing * 2);
+    let duplicates = fleet.query(
+        "SELECT execution_id, call_key FROM journal WHERE kind = 'step_completed'
+         GROUP BY execution_id, call_key HAVING COUNT(*) > 1",
+    );
+    assert!(duplicates.is_empty(), "a step completed twice in a journal");
+    let states = fleet.query("SELECT state, COUNT(*) FROM executions GROUP BY state ORDER BY state");
+    let states: Vec<(String, i64)> = states.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(states, [("compensated".to_owned(), failing), ("completed".to_owned(), i64::from(ORDERS) - failing)]);
+    let runners: HashSet<u32> = bodies.values().flatten().map(|r| r.pid).collect();
+    let cut = bodies.values().flatten().filter(|r| r.end.is_none()).count();
+    let again = bodies.values().map(|runs| runs.len() - 1).sum::<usize>();
+    println!(
+        "{} processes ran bodies; {cut} bodies were cut by a kill, {again} step runs were runs again",
+        runners.len()
+    );
+    assert!(cut > 0 && again > 0, "the kills landed inside bodies");
+}
+
+/// Three workers on one schema: the one driving the execution is stopped (SIGSTOP) for about
+/// four leases while it waits, the two others take the execution over and finish it, then the
+/// stopped one continues (SIGCONT): it starts no step body and no compensation once it cannot
+/// prove its lease, and its writes are refused.
+#[test]
+fn a_stalled_worker_starts_no_body_and_no_compensation_after_losing_its_lease() {
+    for (pause, marker, wait_for, outcome) in [
+        ("Backoff", "pay begin 1", Some(("step_failed", "pay_later#1")), "STATE completed"),
+        ("Sleep", "reserve", Some(("timer_started", "@sleep#1")), "STATE completed"),
+        ("Compensation", "unhold begin 1", None, "STATE compensated"),
+    ] {
+        let Some(fleet) = Fleet::new(250) else { return };
+        let id = format!("stale-{pause}");
+        let stale = fleet.process(&["start", &id, &format!("stale:{pause}")]);
+        wait_until(&format!("{pause}: `{marker}`"), Duration::from_secs(20), || {
+            fleet.log().iter().any(|l| l.starts_with(marker))
+        });
+        if let Some((kind, key)) = wait_for {
+            wait_until(&format!("{kind} {key}"), Duration::from_secs(20), || {
+                fleet.journal(&id).iter().any(|(k, c)| k == kind && c == key)
+            });
+        }
+        // Anywhere: inside a write transaction too (the server ends it once it sits idle).
+        signal(&stale, "STOP");
+        let stopped_at = Instant::now();
+        let stale_pid = stale.id().to_string();
+        let before = fleet.log();
+        let journal_before = fleet.journal(&id).len();
+
+        let others = [fleet.process(&["resume", &id]), fleet.process(&["resume", &id])];
+        for other in others {
+            assert_eq!(finish(other).trim(), outcome, "{pause}: {:?}", fleet.log());
+        }
+        let journal_after = fleet.journal(&id);
+        // Stopped for at least four leases (250 ms each) in all.
+        std::thread::sleep(Duration::from_millis(1000).saturating_sub(stopped_at.elapsed()));
+        signal(&stale, "CONT");
+        let stale_out = finish(stale);
+        assert_eq!(stale_out.trim(), outcome, "{pause}");
+
+        let after = fleet.log();
+        let by_stale = |lines: &[String]| lines.iter().filter(|l| l.ends_with(&format!(" {stale_pid}"))).count();
+        assert_eq!(
+            by_stale(&after),
+            by_stale(&before),
+            "{pause}: the stale worker ran a body or a compensation after losing its lease: {after:?}"
+        );
+        assert!(journal_after.len() > journal_before, "{pause}: the others wrote");
+        assert_eq!(fleet.journal(&id), journal_after, "{pause}: nothing the stale worker wrote landed");
+        match pause {
+            "Backoff" => assert_eq!(after.iter().filter(|l| l.starts_with("pay begin 2")).count(), 1, "{after:?}"),
+            "Sleep" => assert_eq!(after.iter().filter(|l| l.starts_with("after sleep")).count(), 1, "{after:?}"),
+            _ => assert_eq!(after.iter().filter(|l| *l == "release").count(), 1, "{after:?}"),
+        }
+    }
+}

@@ -194,3 +194,37 @@ async fn two_engines_never_run_two_executions_of_one_key_at_once() {
     }
     assert_eq!(overlap.most.load(Ordering::SeqCst), 1, "one body of the key at a time, across both engines");
 }
+
+#[tokio::test]
+async fn a_client_only_engine_starts_what_the_workers_run_and_gets_the_results() {
+    let Some(schema) = TestSchema::new().await else { return };
+    let gate = Arc::new(Gate::opened());
+    let (worker_log, client_log) = (Arc::new(Log::default()), Arc::new(Log::default()));
+    // Ten-minute leases: the worker's periodic claim comes every five minutes, so only a notice
+    // can make it take the work within the test's minute.
+    let engine = |log: &Arc<Log>| {
+        Engine::builder()
+            .postgres_with(schema.url(), small_pool())
+            .container(container(log, &gate))
+            .lease_duration(Duration::from_secs(600))
+    };
+    let worker = engine(&worker_log).start().await.unwrap();
+    let client = engine(&client_log).client_only().start().await.unwrap();
+
+    let run = add_then_hold::run_with(&client, 1, RunOptions::new().id("from-client"));
+    let output = tokio::time::timeout(Duration::from_secs(60), run).await.expect("a worker ran it, woken by a notice");
+    assert_eq!(output.unwrap(), 3);
+    let failed = tokio::time::timeout(Duration::from_secs(60), order::run_with(&client, 9, RunOptions::new().id("o")))
+        .await
+        .expect("a worker ran it")
+        .unwrap_err();
+    assert!(failed.to_string().contains("card declined"), "{failed}");
+    assert_eq!(
+        worker_log.lines(),
+        ["add 1 1", "add 2 1", "reserve book", "reserve pen", "unreserve pen", "unreserve book"],
+        "the worker ran every body and compensation"
+    );
+    assert!(client_log.lines().is_empty(), "the client ran nothing: {:?}", client_log.lines());
+    let record = worker.execution(&"from-client".into()).await.unwrap().unwrap();
+    assert_eq!((record.state, record.epoch), (ExecutionState::Completed, 2), "created unowned, claimed once");
+}

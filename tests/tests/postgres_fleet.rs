@@ -1,8 +1,8 @@
 //! Many processes on one PostgreSQL database (`WORKFLOWS_TEST_POSTGRES`, each test in a schema
 //! of its own), run for real with the `crash_worker` binary:
 //!
-//! - **the fleet under SIGKILL**: three workers and a client that starts 500 orders (a
-//!   three-step saga; every fifth is compensated), with SIGKILLs of random processes at random
+//! - **the fleet under SIGKILL**: three workers and a client-only process that starts 500
+//!   orders (a three-step saga; every fifth is compensated) for the workers to run, with SIGKILLs of random processes at random
 //!   moments (at least 50, and on until nine orders in ten finished, or 200), each restarted. Every step body and compensation records who ran it and
 //!   when, outside the store. Every order finishes; a step body runs again only after the
 //!   process that ran it was killed; no two processes run one order's bodies at the same time

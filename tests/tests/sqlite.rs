@@ -513,3 +513,28 @@ async fn silent_damage_is_detected_on_read_and_by_the_integrity_check() {
     assert_eq!(damaged, ["flipped-entry", "flipped-input", "lost-rows"], "{report:?}");
     assert_eq!(report.executions, 4);
 }
+
+#[tokio::test]
+async fn a_client_only_engine_leaves_what_it_starts_to_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("fleet.db")).unwrap());
+    let gate = Arc::new(Gate::opened());
+    // A worker polls every half lease: 200 ms.
+    let engine = || {
+        Engine::builder()
+            .store(store.clone())
+            .container(Container::new().with(gate.clone()))
+            .lease_duration(Duration::from_millis(400))
+    };
+    let client = engine().client_only().start().await.unwrap();
+    let handle = sum_then_hold::start_with(&client, 5, RunOptions::new().id("queued-for-workers")).await.unwrap();
+    let record = client.execution(handle.id()).await.unwrap().unwrap();
+    assert_eq!((record.state, record.owner), (ExecutionState::Running, None), "nobody holds it");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gate.arrived(), 0, "the client runs nothing");
+
+    let _worker = engine().start().await.unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(30), handle.result()).await.expect("a worker ran it");
+    assert_eq!(output.unwrap(), 7);
+    assert_eq!(gate.arrived(), 1);
+}

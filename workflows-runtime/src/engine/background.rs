@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::core::EngineInner;
 use crate::failure::Failure;
-use crate::store::Renewed;
+use crate::store::{Notice, Renewed};
 use crate::time::Timestamp;
+use tokio::sync::broadcast::error::RecvError;
 
 /// The engine's background work: renews its leases (and cancels the executions whose
 /// cancellation another process requested) every third of the lease, takes over orphans every
@@ -17,6 +18,7 @@ pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
     let weak = Arc::downgrade(inner);
     let lease = inner.lease;
     let purge_every = inner.purge_interval;
+    let work = inner.work_available.clone();
     tokio::spawn(async move {
         let mut renew = tokio::time::interval(lease / 3);
         let mut claim = tokio::time::interval(lease / 2);
@@ -30,6 +32,7 @@ pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
                 _ = renew.tick() => Work::Renew,
                 _ = claim.tick() => Work::Claim,
                 _ = purge.tick() => Work::Purge,
+                () = work.notified() => Work::Claim,
             };
             let Some(inner) = weak.upgrade() else { return };
             if inner.is_closed() {
@@ -51,6 +54,32 @@ pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
                     Err(error) => tracing::warn!(%error, "could not purge finished executions"),
                 },
                 Work::Claim | Work::Purge => {}
+            }
+        }
+    });
+}
+
+/// Reacts to what other processes sharing the store did (see `Store::notices`): work to take
+/// makes a worker claim at once (and a queued execution try its key again); a finished
+/// execution wakes whoever waits here for its result; after notices were missed, both, for
+/// everything.
+pub(super) fn spawn_notices(inner: &Arc<EngineInner>, mut notices: tokio::sync::broadcast::Receiver<Notice>) {
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        loop {
+            let notice = notices.recv().await;
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.is_closed() {
+                return;
+            }
+            match notice {
+                Ok(Notice::Work) => inner.work_arrived(),
+                Ok(Notice::Finished(id)) => inner.notify_watchers(&id),
+                Ok(Notice::Rescan) | Err(RecvError::Lagged(_)) => {
+                    inner.work_arrived();
+                    inner.notify_all_watchers();
+                }
+                Err(RecvError::Closed) => return,
             }
         }
     });

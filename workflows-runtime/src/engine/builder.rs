@@ -34,6 +34,7 @@ pub struct EngineBuilder {
     retention: Duration,
     purge_interval: Duration,
     worker: bool,
+    client_only: bool,
 }
 
 /// Which store the engine will use; file stores are opened by `start`.
@@ -69,6 +70,7 @@ impl Default for EngineBuilder {
             retention: DEFAULT_RETENTION,
             purge_interval: Duration::from_secs(60),
             worker: true,
+            client_only: false,
         }
     }
 }
@@ -181,6 +183,20 @@ impl EngineBuilder {
         self
     }
 
+    /// Makes a *client-only* engine, for the processes of a fleet that start work but do not
+    /// run it (an API server beside its workers): the executions it starts are left, unowned,
+    /// for the workers sharing its store, which take them at once (on PostgreSQL they are
+    /// woken by `LISTEN/NOTIFY`; otherwise at their next claim, every half lease); `run` and
+    /// [`ExecutionHandle::result`](crate::ExecutionHandle::result) wait for the result in the
+    /// store. It runs no workflow body, takes nothing over, and leaves what its deliveries
+    /// and cancellations wake to the workers. Without a worker on its store, nothing it starts
+    /// runs.
+    pub fn client_only(mut self) -> Self {
+        self.client_only = true;
+        self.worker = false;
+        self
+    }
+
     /// Builds the registry (failing on duplicate names) and opens the store; then (for a
     /// worker) starts resuming, in the background, the executions on the store that have no
     /// live owner, and renewing leases. Returns without waiting for the recovery (its progress
@@ -213,12 +229,14 @@ impl EngineBuilder {
             live: Mutex::new(HashMap::default()),
             abandoned: Mutex::new(Vec::new()),
             key_released: tokio::sync::Notify::new(),
+            work_available: Arc::new(tokio::sync::Notify::new()),
             purge_interval: self.purge_interval,
             closed: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             timer_changed: tokio::sync::Notify::new(),
             events: crate::events::EventHub::new(),
             worker: self.worker,
+            client_only: self.client_only,
             watchers: Mutex::new(HashMap::default()),
             runtime: tokio::runtime::Handle::current(),
         });
@@ -229,6 +247,9 @@ impl EngineBuilder {
             background::spawn_scheduler(&inner);
         }
         background::spawn_maintenance(&inner);
+        if let Some(notices) = inner.store.notices() {
+            background::spawn_notices(&inner, notices);
+        }
         Ok(Engine { inner })
     }
 }

@@ -42,6 +42,8 @@ pub(crate) async fn start_child(
             });
         }
         Created::Exists(_) => return Ok(()),
+        // A client-only engine runs no body, so starts no child; were it to, a worker runs it.
+        Created::ForWorkers(_) => return Ok(()),
     };
     engine.spawn(&child.clone(), async move {
         let wf = Workflow { live: child };

@@ -55,6 +55,8 @@ pub(crate) struct EngineInner {
     /// Notified when an execution holding an exclusive key ends here, so that the executions
     /// queued for a key retry at once instead of at their next poll.
     pub(crate) key_released: tokio::sync::Notify,
+    /// Another process says there is work to take (see `background::spawn_notices`).
+    pub(crate) work_available: Arc<tokio::sync::Notify>,
     /// How often finished executions past their retention are purged (zero: never).
     pub(crate) purge_interval: Duration,
     pub(crate) closed: AtomicBool,
@@ -66,6 +68,8 @@ pub(crate) struct EngineInner {
     pub(crate) events: crate::events::EventHub,
     /// False for a client engine (see [`EngineBuilder::worker`]).
     pub(crate) worker: bool,
+    /// Runs nothing: what it starts is left for the workers (see `EngineBuilder::client_only`).
+    pub(crate) client_only: bool,
     /// Callers waiting for executions to finish, by execution (see [`handle::wait_for`]).
     pub(crate) watchers: Mutex<HashMap<ExecutionId, Arc<tokio::sync::Notify>, foldhash::fast::RandomState>>,
     /// The runtime the engine started on: an execution run in its caller's task moves here

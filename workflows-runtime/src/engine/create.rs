@@ -10,7 +10,7 @@ use super::core::{EngineInner, LiveExecution};
 use super::live::Setup;
 use super::options::RunOptions;
 use crate::error::RunError;
-use crate::execution::ExecutionRecord;
+use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::journal::replay::Progress;
 use crate::registry::WorkflowDefinition;
 use crate::store::{CreateOutcome, NewExecution};
@@ -21,6 +21,8 @@ pub(crate) enum Created {
     /// A new execution; `true` if it waits for its exclusive key.
     New(Arc<LiveExecution>, bool),
     Exists(Box<ExecutionRecord>),
+    /// Created for the workers to run: this engine is client-only.
+    ForWorkers(ExecutionId),
 }
 
 impl EngineInner {
@@ -46,7 +48,7 @@ impl EngineInner {
             fingerprint: definition.fingerprint(),
             version: definition.version(),
             input,
-            owner: inner.owner.clone(),
+            owner: (!inner.client_only).then(|| inner.owner.clone()),
             lease_until: now + inner.lease,
             now,
             exclusive_key: options.exclusive_key.clone(),
@@ -64,6 +66,10 @@ impl EngineInner {
                 return Err(RunError::KeyHeld { key: options.exclusive_key.unwrap_or_default(), holder });
             }
         };
+        if inner.client_only {
+            // Woken at once where the store can (see `Store::notices`).
+            return Ok(Created::ForWorkers(id));
+        }
         let setup = Setup {
             container: options.container,
             epoch: 1,

@@ -121,6 +121,7 @@ impl Engine {
                 let same = handle::same_json(input, &record.input);
                 Begun::Exists(handle::existing(self.inner.clone(), definition.name(), *record, same).await?)
             }
+            Created::ForWorkers(id) => Begun::Exists(ExecutionHandle::attached(id, self.inner.clone())),
         })
     }
 
@@ -154,6 +155,7 @@ impl Engine {
                 let same = handle::same_json(&provided, &record.input);
                 return handle::existing(self.inner.clone(), definition.name(), *record, same).await;
             }
+            Created::ForWorkers(id) => return Ok(ExecutionHandle::attached(id, self.inner.clone())),
         };
         Ok(self.drive_new(live, queued, move |wf| {
             // Checked above; a stored input is the one just checked.

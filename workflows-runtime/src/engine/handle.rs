@@ -62,6 +62,11 @@ impl<O> ExecutionHandle<O> {
         Self { id, state: State::Live(receiver, engine) }
     }
 
+    /// A handle on an execution another engine drives: its result is read from the store.
+    pub(crate) fn attached(id: ExecutionId, engine: Arc<EngineInner>) -> Self {
+        Self { id, state: State::Attached(engine) }
+    }
+
     /// The execution's id.
     pub fn id(&self) -> &ExecutionId {
         &self.id

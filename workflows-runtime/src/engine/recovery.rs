@@ -76,7 +76,8 @@ impl EngineInner {
     }
 
     async fn claim_now(self: &Arc<Self>, only: Option<ExecutionId>) -> Result<usize, StoreError> {
-        if self.is_draining() {
+        // A client-only engine leaves everything to the workers, what it woke or cancelled too.
+        if self.is_draining() || self.client_only {
             return Ok(0);
         }
         let workflows: Vec<String> =

@@ -142,6 +142,23 @@ impl EngineInner {
     }
 
     /// Wakes the callers waiting for execution `id`: its task ended here.
+    /// Wakes everyone waiting here for an execution's end (they read the store again).
+    pub(crate) fn notify_all_watchers(&self) {
+        let watchers: Vec<_> = self.watchers.lock().drain().map(|(_, watch)| watch).collect();
+        for watch in watchers {
+            watch.notify_waiters();
+        }
+    }
+
+    /// Another process says there is work to take: a worker claims now, and executions queued
+    /// for an exclusive key try it again.
+    pub(crate) fn work_arrived(&self) {
+        self.key_released.notify_waiters();
+        if self.worker {
+            self.work_available.notify_one();
+        }
+    }
+
     pub(crate) fn notify_watchers(&self, id: &ExecutionId) {
         let watch = self.watchers.lock().remove(id);
         if let Some(watch) = watch {

@@ -121,6 +121,28 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// owned by `reopen.owner` with a new epoch, and returns it; or takes over one already
     /// `compensating` whose owner is gone.
     fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened>;
+
+    /// What other processes sharing the store did that this engine should react to at once
+    /// (see [`Notice`]), for stores that can say so (PostgreSQL: `LISTEN/NOTIFY`). `None`:
+    /// the engine finds out by polling (at its next claim, its next look at the store).
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
+        None
+    }
+}
+
+/// What a store tells the engines of other processes (see [`Store::notices`]). Polling stays
+/// the safety net: a notice only makes an engine look sooner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Executions may be there to take: created for the workers by a client-only engine,
+    /// released by an engine that stopped, woken by a delivery or a cancellation, or an
+    /// exclusive key given back.
+    Work,
+    /// This execution finished.
+    Finished(ExecutionId),
+    /// Notices may have been missed (the store's connection was lost and made again): look at
+    /// everything again.
+    Rescan,
 }
 
 /// A request to compensate a completed execution as a unit; see [`Store::reopen`].
@@ -348,8 +370,9 @@ pub struct NewExecution {
     pub version: u32,
     /// The input, as JSON.
     pub input: Box<RawValue>,
-    /// The owning engine.
-    pub owner: Arc<str>,
+    /// The owning engine; `None` for an execution started by a client-only engine, which any
+    /// worker's next claim takes at once (its lease is then unset).
+    pub owner: Option<Arc<str>>,
     /// Until when the owner's lease holds.
     pub lease_until: Timestamp,
     /// Creation time.

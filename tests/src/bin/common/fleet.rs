@@ -65,8 +65,8 @@ pub async fn fleet_saga(wf: &Workflow, order: Order) -> Result<u32, WorkflowErro
     Ok(done)
 }
 
-/// Starts orders `PREFIX-0` .. `PREFIX-{n-1}` (every fifth fails), one every few milliseconds
-/// (a restarted client starts the same ids again: idempotent), then drives what it started.
+/// Starts orders `PREFIX-0` .. `PREFIX-{n-1}` (every fifth fails), one every millisecond or so,
+/// for the workers to run (a restarted client starts the same ids again: idempotent).
 pub async fn start_orders(engine: &Engine, prefix: &str, n: u32) {
     for k in 0..n {
         let order = Order { id: format!("{prefix}-{k}"), fail: k % 5 == 4 };

@@ -266,14 +266,16 @@ pub async fn main() -> ExitCode {
     } else {
         Engine::builder().sqlite_with(db, SqliteOptions::new().durability(durability))
     };
+    // The fleet's client only starts orders: the workers run them.
+    let builder = if command == "orders" { builder.client_only() } else { builder };
     let engine = builder
         .container(Container::new().with(effects))
         .lease_duration(Duration::from_millis(lease))
         .start()
         .await
         .expect("engine start");
-    // A fleet process: a worker (`work`), or the client that starts the orders (`orders N`,
-    // ID the prefix of their ids); both run until they are killed.
+    // A fleet process: a worker (`work`), or the client-only engine that starts the orders
+    // (`orders N`, ID the prefix of their ids); both run until they are killed.
     if command == "work" || command == "orders" {
         if command == "orders" {
             fleet::start_orders(&engine, id, rest[0].parse().expect("a count")).await;

@@ -58,6 +58,20 @@ pub(super) async fn a_claim_takes_only_executions_whose_lease_expired(store: &dy
     assert!(claimed(store, &claim("engine-a", later + SECOND)).await.is_empty());
 }
 
+/// An execution created without an owner (by a client-only engine) has no lease, and the next
+/// claim of any engine takes it.
+pub(super) async fn an_execution_created_without_an_owner_is_claimed_at_once(store: &dyn Store) {
+    let now = Timestamp::now();
+    let mut new = new_execution("for-workers", "client", now);
+    new.owner = None;
+    let created = create(store, new).await;
+    assert_eq!((created.owner, created.lease_until, created.epoch), (None, None, 1));
+    let taken = store.claim_orphans(&claim("worker", now)).await.unwrap();
+    assert_eq!(taken.len(), 1, "claimable at once");
+    assert_eq!((taken[0].epoch, taken[0].owner.as_deref()), (2, Some("worker")));
+    assert!(store.renew_leases("client", now + LEASE).await.unwrap().is_empty(), "the client holds nothing");
+}
+
 /// A claim takes only executions of the workflows it names, only the one it asks for if it
 /// does, and no more than its limit.
 pub(super) async fn a_claim_takes_only_the_workflows_it_names_and_no_more_than_its_limit(store: &dyn Store) {

@@ -30,7 +30,7 @@ pub(crate) fn new_execution(id: &str, owner: &str, now: Timestamp) -> NewExecuti
         fingerprint: "0000000000000000",
         version: 0,
         input: json(id),
-        owner: Arc::from(owner),
+        owner: Some(Arc::from(owner)),
         lease_until: now + LEASE,
         now,
         exclusive_key: None,

@@ -155,6 +155,7 @@ macro_rules! on_store {
 conformance!(
     create_is_idempotent,
     a_claim_takes_only_executions_whose_lease_expired,
+    an_execution_created_without_an_owner_is_claimed_at_once,
     a_claim_takes_only_the_workflows_it_names_and_no_more_than_its_limit,
     fencing_refuses_a_stale_epoch_atomically,
     appends_follow_the_journal_without_gaps_or_repeats,

@@ -6,6 +6,7 @@
 //! an advisory lock (see [`schema`]).
 
 mod error;
+mod listener;
 mod rows;
 mod schema;
 mod writer;
@@ -24,7 +25,7 @@ use self::writer::query;
 use super::commands::Command;
 use super::{
     AppendBatch, CheckReport, Claim, CreateOutcome, DamagedExecution, Delivered, Delivery, ExecutionList,
-    ExecutionQuery, InboxEntry, InboxKind, NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, Store,
+    ExecutionQuery, InboxEntry, InboxKind, NewExecution, Notice, OwnerLeases, Purge, Renewed, Reopen, Reopened, Store,
     StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
 };
 use crate::execution::{ExecutionId, ExecutionRecord};
@@ -106,6 +107,8 @@ struct Inner {
     describe: String,
     pool: Pool,
     commands: UnboundedSender<Command>,
+    notices: tokio::sync::broadcast::Sender<Notice>,
+    _listener: listener::AbortOnDrop,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -138,6 +141,12 @@ impl PostgresStore {
             options.idle_transaction_timeout.as_millis()
         ));
         config.application_name("workflows");
+        // A connection to a server that went silent (a partition, a black hole) is found dead
+        // within about 10 s, not the system's two hours.
+        config.keepalives_idle(Duration::from_secs(5));
+        config.keepalives_interval(Duration::from_secs(2));
+        config.keepalives_retries(3);
+        let listening = config.clone();
         let manager = Manager::from_config(
             config,
             tokio_postgres::NoTls,
@@ -159,7 +168,9 @@ impl PostgresStore {
         }
         let (commands, receiver) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(writer::run(pool.clone(), receiver));
-        Ok(Self { inner: Arc::new(Inner { describe, pool, commands }) })
+        let (notices, _) = tokio::sync::broadcast::channel(listener::CAPACITY);
+        let listener = listener::AbortOnDrop(tokio::spawn(listener::listen(listening, schema, notices.clone())));
+        Ok(Self { inner: Arc::new(Inner { describe, pool, commands, notices, _listener: listener }) })
     }
 
     fn send<T>(&self, command: impl FnOnce(super::commands::Reply<T>) -> Command) -> StoreAck<T> {
@@ -441,6 +452,10 @@ impl Store for PostgresStore {
 
     fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened> {
         Box::pin(self.send(|reply| Command::Reopen(reopen.clone(), reply)))
+    }
+
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
+        Some(self.inner.notices.subscribe())
     }
 }
 

@@ -183,6 +183,13 @@ async fn execute(client: &Object, sql: &str, params: Params<'_>) -> Result<u64, 
     client.execute(&statement, params).await
 }
 
+/// Tells the engines listening on this store (see `listener`) what happened, when the
+/// transaction commits: `work`, or `finished ID`. PostgreSQL delivers one of identical
+/// notices per transaction, so a group commit of many new executions wakes each worker once.
+async fn notify(client: &Object, notice: &str) -> Result<(), tokio_postgres::Error> {
+    query(client, "SELECT pg_notify(current_schema(), $1)", &[&notice]).await.map(drop)
+}
+
 /// Serializes the writers of one exclusive key across processes until the commit.
 async fn lock_key(client: &Object, key: &str) -> Result<(), tokio_postgres::Error> {
     query(client, "SELECT pg_advisory_xact_lock(hashtext('workflows key ' || $1::text))", &[&key]).await.map(drop)
@@ -222,8 +229,8 @@ async fn create(client: &Object, new: NewExecution) -> Result<CreateOutcome, Sto
             &new.input.get(),
             &state.as_str(),
             &new.now.as_micros(),
-            &&*new.owner,
-            &new.lease_until.as_micros(),
+            &new.owner.as_deref(),
+            &new.owner.is_some().then(|| new.lease_until.as_micros()),
             &new.exclusive_key,
             &new.rerun_of.as_ref().map(|id| id.as_str()),
             &new.parent.as_ref().map(|(id, _)| id.as_str()),
@@ -234,6 +241,10 @@ async fn create(client: &Object, new: NewExecution) -> Result<CreateOutcome, Sto
     .await
     .map_err(|e| backend(context(), e))?;
     if inserted == 1 {
+        if new.owner.is_none() {
+            // Started by a client-only engine: a worker takes it.
+            notify(client, "work").await.map_err(|e| backend(context(), e))?;
+        }
         return Ok(if state == ExecutionState::Pending { CreateOutcome::Queued } else { CreateOutcome::Created });
     }
     let existing = read_execution(client, &new.id).await?.ok_or_else(|| StoreError::NotFound(new.id.clone()))?;
@@ -297,13 +308,14 @@ async fn append(client: &Object, batch: &AppendBatch) -> Result<(), StoreError> 
     }
     if let Some(transition) = &batch.transition {
         let failure = transition.failure.as_ref().map(rows::failure_json).transpose()?;
-        execute(
+        let keyed = query(
             client,
             "UPDATE executions SET state = $2, result = $3, failure = $4, updated_at = $5,
                  owner = CASE WHEN $6 THEN NULL ELSE owner END,
                  lease_until = CASE WHEN $6 THEN NULL ELSE lease_until END,
                  retain_until = $7
-             WHERE id = $1",
+             WHERE id = $1
+             RETURNING exclusive_key IS NOT NULL",
             &[
                 &id.as_str(),
                 &transition.state.as_str(),
@@ -315,7 +327,16 @@ async fn append(client: &Object, batch: &AppendBatch) -> Result<(), StoreError> 
             ],
         )
         .await
-        .map_err(|e| backend(context(), e))?;
+        .map_err(|e| backend(context(), e))?
+        .first()
+        .is_some_and(|row| row.get::<_, bool>(0));
+        if transition.state.is_finished() {
+            // Whoever waits for its result elsewhere; and the next of its key, if it had one.
+            notify(client, &format!("finished {id}")).await.map_err(|e| backend(context(), e))?;
+            if keyed {
+                notify(client, "work").await.map_err(|e| backend(context(), e))?;
+            }
+        }
     }
     if let Some(delivery) = &batch.deliver {
         deliver(client, delivery).await?;
@@ -418,10 +439,15 @@ async fn request_cancel(client: &Object, id: &ExecutionId) -> Result<bool, Store
              wake_at = CASE WHEN state = 'waiting' THEN $2 ELSE wake_at END
          WHERE id = $1 AND (state IN {ACTIVE_STATES} OR state = 'waiting')"
     );
-    execute(client, &sql, &[&id.as_str(), &Timestamp::now().as_micros()])
-        .await
-        .map(|n| n == 1)
-        .map_err(|e| backend(format!("cannot request the cancellation of execution {id}"), e))
+    let sql = format!("{sql} RETURNING state = 'waiting'");
+    let context = || format!("cannot request the cancellation of execution {id}");
+    let updated =
+        query(client, &sql, &[&id.as_str(), &Timestamp::now().as_micros()]).await.map_err(|e| backend(context(), e))?;
+    if updated.first().is_some_and(|row| row.get::<_, bool>(0)) {
+        // Woken: a worker takes it over and cancels it.
+        notify(client, "work").await.map_err(|e| backend(context(), e))?;
+    }
+    Ok(!updated.is_empty())
 }
 
 async fn acquire(client: &Object, id: &ExecutionId, epoch: u64) -> Result<bool, StoreError> {
@@ -493,17 +519,24 @@ async fn purge_finished(client: &Object, purge: &Purge) -> Result<u64, StoreErro
 async fn release(client: &Object, owner: &str) -> Result<u64, StoreError> {
     let sql =
         format!("UPDATE executions SET owner = NULL, lease_until = NULL WHERE owner = $1 AND state IN {ACTIVE_STATES}");
-    execute(client, &sql, &[&owner]).await.map_err(|e| backend("cannot release executions", e))
+    let released = execute(client, &sql, &[&owner]).await.map_err(|e| backend("cannot release executions", e))?;
+    if released > 0 {
+        // Given back by an engine that stops: another takes them at once.
+        notify(client, "work").await.map_err(|e| backend("cannot release executions", e))?;
+    }
+    Ok(released)
 }
 
 async fn release_one(client: &Object, id: &ExecutionId, epoch: u64) -> Result<bool, StoreError> {
     let sql = format!(
         "UPDATE executions SET owner = NULL, lease_until = NULL WHERE id = $1 AND epoch = $2 AND state IN {ACTIVE_STATES}"
     );
-    execute(client, &sql, &[&id.as_str(), &(epoch as i64)])
-        .await
-        .map(|n| n == 1)
-        .map_err(|e| backend(format!("cannot release execution {id}"), e))
+    let context = || format!("cannot release execution {id}");
+    let released = execute(client, &sql, &[&id.as_str(), &(epoch as i64)]).await.map_err(|e| backend(context(), e))?;
+    if released == 1 {
+        notify(client, "work").await.map_err(|e| backend(context(), e))?;
+    }
+    Ok(released == 1)
 }
 
 async fn deliver(client: &Object, delivery: &Delivery) -> Result<Delivered, StoreError> {
@@ -561,6 +594,10 @@ async fn deliver(client: &Object, delivery: &Delivery) -> Result<Delivered, Stor
     )
     .await
     .map_err(|e| backend(context(), e))?;
+    if state == ExecutionState::Waiting {
+        // Due now: a worker resumes it.
+        notify(client, "work").await.map_err(|e| backend(context(), e))?;
+    }
     Ok(Delivered::Stored { woke: state == ExecutionState::Waiting })
 }
 

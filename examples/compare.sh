@@ -13,7 +13,10 @@
 #   - in memory, against Medusa's in-memory engine (ours on one thread, as Medusa's JavaScript runs,
 #     and concurrent-10 also on tokio's multi-threaded runtime over every core);
 #   - on SQLite with `Full` durability (an fsync per commit), against DBOS (SQLite and
-#     PostgreSQL system databases) and Restate, which also sync their logs before answering.
+#     PostgreSQL system databases) and Restate, which also sync their logs before answering;
+#   - on PostgreSQL (a throw-away schema on the server $WORKFLOWS_BENCH_POSTGRES, default
+#     postgres://postgres@127.0.0.1:5432/test), against DBOS on PostgreSQL (its harness starts
+#     its own throw-away PostgreSQL 15 cluster with stock settings: fsync and synchronous_commit on).
 # The durable anchors take minutes (DBOS about 100 s, Restate about 20 s at scale 1); pick
 # systems and workloads to shorten a run. Needs node/npm (Medusa, Restate) and python3 (DBOS,
 # Restate, and this script's table); the anchors' setup scripts install their own packages.
@@ -57,8 +60,8 @@ if has "$SYSTEMS" workflows; then
   (cd "$ROOT" && cargo build --release -q -p workflows-examples --bin bench)
   BENCH="$ROOT/target/release/bench"
   ours="$(only seq-10,concurrent-10,saga-5,parallel-10,long-1000,waiting-10k "")"
-  for store in memory sqlite; do
-    note "workflows-rs, store $store: $ours"
+  for store in memory sqlite "postgres=${WORKFLOWS_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}"; do
+    note "workflows-rs, store ${store%%=*}: $ours"
     "$BENCH" --store "$store" --workload "$ours" --scale "$SCALE" | tee -a "$OUT"
   done
   # The runs above use one thread, as Medusa's JavaScript does; concurrent work is also
@@ -115,6 +118,7 @@ pairs = [
     ("medusa-inmemory", "memory", "memory, 2 threads"),
     ("dbos-python", "sqlite", "sqlite"),
     ("dbos-python", "postgres", "sqlite"),
+    ("dbos-python", "postgres", "postgres"),
     ("restate-python", "restate", "sqlite"),
 ]
 print()
@@ -133,6 +137,9 @@ for (system, store, workload), r in sorted(ours.items()):
     if workload in ("long-1000",) or workload.startswith("waiting"):
         extra = {k: r[k] for k in ("us_per_step", "bytes_per_waiting", "completed_per_s") if k in r}
         print(f"workflows-rs {store} {workload}: {r['us_per_workflow']} µs/workflow {extra}")
+    if store == "postgres" and workload == "seq-10" and "commit_us" in r:
+        print(f"workflows-rs postgres seq-10: {r['us_per_workflow']} µs = "
+              f"{r['us_per_workflow'] / (11 * r['commit_us']):.2f} × eleven commits of {r['commit_us']} µs")
     if store == "sqlite" and workload == "seq-10" and "fsync_us" in r:
         print(f"workflows-rs sqlite seq-10: {r['us_per_workflow']} µs = "
               f"{r['us_per_workflow'] / (10 * r['fsync_us']):.2f} × ten fsyncs of {r['fsync_us']} µs")

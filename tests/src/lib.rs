@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: services that record what steps did, gates that
 //! hold a step until the test opens them, polling with a deadline, and PostgreSQL schemas for
-//! the tests that need a server.
+//! the tests that need a server, and a TCP proxy that cuts or black-holes their connections.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 pub mod postgres;
+pub mod proxy;
 
 /// An append-only log of what steps and compensations did, for order checks.
 #[derive(Default)]

@@ -144,7 +144,14 @@ impl EngineInner {
         // Before the write: the renewed leases are provable from here.
         let began = std::time::Instant::now();
         let until = Timestamp::now() + self.lease;
-        match self.store.renew_leases(&self.owner, until).await {
+        // A store that does not answer (a network partition) must not hold up the check below:
+        // after a third of the lease the executions whose proof ran out are given up anyway.
+        // The renewal may still land later; it then holds those leases one lease longer.
+        let renewal = tokio::time::timeout(self.lease / 3, self.store.renew_leases(&self.owner, until)).await;
+        let renewal = renewal.unwrap_or_else(|_| {
+            Err(crate::store::StoreError::Unavailable("the store did not answer within a third of the lease".into()))
+        });
+        match renewal {
             Ok(renewed) => {
                 let mut covered = std::collections::HashSet::with_capacity(renewed.len());
                 for Renewed { execution, epoch, cancel_requested } in renewed {

@@ -3,13 +3,14 @@
 //! ```text
 //! cargo run --release -p workflows-examples --bin bench -- \
 //!     [--workload seq-10,concurrent-10,saga-5,parallel-10,long-1000,waiting-10k] \
-//!     [--store memory|sqlite|sqlite-process] \
+//!     [--store memory|sqlite|sqlite-process|postgres[=URL]] \
 //!     [--scale F] [--concurrency K] [--threads current|multi]
 //! ```
 //!
 //! Counts, warm-ups and checks follow the Medusa reference harness. Any failed check exits
 //! non-zero.
 
+mod postgres;
 mod workloads;
 
 use std::future::Future;
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use workflows_runtime::{Durability, Engine, SqliteOptions};
+use workflows_runtime::{Durability, Engine, PostgresOptions, SqliteOptions};
 
 use workloads::{LONG_STEPS, SAGA_COMPENSATIONS, SAGA_INVOKES};
 
@@ -29,9 +30,10 @@ struct Args {
     /// Workloads to run, comma-separated, in this order.
     #[arg(long, value_delimiter = ',', default_value = "seq-10,concurrent-10,saga-5,parallel-10,long-1000")]
     workload: Vec<Workload>,
-    /// Where executions are stored: in memory, or a fresh SQLite file with `Full` durability
-    /// (fsync per commit) or `Process` durability.
-    #[arg(long, value_enum, default_value_t = StoreKind::Memory)]
+    /// Where executions are stored: in memory, a fresh SQLite file with `Full` durability
+    /// (fsync per commit) or `Process` durability, or a fresh schema (dropped after the run)
+    /// on a PostgreSQL server (`postgres=URL`; default `postgres://postgres@127.0.0.1:5432/test`).
+    #[arg(long, default_value = "memory")]
     store: StoreKind,
     /// Directory for the SQLite file and the fsync probe (default: the system's temp directory).
     #[arg(long)]
@@ -70,19 +72,42 @@ enum Workload {
     Waiting100k,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, PartialEq, Eq)]
 enum StoreKind {
     Memory,
     Sqlite,
     SqliteProcess,
+    /// The server's URL.
+    Postgres(String),
 }
 
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "memory" => Self::Memory,
+            "sqlite" => Self::Sqlite,
+            "sqlite-process" => Self::SqliteProcess,
+            "postgres" => Self::Postgres(DEFAULT_POSTGRES.into()),
+            other => match other.strip_prefix("postgres=") {
+                Some(url) => Self::Postgres(url.into()),
+                None => return Err(format!("`{other}`: use memory, sqlite, sqlite-process or postgres[=URL]")),
+            },
+        })
+    }
+}
+
+/// The server these machines provide.
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
 impl StoreKind {
-    fn name(self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
             Self::Memory => "memory",
             Self::Sqlite => "sqlite",
             Self::SqliteProcess => "sqlite-process",
+            Self::Postgres(_) => "postgres",
         }
     }
 }
@@ -150,8 +175,17 @@ fn main() -> ExitCode {
 async fn run(args: &Args) -> Result<(), String> {
     let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let scratch = Scratch::new(&dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
-    let (engine, fsync_us) = match args.store {
+    let mut schema = None;
+    let mut commit_us = None;
+    let (engine, fsync_us) = match &args.store {
         StoreKind::Memory => (Engine::builder().memory().start().await.map_err(|e| e.to_string())?, None),
+        StoreKind::Postgres(url) => {
+            let name = format!("bench_{}", uuid::Uuid::now_v7().simple());
+            commit_us = Some(postgres::commit_median_us(url).await?);
+            let options = PostgresOptions::new().schema(&name);
+            schema = Some(postgres::Schema { url: url.clone(), name });
+            (Engine::builder().postgres_with(url, options).start().await.map_err(|e| e.to_string())?, None)
+        }
         StoreKind::Sqlite | StoreKind::SqliteProcess => {
             let fsync = fsync_median_us(&scratch.path.join("fsync-probe")).map_err(|e| format!("fsync probe: {e}"))?;
             let durability = if args.store == StoreKind::Sqlite { Durability::Full } else { Durability::Process };
@@ -173,6 +207,9 @@ async fn run(args: &Args) -> Result<(), String> {
             line["threads"] = threads.into();
             if let Some(fsync_us) = fsync_us {
                 line["fsync_us"] = round(fsync_us, 1).into();
+            }
+            if let Some(commit_us) = commit_us {
+                line["commit_us"] = round(commit_us, 1).into();
             }
             println!("{line}");
             continue;
@@ -218,10 +255,18 @@ async fn run(args: &Args) -> Result<(), String> {
             let per_step_fsyncs = seconds * 1e6 / plan.runs as f64 / fsync_us;
             line["fsyncs_per_workflow"] = round(per_step_fsyncs, 2).into();
         }
+        if let Some(commit_us) = commit_us {
+            line["commit_us"] = round(commit_us, 1).into();
+            line["commits_per_workflow"] = round(seconds * 1e6 / plan.runs as f64 / commit_us, 2).into();
+        }
         if workload == Workload::Long1000 {
             line["us_per_step"] = round(seconds * 1e6 / (plan.runs as u64 * LONG_STEPS) as f64, 3).into();
         }
         println!("{line}");
+    }
+    drop(engine);
+    if let Some(schema) = schema {
+        schema.drop().await;
     }
     Ok(())
 }

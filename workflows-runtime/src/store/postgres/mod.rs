@@ -7,6 +7,7 @@
 
 mod error;
 mod listener;
+mod pipeline;
 mod rows;
 mod schema;
 mod writer;

@@ -14,6 +14,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::error::backend;
+use super::pipeline;
 use super::rows::{self, ACTIVE_STATES, EXECUTION_COLUMNS, FINISHED_STATES};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::{Failure, FailureKind};
@@ -69,6 +70,13 @@ async fn commit(pool: &Pool, connection: &mut Option<Object>, commands: Vec<Comm
         },
     };
     let lazy = commands.iter().all(Command::is_lazy);
+    if pipeline::fits(&commands, failed) {
+        match pipeline::run(client, &commands, lazy).await {
+            Ok(said) => return answer_pipelined(client, commands, said, failed).await,
+            // Nothing landed; the careful way below tells each write its own outcome.
+            Err(cause) => tracing::debug!(cause, "a pipelined batch failed; writing it again one write at a time"),
+        }
+    }
     let mut applied = Vec::with_capacity(commands.len());
     let mut writers = Vec::new();
     let mut commands = commands.into_iter();
@@ -126,6 +134,53 @@ async fn commit(pool: &Pool, connection: &mut Option<Object>, commands: Vec<Comm
     applied.extend(rest.into_iter().map(apply_nothing));
     for done in applied {
         done.answer(&outcome);
+    }
+}
+
+/// Answers the writes of a pipelined batch that committed: each as it did, a refused one with
+/// why (read after the commit: it changed nothing).
+async fn answer_pipelined(client: &Object, commands: Vec<Command>, said: Vec<pipeline::Said>, failed: &mut Failed) {
+    for (command, said) in commands.into_iter().zip(said) {
+        let done = match (command, said) {
+            (Command::Append(_, reply), pipeline::Said::Appended(true)) => Applied::Unit(reply, Ok(())),
+            (Command::Append(batch, reply), _) => {
+                remember_failed(failed, batch.execution.clone(), batch.epoch);
+                Applied::Unit(reply, Err(refused(client, &batch).await))
+            }
+            (Command::Create(_, reply), pipeline::Said::Created(true)) => {
+                Applied::Create(reply, Ok(CreateOutcome::Created))
+            }
+            (Command::Create(new, reply), _) => {
+                let existing = read_execution(client, &new.id).await.and_then(|found| {
+                    found
+                        .map(|r| CreateOutcome::Exists(Box::new(r)))
+                        .ok_or_else(|| StoreError::NotFound(new.id.clone()))
+                });
+                Applied::Create(reply, existing)
+            }
+            (other, _) => apply_nothing(other),
+        };
+        done.answer(&Ok(()));
+    }
+}
+
+/// Why a journal write changed nothing: its execution is gone, another engine owns it, or its
+/// first entry does not follow the journal.
+async fn refused(client: &Object, batch: &AppendBatch) -> StoreError {
+    let id = &batch.execution;
+    let current = match query(client, "SELECT epoch, journal_len FROM executions WHERE id = $1", &[&id.as_str()]).await
+    {
+        Ok(rows) => rows,
+        Err(e) => return backend(format!("cannot write to the journal of execution {id}"), e),
+    };
+    let Some(row) = current.first() else { return StoreError::NotFound(id.clone()) };
+    let (epoch, length) = (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64);
+    match batch.entries.iter().next() {
+        _ if epoch != batch.epoch => {
+            StoreError::Fenced { execution: id.clone(), current: epoch, attempted: batch.epoch }
+        }
+        Some(first) => StoreError::OutOfSequence { execution: id.clone(), expected: length, got: first.index },
+        None => StoreError::Unavailable(format!("the write to execution {id} changed nothing")),
     }
 }
 

@@ -32,7 +32,7 @@ pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
                 _ = renew.tick() => Work::Renew,
                 _ = claim.tick() => Work::Claim,
                 _ = purge.tick() => Work::Purge,
-                () = work.notified() => Work::Claim,
+                () = work.notified() => Work::Notified,
             };
             let Some(inner) = weak.upgrade() else { return };
             if inner.is_closed() {
@@ -48,12 +48,17 @@ pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
                         tracing::warn!(%error, "could not take over orphaned executions");
                     }
                 }
+                Work::Notified if inner.worker => {
+                    if let Err(error) = inner.recover().await {
+                        tracing::warn!(%error, "could not take over the executions another process announced");
+                    }
+                }
                 Work::Purge if !purge_every.is_zero() && inner.worker => match inner.purge_due().await {
                     Ok(0) => {}
                     Ok(purged) => tracing::debug!(purged, "purged finished executions past their retention"),
                     Err(error) => tracing::warn!(%error, "could not purge finished executions"),
                 },
-                Work::Claim | Work::Purge => {}
+                Work::Claim | Work::Notified | Work::Purge => {}
             }
         }
     });
@@ -132,6 +137,9 @@ const TIMER_RECHECK: Duration = Duration::from_secs(1);
 enum Work {
     Renew,
     Claim,
+    /// Another process said there is work: claim it (the periodic claim also looks for
+    /// owners that are gone).
+    Notified,
     Purge,
 }
 

@@ -43,6 +43,7 @@ pub struct PostgresOptions {
     pool_size: usize,
     connect_timeout: Duration,
     idle_transaction_timeout: Duration,
+    listen: bool,
 }
 
 impl Default for PostgresOptions {
@@ -52,6 +53,7 @@ impl Default for PostgresOptions {
             pool_size: 8,
             connect_timeout: Duration::from_secs(10),
             idle_transaction_timeout: Duration::from_secs(5),
+            listen: true,
         }
     }
 }
@@ -93,6 +95,14 @@ impl PostgresOptions {
         self.idle_transaction_timeout = timeout.max(Duration::from_millis(1));
         self
     }
+
+    /// Whether the store listens for other processes' notices (`LISTEN/NOTIFY`, on by
+    /// default). Off, its engine finds new work and results by polling only: every half lease,
+    /// every second (the fleet benchmark compares both).
+    pub fn listen(mut self, listen: bool) -> Self {
+        self.listen = listen;
+        self
+    }
 }
 
 /// A workflows store in a PostgreSQL database, shared by every process that connects to it.
@@ -109,7 +119,7 @@ struct Inner {
     pool: Pool,
     commands: UnboundedSender<Command>,
     notices: tokio::sync::broadcast::Sender<Notice>,
-    _listener: listener::AbortOnDrop,
+    _listener: Option<listener::AbortOnDrop>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -170,7 +180,10 @@ impl PostgresStore {
         let (commands, receiver) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(writer::run(pool.clone(), receiver));
         let (notices, _) = tokio::sync::broadcast::channel(listener::CAPACITY);
-        let listener = listener::AbortOnDrop(tokio::spawn(listener::listen(listening, schema, notices.clone())));
+        let listener = match options.listen {
+            true => Some(listener::AbortOnDrop(tokio::spawn(listener::listen(listening, schema, notices.clone())))),
+            false => None,
+        };
         Ok(Self { inner: Arc::new(Inner { describe, pool, commands, notices, _listener: listener }) })
     }
 

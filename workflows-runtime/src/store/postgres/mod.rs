@@ -8,6 +8,9 @@
 mod error;
 mod listener;
 mod pipeline;
+#[cfg(test)]
+mod plans;
+mod queries;
 mod rows;
 mod schema;
 mod writer;
@@ -21,7 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_postgres::types::ToSql;
 
 use self::error::{backend, chain};
-use self::rows::{ACTIVE_STATES, EXECUTION_COLUMNS, INBOX_COLUMNS, JOURNAL_COLUMNS};
+use self::rows::{ACTIVE_STATES, EXECUTION_COLUMNS};
 use self::writer::query;
 use super::commands::Command;
 use super::{
@@ -280,10 +283,7 @@ impl Store for PostgresStore {
     fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>> {
         Box::pin(async move {
             // One statement, one snapshot: the entries and the length their execution recorded.
-            let sql = format!(
-                "SELECT {JOURNAL_COLUMNS}, (SELECT journal_len FROM executions WHERE id = $1)
-                 FROM journal WHERE execution_id = $1 ORDER BY idx"
-            );
+            let sql = queries::journal();
             let found =
                 self.read(|| format!("cannot read the journal of execution {id}"), &sql, &[&id.as_str()]).await?;
             let mut entries = Vec::with_capacity(found.len());
@@ -316,7 +316,7 @@ impl Store for PostgresStore {
 
     fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList> {
         Box::pin(async move {
-            let (sql, values) = list(query);
+            let (sql, values) = queries::list(query);
             let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect();
             let found = self.read(|| "cannot list executions".into(), &sql, &params).await?;
             let mut list = ExecutionList::default();
@@ -391,11 +391,7 @@ impl Store for PostgresStore {
         position: u64,
     ) -> StoreFuture<'a, Option<InboxEntry>> {
         Box::pin(async move {
-            let sql = format!(
-                "SELECT {INBOX_COLUMNS} FROM inbox
-                 WHERE execution_id = $1 AND kind = $2 AND name = $3 AND position >= $4
-                 ORDER BY position LIMIT 1"
-            );
+            let sql = queries::inbox_entry();
             let found = self
                 .read(
                     || format!("cannot read the inbox of execution {id}"),
@@ -413,8 +409,7 @@ impl Store for PostgresStore {
 
     fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
         Box::pin(async move {
-            let sql = "SELECT MIN(wake_at) FROM executions WHERE state = 'waiting' AND wake_at IS NOT NULL";
-            let found = self.read(|| "cannot read the next wake-up time".into(), sql, &[]).await?;
+            let found = self.read(|| "cannot read the next wake-up time".into(), queries::NEXT_WAKE, &[]).await?;
             Ok(found.first().and_then(|row| row.get::<_, Option<i64>>(0)).map(Timestamp::from_micros))
         })
     }
@@ -471,42 +466,6 @@ impl Store for PostgresStore {
     fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
         Some(self.inner.notices.subscribe())
     }
-}
-
-type Value = Box<dyn ToSql + Sync + Send>;
-
-/// A listing, newest first, with its parameters (as on SQLite: each page a range of an index).
-fn list(query: &ExecutionQuery) -> (String, Vec<Value>) {
-    let mut values: Vec<Value> = Vec::new();
-    let next = |value: Value, values: &mut Vec<Value>| {
-        values.push(value);
-        format!("${}", values.len())
-    };
-    let mut sql = format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE true");
-    if !query.states.is_empty() {
-        let states: Vec<String> = query.states.iter().map(|s| s.as_str().to_owned()).collect();
-        sql.push_str(&format!(" AND state = ANY({})", next(Box::new(states), &mut values)));
-    }
-    if let Some(workflow) = &query.workflow {
-        sql.push_str(&format!(" AND workflow = {}", next(Box::new(workflow.clone()), &mut values)));
-    }
-    if let Some(since) = query.since {
-        sql.push_str(&format!(" AND created_at >= {}", next(Box::new(since.as_micros()), &mut values)));
-    }
-    if let Some(before) = query.before {
-        sql.push_str(&format!(" AND created_at < {}", next(Box::new(before.as_micros()), &mut values)));
-    }
-    if let Some(after) = &query.after {
-        let created = next(Box::new(after.created_at.as_micros()), &mut values);
-        let id = next(Box::new(after.id.to_string()), &mut values);
-        sql.push_str(&format!(" AND (created_at, id) < ({created}, {id})"));
-    }
-    sql.push_str(" ORDER BY created_at DESC, id DESC");
-    if let Some(limit) = query.limit {
-        sql.push_str(&format!(" LIMIT {}", next(Box::new(limit as i64), &mut values)));
-    }
-    sql.push_str(&format!(" OFFSET {}", next(Box::new(query.offset as i64), &mut values)));
-    (sql, values)
 }
 
 #[cfg(test)]

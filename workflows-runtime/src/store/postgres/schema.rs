@@ -82,6 +82,13 @@ const MIGRATIONS: &[&str] = &[
         created_at BIGINT NOT NULL
     );
     "#,
+    // 2: the executions an engine may have to take over, alone in an index of their own: a
+    // claim reads it (never an index of every execution of a workflow, finished ones too),
+    // whatever the planner estimates of a table it has not analyzed yet.
+    r#"
+    CREATE INDEX executions_active ON executions (lease_until)
+        WHERE state IN ('pending', 'running', 'compensating');
+    "#,
 ];
 
 /// The name of the completion-token key in `secrets`.

@@ -14,8 +14,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::error::backend;
-use super::pipeline;
-use super::rows::{self, ACTIVE_STATES, EXECUTION_COLUMNS, FINISHED_STATES};
+use super::rows::{self, ACTIVE_STATES, EXECUTION_COLUMNS};
+use super::{pipeline, queries};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::{Failure, FailureKind};
 use crate::store::commands::{Applied, Command, Failed, apply_nothing, remember_failed};
@@ -399,42 +399,9 @@ async fn append(client: &Object, batch: &AppendBatch) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// Takes over up to `$5` executions of the workflows `$4` that need an engine, for owner `$1`
-/// until `$2`, at time `$3`, from three index ranges (as on SQLite: no sort of the remaining
-/// orphans), skipping the rows another transaction holds.
-fn claim_sql(only: bool) -> String {
-    let due = format!(
-        "((state IN {ACTIVE_STATES} AND (lease_until IS NULL OR lease_until < $3))
-          OR (state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $3))"
-    );
-    let candidates = if only {
-        format!("SELECT id FROM executions WHERE id = $6 AND workflow = ANY($4) AND {due}")
-    } else {
-        format!(
-            "SELECT id FROM executions WHERE id IN (
-                 (SELECT id FROM executions WHERE state IN {ACTIVE_STATES} AND lease_until IS NULL
-                      AND workflow = ANY($4) LIMIT $5)
-                 UNION ALL
-                 (SELECT id FROM executions WHERE state IN {ACTIVE_STATES} AND lease_until < $3
-                      AND workflow = ANY($4) LIMIT $5)
-                 UNION ALL
-                 (SELECT id FROM executions WHERE state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $3
-                      AND workflow = ANY($4) LIMIT $5))
-             AND {due}"
-        )
-    };
-    format!(
-        "UPDATE executions SET owner = $1, lease_until = $2, epoch = epoch + 1,
-             state = CASE WHEN state = 'waiting' THEN 'running' ELSE state END,
-             wake_at = CASE WHEN state = 'waiting' THEN NULL ELSE wake_at END
-         WHERE id IN ({candidates} LIMIT $5 FOR UPDATE SKIP LOCKED)
-         RETURNING {EXECUTION_COLUMNS}"
-    )
-}
-
 async fn claim_orphans(client: &Object, claim: &Claim) -> Result<Vec<ExecutionRecord>, StoreError> {
     let context = "cannot claim orphaned executions";
-    let sql = claim_sql(claim.only.is_some());
+    let sql = queries::claim(claim.only.is_some());
     let only = claim.only.as_ref().map(ExecutionId::as_str).unwrap_or_default();
     let limit = claim.limit as i64;
     let (owner, until, now) = (&claim.owner, claim.lease_until.as_micros(), claim.now.as_micros());
@@ -537,20 +504,16 @@ async fn purge_finished(client: &Object, purge: &Purge) -> Result<u64, StoreErro
     let limit = purge.limit as i64;
     let mut due: Vec<String> = Vec::new();
     if let Some(before) = purge.retained_before {
-        let sql = format!(
-            "SELECT id FROM executions WHERE retain_until <= $1 AND state IN {FINISHED_STATES}
-             ORDER BY retain_until LIMIT $2"
-        );
-        let found = query(client, &sql, &[&before.as_micros(), &limit]).await.map_err(|e| backend(context, e))?;
+        let found = query(client, &queries::purge_retained(), &[&before.as_micros(), &limit])
+            .await
+            .map_err(|e| backend(context, e))?;
         due.extend(found.iter().map(|row| row.get::<_, String>(0)));
     }
     if let Some(before) = purge.finished_before.filter(|_| due.len() < purge.limit) {
-        let sql = format!(
-            "SELECT id FROM executions WHERE state IN {FINISHED_STATES} AND updated_at < $1
-             ORDER BY updated_at LIMIT $2"
-        );
         let more = (purge.limit - due.len()) as i64;
-        let found = query(client, &sql, &[&before.as_micros(), &more]).await.map_err(|e| backend(context, e))?;
+        let found = query(client, &queries::purge_finished_before(), &[&before.as_micros(), &more])
+            .await
+            .map_err(|e| backend(context, e))?;
         // Both conditions may select one execution.
         for id in found.iter().map(|row| row.get::<_, String>(0)) {
             if !due.contains(&id) {

@@ -26,30 +26,83 @@ use crate::store::{AppendBatch, NewExecution, StoreError};
 use crate::time::Timestamp;
 
 /// A journal write: the fence, the entries, the state change and its notices, in one statement.
+///
+/// The fence locks the execution's row `FOR SHARE` (until the commit: a takeover's update
+/// waits for it) and changes it only when the state changes: a step's completion adds journal
+/// rows and writes no new version of the execution's row, whose eleven indexes would all take
+/// it. The first entry must follow the journal's last (its key's last entry, read backwards).
 const APPEND: &str = "
 WITH fence AS (
+    SELECT e.id, e.exclusive_key IS NOT NULL AS keyed FROM executions e
+    WHERE e.id = $1 AND e.epoch = $2
+      AND ($10::bigint IS NULL
+           OR $10 = (SELECT COALESCE(MAX(j.idx) + 1, 0) FROM journal j WHERE j.execution_id = $1))
+    FOR SHARE
+), changed AS (
     UPDATE executions SET
-        journal_len = journal_len + $3,
-        state = COALESCE($4::text, state),
-        result = CASE WHEN $4::text IS NULL THEN result ELSE $5::text END,
-        failure = CASE WHEN $4::text IS NULL THEN failure ELSE $6::text END,
-        updated_at = CASE WHEN $4::text IS NULL THEN updated_at ELSE $7 END,
+        state = $4::text,
+        result = $5::text,
+        failure = $6::text,
+        updated_at = $7,
         owner = CASE WHEN $8 THEN NULL ELSE owner END,
         lease_until = CASE WHEN $8 THEN NULL ELSE lease_until END,
-        retain_until = CASE WHEN $4::text IS NULL THEN retain_until ELSE $9::bigint END
-    WHERE id = $1 AND epoch = $2 AND ($10::bigint IS NULL OR journal_len = $10)
-    RETURNING exclusive_key IS NOT NULL AS keyed
+        retain_until = $9::bigint
+    WHERE id = $1 AND $4::text IS NOT NULL AND id IN (SELECT id FROM fence)
+    RETURNING 1
 ), entries AS (
     INSERT INTO journal (execution_id, idx, at, kind, call_key, event)
     SELECT $1, e.idx, e.at, e.kind, e.call_key, e.event
     FROM UNNEST($11::bigint[], $12::bigint[], $13::text[], $14::text[], $15::text[]) AS e(idx, at, kind, call_key, event)
     WHERE EXISTS (SELECT 1 FROM fence)
+    RETURNING 1
 ), finished AS (
     SELECT pg_notify(current_schema(), 'finished ' || $1::text) FROM fence WHERE $8
 ), released AS (
     SELECT pg_notify(current_schema(), 'work') FROM fence WHERE $8 AND fence.keyed
 )
-SELECT (SELECT COUNT(*) FROM fence), (SELECT COUNT(*) FROM finished), (SELECT COUNT(*) FROM released)";
+SELECT (SELECT COUNT(*) FROM fence), (SELECT COUNT(*) FROM changed), (SELECT COUNT(*) FROM entries) = $3,
+       (SELECT COUNT(*) FROM finished), (SELECT COUNT(*) FROM released)";
+
+/// Journal writes of several executions (one each) in one statement: the same as [`APPEND`]
+/// for each, from arrays; returns the position (`ord`) of each write that passed its fence.
+const APPEND_MANY: &str = "
+WITH input AS (
+    SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                         $8::bool[], $9::bigint[], $10::bigint[], $11::int[])
+        AS i(id, epoch, added, state, result, failure, now, finished, retain_until, first, ord)
+), fence AS (
+    SELECT e.id, i.ord, i.finished, e.exclusive_key IS NOT NULL AS keyed FROM executions e JOIN input i ON e.id = i.id
+    WHERE e.epoch = i.epoch
+      AND (i.first IS NULL
+           OR i.first = (SELECT COALESCE(MAX(j.idx) + 1, 0) FROM journal j WHERE j.execution_id = e.id))
+    FOR SHARE OF e
+), changed AS (
+    UPDATE executions e SET
+        state = i.state,
+        result = i.result,
+        failure = i.failure,
+        updated_at = i.now,
+        owner = CASE WHEN i.finished THEN NULL ELSE e.owner END,
+        lease_until = CASE WHEN i.finished THEN NULL ELSE e.lease_until END,
+        retain_until = i.retain_until
+    FROM input i
+    WHERE e.id = i.id AND i.state IS NOT NULL AND e.id IN (SELECT id FROM fence)
+    RETURNING 1
+), entries AS (
+    INSERT INTO journal (execution_id, idx, at, kind, call_key, event)
+    SELECT j.id, j.idx, j.at, j.kind, j.call_key, j.event
+    FROM UNNEST($12::text[], $13::bigint[], $14::bigint[], $15::text[], $16::text[], $17::text[])
+        AS j(id, idx, at, kind, call_key, event)
+    WHERE j.id IN (SELECT id FROM fence)
+    RETURNING 1
+), finished AS (
+    SELECT pg_notify(current_schema(), 'finished ' || id) FROM fence WHERE finished
+), released AS (
+    SELECT pg_notify(current_schema(), 'work') FROM fence WHERE finished AND keyed
+)
+SELECT f.ord, (SELECT COUNT(*) FROM changed), (SELECT COUNT(*) FROM entries), (SELECT COUNT(*) FROM finished),
+       (SELECT COUNT(*) FROM released)
+FROM fence f";
 
 /// A creation without an exclusive key (it runs at once), and its notice if it is for the
 /// workers.
@@ -224,6 +277,143 @@ impl Params {
     }
 }
 
+/// The arrays of [`APPEND_MANY`], from the journal writes at `positions` of the batch.
+struct ManyParams {
+    positions: Vec<usize>,
+    ids: Vec<String>,
+    epochs: Vec<i64>,
+    added: Vec<i64>,
+    states: Vec<Option<&'static str>>,
+    results: Vec<Option<String>>,
+    failures: Vec<Option<String>>,
+    nows: Vec<i64>,
+    finished: Vec<bool>,
+    retain_until: Vec<Option<i64>>,
+    firsts: Vec<Option<i64>>,
+    ords: Vec<i32>,
+    entry_ids: Vec<String>,
+    indexes: Vec<i64>,
+    times: Vec<i64>,
+    kinds: Vec<&'static str>,
+    keys: Vec<String>,
+    events: Vec<String>,
+}
+
+impl ManyParams {
+    fn new(positions: Vec<usize>, params: &[Params]) -> Self {
+        let mut many = ManyParams {
+            positions: Vec::new(),
+            ids: Vec::new(),
+            epochs: Vec::new(),
+            added: Vec::new(),
+            states: Vec::new(),
+            results: Vec::new(),
+            failures: Vec::new(),
+            nows: Vec::new(),
+            finished: Vec::new(),
+            retain_until: Vec::new(),
+            firsts: Vec::new(),
+            ords: Vec::new(),
+            entry_ids: Vec::new(),
+            indexes: Vec::new(),
+            times: Vec::new(),
+            kinds: Vec::new(),
+            keys: Vec::new(),
+            events: Vec::new(),
+        };
+        for (ord, &position) in positions.iter().enumerate() {
+            let Params::Append {
+                id,
+                epoch,
+                added,
+                state,
+                result,
+                failure,
+                now,
+                finished,
+                retain_until,
+                first,
+                indexes,
+                times,
+                kinds,
+                keys,
+                events,
+            } = &params[position]
+            else {
+                continue;
+            };
+            many.ids.push(id.clone());
+            many.epochs.push(*epoch);
+            many.added.push(*added);
+            many.states.push(*state);
+            many.results.push(result.clone());
+            many.failures.push(failure.clone());
+            many.nows.push(*now);
+            many.finished.push(*finished);
+            many.retain_until.push(*retain_until);
+            many.firsts.push(*first);
+            many.ords.push(ord as i32);
+            many.entry_ids.extend(std::iter::repeat_n(id.clone(), indexes.len()));
+            many.indexes.extend(indexes);
+            many.times.extend(times);
+            many.kinds.extend(kinds);
+            many.keys.extend(keys.iter().cloned());
+            many.events.extend(events.iter().cloned());
+        }
+        many.positions = positions;
+        many
+    }
+
+    fn refs(&self) -> [&(dyn ToSql + Sync); 17] {
+        [
+            &self.ids,
+            &self.epochs,
+            &self.added,
+            &self.states,
+            &self.results,
+            &self.failures,
+            &self.nows,
+            &self.finished,
+            &self.retain_until,
+            &self.firsts,
+            &self.ords,
+            &self.entry_ids,
+            &self.indexes,
+            &self.times,
+            &self.kinds,
+            &self.keys,
+            &self.events,
+        ]
+    }
+}
+
+/// How the batch's writes go into statements: one each, or journal writes of distinct
+/// executions together (a repeated execution starts a new group: its writes stay in order).
+fn group(commands: &[Command]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut executions = std::collections::HashSet::new();
+    for (position, command) in commands.iter().enumerate() {
+        match command {
+            Command::Append(batch, _) if executions.insert(batch.execution.as_str()) => current.push(position),
+            Command::Append(batch, _) => {
+                groups.push(std::mem::take(&mut current));
+                executions.clear();
+                executions.insert(batch.execution.as_str());
+                current.push(position);
+            }
+            _ => {
+                groups.push(std::mem::take(&mut current));
+                executions.clear();
+                groups.push(vec![position]);
+            }
+        }
+    }
+    groups.push(current);
+    groups.retain(|group| !group.is_empty());
+    groups
+}
+
 /// What one write of the pipeline did: a journal write passed its fence (or not), a creation
 /// inserted its execution (or found one with its id).
 pub(super) enum Said {
@@ -247,8 +437,10 @@ fn send_in_order<T>(futures: &mut [Boxed<'_, T>]) {
 /// `Err` if any statement failed (nothing landed: the transaction rolled back) or a write
 /// cannot be encoded.
 pub(super) async fn run(client: &Object, commands: &[Command], lazy: bool) -> Result<Vec<Said>, String> {
-    let append = client.prepare_cached(APPEND).await.map_err(|e| super::error::chain(&e))?;
-    let create = client.prepare_cached(CREATE).await.map_err(|e| super::error::chain(&e))?;
+    let chain = |e: tokio_postgres::Error| super::error::chain(&e);
+    let append = client.prepare_cached(APPEND).await.map_err(chain)?;
+    let append_many = client.prepare_cached(APPEND_MANY).await.map_err(chain)?;
+    let create = client.prepare_cached(CREATE).await.map_err(chain)?;
     let mut params = Vec::with_capacity(commands.len());
     for command in commands {
         params.push(match command {
@@ -257,36 +449,69 @@ pub(super) async fn run(client: &Object, commands: &[Command], lazy: bool) -> Re
             _ => return Err("not a pipelined write".into()),
         });
     }
-    let refs: Vec<Vec<&(dyn ToSql + Sync)>> = params.iter().map(Params::refs).collect();
-    // One durable write alone is its own transaction: no BEGIN, no COMMIT to send.
-    let alone = commands.len() == 1 && !lazy;
+    let groups = group(commands);
+    let singles: Vec<Vec<&(dyn ToSql + Sync)>> = params.iter().map(Params::refs).collect();
+    let many: Vec<ManyParams> =
+        groups.iter().filter(|g| g.len() > 1).map(|g| ManyParams::new(g.clone(), &params)).collect();
+    let many_refs: Vec<[&(dyn ToSql + Sync); 17]> = many.iter().map(ManyParams::refs).collect();
+    // One durable statement alone is its own transaction: no BEGIN, no COMMIT to send.
+    let alone = groups.len() == 1 && !lazy;
     let begin = if lazy { "BEGIN; SET LOCAL synchronous_commit = off" } else { "BEGIN" };
-    // The futures do not all produce the same type: each yields what is checked afterwards.
-    let mut futures: Vec<Boxed<'_, Result<Option<tokio_postgres::Row>, tokio_postgres::Error>>> =
-        Vec::with_capacity(commands.len() + 2);
+    type Rows = Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>;
+    let mut futures: Vec<Boxed<'_, Rows>> = Vec::with_capacity(groups.len() + 2);
     if !alone {
-        futures.push(Box::pin(maybe_done(Box::pin(async { client.batch_execute(begin).await.map(|()| None) }))));
+        futures.push(Box::pin(maybe_done(Box::pin(async { client.batch_execute(begin).await.map(|()| Vec::new()) }))));
     }
-    for (command, refs) in commands.iter().zip(&refs) {
-        let statement = if matches!(command, Command::Append(..)) { &append } else { &create };
-        futures.push(Box::pin(maybe_done(Box::pin(async move { client.query_one(statement, refs).await.map(Some) }))));
+    let mut next_many = many_refs.iter();
+    for group in &groups {
+        let future: Pin<Box<dyn Future<Output = Rows> + Send + '_>> = match group.as_slice() {
+            [position] => {
+                let statement = if matches!(commands[*position], Command::Append(..)) { &append } else { &create };
+                let refs = &singles[*position];
+                Box::pin(async move { client.query(statement, refs).await })
+            }
+            _ => {
+                let refs = next_many.next().expect("a group of several journal writes");
+                let statement = &append_many;
+                Box::pin(async move { client.query(statement, refs).await })
+            }
+        };
+        futures.push(Box::pin(maybe_done(future)));
     }
     if !alone {
-        futures.push(Box::pin(maybe_done(Box::pin(async { client.batch_execute("COMMIT").await.map(|()| None) }))));
+        futures
+            .push(Box::pin(maybe_done(Box::pin(async { client.batch_execute("COMMIT").await.map(|()| Vec::new()) }))));
     }
     send_in_order(&mut futures);
     futures_util::future::join_all(futures.iter_mut().map(|future| future.as_mut())).await;
-    let answers = futures.iter_mut().map(|future| future.as_mut().take_output().expect("awaited above"));
-    let mut said = Vec::with_capacity(commands.len());
-    for answer in answers {
-        let row = answer.map_err(|e| super::error::chain(&e))?;
-        if let Some(row) = row {
-            let done = row.try_get::<_, i64>(0).map_err(|e| super::error::chain(&e))? > 0;
-            said.push(match commands[said.len()] {
-                Command::Append(..) => Said::Appended(done),
-                _ => Said::Created(done),
-            });
+    let mut answers: Vec<Vec<tokio_postgres::Row>> = Vec::with_capacity(futures.len());
+    for future in &mut futures {
+        answers.push(future.as_mut().take_output().expect("awaited above").map_err(chain)?);
+    }
+    let statements = if alone { &answers[..] } else { &answers[1..answers.len() - 1] };
+    let mut said: Vec<Option<Said>> = (0..commands.len()).map(|_| None).collect();
+    for (group, rows) in groups.iter().zip(statements) {
+        match group.as_slice() {
+            [position] => {
+                let done = match rows.first() {
+                    Some(row) => row.try_get::<_, i64>(0).map_err(chain)? > 0,
+                    None => false,
+                };
+                said[*position] = Some(match commands[*position] {
+                    Command::Append(..) => Said::Appended(done),
+                    _ => Said::Created(done),
+                });
+            }
+            positions => {
+                let mut passed = vec![false; positions.len()];
+                for row in rows {
+                    passed[row.try_get::<_, i32>(0).map_err(chain)? as usize] = true;
+                }
+                for (ord, position) in positions.iter().enumerate() {
+                    said[*position] = Some(Said::Appended(passed[ord]));
+                }
+            }
         }
     }
-    Ok(said)
+    Ok(said.into_iter().map(|s| s.expect("every write answered")).collect())
 }

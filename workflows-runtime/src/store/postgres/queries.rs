@@ -70,13 +70,9 @@ pub(super) fn inbox_entry() -> String {
     )
 }
 
-/// An execution's journal, with the length its execution recorded (one statement: one
-/// snapshot).
+/// An execution's journal, in order.
 pub(super) fn journal() -> String {
-    format!(
-        "SELECT {JOURNAL_COLUMNS}, (SELECT journal_len FROM executions WHERE id = $1)
-         FROM journal WHERE execution_id = $1 ORDER BY idx"
-    )
+    format!("SELECT {JOURNAL_COLUMNS} FROM journal WHERE execution_id = $1 ORDER BY idx")
 }
 
 /// A parameter of a listing.

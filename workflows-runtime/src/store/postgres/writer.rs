@@ -168,8 +168,9 @@ async fn answer_pipelined(client: &Object, commands: Vec<Command>, said: Vec<pip
 /// first entry does not follow the journal.
 async fn refused(client: &Object, batch: &AppendBatch) -> StoreError {
     let id = &batch.execution;
-    let current = match query(client, "SELECT epoch, journal_len FROM executions WHERE id = $1", &[&id.as_str()]).await
-    {
+    let sql = "SELECT epoch, (SELECT COALESCE(MAX(idx) + 1, 0) FROM journal WHERE execution_id = $1)
+               FROM executions WHERE id = $1";
+    let current = match query(client, sql, &[&id.as_str()]).await {
         Ok(rows) => rows,
         Err(e) => return backend(format!("cannot write to the journal of execution {id}"), e),
     };
@@ -315,30 +316,22 @@ pub(super) async fn read_execution(client: &Object, id: &ExecutionId) -> Result<
 async fn append(client: &Object, batch: &AppendBatch) -> Result<(), StoreError> {
     let id = &batch.execution;
     let context = || format!("cannot write to the journal of execution {id}");
-    let added = batch.entries.len() as i64;
-    // The fence and the journal's new length in one statement; the row stays locked until the
-    // commit, so no other process writes this execution meanwhile.
-    let updated = query(
+    // The fence: the row stays locked until the commit (a takeover's update waits for it), and
+    // the journal's next index, read backwards from its key.
+    let current = query(
         client,
-        "UPDATE executions SET journal_len = journal_len + $3 WHERE id = $1 AND epoch = $2 RETURNING journal_len - $3",
-        &[&id.as_str(), &(batch.epoch as i64), &added],
+        "SELECT epoch, (SELECT COALESCE(MAX(idx) + 1, 0) FROM journal WHERE execution_id = $1)
+         FROM executions WHERE id = $1 FOR SHARE",
+        &[&id.as_str()],
     )
     .await
     .map_err(|e| backend(context(), e))?;
-    let Some(row) = updated.first() else {
-        let current = query(client, "SELECT epoch FROM executions WHERE id = $1", &[&id.as_str()])
-            .await
-            .map_err(|e| backend(context(), e))?;
-        return Err(match current.first() {
-            None => StoreError::NotFound(id.clone()),
-            Some(row) => StoreError::Fenced {
-                execution: id.clone(),
-                current: row.get::<_, i64>(0) as u64,
-                attempted: batch.epoch,
-            },
-        });
-    };
-    let first = row.get::<_, i64>(0) as u64;
+    let Some(row) = current.first() else { return Err(StoreError::NotFound(id.clone())) };
+    let epoch = row.get::<_, i64>(0) as u64;
+    if epoch != batch.epoch {
+        return Err(StoreError::Fenced { execution: id.clone(), current: epoch, attempted: batch.epoch });
+    }
+    let first = row.get::<_, i64>(1) as u64;
     if !batch.entries.is_empty() {
         let (mut indexes, mut times, mut kinds, mut keys, mut events) = (vec![], vec![], vec![], vec![], vec![]);
         for (offset, entry) in batch.entries.iter().enumerate() {

@@ -89,9 +89,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX executions_active ON executions (lease_until)
         WHERE state IN ('pending', 'running', 'compensating');
     "#,
-    // 3: half of every page of executions left free. Measured, not derived: concurrent-10
+    // 3: half of every page of executions left free, so that a row's new version (its end, a
+    // renewal) fits beside it. Kept on a measurement that is not conclusive: concurrent-10
     // (`bench --store postgres`) ran at 9,200–9,600 steps/s without it and 18,000–20,800 with
-    // it, on this schema's writes (a step locks its execution's row, the end updates it).
+    // it back to back, but later runs with it ranged from 7,200 to 23,500 on this noisy
+    // machine.
     r#"
     ALTER TABLE executions SET (fillfactor = 50);
     "#,

@@ -14,6 +14,8 @@ mod queries;
 mod rows;
 mod schema;
 mod writer;
+#[cfg(test)]
+mod writer_tests;
 
 use std::str::FromStr;
 use std::sync::Arc;

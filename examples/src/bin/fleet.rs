@@ -23,6 +23,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use futures_util::StreamExt;
 use workflows_runtime::prelude::*;
 use workflows_runtime::{PostgresOptions, Timestamp};
 
@@ -147,8 +148,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 /// Starts `n` seq-10 executions from a client-only engine and waits for every result.
 async fn dispatch(args: &Args, n: usize, polling: bool) {
     let schema = format!("fleet_{}", uuid::Uuid::now_v7().simple());
-    let dir = tempfile_dir();
-    let log = dir.join(format!("{schema}.log"));
+    let log = std::env::temp_dir().join(format!("{schema}.log"));
     let client = Engine::builder()
         .postgres_with(&args.url, options(&schema, polling))
         .lease_duration(Duration::from_millis(args.lease_ms))
@@ -202,7 +202,7 @@ async fn dispatch(args: &Args, n: usize, polling: bool) {
 /// from the kill to its next step starting elsewhere.
 async fn takeover(args: &Args) {
     let schema = format!("fleet_{}", uuid::Uuid::now_v7().simple());
-    let log = tempfile_dir().join(format!("{schema}.log"));
+    let log = std::env::temp_dir().join(format!("{schema}.log"));
     let client = Engine::builder()
         .postgres_with(&args.url, options(&schema, false))
         .lease_duration(Duration::from_millis(args.lease_ms))
@@ -282,12 +282,6 @@ async fn takeover(args: &Args) {
     drop(client);
     drop_schema(&args.url, &schema).await;
 }
-
-fn tempfile_dir() -> PathBuf {
-    std::env::temp_dir()
-}
-
-use futures_util::StreamExt;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -135,37 +135,43 @@ pub(super) fn fits(commands: &[Command], failed: &Failed) -> bool {
 /// The parameters of one statement, owned, so that every statement of the pipeline can
 /// borrow its own while they are all in flight.
 enum Params {
-    Append {
-        id: String,
-        epoch: i64,
-        added: i64,
-        state: Option<&'static str>,
-        result: Option<String>,
-        failure: Option<String>,
-        now: i64,
-        finished: bool,
-        retain_until: Option<i64>,
-        first: Option<i64>,
-        indexes: Vec<i64>,
-        times: Vec<i64>,
-        kinds: Vec<&'static str>,
-        keys: Vec<String>,
-        events: Vec<String>,
-    },
-    Create {
-        id: String,
-        workflow: &'static str,
-        fingerprint: &'static str,
-        version: i64,
-        input: String,
-        now: i64,
-        owner: Option<String>,
-        lease_until: Option<i64>,
-        rerun_of: Option<String>,
-        parent_id: Option<String>,
-        parent_key: Option<String>,
-        deadline: Option<i64>,
-    },
+    Append(AppendParams),
+    Create(CreateParams),
+}
+
+/// The parameters of [`APPEND`], in its order.
+struct AppendParams {
+    id: String,
+    epoch: i64,
+    added: i64,
+    state: Option<&'static str>,
+    result: Option<String>,
+    failure: Option<String>,
+    now: i64,
+    finished: bool,
+    retain_until: Option<i64>,
+    first: Option<i64>,
+    indexes: Vec<i64>,
+    times: Vec<i64>,
+    kinds: Vec<&'static str>,
+    keys: Vec<String>,
+    events: Vec<String>,
+}
+
+/// The parameters of [`CREATE`], in its order.
+struct CreateParams {
+    id: String,
+    workflow: &'static str,
+    fingerprint: &'static str,
+    version: i64,
+    input: String,
+    now: i64,
+    owner: Option<String>,
+    lease_until: Option<i64>,
+    rerun_of: Option<String>,
+    parent_id: Option<String>,
+    parent_key: Option<String>,
+    deadline: Option<i64>,
 }
 
 impl Params {
@@ -175,7 +181,7 @@ impl Params {
         for entry in batch.entries.iter() {
             events.push(rows::event_json(&entry.event)?);
         }
-        Ok(Self::Append {
+        Ok(Self::Append(AppendParams {
             id: batch.execution.as_str().to_owned(),
             epoch: batch.epoch as i64,
             added: batch.entries.len() as i64,
@@ -191,11 +197,11 @@ impl Params {
             kinds: batch.entries.iter().map(|e| e.event.kind()).collect(),
             keys: batch.entries.iter().map(|e| e.event.step().1.to_string()).collect(),
             events,
-        })
+        }))
     }
 
     fn create(new: &NewExecution) -> Self {
-        Self::Create {
+        Self::Create(CreateParams {
             id: new.id.as_str().to_owned(),
             workflow: new.workflow,
             fingerprint: new.fingerprint,
@@ -208,78 +214,49 @@ impl Params {
             parent_id: new.parent.as_ref().map(|(id, _)| id.as_str().to_owned()),
             parent_key: new.parent.as_ref().map(|(_, key)| key.clone()),
             deadline: new.deadline.map(Timestamp::as_micros),
-        }
+        })
     }
 
     fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
         match self {
-            Self::Append {
-                id,
-                epoch,
-                added,
-                state,
-                result,
-                failure,
-                now,
-                finished,
-                retain_until,
-                first,
-                indexes,
-                times,
-                kinds,
-                keys,
-                events,
-            } => vec![
-                id,
-                epoch,
-                added,
-                state,
-                result,
-                failure,
-                now,
-                finished,
-                retain_until,
-                first,
-                indexes,
-                times,
-                kinds,
-                keys,
-                events,
+            Self::Append(p) => vec![
+                &p.id,
+                &p.epoch,
+                &p.added,
+                &p.state,
+                &p.result,
+                &p.failure,
+                &p.now,
+                &p.finished,
+                &p.retain_until,
+                &p.first,
+                &p.indexes,
+                &p.times,
+                &p.kinds,
+                &p.keys,
+                &p.events,
             ],
-            Self::Create {
-                id,
-                workflow,
-                fingerprint,
-                version,
-                input,
-                now,
-                owner,
-                lease_until,
-                rerun_of,
-                parent_id,
-                parent_key,
-                deadline,
-            } => vec![
-                id,
-                workflow,
-                fingerprint,
-                version,
-                input,
-                now,
-                owner,
-                lease_until,
-                rerun_of,
-                parent_id,
-                parent_key,
-                deadline,
+            Self::Create(p) => vec![
+                &p.id,
+                &p.workflow,
+                &p.fingerprint,
+                &p.version,
+                &p.input,
+                &p.now,
+                &p.owner,
+                &p.lease_until,
+                &p.rerun_of,
+                &p.parent_id,
+                &p.parent_key,
+                &p.deadline,
             ],
         }
     }
 }
 
-/// The arrays of [`APPEND_MANY`], from the journal writes at `positions` of the batch.
+/// The arrays of [`APPEND_MANY`], from the journal writes of a group (see [`group`]).
+#[derive(Default)]
 struct ManyParams {
-    positions: Vec<usize>,
     ids: Vec<String>,
     epochs: Vec<i64>,
     added: Vec<i64>,
@@ -300,67 +277,29 @@ struct ManyParams {
 }
 
 impl ManyParams {
-    fn new(positions: Vec<usize>, params: &[Params]) -> Self {
-        let mut many = ManyParams {
-            positions: Vec::new(),
-            ids: Vec::new(),
-            epochs: Vec::new(),
-            added: Vec::new(),
-            states: Vec::new(),
-            results: Vec::new(),
-            failures: Vec::new(),
-            nows: Vec::new(),
-            finished: Vec::new(),
-            retain_until: Vec::new(),
-            firsts: Vec::new(),
-            ords: Vec::new(),
-            entry_ids: Vec::new(),
-            indexes: Vec::new(),
-            times: Vec::new(),
-            kinds: Vec::new(),
-            keys: Vec::new(),
-            events: Vec::new(),
-        };
+    /// Takes the writes at `positions` out of `params` (they are not sent alone).
+    fn take(positions: &[usize], params: &mut [Option<Params>]) -> Self {
+        let mut many = ManyParams::default();
         for (ord, &position) in positions.iter().enumerate() {
-            let Params::Append {
-                id,
-                epoch,
-                added,
-                state,
-                result,
-                failure,
-                now,
-                finished,
-                retain_until,
-                first,
-                indexes,
-                times,
-                kinds,
-                keys,
-                events,
-            } = &params[position]
-            else {
-                continue;
-            };
-            many.ids.push(id.clone());
-            many.epochs.push(*epoch);
-            many.added.push(*added);
-            many.states.push(*state);
-            many.results.push(result.clone());
-            many.failures.push(failure.clone());
-            many.nows.push(*now);
-            many.finished.push(*finished);
-            many.retain_until.push(*retain_until);
-            many.firsts.push(*first);
+            let Some(Params::Append(p)) = params[position].take() else { continue };
+            many.entry_ids.extend(std::iter::repeat_n(p.id.clone(), p.indexes.len()));
+            many.ids.push(p.id);
+            many.epochs.push(p.epoch);
+            many.added.push(p.added);
+            many.states.push(p.state);
+            many.results.push(p.result);
+            many.failures.push(p.failure);
+            many.nows.push(p.now);
+            many.finished.push(p.finished);
+            many.retain_until.push(p.retain_until);
+            many.firsts.push(p.first);
             many.ords.push(ord as i32);
-            many.entry_ids.extend(std::iter::repeat_n(id.clone(), indexes.len()));
-            many.indexes.extend(indexes);
-            many.times.extend(times);
-            many.kinds.extend(kinds);
-            many.keys.extend(keys.iter().cloned());
-            many.events.extend(events.iter().cloned());
+            many.indexes.extend(p.indexes);
+            many.times.extend(p.times);
+            many.kinds.extend(p.kinds);
+            many.keys.extend(p.keys);
+            many.events.extend(p.events);
         }
-        many.positions = positions;
         many
     }
 
@@ -443,16 +382,17 @@ pub(super) async fn run(client: &Object, commands: &[Command], lazy: bool) -> Re
     let create = client.prepare_cached(CREATE).await.map_err(chain)?;
     let mut params = Vec::with_capacity(commands.len());
     for command in commands {
-        params.push(match command {
+        params.push(Some(match command {
             Command::Append(batch, _) => Params::append(batch).map_err(|e| e.to_string())?,
             Command::Create(new, _) => Params::create(new),
             _ => return Err("not a pipelined write".into()),
-        });
+        }));
     }
     let groups = group(commands);
-    let singles: Vec<Vec<&(dyn ToSql + Sync)>> = params.iter().map(Params::refs).collect();
     let many: Vec<ManyParams> =
-        groups.iter().filter(|g| g.len() > 1).map(|g| ManyParams::new(g.clone(), &params)).collect();
+        groups.iter().filter(|g| g.len() > 1).map(|g| ManyParams::take(g, &mut params)).collect();
+    // What is left goes alone.
+    let singles: Vec<Option<Vec<&(dyn ToSql + Sync)>>> = params.iter().map(|p| p.as_ref().map(Params::refs)).collect();
     let many_refs: Vec<[&(dyn ToSql + Sync); 17]> = many.iter().map(ManyParams::refs).collect();
     // One durable statement alone is its own transaction: no BEGIN, no COMMIT to send.
     let alone = groups.len() == 1 && !lazy;
@@ -467,7 +407,7 @@ pub(super) async fn run(client: &Object, commands: &[Command], lazy: bool) -> Re
         let future: Pin<Box<dyn Future<Output = Rows> + Send + '_>> = match group.as_slice() {
             [position] => {
                 let statement = if matches!(commands[*position], Command::Append(..)) { &append } else { &create };
-                let refs = &singles[*position];
+                let refs = singles[*position].as_deref().expect("a write sent alone");
                 Box::pin(async move { client.query(statement, refs).await })
             }
             _ => {

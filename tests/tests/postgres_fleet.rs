@@ -8,6 +8,8 @@
 //!   process that ran it was killed; no two processes run one order's bodies at the same time
 //!   unless the first was killed; each compensation runs once per step to be undone, by a
 //!   process that lived through it, and the journal records each completion once;
+//! - **a queue under SIGKILL**: the same fleet runs 200 orders started on a queue of
+//!   concurrency 4 while workers are killed: never more than four orders run a body at once;
 //! - **a stale worker**: SIGSTOPped past its lease while it waits (a retry's backoff, a durable
 //!   sleep, a compensation's backoff) — inside a write transaction or not: the server ends a
 //!   transaction left idle, so its row locks do not hold the execution —, two others take the
@@ -131,37 +133,53 @@ struct Run {
     end: Option<i64>,
 }
 
-const ORDERS: u32 = 500;
-const KILLS: usize = 50;
+/// The runs of step bodies and of compensations in the side-effect log, by (order, step).
+type Runs = BTreeMap<(String, u32), Vec<Run>>;
 
-#[test]
-fn a_fleet_under_sigkill_finishes_every_order_and_runs_nothing_twice() {
-    let Some(fleet) = Fleet::new(1000) else { return };
-    let seed = std::env::var("FLEET_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    println!("FLEET_SEED={seed}");
-    let mut random = Random(seed);
-    let orders = ORDERS.to_string();
-    let start = |slot: usize| match slot {
-        0 => fleet.process(&["orders", "order", &orders]),
-        _ => fleet.process(&["work", "-"]),
-    };
-    // Slot 0 is the client; 1..=3 the workers.
-    let mut processes: Vec<Child> = (0..4).map(start).collect();
-    // When each killed process was killed (its pid), by the system clock the log uses.
+fn runs(log: &[String]) -> (Runs, Runs) {
+    let mut bodies = Runs::new();
+    let mut compensations = Runs::new();
+    for line in log {
+        let parts: Vec<&str> = line.split(' ').collect();
+        let (runs, pid, what, at) = match parts.as_slice() {
+            ["body", order, step, _attempt, pid, what, at] => {
+                (bodies.entry((order.to_string(), step.parse().unwrap())).or_default(), pid, what, at)
+            }
+            ["comp", order, step, pid, what, at] => {
+                (compensations.entry((order.to_string(), step.parse().unwrap())).or_default(), pid, what, at)
+            }
+            _ => continue,
+        };
+        let (pid, at): (u32, i64) = (pid.parse().unwrap(), at.parse().unwrap());
+        if *what == "begin" {
+            runs.push(Run { pid, begin: at, end: None });
+        } else {
+            runs.iter_mut().rev().find(|r| r.pid == pid).expect("a begin before its end").end = Some(at);
+        }
+    }
+    (bodies, compensations)
+}
+
+/// Kills a random worker (slots 1..=3 of `processes`; slot 0, the client, one time in ten if
+/// `client_too`) every 20–140 ms and restarts it, at least `least` times and on until nine
+/// orders in ten finished (or four times `least`). Returns when each killed process was
+/// killed (by the system clock the side-effect log uses), by pid, and how many kills.
+fn kill_randomly(
+    fleet: &Fleet,
+    processes: &mut [Child],
+    start: impl Fn(usize) -> Child,
+    random: &mut Random,
+    orders: u32,
+    least: usize,
+    client_too: bool,
+) -> (HashMap<u32, i64>, usize) {
     let mut killed: HashMap<u32, i64> = HashMap::new();
-    let finished = || {
-        let sql = "SELECT COUNT(*) FROM executions WHERE state IN ('completed', 'compensated')";
-        fleet.query(sql).first().map_or(0, |r| r.get::<_, i64>(0))
-    };
-    // At least KILLS kills, and on until most orders finished, so that kills land all along.
     let mut kills = 0;
-    while kills < KILLS || (finished() < i64::from(ORDERS) * 9 / 10 && kills < 4 * KILLS) {
+    while kills < least || (finished(fleet) < i64::from(orders) * 9 / 10 && kills < 4 * least) {
         std::thread::sleep(Duration::from_millis(20 + random.below(120)));
-        // The client one time in ten: it starts the orders again from the first (those that
-        // exist are skipped), and must get through them.
-        let slot = if random.below(10) == 0 { 0 } else { 1 + random.below(3) as usize };
+        // The client (if it may be killed) starts the orders again from the first when
+        // restarted (those that exist are skipped), and must get through them.
+        let slot = if client_too && random.below(10) == 0 { 0 } else { 1 + random.below(3) as usize };
         kills += 1;
         // Noted before the kill: the process is gone no earlier than this.
         killed.insert(processes[slot].id(), workflows_runtime::Timestamp::now().as_micros());
@@ -169,42 +187,49 @@ fn a_fleet_under_sigkill_finishes_every_order_and_runs_nothing_twice() {
         processes[slot].wait().unwrap();
         processes[slot] = start(slot);
     }
-    let killed_while_running = finished();
-    wait_until("every order to finish", Duration::from_secs(120), || finished() == i64::from(ORDERS));
+    (killed, kills)
+}
+
+/// How many executions finished.
+fn finished(fleet: &Fleet) -> i64 {
+    let sql = "SELECT COUNT(*) FROM executions WHERE state IN ('completed', 'compensated')";
+    fleet.query(sql).first().map_or(0, |r| r.get::<_, i64>(0))
+}
+
+/// A seeded generator: `FLEET_SEED` replays a run, otherwise the time seeds it (printed).
+fn seeded() -> Random {
+    let seed = std::env::var("FLEET_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    println!("FLEET_SEED={seed}");
+    Random(seed)
+}
+
+const ORDERS: u32 = 500;
+const KILLS: usize = 50;
+
+#[test]
+fn a_fleet_under_sigkill_finishes_every_order_and_runs_nothing_twice() {
+    let Some(fleet) = Fleet::new(1000) else { return };
+    let mut random = seeded();
+    let orders = ORDERS.to_string();
+    let start = |slot: usize| match slot {
+        0 => fleet.process(&["orders", "order", &orders]),
+        _ => fleet.process(&["work", "-"]),
+    };
+    // Slot 0 is the client; 1..=3 the workers.
+    let mut processes: Vec<Child> = (0..4).map(start).collect();
+    // At least KILLS kills, and on until most orders finished, so that kills land all along.
+    let (killed, kills) = kill_randomly(&fleet, &mut processes, start, &mut random, ORDERS, KILLS, true);
+    let killed_while_running = finished(&fleet);
+    wait_until("every order to finish", Duration::from_secs(120), || finished(&fleet) == i64::from(ORDERS));
     for mut process in processes {
         let _ = process.kill();
         let _ = process.wait();
     }
     println!("{kills} kills, {killed_while_running} of {ORDERS} orders had finished by the last one");
 
-    let log = fleet.log();
-    let mut bodies: BTreeMap<(String, u32), Vec<Run>> = BTreeMap::new();
-    let mut compensations: BTreeMap<(String, u32), Vec<Run>> = BTreeMap::new();
-    for line in &log {
-        let parts: Vec<&str> = line.split(' ').collect();
-        match parts.as_slice() {
-            ["body", order, step, _attempt, pid, what, at] => {
-                let runs = bodies.entry((order.to_string(), step.parse().unwrap())).or_default();
-                let (pid, at): (u32, i64) = (pid.parse().unwrap(), at.parse().unwrap());
-                if *what == "begin" {
-                    runs.push(Run { pid, begin: at, end: None });
-                } else {
-                    let run = runs.iter_mut().rev().find(|r| r.pid == pid).expect("a begin before its end");
-                    run.end = Some(at);
-                }
-            }
-            ["comp", order, step, pid, what, at] => {
-                let runs = compensations.entry((order.to_string(), step.parse().unwrap())).or_default();
-                let (pid, at): (u32, i64) = (pid.parse().unwrap(), at.parse().unwrap());
-                if *what == "begin" {
-                    runs.push(Run { pid, begin: at, end: None });
-                } else {
-                    runs.iter_mut().rev().find(|r| r.pid == pid).expect("a begin before its end").end = Some(at);
-                }
-            }
-            _ => {}
-        }
-    }
+    let (bodies, compensations) = runs(&fleet.log());
 
     let was_killed = |pid: u32| killed.contains_key(&pid);
     for ((order, step), runs) in &bodies {
@@ -269,6 +294,61 @@ fn a_fleet_under_sigkill_finishes_every_order_and_runs_nothing_twice() {
         runners.len()
     );
     assert!(cut > 0 && again > 0, "the kills landed inside bodies");
+}
+
+const QUEUED_ORDERS: u32 = 200;
+const QUEUE_KILLS: usize = 20;
+/// The concurrency of the `fleet` queue, as `crash_worker` defines it.
+const QUEUE_CONCURRENCY: usize = 4;
+
+/// Three workers and a client-only process that starts 200 orders on a queue of concurrency 4,
+/// with SIGKILLs of random workers (at least 20), each restarted: every order finishes, and
+/// at no moment do more than four orders run a step body — a body cut by a kill counts as
+/// running until its process was killed.
+#[test]
+fn a_queue_s_concurrency_holds_across_a_fleet_under_sigkill() {
+    let Some(fleet) = Fleet::new(1000) else { return };
+    let mut random = seeded();
+    let orders = QUEUED_ORDERS.to_string();
+    let start = |slot: usize| match slot {
+        0 => fleet.process(&["queued", "mail", &orders]),
+        _ => fleet.process(&["work", "-"]),
+    };
+    let mut processes: Vec<Child> = (0..4).map(start).collect();
+    let (killed, kills) = kill_randomly(&fleet, &mut processes, start, &mut random, QUEUED_ORDERS, QUEUE_KILLS, false);
+    wait_until("every queued order to finish", Duration::from_secs(120), || {
+        finished(&fleet) == i64::from(QUEUED_ORDERS)
+    });
+    for mut process in processes {
+        let _ = process.kill();
+        let _ = process.wait();
+    }
+    let (bodies, _) = runs(&fleet.log());
+    assert_eq!(bodies.keys().map(|(order, _)| order).collect::<HashSet<_>>().len(), QUEUED_ORDERS as usize);
+    // Each body runs from its begin to its end, or to its process's death.
+    let mut changes: Vec<(i64, i32)> = Vec::new();
+    for run in bodies.values().flatten() {
+        let end = run.end.or_else(|| killed.get(&run.pid).copied());
+        let end = end.unwrap_or_else(|| panic!("a body neither ended nor was killed: {run:?}"));
+        changes.push((run.begin, 1));
+        changes.push((end, -1));
+    }
+    // At one instant, an end before a begin.
+    changes.sort();
+    let (mut running, mut most) = (0, 0);
+    for (_, change) in changes {
+        running += change;
+        most = most.max(running);
+    }
+    println!("{kills} kills; at most {most} orders ran a step body at once (the queue allows {QUEUE_CONCURRENCY})");
+    assert!(most <= QUEUE_CONCURRENCY as i32, "the queue's concurrency was exceeded: {most} at once");
+    assert!(most >= 2, "the queue ran orders side by side");
+    let queued = fleet.query("SELECT COUNT(*) FROM executions WHERE queue = 'fleet' AND admitted_at IS NOT NULL");
+    assert_eq!(
+        queued.first().map(|r| r.get::<_, i64>(0)),
+        Some(i64::from(QUEUED_ORDERS)),
+        "all went through the queue"
+    );
 }
 
 /// Three workers on one schema: the one driving the execution is stopped (SIGSTOP) for about

@@ -358,6 +358,17 @@ pub enum RunError {
         /// The execution holding it (or first in line for it).
         holder: ExecutionId,
     },
+    /// The run names a queue that no engine sharing the store defines.
+    #[error(
+        "queue `{queue}` is not defined ({}): define it with `Engine::builder().queue(Queue::new(\"{queue}\").concurrency(..))`",
+        defined_list(defined)
+    )]
+    UnknownQueue {
+        /// The name the run gave.
+        queue: String,
+        /// The queues that are defined.
+        defined: Vec<String>,
+    },
     /// No execution has this id.
     #[error("no execution `{execution}` in the store (it never existed, or it was purged after its retention)")]
     NotFound {
@@ -456,6 +467,7 @@ impl RunError {
             | Self::UnknownWorkflow { .. }
             | Self::InvalidInput { .. }
             | Self::KeyHeld { .. }
+            | Self::UnknownQueue { .. }
             | Self::ShutDown
             | Self::Store(_) => None,
         }
@@ -475,6 +487,15 @@ impl RunError {
     /// The name of the step whose failure made the workflow fail, if a step failed.
     pub fn step(&self) -> Option<&str> {
         self.failure().and_then(|f| f.step.as_deref())
+    }
+}
+
+/// The defined queues, for [`RunError::UnknownQueue`].
+fn defined_list(defined: &[String]) -> String {
+    if defined.is_empty() {
+        "no queue is".to_owned()
+    } else {
+        format!("defined: {}", defined.iter().map(|q| format!("`{q}`")).collect::<Vec<_>>().join(", "))
     }
 }
 

@@ -137,6 +137,7 @@ impl<'de> Deserialize<'de> for ExecutionId {
 /// Where an execution is in its life.
 ///
 /// ```text
+/// queued ─┐
 /// pending → running → completed
 ///              │
 ///              ├──→ compensating → compensated | compensation_failed
@@ -145,7 +146,10 @@ impl<'de> Deserialize<'de> for ExecutionId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionState {
-    /// Created, not started yet.
+    /// Started on a queue, waiting for the queue's limits to let it run (see
+    /// [`Queue`](crate::Queue)); no engine holds it.
+    Queued,
+    /// Created, not started yet: waiting for its exclusive key.
     Pending,
     /// Running (or to be resumed by an engine after its owner went away).
     Running,
@@ -170,7 +174,8 @@ pub enum ExecutionState {
 
 impl ExecutionState {
     /// Every state, in life-cycle order.
-    pub const ALL: [ExecutionState; 10] = [
+    pub const ALL: [ExecutionState; 11] = [
+        Self::Queued,
         Self::Pending,
         Self::Running,
         Self::Waiting,
@@ -186,6 +191,7 @@ impl ExecutionState {
     /// The state's name as stored and shown: `running`, `compensation_failed`, ...
     pub const fn as_str(self) -> &'static str {
         match self {
+            Self::Queued => "queued",
             Self::Pending => "pending",
             Self::Running => "running",
             Self::Waiting => "waiting",
@@ -228,7 +234,7 @@ impl fmt::Display for ExecutionState {
 /// The error of parsing an unknown [`ExecutionState`] name.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "unknown execution state `{0}`; expected one of: pending, running, waiting, completed, compensating, compensated, compensation_failed, cancelled, timed_out, failed"
+    "unknown execution state `{0}`; expected one of: queued, pending, running, waiting, completed, compensating, compensated, compensation_failed, cancelled, timed_out, failed"
 )]
 pub struct UnknownState(pub String);
 
@@ -271,6 +277,8 @@ pub struct ExecutionRecord {
     pub epoch: u64,
     /// The exclusive key it holds or waits for (see [`RunOptions::exclusive_key`](crate::RunOptions::exclusive_key)).
     pub exclusive_key: Option<String>,
+    /// The queue it was started on (see [`RunOptions::queue`](crate::RunOptions::queue)).
+    pub queue: Option<String>,
     /// The execution this one re-runs (see [`Engine::rerun`](crate::Engine::rerun)).
     pub rerun_of: Option<ExecutionId>,
     /// A cancellation was requested; the engine that drives it cancels it.

@@ -52,6 +52,7 @@ mod execution;
 mod failure;
 mod journal;
 mod policy;
+mod queue;
 pub mod registry;
 mod step;
 mod store;
@@ -82,6 +83,7 @@ pub use execution::{ExecutionId, ExecutionRecord, ExecutionState, UnknownState};
 pub use failure::{Failure, FailureKind};
 pub use journal::{CallKey, InvalidCallKey, JournalEntry, JournalEvent};
 pub use policy::{Backoff, OnFailure, RetryPolicy, StepPolicy};
+pub use queue::{Queue, QueueStatus, Rate};
 pub use registry::Registry;
 pub use step::{Completion, StepContext, StepResponse};
 pub use store::{
@@ -99,7 +101,7 @@ pub use serde;
 /// Everything a workflow file needs: `use workflows_runtime::prelude::*;`
 pub mod prelude {
     pub use crate::{
-        Backoff, Completion, Container, DeliveryError, Engine, ExecutionId, RetryPolicy, RunError, RunOptions,
+        Backoff, Completion, Container, DeliveryError, Engine, ExecutionId, Queue, RetryPolicy, RunError, RunOptions,
         StepContext, StepError, StepResponse, StepResultExt, WaitError, Workflow, WorkflowError, step, workflow,
     };
     pub use serde::{Deserialize, Serialize};

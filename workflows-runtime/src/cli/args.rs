@@ -134,6 +134,9 @@ pub(crate) enum Command {
         #[arg(long, value_name = "AGE")]
         older_than: Option<String>,
     },
+    /// List the queues: each one's limits, how many executions wait in it, how many hold its
+    /// slots, how many started within its rate window, and how long its oldest has waited.
+    Queues,
     /// Check that everything stored reads back intact: the store's file (SQLite's own check),
     /// then every execution and journal entry against its checksum. Exits 1 naming what is
     /// damaged. The engine also runs this in the background when it opens a store that was not

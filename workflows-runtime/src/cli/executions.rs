@@ -109,6 +109,7 @@ pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u
             "version": record.version,
             "owner": record.owner,
             "exclusive_key": record.exclusive_key,
+            "queue": record.queue,
             "cancel_requested": record.cancel_requested,
             "wake_at": record.wake_at.map(|t| t.to_string()),
         });
@@ -131,6 +132,9 @@ pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u
     out!("  created  {}   updated {}{took}", record.created_at, record.updated_at);
     if let Some((parent, key)) = &record.parent {
         out!("  parent   {parent} (as {key})");
+    }
+    if let Some(queue) = &record.queue {
+        out!("  queue    {queue}");
     }
     if let Some(original) = &record.rerun_of {
         out!("  re-runs  {original}");
@@ -466,6 +470,7 @@ mod tests {
             lease_until: None,
             epoch: 1,
             exclusive_key: None,
+            queue: None,
             rerun_of: None,
             cancel_requested: false,
             retain_until: None,

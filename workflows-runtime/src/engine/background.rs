@@ -96,6 +96,10 @@ pub(super) fn spawn_notices(inner: &Arc<EngineInner>, mut notices: tokio::sync::
 pub(super) fn spawn_scheduler(inner: &Arc<EngineInner>) {
     let weak = Arc::downgrade(inner);
     tokio::spawn(async move {
+        // The wake-up this scheduler last slept until: due once that time has come, even if
+        // the store no longer lists it (a queue's rate window has room again from that time on,
+        // and the store lists only the times a full window opens up).
+        let mut slept_until: Option<Timestamp> = None;
         loop {
             let Some(inner) = weak.upgrade() else { return };
             if inner.is_closed() {
@@ -105,7 +109,9 @@ pub(super) fn spawn_scheduler(inner: &Arc<EngineInner>) {
             let changed = inner.timer_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let pause = match inner.store.next_wake().await {
+            let slept = slept_until.take();
+            let next = inner.store.next_wake().await.map(|next| next.into_iter().chain(slept).min());
+            let pause = match next {
                 Ok(Some(at)) if at <= Timestamp::now() => match inner.recover().await {
                     // Some were resumed: look again at once.
                     Ok(resumed) if resumed > 0 => continue,
@@ -116,7 +122,13 @@ pub(super) fn spawn_scheduler(inner: &Arc<EngineInner>) {
                         TIMER_RECHECK
                     }
                 },
-                Ok(Some(at)) => at.duration_since(Timestamp::now()).min(TIMER_RECHECK),
+                Ok(Some(at)) => {
+                    let pause = at.duration_since(Timestamp::now());
+                    if pause <= TIMER_RECHECK {
+                        slept_until = Some(at);
+                    }
+                    pause.min(TIMER_RECHECK)
+                }
                 Ok(None) => TIMER_RECHECK,
                 Err(error) => {
                     tracing::warn!(%error, "could not read the next wake-up time");

@@ -35,6 +35,7 @@ pub struct EngineBuilder {
     purge_interval: Duration,
     worker: bool,
     client_only: bool,
+    queues: Vec<crate::Queue>,
 }
 
 /// Which store the engine will use; file stores are opened by `start`.
@@ -58,6 +59,9 @@ pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A queue's limits cannot be used (a concurrency or a rate of 0, say).
+    #[error("{0}")]
+    Queue(String),
 }
 
 impl Default for EngineBuilder {
@@ -71,6 +75,7 @@ impl Default for EngineBuilder {
             purge_interval: Duration::from_secs(60),
             worker: true,
             client_only: false,
+            queues: Vec::new(),
         }
     }
 }
@@ -197,6 +202,16 @@ impl EngineBuilder {
         self
     }
 
+    /// Defines a queue that runs can be started on ([`RunOptions::queue`](crate::RunOptions::queue)).
+    /// Its limits are stored when the engine starts, replacing the stored ones, and hold for
+    /// every engine sharing the store: define a queue the same way in every process (a client
+    /// may also start runs on a queue that only its workers define).
+    pub fn queue(mut self, queue: crate::Queue) -> Self {
+        self.queues.retain(|q| q.name != queue.name);
+        self.queues.push(queue);
+        self
+    }
+
     /// Builds the registry (failing on duplicate names) and opens the store; then (for a
     /// worker) starts resuming, in the background, the executions on the store that have no
     /// live owner, and renewing leases. Returns without waiting for the recovery (its progress
@@ -205,6 +220,9 @@ impl EngineBuilder {
     /// Must be called inside a Tokio runtime.
     pub async fn start(self) -> Result<Engine, EngineError> {
         Registry::global()?;
+        if let Some(why) = self.queues.iter().find_map(crate::Queue::invalid) {
+            return Err(EngineError::Queue(why));
+        }
         let store = match self.store {
             StoreChoice::Given(store) => store,
             StoreChoice::Default => store::open_url(&store::default_url()).await?,
@@ -217,6 +235,9 @@ impl EngineBuilder {
         };
         let owner = Arc::from(owner::new_owner_id());
         let token_key = token::TokenKey::new(store.token_key().await?);
+        if !self.queues.is_empty() {
+            store.define_queues(&self.queues).await?;
+        }
         let inner = Arc::new(EngineInner {
             store,
             container: self.container,
@@ -237,6 +258,7 @@ impl EngineBuilder {
             events: crate::events::EventHub::new(),
             worker: self.worker,
             client_only: self.client_only,
+            queues: self.queues.into_iter().map(|q| (q.name.clone(), q)).collect(),
             watchers: Mutex::new(HashMap::default()),
             runtime: tokio::runtime::Handle::current(),
         });

@@ -9,7 +9,7 @@ use super::engine::Engine;
 use super::handle::ExecutionHandle;
 use super::options::RunOptions;
 use crate::error::RunError;
-use crate::execution::ExecutionId;
+use crate::execution::{ExecutionId, ExecutionState};
 use crate::failure::Failure;
 use crate::store::{Purge, StoreError};
 use crate::time::Timestamp;
@@ -54,6 +54,9 @@ impl Engine {
         if let Some(key) = record.exclusive_key {
             options = options.exclusive_key(key);
         }
+        if let Some(queue) = record.queue {
+            options = options.queue(queue);
+        }
         self.start_workflow_by_name(&record.workflow, &*record.input, options).await
     }
 
@@ -94,10 +97,19 @@ impl EngineInner {
         if record.state.is_finished() {
             return Err(not_cancellable(record.state));
         }
-        if !self.store.request_cancel(id).await? {
+        let retention = crate::registry::Registry::checked()
+            .workflow(&record.workflow)
+            .and_then(|w| w.retention())
+            .unwrap_or(self.retention);
+        if !self.store.request_cancel(id, Timestamp::now() + retention).await? {
             // It finished in between.
             let state = self.store.execution(id).await?.map_or(record.state, |r| r.state);
             return Err(not_cancellable(state));
+        }
+        if record.state == ExecutionState::Queued {
+            // It ended `cancelled` in the store; whoever waits here for it hears it now.
+            self.notify_watchers(id);
+            return Ok(());
         }
         // Nobody may drive it (its owner is gone, or it was suspended): take it over, which
         // cancels it.

@@ -66,6 +66,8 @@ pub(crate) struct EngineInner {
     pub(crate) timer_changed: tokio::sync::Notify,
     /// The execution event stream (see [`Engine::subscribe`]).
     pub(crate) events: crate::events::EventHub,
+    /// The queues this engine defines, by name (see [`crate::Queue`]).
+    pub(crate) queues: HashMap<String, crate::Queue>,
     /// False for a client engine (see [`EngineBuilder::worker`]).
     pub(crate) worker: bool,
     /// Runs nothing: what it starts is left for the workers (see `EngineBuilder::client_only`).
@@ -157,6 +159,8 @@ pub(crate) struct LiveExecution {
     pub(crate) deadline: Option<Timestamp>,
     /// The exclusive key it holds (or waits for).
     pub(crate) exclusive_key: Option<String>,
+    /// It holds a slot of a queue until it finishes.
+    pub(crate) in_queue: bool,
     /// For a child execution: the parent and the parent's key for it.
     pub(crate) parent: Option<(ExecutionId, String)>,
     /// The branches waiting on something durable (see [`LiveExecution::wait`]).

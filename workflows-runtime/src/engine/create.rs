@@ -21,7 +21,8 @@ pub(crate) enum Created {
     /// A new execution; `true` if it waits for its exclusive key.
     New(Arc<LiveExecution>, bool),
     Exists(Box<ExecutionRecord>),
-    /// Created for the workers to run: this engine is client-only.
+    /// Created for the workers to run: this engine is client-only, or the execution waits
+    /// for its queue (a claim admits it).
     ForWorkers(ExecutionId),
 }
 
@@ -36,6 +37,9 @@ impl EngineInner {
         let inner = self;
         if inner.closed.load(Ordering::Acquire) {
             return Err(RunError::ShutDown);
+        }
+        if let Some(queue) = &options.queue {
+            inner.check_queue(queue).await?;
         }
         let id = options.id.unwrap_or_default();
         // Before the write that grants the lease: the lease is provable from here.
@@ -52,6 +56,7 @@ impl EngineInner {
             lease_until: now + inner.lease,
             now,
             exclusive_key: options.exclusive_key.clone(),
+            queue: options.queue.clone(),
             fail_if_held: options.fail_if_held,
             rerun_of: options.rerun_of,
             parent: options.parent.clone(),
@@ -66,6 +71,12 @@ impl EngineInner {
                 return Err(RunError::KeyHeld { key: options.exclusive_key.unwrap_or_default(), holder });
             }
         };
+        if options.queue.is_some() {
+            // Admitted by a claim — this engine's now, if it is a worker, or any worker's.
+            inner.work_arrived();
+            inner.timer_changed.notify_one();
+            return Ok(Created::ForWorkers(id));
+        }
         if inner.client_only {
             // Woken at once where the store can (see `Store::notices`).
             return Ok(Created::ForWorkers(id));
@@ -77,10 +88,29 @@ impl EngineInner {
             started_fingerprint: definition.fingerprint().into(),
             deadline,
             exclusive_key: options.exclusive_key,
+            in_queue: false,
             parent: options.parent,
             wakeups: 0,
         };
         let live = LiveExecution::new(id, definition, inner.clone(), Progress::new(definition.calls().len()), setup);
         Ok(Created::New(Arc::new(live), queued))
+    }
+}
+
+impl EngineInner {
+    /// Fails unless `queue` is defined: by this engine, or by another sharing the store.
+    async fn check_queue(&self, queue: &str) -> Result<(), RunError> {
+        if self.queues.contains_key(queue) {
+            return Ok(());
+        }
+        let stored = self.store.queues(Timestamp::now()).await?;
+        if stored.iter().any(|status| status.name == queue && status.limits.is_some()) {
+            return Ok(());
+        }
+        let mut defined: Vec<String> = stored.into_iter().filter(|s| s.limits.is_some()).map(|s| s.name).collect();
+        defined.extend(self.queues.keys().cloned());
+        defined.sort();
+        defined.dedup();
+        Err(RunError::UnknownQueue { queue: queue.to_owned(), defined })
     }
 }

@@ -8,7 +8,7 @@ use std::task::Poll;
 use serde::Serialize;
 
 use super::core::{Abort, LiveExecution};
-use super::finish::{gave_up, interrupted, release_key, wake_parent};
+use super::finish::{gave_up, interrupted, release_slots, wake_parent};
 use super::handle::{Sent, Waiter};
 use super::panic::catch_unwind;
 use super::rollback::compensate;
@@ -133,7 +133,7 @@ pub(crate) async fn drive<O: Serialize, F: Future<Output = Result<O, WorkflowErr
         Body::Aborted(Abort::LeaseLost(why)) => Err(gave_up(live, &why)),
         Body::Suspend => unreachable!("handled above"),
     };
-    release_key(live);
+    release_slots(live);
     // Done here before the caller hears of it: `Engine::running` no longer counts it.
     live.engine.untrack(&live.id, Arc::as_ptr(live));
     if let Some(waiter) = waiter {

@@ -202,6 +202,13 @@ impl Engine {
         self.inner.store.journal(id).await
     }
 
+    /// Every queue defined on the store or named by an execution: its stored limits, how many
+    /// executions wait in it, how many hold its slots, how many started within its rate
+    /// window (what `workflows queues` shows).
+    pub async fn queues(&self) -> Result<Vec<crate::QueueStatus>, StoreError> {
+        self.inner.store.queues(crate::Timestamp::now()).await
+    }
+
     /// Executions matching `query`, newest first. A stored execution that cannot be decoded
     /// (a damaged row) is left out and logged, naming it; the helper binary lists such rows.
     pub async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<ExecutionRecord>, StoreError> {

@@ -1,5 +1,5 @@
 //! What every way of ending an execution shares: waking what waits on it (its parent, the
-//! executions queued for its exclusive key) and, when this engine stops driving it before its
+//! executions queued for its exclusive key or its queue) and, when this engine stops driving it before its
 //! end, what the caller hears.
 
 use crate::error::RunError;
@@ -7,10 +7,15 @@ use crate::store::StoreError;
 
 use super::core::LiveExecution;
 
-/// Wakes the executions of this engine queued for a key this execution may have released.
-pub(crate) fn release_key(live: &LiveExecution) {
+/// Wakes what waits for what this execution held: the executions of this engine queued for
+/// its exclusive key, and, for an execution of a queue, this engine's claim, which admits the
+/// next of the queue (other processes hear of it from the store, where it can tell them).
+pub(crate) fn release_slots(live: &LiveExecution) {
     if live.exclusive_key.is_some() {
         live.engine.key_released.notify_waiters();
+    }
+    if live.in_queue && live.engine.worker {
+        live.engine.work_available.notify_one();
     }
 }
 

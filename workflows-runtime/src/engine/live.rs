@@ -39,6 +39,8 @@ pub(crate) struct Setup {
     pub deadline: Option<Timestamp>,
     /// The exclusive key it holds (or waits for).
     pub exclusive_key: Option<String>,
+    /// It holds a slot of a queue until it finishes.
+    pub in_queue: bool,
     /// For a child execution: the parent and the parent's key for it.
     pub parent: Option<(ExecutionId, String)>,
     /// How many deliveries its record had counted.
@@ -55,8 +57,17 @@ impl LiveExecution {
         progress: Progress,
         setup: Setup,
     ) -> Self {
-        let Setup { container, epoch, lease_from, started_fingerprint, deadline, exclusive_key, parent, wakeups } =
-            setup;
+        let Setup {
+            container,
+            epoch,
+            lease_from,
+            started_fingerprint,
+            deadline,
+            exclusive_key,
+            in_queue,
+            parent,
+            wakeups,
+        } = setup;
         let lease = HeldLease::granted(&engine.lease_clock, lease_from);
         Self {
             id,
@@ -79,6 +90,7 @@ impl LiveExecution {
             waker: Mutex::new(None),
             deadline,
             exclusive_key,
+            in_queue,
             parent,
             waits: Mutex::new(Vec::new()),
             observed_wakeups: std::sync::atomic::AtomicU64::new(wakeups),

@@ -10,6 +10,7 @@ pub struct RunOptions {
     pub(crate) container: Option<Container>,
     pub(crate) exclusive_key: Option<String>,
     pub(crate) fail_if_held: bool,
+    pub(crate) queue: Option<String>,
     pub(crate) rerun_of: Option<ExecutionId>,
     /// For a child workflow: its parent execution and the parent's key for it.
     pub(crate) parent: Option<(ExecutionId, String)>,
@@ -50,6 +51,15 @@ impl RunOptions {
     /// [`RunError::KeyHeld`](crate::RunError::KeyHeld) instead of waiting when the key is held.
     pub fn fail_if_key_held(mut self) -> Self {
         self.fail_if_held = true;
+        self
+    }
+
+    /// Starts the execution on a queue the engine defines ([`EngineBuilder::queue`](crate::EngineBuilder::queue)):
+    /// it is stored `queued` and starts when the queue's limits allow, oldest first, on
+    /// whichever worker sharing the store admits it (this engine, if it is a worker). The
+    /// caller's `run` or handle waits for its result as for any other execution.
+    pub fn queue(mut self, name: impl Into<String>) -> Self {
+        self.queue = Some(name.into());
         self
     }
 

@@ -152,6 +152,7 @@ impl EngineInner {
             // Stores written before deadlines were stored have none: the code's timeout, then.
             deadline: record.deadline.or_else(|| definition.timeout().map(|timeout| record.created_at + timeout)),
             exclusive_key: record.exclusive_key,
+            in_queue: record.queue.is_some(),
             parent: record.parent,
             wakeups: record.wakeups,
         };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::compensation::{self, run_compensation};
 use super::core::{Abort, EngineInner, LiveExecution};
-use super::finish::{gave_up, interrupted, release_key, wake_parent};
+use super::finish::{gave_up, interrupted, release_slots, wake_parent};
 use super::handle;
 use crate::error::RunError;
 use crate::execution::{ExecutionId, ExecutionState};
@@ -62,7 +62,7 @@ pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, tran
     if let Err(error) = live.durable(live.transition(state, None, Some(failure.clone()))).await {
         return interrupted(live, error);
     }
-    release_key(live);
+    release_slots(live);
     wake_parent(live).await;
     if failures.is_empty() {
         match state {
@@ -176,6 +176,7 @@ async fn undo(
             started_fingerprint: record.fingerprint.into(),
             deadline: None,
             exclusive_key: None,
+            in_queue: record.queue.is_some(),
             parent: None,
             wakeups: 0,
         };

@@ -20,7 +20,8 @@ pub(crate) enum Command {
     Renew(String, Timestamp, Reply<Vec<Renewed>>),
     Release(String, Reply<u64>),
     ReleaseOne(ExecutionId, u64, Reply<bool>),
-    RequestCancel(ExecutionId, Reply<bool>),
+    RequestCancel(ExecutionId, Timestamp, Reply<bool>),
+    DefineQueues(Vec<crate::queue::Queue>, Reply<()>),
     Acquire(ExecutionId, u64, Reply<bool>),
     Purge(Purge, Reply<u64>),
     Deliver(Delivery, Reply<Delivered>),
@@ -119,11 +120,11 @@ pub(crate) fn apply_nothing(command: Command) -> Applied {
     }
     match command {
         Command::Create(_, reply) => Applied::Create(reply, never()),
-        Command::Append(_, reply) => Applied::Unit(reply, never()),
+        Command::Append(_, reply) | Command::DefineQueues(_, reply) => Applied::Unit(reply, never()),
         Command::Claim(_, reply) => Applied::Records(reply, never()),
         Command::Renew(_, _, reply) => Applied::Renewed(reply, never()),
         Command::Release(_, reply) | Command::Purge(_, reply) => Applied::Count(reply, never()),
-        Command::ReleaseOne(_, _, reply) | Command::RequestCancel(_, reply) | Command::Acquire(_, _, reply) => {
+        Command::ReleaseOne(_, _, reply) | Command::RequestCancel(_, _, reply) | Command::Acquire(_, _, reply) => {
             Applied::Flag(reply, never())
         }
         Command::Deliver(_, reply) => Applied::Delivered(reply, never()),

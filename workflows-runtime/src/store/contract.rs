@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::Failure;
 use crate::journal::{JournalEntry, JournalEvent};
+use crate::queue::{Queue, QueueStatus};
 use crate::time::Timestamp;
 
 /// A boxed future returned by [`Store`] methods.
@@ -50,8 +51,11 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Takes over up to `limit` executions that need an engine: active ones (`pending`,
     /// `running`, `compensating`) that have no owner or whose owner's lease expired before
-    /// `now`, and `waiting` ones whose wake-up time is due (they become `running`). Sets their
-    /// owner and lease, increments their epoch, and returns them.
+    /// `now`, `waiting` ones whose wake-up time is due (they become `running`), and — unless
+    /// the claim is for one execution — `queued` ones their queue's stored limits admit now
+    /// (see `store::queues`: they become `running`, or `pending` if they have
+    /// an exclusive key; their start time is recorded for the rate limit). Sets their owner and
+    /// lease, increments their epoch, and returns them.
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>>;
 
     /// Extends the lease of every active execution `owner` holds until `lease_until`, and
@@ -71,9 +75,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool>;
 
     /// Marks an active or waiting execution's cancellation as requested (a waiting one is
-    /// woken, so that an engine takes it over and cancels it). Returns false if it is
+    /// woken, so that an engine takes it over and cancels it); a `queued` one, which never
+    /// started, ends `cancelled` at once, kept until `retain_until`. Returns false if it is
     /// finished or unknown.
-    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool>;
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId, retain_until: Timestamp) -> StoreFuture<'a, bool>;
 
     /// Moves a `pending` execution (held at `epoch`) to `running` if it is the oldest one
     /// waiting for its exclusive key and no other execution holding the key is active.
@@ -104,8 +109,16 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// wake-up count is no longer `observed_wakeups`) or its cancellation was requested.
     fn suspend<'a>(&'a self, suspend: &'a Suspend) -> StoreFuture<'a, Suspended>;
 
-    /// The earliest wake-up time of the `waiting` executions, if any has one.
+    /// The earliest wake-up time of the `waiting` executions, if any has one, or the earliest
+    /// time a rate-limited queue with queued executions may start one again, if earlier.
     fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>>;
+
+    /// Stores the limits of these queues (replacing what was stored for the same names):
+    /// every engine admits executions by the stored limits.
+    fn define_queues<'a>(&'a self, queues: &'a [Queue]) -> StoreFuture<'a, ()>;
+
+    /// Every queue that is defined or named by an execution, by name, as it stands at `now`.
+    fn queues(&self, now: Timestamp) -> StoreFuture<'_, Vec<QueueStatus>>;
 
     /// The key completion tokens are signed with: one per store, made with it, the same for
     /// every process that uses it.
@@ -379,6 +392,9 @@ pub struct NewExecution {
     pub now: Timestamp,
     /// The exclusive key to hold while running, if any.
     pub exclusive_key: Option<String>,
+    /// The queue it starts on, if any: it is created `queued`, at epoch 0, with no owner (a
+    /// claim admits it; see [`Store::claim_orphans`]).
+    pub queue: Option<String>,
     /// With an exclusive key: refuse to create the execution if the key is held, instead of
     /// queueing it (`pending`) behind the holder.
     pub fail_if_held: bool,

@@ -91,8 +91,8 @@ impl<H: Hooks> Store for Hooked<H> {
     fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
         self.inner.release_execution(id, epoch)
     }
-    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool> {
-        self.inner.request_cancel(id)
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId, retain_until: Timestamp) -> StoreFuture<'a, bool> {
+        self.inner.request_cancel(id, retain_until)
     }
     fn acquire<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
         self.inner.acquire(id, epoch)
@@ -117,6 +117,12 @@ impl<H: Hooks> Store for Hooked<H> {
     }
     fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
         self.inner.next_wake()
+    }
+    fn define_queues<'a>(&'a self, queues: &'a [crate::queue::Queue]) -> StoreFuture<'a, ()> {
+        self.inner.define_queues(queues)
+    }
+    fn queues(&self, now: Timestamp) -> StoreFuture<'_, Vec<crate::queue::QueueStatus>> {
+        self.inner.queues(now)
     }
     fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {
         self.inner.token_key()

@@ -16,6 +16,8 @@ use super::contract::{
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::Failure;
 use crate::journal::JournalEntry;
+use crate::queue::{Queue, QueueStatus};
+use crate::store::queues;
 use crate::time::Timestamp;
 
 /// A store that keeps everything in the process's memory.
@@ -24,13 +26,15 @@ use crate::time::Timestamp;
 /// how tests show an execution resuming on a new engine.
 pub struct MemoryStore {
     executions: Mutex<Executions>,
+    /// The queues' stored limits, by name.
+    queues: Mutex<std::collections::BTreeMap<String, Queue>>,
     /// The key completion tokens are signed with.
     token_key: [u8; 32],
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        Self { executions: Mutex::default(), token_key: super::contract::random_token_key() }
+        Self { executions: Mutex::default(), queues: Mutex::default(), token_key: super::contract::random_token_key() }
     }
 }
 
@@ -54,6 +58,9 @@ struct Entry {
     lease_until: Option<Timestamp>,
     epoch: u64,
     exclusive_key: Option<String>,
+    queue: Option<String>,
+    /// When its queue admitted it (for the queue's rate limit).
+    admitted_at: Option<Timestamp>,
     rerun_of: Option<ExecutionId>,
     cancel_requested: bool,
     retain_until: Option<Timestamp>,
@@ -86,6 +93,7 @@ impl Entry {
             lease_until: self.lease_until,
             epoch: self.epoch,
             exclusive_key: self.exclusive_key.clone(),
+            queue: self.queue.clone(),
             rerun_of: self.rerun_of.clone(),
             cancel_requested: self.cancel_requested,
             retain_until: self.retain_until,
@@ -100,6 +108,18 @@ impl Entry {
     fn holds_key(&self, key: &str) -> bool {
         self.exclusive_key.as_deref() == Some(key)
             && matches!(self.state, ExecutionState::Running | ExecutionState::Compensating | ExecutionState::Waiting)
+    }
+
+    /// Holds a slot of `queue` (see `store::queues`).
+    fn holds_slot(&self, queue: &str) -> bool {
+        self.queue.as_deref() == Some(queue)
+            && matches!(
+                self.state,
+                ExecutionState::Pending
+                    | ExecutionState::Running
+                    | ExecutionState::Waiting
+                    | ExecutionState::Compensating
+            )
     }
 
     fn is_orphan(&self, now: Timestamp) -> bool {
@@ -209,6 +229,60 @@ fn deliver_into(executions: &mut Executions, delivery: &Delivery) -> Delivered {
     Delivered::Stored { woke }
 }
 
+/// Admits up to `left` queued executions, oldest first in each queue, as far as the queues'
+/// limits allow now (see `store::queues`).
+fn admit<'q>(
+    executions: &mut Executions,
+    queues: impl Iterator<Item = &'q Queue>,
+    claim: &Claim,
+    owner: &Arc<str>,
+    mut left: usize,
+) -> Vec<ExecutionRecord> {
+    let mut admitted = Vec::new();
+    for queue in queues {
+        let name = queue.name();
+        let mut waiting: Vec<(Timestamp, ExecutionId)> = executions
+            .iter()
+            .filter(|(_, e)| e.state == ExecutionState::Queued && e.queue.as_deref() == Some(name))
+            .filter(|(_, e)| claim.workflows.iter().any(|w| *w == e.workflow))
+            .map(|(id, e)| (e.created_at, id.clone()))
+            .collect();
+        if waiting.is_empty() || left == 0 {
+            continue;
+        }
+        waiting.sort();
+        let active = executions.values().filter(|e| e.holds_slot(name)).count() as u64;
+        let started = queue.rate.map_or(0, |rate| {
+            let since = queues::window_start(rate.per, claim.now);
+            executions
+                .values()
+                .filter(|e| e.queue.as_deref() == Some(name) && e.admitted_at.is_some_and(|at| at > since))
+                .count() as u64
+        });
+        let budget = queues::budget(queue, active, started, left as u64) as usize;
+        for (_, id) in waiting.into_iter().take(budget) {
+            let Some(e) = executions.get_mut(&id) else { continue };
+            e.state = if e.exclusive_key.is_some() { ExecutionState::Pending } else { ExecutionState::Running };
+            e.owner = Some(owner.clone());
+            e.lease_until = Some(claim.lease_until);
+            e.epoch += 1;
+            e.admitted_at = Some(claim.now);
+            e.updated_at = claim.now;
+            admitted.push(e.record(&id));
+            left -= 1;
+        }
+    }
+    admitted
+}
+
+/// The `n`-th latest start (from 1) of `queue`'s executions.
+fn nth_latest_start(executions: &Executions, queue: &str, n: u32) -> Option<Timestamp> {
+    let mut starts: Vec<Timestamp> =
+        executions.values().filter(|e| e.queue.as_deref() == Some(queue)).filter_map(|e| e.admitted_at).collect();
+    starts.sort_unstable_by(|a, b| b.cmp(a));
+    starts.get((n as usize).checked_sub(1)?).copied()
+}
+
 fn ready<T: Send + 'static>(value: T) -> StoreFuture<'static, T> {
     Box::pin(std::future::ready(Ok(value)))
 }
@@ -236,6 +310,10 @@ impl Store for MemoryStore {
                 None => {}
             }
         }
+        if new.queue.is_some() {
+            // Its key is taken once its queue admits it.
+            state = ExecutionState::Queued;
+        }
         let entry = Entry {
             workflow: Cow::Borrowed(new.workflow),
             fingerprint: Cow::Borrowed(new.fingerprint),
@@ -246,10 +324,12 @@ impl Store for MemoryStore {
             failure: None,
             created_at: new.now,
             updated_at: new.now,
-            lease_until: new.owner.is_some().then_some(new.lease_until),
-            owner: new.owner,
-            epoch: 1,
+            lease_until: new.owner.as_ref().filter(|_| new.queue.is_none()).map(|_| new.lease_until),
+            owner: new.owner.filter(|_| new.queue.is_none()),
+            epoch: if new.queue.is_some() { 0 } else { 1 },
             exclusive_key: new.exclusive_key,
+            queue: new.queue,
+            admitted_at: None,
             rerun_of: new.rerun_of,
             cancel_requested: false,
             retain_until: None,
@@ -306,7 +386,7 @@ impl Store for MemoryStore {
         };
         orphans.sort_by_key(|(_, e)| e.created_at);
         let owner: Arc<str> = Arc::from(claim.owner.as_str());
-        let claimed = orphans
+        let mut claimed: Vec<ExecutionRecord> = orphans
             .into_iter()
             .take(claim.limit)
             .map(|(id, e)| {
@@ -320,6 +400,11 @@ impl Store for MemoryStore {
                 e.record(id)
             })
             .collect();
+        if claim.only.is_none() && claimed.len() < claim.limit {
+            let queues = self.queues.lock().clone();
+            let left = claim.limit - claimed.len();
+            claimed.extend(admit(&mut executions, queues.values(), claim, &owner, left));
+        }
         ready(claimed)
     }
 
@@ -367,9 +452,17 @@ impl Store for MemoryStore {
         ready(owners)
     }
 
-    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool> {
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId, retain_until: Timestamp) -> StoreFuture<'a, bool> {
         let mut executions = self.executions.lock();
         let requested = match executions.get_mut(id) {
+            // Never started: nothing to compensate.
+            Some(entry) if entry.state == ExecutionState::Queued => {
+                entry.state = ExecutionState::Cancelled;
+                entry.cancel_requested = true;
+                entry.updated_at = Timestamp::now();
+                entry.retain_until = Some(retain_until);
+                true
+            }
             Some(entry) if entry.state.is_active() || entry.state == ExecutionState::Waiting => {
                 entry.cancel_requested = true;
                 // A waiting execution is woken, so that an engine takes it over and cancels it.
@@ -517,8 +610,54 @@ impl Store for MemoryStore {
     }
 
     fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
+        let queues = self.queues.lock().clone();
         let executions = self.executions.lock();
-        let next = executions.values().filter(|e| e.state == ExecutionState::Waiting).filter_map(|e| e.wake_at).min();
-        ready(next)
+        let timers = executions.values().filter(|e| e.state == ExecutionState::Waiting).filter_map(|e| e.wake_at);
+        let now = Timestamp::now();
+        let reopening = queues.values().filter_map(|queue| {
+            let rate = queue.rate?;
+            let queued = executions
+                .values()
+                .any(|e| e.state == ExecutionState::Queued && e.queue.as_deref() == Some(queue.name()));
+            let nth = if queued { nth_latest_start(&executions, queue.name(), rate.starts) } else { None };
+            queues::reopens_at(rate.per, nth, now)
+        });
+        ready(timers.chain(reopening).min())
+    }
+
+    fn define_queues<'a>(&'a self, queues: &'a [Queue]) -> StoreFuture<'a, ()> {
+        let mut stored = self.queues.lock();
+        for queue in queues {
+            stored.insert(queue.name.clone(), queue.clone());
+        }
+        ready(())
+    }
+
+    fn queues(&self, now: Timestamp) -> StoreFuture<'_, Vec<QueueStatus>> {
+        let defined = self.queues.lock().clone();
+        let executions = self.executions.lock();
+        let mut names: std::collections::BTreeSet<String> = defined.keys().cloned().collect();
+        names.extend(executions.values().filter_map(|e| e.queue.clone()));
+        let statuses = names
+            .into_iter()
+            .map(|name| {
+                let limits = defined.get(&name).cloned();
+                let members = || executions.values().filter(|e| e.queue.as_deref() == Some(name.as_str()));
+                let queued = || members().filter(|e| e.state == ExecutionState::Queued);
+                let started_in_window = limits.as_ref().and_then(|q| q.rate).map(|rate| {
+                    let since = queues::window_start(rate.per, now);
+                    members().filter(|e| e.admitted_at.is_some_and(|at| at > since)).count() as u64
+                });
+                QueueStatus {
+                    queued: queued().count() as u64,
+                    active: members().filter(|e| e.holds_slot(&name)).count() as u64,
+                    started_in_window,
+                    oldest_queued: queued().map(|e| e.created_at).min(),
+                    limits,
+                    name,
+                }
+            })
+            .collect();
+        ready(statuses)
     }
 }

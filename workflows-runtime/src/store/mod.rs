@@ -14,6 +14,7 @@ pub(crate) mod hooked;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+pub(crate) mod queues;
 mod sqlite;
 
 use std::sync::Arc;

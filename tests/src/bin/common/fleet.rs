@@ -65,12 +65,19 @@ pub async fn fleet_saga(wf: &Workflow, order: Order) -> Result<u32, WorkflowErro
     Ok(done)
 }
 
+/// The queue the fleet's queued orders go to, and its concurrency.
+pub const QUEUE: &str = "fleet";
+pub const QUEUE_CONCURRENCY: u32 = 4;
+
 /// Starts orders `PREFIX-0` .. `PREFIX-{n-1}` (every fifth fails), one every millisecond or so,
-/// for the workers to run (a restarted client starts the same ids again: idempotent).
-pub async fn start_orders(engine: &Engine, prefix: &str, n: u32) {
+/// for the workers to run, on [`QUEUE`] if `queued` (a restarted client starts the same ids
+/// again: idempotent).
+pub async fn start_orders(engine: &Engine, prefix: &str, n: u32, queued: bool) {
     for k in 0..n {
         let order = Order { id: format!("{prefix}-{k}"), fail: k % 5 == 4 };
-        let _ = fleet_saga::start_with(engine, order.clone(), RunOptions::new().id(&order.id)).await;
+        let options = RunOptions::new().id(&order.id);
+        let options = if queued { options.queue(QUEUE) } else { options };
+        let _ = fleet_saga::start_with(engine, order.clone(), options).await;
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

@@ -1,7 +1,7 @@
 //! What both crash-test workers share: the side-effect log, the `crash_saga`, `approval_flow`,
 //! `fan_saga`, `budget_saga` and `stale_saga` workflows, and the command line
 //! (`DB LOG full|process start ID PLAN_JSON|approval|fan:N|budget|stale:PAUSE | resume ID | complete ID TOKEN JSON`),
-//! and the fleet test's processes (`work -`, `orders PREFIX N`: see `fleet`). `DB` is a SQLite
+//! and the fleet test's processes (`work -`, `orders PREFIX N`, `queued PREFIX N`: see `fleet`). `DB` is a SQLite
 //! file, or a `postgres://` URL.
 
 mod fleet;
@@ -267,18 +267,21 @@ pub async fn main() -> ExitCode {
         Engine::builder().sqlite_with(db, SqliteOptions::new().durability(durability))
     };
     // The fleet's client only starts orders: the workers run them.
-    let builder = if command == "orders" { builder.client_only() } else { builder };
+    let client = command == "orders" || command == "queued";
+    let builder = if client { builder.client_only() } else { builder };
     let engine = builder
         .container(Container::new().with(effects))
+        .queue(Queue::new(fleet::QUEUE).concurrency(fleet::QUEUE_CONCURRENCY))
         .lease_duration(Duration::from_millis(lease))
         .start()
         .await
         .expect("engine start");
     // A fleet process: a worker (`work`), or the client-only engine that starts the orders
-    // (`orders N`, ID the prefix of their ids); both run until they are killed.
-    if command == "work" || command == "orders" {
-        if command == "orders" {
-            fleet::start_orders(&engine, id, rest[0].parse().expect("a count")).await;
+    // (`orders N`, ID the prefix of their ids; `queued N`: on the fleet's queue); both run
+    // until they are killed.
+    if command == "work" || client {
+        if client {
+            fleet::start_orders(&engine, id, rest[0].parse().expect("a count"), command == "queued").await;
         }
         std::future::pending::<()>().await;
     }

@@ -8,9 +8,10 @@ use super::fixture::*;
 use crate::execution::{ExecutionId, ExecutionState};
 use crate::failure::{Failure, FailureKind};
 use crate::journal::{CallKey, JournalEntry, JournalEvent};
+use crate::queue::Queue;
 use crate::store::contract::{
-    CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxKind, PageCursor, Purge, Reopen, Reopened, Store,
-    StoreError, Suspend, Suspended,
+    CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxKind, NewExecution, PageCursor, Purge, Reopen, Reopened,
+    Store, StoreError, Suspend, Suspended,
 };
 use crate::time::Timestamp;
 
@@ -348,7 +349,7 @@ pub(super) async fn a_key_held_refuses_a_start_that_asks_not_to_queue(store: &dy
 pub(super) async fn cancellation_requests_reach_the_owner_and_stop_a_suspend(store: &dyn Store) {
     let now = Timestamp::now();
     create(store, new_execution("doomed", "engine-a", now)).await;
-    assert!(store.request_cancel(&"doomed".into()).await.unwrap());
+    assert!(store.request_cancel(&"doomed".into(), now + RETAIN).await.unwrap());
     assert!(record(store, &"doomed".into()).await.cancel_requested);
     let renewed = store.renew_leases("engine-a", now + LEASE).await.unwrap();
     assert_eq!(
@@ -360,8 +361,8 @@ pub(super) async fn cancellation_requests_reach_the_owner_and_stop_a_suspend(sto
 
     create(store, new_execution("finished", "engine-a", now)).await;
     finish(store, "finished", 1, 0, ExecutionState::Completed).await;
-    assert!(!store.request_cancel(&"finished".into()).await.unwrap());
-    assert!(!store.request_cancel(&"nobody".into()).await.unwrap());
+    assert!(!store.request_cancel(&"finished".into(), now + RETAIN).await.unwrap());
+    assert!(!store.request_cancel(&"nobody".into(), now + RETAIN).await.unwrap());
 }
 
 /// Cancelling a waiting execution wakes it: the next claim takes it, to cancel it.
@@ -370,7 +371,7 @@ pub(super) async fn cancelling_a_waiting_execution_wakes_it(store: &dyn Store) {
     create(store, new_execution("waiting", "engine-a", now)).await;
     let in_a_day = now + Duration::from_secs(86_400);
     assert_eq!(store.suspend(&suspend("waiting", 1, Some(in_a_day), 0)).await.unwrap(), Suspended::Yes);
-    assert!(store.request_cancel(&"waiting".into()).await.unwrap());
+    assert!(store.request_cancel(&"waiting".into(), now + RETAIN).await.unwrap());
     let taken = store.claim_orphans(&claim("engine-b", Timestamp::now() + SECOND)).await.unwrap();
     assert_eq!(taken.len(), 1, "woken to be cancelled");
     assert!(taken[0].cancel_requested);
@@ -626,4 +627,102 @@ pub(super) async fn a_fresh_store_checks_clean(store: &dyn Store) {
     let report = store.check(true).await.unwrap();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!((report.executions, report.journal_entries), (1, 2));
+}
+
+/// A new execution of [`WORKFLOW`] on `queue`, created at `at` by an engine (which does not
+/// own it: its queue admits it).
+fn on_queue(id: &str, queue: &str, at: Timestamp) -> NewExecution {
+    let mut new = new_execution(id, "engine-a", at);
+    new.queue = Some(queue.into());
+    new
+}
+
+/// A queue admits its queued executions oldest first, only as many as its concurrency leaves
+/// room for; an admitted execution holds its slot while it waits, and gives it back when it
+/// finishes.
+pub(super) async fn a_queue_admits_within_its_concurrency_oldest_first(store: &dyn Store) {
+    let now = Timestamp::now();
+    store.define_queues(&[Queue::new("emails").concurrency(2)]).await.unwrap();
+    for (n, id) in ["q1", "q2", "q3", "q4"].into_iter().enumerate() {
+        let created = create(store, on_queue(id, "emails", now + SECOND * n as u32)).await;
+        assert_eq!(created.state, ExecutionState::Queued);
+        assert_eq!((created.owner, created.epoch, created.queue.as_deref()), (None, 0, Some("emails")));
+    }
+    let admitted = store.claim_orphans(&claim("engine-b", now)).await.unwrap();
+    let ids: Vec<&str> = admitted.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["q1", "q2"], "the oldest, as many as the concurrency allows");
+    assert!(admitted.iter().all(|r| r.state == ExecutionState::Running && r.epoch == 1));
+    assert_eq!(admitted[0].owner.as_deref(), Some("engine-b"));
+    assert!(claimed(store, &claim("engine-c", now)).await.is_empty(), "the queue is full");
+    // A one-execution claim (a wake-up) admits nothing.
+    let mut only = claim("engine-c", now);
+    only.only = Some("q3".into());
+    assert!(claimed(store, &only).await.is_empty());
+
+    // Waiting, it holds its slot.
+    assert_eq!(store.suspend(&suspend("q1", 1, None, 0)).await.unwrap(), Suspended::Yes);
+    assert!(claimed(store, &claim("engine-c", now)).await.is_empty(), "a waiting execution holds its slot");
+    finish(store, "q2", 1, 0, ExecutionState::Completed).await;
+    assert_eq!(claimed(store, &claim("engine-c", now)).await, ["q3"]);
+
+    let statuses = store.queues(now).await.unwrap();
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
+    let emails = &statuses[0];
+    assert_eq!((emails.name.as_str(), emails.queued, emails.active), ("emails", 1, 2));
+    assert_eq!(emails.limits, Some(Queue::new("emails").concurrency(2)));
+    assert_eq!(emails.oldest_queued, Some(now + SECOND * 3));
+    assert_eq!(emails.started_in_window, None, "no rate limit");
+
+    // Raised limits are stored for every engine: the last one queued is admitted.
+    store.define_queues(&[Queue::new("emails").concurrency(3)]).await.unwrap();
+    assert_eq!(claimed(store, &claim("engine-c", now)).await, ["q4"]);
+}
+
+/// A rate-limited queue starts no more than its rate within any window; once its window is
+/// full, the next wake-up is when its oldest counted start leaves it.
+pub(super) async fn a_queue_starts_no_more_than_its_rate_in_a_window(store: &dyn Store) {
+    let now = Timestamp::now();
+    let minute = Duration::from_secs(60);
+    store.define_queues(&[Queue::new("sms").rate(2, minute)]).await.unwrap();
+    for (n, id) in ["s1", "s2", "s3"].into_iter().enumerate() {
+        create(store, on_queue(id, "sms", now + Duration::from_millis(n as u64))).await;
+    }
+    assert_eq!(claimed(store, &claim("engine-a", now)).await, ["s1", "s2"]);
+    finish(store, "s1", 1, 0, ExecutionState::Completed).await;
+    finish(store, "s2", 1, 0, ExecutionState::Completed).await;
+    assert!(claimed(store, &claim("engine-a", now + SECOND)).await.is_empty(), "two started within the minute");
+    assert_eq!(store.next_wake().await.unwrap(), Some(now + minute), "when the window has room again");
+    let sms = store.queues(now + SECOND).await.unwrap().remove(0);
+    assert_eq!((sms.queued, sms.active, sms.started_in_window), (1, 0, Some(2)));
+    assert_eq!(claimed(store, &claim("engine-a", now + minute + SECOND)).await, ["s3"]);
+    assert_eq!(store.next_wake().await.unwrap(), None, "nothing queued");
+}
+
+/// A queued execution takes its exclusive key only once admitted (it waits for it `pending`,
+/// holding its queue slot); one on a queue nobody defined stays queued; a queued execution
+/// is cancelled at once, never having started.
+pub(super) async fn queued_executions_take_their_key_when_admitted_and_cancel_at_once(store: &dyn Store) {
+    let now = Timestamp::now();
+    store.define_queues(&[Queue::new("payments")]).await.unwrap();
+    let mut holder = new_execution("holder", "engine-a", now);
+    holder.exclusive_key = Some("cart-7".into());
+    create(store, holder).await;
+    let mut keyed = on_queue("keyed", "payments", now + SECOND);
+    keyed.exclusive_key = Some("cart-7".into());
+    assert_eq!(create(store, keyed).await.state, ExecutionState::Queued);
+    let admitted = store.claim_orphans(&claim("engine-b", now + SECOND)).await.unwrap();
+    assert_eq!(admitted.len(), 1);
+    assert_eq!((admitted[0].state, admitted[0].epoch), (ExecutionState::Pending, 1));
+    assert!(!store.acquire(&"keyed".into(), 1).await.unwrap(), "its key is held");
+    finish(store, "holder", 1, 0, ExecutionState::Completed).await;
+    assert!(store.acquire(&"keyed".into(), 1).await.unwrap());
+
+    create(store, on_queue("stranded", "nowhere", now)).await;
+    assert!(claimed(store, &claim("engine-b", now + SECOND)).await.is_empty(), "an undefined queue admits nothing");
+    let nowhere = store.queues(now).await.unwrap().into_iter().find(|q| q.name == "nowhere").expect("listed");
+    assert_eq!((nowhere.limits, nowhere.queued), (None, 1));
+    assert!(store.request_cancel(&"stranded".into(), now + RETAIN).await.unwrap());
+    let cancelled = record(store, &"stranded".into()).await;
+    assert_eq!((cancelled.state, cancelled.retain_until), (ExecutionState::Cancelled, Some(now + RETAIN)));
+    assert!(!store.request_cancel(&"stranded".into(), now + RETAIN).await.unwrap(), "finished");
 }

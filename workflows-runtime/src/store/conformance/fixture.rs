@@ -18,6 +18,9 @@ pub(crate) const WORKFLOW: &str = "conformance";
 /// A lease long enough to hold through any case.
 pub(crate) const LEASE: Duration = Duration::from_secs(60);
 
+/// How long the cases keep finished executions.
+pub(crate) const RETAIN: Duration = Duration::from_secs(86_400);
+
 pub(crate) fn json(value: impl serde::Serialize) -> Box<RawValue> {
     to_raw_value(&value).expect("JSON")
 }
@@ -34,6 +37,7 @@ pub(crate) fn new_execution(id: &str, owner: &str, now: Timestamp) -> NewExecuti
         lease_until: now + LEASE,
         now,
         exclusive_key: None,
+        queue: None,
         fail_if_held: false,
         rerun_of: None,
         parent: None,

@@ -180,6 +180,9 @@ conformance!(
     the_token_key_is_made_once,
     listing_filters_and_pages_newest_first,
     a_fresh_store_checks_clean,
+    a_queue_admits_within_its_concurrency_oldest_first,
+    a_queue_starts_no_more_than_its_rate_in_a_window,
+    queued_executions_take_their_key_when_admitted_and_cancel_at_once,
 );
 
 /// The rules of file stores: a store written by a newer schema is refused, and left as it was.

@@ -11,6 +11,7 @@ mod pipeline;
 #[cfg(test)]
 mod plans;
 mod queries;
+mod queues;
 mod rows;
 mod schema;
 mod writer;
@@ -357,8 +358,8 @@ impl Store for PostgresStore {
         Box::pin(self.send(|reply| Command::ReleaseOne(id.clone(), epoch, reply)))
     }
 
-    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool> {
-        Box::pin(self.send(|reply| Command::RequestCancel(id.clone(), reply)))
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId, retain_until: Timestamp) -> StoreFuture<'a, bool> {
+        Box::pin(self.send(|reply| Command::RequestCancel(id.clone(), retain_until, reply)))
     }
 
     fn acquire<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
@@ -399,9 +400,22 @@ impl Store for PostgresStore {
 
     fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
         Box::pin(async move {
-            let found = self.read(|| "cannot read the next wake-up time".into(), queries::NEXT_WAKE, &[]).await?;
-            Ok(found.first().and_then(|row| row.get::<_, Option<i64>>(0)).map(Timestamp::from_micros))
+            let client = self.client().await?;
+            let found = query(&client, queries::NEXT_WAKE, &[])
+                .await
+                .map_err(|e| backend("cannot read the next wake-up time", e))?;
+            let timer = found.first().and_then(|row| row.get::<_, Option<i64>>(0)).map(Timestamp::from_micros);
+            let reopening = queues::next_reopening(&client, Timestamp::now()).await?;
+            Ok(timer.into_iter().chain(reopening).min())
         })
+    }
+
+    fn define_queues<'a>(&'a self, defined: &'a [crate::queue::Queue]) -> StoreFuture<'a, ()> {
+        Box::pin(self.send(|reply| Command::DefineQueues(defined.to_vec(), reply)))
+    }
+
+    fn queues(&self, now: Timestamp) -> StoreFuture<'_, Vec<crate::queue::QueueStatus>> {
+        Box::pin(async move { queues::statuses(&self.client().await?, now).await })
     }
 
     fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {

@@ -33,7 +33,7 @@ use crate::time::Timestamp;
 /// it. The first entry must follow the journal's last (its key's last entry, read backwards).
 const APPEND: &str = "
 WITH fence AS (
-    SELECT e.id, e.exclusive_key IS NOT NULL AS keyed FROM executions e
+    SELECT e.id, (e.exclusive_key IS NOT NULL OR e.queue IS NOT NULL) AS keyed FROM executions e
     WHERE e.id = $1 AND e.epoch = $2
       AND ($10::bigint IS NULL
            OR $10 = (SELECT COALESCE(MAX(j.idx) + 1, 0) FROM journal j WHERE j.execution_id = $1))
@@ -71,7 +71,7 @@ WITH input AS (
                          $8::bool[], $9::bigint[], $10::bigint[], $11::int[])
         AS i(id, epoch, added, state, result, failure, now, finished, retain_until, first, ord)
 ), fence AS (
-    SELECT e.id, i.ord, i.finished, e.exclusive_key IS NOT NULL AS keyed FROM executions e JOIN input i ON e.id = i.id
+    SELECT e.id, i.ord, i.finished, (e.exclusive_key IS NOT NULL OR e.queue IS NOT NULL) AS keyed FROM executions e JOIN input i ON e.id = i.id
     WHERE e.epoch = i.epoch
       AND (i.first IS NULL
            OR i.first = (SELECT COALESCE(MAX(j.idx) + 1, 0) FROM journal j WHERE j.execution_id = e.id))
@@ -127,7 +127,7 @@ pub(super) fn fits(commands: &[Command], failed: &Failed) -> bool {
                 && failed.get(&batch.execution) != Some(&batch.epoch)
                 && batch.entries.iter().enumerate().all(|(offset, e)| Some(e.index) == first.map(|f| f + offset as u64))
         }
-        Command::Create(new, _) => new.exclusive_key.is_none(),
+        Command::Create(new, _) => new.exclusive_key.is_none() && new.queue.is_none(),
         _ => false,
     })
 }

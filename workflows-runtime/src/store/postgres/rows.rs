@@ -15,7 +15,7 @@ use crate::time::Timestamp;
 /// The columns [`execution`] reads, in order.
 pub(super) const EXECUTION_COLUMNS: &str = "id, workflow, fingerprint, version, input, state, result, failure, \
      created_at, updated_at, owner, lease_until, epoch, exclusive_key, rerun_of, cancel_requested, retain_until, \
-     wake_at, wakeups, parent_id, parent_key, deadline";
+     wake_at, wakeups, parent_id, parent_key, deadline, queue";
 
 /// The columns [`journal_entry`] reads, in order.
 pub(super) const JOURNAL_COLUMNS: &str = "idx, at, call_key, event";
@@ -70,6 +70,7 @@ pub(super) fn execution(row: &Row) -> Result<ExecutionRecord, StoreError> {
         lease_until: time(11)?,
         epoch: u64::try_from(epoch).map_err(|e| corrupt(&id, "its epoch", e))?,
         exclusive_key: get(row, 13)?,
+        queue: get(row, 22)?,
         rerun_of: get::<Option<String>>(row, 14)?.map(ExecutionId::from),
         cancel_requested: get(row, 15)?,
         retain_until: time(16)?,

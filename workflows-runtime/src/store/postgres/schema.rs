@@ -97,6 +97,23 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE executions SET (fillfactor = 50);
     "#,
+    // 4: queues (see `store::queues`): their stored limits; each execution's queue and when
+    // the queue admitted it; the queued executions of a queue in order, the ones holding its
+    // slots, and its starts by time, each a range of an index.
+    r#"
+    ALTER TABLE executions ADD COLUMN queue TEXT;
+    ALTER TABLE executions ADD COLUMN admitted_at BIGINT;
+    CREATE TABLE queues (
+        name        TEXT PRIMARY KEY,
+        concurrency BIGINT,
+        rate_starts BIGINT,
+        rate_per    BIGINT,
+        defined_at  BIGINT NOT NULL
+    );
+    CREATE INDEX executions_queued ON executions (queue, created_at, id) WHERE state = 'queued';
+    CREATE INDEX executions_by_queue ON executions (queue, state) WHERE queue IS NOT NULL;
+    CREATE INDEX executions_admitted ON executions (queue, admitted_at) WHERE admitted_at IS NOT NULL;
+    "#,
 ];
 
 /// The name of the completion-token key in `secrets`.

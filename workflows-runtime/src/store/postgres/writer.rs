@@ -218,7 +218,10 @@ async fn apply(client: &Object, command: Command) -> Applied {
         Command::Renew(owner, until, reply) => Applied::Renewed(reply, renew(client, &owner, until).await),
         Command::Release(owner, reply) => Applied::Count(reply, release(client, &owner).await),
         Command::ReleaseOne(id, epoch, reply) => Applied::Flag(reply, release_one(client, &id, epoch).await),
-        Command::RequestCancel(id, reply) => Applied::Flag(reply, request_cancel(client, &id).await),
+        Command::RequestCancel(id, retain_until, reply) => {
+            Applied::Flag(reply, request_cancel(client, &id, retain_until).await)
+        }
+        Command::DefineQueues(defined, reply) => Applied::Unit(reply, super::queues::define(client, &defined).await),
         Command::Acquire(id, epoch, reply) => Applied::Flag(reply, acquire(client, &id, epoch).await),
         Command::Purge(purge, reply) => Applied::Count(reply, purge_finished(client, &purge).await),
         Command::Deliver(delivery, reply) => Applied::Delivered(reply, deliver(client, &delivery).await),
@@ -271,11 +274,16 @@ async fn create(client: &Object, new: NewExecution) -> Result<CreateOutcome, Sto
             _ => {}
         }
     }
+    if new.queue.is_some() {
+        // Unowned, at epoch 0, until its queue admits it (its key is taken then).
+        state = ExecutionState::Queued;
+    }
+    let owner = new.owner.as_deref().filter(|_| new.queue.is_none());
     let inserted = execute(
         client,
         "INSERT INTO executions (id, workflow, fingerprint, version, input, state, created_at, updated_at, owner,
-                                 lease_until, epoch, exclusive_key, rerun_of, parent_id, parent_key, deadline)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, 1, $10, $11, $12, $13, $14)
+                                 lease_until, epoch, exclusive_key, rerun_of, parent_id, parent_key, deadline, queue)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $15, $10, $11, $12, $13, $14, $16)
          ON CONFLICT (id) DO NOTHING",
         &[
             &new.id.as_str(),
@@ -285,19 +293,21 @@ async fn create(client: &Object, new: NewExecution) -> Result<CreateOutcome, Sto
             &new.input.get(),
             &state.as_str(),
             &new.now.as_micros(),
-            &new.owner.as_deref(),
-            &new.owner.is_some().then(|| new.lease_until.as_micros()),
+            &owner,
+            &owner.is_some().then(|| new.lease_until.as_micros()),
             &new.exclusive_key,
             &new.rerun_of.as_ref().map(|id| id.as_str()),
             &new.parent.as_ref().map(|(id, _)| id.as_str()),
             &new.parent.as_ref().map(|(_, key)| key.as_str()),
             &new.deadline.map(Timestamp::as_micros),
+            &(if new.queue.is_some() { 0i64 } else { 1i64 }),
+            &new.queue,
         ],
     )
     .await
     .map_err(|e| backend(context(), e))?;
     if inserted == 1 {
-        if new.owner.is_none() {
+        if owner.is_none() {
             // Started by a client-only engine: a worker takes it.
             notify(client, "work").await.map_err(|e| backend(context(), e))?;
         }
@@ -363,7 +373,7 @@ async fn append(client: &Object, batch: &AppendBatch) -> Result<(), StoreError> 
                  lease_until = CASE WHEN $6 THEN NULL ELSE lease_until END,
                  retain_until = $7
              WHERE id = $1
-             RETURNING exclusive_key IS NOT NULL",
+             RETURNING exclusive_key IS NOT NULL OR queue IS NOT NULL",
             &[
                 &id.as_str(),
                 &transition.state.as_str(),
@@ -379,7 +389,7 @@ async fn append(client: &Object, batch: &AppendBatch) -> Result<(), StoreError> 
         .first()
         .is_some_and(|row| row.get::<_, bool>(0));
         if transition.state.is_finished() {
-            // Whoever waits for its result elsewhere; and the next of its key, if it had one.
+            // Whoever waits for its result elsewhere; and the next of its key or its queue.
             notify(client, &format!("finished {id}")).await.map_err(|e| backend(context(), e))?;
             if keyed {
                 notify(client, "work").await.map_err(|e| backend(context(), e))?;
@@ -427,6 +437,10 @@ async fn claim_orphans(client: &Object, claim: &Claim) -> Result<Vec<ExecutionRe
             Err(other) => return Err(other),
         }
     }
+    if claim.only.is_none() && records.len() < claim.limit {
+        let left = claim.limit - records.len();
+        records.extend(super::queues::admit(client, claim, left).await?);
+    }
     Ok(records)
 }
 
@@ -447,7 +461,22 @@ async fn renew(client: &Object, owner: &str, until: Timestamp) -> Result<Vec<Ren
         .collect())
 }
 
-async fn request_cancel(client: &Object, id: &ExecutionId) -> Result<bool, StoreError> {
+async fn request_cancel(client: &Object, id: &ExecutionId, retain_until: Timestamp) -> Result<bool, StoreError> {
+    // A queued execution never started: nothing to compensate.
+    let cancelled = execute(
+        client,
+        "UPDATE executions SET state = 'cancelled', cancel_requested = true, updated_at = $2, retain_until = $3
+         WHERE id = $1 AND state = 'queued'",
+        &[&id.as_str(), &Timestamp::now().as_micros(), &retain_until.as_micros()],
+    )
+    .await
+    .map_err(|e| backend(format!("cannot cancel queued execution {id}"), e))?;
+    if cancelled == 1 {
+        notify(client, &format!("finished {id}"))
+            .await
+            .map_err(|e| backend(format!("cannot cancel queued execution {id}"), e))?;
+        return Ok(true);
+    }
     // A waiting execution is woken, so that an engine takes it over and cancels it.
     let sql = format!(
         "UPDATE executions SET cancel_requested = true, updated_at = $2,

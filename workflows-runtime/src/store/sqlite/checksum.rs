@@ -6,7 +6,7 @@
 //! - each execution records how many journal entries were written (`journal_len`): a journal
 //!   read back shorter, longer or with a gap is damaged;
 //! - each execution row has a checksum of what never changes after its creation (id, workflow,
-//!   fingerprint, version, input, creation time, exclusive key, re-run, parent, deadline), and
+//!   fingerprint, version, input, creation time, exclusive key, re-run, parent, deadline, queue), and
 //!   one of its result once it has one.
 //!
 //! Leases, owners, states and timestamps that change all the time are not covered: a damaged
@@ -16,6 +16,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// A field as hashed: its kind and its value, length-prefixed, so that no two different rows
 /// hash the same bytes.
+#[derive(Clone, Copy)]
 pub(super) enum Field<'a> {
     Null,
     Text(&'a str),
@@ -79,11 +80,13 @@ pub(super) struct Content<'a> {
     pub parent_id: Option<&'a str>,
     pub parent_key: Option<&'a str>,
     pub deadline: Option<i64>,
+    /// Hashed only when set, so that the rows written before queues existed keep their checksums.
+    pub queue: Option<&'a str>,
 }
 
 /// The checksum of an execution row's content.
 pub(super) fn content(c: &Content<'_>) -> i64 {
-    of(&[
+    let fields = [
         c.id.into(),
         c.workflow.into(),
         c.fingerprint.into(),
@@ -95,7 +98,16 @@ pub(super) fn content(c: &Content<'_>) -> i64 {
         c.parent_id.into(),
         c.parent_key.into(),
         c.deadline.into(),
-    ])
+    ];
+    match c.queue {
+        None => of(&fields),
+        Some(queue) => {
+            let mut with_queue = fields.to_vec();
+            with_queue.push(Field::Text("queue"));
+            with_queue.push(queue.into());
+            of(&with_queue)
+        }
+    }
 }
 
 /// The checksum of an execution's result.

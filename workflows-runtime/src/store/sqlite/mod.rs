@@ -12,6 +12,7 @@ mod error;
 #[cfg(test)]
 mod plans;
 mod queries;
+mod queues;
 mod rows;
 mod schema;
 mod session;
@@ -420,8 +421,8 @@ impl Store for SqliteStore {
         Box::pin(ack)
     }
 
-    fn request_cancel<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, bool> {
-        Box::pin(self.send(|reply| Command::RequestCancel(id.clone(), reply)))
+    fn request_cancel<'a>(&'a self, id: &'a ExecutionId, retain_until: Timestamp) -> StoreFuture<'a, bool> {
+        Box::pin(self.send(|reply| Command::RequestCancel(id.clone(), retain_until, reply)))
     }
 
     fn acquire<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool> {
@@ -484,10 +485,21 @@ impl Store for SqliteStore {
 
     fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
         self.read(|conn| {
-            conn.prepare_cached(queries::NEXT_WAKE)
+            let timer = conn
+                .prepare_cached(queries::NEXT_WAKE)
                 .and_then(|mut s| s.query_row([], |r| r.get::<_, Option<i64>>(0)))
                 .map(|next| next.map(Timestamp::from_micros))
-                .map_err(|e| backend("cannot read the next wake-up time", e))
+                .map_err(|e| backend("cannot read the next wake-up time", e))?;
+            let reopening = queues::next_reopening(conn, Timestamp::now())?;
+            Ok(timer.into_iter().chain(reopening).min())
         })
+    }
+
+    fn define_queues<'a>(&'a self, defined: &'a [crate::queue::Queue]) -> StoreFuture<'a, ()> {
+        Box::pin(self.send(|reply| Command::DefineQueues(defined.to_vec(), reply)))
+    }
+
+    fn queues(&self, now: Timestamp) -> StoreFuture<'_, Vec<crate::queue::QueueStatus>> {
+        self.read(move |conn| queues::statuses(conn, now))
     }
 }

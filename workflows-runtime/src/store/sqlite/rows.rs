@@ -15,7 +15,7 @@ use crate::time::Timestamp;
 /// The columns [`execution`] reads, in order.
 pub(super) const EXECUTION_COLUMNS: &str = "id, workflow, fingerprint, version, input, state, result, failure, \
      created_at, updated_at, owner, lease_until, epoch, exclusive_key, rerun_of, cancel_requested, retain_until, \
-     wake_at, wakeups, parent_id, parent_key, deadline, checksum, result_checksum";
+     wake_at, wakeups, parent_id, parent_key, deadline, checksum, result_checksum, queue";
 
 /// The columns [`journal_entry`] reads, in order.
 pub(super) const JOURNAL_COLUMNS: &str = "execution_id, idx, at, call_key, event, kind, checksum";
@@ -101,6 +101,7 @@ pub(super) fn execution(row: &Row<'_>) -> Result<ExecutionRecord, StoreError> {
     let (exclusive_key, rerun_of) = (text(13, "exclusive_key")?, text(14, "rerun_of")?);
     let (parent_id, parent_key) = (text(19, "parent_id")?, text(20, "parent_key")?);
     let deadline = integer(21, "deadline")?;
+    let queue = text(24, "queue")?;
     let content = checksum::content(&checksum::Content {
         id: id.as_str(),
         workflow: &workflow,
@@ -113,6 +114,7 @@ pub(super) fn execution(row: &Row<'_>) -> Result<ExecutionRecord, StoreError> {
         parent_id: parent_id.as_deref(),
         parent_key: parent_key.as_deref(),
         deadline,
+        queue: queue.as_deref(),
     });
     if integer(22, "checksum")? != Some(content) {
         return Err(corrupt(&id, "its record", DAMAGED));
@@ -136,6 +138,7 @@ pub(super) fn execution(row: &Row<'_>) -> Result<ExecutionRecord, StoreError> {
         lease_until: time(11, "lease_until")?,
         epoch: u64::try_from(epoch).map_err(|e| corrupt(&id, "its epoch", e))?,
         exclusive_key,
+        queue,
         rerun_of: rerun_of.map(ExecutionId::from),
         cancel_requested: required_integer(15, "cancel_requested")? != 0,
         retain_until: time(16, "retain_until")?,

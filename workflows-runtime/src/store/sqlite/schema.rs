@@ -116,6 +116,23 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX executions_finished ON executions (updated_at)
         WHERE state IN ('completed', 'compensated', 'compensation_failed', 'cancelled', 'timed_out', 'failed');
     "#,
+    // 10: queues (see `store::queues`): their stored limits; each execution's queue and when
+    // the queue admitted it; the queued executions of a queue in order, the ones holding its
+    // slots, and its starts by time, each a range of an index.
+    r#"
+    ALTER TABLE executions ADD COLUMN queue TEXT;
+    ALTER TABLE executions ADD COLUMN admitted_at INTEGER;
+    CREATE TABLE queues (
+        name        TEXT PRIMARY KEY NOT NULL,
+        concurrency INTEGER,
+        rate_starts INTEGER,
+        rate_per    INTEGER,
+        defined_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX executions_queued ON executions (queue, created_at) WHERE state = 'queued';
+    CREATE INDEX executions_by_queue ON executions (queue, state) WHERE queue IS NOT NULL;
+    CREATE INDEX executions_admitted ON executions (queue, admitted_at) WHERE admitted_at IS NOT NULL;
+    "#,
 ];
 
 /// The name of the completion-token key in `secrets`.
@@ -222,6 +239,7 @@ fn backfill(conn: &Connection, version: i64) -> rusqlite::Result<()> {
                 parent_id: row.get::<_, Option<String>>(8)?.as_deref(),
                 parent_key: row.get::<_, Option<String>>(9)?.as_deref(),
                 deadline: row.get(10)?,
+                queue: None,
             });
             let result = row.get::<_, Option<String>>(11)?.as_deref().map(checksum::result);
             Ok((id, content, result))

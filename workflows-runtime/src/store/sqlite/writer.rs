@@ -160,7 +160,12 @@ fn apply(conn: &Connection, command: Command) -> Applied {
         Command::ReleaseOne(id, epoch, reply) => {
             Applied::Flag(reply, in_savepoint(conn, |c| release_one(c, &id, epoch)))
         }
-        Command::RequestCancel(id, reply) => Applied::Flag(reply, in_savepoint(conn, |c| request_cancel(c, &id))),
+        Command::RequestCancel(id, retain_until, reply) => {
+            Applied::Flag(reply, in_savepoint(conn, |c| request_cancel(c, &id, retain_until)))
+        }
+        Command::DefineQueues(defined, reply) => {
+            Applied::Unit(reply, in_savepoint(conn, |c| super::queues::define(c, &defined)))
+        }
         Command::Acquire(id, epoch, reply) => Applied::Flag(reply, in_savepoint(conn, |c| acquire(c, &id, epoch))),
         Command::Purge(purge, reply) => Applied::Count(reply, in_savepoint(conn, |c| purge_finished(c, &purge))),
         Command::Deliver(delivery, reply) => Applied::Delivered(reply, in_savepoint(conn, |c| deliver(c, &delivery))),
@@ -205,12 +210,17 @@ fn create(conn: &Connection, new: NewExecution) -> Result<CreateOutcome, StoreEr
             _ => {}
         }
     }
+    if new.queue.is_some() {
+        // Unowned, at epoch 0, until its queue admits it (its key is taken then).
+        state = ExecutionState::Queued;
+    }
+    let owner = new.owner.as_deref().filter(|_| new.queue.is_none());
     let inserted = conn
         .prepare_cached(
             "INSERT INTO executions (id, workflow, fingerprint, version, input, state, result, failure,
                                      created_at, updated_at, owner, lease_until, epoch, exclusive_key, rerun_of,
-                                     parent_id, parent_key, deadline, checksum)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14, ?15)
+                                     parent_id, parent_key, deadline, checksum, queue)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?7, ?8, ?9, ?16, ?10, ?11, ?12, ?13, ?14, ?15, ?17)
              ON CONFLICT (id) DO NOTHING",
         )
         .and_then(|mut statement| {
@@ -222,8 +232,8 @@ fn create(conn: &Connection, new: NewExecution) -> Result<CreateOutcome, StoreEr
                 new.input.get(),
                 state.as_str(),
                 new.now.as_micros(),
-                new.owner.as_deref(),
-                new.owner.is_some().then(|| new.lease_until.as_micros()),
+                owner,
+                owner.is_some().then(|| new.lease_until.as_micros()),
                 new.exclusive_key,
                 new.rerun_of.as_ref().map(|id| id.as_str()),
                 new.parent.as_ref().map(|(id, _)| id.as_str()),
@@ -241,7 +251,10 @@ fn create(conn: &Connection, new: NewExecution) -> Result<CreateOutcome, StoreEr
                     parent_id: new.parent.as_ref().map(|(id, _)| id.as_str()),
                     parent_key: new.parent.as_ref().map(|(_, key)| key.as_str()),
                     deadline: new.deadline.map(Timestamp::as_micros),
+                    queue: new.queue.as_deref(),
                 }),
+                if new.queue.is_some() { 0 } else { 1 },
+                new.queue,
             ])
         })
         .map_err(|e| backend(context(), e))?;
@@ -369,6 +382,10 @@ fn claim_orphans(conn: &Connection, claim: &Claim) -> Result<Vec<ExecutionRecord
         )
         .map_err(|e| backend(context, e))?;
     }
+    if claim.only.is_none() && records.len() < claim.limit {
+        let left = claim.limit - records.len();
+        records.extend(super::queues::admit(conn, claim, left)?);
+    }
     Ok(records)
 }
 
@@ -396,7 +413,18 @@ fn renew(conn: &Connection, owner: &str, until: Timestamp) -> Result<Vec<Renewed
     Ok(renewed)
 }
 
-fn request_cancel(conn: &Connection, id: &ExecutionId) -> Result<bool, StoreError> {
+fn request_cancel(conn: &Connection, id: &ExecutionId, retain_until: Timestamp) -> Result<bool, StoreError> {
+    // A queued execution never started: nothing to compensate.
+    let cancelled = conn
+        .prepare_cached(
+            "UPDATE executions SET state = 'cancelled', cancel_requested = 1, updated_at = ?2, retain_until = ?3
+             WHERE id = ?1 AND state = 'queued'",
+        )
+        .and_then(|mut s| s.execute(params![id.as_str(), Timestamp::now().as_micros(), retain_until.as_micros()]))
+        .map_err(|e| backend(format!("cannot cancel queued execution {id}"), e))?;
+    if cancelled == 1 {
+        return Ok(true);
+    }
     // A waiting execution is woken, so that an engine takes it over and cancels it.
     let sql = format!(
         "UPDATE executions SET cancel_requested = 1, updated_at = ?2,

@@ -11,7 +11,7 @@ mod pipeline;
 #[cfg(test)]
 mod plans;
 mod queries;
-mod queues;
+pub(super) mod queues;
 mod rows;
 mod schema;
 mod writer;

@@ -7,7 +7,7 @@
 
 use tokio_postgres::types::ToSql;
 
-use super::queries;
+use super::{queries, queues};
 use crate::store::conformance::postgres_server;
 use crate::store::{ExecutionQuery, PageCursor};
 use crate::{ExecutionState, Timestamp};
@@ -91,4 +91,15 @@ async fn inbox_lookups_and_journal_reads_follow_their_keys() {
     uses(&plan, "inbox_pkey");
     let Some(plan) = explain(&queries::journal(), &[&"x"]).await else { return };
     uses(&plan, "journal_pkey");
+}
+
+#[tokio::test]
+async fn admissions_read_their_queue_s_ranges_of_its_indexes() {
+    let (now, limit, workflows) = (Timestamp::now().as_micros(), 10i64, vec!["w".to_owned()]);
+    let params: [&(dyn ToSql + Sync); 6] = [&"q", &"o", &now, &now, &workflows, &limit];
+    let Some(plan) = explain(&queues::admit_sql(), &params).await else { return };
+    uses(&plan, "executions_queued");
+    let Some(plan) = explain(&queues::usage_sql(), &[&"q", &now]).await else { return };
+    uses(&plan, "executions_by_queue");
+    uses(&plan, "executions_admitted");
 }

@@ -21,6 +21,28 @@ use crate::store::queues::{self, SLOT_STATES};
 use crate::store::{Claim, StoreError};
 use crate::time::Timestamp;
 
+/// How many of queue `$1`'s executions hold a slot, and how many started after `$2`: a range
+/// of `executions_by_queue` per state, and one of `executions_admitted`.
+pub(super) fn usage_sql() -> String {
+    format!(
+        "SELECT (SELECT COUNT(*) FROM executions WHERE queue = $1 AND state IN {SLOT_STATES}),
+                (SELECT COUNT(*) FROM executions WHERE queue = $1 AND admitted_at > $2)"
+    )
+}
+
+/// Admits the `$6` oldest queued executions of queue `$1` (of the workflows `$5`) for owner `$2`
+/// until `$3`, at `$4`: the first entries of the queue's range of `executions_queued`.
+pub(super) fn admit_sql() -> String {
+    format!(
+        "UPDATE executions SET owner = $2, lease_until = $3, epoch = epoch + 1, admitted_at = $4, updated_at = $4,
+             state = CASE WHEN exclusive_key IS NULL THEN 'running' ELSE 'pending' END
+         WHERE id IN (SELECT id FROM executions
+                      WHERE queue = $1 AND state = 'queued' AND workflow = ANY($5)
+                      ORDER BY created_at, id LIMIT $6)
+         RETURNING {EXECUTION_COLUMNS}"
+    )
+}
+
 /// Stores the queues' limits, replacing the ones stored under the same names.
 pub(super) async fn define(client: &Object, defined: &[Queue]) -> Result<(), StoreError> {
     for queue in defined {
@@ -47,11 +69,7 @@ async fn stored(client: &Object) -> Result<Vec<Queue>, tokio_postgres::Error> {
 /// window that ends at `now`.
 async fn usage(client: &Object, queue: &Queue, now: Timestamp) -> Result<(u64, u64), tokio_postgres::Error> {
     let since = queue.rate.map_or(i64::MAX, |rate| queues::window_start(rate.per, now).as_micros());
-    let sql = format!(
-        "SELECT (SELECT COUNT(*) FROM executions WHERE queue = $1 AND state IN {SLOT_STATES}),
-                (SELECT COUNT(*) FROM executions WHERE queue = $1 AND admitted_at > $2)"
-    );
-    let found = query(client, &sql, &[&queue.name(), &since]).await?;
+    let found = query(client, &usage_sql(), &[&queue.name(), &since]).await?;
     let row = found.first();
     Ok(row.map_or((0, 0), |r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)))
 }
@@ -92,14 +110,7 @@ pub(super) async fn admit(client: &Object, claim: &Claim, mut left: usize) -> Re
         if budget == 0 {
             continue;
         }
-        let sql = format!(
-            "UPDATE executions SET owner = $2, lease_until = $3, epoch = epoch + 1, admitted_at = $4, updated_at = $4,
-                 state = CASE WHEN exclusive_key IS NULL THEN 'running' ELSE 'pending' END
-             WHERE id IN (SELECT id FROM executions
-                          WHERE queue = $1 AND state = 'queued' AND workflow = ANY($5)
-                          ORDER BY created_at, id LIMIT $6)
-             RETURNING {EXECUTION_COLUMNS}"
-        );
+        let sql = admit_sql();
         let params: [&(dyn ToSql + Sync); 6] = [
             &queue.name(),
             &claim.owner,

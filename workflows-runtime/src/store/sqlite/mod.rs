@@ -12,7 +12,7 @@ mod error;
 #[cfg(test)]
 mod plans;
 mod queries;
-mod queues;
+pub(super) mod queues;
 mod rows;
 mod schema;
 mod session;

@@ -6,7 +6,7 @@
 use rusqlite::types::Value;
 use rusqlite::{Connection, params_from_iter};
 
-use super::{SqliteStore, queries};
+use super::{SqliteStore, queries, queues};
 use crate::execution::ExecutionState;
 use crate::store::ExecutionQuery;
 
@@ -114,4 +114,13 @@ fn inbox_lookups_and_journal_reads_go_by_the_key() {
     assert_indexed(&plan(&conn, queries::INBOX_ENTRY, None), "inbox", &["PRIMARY KEY"]);
     let journal = "SELECT idx FROM journal WHERE execution_id = ?1 ORDER BY idx";
     assert_indexed(&plan(&conn, journal, None), "journal", &["PRIMARY KEY"]);
+}
+
+#[test]
+fn admissions_read_their_queue_s_ranges_of_its_indexes() {
+    let (_dir, conn) = connection();
+    // The update finds the chosen executions by their key.
+    assert_indexed(&plan(&conn, &queues::admit_sql(), None), "executions", &["executions_queued", "PRIMARY KEY"]);
+    assert_indexed(&plan(&conn, &queues::active_sql(), None), "executions", &["executions_by_queue"]);
+    assert_indexed(&plan(&conn, queues::STARTED_SINCE, None), "executions", &["executions_admitted"]);
 }

@@ -39,6 +39,29 @@ fn stored(conn: &Connection) -> rusqlite::Result<Vec<Queue>> {
     found.collect()
 }
 
+/// How many of queue `?1`'s executions hold a slot: a range of `executions_by_queue` per state.
+pub(super) fn active_sql() -> String {
+    format!("SELECT COUNT(*) FROM executions WHERE queue = ?1 AND state IN {SLOT_STATES}")
+}
+
+/// How many of queue `?1`'s executions started after `?2`: a range of `executions_admitted`.
+pub(super) const STARTED_SINCE: &str = "SELECT COUNT(*) FROM executions WHERE queue = ?1 AND admitted_at > ?2";
+
+/// Admits the `?6` oldest queued executions of queue `?1` (of the workflows `?5`, a JSON list)
+/// for owner `?2` until `?3`, at `?4`: the first entries of the queue's range of
+/// `executions_queued`.
+pub(super) fn admit_sql() -> String {
+    format!(
+        "UPDATE executions SET owner = ?2, lease_until = ?3, epoch = epoch + 1, admitted_at = ?4, updated_at = ?4,
+             state = CASE WHEN exclusive_key IS NULL THEN 'running' ELSE 'pending' END
+         WHERE id IN (SELECT id FROM executions INDEXED BY executions_queued
+                      WHERE queue = ?1 AND state = 'queued' AND workflow IN (SELECT value FROM json_each(?5))
+                      ORDER BY created_at, id LIMIT ?6)
+         RETURNING {}",
+        rows::EXECUTION_COLUMNS
+    )
+}
+
 /// True if the queue has queued executions.
 fn has_queued(conn: &Connection, queue: &Queue) -> rusqlite::Result<bool> {
     conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM executions WHERE queue = ?1 AND state = 'queued')")?
@@ -47,12 +70,10 @@ fn has_queued(conn: &Connection, queue: &Queue) -> rusqlite::Result<bool> {
 
 /// How many of the queue's executions hold a slot, and how many started after `since`.
 fn usage(conn: &Connection, queue: &Queue, now: Timestamp) -> rusqlite::Result<(u64, u64)> {
-    let active: i64 = conn
-        .prepare_cached(&format!("SELECT COUNT(*) FROM executions WHERE queue = ?1 AND state IN {SLOT_STATES}"))?
-        .query_row([queue.name()], |r| r.get(0))?;
+    let active: i64 = conn.prepare_cached(&active_sql())?.query_row([queue.name()], |r| r.get(0))?;
     let started: i64 = match queue.rate {
         Some(rate) => conn
-            .prepare_cached("SELECT COUNT(*) FROM executions WHERE queue = ?1 AND admitted_at > ?2")?
+            .prepare_cached(STARTED_SINCE)?
             .query_row(params![queue.name(), queues::window_start(rate.per, now).as_micros()], |r| r.get(0))?,
         None => 0,
     };
@@ -77,16 +98,7 @@ pub(super) fn admit(conn: &Connection, claim: &Claim, mut left: usize) -> Result
         if budget == 0 {
             continue;
         }
-        let sql = format!(
-            "UPDATE executions SET owner = ?2, lease_until = ?3, epoch = epoch + 1, admitted_at = ?4, updated_at = ?4,
-                 state = CASE WHEN exclusive_key IS NULL THEN 'running' ELSE 'pending' END
-             WHERE id IN (SELECT id FROM executions INDEXED BY executions_queued
-                          WHERE queue = ?1 AND state = 'queued' AND workflow IN (SELECT value FROM json_each(?5))
-                          ORDER BY created_at, id LIMIT ?6)
-             RETURNING {}",
-            rows::EXECUTION_COLUMNS
-        );
-        let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context, e))?;
+        let mut statement = conn.prepare_cached(&admit_sql()).map_err(|e| backend(context, e))?;
         let mut found = statement
             .query(params![
                 queue.name(),

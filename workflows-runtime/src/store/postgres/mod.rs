@@ -325,7 +325,27 @@ impl Store for PostgresStore {
     }
 
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
-        Box::pin(self.send(|reply| Command::Claim(claim.clone(), reply)))
+        // In a transaction of its own on a pooled connection, not in the writer's batches: a
+        // claim is not a write of a running workflow, and in a batch it would send every
+        // journal write beside it the careful way (see `pipeline`). Its commit is durable, as
+        // every write that grants a lease is: a claim lost in a server crash would let another
+        // worker run the bodies this one started.
+        Box::pin(async move {
+            let client = self.client().await?;
+            let context = "cannot claim executions";
+            client.batch_execute("BEGIN").await.map_err(|e| backend(context, e))?;
+            match writer::claim_orphans(&client, claim).await {
+                Ok(records) => {
+                    client.batch_execute("COMMIT").await.map_err(|e| backend(context, e))?;
+                    Ok(records)
+                }
+                Err(error) => {
+                    // A connection that cannot roll back is closed, and the pool drops it.
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    Err(error)
+                }
+            }
+        })
     }
 
     fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>> {

@@ -30,26 +30,57 @@ const MAX_BATCH: usize = 1024;
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
+/// How long lazy writes (an attempt's start) wait for a durable write to commit with, as on
+/// SQLite (`SqliteOptions::lazy_delay`'s default): a step's start then rides on the commit of
+/// the write before or after it, instead of a round trip of its own that the step's
+/// completion would queue behind.
+const LAZY_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The writer task's loop; returns when every sender is gone, after the last commit.
 pub(super) async fn run(pool: Pool, mut commands: UnboundedReceiver<Command>) {
     let mut failed = Failed::new();
     let mut connection: Option<Object> = None;
-    while let Some(first) = commands.recv().await {
-        let mut queue = vec![first];
+    let mut queue: Vec<Command> = Vec::new();
+    // When the oldest lazy command that waits arrived.
+    let mut lazy_since: Option<tokio::time::Instant> = None;
+    loop {
+        let (received, closed) = match lazy_since {
+            None => match commands.recv().await {
+                Some(command) => (Some(command), false),
+                None => (None, true),
+            },
+            Some(since) => match tokio::time::timeout_at(since + LAZY_DELAY, commands.recv()).await {
+                Ok(Some(command)) => (Some(command), false),
+                Ok(None) => (None, true),
+                Err(_) => (None, false),
+            },
+        };
+        queue.extend(received);
         while queue.len() < MAX_BATCH {
             match commands.try_recv() {
                 Ok(command) => queue.push(command),
                 Err(_) => break,
             }
         }
+        let lazy_due = lazy_since.is_some_and(|since| since.elapsed() >= LAZY_DELAY);
+        if !closed && !lazy_due && queue.iter().all(Command::is_lazy) {
+            if !queue.is_empty() {
+                lazy_since.get_or_insert_with(tokio::time::Instant::now);
+            }
+            continue;
+        }
         // A purge batch commits on its own, after the writes that wait with it (as on SQLite).
         let (purges, writes): (Vec<Command>, Vec<Command>) =
-            queue.into_iter().partition(|c| matches!(c, Command::Purge(..)));
+            std::mem::take(&mut queue).into_iter().partition(|c| matches!(c, Command::Purge(..)));
         if !writes.is_empty() {
             commit(&pool, &mut connection, writes, &mut failed).await;
         }
         for purge in purges {
             commit(&pool, &mut connection, vec![purge], &mut failed).await;
+        }
+        lazy_since = None;
+        if closed {
+            return;
         }
     }
 }
@@ -402,7 +433,7 @@ async fn append(client: &Object, batch: &AppendBatch) -> Result<(), StoreError> 
     Ok(())
 }
 
-async fn claim_orphans(client: &Object, claim: &Claim) -> Result<Vec<ExecutionRecord>, StoreError> {
+pub(super) async fn claim_orphans(client: &Object, claim: &Claim) -> Result<Vec<ExecutionRecord>, StoreError> {
     let context = "cannot claim orphaned executions";
     let sql = queries::claim(claim.only.is_some());
     let only = claim.only.as_ref().map(ExecutionId::as_str).unwrap_or_default();

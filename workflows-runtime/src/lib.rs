@@ -54,6 +54,7 @@ mod journal;
 mod policy;
 mod queue;
 pub mod registry;
+mod schedule;
 mod step;
 mod store;
 mod time;
@@ -85,6 +86,7 @@ pub use journal::{CallKey, InvalidCallKey, JournalEntry, JournalEvent};
 pub use policy::{Backoff, OnFailure, RetryPolicy, StepPolicy};
 pub use queue::{Queue, QueueStatus, Rate};
 pub use registry::Registry;
+pub use schedule::{CatchUp, CronSchedule, Due, ScheduleError, Ticks};
 pub use step::{Completion, StepContext, StepResponse};
 pub use store::{
     CheckReport, DamagedExecution, Durability, ExecutionQuery, IntoStore, MemoryStore, PageCursor, SqliteOptions,

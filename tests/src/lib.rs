@@ -89,3 +89,17 @@ where
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A little pseudo-random generator (xorshift): tests that kill or schedule at random print
+/// their seed, or fix it, so that a run can be replayed.
+pub struct Random(pub u64);
+
+impl Random {
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}

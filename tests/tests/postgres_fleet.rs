@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use workflows_tests::Random;
 use workflows_tests::postgres::TestSchema;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_crash_worker");
@@ -109,18 +110,6 @@ fn finish(mut child: Child) -> String {
             panic!("worker did not finish within 60 s");
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A little pseudo-random generator (the seed is printed, `FLEET_SEED` replays it).
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 

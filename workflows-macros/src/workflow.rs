@@ -16,12 +16,25 @@ struct Workflow {
     version: u32,
     timeout: Option<std::time::Duration>,
     retention: Option<std::time::Duration>,
+    schedule: Option<Schedule>,
     /// The context parameter's name, to find step calls.
     context: Option<Ident>,
     input: Type,
     output: Type,
     error: Type,
 }
+
+/// `schedule = "..."` and its options.
+struct Schedule {
+    pattern: LitStr,
+    zone: Option<LitStr>,
+    overlap: Option<String>,
+    catch_up: Option<std::time::Duration>,
+    jitter: Option<std::time::Duration>,
+}
+
+/// The options that only a scheduled workflow takes.
+const SCHEDULE_OPTIONS: [&str; 4] = ["tz", "overlap", "catch_up", "jitter"];
 
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let function = match emit::parse_function(item, "workflow") {
@@ -41,6 +54,8 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Workflow> {
     let mut krate = None;
     let mut timeout = None;
     let mut retention = None;
+    let (mut pattern, mut zone, mut overlap, mut catch_up, mut jitter) = (None, None, None, None, None);
+    let mut schedule_option = None;
     for arg in args::parse(args, &mut errors) {
         match arg.key.to_string().as_str() {
             "name" => name = errors.push_result(arg.string()),
@@ -48,9 +63,44 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Workflow> {
             "timeout" => timeout = errors.push_result(arg.duration()),
             "retention" => retention = errors.push_result(arg.duration()),
             "crate" => krate = errors.push_result(arg.crate_path()),
-            _ => errors.push(args::unknown(&arg, "workflow", &["name", "version", "timeout", "retention", "crate"])),
+            "schedule" => pattern = errors.push_result(arg.string()),
+            key @ ("tz" | "overlap" | "catch_up" | "jitter") => {
+                schedule_option.get_or_insert_with(|| arg.key.clone());
+                match key {
+                    "tz" => zone = errors.push_result(arg.string()),
+                    "overlap" => overlap = errors.push_result(arg.choice(&["skip", "allow", "queue_one"])),
+                    "catch_up" => catch_up = errors.push_result(arg.duration()),
+                    _ => jitter = errors.push_result(arg.duration()),
+                }
+            }
+            _ => errors.push(args::unknown(
+                &arg,
+                "workflow",
+                &[
+                    "name",
+                    "version",
+                    "timeout",
+                    "retention",
+                    "schedule",
+                    "tz",
+                    "overlap",
+                    "catch_up",
+                    "jitter",
+                    "crate",
+                ],
+            )),
         }
     }
+    if let (None, Some(option)) = (&pattern, &schedule_option) {
+        errors.push(syn::Error::new(
+            option.span(),
+            format!(
+                "`{option}` is an option of a scheduled workflow: add `schedule = \"0 * * * *\"` (the options: {})",
+                SCHEDULE_OPTIONS.join(", ")
+            ),
+        ));
+    }
+    let schedule = pattern.map(|pattern| Schedule { pattern, zone, overlap, catch_up, jitter });
 
     let sig = &function.sig;
     signature::check_common(sig, "workflow", &mut errors);
@@ -101,6 +151,7 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Workflow> {
         version: version.unwrap_or(0),
         timeout,
         retention,
+        schedule,
         context: context.and_then(|c| signature::binding(&c.pat)).cloned(),
         input,
         output: result.ok,
@@ -118,6 +169,27 @@ fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
         None => quote!(#krate::__private::None),
     };
     let (timeout, retention) = (optional(workflow.timeout), optional(workflow.retention));
+    let schedule = match &workflow.schedule {
+        None => quote!(#krate::__private::None),
+        Some(Schedule { pattern, zone, overlap, catch_up, jitter }) => {
+            let zone = zone.clone().unwrap_or_else(|| LitStr::new("UTC", pattern.span()));
+            let overlap = match overlap.as_deref() {
+                Some("allow") => quote!(Allow),
+                Some("queue_one") => quote!(QueueOne),
+                _ => quote!(Skip),
+            };
+            let (catch_up, jitter) = (optional(*catch_up), optional(*jitter));
+            let ident = &function.sig.ident;
+            quote!(#krate::__private::Some(#krate::__private::ScheduleSpec {
+                pattern: #pattern,
+                zone: #zone,
+                overlap: #krate::__private::Overlap::#overlap,
+                catch_up: #catch_up,
+                jitter: #jitter,
+                input: #krate::__private::tick_input::<#ident>,
+            }))
+        }
+    };
     let private = quote!(#krate::__private);
     let ident = &function.sig.ident.clone();
     let span = emit::span_at(ident);
@@ -254,6 +326,7 @@ fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
                     check_input: #private::check_input::<#ident>,
                     timeout: #timeout,
                     retention: #retention,
+                    schedule: #schedule,
                 });
 
             #private::inventory::submit! {

@@ -369,6 +369,17 @@ pub enum RunError {
         /// The queues that are defined.
         defined: Vec<String>,
     },
+    /// No workflow with a schedule has this name.
+    #[error(
+        "no workflow named `{schedule}` has a schedule ({}); give one `#[workflow(schedule = \"0 * * * *\")]`",
+        scheduled_list(scheduled)
+    )]
+    UnknownSchedule {
+        /// The name asked for.
+        schedule: String,
+        /// The workflows that have a schedule.
+        scheduled: Vec<String>,
+    },
     /// No execution has this id.
     #[error("no execution `{execution}` in the store (it never existed, or it was purged after its retention)")]
     NotFound {
@@ -468,6 +479,7 @@ impl RunError {
             | Self::InvalidInput { .. }
             | Self::KeyHeld { .. }
             | Self::UnknownQueue { .. }
+            | Self::UnknownSchedule { .. }
             | Self::ShutDown
             | Self::Store(_) => None,
         }
@@ -487,6 +499,15 @@ impl RunError {
     /// The name of the step whose failure made the workflow fail, if a step failed.
     pub fn step(&self) -> Option<&str> {
         self.failure().and_then(|f| f.step.as_deref())
+    }
+}
+
+/// The scheduled workflows, for [`RunError::UnknownSchedule`].
+fn scheduled_list(scheduled: &[String]) -> String {
+    if scheduled.is_empty() {
+        "none has".to_owned()
+    } else {
+        format!("scheduled: {}", scheduled.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "))
     }
 }
 

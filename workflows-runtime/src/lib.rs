@@ -77,7 +77,7 @@ pub use workflows_macros::step;
 pub use workflows_macros::workflow;
 
 pub use container::{Container, ResolveError};
-pub use engine::{DeliveryError, Engine, EngineBuilder, EngineError, ExecutionHandle, RunOptions};
+pub use engine::{DeliveryError, Engine, EngineBuilder, EngineError, ExecutionHandle, RunOptions, ScheduleStatus};
 pub use error::{RunError, StepError, StepResultExt, WorkflowError};
 pub use events::{EventKind, ExecutionEvent, RecvError, Subscription};
 pub use execution::{ExecutionId, ExecutionRecord, ExecutionState, UnknownState};
@@ -86,7 +86,7 @@ pub use journal::{CallKey, InvalidCallKey, JournalEntry, JournalEvent};
 pub use policy::{Backoff, OnFailure, RetryPolicy, StepPolicy};
 pub use queue::{Queue, QueueStatus, Rate};
 pub use registry::Registry;
-pub use schedule::{CatchUp, CronSchedule, Due, ScheduleError, Ticks};
+pub use schedule::{CatchUp, CronSchedule, Due, FromTick, Overlap, ScheduleError, ScheduleSpec, Tick, Ticks};
 pub use step::{Completion, StepContext, StepResponse};
 pub use store::{
     CheckReport, DamagedExecution, Durability, ExecutionQuery, IntoStore, MemoryStore, PageCursor, SqliteOptions,
@@ -104,7 +104,7 @@ pub use serde;
 pub mod prelude {
     pub use crate::{
         Backoff, Completion, Container, DeliveryError, Engine, ExecutionId, Queue, RetryPolicy, RunError, RunOptions,
-        StepContext, StepError, StepResponse, StepResultExt, WaitError, Workflow, WorkflowError, step, workflow,
+        StepContext, StepError, StepResponse, StepResultExt, Tick, WaitError, Workflow, WorkflowError, step, workflow,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -248,6 +248,104 @@ impl CronSchedule {
     }
 }
 
+/// What a scheduled workflow does when a tick comes while the run of the previous tick is
+/// still going (`#[workflow(schedule = "...", overlap = "...")]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overlap {
+    /// The tick does not run (`skip`, the default).
+    #[default]
+    Skip,
+    /// The tick runs beside it (`allow`).
+    Allow,
+    /// The tick runs once the previous run finished; a tick that finds one run already waiting
+    /// so does not run (`queue_one`).
+    QueueOne,
+}
+
+impl Overlap {
+    /// The policy as written in the attribute: `skip`, `allow`, `queue_one`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::Allow => "allow",
+            Self::QueueOne => "queue_one",
+        }
+    }
+}
+
+/// The input of a scheduled run: which schedule, and the tick's instant (UTC).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tick {
+    /// The schedule's name: its workflow's name.
+    pub schedule: String,
+    /// The tick's instant (for a run triggered by hand: when it was triggered).
+    pub at: Timestamp,
+}
+
+/// The input types a scheduled workflow may take: [`Tick`], or `()`.
+#[diagnostic::on_unimplemented(
+    message = "a scheduled workflow takes the tick (`workflows_runtime::Tick`) or nothing (`()`) as its input, not `{Self}`",
+    label = "the input of a `#[workflow(schedule = ...)]` fn"
+)]
+pub trait FromTick: Sized {
+    /// The input for a run at `tick`.
+    fn from_tick(tick: &Tick) -> Self;
+}
+
+impl FromTick for Tick {
+    fn from_tick(tick: &Tick) -> Self {
+        tick.clone()
+    }
+}
+
+impl FromTick for () {
+    fn from_tick(_: &Tick) -> Self {}
+}
+
+/// Makes a scheduled run's input, as JSON.
+pub type TickInput = fn(&Tick) -> Result<Box<serde_json::value::RawValue>, serde_json::Error>;
+
+/// A workflow's schedule as `#[workflow(schedule = ...)]` declares it.
+#[derive(Clone, Copy, Debug)]
+pub struct ScheduleSpec {
+    /// The cron pattern.
+    pub pattern: &'static str,
+    /// The IANA time zone (`tz = "..."`; `UTC` by default).
+    pub zone: &'static str,
+    /// `overlap = "..."`.
+    pub overlap: Overlap,
+    /// `catch_up = "1h"`: run each tick missed within this window; by default only the latest.
+    pub catch_up: Option<std::time::Duration>,
+    /// `jitter = "10s"`: each tick starts up to this much later (the same delay for a tick in
+    /// every process).
+    pub jitter: Option<std::time::Duration>,
+    /// The input of a run.
+    pub input: TickInput,
+}
+
+impl ScheduleSpec {
+    /// The catch-up policy.
+    pub fn catch_up(&self) -> CatchUp {
+        self.catch_up.map_or(CatchUp::Latest, CatchUp::Within)
+    }
+
+    /// How much later than the tick a run of it starts: a hash of the tick within the jitter,
+    /// so that every process waits the same.
+    pub fn delay(&self, tick: Timestamp) -> std::time::Duration {
+        let Some(jitter) = self.jitter.filter(|j| !j.is_zero()) else { return std::time::Duration::ZERO };
+        let hash = xxhash_rust::xxh3::xxh3_64(&tick.as_micros().to_le_bytes());
+        std::time::Duration::from_micros(hash % (jitter.as_micros() as u64).max(1))
+    }
+}
+
+/// The JSON input of a run of workflow `W` at a tick.
+pub fn tick_input<W: crate::WorkflowFn>(tick: &Tick) -> Result<Box<serde_json::value::RawValue>, serde_json::Error>
+where
+    W::Input: FromTick,
+{
+    serde_json::value::to_raw_value(&W::Input::from_tick(tick))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,6 +137,12 @@ pub(crate) enum Command {
     /// List the queues: each one's limits, how many executions wait in it, how many hold its
     /// slots, how many started within its rate window, and how long its oldest has waited.
     Queues,
+    /// List the scheduled workflows (`#[workflow(schedule = "...")]`): pattern and time zone,
+    /// paused or not, next fire times, last run; or pause, resume, trigger or backfill one.
+    Schedules {
+        #[command(subcommand)]
+        action: Option<ScheduleCommand>,
+    },
     /// Check that everything stored reads back intact: the store's file (SQLite's own check),
     /// then every execution and journal entry against its checksum. Exits 1 naming what is
     /// damaged. The engine also runs this in the background when it opens a store that was not
@@ -178,4 +184,34 @@ fn parse_cursor(text: &str) -> Result<PageCursor, String> {
 
 fn parse_state(text: &str) -> Result<ExecutionState, String> {
     text.parse().map_err(|e: crate::execution::UnknownState| e.to_string())
+}
+
+/// What `workflows schedules` does to one schedule.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ScheduleCommand {
+    /// Skip its ticks, in every process, until resumed.
+    Pause {
+        /// The scheduled workflow's name.
+        name: String,
+    },
+    /// Run its ticks again, from the next one.
+    Resume {
+        /// The scheduled workflow's name.
+        name: String,
+    },
+    /// Start a run now, outside its ticks.
+    Trigger {
+        /// The scheduled workflow's name.
+        name: String,
+    },
+    /// Run its ticks from FROM to UNTIL (times, or ages such as `2d`), each once: a tick that
+    /// ran already is not run again.
+    Backfill {
+        /// The scheduled workflow's name.
+        name: String,
+        /// The first tick (included): `2026-11-01T00:00:00Z`, or an age: `7d`.
+        from: String,
+        /// The last tick (included).
+        until: String,
+    },
 }

@@ -25,7 +25,7 @@
 //!
 //! Commands (`workflows help` lists them; every command takes `--store` and `--json`):
 //! `list`, `show`, `run`, `executions`, `inspect`, `watch`, `rerun`, `cancel`, `complete`, `fail`,
-//! `send-event`, `purge`, `check`, `queues`, `worker`. Exit codes: 0 success; 1 the command failed (the message
+//! `send-event`, `purge`, `check`, `queues`, `schedules`, `worker`. Exit codes: 0 success; 1 the command failed (the message
 //! says why); 2 the command line is wrong; 3 the workflow ran and failed (compensated,
 //! failed, cancelled, timed out); 4 the execution waits for something (suspended). Codes 3
 //! and 4 follow the execution for every command that drives one (`run`, `rerun`, `cancel`,
@@ -40,6 +40,7 @@ mod pending;
 mod queues;
 mod registry;
 mod run;
+mod schedules;
 
 pub use args::Cli;
 pub use common::{EXIT_ERROR, EXIT_OK, EXIT_USAGE, EXIT_WAITING, EXIT_WORKFLOW_FAILED};

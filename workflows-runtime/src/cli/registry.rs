@@ -35,6 +35,9 @@ pub(crate) fn list(context: &Context) -> Result<u8, CliError> {
         if let Some(timeout) = workflow.timeout() {
             types.push_str(&format!(" (timeout {})", humantime::format_duration(timeout)));
         }
+        if let Some(schedule) = workflow.schedule() {
+            types.push_str(&format!(" (schedule `{}` {})", schedule.pattern, schedule.zone));
+        }
         table.row(vec![format!("  {}", workflow.name()), types, calls, location(workflow.location())]);
     }
     table.print();
@@ -95,6 +98,13 @@ fn workflow_json(workflow: &WorkflowDefinition) -> Value {
         "fingerprint": workflow.fingerprint(),
         "timeout_ms": workflow.timeout().map(|t| t.as_millis() as u64),
         "retention_ms": workflow.retention().map(|t| t.as_millis() as u64),
+        "schedule": workflow.schedule().map(|s| json!({
+            "pattern": s.pattern,
+            "tz": s.zone,
+            "overlap": s.overlap.as_str(),
+            "catch_up_ms": s.catch_up.map(|d| d.as_millis() as u64),
+            "jitter_ms": s.jitter.map(|d| d.as_millis() as u64),
+        })),
         "calls": workflow.calls(),
     })
 }
@@ -444,6 +454,7 @@ mod tests {
         check_input: check,
         timeout: None,
         retention: None,
+        schedule: None,
     });
 
     #[test]

@@ -36,6 +36,7 @@ pub struct EngineBuilder {
     worker: bool,
     client_only: bool,
     queues: Vec<crate::Queue>,
+    run_schedules: bool,
 }
 
 /// Which store the engine will use; file stores are opened by `start`.
@@ -62,6 +63,9 @@ pub enum EngineError {
     /// A queue's limits cannot be used (a concurrency or a rate of 0, say).
     #[error("{0}")]
     Queue(String),
+    /// A workflow's schedule cannot be used (its cron pattern or time zone).
+    #[error("{0}")]
+    Schedule(String),
 }
 
 impl Default for EngineBuilder {
@@ -76,6 +80,7 @@ impl Default for EngineBuilder {
             worker: true,
             client_only: false,
             queues: Vec::new(),
+            run_schedules: true,
         }
     }
 }
@@ -212,6 +217,15 @@ impl EngineBuilder {
         self
     }
 
+    /// Whether this engine starts the runs of the registered schedules
+    /// (`#[workflow(schedule = "...")]`), when it is a worker: true by default. Every process
+    /// that does takes part (each tick still runs once); turn it off where another process
+    /// owns the schedules.
+    pub fn run_schedules(mut self, run: bool) -> Self {
+        self.run_schedules = run;
+        self
+    }
+
     /// Builds the registry (failing on duplicate names) and opens the store; then (for a
     /// worker) starts resuming, in the background, the executions on the store that have no
     /// live owner, and renewing leases. Returns without waiting for the recovery (its progress
@@ -223,6 +237,7 @@ impl EngineBuilder {
         if let Some(why) = self.queues.iter().find_map(crate::Queue::invalid) {
             return Err(EngineError::Queue(why));
         }
+        let scheduled = super::scheduler::registered().map_err(EngineError::Schedule)?;
         let store = match self.store {
             StoreChoice::Given(store) => store,
             StoreChoice::Default => store::open_url(&store::default_url()).await?,
@@ -259,6 +274,7 @@ impl EngineBuilder {
             worker: self.worker,
             client_only: self.client_only,
             queues: self.queues.into_iter().map(|q| (q.name.clone(), q)).collect(),
+            scheduled,
             watchers: Mutex::new(HashMap::default()),
             runtime: tokio::runtime::Handle::current(),
         });
@@ -267,6 +283,9 @@ impl EngineBuilder {
             // over, however many there are.
             background::spawn_recovery(&inner);
             background::spawn_scheduler(&inner);
+            if self.run_schedules {
+                super::scheduler::spawn(&inner);
+            }
         }
         background::spawn_maintenance(&inner);
         if let Some(notices) = inner.store.notices() {

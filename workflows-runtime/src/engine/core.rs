@@ -66,6 +66,9 @@ pub(crate) struct EngineInner {
     pub(crate) timer_changed: tokio::sync::Notify,
     /// The execution event stream (see [`Engine::subscribe`]).
     pub(crate) events: crate::events::EventHub,
+    /// The registered schedules, parsed (see `scheduler`); a worker engine runs them unless
+    /// built with `run_schedules(false)`.
+    pub(crate) scheduled: Vec<super::scheduler::Scheduled>,
     /// The queues this engine defines, by name (see [`crate::Queue`]).
     pub(crate) queues: HashMap<String, crate::Queue>,
     /// False for a client engine (see [`EngineBuilder::worker`]).

@@ -28,6 +28,7 @@ mod recovery;
 #[cfg(test)]
 mod recovery_tests;
 mod rollback;
+mod scheduler;
 mod state;
 mod step_attempt;
 pub(crate) mod step_call;
@@ -40,3 +41,4 @@ pub use engine::Engine;
 pub use handle::ExecutionHandle;
 pub use inbox::DeliveryError;
 pub use options::RunOptions;
+pub use scheduler::ScheduleStatus;

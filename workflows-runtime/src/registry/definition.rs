@@ -174,6 +174,8 @@ pub struct WorkflowParts {
     pub timeout: Option<Duration>,
     /// `retention = "..."`.
     pub retention: Option<Duration>,
+    /// `schedule = "..."` and its options.
+    pub schedule: Option<crate::schedule::ScheduleSpec>,
 }
 
 /// A workflow's definition, from what `#[workflow]` wrote.
@@ -192,6 +194,7 @@ pub const fn workflow_definition(parts: WorkflowParts) -> WorkflowDefinition {
         check_input,
         timeout,
         retention,
+        schedule,
     } = parts;
     let info = WorkflowInfo {
         name,
@@ -205,6 +208,7 @@ pub const fn workflow_definition(parts: WorkflowParts) -> WorkflowDefinition {
         flow,
         timeout,
         retention,
+        schedule,
     };
     WorkflowDefinition { info, entry, check_input }
 }

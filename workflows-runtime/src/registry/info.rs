@@ -54,6 +54,7 @@ pub struct WorkflowInfo {
     pub(crate) flow: &'static [Flow],
     pub(crate) timeout: Option<Duration>,
     pub(crate) retention: Option<Duration>,
+    pub(crate) schedule: Option<crate::schedule::ScheduleSpec>,
 }
 
 impl WorkflowInfo {
@@ -66,6 +67,11 @@ impl WorkflowInfo {
     /// default applies).
     pub fn retention(&self) -> Option<Duration> {
         self.retention
+    }
+
+    /// Its schedule (`#[workflow(schedule = "...")]`), if it has one.
+    pub fn schedule(&self) -> Option<&crate::schedule::ScheduleSpec> {
+        self.schedule.as_ref()
     }
 
     /// The registered name (the function's name unless `name = "..."` was given).

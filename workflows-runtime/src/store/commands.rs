@@ -5,8 +5,8 @@ use tokio::sync::oneshot;
 
 use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::store::{
-    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewExecution, Purge, Renewed, Reopen, Reopened, StoreError,
-    Suspend, Suspended, WriteMode,
+    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewExecution, Purge, Renewed, Reopen, Reopened,
+    ScheduleAdvance, ScheduleState, StoreError, Suspend, Suspended, WriteMode,
 };
 use crate::time::Timestamp;
 
@@ -22,6 +22,9 @@ pub(crate) enum Command {
     ReleaseOne(ExecutionId, u64, Reply<bool>),
     RequestCancel(ExecutionId, Timestamp, Reply<bool>),
     DefineQueues(Vec<crate::queue::Queue>, Reply<()>),
+    Schedules(Vec<String>, Timestamp, Reply<Vec<ScheduleState>>),
+    AdvanceSchedule(ScheduleAdvance, Reply<bool>),
+    PauseSchedule(String, bool, Reply<bool>),
     Acquire(ExecutionId, u64, Reply<bool>),
     Purge(Purge, Reply<u64>),
     Deliver(Delivery, Reply<Delivered>),
@@ -46,6 +49,7 @@ pub(crate) enum Applied {
     Delivered(Reply<Delivered>, Result<Delivered, StoreError>),
     Suspended(Reply<Suspended>, Result<Suspended, StoreError>),
     Reopened(Reply<Reopened>, Result<Reopened, StoreError>),
+    Schedules(Reply<Vec<ScheduleState>>, Result<Vec<ScheduleState>, StoreError>),
 }
 
 impl Applied {
@@ -61,7 +65,8 @@ impl Applied {
             | Applied::Renewed(_, Err(e))
             | Applied::Delivered(_, Err(e))
             | Applied::Suspended(_, Err(e))
-            | Applied::Reopened(_, Err(e)) => message(e),
+            | Applied::Reopened(_, Err(e))
+            | Applied::Schedules(_, Err(e)) => message(e),
             _ => None,
         }
     }
@@ -83,6 +88,7 @@ impl Applied {
             (Applied::Delivered(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Suspended(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Reopened(reply, result), Ok(())) => drop(reply.send(result)),
+            (Applied::Schedules(reply, result), Ok(())) => drop(reply.send(result)),
             (Applied::Create(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Unit(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Records(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
@@ -92,6 +98,7 @@ impl Applied {
             (Applied::Delivered(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Suspended(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
             (Applied::Reopened(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
+            (Applied::Schedules(reply, _), Err(e)) => drop(reply.send(Err(failed(e)))),
         }
     }
 }
@@ -124,11 +131,14 @@ pub(crate) fn apply_nothing(command: Command) -> Applied {
         Command::Claim(_, reply) => Applied::Records(reply, never()),
         Command::Renew(_, _, reply) => Applied::Renewed(reply, never()),
         Command::Release(_, reply) | Command::Purge(_, reply) => Applied::Count(reply, never()),
-        Command::ReleaseOne(_, _, reply) | Command::RequestCancel(_, _, reply) | Command::Acquire(_, _, reply) => {
-            Applied::Flag(reply, never())
-        }
+        Command::ReleaseOne(_, _, reply)
+        | Command::RequestCancel(_, _, reply)
+        | Command::Acquire(_, _, reply)
+        | Command::AdvanceSchedule(_, reply)
+        | Command::PauseSchedule(_, _, reply) => Applied::Flag(reply, never()),
         Command::Deliver(_, reply) => Applied::Delivered(reply, never()),
         Command::Suspend(_, reply) => Applied::Suspended(reply, never()),
         Command::Reopen(_, reply) => Applied::Reopened(reply, never()),
+        Command::Schedules(_, _, reply) => Applied::Schedules(reply, never()),
     }
 }

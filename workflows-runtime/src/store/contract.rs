@@ -120,6 +120,18 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Every queue that is defined or named by an execution, by name, as it stands at `now`.
     fn queues(&self, now: Timestamp) -> StoreFuture<'_, Vec<QueueStatus>>;
 
+    /// The stored state of the schedules named, in that order; a schedule not stored yet is
+    /// stored first, handled up to `now` (the ticks before its first sight are not owed).
+    fn schedules<'a>(&'a self, names: &'a [String], now: Timestamp) -> StoreFuture<'a, Vec<ScheduleState>>;
+
+    /// Records that schedule `advance.name`'s ticks up to `advance.to` were taken care of (and
+    /// its latest run, if one started), if its ticks were handled up to `advance.from` — the
+    /// compare-and-set that lets racing processes agree. Returns whether it did.
+    fn advance_schedule<'a>(&'a self, advance: &'a ScheduleAdvance) -> StoreFuture<'a, bool>;
+
+    /// Pauses or resumes a stored schedule. Returns false if no schedule has that name.
+    fn pause_schedule<'a>(&'a self, name: &'a str, paused: bool) -> StoreFuture<'a, bool>;
+
     /// The key completion tokens are signed with: one per store, made with it, the same for
     /// every process that uses it.
     fn token_key(&self) -> StoreFuture<'_, [u8; 32]>;
@@ -141,6 +153,34 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
         None
     }
+}
+
+/// A schedule as the store keeps it (see [`Store::schedules`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleState {
+    /// The schedule's name (its workflow's).
+    pub name: String,
+    /// When a process first saw it.
+    pub since: Timestamp,
+    /// Its ticks up to this instant were taken care of: started, skipped or missed.
+    pub handled: Timestamp,
+    /// Paused: its ticks are skipped.
+    pub paused: bool,
+    /// The execution of the latest tick that started, if one did.
+    pub last_run: Option<ExecutionId>,
+}
+
+/// A move of a schedule's handled ticks (see [`Store::advance_schedule`]).
+#[derive(Clone, Debug)]
+pub struct ScheduleAdvance {
+    /// The schedule.
+    pub name: String,
+    /// Where its handled ticks must stand.
+    pub from: Timestamp,
+    /// Where they move to.
+    pub to: Timestamp,
+    /// The execution of the latest tick started now, if one was.
+    pub last_run: Option<ExecutionId>,
 }
 
 /// What a store tells the engines of other processes (see [`Store::notices`]). Polling stays

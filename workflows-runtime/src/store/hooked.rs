@@ -124,6 +124,19 @@ impl<H: Hooks> Store for Hooked<H> {
     fn queues(&self, now: Timestamp) -> StoreFuture<'_, Vec<crate::queue::QueueStatus>> {
         self.inner.queues(now)
     }
+    fn schedules<'a>(
+        &'a self,
+        names: &'a [String],
+        now: Timestamp,
+    ) -> StoreFuture<'a, Vec<crate::store::ScheduleState>> {
+        self.inner.schedules(names, now)
+    }
+    fn advance_schedule<'a>(&'a self, advance: &'a crate::store::ScheduleAdvance) -> StoreFuture<'a, bool> {
+        self.inner.advance_schedule(advance)
+    }
+    fn pause_schedule<'a>(&'a self, name: &'a str, paused: bool) -> StoreFuture<'a, bool> {
+        self.inner.pause_schedule(name, paused)
+    }
     fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {
         self.inner.token_key()
     }

@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 
 use super::contract::{
     AppendBatch, CheckReport, Claim, CreateOutcome, Delivered, Delivery, ExecutionList, ExecutionQuery, InboxEntry,
-    InboxKind, NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, Store, StoreAck, StoreError, StoreFuture,
-    Suspend, Suspended, WriteAck,
+    InboxKind, NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, ScheduleAdvance, ScheduleState, Store,
+    StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
 };
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::Failure;
@@ -28,13 +28,20 @@ pub struct MemoryStore {
     executions: Mutex<Executions>,
     /// The queues' stored limits, by name.
     queues: Mutex<std::collections::BTreeMap<String, Queue>>,
+    /// The schedules' states, by name.
+    schedules: Mutex<HashMap<String, ScheduleState>>,
     /// The key completion tokens are signed with.
     token_key: [u8; 32],
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        Self { executions: Mutex::default(), queues: Mutex::default(), token_key: super::contract::random_token_key() }
+        Self {
+            executions: Mutex::default(),
+            queues: Mutex::default(),
+            schedules: Mutex::default(),
+            token_key: super::contract::random_token_key(),
+        }
     }
 }
 
@@ -623,6 +630,39 @@ impl Store for MemoryStore {
             queues::reopens_at(rate.per, nth, now)
         });
         ready(timers.chain(reopening).min())
+    }
+
+    fn schedules<'a>(&'a self, names: &'a [String], now: Timestamp) -> StoreFuture<'a, Vec<ScheduleState>> {
+        let mut stored = self.schedules.lock();
+        let states = names
+            .iter()
+            .map(|name| {
+                let new =
+                    || ScheduleState { name: name.clone(), since: now, handled: now, paused: false, last_run: None };
+                stored.entry(name.clone()).or_insert_with(new).clone()
+            })
+            .collect();
+        ready(states)
+    }
+
+    fn advance_schedule<'a>(&'a self, advance: &'a ScheduleAdvance) -> StoreFuture<'a, bool> {
+        let mut stored = self.schedules.lock();
+        let moved = match stored.get_mut(&advance.name) {
+            Some(state) if state.handled == advance.from => {
+                state.handled = advance.to;
+                if advance.last_run.is_some() {
+                    state.last_run = advance.last_run.clone();
+                }
+                true
+            }
+            _ => false,
+        };
+        ready(moved)
+    }
+
+    fn pause_schedule<'a>(&'a self, name: &'a str, paused: bool) -> StoreFuture<'a, bool> {
+        let found = self.schedules.lock().get_mut(name).map(|state| state.paused = paused).is_some();
+        ready(found)
     }
 
     fn define_queues<'a>(&'a self, queues: &'a [Queue]) -> StoreFuture<'a, ()> {

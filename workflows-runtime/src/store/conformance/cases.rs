@@ -11,7 +11,7 @@ use crate::journal::{CallKey, JournalEntry, JournalEvent};
 use crate::queue::Queue;
 use crate::store::contract::{
     CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxKind, NewExecution, PageCursor, Purge, Reopen, Reopened,
-    Store, StoreError, Suspend, Suspended,
+    ScheduleAdvance, Store, StoreError, Suspend, Suspended,
 };
 use crate::time::Timestamp;
 
@@ -725,4 +725,37 @@ pub(super) async fn queued_executions_take_their_key_when_admitted_and_cancel_at
     let cancelled = record(store, &"stranded".into()).await;
     assert_eq!((cancelled.state, cancelled.retain_until), (ExecutionState::Cancelled, Some(now + RETAIN)));
     assert!(!store.request_cancel(&"stranded".into(), now + RETAIN).await.unwrap(), "finished");
+}
+
+/// A schedule is stored at first sight, handled up to then; its handled ticks move by
+/// compare-and-set (a process that read an older mark moves nothing), its latest run is kept
+/// when a move starts none; pausing is stored, and an unknown schedule cannot be paused.
+pub(super) async fn schedules_are_stored_at_first_sight_and_advanced_by_compare_and_set(store: &dyn Store) {
+    let now = Timestamp::now();
+    let names = ["hourly".to_owned(), "daily".to_owned()];
+    let states = store.schedules(&names, now).await.unwrap();
+    assert_eq!(states.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["hourly", "daily"], "in the order asked");
+    assert!(states.iter().all(|s| s.since == now && s.handled == now && !s.paused && s.last_run.is_none()));
+    // A later sight changes nothing.
+    let again = store.schedules(&names[..1], now + SECOND).await.unwrap();
+    assert_eq!(again[0].handled, now);
+
+    let advance = |from: Timestamp, to: Timestamp, run: Option<&str>| ScheduleAdvance {
+        name: "hourly".into(),
+        from,
+        to,
+        last_run: run.map(ExecutionId::from),
+    };
+    let hour = Duration::from_secs(3600);
+    assert!(store.advance_schedule(&advance(now, now + hour, Some("hourly@1"))).await.unwrap());
+    assert!(!store.advance_schedule(&advance(now, now + hour * 2, Some("hourly@2"))).await.unwrap(), "a stale mark");
+    assert!(store.advance_schedule(&advance(now + hour, now + hour * 2, None)).await.unwrap());
+    let hourly = store.schedules(&names[..1], now).await.unwrap().remove(0);
+    assert_eq!((hourly.handled, hourly.last_run), (now + hour * 2, Some(ExecutionId::from("hourly@1"))));
+
+    assert!(store.pause_schedule("daily", true).await.unwrap());
+    assert!(store.schedules(&names[1..], now).await.unwrap()[0].paused);
+    assert!(store.pause_schedule("daily", false).await.unwrap());
+    assert!(!store.schedules(&names[1..], now).await.unwrap()[0].paused);
+    assert!(!store.pause_schedule("never-seen", true).await.unwrap());
 }

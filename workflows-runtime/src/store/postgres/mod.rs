@@ -13,6 +13,7 @@ mod plans;
 mod queries;
 pub(super) mod queues;
 mod rows;
+pub(super) mod schedules;
 mod schema;
 mod writer;
 #[cfg(test)]
@@ -436,6 +437,20 @@ impl Store for PostgresStore {
 
     fn queues(&self, now: Timestamp) -> StoreFuture<'_, Vec<crate::queue::QueueStatus>> {
         Box::pin(async move { queues::statuses(&self.client().await?, now).await })
+    }
+
+    // Schedules are written on a pooled connection, each statement its own transaction: they
+    // are not writes of running workflows, and the compare-and-set is one statement.
+    fn schedules<'a>(&'a self, names: &'a [String], now: Timestamp) -> StoreFuture<'a, Vec<super::ScheduleState>> {
+        Box::pin(async move { schedules::states(&self.client().await?, names, now).await })
+    }
+
+    fn advance_schedule<'a>(&'a self, advance: &'a super::ScheduleAdvance) -> StoreFuture<'a, bool> {
+        Box::pin(async move { schedules::advance(&self.client().await?, advance).await })
+    }
+
+    fn pause_schedule<'a>(&'a self, name: &'a str, paused: bool) -> StoreFuture<'a, bool> {
+        Box::pin(async move { schedules::pause(&self.client().await?, name, paused).await })
     }
 
     fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {

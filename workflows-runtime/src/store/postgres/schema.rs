@@ -114,6 +114,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX executions_by_queue ON executions (queue, state) WHERE queue IS NOT NULL;
     CREATE INDEX executions_admitted ON executions (queue, admitted_at) WHERE admitted_at IS NOT NULL;
     "#,
+    // 5: schedules (see `Store::schedules`): when each was first seen, up to which instant its
+    // ticks were taken care of, whether it is paused, and its latest run.
+    r#"
+    CREATE TABLE schedules (
+        name     TEXT PRIMARY KEY,
+        since    BIGINT NOT NULL,
+        handled  BIGINT NOT NULL,
+        paused   BOOLEAN NOT NULL DEFAULT false,
+        last_run TEXT
+    );
+    "#,
 ];
 
 /// The name of the completion-token key in `secrets`.

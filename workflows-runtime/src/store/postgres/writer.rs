@@ -253,6 +253,15 @@ async fn apply(client: &Object, command: Command) -> Applied {
             Applied::Flag(reply, request_cancel(client, &id, retain_until).await)
         }
         Command::DefineQueues(defined, reply) => Applied::Unit(reply, super::queues::define(client, &defined).await),
+        Command::Schedules(names, now, reply) => {
+            Applied::Schedules(reply, super::schedules::states(client, &names, now).await)
+        }
+        Command::AdvanceSchedule(advance, reply) => {
+            Applied::Flag(reply, super::schedules::advance(client, &advance).await)
+        }
+        Command::PauseSchedule(name, paused, reply) => {
+            Applied::Flag(reply, super::schedules::pause(client, &name, paused).await)
+        }
         Command::Acquire(id, epoch, reply) => Applied::Flag(reply, acquire(client, &id, epoch).await),
         Command::Purge(purge, reply) => Applied::Count(reply, purge_finished(client, &purge).await),
         Command::Deliver(delivery, reply) => Applied::Delivered(reply, deliver(client, &delivery).await),

@@ -14,6 +14,7 @@ mod plans;
 mod queries;
 pub(super) mod queues;
 mod rows;
+mod schedules;
 mod schema;
 mod session;
 mod writer;
@@ -501,5 +502,17 @@ impl Store for SqliteStore {
 
     fn queues(&self, now: Timestamp) -> StoreFuture<'_, Vec<crate::queue::QueueStatus>> {
         self.read(move |conn| queues::statuses(conn, now))
+    }
+
+    fn schedules<'a>(&'a self, names: &'a [String], now: Timestamp) -> StoreFuture<'a, Vec<super::ScheduleState>> {
+        Box::pin(self.send(|reply| Command::Schedules(names.to_vec(), now, reply)))
+    }
+
+    fn advance_schedule<'a>(&'a self, advance: &'a super::ScheduleAdvance) -> StoreFuture<'a, bool> {
+        Box::pin(self.send(|reply| Command::AdvanceSchedule(advance.clone(), reply)))
+    }
+
+    fn pause_schedule<'a>(&'a self, name: &'a str, paused: bool) -> StoreFuture<'a, bool> {
+        Box::pin(self.send(|reply| Command::PauseSchedule(name.to_owned(), paused, reply)))
     }
 }

@@ -133,6 +133,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX executions_by_queue ON executions (queue, state) WHERE queue IS NOT NULL;
     CREATE INDEX executions_admitted ON executions (queue, admitted_at) WHERE admitted_at IS NOT NULL;
     "#,
+    // 11: schedules (see `Store::schedules`): when each was first seen, up to which instant its
+    // ticks were taken care of, whether it is paused, and its latest run.
+    r#"
+    CREATE TABLE schedules (
+        name     TEXT PRIMARY KEY NOT NULL,
+        since    INTEGER NOT NULL,
+        handled  INTEGER NOT NULL,
+        paused   INTEGER NOT NULL DEFAULT 0,
+        last_run TEXT
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The name of the completion-token key in `secrets`.

@@ -166,6 +166,15 @@ fn apply(conn: &Connection, command: Command) -> Applied {
         Command::DefineQueues(defined, reply) => {
             Applied::Unit(reply, in_savepoint(conn, |c| super::queues::define(c, &defined)))
         }
+        Command::Schedules(names, now, reply) => {
+            Applied::Schedules(reply, in_savepoint(conn, |c| super::schedules::states(c, &names, now)))
+        }
+        Command::AdvanceSchedule(advance, reply) => {
+            Applied::Flag(reply, in_savepoint(conn, |c| super::schedules::advance(c, &advance)))
+        }
+        Command::PauseSchedule(name, paused, reply) => {
+            Applied::Flag(reply, in_savepoint(conn, |c| super::schedules::pause(c, &name, paused)))
+        }
         Command::Acquire(id, epoch, reply) => Applied::Flag(reply, in_savepoint(conn, |c| acquire(c, &id, epoch))),
         Command::Purge(purge, reply) => Applied::Count(reply, in_savepoint(conn, |c| purge_finished(c, &purge))),
         Command::Deliver(delivery, reply) => Applied::Delivered(reply, in_savepoint(conn, |c| deliver(c, &delivery))),

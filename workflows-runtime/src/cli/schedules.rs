@@ -1,0 +1,99 @@
+//! `workflows schedules`: the scheduled workflows, and pausing, resuming, triggering and
+//! backfilling them.
+
+use serde_json::{Value, json};
+
+use super::args::ScheduleCommand;
+use super::common::{CliError, Context, EXIT_OK};
+use super::output::{Table, out, print_json, time_arg};
+use crate::schedule::CatchUp;
+
+/// `workflows schedules [pause|resume|trigger|backfill ...]`.
+pub(crate) async fn run(context: Context, command: Option<ScheduleCommand>) -> Result<u8, CliError> {
+    let store = context.store.clone();
+    let (engine, json) = context.engine(false).await?;
+    let failed = |error: crate::RunError| super::common::run_error(&store, error);
+    let outcome = match command {
+        None => list(&engine, json).await,
+        Some(ScheduleCommand::Pause { name }) => {
+            engine.pause_schedule(&name).await.map_err(failed)?;
+            said(json, &name, "paused")
+        }
+        Some(ScheduleCommand::Resume { name }) => {
+            engine.resume_schedule(&name).await.map_err(failed)?;
+            said(json, &name, "resumed")
+        }
+        Some(ScheduleCommand::Trigger { name }) => {
+            let handle = engine.trigger_schedule(&name).await.map_err(failed)?;
+            let id = handle.id().clone();
+            if json {
+                print_json(&json!({ "schedule": name, "execution": id }))
+            } else {
+                out!("started {id} (a worker runs it; `workflows watch {id}` follows it)");
+                Ok(())
+            }
+        }
+        Some(ScheduleCommand::Backfill { name, from, until }) => {
+            let (from, until) = (time_arg("FROM", &from)?, time_arg("UNTIL", &until)?);
+            let ids = engine.backfill_schedule(&name, from, until).await.map_err(failed)?;
+            if json {
+                print_json(&json!({ "schedule": name, "executions": ids }))
+            } else {
+                out!(
+                    "{} ticks from {from} to {until}, each run once (ticks that ran before are not run again):",
+                    ids.len()
+                );
+                for id in &ids {
+                    out!("  {id}");
+                }
+                Ok(())
+            }
+        }
+    };
+    engine.shutdown().await;
+    outcome.map(|()| EXIT_OK)
+}
+
+fn said(json: bool, name: &str, what: &str) -> Result<(), CliError> {
+    if json {
+        print_json(&json!({ "schedule": name, "state": what }))
+    } else {
+        out!("schedule `{name}` {what}");
+        Ok(())
+    }
+}
+
+async fn list(engine: &crate::Engine, json: bool) -> Result<(), CliError> {
+    let schedules = engine.schedules().await.map_err(|e| CliError::new(e.to_string()))?;
+    if json {
+        let listed: Vec<Value> = schedules
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.name,
+                    "pattern": s.schedule.pattern(),
+                    "tz": s.schedule.zone(),
+                    "overlap": s.overlap.as_str(),
+                    "catch_up_ms": match s.catch_up { CatchUp::Latest => None, CatchUp::Within(w) => Some(w.as_millis() as u64) },
+                    "paused": s.paused,
+                    "next": s.next.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "last_run": s.last_run.as_ref().map(|r| json!({ "id": r.id, "state": r.state })),
+                })
+            })
+            .collect();
+        return print_json(&json!({ "schedules": listed }));
+    }
+    if schedules.is_empty() {
+        out!("no scheduled workflows: give one `#[workflow(schedule = \"0 * * * *\")]`");
+        return Ok(());
+    }
+    let mut table = Table::new(&["SCHEDULE", "PATTERN", "STATE", "NEXT", "LAST RUN"]);
+    for s in &schedules {
+        let next = s.next.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let last = s.last_run.as_ref().map_or_else(|| "-".to_owned(), |r| format!("{} ({})", r.id, r.state));
+        let state = if s.paused { "paused" } else { "active" };
+        table.row(vec![s.name.clone(), s.schedule.to_string(), state.to_owned(), next, last]);
+    }
+    table.print();
+    Ok(())
+}

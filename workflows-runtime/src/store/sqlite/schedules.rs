@@ -1,0 +1,65 @@
+//! Schedules on SQLite (see `Store::schedules`): one row per schedule, written by the writer
+//! (the only writer of the file at a time: a compare-and-set of its handled ticks cannot
+//! interleave with another process's).
+
+use rusqlite::{Connection, params};
+
+use super::error::backend;
+use crate::execution::ExecutionId;
+use crate::store::{ScheduleAdvance, ScheduleState, StoreError};
+use crate::time::Timestamp;
+
+/// The schedules named, in order, each stored first (handled up to `now`) if it was not.
+pub(super) fn states(conn: &Connection, names: &[String], now: Timestamp) -> Result<Vec<ScheduleState>, StoreError> {
+    let context = "cannot read the schedules";
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO schedules (name, since, handled, paused) VALUES (?1, ?2, ?2, 0) ON CONFLICT (name) DO NOTHING",
+        )
+        .map_err(|e| backend(context, e))?;
+    let mut select = conn
+        .prepare_cached("SELECT since, handled, paused, last_run FROM schedules WHERE name = ?1")
+        .map_err(|e| backend(context, e))?;
+    let mut states = Vec::with_capacity(names.len());
+    for name in names {
+        insert.execute(params![name, now.as_micros()]).map_err(|e| backend(context, e))?;
+        let state = select
+            .query_row([name], |r| {
+                Ok(ScheduleState {
+                    name: name.clone(),
+                    since: Timestamp::from_micros(r.get(0)?),
+                    handled: Timestamp::from_micros(r.get(1)?),
+                    paused: r.get::<_, i64>(2)? != 0,
+                    last_run: r.get::<_, Option<String>>(3)?.map(ExecutionId::from),
+                })
+            })
+            .map_err(|e| backend(context, e))?;
+        states.push(state);
+    }
+    Ok(states)
+}
+
+/// The compare-and-set of a schedule's handled ticks.
+pub(super) fn advance(conn: &Connection, advance: &ScheduleAdvance) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "UPDATE schedules SET handled = ?3, last_run = COALESCE(?4, last_run) WHERE name = ?1 AND handled = ?2",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            advance.name,
+            advance.from.as_micros(),
+            advance.to.as_micros(),
+            advance.last_run.as_ref().map(ExecutionId::as_str)
+        ])
+    })
+    .map(|n| n == 1)
+    .map_err(|e| backend(format!("cannot record the ticks of schedule `{}`", advance.name), e))
+}
+
+/// Pauses or resumes a schedule; false if there is none of that name.
+pub(super) fn pause(conn: &Connection, name: &str, paused: bool) -> Result<bool, StoreError> {
+    conn.prepare_cached("UPDATE schedules SET paused = ?2 WHERE name = ?1")
+        .and_then(|mut s| s.execute(params![name, paused]))
+        .map(|n| n == 1)
+        .map_err(|e| backend(format!("cannot pause or resume schedule `{name}`"), e))
+}

@@ -223,3 +223,56 @@ async fn queue_one_keeps_one_tick_waiting_behind_a_run() {
     })
     .await;
 }
+
+/// Three engines on one store pass at the same simulated moments, concurrently, for two days
+/// of ticks: each tick is started once, whoever wins the race.
+async fn racing_passes_start_each_tick_once(build: impl Fn() -> workflows_runtime::EngineBuilder) {
+    let seen = Arc::new(Seen::default());
+    let mut engines = Vec::new();
+    for _ in 0..3 {
+        let builder = build().container(Container::new().with(seen.clone())).run_schedules(false);
+        engines.push(builder.lease_duration(Duration::from_secs(2)).start().await.unwrap());
+    }
+    let start = utc("2027-06-01T00:00:00Z");
+    engines[0].run_schedules_at(start).await.unwrap();
+    let mut now = start;
+    for _ in 0..96 {
+        now = now + Duration::from_secs(30 * 60);
+        let passes = engines.iter().map(|engine| engine.run_schedules_at(now));
+        for pass in futures_util::future::join_all(passes).await {
+            pass.unwrap();
+        }
+    }
+    // Two days of hourly ticks, those whose jitter had passed by the last pass.
+    let spec = *hourly_report::definition().schedule().unwrap();
+    let schedule = CronSchedule::parse(spec.pattern, spec.zone).unwrap();
+    let expected = schedule.ticks_after(start).take_while(|t| *t + spec.delay(*t) <= now).count();
+    assert!(expected >= 47);
+    let engine = &engines[0];
+    eventually(Duration::from_secs(60), || async {
+        let runs = executions(engine, "hourly_report").await;
+        (runs.len() == expected && runs.values().all(|s| *s == ExecutionState::Completed)).then_some(())
+    })
+    .await;
+    let ticks = seen.0.lock().unwrap().get("hourly_report").cloned().unwrap_or_default();
+    let distinct: BTreeSet<Timestamp> = ticks.iter().copied().collect();
+    assert_eq!(distinct.len(), expected, "each tick ran");
+    assert_eq!(ticks.len(), expected, "and none twice");
+    for engine in engines {
+        engine.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_passes_on_one_sqlite_file_start_each_tick_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("schedules.db");
+    racing_passes_start_each_tick_once(|| Engine::builder().sqlite(&path)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_passes_on_one_postgres_schema_start_each_tick_once() {
+    let Some(schema) = workflows_tests::postgres::TestSchema::new().await else { return };
+    let options = || workflows_runtime::PostgresOptions::new().pool_size(3);
+    racing_passes_start_each_tick_once(|| Engine::builder().postgres_with(schema.url(), options())).await;
+}

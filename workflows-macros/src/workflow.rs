@@ -17,6 +17,7 @@ struct Workflow {
     timeout: Option<std::time::Duration>,
     retention: Option<std::time::Duration>,
     schedule: Option<Schedule>,
+    on_event: Option<LitStr>,
     /// The context parameter's name, to find step calls.
     context: Option<Ident>,
     input: Type,
@@ -56,6 +57,7 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Workflow> {
     let mut retention = None;
     let (mut pattern, mut zone, mut overlap, mut catch_up, mut jitter) = (None, None, None, None, None);
     let mut schedule_option = None;
+    let mut on_event = None;
     for arg in args::parse(args, &mut errors) {
         match arg.key.to_string().as_str() {
             "name" => name = errors.push_result(arg.string()),
@@ -64,6 +66,7 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Workflow> {
             "retention" => retention = errors.push_result(arg.duration()),
             "crate" => krate = errors.push_result(arg.crate_path()),
             "schedule" => pattern = errors.push_result(arg.string()),
+            "on_event" => on_event = errors.push_result(arg.string()),
             key @ ("tz" | "overlap" | "catch_up" | "jitter") => {
                 schedule_option.get_or_insert_with(|| arg.key.clone());
                 match key {
@@ -86,6 +89,7 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Workflow> {
                     "overlap",
                     "catch_up",
                     "jitter",
+                    "on_event",
                     "crate",
                 ],
             )),
@@ -98,6 +102,12 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Workflow> {
                 "`{option}` is an option of a scheduled workflow: add `schedule = \"0 * * * *\"` (the options: {})",
                 SCHEDULE_OPTIONS.join(", ")
             ),
+        ));
+    }
+    if let (Some(_), Some(event)) = (&pattern, &on_event) {
+        errors.push(syn::Error::new(
+            event.span(),
+            "a workflow starts on a schedule or on an event, not both: write two workflows (one may call the other as a child)",
         ));
     }
     let schedule = pattern.map(|pattern| Schedule { pattern, zone, overlap, catch_up, jitter });
@@ -152,6 +162,7 @@ fn analyze(args: TokenStream, function: &ItemFn) -> syn::Result<Workflow> {
         timeout,
         retention,
         schedule,
+        on_event,
         context: context.and_then(|c| signature::binding(&c.pat)).cloned(),
         input,
         output: result.ok,
@@ -191,6 +202,13 @@ fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
         }
     };
     let private = quote!(#krate::__private);
+    let (on_event, check_event) = match &workflow.on_event {
+        Some(event) => {
+            let ident = &function.sig.ident;
+            (quote!(#private::Some(#event)), quote!(const _: () = #private::check_event_input::<#ident>();))
+        }
+        None => (quote!(#private::None), quote!()),
+    };
     let ident = &function.sig.ident.clone();
     let span = emit::span_at(ident);
     let vis = &function.vis.clone();
@@ -327,7 +345,9 @@ fn generate(workflow: &Workflow, function: ItemFn) -> TokenStream {
                     timeout: #timeout,
                     retention: #retention,
                     schedule: #schedule,
+                    on_event: #on_event,
                 });
+            #check_event
 
             #private::inventory::submit! {
                 #private::WorkflowRegistration(&__WF_DEFINITION)

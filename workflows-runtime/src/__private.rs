@@ -5,6 +5,7 @@ pub use inventory;
 pub use serde;
 pub use serde_json::value::RawValue;
 
+pub use crate::emitted::check_event_input;
 pub use crate::engine::child_call::call_child;
 pub use crate::engine::compensation::compensation_hook;
 pub use crate::engine::step_call::{call_step, call_step_or_skip, check_output};

@@ -45,6 +45,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 mod container;
+mod emitted;
 mod engine;
 mod error;
 mod events;
@@ -77,6 +78,7 @@ pub use workflows_macros::step;
 pub use workflows_macros::workflow;
 
 pub use container::{Container, ResolveError};
+pub use emitted::{Event, FromEvent};
 pub use engine::{DeliveryError, Engine, EngineBuilder, EngineError, ExecutionHandle, RunOptions, ScheduleStatus};
 pub use error::{RunError, StepError, StepResultExt, WorkflowError};
 pub use events::{EventKind, ExecutionEvent, RecvError, Subscription};
@@ -103,8 +105,9 @@ pub use serde;
 /// Everything a workflow file needs: `use workflows_runtime::prelude::*;`
 pub mod prelude {
     pub use crate::{
-        Backoff, Completion, Container, DeliveryError, Engine, ExecutionId, Queue, RetryPolicy, RunError, RunOptions,
-        StepContext, StepError, StepResponse, StepResultExt, Tick, WaitError, Workflow, WorkflowError, step, workflow,
+        Backoff, Completion, Container, DeliveryError, Engine, Event, ExecutionId, Queue, RetryPolicy, RunError,
+        RunOptions, StepContext, StepError, StepResponse, StepResultExt, Tick, WaitError, Workflow, WorkflowError,
+        step, workflow,
     };
     pub use serde::{Deserialize, Serialize};
 }

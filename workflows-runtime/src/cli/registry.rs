@@ -38,6 +38,9 @@ pub(crate) fn list(context: &Context) -> Result<u8, CliError> {
         if let Some(schedule) = workflow.schedule() {
             types.push_str(&format!(" (schedule `{}` {})", schedule.pattern, schedule.zone));
         }
+        if let Some(event) = workflow.on_event() {
+            types.push_str(&format!(" (on event `{event}`)"));
+        }
         table.row(vec![format!("  {}", workflow.name()), types, calls, location(workflow.location())]);
     }
     table.print();
@@ -98,6 +101,7 @@ fn workflow_json(workflow: &WorkflowDefinition) -> Value {
         "fingerprint": workflow.fingerprint(),
         "timeout_ms": workflow.timeout().map(|t| t.as_millis() as u64),
         "retention_ms": workflow.retention().map(|t| t.as_millis() as u64),
+        "on_event": workflow.on_event(),
         "schedule": workflow.schedule().map(|s| json!({
             "pattern": s.pattern,
             "tz": s.zone,
@@ -455,6 +459,7 @@ mod tests {
         timeout: None,
         retention: None,
         schedule: None,
+        on_event: None,
     });
 
     #[test]

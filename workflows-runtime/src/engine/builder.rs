@@ -275,6 +275,8 @@ impl EngineBuilder {
             client_only: self.client_only,
             queues: self.queues.into_iter().map(|q| (q.name.clone(), q)).collect(),
             scheduled,
+            subscribers: super::dispatch::registered(),
+            events_emitted: Arc::new(tokio::sync::Notify::new()),
             watchers: Mutex::new(HashMap::default()),
             runtime: tokio::runtime::Handle::current(),
         });
@@ -286,6 +288,7 @@ impl EngineBuilder {
             if self.run_schedules {
                 super::scheduler::spawn(&inner);
             }
+            super::dispatch::spawn(&inner);
         }
         background::spawn_maintenance(&inner);
         if let Some(notices) = inner.store.notices() {

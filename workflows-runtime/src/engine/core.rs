@@ -69,6 +69,10 @@ pub(crate) struct EngineInner {
     /// The registered schedules, parsed (see `scheduler`); a worker engine runs them unless
     /// built with `run_schedules(false)`.
     pub(crate) scheduled: Vec<super::scheduler::Scheduled>,
+    /// The workflows that start on events, by event name (see `dispatch`).
+    pub(crate) subscribers: super::dispatch::Subscribers,
+    /// Wakes the event dispatcher: an event was recorded (here, or on PostgreSQL elsewhere).
+    pub(crate) events_emitted: Arc<tokio::sync::Notify>,
     /// The queues this engine defines, by name (see [`crate::Queue`]).
     pub(crate) queues: HashMap<String, crate::Queue>,
     /// False for a client engine (see [`EngineBuilder::worker`]).

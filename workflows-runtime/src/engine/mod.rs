@@ -9,6 +9,7 @@ pub(crate) mod compensation;
 mod control;
 pub(crate) mod core;
 mod create;
+mod dispatch;
 mod driver;
 #[allow(clippy::module_inception)]
 mod engine;

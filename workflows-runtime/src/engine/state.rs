@@ -154,6 +154,7 @@ impl EngineInner {
     /// for an exclusive key try it again.
     pub(crate) fn work_arrived(&self) {
         self.key_released.notify_waiters();
+        self.events_emitted.notify_one();
         if self.worker {
             self.work_available.notify_one();
         }

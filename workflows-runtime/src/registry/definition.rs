@@ -176,6 +176,8 @@ pub struct WorkflowParts {
     pub retention: Option<Duration>,
     /// `schedule = "..."` and its options.
     pub schedule: Option<crate::schedule::ScheduleSpec>,
+    /// `on_event = "..."`: the event that starts it.
+    pub on_event: Option<&'static str>,
 }
 
 /// A workflow's definition, from what `#[workflow]` wrote.
@@ -195,6 +197,7 @@ pub const fn workflow_definition(parts: WorkflowParts) -> WorkflowDefinition {
         timeout,
         retention,
         schedule,
+        on_event,
     } = parts;
     let info = WorkflowInfo {
         name,
@@ -209,6 +212,7 @@ pub const fn workflow_definition(parts: WorkflowParts) -> WorkflowDefinition {
         timeout,
         retention,
         schedule,
+        on_event,
     };
     WorkflowDefinition { info, entry, check_input }
 }

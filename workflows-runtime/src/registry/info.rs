@@ -55,6 +55,7 @@ pub struct WorkflowInfo {
     pub(crate) timeout: Option<Duration>,
     pub(crate) retention: Option<Duration>,
     pub(crate) schedule: Option<crate::schedule::ScheduleSpec>,
+    pub(crate) on_event: Option<&'static str>,
 }
 
 impl WorkflowInfo {
@@ -67,6 +68,11 @@ impl WorkflowInfo {
     /// default applies).
     pub fn retention(&self) -> Option<Duration> {
         self.retention
+    }
+
+    /// The event that starts it (`#[workflow(on_event = "...")]`), if one does.
+    pub fn on_event(&self) -> Option<&'static str> {
+        self.on_event
     }
 
     /// Its schedule (`#[workflow(schedule = "...")]`), if it has one.

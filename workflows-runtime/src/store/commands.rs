@@ -5,7 +5,7 @@ use tokio::sync::oneshot;
 
 use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::store::{
-    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewExecution, Purge, Renewed, Reopen, Reopened,
+    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewEvent, NewExecution, Purge, Renewed, Reopen, Reopened,
     ScheduleAdvance, ScheduleState, StoreError, Suspend, Suspended, WriteMode,
 };
 use crate::time::Timestamp;
@@ -25,6 +25,8 @@ pub(crate) enum Command {
     Schedules(Vec<String>, Timestamp, Reply<Vec<ScheduleState>>),
     AdvanceSchedule(ScheduleAdvance, Reply<bool>),
     PauseSchedule(String, bool, Reply<bool>),
+    RecordEvent(NewEvent, Reply<bool>),
+    MarkDispatched(Vec<String>, Reply<()>),
     Acquire(ExecutionId, u64, Reply<bool>),
     Purge(Purge, Reply<u64>),
     Deliver(Delivery, Reply<Delivered>),
@@ -127,7 +129,9 @@ pub(crate) fn apply_nothing(command: Command) -> Applied {
     }
     match command {
         Command::Create(_, reply) => Applied::Create(reply, never()),
-        Command::Append(_, reply) | Command::DefineQueues(_, reply) => Applied::Unit(reply, never()),
+        Command::Append(_, reply) | Command::DefineQueues(_, reply) | Command::MarkDispatched(_, reply) => {
+            Applied::Unit(reply, never())
+        }
         Command::Claim(_, reply) => Applied::Records(reply, never()),
         Command::Renew(_, _, reply) => Applied::Renewed(reply, never()),
         Command::Release(_, reply) | Command::Purge(_, reply) => Applied::Count(reply, never()),
@@ -135,7 +139,8 @@ pub(crate) fn apply_nothing(command: Command) -> Applied {
         | Command::RequestCancel(_, _, reply)
         | Command::Acquire(_, _, reply)
         | Command::AdvanceSchedule(_, reply)
-        | Command::PauseSchedule(_, _, reply) => Applied::Flag(reply, never()),
+        | Command::PauseSchedule(_, _, reply)
+        | Command::RecordEvent(_, reply) => Applied::Flag(reply, never()),
         Command::Deliver(_, reply) => Applied::Delivered(reply, never()),
         Command::Suspend(_, reply) => Applied::Suspended(reply, never()),
         Command::Reopen(_, reply) => Applied::Reopened(reply, never()),

@@ -132,6 +132,16 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Pauses or resumes a stored schedule. Returns false if no schedule has that name.
     fn pause_schedule<'a>(&'a self, name: &'a str, paused: bool) -> StoreFuture<'a, bool>;
 
+    /// Records an event durably, to be dispatched; false if an event with its id exists (then
+    /// nothing changes: an id is an event's deduplication key).
+    fn record_event(&self, event: NewEvent) -> StoreFuture<'_, bool>;
+
+    /// Up to `limit` events not dispatched yet, oldest first.
+    fn undispatched_events(&self, limit: usize) -> StoreFuture<'_, Vec<NewEvent>>;
+
+    /// Marks these events dispatched: the executions of their subscribers exist.
+    fn mark_dispatched<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, ()>;
+
     /// The key completion tokens are signed with: one per store, made with it, the same for
     /// every process that uses it.
     fn token_key(&self) -> StoreFuture<'_, [u8; 32]>;
@@ -153,6 +163,19 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
         None
     }
+}
+
+/// An event the application emitted (see [`Store::record_event`]).
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    /// Its id: unique, and its deduplication key.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its payload, as JSON.
+    pub payload: Box<RawValue>,
+    /// When it was emitted.
+    pub at: Timestamp,
 }
 
 /// A schedule as the store keeps it (see [`Store::schedules`]).

@@ -137,6 +137,15 @@ impl<H: Hooks> Store for Hooked<H> {
     fn pause_schedule<'a>(&'a self, name: &'a str, paused: bool) -> StoreFuture<'a, bool> {
         self.inner.pause_schedule(name, paused)
     }
+    fn record_event(&self, event: crate::store::NewEvent) -> StoreFuture<'_, bool> {
+        self.inner.record_event(event)
+    }
+    fn undispatched_events(&self, limit: usize) -> StoreFuture<'_, Vec<crate::store::NewEvent>> {
+        self.inner.undispatched_events(limit)
+    }
+    fn mark_dispatched<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, ()> {
+        self.inner.mark_dispatched(ids)
+    }
     fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {
         self.inner.token_key()
     }

@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 
 use super::contract::{
     AppendBatch, CheckReport, Claim, CreateOutcome, Delivered, Delivery, ExecutionList, ExecutionQuery, InboxEntry,
-    InboxKind, NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, ScheduleAdvance, ScheduleState, Store,
-    StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
+    InboxKind, NewEvent, NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, ScheduleAdvance, ScheduleState,
+    Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
 };
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::Failure;
@@ -30,6 +30,8 @@ pub struct MemoryStore {
     queues: Mutex<std::collections::BTreeMap<String, Queue>>,
     /// The schedules' states, by name.
     schedules: Mutex<HashMap<String, ScheduleState>>,
+    /// The events emitted, in order, each with whether it was dispatched.
+    events: Mutex<Vec<(NewEvent, bool)>>,
     /// The key completion tokens are signed with.
     token_key: [u8; 32],
 }
@@ -40,6 +42,7 @@ impl Default for MemoryStore {
             executions: Mutex::default(),
             queues: Mutex::default(),
             schedules: Mutex::default(),
+            events: Mutex::default(),
             token_key: super::contract::random_token_key(),
         }
     }
@@ -658,6 +661,32 @@ impl Store for MemoryStore {
             _ => false,
         };
         ready(moved)
+    }
+
+    fn record_event(&self, event: NewEvent) -> StoreFuture<'_, bool> {
+        let mut events = self.events.lock();
+        let new = !events.iter().any(|(e, _)| e.id == event.id);
+        if new {
+            events.push((event, false));
+        }
+        ready(new)
+    }
+
+    fn undispatched_events(&self, limit: usize) -> StoreFuture<'_, Vec<NewEvent>> {
+        let events = self.events.lock();
+        let mut due: Vec<&NewEvent> = events.iter().filter(|(_, dispatched)| !dispatched).map(|(e, _)| e).collect();
+        // Oldest first, as the other stores read their index.
+        due.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        ready(due.into_iter().take(limit).cloned().collect())
+    }
+
+    fn mark_dispatched<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, ()> {
+        for (event, dispatched) in self.events.lock().iter_mut() {
+            if ids.contains(&event.id) {
+                *dispatched = true;
+            }
+        }
+        ready(())
     }
 
     fn pause_schedule<'a>(&'a self, name: &'a str, paused: bool) -> StoreFuture<'a, bool> {

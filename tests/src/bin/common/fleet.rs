@@ -81,3 +81,31 @@ pub async fn start_orders(engine: &Engine, prefix: &str, n: u32, queued: bool) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// The event the events test emits: one per order.
+pub const ORDER_EVENT: &str = "fleet.order";
+
+#[step]
+async fn handle_order_event(ctx: &StepContext, order: String) -> Result<(), StepError> {
+    record(ctx, &order, 1, "begin")?;
+    tokio::time::sleep(pause(&order, 1)).await;
+    record(ctx, &order, 1, "end")?;
+    Ok(())
+}
+
+/// Handles each [`ORDER_EVENT`]: one step of a few milliseconds, recorded in the side-effect
+/// log like the saga's.
+#[workflow(on_event = "fleet.order")]
+pub async fn on_fleet_order(wf: &Workflow, event: Event<Order>) -> Result<(), WorkflowError> {
+    Ok(handle_order_event(wf, event.payload.id).await?)
+}
+
+/// Emits events `PREFIX-0` .. `PREFIX-{n-1}`, one every millisecond or so, each under its own
+/// id (a restarted client emits the same ids again: each is one event).
+pub async fn emit_orders(engine: &Engine, prefix: &str, n: u32) {
+    for k in 0..n {
+        let order = Order { id: format!("{prefix}-{k}"), fail: false };
+        let _ = engine.emit_with_id(&order.id, ORDER_EVENT, &order).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

@@ -1,7 +1,8 @@
 //! What both crash-test workers share: the side-effect log, the `crash_saga`, `approval_flow`,
 //! `fan_saga`, `budget_saga` and `stale_saga` workflows, and the command line
 //! (`DB LOG full|process start ID PLAN_JSON|approval|fan:N|budget|stale:PAUSE | resume ID | complete ID TOKEN JSON`),
-//! and the fleet test's processes (`work -`, `orders PREFIX N`, `queued PREFIX N`: see `fleet`). `DB` is a SQLite
+//! and the fleet test's processes (`work -`, `orders PREFIX N`, `queued PREFIX N`, `events PREFIX N`: see
+//! `fleet`). `DB` is a SQLite
 //! file, or a `postgres://` URL.
 
 mod fleet;
@@ -267,7 +268,7 @@ pub async fn main() -> ExitCode {
         Engine::builder().sqlite_with(db, SqliteOptions::new().durability(durability))
     };
     // The fleet's client only starts orders: the workers run them.
-    let client = command == "orders" || command == "queued";
+    let client = command == "orders" || command == "queued" || command == "events";
     let builder = if client { builder.client_only() } else { builder };
     let engine = builder
         .container(Container::new().with(effects))
@@ -280,7 +281,9 @@ pub async fn main() -> ExitCode {
     // (`orders N`, ID the prefix of their ids; `queued N`: on the fleet's queue); both run
     // until they are killed.
     if command == "work" || client {
-        if client {
+        if command == "events" {
+            fleet::emit_orders(&engine, id, rest[0].parse().expect("a count")).await;
+        } else if client {
             fleet::start_orders(&engine, id, rest[0].parse().expect("a count"), command == "queued").await;
         }
         std::future::pending::<()>().await;

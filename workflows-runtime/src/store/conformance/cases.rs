@@ -10,8 +10,8 @@ use crate::failure::{Failure, FailureKind};
 use crate::journal::{CallKey, JournalEntry, JournalEvent};
 use crate::queue::Queue;
 use crate::store::contract::{
-    CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxKind, NewExecution, PageCursor, Purge, Reopen, Reopened,
-    ScheduleAdvance, Store, StoreError, Suspend, Suspended,
+    CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxKind, NewEvent, NewExecution, PageCursor, Purge, Reopen,
+    Reopened, ScheduleAdvance, Store, StoreError, Suspend, Suspended,
 };
 use crate::time::Timestamp;
 
@@ -758,4 +758,22 @@ pub(super) async fn schedules_are_stored_at_first_sight_and_advanced_by_compare_
     assert!(store.pause_schedule("daily", false).await.unwrap());
     assert!(!store.schedules(&names[1..], now).await.unwrap()[0].paused);
     assert!(!store.pause_schedule("never-seen", true).await.unwrap());
+}
+
+/// An event is recorded once per id (a second recording changes nothing), listed for dispatch
+/// oldest first until it is marked dispatched.
+pub(super) async fn events_are_recorded_once_and_listed_until_dispatched(store: &dyn Store) {
+    let now = Timestamp::now();
+    let event =
+        |id: &str, at: Timestamp| NewEvent { id: id.into(), name: "order.placed".into(), payload: json(id), at };
+    assert!(store.record_event(event("e2", now + SECOND)).await.unwrap());
+    assert!(store.record_event(event("e1", now)).await.unwrap());
+    assert!(!store.record_event(event("e1", now + SECOND * 5)).await.unwrap(), "the same id again");
+    let listed = store.undispatched_events(10).await.unwrap();
+    assert_eq!(listed.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e1", "e2"], "oldest first");
+    assert_eq!((listed[0].name.as_str(), listed[0].payload.get(), listed[0].at), ("order.placed", "\"e1\"", now));
+    assert_eq!(store.undispatched_events(1).await.unwrap().len(), 1);
+    store.mark_dispatched(&["e1".to_owned()]).await.unwrap();
+    let listed = store.undispatched_events(10).await.unwrap();
+    assert_eq!(listed.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e2"]);
 }

@@ -184,6 +184,7 @@ conformance!(
     a_queue_starts_no_more_than_its_rate_in_a_window,
     queued_executions_take_their_key_when_admitted_and_cancel_at_once,
     schedules_are_stored_at_first_sight_and_advanced_by_compare_and_set,
+    events_are_recorded_once_and_listed_until_dispatched,
 );
 
 /// The rules of file stores: a store written by a newer schema is refused, and left as it was.

@@ -6,6 +6,7 @@
 //! an advisory lock (see [`schema`]).
 
 mod error;
+pub(super) mod events;
 mod listener;
 mod pipeline;
 #[cfg(test)]
@@ -451,6 +452,18 @@ impl Store for PostgresStore {
 
     fn pause_schedule<'a>(&'a self, name: &'a str, paused: bool) -> StoreFuture<'a, bool> {
         Box::pin(async move { schedules::pause(&self.client().await?, name, paused).await })
+    }
+
+    fn record_event(&self, event: super::NewEvent) -> StoreFuture<'_, bool> {
+        Box::pin(async move { events::record(&self.client().await?, &event).await })
+    }
+
+    fn undispatched_events(&self, limit: usize) -> StoreFuture<'_, Vec<super::NewEvent>> {
+        Box::pin(async move { events::undispatched(&self.client().await?, limit).await })
+    }
+
+    fn mark_dispatched<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, ()> {
+        Box::pin(async move { events::mark(&self.client().await?, ids).await })
     }
 
     fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {

@@ -125,6 +125,18 @@ const MIGRATIONS: &[&str] = &[
         last_run TEXT
     );
     "#,
+    // 6: events the application emits (see `Store::record_event`), the ones to dispatch in an
+    // index of their own.
+    r#"
+    CREATE TABLE events (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        payload    TEXT NOT NULL,
+        emitted_at BIGINT NOT NULL,
+        dispatched BOOLEAN NOT NULL DEFAULT false
+    );
+    CREATE INDEX events_undispatched ON events (emitted_at, id) WHERE NOT dispatched;
+    "#,
 ];
 
 /// The name of the completion-token key in `secrets`.

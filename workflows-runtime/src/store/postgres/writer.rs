@@ -262,6 +262,8 @@ async fn apply(client: &Object, command: Command) -> Applied {
         Command::PauseSchedule(name, paused, reply) => {
             Applied::Flag(reply, super::schedules::pause(client, &name, paused).await)
         }
+        Command::RecordEvent(event, reply) => Applied::Flag(reply, super::events::record(client, &event).await),
+        Command::MarkDispatched(ids, reply) => Applied::Unit(reply, super::events::mark(client, &ids).await),
         Command::Acquire(id, epoch, reply) => Applied::Flag(reply, acquire(client, &id, epoch).await),
         Command::Purge(purge, reply) => Applied::Count(reply, purge_finished(client, &purge).await),
         Command::Deliver(delivery, reply) => Applied::Delivered(reply, deliver(client, &delivery).await),

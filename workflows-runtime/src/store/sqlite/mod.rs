@@ -9,6 +9,7 @@ mod busy;
 mod check;
 mod checksum;
 mod error;
+mod events;
 #[cfg(test)]
 mod plans;
 mod queries;
@@ -514,5 +515,17 @@ impl Store for SqliteStore {
 
     fn pause_schedule<'a>(&'a self, name: &'a str, paused: bool) -> StoreFuture<'a, bool> {
         Box::pin(self.send(|reply| Command::PauseSchedule(name.to_owned(), paused, reply)))
+    }
+
+    fn record_event(&self, event: super::NewEvent) -> StoreFuture<'_, bool> {
+        Box::pin(self.send(|reply| Command::RecordEvent(event, reply)))
+    }
+
+    fn undispatched_events(&self, limit: usize) -> StoreFuture<'_, Vec<super::NewEvent>> {
+        self.read(move |conn| events::undispatched(conn, limit))
+    }
+
+    fn mark_dispatched<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, ()> {
+        Box::pin(self.send(|reply| Command::MarkDispatched(ids.to_vec(), reply)))
     }
 }

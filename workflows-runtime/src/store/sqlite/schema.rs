@@ -144,6 +144,18 @@ const MIGRATIONS: &[&str] = &[
         last_run TEXT
     ) WITHOUT ROWID;
     "#,
+    // 12: events the application emits (see `Store::record_event`), the ones to dispatch in
+    // an index of their own.
+    r#"
+    CREATE TABLE events (
+        id         TEXT PRIMARY KEY NOT NULL,
+        name       TEXT NOT NULL,
+        payload    TEXT NOT NULL,
+        emitted_at INTEGER NOT NULL,
+        dispatched INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE INDEX events_undispatched ON events (emitted_at, id) WHERE dispatched = 0;
+    "#,
 ];
 
 /// The name of the completion-token key in `secrets`.

@@ -175,6 +175,12 @@ fn apply(conn: &Connection, command: Command) -> Applied {
         Command::PauseSchedule(name, paused, reply) => {
             Applied::Flag(reply, in_savepoint(conn, |c| super::schedules::pause(c, &name, paused)))
         }
+        Command::RecordEvent(event, reply) => {
+            Applied::Flag(reply, in_savepoint(conn, |c| super::events::record(c, &event)))
+        }
+        Command::MarkDispatched(ids, reply) => {
+            Applied::Unit(reply, in_savepoint(conn, |c| super::events::mark(c, &ids)))
+        }
         Command::Acquire(id, epoch, reply) => Applied::Flag(reply, in_savepoint(conn, |c| acquire(c, &id, epoch))),
         Command::Purge(purge, reply) => Applied::Count(reply, in_savepoint(conn, |c| purge_finished(c, &purge))),
         Command::Deliver(delivery, reply) => Applied::Delivered(reply, in_savepoint(conn, |c| deliver(c, &delivery))),

@@ -1,0 +1,122 @@
+//! Events and the workflows that start on them (`#[workflow(on_event = "...")]`), through the
+//! public API: every (event, subscriber) pair handled once to completion, under the id
+//! `<workflow>@<event id>`, by one engine or by several racing on one store; an id emitted
+//! twice is one event; a payload a subscriber cannot read is skipped for it alone.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use workflows_runtime::prelude::*;
+use workflows_runtime::{ExecutionQuery, ExecutionState};
+use workflows_tests::eventually;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OrderPlaced {
+    order: u32,
+}
+
+/// What the subscribers did, by (subscriber, order).
+#[derive(Default)]
+struct Handled(Mutex<BTreeMap<(String, u32), u32>>);
+
+impl Handled {
+    fn count(&self, who: &str, order: u32) {
+        *self.0.lock().unwrap().entry((who.to_owned(), order)).or_default() += 1;
+    }
+}
+
+#[step]
+async fn send_confirmation(ctx: &StepContext, order: u32) -> Result<(), StepError> {
+    ctx.resolve::<Arc<Handled>>()?.count("confirm", order);
+    Ok(())
+}
+
+#[step]
+async fn reserve_stock(ctx: &StepContext, order: u32) -> Result<(), StepError> {
+    ctx.resolve::<Arc<Handled>>()?.count("reserve", order);
+    Ok(())
+}
+
+#[workflow(on_event = "order.placed")]
+async fn confirm_order(wf: &Workflow, event: Event<OrderPlaced>) -> Result<(), WorkflowError> {
+    Ok(send_confirmation(wf, event.payload.order).await?)
+}
+
+#[workflow(on_event = "order.placed")]
+async fn reserve_order(wf: &Workflow, event: Event<OrderPlaced>) -> Result<(), WorkflowError> {
+    Ok(reserve_stock(wf, event.payload.order).await?)
+}
+
+async fn completed(engine: &Engine, workflow: &str) -> usize {
+    let query = ExecutionQuery { workflow: Some(workflow.to_owned()), ..Default::default() };
+    let runs = engine.executions(&query).await.unwrap();
+    runs.iter().filter(|r| r.state == ExecutionState::Completed).count()
+}
+
+/// Waits until both subscribers completed `n` executions, then checks each order was handled
+/// once by each.
+async fn each_handled_once(engine: &Engine, handled: &Handled, n: u32) {
+    eventually(Duration::from_secs(60), || async {
+        let done = completed(engine, "confirm_order").await + completed(engine, "reserve_order").await;
+        (done == 2 * n as usize).then_some(())
+    })
+    .await;
+    let handled = handled.0.lock().unwrap();
+    for order in 0..n {
+        for who in ["confirm", "reserve"] {
+            assert_eq!(handled.get(&(who.to_owned(), order)), Some(&1), "{who} of order {order}");
+        }
+    }
+    assert_eq!(handled.len(), 2 * n as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subscriber_handles_every_event_once_under_a_derived_id() {
+    let handled = Arc::new(Handled::default());
+    let engine = Engine::builder().memory().container(Container::new().with(handled.clone())).start().await.unwrap();
+    let mut ids = Vec::new();
+    for order in 0..200u32 {
+        ids.push(engine.emit("order.placed", OrderPlaced { order }).await.unwrap());
+    }
+    // An event nobody subscribes to is dispatched to nobody.
+    engine.emit("order.shipped", OrderPlaced { order: 1 }).await.unwrap();
+    each_handled_once(&engine, &handled, 200).await;
+    let record = engine.execution(&format!("confirm_order@{}", ids[7]).into()).await.unwrap().unwrap();
+    assert_eq!(record.state, ExecutionState::Completed, "under the id <workflow>@<event id>");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_emitted_twice_is_one_event_and_a_bad_payload_is_skipped() {
+    let handled = Arc::new(Handled::default());
+    let engine = Engine::builder().memory().container(Container::new().with(handled.clone())).start().await.unwrap();
+    assert!(engine.emit_with_id("order-1-placed", "order.placed", OrderPlaced { order: 0 }).await.unwrap());
+    assert!(!engine.emit_with_id("order-1-placed", "order.placed", OrderPlaced { order: 0 }).await.unwrap());
+    // Not an `OrderPlaced`: no subscriber can read it; the events after it still go through.
+    engine.emit("order.placed", "not an order").await.unwrap();
+    engine.emit("order.placed", OrderPlaced { order: 1 }).await.unwrap();
+    each_handled_once(&engine, &handled, 2).await;
+}
+
+/// Three engines on one SQLite file dispatch the same events concurrently (a client-only
+/// engine emits them): each (event, subscriber) pair runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_racing_to_dispatch_on_one_store_handle_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let handled = Arc::new(Handled::default());
+    let build = || Engine::builder().sqlite(&path).container(Container::new().with(handled.clone()));
+    let client = build().client_only().start().await.unwrap();
+    let workers = [build().start().await.unwrap(), build().start().await.unwrap(), build().start().await.unwrap()];
+    for order in 0..150u32 {
+        client.emit("order.placed", OrderPlaced { order }).await.unwrap();
+        if order % 10 == 0 {
+            // Everyone at once, as processes woken together would.
+            let passes = workers.iter().map(|w| w.dispatch_events());
+            for pass in futures_util::future::join_all(passes).await {
+                pass.unwrap();
+            }
+        }
+    }
+    each_handled_once(&workers[0], &handled, 150).await;
+}

@@ -120,3 +120,92 @@ async fn engines_racing_to_dispatch_on_one_store_handle_each_event_once() {
     }
     each_handled_once(&workers[0], &handled, 150).await;
 }
+
+/// The attempts of `place_order`'s step, to fail the first of each order.
+#[derive(Default)]
+struct Attempts(Mutex<BTreeMap<u32, u32>>);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Placing {
+    order: u32,
+    /// The order is declined after it was placed: the execution is compensated.
+    declined: bool,
+}
+
+#[step(retry(max_attempts = 3, backoff = "1ms"))]
+async fn record_order(ctx: &StepContext, placing: Placing) -> Result<u32, StepError> {
+    // Published when the execution completes; dropped if it is compensated.
+    ctx.emit("order.placed", OrderPlaced { order: placing.order })?;
+    // Published with the step's completion, whatever comes after.
+    ctx.emit_now("order.audit", OrderPlaced { order: placing.order })?;
+    let attempts = ctx.resolve::<Arc<Attempts>>()?;
+    let attempt = {
+        let mut attempts = attempts.0.lock().unwrap();
+        let n = attempts.entry(placing.order).or_default();
+        *n += 1;
+        *n
+    };
+    if attempt == 1 {
+        // This attempt's events are dropped with it.
+        return Err(StepError::new("the database blinked"));
+    }
+    Ok(placing.order)
+}
+
+#[step]
+async fn charge(_ctx: &StepContext, placing: Placing) -> Result<(), StepError> {
+    if placing.declined {
+        return Err(StepError::permanent("card declined"));
+    }
+    Ok(())
+}
+
+#[workflow]
+async fn place_order(wf: &Workflow, placing: Placing) -> Result<u32, WorkflowError> {
+    let order = record_order(wf, placing.clone()).await?;
+    charge(wf, placing).await?;
+    Ok(order)
+}
+
+#[step]
+async fn log_audit(ctx: &StepContext, order: u32) -> Result<(), StepError> {
+    ctx.resolve::<Arc<Handled>>()?.count("audit", order);
+    Ok(())
+}
+
+#[workflow(on_event = "order.audit")]
+async fn audit_order(wf: &Workflow, event: Event<OrderPlaced>) -> Result<(), WorkflowError> {
+    Ok(log_audit(wf, event.payload.order).await?)
+}
+
+/// Events from steps: recorded with the completion of the attempt that emitted them (a failed
+/// attempt's are dropped), `emit` published once the execution completes and dropped if it is
+/// compensated, `emit_now` published at once; each handled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_steps_are_published_once_and_only_for_executions_that_complete() {
+    let handled = Arc::new(Handled::default());
+    let services = Container::new().with(handled.clone()).with(Arc::new(Attempts::default()));
+    let engine = Engine::builder().memory().container(services).start().await.unwrap();
+    for order in 0..20u32 {
+        let placing = Placing { order, declined: order % 4 == 3 };
+        let outcome = place_order::run(&engine, placing).await;
+        assert_eq!(outcome.is_ok(), order % 4 != 3, "order {order}: {outcome:?}");
+    }
+    let placed: Vec<u32> = (0..20).filter(|o| o % 4 != 3).collect();
+    eventually(Duration::from_secs(30), || async {
+        let done = completed(&engine, "confirm_order").await
+            + completed(&engine, "reserve_order").await
+            + completed(&engine, "audit_order").await;
+        (done == 2 * placed.len() + 20).then_some(())
+    })
+    .await;
+    // Give a wrongly published event time to show up.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let handled = handled.0.lock().unwrap();
+    for order in 0..20u32 {
+        let expected = if placed.contains(&order) { Some(&1) } else { None };
+        assert_eq!(handled.get(&("confirm".to_owned(), order)), expected, "order.placed of order {order}");
+        assert_eq!(handled.get(&("reserve".to_owned(), order)), expected, "order.placed of order {order}");
+        assert_eq!(handled.get(&("audit".to_owned(), order)), Some(&1), "order.audit of order {order}");
+    }
+}

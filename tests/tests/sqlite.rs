@@ -178,7 +178,8 @@ async fn a_full_disk_is_an_error_for_the_caller_and_leaves_no_half_written_execu
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("full.db");
     let gate = Arc::new(Gate::opened());
-    let options = SqliteOptions::new().max_size(96 * 1024);
+    // Room for the schema (a page per table and index) and a few executions.
+    let options = SqliteOptions::new().max_size(192 * 1024);
     let engine =
         Engine::builder().sqlite_with(&path, options).container(Container::new().with(gate.clone())).start().await;
     let engine = engine.unwrap();

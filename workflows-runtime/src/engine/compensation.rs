@@ -56,7 +56,7 @@ pub(crate) async fn run_compensation(
         if !live.lease_proven() {
             return None;
         }
-        let ctx = StepContext { live: live.clone(), key: key.clone(), attempt };
+        let ctx = StepContext { live: live.clone(), key: key.clone(), attempt, body: false };
         let error = match hook {
             Some(hook) => {
                 let attempted = attempt_compensation(&ctx, hook, input, timeout)

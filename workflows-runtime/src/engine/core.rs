@@ -172,6 +172,9 @@ pub(crate) struct LiveExecution {
     pub(crate) parent: Option<(ExecutionId, String)>,
     /// The branches waiting on something durable (see [`LiveExecution::wait`]).
     pub(crate) waits: Mutex<Vec<Wait>>,
+    /// Events the step bodies under way emitted (see [`crate::StepContext::emit`]), recorded
+    /// with the completion of the attempt that emitted them.
+    pub(crate) step_events: Mutex<Vec<PendingEvent>>,
     /// How many deliveries the store had counted when this engine last looked.
     pub(crate) observed_wakeups: std::sync::atomic::AtomicU64,
     /// Wakes the waits to look at the inbox again.
@@ -234,4 +237,14 @@ impl std::task::Wake for BarrierWakers {
         let wakers = std::mem::take(&mut *self.0.lock());
         wakers.into_iter().for_each(Waker::wake);
     }
+}
+
+/// An event a step body emitted, until its attempt's completion is journaled.
+pub(crate) struct PendingEvent {
+    pub(crate) key: crate::journal::CallKey,
+    pub(crate) attempt: u32,
+    pub(crate) name: String,
+    pub(crate) payload: Box<serde_json::value::RawValue>,
+    /// Published only once the execution completes.
+    pub(crate) held: bool,
 }

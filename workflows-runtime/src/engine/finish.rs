@@ -17,6 +17,8 @@ pub(crate) fn release_slots(live: &LiveExecution) {
     if live.in_queue && live.engine.worker {
         live.engine.work_available.notify_one();
     }
+    // Events it held are published now, if it completed.
+    live.engine.events_emitted.notify_one();
 }
 
 /// A child finished (its outcome is in its parent's inbox): wakes the parent.

@@ -22,7 +22,9 @@ use crate::failure::{Failure, FailureKind};
 use crate::journal::replay::{Mismatch, Progress};
 use crate::journal::{JournalEntry, JournalEvent};
 use crate::registry::WorkflowInfo;
-use crate::store::{AppendBatch, Delivery, InboxKind, JournalEntries, StoreError, Transition, WriteAck, WriteMode};
+use crate::store::{
+    AppendBatch, Delivery, InboxKind, JournalEntries, NewEvent, StepEvent, StoreError, Transition, WriteAck, WriteMode,
+};
 use crate::time::Timestamp;
 
 /// Where a live execution comes from: what [`LiveExecution::new`] needs besides its progress.
@@ -93,6 +95,7 @@ impl LiveExecution {
             in_queue,
             parent,
             waits: Mutex::new(Vec::new()),
+            step_events: Mutex::new(Vec::new()),
             observed_wakeups: std::sync::atomic::AtomicU64::new(wakeups),
             inbox_signal: tokio::sync::Notify::new(),
             detached: Mutex::new(FuturesUnordered::new()),
@@ -446,7 +449,43 @@ impl LiveExecution {
         mode: WriteMode,
         update: impl FnOnce(&mut Progress),
     ) -> WriteAck {
-        self.submit(events, transition, mode, None, update)
+        self.submit(events, transition, mode, None, Vec::new(), update)
+    }
+
+    /// Journals a step's completion (`entries`) with the events its attempt emitted.
+    pub fn append_completion(
+        &self,
+        entries: impl IntoIterator<Item = JournalEvent>,
+        key: &crate::journal::CallKey,
+        attempt: u32,
+        update: impl FnOnce(&mut Progress),
+    ) -> WriteAck {
+        let emitted = self.take_step_events(key, attempt);
+        self.submit(entries, None, WriteMode::Durable, None, emitted, update)
+    }
+
+    /// The events the attempt `attempt` of step call `key` emitted, with their ids; those of
+    /// its other attempts (cut short, or failed) are dropped.
+    pub fn take_step_events(&self, key: &crate::journal::CallKey, attempt: u32) -> Vec<StepEvent> {
+        let mut pending = self.step_events.lock();
+        if pending.is_empty() {
+            return Vec::new();
+        }
+        let at = Timestamp::now();
+        let mut taken = Vec::new();
+        pending.retain_mut(|event| {
+            if event.key != *key {
+                return true;
+            }
+            if event.attempt == attempt {
+                let id = format!("{}/{}/{}", self.id, key, taken.len());
+                let payload = std::mem::replace(&mut event.payload, crate::journal::replay::null());
+                let name = std::mem::take(&mut event.name);
+                taken.push(StepEvent { event: NewEvent { id, name, payload, at }, held: event.held });
+            }
+            false
+        });
+        taken
     }
 
     fn submit(
@@ -455,6 +494,7 @@ impl LiveExecution {
         transition: Option<Transition>,
         mode: WriteMode,
         deliver: Option<Box<Delivery>>,
+        emitted: Vec<StepEvent>,
         update: impl FnOnce(&mut Progress),
     ) -> WriteAck {
         let at = Timestamp::now();
@@ -481,6 +521,7 @@ impl LiveExecution {
             transition,
             mode,
             deliver,
+            events: emitted,
         })
     }
 
@@ -558,7 +599,7 @@ impl LiveExecution {
             _ => None,
         };
         let transition = Transition { state, result, failure, retain_until };
-        self.submit([], Some(transition), WriteMode::Durable, deliver, |_| {})
+        self.submit([], Some(transition), WriteMode::Durable, deliver, Vec::new(), |_| {})
     }
 }
 

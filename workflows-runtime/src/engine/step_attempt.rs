@@ -79,7 +79,7 @@ impl<S: Step> Running<S> {
         live.emit(|| Some(EventKind::StepStarted { key: key.clone(), attempt: *attempt }));
         let span = tracing::info_span!("step", step = definition.name(), key = %key, attempt);
         let deadline = definition.policy.timeout.map(|timeout| (tokio::time::Instant::now() + timeout, timeout));
-        let ctx = StepContext { live: live.clone(), key: key.clone(), attempt: *attempt };
+        let ctx = StepContext { live: live.clone(), key: key.clone(), attempt: *attempt, body: true };
         let body: Body<S> = Box::pin(async move { S::call(&ctx, input).await });
         Self { body: Some(body), started: Some(started), journaled, deadline, timer: None, span }
     }
@@ -264,7 +264,7 @@ pub(super) fn record_completion(started: &Started, output: Box<RawValue>, compen
     let progress_key = key.clone();
     let completed =
         JournalEvent::StepCompleted { seq, key: key.clone(), attempt, input_hash, started_at, output, compensation };
-    let ack = live.append([completed], None, WriteMode::Durable, |p| {
+    let ack = live.append_completion([completed], key, attempt, |p| {
         p.started(seq, progress_key, input_hash, attempt);
         p.completed(seq, None, kept);
     });
@@ -301,6 +301,8 @@ pub(super) fn record_failure(
         retry_at,
         consumed,
     };
+    // The events the failed attempt emitted are dropped: only a completion publishes.
+    drop(live.take_step_events(key, attempt));
     let ack = live.append([failed], None, WriteMode::Durable, |p| {
         p.started(seq, key.clone(), input_hash, attempt);
         if let Some(position) = consumed {

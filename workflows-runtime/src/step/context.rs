@@ -14,6 +14,8 @@ pub struct StepContext {
     pub(crate) live: Arc<LiveExecution>,
     pub(crate) key: CallKey,
     pub(crate) attempt: u32,
+    /// A step body's context (it may emit events), not a compensation's.
+    pub(crate) body: bool,
 }
 
 impl StepContext {
@@ -72,6 +74,42 @@ impl StepContext {
     /// is compensated with the others —, so return as soon as the work can stop safely.
     pub async fn cancelled(&self) {
         self.live.stopped().await
+    }
+
+    /// Emits event `name` with `payload` from this step: it is recorded with the step's
+    /// completion — a replayed step emits nothing again, and only the attempt that completes
+    /// emits (a failed attempt's events are dropped) — and published when the execution
+    /// completes: if it is compensated, cancelled, times out or fails, the event is dropped and
+    /// no subscriber sees it (an order rolled back was never placed). Its id is
+    /// `<execution>/<call key>/<n>`, the n-th event of the step (from 0).
+    pub fn emit(&self, name: &str, payload: impl serde::Serialize) -> Result<(), crate::StepError> {
+        self.hold_event(name, payload, true)
+    }
+
+    /// [`emit`](Self::emit), published as soon as the step's completion is recorded, whatever
+    /// becomes of the execution.
+    pub fn emit_now(&self, name: &str, payload: impl serde::Serialize) -> Result<(), crate::StepError> {
+        self.hold_event(name, payload, false)
+    }
+
+    fn hold_event(&self, name: &str, payload: impl serde::Serialize, held: bool) -> Result<(), crate::StepError> {
+        if !self.body {
+            return Err(crate::StepError::permanent(format!(
+                "event `{name}`: events are emitted by step bodies, not by compensations"
+            )));
+        }
+        let payload = crate::journal::json::to_raw(&payload).map_err(|e| {
+            crate::StepError::permanent(format!("the payload of event `{name}` does not serialize as JSON: {e}"))
+        })?;
+        let pending = crate::engine::core::PendingEvent {
+            key: self.key.clone(),
+            attempt: self.attempt,
+            name: name.to_owned(),
+            payload,
+            held,
+        };
+        self.live.step_events.lock().push(pending);
+        Ok(())
     }
 
     /// The service of type `T` from the run's container or, failing that, the engine's.

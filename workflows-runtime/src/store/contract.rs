@@ -527,6 +527,19 @@ pub struct AppendBatch {
     /// A delivery to another execution, made in the same write: a child's final state and
     /// its result in the parent's inbox are stored together.
     pub deliver: Option<Box<Delivery>>,
+    /// Events a step emitted, recorded with its completion (this write). A held one is
+    /// dispatched only once the execution completes, and deleted if it finishes any other
+    /// way: a write that ends the execution releases or deletes its held events.
+    pub events: Vec<StepEvent>,
+}
+
+/// An event a step emitted (see [`AppendBatch::events`]).
+#[derive(Clone, Debug)]
+pub struct StepEvent {
+    /// The event.
+    pub event: NewEvent,
+    /// Published only once the execution completes.
+    pub held: bool,
 }
 
 /// The acknowledgement of a submitted write: resolves when the write is durable.

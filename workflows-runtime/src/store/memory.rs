@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use super::contract::{
     AppendBatch, CheckReport, Claim, CreateOutcome, Delivered, Delivery, ExecutionList, ExecutionQuery, InboxEntry,
     InboxKind, NewEvent, NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, ScheduleAdvance, ScheduleState,
-    Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
+    StepEvent, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
 };
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::Failure;
@@ -30,8 +30,8 @@ pub struct MemoryStore {
     queues: Mutex<std::collections::BTreeMap<String, Queue>>,
     /// The schedules' states, by name.
     schedules: Mutex<HashMap<String, ScheduleState>>,
-    /// The events emitted, in order, each with whether it was dispatched.
-    events: Mutex<Vec<(NewEvent, bool)>>,
+    /// The events emitted, in order.
+    events: Mutex<Vec<KeptEvent>>,
     /// The key completion tokens are signed with.
     token_key: [u8; 32],
 }
@@ -46,6 +46,14 @@ impl Default for MemoryStore {
             token_key: super::contract::random_token_key(),
         }
     }
+}
+
+/// An event as kept here: whether it was dispatched, and the execution that holds it until it
+/// completes (see [`AppendBatch::events`]).
+struct KeptEvent {
+    event: NewEvent,
+    dispatched: bool,
+    held_by: Option<ExecutionId>,
 }
 
 /// Entries are boxed: the table then holds 32 bytes per execution, so its spare capacity and
@@ -170,6 +178,26 @@ impl MemoryStore {
             }
         }
         entry.journal.extend(batch.entries);
+        let finished = batch.transition.as_ref().map(|t| t.state).filter(|s| s.is_finished());
+        if !batch.events.is_empty() || finished.is_some() {
+            let mut events = self.events.lock();
+            for StepEvent { event, held } in batch.events {
+                if !events.iter().any(|kept| kept.event.id == event.id) {
+                    let held_by = held.then(|| batch.execution.clone());
+                    events.push(KeptEvent { event, dispatched: false, held_by });
+                }
+            }
+            // Its held events are published if it completed, and dropped otherwise.
+            match finished {
+                Some(ExecutionState::Completed) => {
+                    for kept in events.iter_mut().filter(|k| k.held_by.as_ref() == Some(&batch.execution)) {
+                        kept.held_by = None;
+                    }
+                }
+                Some(_) => events.retain(|kept| kept.held_by.as_ref() != Some(&batch.execution)),
+                None => {}
+            }
+        }
         if let Some(transition) = batch.transition {
             entry.state = transition.state;
             entry.result = transition.result;
@@ -665,25 +693,26 @@ impl Store for MemoryStore {
 
     fn record_event(&self, event: NewEvent) -> StoreFuture<'_, bool> {
         let mut events = self.events.lock();
-        let new = !events.iter().any(|(e, _)| e.id == event.id);
+        let new = !events.iter().any(|kept| kept.event.id == event.id);
         if new {
-            events.push((event, false));
+            events.push(KeptEvent { event, dispatched: false, held_by: None });
         }
         ready(new)
     }
 
     fn undispatched_events(&self, limit: usize) -> StoreFuture<'_, Vec<NewEvent>> {
         let events = self.events.lock();
-        let mut due: Vec<&NewEvent> = events.iter().filter(|(_, dispatched)| !dispatched).map(|(e, _)| e).collect();
+        let mut due: Vec<&NewEvent> =
+            events.iter().filter(|k| !k.dispatched && k.held_by.is_none()).map(|k| &k.event).collect();
         // Oldest first, as the other stores read their index.
         due.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
         ready(due.into_iter().take(limit).cloned().collect())
     }
 
     fn mark_dispatched<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, ()> {
-        for (event, dispatched) in self.events.lock().iter_mut() {
-            if ids.contains(&event.id) {
-                *dispatched = true;
+        for kept in self.events.lock().iter_mut() {
+            if ids.contains(&kept.event.id) {
+                kept.dispatched = true;
             }
         }
         ready(())

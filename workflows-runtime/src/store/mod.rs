@@ -22,7 +22,7 @@ use std::sync::Arc;
 pub(crate) use contract::{
     AppendBatch, Claim, CreateOutcome, Delivered, Delivery, ExecutionList, InboxEntry, InboxKind, JournalEntries,
     NewEvent, NewExecution, Notice, OwnerLeases, Purge, Renewed, Reopen, Reopened, ScheduleAdvance, ScheduleState,
-    Store, StoreAck, StoreFuture, Suspend, Suspended, Transition, WriteAck, WriteMode,
+    StepEvent, Store, StoreAck, StoreFuture, Suspend, Suspended, Transition, WriteAck, WriteMode,
 };
 pub use contract::{CheckReport, DamagedExecution, Durability, ExecutionQuery, PageCursor, StoreError};
 pub(crate) use contract::{random_token_key, stored_step_attempt};

@@ -11,7 +11,7 @@ use crate::journal::{CallKey, JournalEntry, JournalEvent};
 use crate::queue::Queue;
 use crate::store::contract::{
     CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxKind, NewEvent, NewExecution, PageCursor, Purge, Reopen,
-    Reopened, ScheduleAdvance, Store, StoreError, Suspend, Suspended,
+    Reopened, ScheduleAdvance, StepEvent, Store, StoreError, Suspend, Suspended,
 };
 use crate::time::Timestamp;
 
@@ -776,4 +776,31 @@ pub(super) async fn events_are_recorded_once_and_listed_until_dispatched(store: 
     store.mark_dispatched(&["e1".to_owned()]).await.unwrap();
     let listed = store.undispatched_events(10).await.unwrap();
     assert_eq!(listed.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e2"]);
+}
+
+/// Events a step emits are recorded with its journal write: one published at once is listed
+/// for dispatch; one held by its execution is listed once the execution completes, and deleted
+/// if it ends any other way.
+pub(super) async fn events_a_step_emits_are_held_until_its_execution_completes(store: &dyn Store) {
+    let now = Timestamp::now();
+    let emitted = |id: &str, held: bool| StepEvent {
+        event: NewEvent { id: id.into(), name: "order.placed".into(), payload: json(id), at: now },
+        held,
+    };
+    let listed =
+        || async { store.undispatched_events(10).await.unwrap().into_iter().map(|e| e.id).collect::<Vec<_>>() };
+    for id in ["kept", "rolled-back"] {
+        create(store, new_execution(id, "engine-a", now)).await;
+    }
+    let mut batch = write("kept", 1, [started(0)], None);
+    batch.events = vec![emitted("kept/held", true), emitted("kept/now", false)];
+    store.append(batch).await.unwrap();
+    let mut batch = write("rolled-back", 1, [started(0)], None);
+    batch.events = vec![emitted("rolled-back/held", true)];
+    store.append(batch).await.unwrap();
+    assert_eq!(listed().await, ["kept/now"], "held ones wait for their execution");
+
+    finish(store, "kept", 1, 1, ExecutionState::Completed).await;
+    finish(store, "rolled-back", 1, 1, ExecutionState::Compensated).await;
+    assert_eq!(listed().await, ["kept/held", "kept/now"], "a completed execution's held event is published");
 }

@@ -101,6 +101,7 @@ pub(crate) fn write(
         transition,
         mode: WriteMode::Durable,
         deliver: None,
+        events: Vec::new(),
     }
 }
 

@@ -185,6 +185,7 @@ conformance!(
     queued_executions_take_their_key_when_admitted_and_cancel_at_once,
     schedules_are_stored_at_first_sight_and_advanced_by_compare_and_set,
     events_are_recorded_once_and_listed_until_dispatched,
+    events_a_step_emits_are_held_until_its_execution_completes,
 );
 
 /// The rules of file stores: a store written by a newer schema is refused, and left as it was.

@@ -6,7 +6,7 @@ use deadpool_postgres::Object;
 
 use super::error::backend;
 use super::writer::query;
-use crate::store::{NewEvent, StoreError};
+use crate::store::{NewEvent, StepEvent, StoreError};
 use crate::time::Timestamp;
 
 /// Records an event (and notifies the workers); false if one with its id exists.
@@ -25,11 +25,43 @@ pub(super) async fn record(client: &Object, event: &NewEvent) -> Result<bool, St
     Ok(inserted.first().is_some_and(|r| r.get::<_, i64>(0) == 1))
 }
 
+/// Records the events a step emitted with its completion (the held ones held by the
+/// execution), in the journal write's transaction.
+pub(super) async fn record_emitted(client: &Object, execution: &str, emitted: &[StepEvent]) -> Result<(), StoreError> {
+    for StepEvent { event, held } in emitted {
+        let held_by = held.then_some(execution);
+        query(
+            client,
+            "INSERT INTO events (id, name, payload, emitted_at, held_by) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO NOTHING",
+            &[&event.id, &event.name, &event.payload.get(), &event.at.as_micros(), &held_by],
+        )
+        .await
+        .map_err(|e| backend(format!("cannot record the events of execution {execution}"), e))?;
+    }
+    Ok(())
+}
+
+/// Publishes (if it completed) or deletes (if it ended otherwise) the events execution
+/// `execution` held.
+pub(super) async fn release_held(client: &Object, execution: &str, completed: bool) -> Result<(), StoreError> {
+    let sql = if completed {
+        "UPDATE events SET held_by = NULL WHERE held_by = $1"
+    } else {
+        "DELETE FROM events WHERE held_by = $1"
+    };
+    query(client, sql, &[&execution])
+        .await
+        .map(drop)
+        .map_err(|e| backend(format!("cannot release the events of execution {execution}"), e))
+}
+
 /// Up to `limit` events not dispatched yet, oldest first.
 pub(super) async fn undispatched(client: &Object, limit: usize) -> Result<Vec<NewEvent>, StoreError> {
     let rows = query(
         client,
-        "SELECT id, name, payload, emitted_at FROM events WHERE NOT dispatched ORDER BY emitted_at, id LIMIT $1",
+        "SELECT id, name, payload, emitted_at FROM events WHERE NOT dispatched AND held_by IS NULL
+         ORDER BY emitted_at, id LIMIT $1",
         &[&(limit as i64)],
     )
     .await

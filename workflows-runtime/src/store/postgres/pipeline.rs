@@ -59,9 +59,16 @@ WITH fence AS (
     SELECT pg_notify(current_schema(), 'finished ' || $1::text) FROM fence WHERE $8
 ), released AS (
     SELECT pg_notify(current_schema(), 'work') FROM fence WHERE $8 AND fence.keyed
+), published AS (
+    UPDATE events SET held_by = NULL WHERE held_by = $1 AND $8 AND $4::text = 'completed' AND EXISTS (SELECT 1 FROM fence)
+    RETURNING 1
+), dropped AS (
+    DELETE FROM events WHERE held_by = $1 AND $8 AND $4::text <> 'completed' AND EXISTS (SELECT 1 FROM fence)
+    RETURNING 1
 )
 SELECT (SELECT COUNT(*) FROM fence), (SELECT COUNT(*) FROM changed), (SELECT COUNT(*) FROM entries) = $3,
-       (SELECT COUNT(*) FROM finished), (SELECT COUNT(*) FROM released)";
+       (SELECT COUNT(*) FROM finished), (SELECT COUNT(*) FROM released), (SELECT COUNT(*) FROM published),
+       (SELECT COUNT(*) FROM dropped)";
 
 /// Journal writes of several executions (one each) in one statement: the same as [`APPEND`]
 /// for each, from arrays; returns the position (`ord`) of each write that passed its fence.
@@ -99,9 +106,17 @@ WITH input AS (
     SELECT pg_notify(current_schema(), 'finished ' || id) FROM fence WHERE finished
 ), released AS (
     SELECT pg_notify(current_schema(), 'work') FROM fence WHERE finished AND keyed
+), published AS (
+    UPDATE events e SET held_by = NULL FROM input i
+    WHERE e.held_by = i.id AND i.finished AND i.state = 'completed' AND i.id IN (SELECT id FROM fence)
+    RETURNING 1
+), dropped AS (
+    DELETE FROM events e USING input i
+    WHERE e.held_by = i.id AND i.finished AND i.state <> 'completed' AND i.id IN (SELECT id FROM fence)
+    RETURNING 1
 )
 SELECT f.ord, (SELECT COUNT(*) FROM changed), (SELECT COUNT(*) FROM entries), (SELECT COUNT(*) FROM finished),
-       (SELECT COUNT(*) FROM released)
+       (SELECT COUNT(*) FROM released), (SELECT COUNT(*) FROM published), (SELECT COUNT(*) FROM dropped)
 FROM fence f";
 
 /// A creation without an exclusive key (it runs at once), and its notice if it is for the
@@ -124,6 +139,7 @@ pub(super) fn fits(commands: &[Command], failed: &Failed) -> bool {
         Command::Append(batch, _) => {
             let first = batch.entries.iter().next().map(|e| e.index);
             batch.deliver.is_none()
+                && batch.events.is_empty()
                 && failed.get(&batch.execution) != Some(&batch.epoch)
                 && batch.entries.iter().enumerate().all(|(offset, e)| Some(e.index) == first.map(|f| f + offset as u64))
         }

@@ -137,6 +137,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_undispatched ON events (emitted_at, id) WHERE NOT dispatched;
     "#,
+    // 7: events a step emitted, held by their execution until it completes (see
+    // `AppendBatch::events`).
+    r#"
+    ALTER TABLE events ADD COLUMN held_by TEXT;
+    CREATE INDEX events_held ON events (held_by) WHERE held_by IS NOT NULL;
+    "#,
 ];
 
 /// The name of the completion-token key in `secrets`.

@@ -441,6 +441,10 @@ async fn append(client: &Object, batch: &AppendBatch) -> Result<(), StoreError> 
     if let Some(delivery) = &batch.deliver {
         deliver(client, delivery).await?;
     }
+    super::events::record_emitted(client, id.as_str(), &batch.events).await?;
+    if let Some(state) = batch.transition.as_ref().map(|t| t.state).filter(|s| s.is_finished()) {
+        super::events::release_held(client, id.as_str(), state == ExecutionState::Completed).await?;
+    }
     Ok(())
 }
 

@@ -4,7 +4,8 @@
 use rusqlite::{Connection, params};
 
 use super::error::backend;
-use crate::store::{NewEvent, StoreError};
+use crate::execution::{ExecutionId, ExecutionState};
+use crate::store::{NewEvent, StepEvent, StoreError};
 use crate::time::Timestamp;
 
 /// Records an event; false if one with its id exists.
@@ -17,13 +18,43 @@ pub(super) fn record(conn: &Connection, event: &NewEvent) -> Result<bool, StoreE
     .map_err(|e| backend(format!("cannot record event `{}` ({})", event.name, event.id), e))
 }
 
+/// What a journal write does to events: records those its step emitted (held ones held by
+/// the execution) and, if it ends the execution (`finished`), publishes its held events if it
+/// completed, or deletes them.
+pub(super) fn with_write(
+    conn: &Connection,
+    execution: &ExecutionId,
+    emitted: &[StepEvent],
+    finished: Option<ExecutionState>,
+) -> Result<(), StoreError> {
+    let context = || format!("cannot record the events of execution {execution}");
+    for StepEvent { event, held } in emitted {
+        conn.prepare_cached(
+            "INSERT INTO events (id, name, payload, emitted_at, held_by) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            let held_by = held.then(|| execution.as_str());
+            s.execute(params![event.id, event.name, event.payload.get(), event.at.as_micros(), held_by])
+        })
+        .map_err(|e| backend(context(), e))?;
+    }
+    let sql = match finished {
+        Some(ExecutionState::Completed) => "UPDATE events SET held_by = NULL WHERE held_by = ?1",
+        Some(_) => "DELETE FROM events WHERE held_by = ?1",
+        None => return Ok(()),
+    };
+    conn.prepare_cached(sql).and_then(|mut s| s.execute([execution.as_str()])).map_err(|e| backend(context(), e))?;
+    Ok(())
+}
+
 /// Up to `limit` events not dispatched yet, oldest first.
 pub(super) fn undispatched(conn: &Connection, limit: usize) -> Result<Vec<NewEvent>, StoreError> {
     let context = "cannot read the events to dispatch";
     let mut statement = conn
         .prepare_cached(
             "SELECT id, name, payload, emitted_at FROM events INDEXED BY events_undispatched
-             WHERE dispatched = 0 ORDER BY emitted_at, id LIMIT ?1",
+             WHERE dispatched = 0 AND held_by IS NULL ORDER BY emitted_at, id LIMIT ?1",
         )
         .map_err(|e| backend(context, e))?;
     let rows = statement

@@ -156,6 +156,12 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX events_undispatched ON events (emitted_at, id) WHERE dispatched = 0;
     "#,
+    // 13: events a step emitted, held by their execution until it completes (see
+    // `AppendBatch::events`).
+    r#"
+    ALTER TABLE events ADD COLUMN held_by TEXT;
+    CREATE INDEX events_held ON events (held_by) WHERE held_by IS NOT NULL;
+    "#,
 ];
 
 /// The name of the completion-token key in `secrets`.

@@ -354,6 +354,8 @@ fn append(conn: &Connection, batch: AppendBatch) -> Result<(), StoreError> {
     if let Some(delivery) = &batch.deliver {
         deliver(conn, delivery)?;
     }
+    let finished = batch.transition.as_ref().map(|t| t.state).filter(|s| s.is_finished());
+    super::events::with_write(conn, &batch.execution, &batch.events, finished)?;
     Ok(())
 }
 

@@ -56,6 +56,7 @@ mod policy;
 mod queue;
 pub mod registry;
 mod schedule;
+mod source;
 mod step;
 mod store;
 mod time;
@@ -89,6 +90,8 @@ pub use policy::{Backoff, OnFailure, RetryPolicy, StepPolicy};
 pub use queue::{Queue, QueueStatus, Rate};
 pub use registry::Registry;
 pub use schedule::{CatchUp, CronSchedule, Due, FromTick, Overlap, ScheduleError, ScheduleSpec, Tick, Ticks};
+#[cfg(feature = "redis")]
+pub use source::RedisSource;
 pub use step::{Completion, StepContext, StepResponse};
 pub use store::{
     CheckReport, DamagedExecution, Durability, ExecutionQuery, IntoStore, MemoryStore, PageCursor, SqliteOptions,

@@ -37,6 +37,8 @@ pub struct EngineBuilder {
     client_only: bool,
     queues: Vec<crate::Queue>,
     run_schedules: bool,
+    #[cfg(feature = "redis")]
+    sources: Vec<std::sync::Arc<crate::RedisSource>>,
 }
 
 /// Which store the engine will use; file stores are opened by `start`.
@@ -81,6 +83,8 @@ impl Default for EngineBuilder {
             client_only: false,
             queues: Vec::new(),
             run_schedules: true,
+            #[cfg(feature = "redis")]
+            sources: Vec::new(),
         }
     }
 }
@@ -217,6 +221,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Records the messages of a Redis stream as events (see [`crate::RedisSource`]), when this
+    /// engine is a worker.
+    #[cfg(feature = "redis")]
+    pub fn source(mut self, source: crate::RedisSource) -> Self {
+        self.sources.push(std::sync::Arc::new(source));
+        self
+    }
+
     /// Whether this engine starts the runs of the registered schedules
     /// (`#[workflow(schedule = "...")]`), when it is a worker: true by default. Every process
     /// that does takes part (each tick still runs once); turn it off where another process
@@ -289,6 +301,10 @@ impl EngineBuilder {
                 super::scheduler::spawn(&inner);
             }
             super::dispatch::spawn(&inner);
+            #[cfg(feature = "redis")]
+            for source in self.sources {
+                tokio::spawn(source.run(Arc::downgrade(&inner), inner.owner.to_string()));
+            }
         }
         background::spawn_maintenance(&inner);
         if let Some(notices) = inner.store.notices() {

@@ -209,3 +209,34 @@ async fn events_from_steps_are_published_once_and_only_for_executions_that_compl
         assert_eq!(handled.get(&("audit".to_owned(), order)), Some(&1), "order.audit of order {order}");
     }
 }
+
+/// On PostgreSQL, an event emitted inside the application's own transaction exists if and only
+/// if that transaction commits (a transactional outbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_emitted_in_the_application_s_transaction_exists_only_if_it_commits() {
+    let Some(schema) = workflows_tests::postgres::TestSchema::new().await else { return };
+    let handled = Arc::new(Handled::default());
+    let engine = Engine::builder()
+        .postgres_with(schema.url(), workflows_runtime::PostgresOptions::new().pool_size(3))
+        .container(Container::new().with(handled.clone()))
+        .start()
+        .await
+        .unwrap();
+    let mut client = schema.connect().await;
+    let rolled_back = client.transaction().await.unwrap();
+    engine.emit_in_transaction(&rolled_back, "order.placed", OrderPlaced { order: 0 }).await.unwrap();
+    rolled_back.rollback().await.unwrap();
+    let committed = client.transaction().await.unwrap();
+    engine.emit_in_transaction(&committed, "order.placed", OrderPlaced { order: 1 }).await.unwrap();
+    committed.commit().await.unwrap();
+    eventually(Duration::from_secs(30), || async {
+        let handled = handled.0.lock().unwrap();
+        (handled.get(&("confirm".to_owned(), 1)) == Some(&1) && handled.get(&("reserve".to_owned(), 1)) == Some(&1))
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = handled.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "only the committed event: {seen:?}");
+    engine.shutdown().await;
+}

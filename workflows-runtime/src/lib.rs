@@ -100,6 +100,10 @@ pub use store::{
 #[cfg(feature = "postgres")]
 pub use store::{PostgresOptions, PostgresStore};
 pub use time::Timestamp;
+/// tokio-postgres, re-exported for [`Engine::emit_in_transaction`]: use this version's
+/// `Transaction`.
+#[cfg(feature = "postgres")]
+pub use tokio_postgres;
 pub use workflow::{EventWait, WaitError, Workflow, WorkflowFn};
 
 /// serde, re-exported for `#[serde(crate = "workflows_runtime::serde")]`.

@@ -143,6 +143,43 @@ impl Engine {
         Ok(recorded)
     }
 
+    /// [`emit`](Self::emit) inside the application's own PostgreSQL transaction `transaction`
+    /// (a transactional outbox): the event exists if and only if the transaction commits, with
+    /// the business writes it made. The transaction must be on the database of this engine's
+    /// PostgreSQL store (its schema is named here); the workers are told of the event when it
+    /// commits. Returns the event's id. An engine on another store refuses.
+    #[cfg(feature = "postgres")]
+    pub async fn emit_in_transaction(
+        &self,
+        transaction: &tokio_postgres::Transaction<'_>,
+        name: &str,
+        payload: impl Serialize,
+    ) -> Result<String, RunError> {
+        let Some(schema) = self.inner.store.postgres_schema() else {
+            return Err(RunError::Store(crate::StoreError::Unavailable(format!(
+                "emit_in_transaction writes to a PostgreSQL store's tables, and this engine's store is {}: use `emit`",
+                self.inner.store.describe()
+            ))));
+        };
+        let payload = crate::journal::json::to_raw(&payload)
+            .map_err(|source| RunError::Input { workflow: format!("event `{name}`"), source })?;
+        let id = uuid::Uuid::now_v7().to_string();
+        // The schema's name is a checked identifier (see `PostgresOptions::schema`).
+        let sql = format!(
+            "WITH recorded AS (
+                 INSERT INTO {schema}.events (id, name, payload, emitted_at) VALUES ($1, $2, $3, $4) RETURNING 1
+             )
+             SELECT pg_notify('{schema}', 'work') FROM recorded"
+        );
+        transaction.execute(&sql, &[&id, &name, &payload.get(), &Timestamp::now().as_micros()]).await.map_err(|e| {
+            RunError::Store(crate::StoreError::Backend {
+                context: format!("cannot record event `{name}` in the application's transaction"),
+                source: Box::new(e),
+            })
+        })?;
+        Ok(id)
+    }
+
     /// One dispatch pass: starts the subscribers of the events not dispatched yet. Worker
     /// engines do this by themselves; returns how many events it dispatched.
     #[doc(hidden)]

@@ -163,6 +163,13 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
         None
     }
+
+    /// The PostgreSQL schema of a PostgreSQL store (for writes made in the application's own
+    /// transactions: `Engine::emit_in_transaction`); `None` for other stores.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    fn postgres_schema(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// An event the application emitted (see [`Store::record_event`]).

@@ -124,6 +124,8 @@ pub struct PostgresStore {
 struct Inner {
     /// The URL without its password, and the schema: for messages.
     describe: String,
+    /// The PostgreSQL schema the tables live in.
+    schema: String,
     pool: Pool,
     commands: UnboundedSender<Command>,
     notices: tokio::sync::broadcast::Sender<Notice>,
@@ -189,10 +191,12 @@ impl PostgresStore {
         tokio::spawn(writer::run(pool.clone(), receiver));
         let (notices, _) = tokio::sync::broadcast::channel(listener::CAPACITY);
         let listener = match options.listen {
-            true => Some(listener::AbortOnDrop(tokio::spawn(listener::listen(listening, schema, notices.clone())))),
+            true => {
+                Some(listener::AbortOnDrop(tokio::spawn(listener::listen(listening, schema.clone(), notices.clone()))))
+            }
             false => None,
         };
-        Ok(Self { inner: Arc::new(Inner { describe, pool, commands, notices, _listener: listener }) })
+        Ok(Self { inner: Arc::new(Inner { describe, schema, pool, commands, notices, _listener: listener }) })
     }
 
     fn send<T>(&self, command: impl FnOnce(super::commands::Reply<T>) -> Command) -> StoreAck<T> {
@@ -517,6 +521,10 @@ impl Store for PostgresStore {
 
     fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
         Some(self.inner.notices.subscribe())
+    }
+
+    fn postgres_schema(&self) -> Option<&str> {
+        Some(&self.inner.schema)
     }
 }
 

@@ -240,3 +240,54 @@ async fn an_event_emitted_in_the_application_s_transaction_exists_only_if_it_com
     assert_eq!(seen.len(), 2, "only the committed event: {seen:?}");
     engine.shutdown().await;
 }
+
+#[step]
+async fn record_and_emit(ctx: &StepContext, order: u32) -> Result<u32, StepError> {
+    ctx.emit("order.placed", OrderPlaced { order })?;
+    Ok(order)
+}
+
+#[step]
+async fn wait_for_gate(ctx: &StepContext, _: ()) -> Result<(), StepError> {
+    ctx.resolve::<Arc<workflows_tests::Gate>>()?.pass().await;
+    Ok(())
+}
+
+#[workflow]
+async fn emit_then_wait(wf: &Workflow, order: u32) -> Result<u32, WorkflowError> {
+    let order = record_and_emit(wf, order).await?;
+    wait_for_gate(wf, ()).await?;
+    Ok(order)
+}
+
+/// A step that emitted, replayed on another engine after the first one stopped: the event is
+/// published once, when the execution completes there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_from_a_replayed_step_is_published_once() {
+    let store = Arc::new(workflows_runtime::MemoryStore::new());
+    let handled = Arc::new(Handled::default());
+    let closed = Arc::new(workflows_tests::Gate::default());
+    let services = |gate: &Arc<workflows_tests::Gate>| Container::new().with(handled.clone()).with(gate.clone());
+    let first = Engine::builder().store(store.clone()).container(services(&closed)).start().await.unwrap();
+    let run = emit_then_wait::start_with(&first, 100, RunOptions::new().id("replayed")).await.unwrap();
+    eventually(Duration::from_secs(10), || async { (closed.arrived() == 1).then_some(()) }).await;
+    first.shutdown().await;
+    drop(run);
+    assert!(handled.0.lock().unwrap().is_empty(), "held while the execution runs");
+
+    let open = Arc::new(workflows_tests::Gate::opened());
+    let second = Engine::builder().store(store).container(services(&open)).start().await.unwrap();
+    eventually(Duration::from_secs(30), || async {
+        let handled = handled.0.lock().unwrap();
+        (handled.get(&("confirm".to_owned(), 100)).is_some() && handled.get(&("reserve".to_owned(), 100)).is_some())
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = handled.0.lock().unwrap().clone();
+    assert_eq!(seen.get(&("confirm".to_owned(), 100)), Some(&1), "{seen:?}");
+    assert_eq!(seen.get(&("reserve".to_owned(), 100)), Some(&1), "{seen:?}");
+    let record = second.execution(&"replayed".into()).await.unwrap().unwrap();
+    assert_eq!(record.state, ExecutionState::Completed);
+    second.shutdown().await;
+}

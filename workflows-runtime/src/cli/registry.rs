@@ -213,6 +213,19 @@ fn outline(registry: &Registry, workflow: &WorkflowDefinition) -> String {
         workflow.input_type(),
         workflow.output_type()
     );
+    if let Some(schedule) = workflow.schedule() {
+        let catch_up =
+            schedule.catch_up.map_or_else(|| "latest".to_owned(), |d| humantime::format_duration(d).to_string());
+        out.push_str(&format!(
+            "  schedule `{}` ({}), overlap {}, catch-up {catch_up}\n",
+            schedule.pattern,
+            schedule.zone,
+            schedule.overlap.as_str()
+        ));
+    }
+    if let Some(event) = workflow.on_event() {
+        out.push_str(&format!("  starts on event `{event}`\n"));
+    }
     if workflow.flow().is_empty() {
         out.push_str("  (no step calls found in its body)\n");
     }

@@ -109,3 +109,29 @@ pub async fn emit_orders(engine: &Engine, prefix: &str, n: u32) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+#[step]
+async fn record_tick(ctx: &StepContext, tick: workflows_runtime::Tick) -> Result<(), StepError> {
+    let effects = ctx.resolve::<SideEffects>()?;
+    effects.record(format!("tick {} {}", tick.at.as_micros(), std::process::id()));
+    Ok(())
+}
+
+/// The schedules test's hourly workflow (Paris time, three hours of catch-up). The crash
+/// workers never run schedules by themselves: the test drives them (`schedules` command).
+#[workflow(schedule = "0 * * * *", tz = "Europe/Paris", overlap = "allow", catch_up = "3h")]
+pub async fn fleet_hourly(wf: &Workflow, tick: workflows_runtime::Tick) -> Result<(), WorkflowError> {
+    Ok(record_tick(wf, tick).await?)
+}
+
+/// Runs a schedules pass at each instant (microseconds) read from standard input, answering
+/// `ok` once it is done, until standard input ends.
+pub async fn drive_schedules(engine: &Engine) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(micros) = line.trim().parse::<i64>() else { continue };
+        engine.run_schedules_at(workflows_runtime::Timestamp::from_micros(micros)).await.expect("a schedules pass");
+        println!("ok");
+    }
+}

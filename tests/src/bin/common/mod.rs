@@ -1,8 +1,8 @@
 //! What both crash-test workers share: the side-effect log, the `crash_saga`, `approval_flow`,
 //! `fan_saga`, `budget_saga` and `stale_saga` workflows, and the command line
 //! (`DB LOG full|process start ID PLAN_JSON|approval|fan:N|budget|stale:PAUSE | resume ID | complete ID TOKEN JSON`),
-//! and the fleet test's processes (`work -`, `orders PREFIX N`, `queued PREFIX N`, `events PREFIX N`: see
-//! `fleet`). `DB` is a SQLite
+//! and the fleet test's processes (`work -`, `orders PREFIX N`, `queued PREFIX N`, `events PREFIX N`,
+//! `schedules -`: see `fleet`). `DB` is a SQLite
 //! file, or a `postgres://` URL.
 
 mod fleet;
@@ -273,6 +273,8 @@ pub async fn main() -> ExitCode {
     let engine = builder
         .container(Container::new().with(effects))
         .queue(Queue::new(fleet::QUEUE).concurrency(fleet::QUEUE_CONCURRENCY))
+        // The tests drive the schedules on a simulated clock (`schedules`).
+        .run_schedules(false)
         .lease_duration(Duration::from_millis(lease))
         .start()
         .await
@@ -280,6 +282,10 @@ pub async fn main() -> ExitCode {
     // A fleet process: a worker (`work`), or the client-only engine that starts the orders
     // (`orders N`, ID the prefix of their ids; `queued N`: on the fleet's queue); both run
     // until they are killed.
+    if command == "schedules" {
+        fleet::drive_schedules(&engine).await;
+        return ExitCode::SUCCESS;
+    }
     if command == "work" || client {
         if command == "events" {
             fleet::emit_orders(&engine, id, rest[0].parse().expect("a count")).await;

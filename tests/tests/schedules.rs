@@ -136,6 +136,8 @@ async fn a_year_of_an_hourly_schedule_over_three_processes_runs_each_tick_once()
         runs.values().all(|s| *s == ExecutionState::Completed).then_some(())
     })
     .await;
+    let status = engine.schedules().await.unwrap().into_iter().find(|s| s.name == "hourly_report").unwrap();
+    assert_eq!(status.missed, missed, "the missed ticks are counted in the store");
     let runs = executions(engine, "hourly_report").await;
     let ran: BTreeSet<Timestamp> =
         seen.0.lock().unwrap().get("hourly_report").cloned().unwrap_or_default().into_iter().collect();

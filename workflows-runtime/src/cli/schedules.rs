@@ -78,6 +78,8 @@ async fn list(engine: &crate::Engine, json: bool) -> Result<(), CliError> {
                     "paused": s.paused,
                     "next": s.next.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "last_run": s.last_run.as_ref().map(|r| json!({ "id": r.id, "state": r.state })),
+                    "missed": s.missed,
+                    "last_missed": s.last_missed.map(|t| t.to_string()),
                 })
             })
             .collect();
@@ -87,12 +89,16 @@ async fn list(engine: &crate::Engine, json: bool) -> Result<(), CliError> {
         out!("no scheduled workflows: give one `#[workflow(schedule = \"0 * * * *\")]`");
         return Ok(());
     }
-    let mut table = Table::new(&["SCHEDULE", "PATTERN", "STATE", "NEXT", "LAST RUN"]);
+    let mut table = Table::new(&["SCHEDULE", "PATTERN", "STATE", "NEXT", "LAST RUN", "MISSED"]);
     for s in &schedules {
         let next = s.next.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         let last = s.last_run.as_ref().map_or_else(|| "-".to_owned(), |r| format!("{} ({})", r.id, r.state));
         let state = if s.paused { "paused" } else { "active" };
-        table.row(vec![s.name.clone(), s.schedule.to_string(), state.to_owned(), next, last]);
+        let missed = match s.last_missed {
+            Some(at) => format!("{} (latest {at})", s.missed),
+            None => "0".to_owned(),
+        };
+        table.row(vec![s.name.clone(), s.schedule.to_string(), state.to_owned(), next, last, missed]);
     }
     table.print();
     Ok(())

@@ -36,6 +36,10 @@ impl Scheduled {
     }
 }
 
+/// Missed ticks are counted one by one up to this many per pass (a schedule of every second
+/// stopped for a year would otherwise take seconds to count).
+const MISSED_COUNT_LIMIT: usize = 100_000;
+
 /// How long the schedule loop sleeps at most between passes (the next tick is usually sooner).
 const RECHECK: Duration = Duration::from_secs(30);
 
@@ -117,8 +121,14 @@ impl EngineInner {
             (None, Some((_, last_missed))) => last_missed,
             (None, None) => return Ok(state.handled),
         };
+        // Counted (up to a bound, however long the schedule was stopped) and stored.
+        let missed = due.missed.map_or(0, |(first, last)| {
+            let before = Timestamp::from_micros(first.as_micros() - 1);
+            scheduled.cron.ticks_after(before).take_while(|t| *t <= last).take(MISSED_COUNT_LIMIT).count() as u64
+        });
         if let Some((first, last)) = due.missed {
             tracing::warn!(
+                missed,
                 schedule = name,
                 first = %first,
                 last = %last,
@@ -135,7 +145,14 @@ impl EngineInner {
                 }
             }
         }
-        let advance = ScheduleAdvance { name: name.to_owned(), from: state.handled, to: handled_to, last_run: started };
+        let advance = ScheduleAdvance {
+            name: name.to_owned(),
+            from: state.handled,
+            to: handled_to,
+            last_run: started,
+            missed,
+            last_missed: due.missed.map(|(_, last)| last),
+        };
         // Another process may have moved the mark meanwhile: it computed the same ticks.
         self.store.advance_schedule(&advance).await?;
         Ok(handled_to)
@@ -214,6 +231,11 @@ pub struct ScheduleStatus {
     pub next: Vec<Timestamp>,
     /// Its latest run, if one started.
     pub last_run: Option<crate::ExecutionRecord>,
+    /// How many of its ticks were missed (older than its catch-up window when a process ran
+    /// it again; counted up to 100,000 per stop).
+    pub missed: u64,
+    /// The latest missed tick, if one was.
+    pub last_missed: Option<Timestamp>,
 }
 
 impl Engine {
@@ -239,6 +261,8 @@ impl Engine {
                 handled: state.handled,
                 next: scheduled.cron.ticks_after(state.handled.max(now)).take(3).collect(),
                 last_run,
+                missed: state.missed,
+                last_missed: state.last_missed,
             });
         }
         Ok(statuses)

@@ -198,6 +198,11 @@ pub struct ScheduleState {
     pub paused: bool,
     /// The execution of the latest tick that started, if one did.
     pub last_run: Option<ExecutionId>,
+    /// How many of its ticks were missed (older than its catch-up window when a process ran
+    /// the schedule again), and the latest of them.
+    pub missed: u64,
+    /// The latest missed tick, if one was.
+    pub last_missed: Option<Timestamp>,
 }
 
 /// A move of a schedule's handled ticks (see [`Store::advance_schedule`]).
@@ -211,6 +216,10 @@ pub struct ScheduleAdvance {
     pub to: Timestamp,
     /// The execution of the latest tick started now, if one was.
     pub last_run: Option<ExecutionId>,
+    /// How many ticks this move records as missed, and the latest of them.
+    pub missed: u64,
+    /// The latest tick missed, if this move records any.
+    pub last_missed: Option<Timestamp>,
 }
 
 /// What a store tells the engines of other processes (see [`Store::notices`]). Polling stays

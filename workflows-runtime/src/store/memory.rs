@@ -668,8 +668,15 @@ impl Store for MemoryStore {
         let states = names
             .iter()
             .map(|name| {
-                let new =
-                    || ScheduleState { name: name.clone(), since: now, handled: now, paused: false, last_run: None };
+                let new = || ScheduleState {
+                    name: name.clone(),
+                    since: now,
+                    handled: now,
+                    paused: false,
+                    last_run: None,
+                    missed: 0,
+                    last_missed: None,
+                };
                 stored.entry(name.clone()).or_insert_with(new).clone()
             })
             .collect();
@@ -684,6 +691,8 @@ impl Store for MemoryStore {
                 if advance.last_run.is_some() {
                     state.last_run = advance.last_run.clone();
                 }
+                state.missed += advance.missed;
+                state.last_missed = advance.last_missed.or(state.last_missed);
                 true
             }
             _ => false,

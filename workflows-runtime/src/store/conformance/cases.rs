@@ -736,6 +736,7 @@ pub(super) async fn schedules_are_stored_at_first_sight_and_advanced_by_compare_
     let states = store.schedules(&names, now).await.unwrap();
     assert_eq!(states.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["hourly", "daily"], "in the order asked");
     assert!(states.iter().all(|s| s.since == now && s.handled == now && !s.paused && s.last_run.is_none()));
+    assert!(states.iter().all(|s| s.missed == 0 && s.last_missed.is_none()));
     // A later sight changes nothing.
     let again = store.schedules(&names[..1], now + SECOND).await.unwrap();
     assert_eq!(again[0].handled, now);
@@ -745,6 +746,8 @@ pub(super) async fn schedules_are_stored_at_first_sight_and_advanced_by_compare_
         from,
         to,
         last_run: run.map(ExecutionId::from),
+        missed: 2,
+        last_missed: Some(from),
     };
     let hour = Duration::from_secs(3600);
     assert!(store.advance_schedule(&advance(now, now + hour, Some("hourly@1"))).await.unwrap());
@@ -752,6 +755,7 @@ pub(super) async fn schedules_are_stored_at_first_sight_and_advanced_by_compare_
     assert!(store.advance_schedule(&advance(now + hour, now + hour * 2, None)).await.unwrap());
     let hourly = store.schedules(&names[..1], now).await.unwrap().remove(0);
     assert_eq!((hourly.handled, hourly.last_run), (now + hour * 2, Some(ExecutionId::from("hourly@1"))));
+    assert_eq!((hourly.missed, hourly.last_missed), (4, Some(now + hour)), "two moves of two missed each");
 
     assert!(store.pause_schedule("daily", true).await.unwrap());
     assert!(store.schedules(&names[1..], now).await.unwrap()[0].paused);

@@ -25,10 +25,8 @@ pub(super) async fn states(
     )
     .await
     .map_err(|e| backend(context, e))?;
-    let found =
-        query(client, "SELECT name, since, handled, paused, last_run FROM schedules WHERE name = ANY($1)", &[&names])
-            .await
-            .map_err(|e| backend(context, e))?;
+    let sql = "SELECT name, since, handled, paused, last_run, missed, last_missed FROM schedules WHERE name = ANY($1)";
+    let found = query(client, sql, &[&names]).await.map_err(|e| backend(context, e))?;
     let mut states: Vec<ScheduleState> = found
         .iter()
         .map(|r| ScheduleState {
@@ -37,6 +35,8 @@ pub(super) async fn states(
             handled: Timestamp::from_micros(r.get(2)),
             paused: r.get(3),
             last_run: r.get::<_, Option<String>>(4).map(ExecutionId::from),
+            missed: r.get::<_, i64>(5) as u64,
+            last_missed: r.get::<_, Option<i64>>(6).map(Timestamp::from_micros),
         })
         .collect();
     // In the order asked.
@@ -48,13 +48,17 @@ pub(super) async fn states(
 pub(super) async fn advance(client: &Object, advance: &ScheduleAdvance) -> Result<bool, StoreError> {
     let moved = query(
         client,
-        "UPDATE schedules SET handled = $3, last_run = COALESCE($4, last_run) WHERE name = $1 AND handled = $2
+        "UPDATE schedules SET handled = $3, last_run = COALESCE($4, last_run), missed = missed + $5,
+             last_missed = COALESCE($6, last_missed)
+         WHERE name = $1 AND handled = $2
          RETURNING 1",
         &[
             &advance.name,
             &advance.from.as_micros(),
             &advance.to.as_micros(),
             &advance.last_run.as_ref().map(ExecutionId::as_str),
+            &(advance.missed as i64),
+            &advance.last_missed.map(Timestamp::as_micros),
         ],
     )
     .await

@@ -18,7 +18,7 @@ pub(super) fn states(conn: &Connection, names: &[String], now: Timestamp) -> Res
         )
         .map_err(|e| backend(context, e))?;
     let mut select = conn
-        .prepare_cached("SELECT since, handled, paused, last_run FROM schedules WHERE name = ?1")
+        .prepare_cached("SELECT since, handled, paused, last_run, missed, last_missed FROM schedules WHERE name = ?1")
         .map_err(|e| backend(context, e))?;
     let mut states = Vec::with_capacity(names.len());
     for name in names {
@@ -31,6 +31,8 @@ pub(super) fn states(conn: &Connection, names: &[String], now: Timestamp) -> Res
                     handled: Timestamp::from_micros(r.get(1)?),
                     paused: r.get::<_, i64>(2)? != 0,
                     last_run: r.get::<_, Option<String>>(3)?.map(ExecutionId::from),
+                    missed: r.get::<_, i64>(4)? as u64,
+                    last_missed: r.get::<_, Option<i64>>(5)?.map(Timestamp::from_micros),
                 })
             })
             .map_err(|e| backend(context, e))?;
@@ -42,14 +44,18 @@ pub(super) fn states(conn: &Connection, names: &[String], now: Timestamp) -> Res
 /// The compare-and-set of a schedule's handled ticks.
 pub(super) fn advance(conn: &Connection, advance: &ScheduleAdvance) -> Result<bool, StoreError> {
     conn.prepare_cached(
-        "UPDATE schedules SET handled = ?3, last_run = COALESCE(?4, last_run) WHERE name = ?1 AND handled = ?2",
+        "UPDATE schedules SET handled = ?3, last_run = COALESCE(?4, last_run), missed = missed + ?5,
+             last_missed = COALESCE(?6, last_missed)
+         WHERE name = ?1 AND handled = ?2",
     )
     .and_then(|mut s| {
         s.execute(params![
             advance.name,
             advance.from.as_micros(),
             advance.to.as_micros(),
-            advance.last_run.as_ref().map(ExecutionId::as_str)
+            advance.last_run.as_ref().map(ExecutionId::as_str),
+            advance.missed as i64,
+            advance.last_missed.map(Timestamp::as_micros)
         ])
     })
     .map(|n| n == 1)

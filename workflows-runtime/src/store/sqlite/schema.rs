@@ -162,6 +162,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE events ADD COLUMN held_by TEXT;
     CREATE INDEX events_held ON events (held_by) WHERE held_by IS NOT NULL;
     "#,
+    // 14: the ticks a schedule missed: how many, and the latest.
+    r#"
+    ALTER TABLE schedules ADD COLUMN missed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE schedules ADD COLUMN last_missed INTEGER;
+    "#,
 ];
 
 /// The name of the completion-token key in `secrets`.

@@ -175,6 +175,9 @@ pub(crate) struct LiveExecution {
     /// Events the step bodies under way emitted (see [`crate::StepContext::emit`]), recorded
     /// with the completion of the attempt that emitted them.
     pub(crate) step_events: Mutex<Vec<PendingEvent>>,
+    /// A step body of this execution emitted an event here: its completions look for them, and
+    /// its end wakes the dispatcher (most executions emit none, and pay neither).
+    pub(crate) emitted: AtomicBool,
     /// How many deliveries the store had counted when this engine last looked.
     pub(crate) observed_wakeups: std::sync::atomic::AtomicU64,
     /// Wakes the waits to look at the inbox again.

@@ -17,8 +17,11 @@ pub(crate) fn release_slots(live: &LiveExecution) {
     if live.in_queue && live.engine.worker {
         live.engine.work_available.notify_one();
     }
-    // Events it held are published now, if it completed.
-    live.engine.events_emitted.notify_one();
+    // Events it emitted here are published now (held ones if it completed); the events of
+    // steps completed before a takeover are found by the dispatcher's poll.
+    if live.emitted.load(std::sync::atomic::Ordering::Acquire) {
+        live.engine.events_emitted.notify_one();
+    }
 }
 
 /// A child finished (its outcome is in its parent's inbox): wakes the parent.

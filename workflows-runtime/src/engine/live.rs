@@ -96,6 +96,7 @@ impl LiveExecution {
             parent,
             waits: Mutex::new(Vec::new()),
             step_events: Mutex::new(Vec::new()),
+            emitted: AtomicBool::new(false),
             observed_wakeups: std::sync::atomic::AtomicU64::new(wakeups),
             inbox_signal: tokio::sync::Notify::new(),
             detached: Mutex::new(FuturesUnordered::new()),
@@ -467,6 +468,9 @@ impl LiveExecution {
     /// The events the attempt `attempt` of step call `key` emitted, with their ids; those of
     /// its other attempts (cut short, or failed) are dropped.
     pub fn take_step_events(&self, key: &crate::journal::CallKey, attempt: u32) -> Vec<StepEvent> {
+        if !self.emitted.load(Ordering::Acquire) {
+            return Vec::new();
+        }
         let mut pending = self.step_events.lock();
         if pending.is_empty() {
             return Vec::new();

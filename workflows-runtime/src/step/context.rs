@@ -109,6 +109,7 @@ impl StepContext {
             held,
         };
         self.live.step_events.lock().push(pending);
+        self.live.emitted.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 

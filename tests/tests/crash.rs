@@ -517,6 +517,9 @@ fn a_fan_out_killed_midway_replays_deterministically_and_runs_completed_items_on
 fn a_store_of_an_earlier_schema_is_migrated_and_its_executions_go_on() {
     let s = Scenario::new("full");
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/schema-v3.db"), &s.db).unwrap();
+    // Written on one day in the past: moved to today, so that its finished executions are as
+    // young as they were when it was written (a fixture of fixed dates ages past the retention).
+    move_fixture_to_now(&s.db);
 
     assert_eq!(s.resume("interrupted").trim(), "STATE completed");
     // Step 1 completed under the old release: it does not run again; step 2 was under way.
@@ -547,6 +550,29 @@ fn a_store_of_an_earlier_schema_is_migrated_and_its_executions_go_on() {
         .collect();
     assert!(columns.contains(&"call_key".to_owned()) && !columns.contains(&"step_key".to_owned()), "{columns:?}");
     assert!(s.journal_has("done", "step_completed", &key(1)), "{:?}", s.journal("done"));
+}
+
+/// Shifts every instant stored in a schema-3 fixture by one offset, so that its latest
+/// `updated_at` becomes now: the ages of its rows, their leases and retentions relative to
+/// the moment it was written are kept, whatever today's date.
+fn move_fixture_to_now(db: &std::path::Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let written: i64 = conn.query_row("SELECT MAX(updated_at) FROM executions", [], |r| r.get(0)).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64;
+    let shift = now - written;
+    let columns = [
+        ("executions", "created_at"),
+        ("executions", "updated_at"),
+        ("executions", "lease_until"),
+        ("executions", "retain_until"),
+        ("executions", "wake_at"),
+        ("journal", "at"),
+        ("inbox", "at"),
+    ];
+    for (table, column) in columns {
+        conn.execute(&format!("UPDATE {table} SET {column} = {column} + ?1 WHERE {column} IS NOT NULL"), [shift])
+            .unwrap();
+    }
 }
 
 /// Sends a signal to a process with `kill(1)`.

@@ -483,6 +483,50 @@ fn an_async_step_is_completed_by_another_process_after_the_first_one_exited() {
     }
 }
 
+/// Waits for a process for up to `within`; kills it if it is still running then.
+fn finish_within(mut child: Child, within: Duration) -> Option<std::process::Output> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(child);
+    None
+}
+
+/// Attempt 1 of an async step sends its request and is killed before it records that it
+/// waits; the completion that answers it is accepted, and attempt 2 (after a takeover) takes
+/// it. A second completion of the same token — while attempt 2 runs, killed in its turn — is
+/// refused with a clear error, not stored where nothing would take it: the token's first
+/// completion wins, across attempts. Attempt 3 completes the step with the first one.
+#[test]
+fn a_second_completion_of_an_async_step_is_refused_across_attempts() {
+    let s = Scenario::new("full");
+    let first = s.worker(&["start", "approval", "approval"]).env("CRASH_BLOCK", "approval:1").spawn().unwrap();
+    s.wait_for_log("approval:1 blocked");
+    kill(first);
+    let token = s.log().iter().find_map(|l| l.strip_prefix("token ").map(str::to_owned)).expect("a token");
+
+    // Accepted for attempt 1; this process then takes the execution over, and its attempt 2
+    // stops before it records that it waits.
+    let second = s.worker(&["complete", "approval", &token, "true"]).env("CRASH_BLOCK", "approval:2").spawn().unwrap();
+    s.wait_for_log("approval:2 blocked");
+    let mut again = s.worker(&["complete", "approval", &token, "false"]);
+    let again =
+        finish_within(again.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), Duration::from_secs(20));
+    kill(second);
+    let again = again.expect("a second completion was accepted: its caller waits for a result that ignores it");
+    assert!(!again.status.success(), "a second completion was accepted");
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("completed already"), "{stderr}");
+
+    assert_eq!(s.resume("approval").trim(), "STATE completed");
+    assert_eq!(stored_result(&s, "approval").as_deref(), Some(r#""order 7 approved""#), "the first completion won");
+    assert_eq!(s.count_prefix("token "), 3, "three attempts sent the request: {:?}", s.log());
+}
+
 #[test]
 fn a_fan_out_killed_midway_replays_deterministically_and_runs_completed_items_once() {
     for durability in DURABILITIES {
@@ -679,18 +723,42 @@ fn a_store_opened_after_an_unclean_shutdown_is_checked() {
 /// here). Prints how long the restart took to resume the step.
 #[test]
 fn a_restart_on_the_same_host_resumes_at_once_without_waiting_for_the_lease() {
+    for reaped in [true, false] {
+        restart_on_the_same_host(reaped);
+    }
+}
+
+/// A worker killed (and reaped by its parent, or left a zombie, as under a PID 1 that reaps
+/// slowly or in a container without an init), then a new worker on the same host: it takes the
+/// dead one's execution over at once, not after its ten-minute lease.
+fn restart_on_the_same_host(reaped: bool) {
     let s = Scenario::new("full");
     let mut start = s.worker(&["start", "quick", &plan(3, None, 0, 0).to_string()]);
-    let child = start.env("CRASH_LEASE_MS", "600000").env("CRASH_BLOCK", "step:2").spawn().unwrap();
+    let mut child = start.env("CRASH_LEASE_MS", "600000").env("CRASH_BLOCK", "step:2").spawn().unwrap();
     s.wait_for_log("step:2 blocked");
     s.wait_for_journal("quick", "step_started", &key(2));
-    kill(child);
+    child.kill().unwrap();
+    // Not waited for: a zombie until the end of this test.
+    let zombie = match reaped {
+        true => {
+            child.wait().unwrap();
+            None
+        }
+        false => Some(child),
+    };
 
     let restarted = Instant::now();
     let resume = s.worker(&["resume", "quick"]).env("CRASH_LEASE_MS", "600000").spawn().unwrap();
     wait_until("the step to run again", || s.count("step 2 begin 2") == 1);
     let resumed_in = restarted.elapsed();
     assert_eq!(finish(resume).trim(), "STATE completed");
-    println!("restart to resume: {:.1} ms (the process start included)", resumed_in.as_secs_f64() * 1000.0);
+    println!(
+        "restart to resume ({}): {:.1} ms (the process start included)",
+        if reaped { "reaped" } else { "a zombie" },
+        resumed_in.as_secs_f64() * 1000.0
+    );
     assert_eq!(s.count_prefix("step 1 begin"), 1);
+    if let Some(mut zombie) = zombie {
+        zombie.wait().unwrap();
+    }
 }

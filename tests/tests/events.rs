@@ -291,3 +291,110 @@ async fn an_event_from_a_replayed_step_is_published_once() {
     assert_eq!(record.state, ExecutionState::Completed);
     second.shutdown().await;
 }
+
+/// A child's step that emits an event held until the execution completes.
+#[step]
+async fn reserve_items(ctx: &StepContext, order: u32) -> Result<u32, StepError> {
+    ctx.emit("stock.reserved", OrderPlaced { order })?;
+    Ok(order)
+}
+
+#[workflow]
+async fn reserve_child(wf: &Workflow, order: u32) -> Result<u32, WorkflowError> {
+    Ok(reserve_items(wf, order).await?)
+}
+
+#[step]
+async fn take_payment(placing: Placing) -> Result<(), StepError> {
+    if placing.declined {
+        return Err(StepError::permanent("card declined"));
+    }
+    Ok(())
+}
+
+/// The child completes (its event is emitted), then the parent's payment is declined: the
+/// parent, and its child with it, is rolled back.
+#[workflow]
+async fn checkout_with_child(wf: &Workflow, placing: Placing) -> Result<u32, WorkflowError> {
+    let order = reserve_child(wf, placing.order).await?;
+    take_payment(wf, placing).await?;
+    Ok(order)
+}
+
+#[step]
+async fn notify_warehouse(ctx: &StepContext, order: u32) -> Result<(), StepError> {
+    ctx.resolve::<Arc<Handled>>()?.count("warehouse", order);
+    Ok(())
+}
+
+#[workflow(on_event = "stock.reserved")]
+async fn on_stock_reserved(wf: &Workflow, event: Event<OrderPlaced>) -> Result<(), WorkflowError> {
+    Ok(notify_warehouse(wf, event.payload.order).await?)
+}
+
+/// Events a child's steps emit belong to the top-level execution: a child that completes hands
+/// them to its parent, and they are published when the parent completes and dropped when it
+/// is rolled back (the child is compensated with it) — never delivered for an order that was
+/// undone. The events that were dropped are gone from the store: nothing can deliver them
+/// later.
+async fn a_child_s_events_are_published_only_when_its_parent_completes(engine: Engine, handled: Arc<Handled>) {
+    for order in 0..12u32 {
+        let placing = Placing { order, declined: order % 3 == 2 };
+        let outcome = checkout_with_child::run(&engine, placing).await;
+        assert_eq!(outcome.is_ok(), order % 3 != 2, "order {order}: {outcome:?}");
+    }
+    let placed: Vec<u32> = (0..12).filter(|o| o % 3 != 2).collect();
+    eventually(Duration::from_secs(30), || async {
+        (completed(&engine, "on_stock_reserved").await == placed.len()).then_some(())
+    })
+    .await;
+    let handled = handled.0.lock().unwrap();
+    for order in 0..12u32 {
+        let expected = if placed.contains(&order) { Some(&1) } else { None };
+        assert_eq!(handled.get(&("warehouse".to_owned(), order)), expected, "stock.reserved of order {order}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_s_events_follow_its_parent_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let handled = Arc::new(Handled::default());
+    let engine =
+        Engine::builder().sqlite(&path).container(Container::new().with(handled.clone())).start().await.unwrap();
+    a_child_s_events_are_published_only_when_its_parent_completes(engine.clone(), handled).await;
+    engine.shutdown().await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(count("SELECT COUNT(*) FROM events WHERE name = 'stock.reserved'"), 8, "the undone orders' are gone");
+    assert_eq!(count("SELECT COUNT(*) FROM events WHERE held_by IS NOT NULL"), 0, "none is left held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_s_events_follow_its_parent_on_postgres() {
+    let Some(schema) = workflows_tests::postgres::TestSchema::new().await else { return };
+    let handled = Arc::new(Handled::default());
+    let engine = Engine::builder()
+        .postgres(schema.url())
+        .container(Container::new().with(handled.clone()))
+        .start()
+        .await
+        .unwrap();
+    a_child_s_events_are_published_only_when_its_parent_completes(engine.clone(), handled).await;
+    engine.shutdown().await;
+    let client = schema.connect().await;
+    let count = |sql: String| {
+        let client = &client;
+        async move { client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let name = schema.name();
+    assert_eq!(count(format!("SELECT COUNT(*) FROM {name}.events WHERE name = 'stock.reserved'")).await, 8);
+    assert_eq!(count(format!("SELECT COUNT(*) FROM {name}.events WHERE held_by IS NOT NULL")).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_s_events_follow_its_parent_in_memory() {
+    let handled = Arc::new(Handled::default());
+    let engine = Engine::builder().memory().container(Container::new().with(handled.clone())).start().await.unwrap();
+    a_child_s_events_are_published_only_when_its_parent_completes(engine, handled).await;
+}

@@ -148,3 +148,115 @@ async fn an_engine_cut_off_longer_than_its_lease_stops_and_another_takes_over() 
         assert_eq!((record.state, record.result.unwrap().get()), (ExecutionState::Completed, "21"), "{id}");
     }
 }
+
+/// Each execution's steps ran once each: no step body ran twice.
+fn each_step_ran_once(runs: &Runs, ids: &[String]) {
+    let all = runs.all();
+    for id in ids {
+        let mut steps: Vec<u32> =
+            all.iter().filter(|(_, execution, ..)| execution == id).map(|(_, _, s, _)| *s).collect();
+        steps.sort();
+        assert_eq!(steps, (1..=6).collect::<Vec<_>>(), "{id}: the step bodies that ran");
+    }
+}
+
+/// A creation the server committed whose reply never reached the engine: the engine does not
+/// take it for failed (its row would stay `running`, held by a live engine that never drives
+/// it). It writes the creation again, recognises its own first write, and runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creation_whose_reply_was_lost_after_the_commit_runs_and_answers() {
+    let Some(schema) = TestSchema::new().await else { return };
+    let proxy = Proxy::start(server_address(&schema.url())).await;
+    let runs = Arc::new(Runs::default());
+    let engine = engine(&through(&schema, &proxy), "lost", &runs, Duration::from_secs(2)).start().await.unwrap();
+    let id = "lost-creation".to_owned();
+    proxy.lose_replies(&id, 1);
+    let run = six_steps::run_with(&engine, id.clone(), RunOptions::new().id(&id));
+    let result = tokio::time::timeout(Duration::from_secs(60), run).await.expect("the run ends");
+    assert_eq!(result.unwrap(), 21);
+    assert_eq!(proxy.lost(), 1, "the creation's reply was lost");
+    journals_complete(&engine, std::slice::from_ref(&id)).await;
+    each_step_ran_once(&runs, std::slice::from_ref(&id));
+}
+
+/// A claim the server committed whose reply never reached the worker: what it took is read
+/// back and driven, not left held (and renewed) by a worker that does not drive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_claimed_by_a_commit_whose_reply_was_lost_still_run() {
+    let Some(schema) = TestSchema::new().await else { return };
+    let proxy = Proxy::start(server_address(&schema.url())).await;
+    let runs = Arc::new(Runs::default());
+    let lease = Duration::from_secs(2);
+    let client = engine(&schema.url(), "client", &runs, lease).client_only().start().await.unwrap();
+    let ids: Vec<String> = (0..5).map(|n| format!("claimed-{n}")).collect();
+    for id in &ids {
+        six_steps::start_with(&client, id.clone(), RunOptions::new().id(id)).await.unwrap();
+    }
+    // A claim names the workflows it can run among its parameters: the worker's first claim
+    // (its recovery at start) takes all five, and its commit goes unanswered.
+    proxy.lose_commit_replies("six_steps", 1);
+    let worker = engine(&through(&schema, &proxy), "worker", &runs, lease).start().await.unwrap();
+    let completed = ExecutionQuery { states: vec![ExecutionState::Completed], ..Default::default() };
+    eventually(Duration::from_secs(60), || async {
+        let done = client.executions(&completed).await.ok()?;
+        (done.len() == ids.len()).then_some(())
+    })
+    .await;
+    assert_eq!(proxy.lost(), 1, "a claim's reply was lost");
+    journals_complete(&client, &ids).await;
+    each_step_ran_once(&runs, &ids);
+    drop(worker);
+}
+
+/// Journal writes committed by the server whose replies were lost, three batches in a row
+/// while thirty executions run: the executions whose writes went unanswered are given up and
+/// taken over again (their leases end: this engine renews only what it drives), and every step
+/// completes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_writes_whose_replies_were_lost_are_resumed_from_what_landed() {
+    let Some(schema) = TestSchema::new().await else { return };
+    let proxy = Proxy::start(server_address(&schema.url())).await;
+    let runs = Arc::new(Runs::default());
+    let engine = engine(&through(&schema, &proxy), "lossy", &runs, Duration::from_secs(2)).start().await.unwrap();
+    let ids: Vec<String> = (0..30).map(|n| format!("lossy-{n}")).collect();
+    for id in &ids {
+        six_steps::start_with(&engine, id.clone(), RunOptions::new().id(id)).await.unwrap();
+    }
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        proxy.lose_replies("COMMIT", 1);
+    }
+    let completed = ExecutionQuery { states: vec![ExecutionState::Completed], ..Default::default() };
+    eventually(Duration::from_secs(90), || async {
+        let done = engine.executions(&completed).await.ok()?;
+        (done.len() == ids.len()).then_some(())
+    })
+    .await;
+    assert!(proxy.lost() >= 1, "replies were lost");
+    journals_complete(&engine, &ids).await;
+}
+
+/// A read through a network that lost every packet fails within the operation timeout, rather
+/// than hanging the caller (and a worker's claims) until the connection is found dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_the_server_never_answers_fails_within_the_operation_timeout() {
+    let Some(schema) = TestSchema::new().await else { return };
+    let proxy = Proxy::start(server_address(&schema.url())).await;
+    let runs = Arc::new(Runs::default());
+    let options = PostgresOptions::new().pool_size(3).operation_timeout(Duration::from_secs(1));
+    let client = Engine::builder()
+        .postgres_with(through(&schema, &proxy), options)
+        .container(Container::new().with(runs.clone()).with(Arc::new(Name("client"))))
+        .client_only()
+        .start()
+        .await
+        .unwrap();
+    assert!(client.execution(&"nobody".into()).await.unwrap().is_none());
+    proxy.black_hole(true);
+    let began = Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(60), client.execution(&"nobody".into())).await;
+    let error = read.expect("the read gave up by itself").unwrap_err();
+    assert!(error.to_string().contains("did not answer within 1s"), "{error}");
+    assert!(began.elapsed() < Duration::from_secs(30), "{:?}", began.elapsed());
+    proxy.black_hole(false);
+}

@@ -7,9 +7,11 @@
 //!   then polling only (a tenth of the executions: a worker then looks every half lease).
 //! - **Takeover**: 30 long workflows (a step every 50 ms) run on the workers; `--kills` times a
 //!   worker running some of them is SIGKILLed (and restarted); for each execution it ran, the
-//!   time from the kill to its next step starting in another worker (p50/p99). The workers are
-//!   on one host, so a worker proves the dead one gone and takes over at its next claim (every
-//!   half lease) without waiting for the lease to expire.
+//!   time from the kill to its next step starting in another worker (p50/p99). Three ways: on
+//!   one host, the killed process reaped at once (the restarted worker proves it gone and
+//!   takes over at start); on one host, the killed process left a zombie until the next kill
+//!   (a PID 1 that reaps slowly: a zombie counts as gone); and as across hosts (the workers
+//!   cannot tell a dead process from a live one: they take over when its lease ends).
 //!
 //! ```text
 //! cargo run --release -p workflows-examples --bin fleet -- [--url URL] [--executions 10000] \
@@ -54,6 +56,19 @@ struct Args {
     log: Option<PathBuf>,
     #[arg(long, hide = true)]
     polling: bool,
+    #[arg(long, hide = true)]
+    other_hosts: bool,
+}
+
+/// How the takeover measurement kills and sees workers.
+#[derive(Clone, Copy, PartialEq)]
+enum Kill {
+    /// SIGKILL, reaped at once; the workers see each other's processes.
+    Reaped,
+    /// SIGKILL, left a zombie until the next kill.
+    Zombie,
+    /// SIGKILL; the workers act as if each ran on a host of its own.
+    OtherHosts,
 }
 
 /// Lines recorded by the step bodies of a worker, appended to the log.
@@ -116,6 +131,7 @@ async fn run_worker(args: &Args) -> ExitCode {
         .postgres_with(&args.url, options(schema, args.polling))
         .container(Container::new().with(Recorder(Mutex::new(file))))
         .lease_duration(Duration::from_millis(args.lease_ms))
+        .same_host_takeover(!args.other_hosts)
         .start()
         .await
         .expect("a worker");
@@ -125,11 +141,18 @@ async fn run_worker(args: &Args) -> ExitCode {
 }
 
 fn spawn_worker(args: &Args, schema: &str, log: &Path, polling: bool) -> Child {
+    spawn_worker_seeing(args, schema, log, polling, false)
+}
+
+fn spawn_worker_seeing(args: &Args, schema: &str, log: &Path, polling: bool, other_hosts: bool) -> Child {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command.args(["--worker", "--url", &args.url, "--schema", schema, "--lease-ms", &args.lease_ms.to_string()]);
     command.arg("--log").arg(log);
     if polling {
         command.arg("--polling");
+    }
+    if other_hosts {
+        command.arg("--other-hosts");
     }
     command.spawn().expect("a worker process")
 }
@@ -200,7 +223,11 @@ async fn dispatch(args: &Args, n: usize, polling: bool) {
 
 /// Kills workers running long executions; for each execution a killed worker ran, the time
 /// from the kill to its next step starting elsewhere.
-async fn takeover(args: &Args) {
+async fn takeover(args: &Args, kill: Kill) {
+    let other_hosts = kill == Kill::OtherHosts;
+    let spawn_worker = |args: &Args, schema: &str, log: &Path, polling: bool| {
+        spawn_worker_seeing(args, schema, log, polling, other_hosts)
+    };
     let schema = format!("fleet_{}", uuid::Uuid::now_v7().simple());
     let log = std::env::temp_dir().join(format!("{schema}.log"));
     let client = Engine::builder()
@@ -228,6 +255,7 @@ async fn takeover(args: &Args) {
             .collect()
     };
     let mut kills = Vec::new();
+    let mut zombie: Option<Child> = None;
     let mut seed = now_us() as u64 | 1;
     for _ in 0..args.kills {
         seed ^= seed << 13;
@@ -237,13 +265,23 @@ async fn takeover(args: &Args) {
         let pid = workers[slot].id();
         let at = now_us();
         let _ = workers[slot].kill();
-        let _ = workers[slot].wait();
+        let killed = std::mem::replace(&mut workers[slot], spawn_worker(args, &schema, &log, false));
+        // The previous zombie is reaped now; this one stays one until the next kill.
+        if let Some(mut previous) = zombie.take() {
+            let _ = previous.wait();
+        }
+        match kill {
+            Kill::Zombie => zombie = Some(killed),
+            Kill::Reaped | Kill::OtherHosts => {
+                let mut killed = killed;
+                let _ = killed.wait();
+            }
+        }
         kills.push((pid, at));
-        workers[slot] = spawn_worker(args, &schema, &log, false);
-        // Long enough for the takeover (half a lease at most, on one host) and some ticks.
-        tokio::time::sleep(Duration::from_millis(args.lease_ms) + Duration::from_millis(500)).await;
+        // Long enough for the takeover (a lease at most) and some ticks.
+        tokio::time::sleep(Duration::from_millis(args.lease_ms) * 2 + Duration::from_millis(500)).await;
     }
-    for worker in &mut workers {
+    for worker in workers.iter_mut().chain(zombie.as_mut()) {
         let _ = worker.kill();
         let _ = worker.wait();
     }
@@ -270,8 +308,13 @@ async fn takeover(args: &Args) {
     if latencies.is_empty() {
         println!("takeover: no execution was running on a killed worker");
     } else {
+        let how = match kill {
+            Kill::Reaped => "one host, reaped",
+            Kill::Zombie => "one host, a zombie",
+            Kill::OtherHosts => "as across hosts",
+        };
         println!(
-            "takeover ({} kills, {} executions taken over, lease {} ms): kill to next step elsewhere p50 {:.0} ms, p99 {:.0} ms",
+            "takeover, {how} ({} kills, {} executions taken over, lease {} ms): kill to next step elsewhere p50 {:.0} ms, p99 {:.0} ms",
             kills.len(),
             latencies.len(),
             args.lease_ms,
@@ -291,6 +334,8 @@ async fn main() -> ExitCode {
     }
     dispatch(&args, args.executions, false).await;
     dispatch(&args, (args.executions / 10).max(1), true).await;
-    takeover(&args).await;
+    for kill in [Kill::Reaped, Kill::Zombie, Kill::OtherHosts] {
+        takeover(&args, kill).await;
+    }
     ExitCode::SUCCESS
 }

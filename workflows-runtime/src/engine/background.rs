@@ -7,30 +7,54 @@ use std::time::Duration;
 
 use super::core::EngineInner;
 use crate::failure::Failure;
-use crate::store::{Notice, Renewed};
+use crate::store::{Notice, Renewal, Renewals, Renewed};
 use crate::time::Timestamp;
 use tokio::sync::broadcast::error::RecvError;
 
-/// The engine's background work: renews its leases (and cancels the executions whose
-/// cancellation another process requested) every third of the lease, takes over orphans every
-/// half, and purges finished executions past their retention.
+/// The engine's background work, in two tasks so that a claim that hangs (a store that does
+/// not answer) never holds up a renewal: one renews the leases of the executions this engine
+/// drives (and cancels those whose cancellation another process requested) every third of the
+/// lease; the other takes over orphans — at the earliest moment another engine's lease ends,
+/// and at least every half lease —, what other processes announce, and purges finished
+/// executions past their retention.
 pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
+    spawn_renewals(inner);
+    spawn_claims(inner);
+}
+
+fn spawn_renewals(inner: &Arc<EngineInner>) {
+    let weak = Arc::downgrade(inner);
+    let lease = inner.lease;
+    tokio::spawn(async move {
+        let mut renew = tokio::time::interval(lease / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            renew.tick().await;
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.is_closed() {
+                return;
+            }
+            inner.renew().await;
+        }
+    });
+}
+
+fn spawn_claims(inner: &Arc<EngineInner>) {
     let weak = Arc::downgrade(inner);
     let lease = inner.lease;
     let purge_every = inner.purge_interval;
     let work = inner.work_available.clone();
     tokio::spawn(async move {
-        let mut renew = tokio::time::interval(lease / 3);
-        let mut claim = tokio::time::interval(lease / 2);
         let mut purge =
             tokio::time::interval(if purge_every.is_zero() { Duration::from_secs(3600) } else { purge_every });
-        for timer in [&mut renew, &mut claim, &mut purge] {
-            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_claim = tokio::time::Instant::now() + lease / 2;
+        if let Some(inner) = weak.upgrade().filter(|inner| inner.worker) {
+            next_claim = next_claim_at(inner.recover_at_start().await, lease);
         }
         loop {
             let work = tokio::select! {
-                _ = renew.tick() => Work::Renew,
-                _ = claim.tick() => Work::Claim,
+                () = tokio::time::sleep_until(next_claim) => Work::Claim,
                 _ = purge.tick() => Work::Purge,
                 () = work.notified() => Work::Notified,
             };
@@ -39,15 +63,30 @@ pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
                 return;
             }
             match work {
-                Work::Renew => inner.renew().await,
                 Work::Claim if inner.worker => {
-                    if let Err(error) = inner.take_over_from_the_gone(false).await {
-                        tracing::warn!(%error, "could not look for executions whose owner is gone");
+                    // Bounded: a store that does not answer delays the next look, nothing else.
+                    let looked = tokio::time::timeout(lease, inner.take_over_from_the_gone(false)).await;
+                    let earliest = match looked {
+                        Ok(Ok(earliest)) => earliest,
+                        Ok(Err(error)) => {
+                            tracing::warn!(%error, "could not look for executions whose owner is gone");
+                            None
+                        }
+                        Err(_) => {
+                            tracing::warn!(
+                                "could not look for executions whose owner is gone: the store did not answer"
+                            );
+                            None
+                        }
+                    };
+                    match tokio::time::timeout(lease, inner.recover()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => tracing::warn!(%error, "could not take over orphaned executions"),
+                        Err(_) => tracing::warn!("could not take over orphaned executions: the store did not answer"),
                     }
-                    if let Err(error) = inner.recover().await {
-                        tracing::warn!(%error, "could not take over orphaned executions");
-                    }
+                    next_claim = next_claim_at(earliest, lease);
                 }
+                Work::Claim => next_claim = tokio::time::Instant::now() + lease / 2,
                 Work::Notified if inner.worker => {
                     if let Err(error) = inner.recover().await {
                         tracing::warn!(%error, "could not take over the executions another process announced");
@@ -58,10 +97,23 @@ pub(super) fn spawn_maintenance(inner: &Arc<EngineInner>) {
                     Ok(purged) => tracing::debug!(purged, "purged finished executions past their retention"),
                     Err(error) => tracing::warn!(%error, "could not purge finished executions"),
                 },
-                Work::Claim | Work::Notified | Work::Purge => {}
+                Work::Notified | Work::Purge => {}
             }
         }
     });
+}
+
+/// When to look for orphans next: just after the earliest lease of another engine ends (if it
+/// is gone, its executions are orphans from then on), and at least every half lease.
+fn next_claim_at(earliest_lease_end: Option<Timestamp>, lease: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    let periodic = now + lease / 2;
+    // A lease that ended already was there for the claim that just ran: what it did not take
+    // is not this engine's to take (another engine's workflow), and waits for the next period.
+    let Some(end) = earliest_lease_end.filter(|end| *end > Timestamp::now()) else { return periodic };
+    // A little after it ends: a claim takes leases that ended *before* its time.
+    let after_end = end.duration_since(Timestamp::now()) + Duration::from_millis(5);
+    periodic.min(now + after_end)
 }
 
 /// Reacts to what other processes sharing the store did (see `Store::notices`): work to take
@@ -147,7 +199,6 @@ pub(super) fn spawn_scheduler(inner: &Arc<EngineInner>) {
 const TIMER_RECHECK: Duration = Duration::from_secs(1);
 
 enum Work {
-    Renew,
     Claim,
     /// Another process said there is work: claim it (the periodic claim also looks for
     /// owners that are gone).
@@ -161,19 +212,32 @@ impl EngineInner {
     /// [`super::lease`]).
     async fn renew(&self) {
         self.release_abandoned().await;
+        let live = self.live_executions();
+        // Only what this engine drives: a row it holds but does not drive (a creation or a
+        // claim whose answer was lost) expires, and is taken over.
+        let renewal = Renewal {
+            owner: self.owner.to_string(),
+            held: live.iter().map(|live| (live.id.clone(), live.epoch)).collect(),
+            lease_until: Timestamp::now() + self.lease,
+        };
         // Before the write: the renewed leases are provable from here.
         let began = std::time::Instant::now();
-        let until = Timestamp::now() + self.lease;
         // A store that does not answer (a network partition) must not hold up the check below:
         // after a third of the lease the executions whose proof ran out are given up anyway.
         // The renewal may still land later; it then holds those leases one lease longer.
-        let renewal = tokio::time::timeout(self.lease / 3, self.store.renew_leases(&self.owner, until)).await;
-        let renewal = renewal.unwrap_or_else(|_| {
-            Err(crate::store::StoreError::Unavailable("the store did not answer within a third of the lease".into()))
-        });
+        let renewal = if renewal.held.is_empty() {
+            Ok(Renewals::default())
+        } else {
+            let renewed = tokio::time::timeout(self.lease / 3, self.store.renew_leases(&renewal)).await;
+            renewed.unwrap_or_else(|_| {
+                Err(crate::store::StoreError::Unavailable(
+                    "the store did not answer within a third of the lease".into(),
+                ))
+            })
+        };
         match renewal {
-            Ok(renewed) => {
-                let mut covered = std::collections::HashSet::with_capacity(renewed.len());
+            Ok(Renewals { renewed, busy }) => {
+                let mut answered = std::collections::HashSet::with_capacity(renewed.len() + busy.len());
                 for Renewed { execution, epoch, cancel_requested } in renewed {
                     let Some(live) = self.live_execution(&execution) else { continue };
                     if live.epoch != epoch {
@@ -183,12 +247,15 @@ impl EngineInner {
                     if cancel_requested {
                         live.request_stop(Failure::cancellation(), true);
                     }
-                    covered.insert(execution);
+                    answered.insert(execution);
                 }
+                // Locked by another transaction all along: still this engine's, not renewed
+                // (its proof runs on from the last renewal).
+                answered.extend(busy);
                 // Granted or renewed by a write that returned before this renewal began, and not
                 // renewed: another engine owns it now (or it is no longer active).
-                for live in self.live_executions() {
-                    if !covered.contains(&live.id) && live.lease_confirmed_before(began) {
+                for live in live {
+                    if !answered.contains(&live.id) && live.lease_confirmed_before(began) {
                         live.give_up("the store no longer lists this engine as its owner");
                     }
                 }
@@ -203,16 +270,16 @@ impl EngineInner {
     }
 }
 
-/// Takes over, once, what the store holds for no live engine at start: executions of
-/// processes on this host that are gone, and orphans (see `recovery`), in batches, logging
-/// its progress. A failure is logged; the periodic claim tries again.
-pub(super) fn spawn_recovery(inner: &Arc<EngineInner>) {
-    let inner = inner.clone();
-    tokio::spawn(async move {
+impl EngineInner {
+    /// Takes over, once, what the store holds for no live engine at start: executions of
+    /// processes on this host that are gone, and orphans (see `recovery`), in batches, logging
+    /// its progress. A failure is logged; the periodic claim tries again. Returns the earliest
+    /// end of another engine's lease.
+    async fn recover_at_start(self: &Arc<Self>) -> Option<Timestamp> {
         let started = std::time::Instant::now();
-        let recovered = match inner.take_over_from_the_gone(true).await {
-            Ok(()) => inner.recover().await,
-            Err(error) => Err(error),
+        let (earliest, recovered) = match self.take_over_from_the_gone(true).await {
+            Ok(earliest) => (earliest, self.recover().await),
+            Err(error) => (None, Err(error)),
         };
         match recovered {
             Ok(0) => {}
@@ -221,5 +288,6 @@ pub(super) fn spawn_recovery(inner: &Arc<EngineInner>) {
             }
             Err(error) => tracing::warn!(%error, "recovery at start stopped; the periodic claim goes on"),
         }
-    });
+        earliest
+    }
 }

@@ -37,6 +37,7 @@ pub struct EngineBuilder {
     client_only: bool,
     queues: Vec<crate::Queue>,
     run_schedules: bool,
+    same_host_takeover: bool,
     #[cfg(feature = "redis")]
     sources: Vec<std::sync::Arc<crate::RedisSource>>,
 }
@@ -83,6 +84,7 @@ impl Default for EngineBuilder {
             client_only: false,
             queues: Vec::new(),
             run_schedules: true,
+            same_host_takeover: true,
             #[cfg(feature = "redis")]
             sources: Vec::new(),
         }
@@ -238,6 +240,16 @@ impl EngineBuilder {
         self
     }
 
+    /// Whether this engine takes over at once the executions of an engine whose process on
+    /// the same host is gone (true by default), rather than when its lease ends. Off, it
+    /// behaves as if every other engine ran on another host: for benchmarks and tests of
+    /// takeovers across machines.
+    #[doc(hidden)]
+    pub fn same_host_takeover(mut self, on: bool) -> Self {
+        self.same_host_takeover = on;
+        self
+    }
+
     /// Builds the registry (failing on duplicate names) and opens the store; then (for a
     /// worker) starts resuming, in the background, the executions on the store that have no
     /// live owner, and renewing leases. Returns without waiting for the recovery (its progress
@@ -276,6 +288,7 @@ impl EngineBuilder {
             token_key,
             live: Mutex::new(HashMap::default()),
             abandoned: Mutex::new(Vec::new()),
+            last_creation: std::sync::atomic::AtomicI64::new(0),
             key_released: tokio::sync::Notify::new(),
             work_available: Arc::new(tokio::sync::Notify::new()),
             purge_interval: self.purge_interval,
@@ -285,6 +298,7 @@ impl EngineBuilder {
             events: crate::events::EventHub::new(),
             worker: self.worker,
             client_only: self.client_only,
+            same_host_takeover: self.same_host_takeover,
             queues: self.queues.into_iter().map(|q| (q.name.clone(), q)).collect(),
             scheduled,
             subscribers: super::dispatch::registered(),
@@ -293,9 +307,6 @@ impl EngineBuilder {
             runtime: tokio::runtime::Handle::current(),
         });
         if inner.worker {
-            // In the background: new work runs while the executions left by others are taken
-            // over, however many there are.
-            background::spawn_recovery(&inner);
             background::spawn_scheduler(&inner);
             if self.run_schedules {
                 super::scheduler::spawn(&inner);
@@ -306,6 +317,8 @@ impl EngineBuilder {
                 tokio::spawn(source.run(Arc::downgrade(&inner), inner.owner.to_string()));
             }
         }
+        // In the background (a worker's first claim is its recovery at start): new work runs
+        // while the executions left by others are taken over, however many there are.
         background::spawn_maintenance(&inner);
         if let Some(notices) = inner.store.notices() {
             background::spawn_notices(&inner, notices);

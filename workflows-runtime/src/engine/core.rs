@@ -52,6 +52,9 @@ pub(crate) struct EngineInner {
     /// Executions this engine stopped driving after a store error, with their epochs: their
     /// ownership is given up as soon as the store accepts it, so they can be taken over.
     pub(crate) abandoned: Mutex<Vec<(ExecutionId, u64)>>,
+    /// The creation time of this engine's latest creation, in microseconds: each creation gets
+    /// a later one, so that its owner and creation time name one write (see `create`).
+    pub(crate) last_creation: std::sync::atomic::AtomicI64,
     /// Notified when an execution holding an exclusive key ends here, so that the executions
     /// queued for a key retry at once instead of at their next poll.
     pub(crate) key_released: tokio::sync::Notify,
@@ -79,6 +82,8 @@ pub(crate) struct EngineInner {
     pub(crate) worker: bool,
     /// Runs nothing: what it starts is left for the workers (see `EngineBuilder::client_only`).
     pub(crate) client_only: bool,
+    /// Takes over at once from a gone process on this host (see `EngineBuilder::same_host_takeover`).
+    pub(crate) same_host_takeover: bool,
     /// Callers waiting for executions to finish, by execution (see [`handle::wait_for`]).
     pub(crate) watchers: Mutex<HashMap<ExecutionId, Arc<tokio::sync::Notify>, foldhash::fast::RandomState>>,
     /// The runtime the engine started on: an execution run in its caller's task moves here

@@ -21,6 +21,11 @@ pub(crate) fn release_slots(live: &LiveExecution) {
     // steps completed before a takeover are found by the dispatcher's poll.
     if live.emitted.load(std::sync::atomic::Ordering::Acquire) {
         live.engine.events_emitted.notify_one();
+        // A child's held events are its parent's now (the top-level execution publishes them):
+        // its end, if it is driven here, wakes the dispatcher too.
+        if let Some(parent) = live.parent.as_ref().and_then(|(parent, _)| live.engine.live_execution(parent)) {
+            parent.emitted.store(true, std::sync::atomic::Ordering::Release);
+        }
     }
 }
 

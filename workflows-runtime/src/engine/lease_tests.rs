@@ -71,9 +71,58 @@ async fn an_execution_created_while_a_renewal_answered_keeps_its_lease() {
         .start()
         .await
         .unwrap();
+    // Driven while `raced` is created: the renewal has a lease to renew.
+    let beside = raced::start_with(&engine, 0, RunOptions::new().id("beside")).await.unwrap();
     let run = raced::run_with(&engine, 40, RunOptions::new().id("raced"));
     let result = tokio::time::timeout(Duration::from_secs(10), run).await.expect("the run ends");
     assert_eq!(result.unwrap(), 42, "the renewal that did not list it gave it up");
+    assert_eq!(beside.await.unwrap(), 2);
     assert_eq!(store.hooks.created.available_permits(), 0, "the race took place");
     assert_eq!(store.hooks.creating.available_permits(), 0, "a renewal answered while it was created");
+}
+
+/// A claim that never returns (a store that stopped answering one connection) once armed.
+struct HungClaims {
+    armed: std::sync::atomic::AtomicBool,
+    hung: Semaphore,
+}
+
+impl Hooks for HungClaims {
+    fn before_claim<'a>(&'a self, _claim: &'a crate::store::Claim) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+                self.hung.add_permits(1);
+                std::future::pending::<()>().await;
+            }
+        })
+    }
+}
+
+/// Half a lease.
+#[step]
+async fn half_a_lease(n: u32) -> Result<u32, StepError> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(n + 1)
+}
+
+/// Eight steps over four leases: each starts only if the engine can prove its lease then.
+#[workflow]
+async fn long_held(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
+    let mut n = n;
+    for _ in 0..8 {
+        n = half_a_lease(wf, n).await?;
+    }
+    Ok(n)
+}
+
+#[tokio::test]
+async fn a_claim_that_hangs_does_not_stop_the_renewals() {
+    let store = Hooked::new(HungClaims { armed: false.into(), hung: Semaphore::new(0) });
+    let engine =
+        Engine::builder().store_contract(store.clone()).lease_duration(Duration::from_secs(1)).start().await.unwrap();
+    let run = long_held::start_with(&engine, 0, RunOptions::new().id("long")).await.unwrap();
+    store.hooks.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let result = tokio::time::timeout(Duration::from_secs(30), run).await.expect("the run ends");
+    assert_eq!(result.unwrap(), 8, "its lease ran out while a claim hung");
+    assert!(store.hooks.hung.available_permits() > 0, "a claim hung meanwhile");
 }

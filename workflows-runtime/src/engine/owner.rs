@@ -46,8 +46,9 @@ pub(crate) fn is_gone(owner: &str) -> bool {
     if owner.host != this.host {
         return false;
     }
-    // Gone, or its pid now belongs to a process that started later.
-    start_time(owner.pid) != Some(owner.start)
+    // Gone (or a zombie, dead but not reaped yet), or its pid now belongs to a process that
+    // started later.
+    live_start_time(owner.pid) != Some(owner.start)
 }
 
 /// The pid of the process an owner id names, if it names one this host can check.
@@ -77,10 +78,23 @@ fn host() -> Option<String> {
 /// When process `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`), if
 /// it exists.
 fn start_time(pid: u32) -> Option<u64> {
+    stat(pid).map(|(_, start)| start)
+}
+
+/// When process `pid` started, if it exists and is alive: a zombie (`Z`: it died and its parent
+/// has not reaped it yet — a PID 1 that reaps slowly, a container without an init) or a dead
+/// one (`X`) runs nothing any more.
+fn live_start_time(pid: u32) -> Option<u64> {
+    stat(pid).filter(|(state, _)| !matches!(state, 'Z' | 'X')).map(|(_, start)| start)
+}
+
+/// Process `pid`'s state (field 3 of `/proc/<pid>/stat`) and start time (field 22).
+fn stat(pid: u32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: count from after it.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -106,5 +120,30 @@ mod tests {
         let elsewhere = format!("host:other-boot:123:{}:{}:x", this.pid, this.start + 1);
         assert!(!is_gone(&elsewhere));
         assert!(!is_gone("1234-018f0000-0000-7000-8000-000000000000"), "old owner ids cannot be checked");
+    }
+
+    #[test]
+    fn a_zombie_is_gone() {
+        let Some(this) = this_process() else { return };
+        let mut child = std::process::Command::new("sleep").arg("600").spawn().unwrap();
+        let pid = child.id();
+        let owner = format!("host:{}:{pid}:{}:x", this.host, start_time(pid).unwrap());
+        assert!(!is_gone(&owner), "alive");
+        // Killed and not reaped (no wait yet): a zombie, as under a PID 1 that reaps slowly.
+        sigkill(pid);
+        let zombie = (0..500).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            stat(pid).is_some_and(|(state, _)| state == 'Z')
+        });
+        assert!(zombie, "the child became a zombie");
+        assert!(is_gone(&owner), "a zombie runs nothing: its executions can be taken over");
+        child.wait().unwrap();
+        assert!(is_gone(&owner));
+    }
+
+    /// SIGKILL through `kill(1)` (no libc dependency for one test).
+    fn sigkill(pid: u32) {
+        let status = std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status().unwrap();
+        assert!(status.success());
     }
 }

@@ -32,16 +32,23 @@ impl EngineInner {
     /// Gives back the executions of owners this engine can prove are gone (an engine of a
     /// process on this host that died: see [`super::owner`]), so that the next claim takes them
     /// over at once rather than when their leases expire. At start, also says how many
-    /// executions other engines hold, and until when, if they cannot be proven gone.
-    pub(crate) async fn take_over_from_the_gone(&self, at_start: bool) -> Result<(), StoreError> {
+    /// executions other engines hold, and until when, if they cannot be proven gone. Returns
+    /// the earliest end of another live-looking engine's lease (its executions are orphans
+    /// from then on if it is gone).
+    pub(crate) async fn take_over_from_the_gone(&self, at_start: bool) -> Result<Option<Timestamp>, StoreError> {
         if self.is_draining() {
-            return Ok(());
+            return Ok(None);
         }
-        for OwnerLeases { owner, executions, lease_until } in self.store.owners().await? {
+        let mut earliest: Option<Timestamp> = None;
+        for OwnerLeases { owner, executions, lease_until, earliest_lease_until } in self.store.owners().await? {
             if owner == *self.owner {
                 continue;
             }
-            if super::owner::is_gone(&owner) {
+            let gone = self.same_host_takeover && super::owner::is_gone(&owner);
+            if let Some(end) = earliest_lease_until.filter(|_| !gone) {
+                earliest = Some(earliest.map_or(end, |e| e.min(end)));
+            }
+            if gone {
                 let released = self.store.release(&owner).await?;
                 if released > 0 {
                     tracing::info!(
@@ -61,7 +68,7 @@ impl EngineInner {
                 );
             }
         }
-        Ok(())
+        Ok(earliest)
     }
 
     /// Claims and resumes execution `id` if it needs an engine (woken, or orphaned).

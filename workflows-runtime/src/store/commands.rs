@@ -5,8 +5,8 @@ use tokio::sync::oneshot;
 
 use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::store::{
-    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewEvent, NewExecution, Purge, Renewed, Reopen, Reopened,
-    ScheduleAdvance, ScheduleState, StoreError, Suspend, Suspended, WriteMode,
+    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewEvent, NewExecution, Purge, Renewal, Renewals, Reopen,
+    Reopened, ScheduleAdvance, ScheduleState, StoreError, Suspend, Suspended, WriteMode,
 };
 use crate::time::Timestamp;
 
@@ -17,7 +17,7 @@ pub(crate) enum Command {
     Create(NewExecution, Reply<CreateOutcome>),
     Append(AppendBatch, Reply<()>),
     Claim(Claim, Reply<Vec<ExecutionRecord>>),
-    Renew(String, Timestamp, Reply<Vec<Renewed>>),
+    Renew(Renewal, Reply<Renewals>),
     Release(String, Reply<u64>),
     ReleaseOne(ExecutionId, u64, Reply<bool>),
     RequestCancel(ExecutionId, Timestamp, Reply<bool>),
@@ -38,6 +38,29 @@ impl Command {
     pub(crate) fn is_lazy(&self) -> bool {
         matches!(self, Command::Append(batch, _) if batch.mode == WriteMode::Lazy)
     }
+
+    /// The execution whose row the command locks (first), if it locks one.
+    pub(crate) fn locks(&self) -> Option<&str> {
+        match self {
+            Command::Append(batch, _) => Some(batch.execution.as_str()),
+            Command::Create(new, _) => Some(new.id.as_str()),
+            Command::Deliver(delivery, _) => Some(delivery.execution.as_str()),
+            Command::Suspend(suspend, _) => Some(suspend.execution.as_str()),
+            Command::Reopen(reopen, _) => Some(reopen.execution.as_str()),
+            Command::ReleaseOne(id, ..) | Command::RequestCancel(id, ..) | Command::Acquire(id, ..) => {
+                Some(id.as_str())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Orders a batch so that its transaction locks execution rows in the order of their ids, as
+/// every other process's batches do: two transactions that lock rows in one order can wait for
+/// each other, but never both at once (a deadlock, which the server breaks by failing one).
+/// The sort is stable: the writes of one execution keep their order.
+pub(crate) fn in_lock_order(commands: &mut [Command]) {
+    commands.sort_by(|a, b| a.locks().cmp(&b.locks()));
 }
 
 /// A command applied, waiting for the commit before its answer is sent.
@@ -47,7 +70,7 @@ pub(crate) enum Applied {
     Records(Reply<Vec<ExecutionRecord>>, Result<Vec<ExecutionRecord>, StoreError>),
     Count(Reply<u64>, Result<u64, StoreError>),
     Flag(Reply<bool>, Result<bool, StoreError>),
-    Renewed(Reply<Vec<Renewed>>, Result<Vec<Renewed>, StoreError>),
+    Renewed(Reply<Renewals>, Result<Renewals, StoreError>),
     Delivered(Reply<Delivered>, Result<Delivered, StoreError>),
     Suspended(Reply<Suspended>, Result<Suspended, StoreError>),
     Reopened(Reply<Reopened>, Result<Reopened, StoreError>),
@@ -133,7 +156,7 @@ pub(crate) fn apply_nothing(command: Command) -> Applied {
             Applied::Unit(reply, never())
         }
         Command::Claim(_, reply) => Applied::Records(reply, never()),
-        Command::Renew(_, _, reply) => Applied::Renewed(reply, never()),
+        Command::Renew(_, reply) => Applied::Renewed(reply, never()),
         Command::Release(_, reply) | Command::Purge(_, reply) => Applied::Count(reply, never()),
         Command::ReleaseOne(_, _, reply)
         | Command::RequestCancel(_, _, reply)

@@ -58,9 +58,13 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// lease, increments their epoch, and returns them.
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>>;
 
-    /// Extends the lease of every active execution `owner` holds until `lease_until`, and
-    /// returns them (the engine gives up the executions it drives that are not among them).
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>>;
+    /// Extends the leases of the executions the engine drives (`renewal.held`: each still
+    /// active and held by `renewal.owner` at the epoch given) to `renewal.lease_until` — never
+    /// shortening a later one —, and returns them. Nothing else the owner holds is renewed: a
+    /// row that this engine does not drive (a write whose acknowledgement was lost, a claim
+    /// that failed at its commit) expires and is taken over. A store that cannot lock a row
+    /// without waiting (PostgreSQL) may answer it as busy: neither renewed nor lost.
+    fn renew_leases<'a>(&'a self, renewal: &'a Renewal) -> StoreFuture<'a, Renewals>;
 
     /// Gives up ownership of `owner`'s active executions, so another engine can take them
     /// over at once. Returns how many were released.
@@ -322,6 +326,19 @@ pub(crate) fn async_step_attempt(latest: Option<&JournalEvent>) -> Result<u32, D
         }
         // Not started, or the attempt failed and the next one has not started.
         _ => Err(Delivered::NotStarted),
+    }
+}
+
+/// Why a completion from outside is refused for what the step's inbox holds, if it is: the
+/// token's first completion wins, whichever attempt it went to (`completed`: one is there —
+/// an attempt cut off before it recorded that it waits leaves its completion to the next
+/// attempt, which takes it), and an attempt takes one delivery (`this_attempt`: a failure is
+/// there for the current attempt).
+pub(crate) fn refused_by_earlier(completed: bool, this_attempt: bool) -> Option<Delivered> {
+    match (completed, this_attempt) {
+        (true, _) => Some(Delivered::AlreadyCompleted),
+        (false, true) => Some(Delivered::AlreadyFailed),
+        (false, false) => None,
     }
 }
 
@@ -615,6 +632,30 @@ pub struct OwnerLeases {
     pub executions: u64,
     /// The latest end of their leases.
     pub lease_until: Option<Timestamp>,
+    /// The earliest end of their leases: from then on, if the owner is gone, one of them is
+    /// an orphan.
+    pub earliest_lease_until: Option<Timestamp>,
+}
+
+/// A renewal of the leases one engine holds (see [`Store::renew_leases`]).
+#[derive(Clone, Debug)]
+pub struct Renewal {
+    /// The renewing engine.
+    pub owner: String,
+    /// The executions it drives, with the epoch it holds each at.
+    pub held: Vec<(ExecutionId, u64)>,
+    /// The new end of their leases.
+    pub lease_until: Timestamp,
+}
+
+/// What [`Store::renew_leases`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Renewals {
+    /// The executions whose lease it extended.
+    pub renewed: Vec<Renewed>,
+    /// The executions it could not lock without waiting (another transaction held their row
+    /// all along): still held by this engine as far as the store knew, their leases unchanged.
+    pub busy: Vec<ExecutionId>,
 }
 
 /// An execution whose lease [`Store::renew_leases`] extended.

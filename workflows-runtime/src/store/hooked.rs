@@ -75,11 +75,11 @@ impl<H: Hooks> Store for Hooked<H> {
             self.inner.claim_orphans(claim).await
         })
     }
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>> {
+    fn renew_leases<'a>(&'a self, renewal: &'a Renewal) -> StoreFuture<'a, Renewals> {
         Box::pin(async move {
-            let renewed = self.inner.renew_leases(owner, lease_until).await?;
-            self.hooks.after_renew(&renewed).await;
-            Ok(renewed)
+            let renewals = self.inner.renew_leases(renewal).await?;
+            self.hooks.after_renew(&renewals.renewed).await;
+            Ok(renewals)
         })
     }
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {

@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 
 use super::contract::{
     AppendBatch, CheckReport, Claim, CreateOutcome, Delivered, Delivery, ExecutionList, ExecutionQuery, InboxEntry,
-    InboxKind, NewEvent, NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, ScheduleAdvance, ScheduleState,
-    StepEvent, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
+    InboxKind, NewEvent, NewExecution, OwnerLeases, Purge, Renewal, Renewals, Renewed, Reopen, Reopened,
+    ScheduleAdvance, ScheduleState, StepEvent, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
 };
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::Failure;
@@ -187,11 +187,13 @@ impl MemoryStore {
                     events.push(KeptEvent { event, dispatched: false, held_by });
                 }
             }
-            // Its held events are published if it completed, and dropped otherwise.
+            // Its held events are published if it completed — handed to its parent if it is a
+            // child: they belong to the top-level execution —, and dropped otherwise.
             match finished {
                 Some(ExecutionState::Completed) => {
+                    let parent = entry.parent.as_ref().map(|(parent, _)| parent.clone());
                     for kept in events.iter_mut().filter(|k| k.held_by.as_ref() == Some(&batch.execution)) {
-                        kept.held_by = None;
+                        kept.held_by = parent.clone();
                     }
                 }
                 Some(_) => events.retain(|kept| kept.held_by.as_ref() != Some(&batch.execution)),
@@ -244,10 +246,14 @@ fn deliver_into(executions: &mut Executions, delivery: &Delivery) -> Delivered {
             Ok(current) => current,
             Err(refused) => return refused,
         };
-        let queue = entry.inbox.get(&(delivery.kind, delivery.name.clone()));
-        // One delivery per attempt: the first one wins.
-        if let Some(delivered) = queue.and_then(|q| q.iter().find(|e| e.attempt == Some(current))) {
-            return if delivered.failure.is_none() { Delivered::AlreadyCompleted } else { Delivered::AlreadyFailed };
+        let queue = entry.inbox.get(&(delivery.kind, delivery.name.clone())).map(Vec::as_slice).unwrap_or_default();
+        // The token's first completion wins, whichever attempt it went to; a failure counts
+        // for its attempt (see `contract::refused_by_earlier`).
+        if let Some(refused) = super::contract::refused_by_earlier(
+            queue.iter().any(|e| e.attempt.is_some() && e.failure.is_none()),
+            queue.iter().any(|e| e.attempt == Some(current)),
+        ) {
+            return refused;
         }
         attempt = Some(current);
     }
@@ -446,11 +452,16 @@ impl Store for MemoryStore {
         ready(claimed)
     }
 
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>> {
+    fn renew_leases<'a>(&'a self, renewal: &'a Renewal) -> StoreFuture<'a, Renewals> {
         let mut renewed = Vec::new();
-        for (id, entry) in self.executions.lock().iter_mut() {
-            if entry.owner.as_deref() == Some(owner) && entry.state.is_active() {
-                entry.lease_until = Some(lease_until);
+        let mut executions = self.executions.lock();
+        for (id, epoch) in &renewal.held {
+            let Some(entry) = executions.get_mut(id) else { continue };
+            if entry.owner.as_deref() == Some(renewal.owner.as_str())
+                && entry.epoch == *epoch
+                && entry.state.is_active()
+            {
+                entry.lease_until = entry.lease_until.max(Some(renewal.lease_until));
                 renewed.push(Renewed {
                     execution: id.clone(),
                     epoch: entry.epoch,
@@ -458,7 +469,7 @@ impl Store for MemoryStore {
                 });
             }
         }
-        ready(renewed)
+        ready(Renewals { renewed, busy: Vec::new() })
     }
 
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
@@ -481,10 +492,17 @@ impl Store for MemoryStore {
                 Some(known) => {
                     known.executions += 1;
                     known.lease_until = known.lease_until.max(entry.lease_until);
+                    known.earliest_lease_until = match (known.earliest_lease_until, entry.lease_until) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                 }
-                None => {
-                    owners.push(OwnerLeases { owner: owner.to_owned(), executions: 1, lease_until: entry.lease_until })
-                }
+                None => owners.push(OwnerLeases {
+                    owner: owner.to_owned(),
+                    executions: 1,
+                    lease_until: entry.lease_until,
+                    earliest_lease_until: entry.lease_until,
+                }),
             }
         }
         ready(owners)

@@ -21,11 +21,11 @@ use std::sync::Arc;
 
 pub(crate) use contract::{
     AppendBatch, Claim, CreateOutcome, Delivered, Delivery, ExecutionList, InboxEntry, InboxKind, JournalEntries,
-    NewEvent, NewExecution, Notice, OwnerLeases, Purge, Renewed, Reopen, Reopened, ScheduleAdvance, ScheduleState,
-    StepEvent, Store, StoreAck, StoreFuture, Suspend, Suspended, Transition, WriteAck, WriteMode,
+    NewEvent, NewExecution, Notice, OwnerLeases, Purge, Renewal, Renewals, Renewed, Reopen, Reopened, ScheduleAdvance,
+    ScheduleState, StepEvent, Store, StoreAck, StoreFuture, Suspend, Suspended, Transition, WriteAck, WriteMode,
 };
 pub use contract::{CheckReport, DamagedExecution, Durability, ExecutionQuery, PageCursor, StoreError};
-pub(crate) use contract::{random_token_key, stored_step_attempt};
+pub(crate) use contract::{random_token_key, refused_by_earlier, stored_step_attempt};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};

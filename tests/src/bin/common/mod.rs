@@ -122,10 +122,13 @@ async fn crash_saga(wf: &Workflow, plan: Plan) -> Result<u32, WorkflowError> {
 }
 
 /// An async step: logs its completion token (the test hands it to another process, which
-/// completes the step) and waits for the completion.
+/// completes the step) and waits for the completion. `CRASH_BLOCK=approval:N` stops attempt N
+/// once its request went out, before it recorded that it waits.
 #[step(async)]
 async fn request_approval(ctx: &StepContext, order: u32) -> Result<Completion<bool>, StepError> {
-    ctx.resolve::<SideEffects>()?.record(format!("token {}", ctx.completion_token()));
+    let effects = ctx.resolve::<SideEffects>()?;
+    effects.record(format!("token {}", ctx.completion_token()));
+    maybe_block(effects, &format!("approval:{}", ctx.attempt())).await;
     let _ = order;
     Ok(Completion::later())
 }

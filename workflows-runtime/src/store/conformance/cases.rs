@@ -70,7 +70,7 @@ pub(super) async fn an_execution_created_without_an_owner_is_claimed_at_once(sto
     let taken = store.claim_orphans(&claim("worker", now)).await.unwrap();
     assert_eq!(taken.len(), 1, "claimable at once");
     assert_eq!((taken[0].epoch, taken[0].owner.as_deref()), (2, Some("worker")));
-    assert!(store.renew_leases("client", now + LEASE).await.unwrap().is_empty(), "the client holds nothing");
+    assert!(renew(store, "client", &[("for-workers", 1)], now + LEASE).await.is_empty(), "the client holds nothing");
 }
 
 /// A claim takes only executions of the workflows it names, only the one it asks for if it
@@ -175,33 +175,44 @@ pub(super) async fn a_transition_is_written_with_its_entries(store: &dyn Store) 
     assert!(claimed(store, &claim("engine-b", now + LEASE * 10)).await.is_empty());
 }
 
-/// Renewal extends the leases an owner holds and lists them; releasing gives them up, so a
-/// claim takes them at once.
+/// Renewal extends the leases of the executions an engine drives (held by it, at their epochs)
+/// and lists them — nothing else it holds, and never to an earlier end; releasing gives them
+/// up, so a claim takes them at once.
 pub(super) async fn renewal_extends_leases_and_release_gives_them_up(store: &dyn Store) {
     let now = Timestamp::now();
     create(store, new_execution("r-1", "engine-a", now)).await;
     create(store, new_execution("r-2", "engine-a", now)).await;
     create(store, new_execution("r-3", "engine-b", now)).await;
+    // Held by engine-a, which does not drive it (its creation's answer was lost): not renewed.
+    create(store, new_execution("r-4", "engine-a", now)).await;
 
     let until = now + LEASE * 2;
-    let mut renewed = store.renew_leases("engine-a", until).await.unwrap();
-    renewed.sort_by(|a, b| a.execution.as_str().cmp(b.execution.as_str()));
-    assert_eq!(renewed.iter().map(|r| (r.execution.as_str(), r.epoch)).collect::<Vec<_>>(), [("r-1", 1), ("r-2", 1)]);
-    assert!(renewed.iter().all(|r| !r.cancel_requested));
+    let held = [("r-1", 1), ("r-2", 1), ("r-3", 1), ("gone", 1)];
+    let renewed = renew(store, "engine-a", &held, until).await;
+    assert_eq!(renewed, [("r-1".to_owned(), 1, false), ("r-2".to_owned(), 1, false)]);
     assert_eq!(record(store, &"r-1".into()).await.lease_until, Some(until));
     assert_eq!(record(store, &"r-3".into()).await.lease_until, Some(now + LEASE), "another owner's lease is unchanged");
+    assert_eq!(record(store, &"r-4".into()).await.lease_until, Some(now + LEASE), "not driven: not renewed");
+    // At another epoch than the one held (taken over and back, or released and claimed again).
+    assert!(renew(store, "engine-a", &[("r-1", 2)], until + SECOND).await.is_empty());
+    // A renewal that was slow to land never shortens a later lease.
+    assert_eq!(renew(store, "engine-a", &[("r-1", 1)], now + LEASE).await.len(), 1);
+    assert_eq!(record(store, &"r-1".into()).await.lease_until, Some(until), "not shortened");
 
     let mut owners = store.owners().await.unwrap();
     owners.sort_by(|a, b| a.owner.cmp(&b.owner));
     assert_eq!(
-        owners.iter().map(|o| (o.owner.as_str(), o.executions, o.lease_until)).collect::<Vec<_>>(),
-        [("engine-a", 2, Some(until)), ("engine-b", 1, Some(now + LEASE))]
+        owners
+            .iter()
+            .map(|o| (o.owner.as_str(), o.executions, o.lease_until, o.earliest_lease_until))
+            .collect::<Vec<_>>(),
+        [("engine-a", 3, Some(until), Some(now + LEASE)), ("engine-b", 1, Some(now + LEASE), Some(now + LEASE))]
     );
 
-    assert_eq!(store.release("engine-a").await.unwrap(), 2);
+    assert_eq!(store.release("engine-a").await.unwrap(), 3);
     assert_eq!(record(store, &"r-1".into()).await.owner, None);
-    assert!(store.renew_leases("engine-a", until).await.unwrap().is_empty(), "nothing left to renew");
-    assert_eq!(claimed(store, &claim("engine-c", now)).await, ["r-1", "r-2"], "released: taken at once");
+    assert!(renew(store, "engine-a", &held, until).await.is_empty(), "nothing left to renew");
+    assert_eq!(claimed(store, &claim("engine-c", now)).await, ["r-1", "r-2", "r-4"], "released: taken at once");
 }
 
 /// Releasing one execution happens only at the epoch it is held at.
@@ -351,11 +362,8 @@ pub(super) async fn cancellation_requests_reach_the_owner_and_stop_a_suspend(sto
     create(store, new_execution("doomed", "engine-a", now)).await;
     assert!(store.request_cancel(&"doomed".into(), now + RETAIN).await.unwrap());
     assert!(record(store, &"doomed".into()).await.cancel_requested);
-    let renewed = store.renew_leases("engine-a", now + LEASE).await.unwrap();
-    assert_eq!(
-        renewed.iter().map(|r| (r.execution.as_str(), r.cancel_requested)).collect::<Vec<_>>(),
-        [("doomed", true)]
-    );
+    let renewed = renew(store, "engine-a", &[("doomed", 1)], now + LEASE).await;
+    assert_eq!(renewed, [("doomed".to_owned(), 1, true)]);
     assert_eq!(store.suspend(&suspend("doomed", 1, None, 0)).await.unwrap(), Suspended::Cancelled);
     assert_eq!(record(store, &"doomed".into()).await.state, ExecutionState::Running);
 
@@ -457,9 +465,10 @@ fn completion(id: &str, key: &CallKey, failure: Option<Failure>) -> Delivery {
     }
 }
 
-/// A completion from outside is taken only while an attempt of the async step runs or waits,
-/// once per attempt; after the step completed, none is.
-pub(super) async fn an_async_step_takes_one_delivery_per_attempt(store: &dyn Store) {
+/// A completion from outside is taken only while an attempt of the async step runs or waits:
+/// a failure once per attempt, a completion once for the token (the first wins, whichever
+/// attempt it went to); after the step completed, none is.
+pub(super) async fn an_async_step_takes_the_first_completion_of_its_token(store: &dyn Store) {
     let now = Timestamp::now();
     create(store, new_execution("approval", "engine-a", now)).await;
     let key = CallKey::new("approve", 1);
@@ -497,6 +506,14 @@ pub(super) async fn an_async_step_takes_one_delivery_per_attempt(store: &dyn Sto
     assert_eq!(store.deliver(&completion("approval", &key, None)).await.unwrap(), Delivered::AlreadyCompleted);
     let second = store.inbox(&"approval".into(), InboxKind::Completion, &key.to_string(), 1).await.unwrap().unwrap();
     assert_eq!((second.position, second.attempt, second.failure.is_none()), (1, Some(2), true));
+    // Attempt 2 was cut off (a crash) before it recorded that it waits, and attempt 3 runs: it
+    // takes the completion delivered to attempt 2. The token's first completion won: a second
+    // one, for attempt 3, is refused, not stored where nothing would ever take it.
+    store.append(write("approval", 1, [step(3, 3, started)], None)).await.unwrap();
+    assert_eq!(store.deliver(&completion("approval", &key, None)).await.unwrap(), Delivered::AlreadyCompleted);
+    let failure = Failure::new(FailureKind::Step, "too late");
+    assert_eq!(store.deliver(&completion("approval", &key, Some(failure))).await.unwrap(), Delivered::AlreadyCompleted);
+    assert!(store.inbox(&"approval".into(), InboxKind::Completion, &key.to_string(), 2).await.unwrap().is_none());
 }
 
 /// A write may carry a delivery to another execution (a child's result to its parent): both

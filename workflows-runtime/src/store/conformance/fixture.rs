@@ -9,7 +9,9 @@ use serde_json::value::{RawValue, to_raw_value};
 
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::journal::{CallKey, JournalEntry, JournalEvent};
-use crate::store::contract::{AppendBatch, Claim, Delivery, InboxKind, NewExecution, Store, Transition, WriteMode};
+use crate::store::contract::{
+    AppendBatch, Claim, Delivery, InboxKind, NewExecution, Renewal, Store, Transition, WriteMode,
+};
 use crate::time::Timestamp;
 
 /// The workflow every case's executions belong to (claims name it).
@@ -75,6 +77,27 @@ pub(crate) async fn claimed(store: &dyn Store, claim: &Claim) -> Vec<String> {
         store.claim_orphans(claim).await.expect("claim").into_iter().map(|r| r.id.to_string()).collect();
     ids.sort();
     ids
+}
+
+/// Renews `owner`'s leases of `held` (each at its epoch) until `until`: what was renewed, as
+/// (id, epoch, cancellation requested), by id.
+pub(crate) async fn renew(
+    store: &dyn Store,
+    owner: &str,
+    held: &[(&str, u64)],
+    until: Timestamp,
+) -> Vec<(String, u64, bool)> {
+    let renewal = Renewal {
+        owner: owner.into(),
+        held: held.iter().map(|(id, epoch)| (ExecutionId::from(*id), *epoch)).collect(),
+        lease_until: until,
+    };
+    let renewals = store.renew_leases(&renewal).await.expect("renewal");
+    assert!(renewals.busy.is_empty(), "nothing else holds these rows: {:?}", renewals.busy);
+    let mut renewed: Vec<(String, u64, bool)> =
+        renewals.renewed.into_iter().map(|r| (r.execution.to_string(), r.epoch, r.cancel_requested)).collect();
+    renewed.sort();
+    renewed
 }
 
 /// Journal entry `index`: the start of step call `index`.

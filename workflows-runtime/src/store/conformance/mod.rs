@@ -174,7 +174,7 @@ conformance!(
     purge_deletes_finished_executions_past_their_retention,
     purge_by_finish_time_and_within_its_limit,
     deliveries_to_finished_unknown_or_timed_out_executions_are_refused,
-    an_async_step_takes_one_delivery_per_attempt,
+    an_async_step_takes_the_first_completion_of_its_token,
     a_delivery_written_with_an_append_lands_with_it,
     reopen_takes_a_completed_execution_into_compensation,
     the_token_key_is_made_once,

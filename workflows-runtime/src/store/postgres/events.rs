@@ -42,11 +42,11 @@ pub(super) async fn record_emitted(client: &Object, execution: &str, emitted: &[
     Ok(())
 }
 
-/// Publishes (if it completed) or deletes (if it ended otherwise) the events execution
-/// `execution` held.
+/// Publishes (if it completed; a child hands them to its parent: they belong to the top-level
+/// execution) or deletes (if it ended otherwise) the events execution `execution` held.
 pub(super) async fn release_held(client: &Object, execution: &str, completed: bool) -> Result<(), StoreError> {
     let sql = if completed {
-        "UPDATE events SET held_by = NULL WHERE held_by = $1"
+        "UPDATE events SET held_by = (SELECT parent_id FROM executions WHERE id = $1) WHERE held_by = $1"
     } else {
         "DELETE FROM events WHERE held_by = $1"
     };

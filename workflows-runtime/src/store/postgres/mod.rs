@@ -7,6 +7,7 @@
 
 mod error;
 pub(super) mod events;
+mod leases;
 mod listener;
 mod pipeline;
 #[cfg(test)]
@@ -34,8 +35,8 @@ use self::writer::query;
 use super::commands::Command;
 use super::{
     AppendBatch, CheckReport, Claim, CreateOutcome, DamagedExecution, Delivered, Delivery, ExecutionList,
-    ExecutionQuery, InboxEntry, InboxKind, NewExecution, Notice, OwnerLeases, Purge, Renewed, Reopen, Reopened, Store,
-    StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
+    ExecutionQuery, InboxEntry, InboxKind, NewExecution, Notice, OwnerLeases, Purge, Renewal, Renewals, Reopen,
+    Reopened, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
 };
 use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::journal::JournalEntry;
@@ -51,6 +52,7 @@ pub struct PostgresOptions {
     pool_size: usize,
     connect_timeout: Duration,
     idle_transaction_timeout: Duration,
+    operation_timeout: Duration,
     listen: bool,
 }
 
@@ -61,6 +63,7 @@ impl Default for PostgresOptions {
             pool_size: 8,
             connect_timeout: Duration::from_secs(10),
             idle_transaction_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(30),
             listen: true,
         }
     }
@@ -104,6 +107,16 @@ impl PostgresOptions {
         self
     }
 
+    /// How long one operation on a pooled connection (a read, a claim, a renewal) may take
+    /// before it fails (default 30 s): a server that stopped answering, or a network that
+    /// lost every packet, delays a worker's claims by this much at most and never stops it.
+    /// (Connections also give up on data the server does not acknowledge within 10 s:
+    /// `TCP_USER_TIMEOUT`, where the platform has it.)
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
     /// Whether the store listens for other processes' notices (`LISTEN/NOTIFY`, on by
     /// default). Off, its engine finds new work and results by polling only: every half lease,
     /// every second (the fleet benchmark compares both).
@@ -130,6 +143,7 @@ struct Inner {
     commands: UnboundedSender<Command>,
     notices: tokio::sync::broadcast::Sender<Notice>,
     _listener: Option<listener::AbortOnDrop>,
+    operation_timeout: Duration,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -167,6 +181,10 @@ impl PostgresStore {
         config.keepalives_idle(Duration::from_secs(5));
         config.keepalives_interval(Duration::from_secs(2));
         config.keepalives_retries(3);
+        // Data the server does not acknowledge (a network that drops every packet while a
+        // request is in flight, when keepalives do not run) fails the connection too.
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+        config.tcp_user_timeout(Duration::from_secs(10));
         let listening = config.clone();
         let manager = Manager::from_config(
             config,
@@ -196,7 +214,18 @@ impl PostgresStore {
             }
             false => None,
         };
-        Ok(Self { inner: Arc::new(Inner { describe, schema, pool, commands, notices, _listener: listener }) })
+        let operation_timeout = options.operation_timeout;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                describe,
+                schema,
+                pool,
+                commands,
+                notices,
+                _listener: listener,
+                operation_timeout,
+            }),
+        })
     }
 
     fn send<T>(&self, command: impl FnOnce(super::commands::Reply<T>) -> Command) -> StoreAck<T> {
@@ -210,10 +239,50 @@ impl PostgresStore {
         StoreAck::pending(receiver)
     }
 
+    /// Runs `operation` within the operation timeout (see
+    /// [`PostgresOptions::operation_timeout`]): a single statement on a pooled connection can
+    /// be dropped half-way (the connection reads and discards its answer).
+    fn bounded<'a, T: Send + 'a>(
+        &'a self,
+        operation: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'a,
+    ) -> StoreFuture<'a, T> {
+        let timeout = self.inner.operation_timeout;
+        Box::pin(async move {
+            tokio::time::timeout(timeout, operation).await.unwrap_or_else(|_| Err(self.timed_out(timeout)))
+        })
+    }
+
+    fn timed_out(&self, timeout: Duration) -> StoreError {
+        StoreError::Unavailable(format!(
+            "PostgreSQL at {} did not answer within {timeout:?} (PostgresOptions::operation_timeout)",
+            self.inner.describe
+        ))
+    }
+
     async fn client(&self) -> Result<Object, StoreError> {
         self.inner.pool.get().await.map_err(|e| {
             StoreError::Unavailable(format!("cannot connect to PostgreSQL at {}: {}", self.inner.describe, chain(&e)))
         })
+    }
+
+    /// Of the executions a claim took before its commit went unanswered, those it holds: a
+    /// read on another connection that waits for the claim's transaction if the server still
+    /// has it open (until it commits, or ends with its session: the idle-transaction timeout).
+    async fn claimed_after_all(
+        &self,
+        claim: &Claim,
+        records: Vec<ExecutionRecord>,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let context = "cannot read back what a claim took";
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let sql = "SELECT id, epoch FROM executions WHERE id = ANY($1) AND owner = $2 FOR SHARE";
+        let held = self.read(|| context.into(), sql, &[&ids, &claim.owner]).await?;
+        let held: std::collections::HashMap<String, i64> =
+            held.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1))).collect();
+        let kept: Vec<ExecutionRecord> =
+            records.into_iter().filter(|r| held.get(r.id.as_str()) == Some(&(r.epoch as i64))).collect();
+        tracing::info!(claimed = kept.len(), "the claim had landed");
+        Ok(kept)
     }
 
     /// Runs a read and returns its rows.
@@ -286,11 +355,11 @@ impl Store for PostgresStore {
     }
 
     fn execution<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Option<ExecutionRecord>> {
-        Box::pin(async move { writer::read_execution(&self.client().await?, id).await })
+        self.bounded(async move { writer::read_execution(&self.client().await?, id).await })
     }
 
     fn journal<'a>(&'a self, id: &'a ExecutionId) -> StoreFuture<'a, Vec<JournalEntry>> {
-        Box::pin(async move {
+        self.bounded(async move {
             // PostgreSQL checks its own pages; a journal with a gap was changed by hand.
             let sql = queries::journal();
             let found =
@@ -312,7 +381,7 @@ impl Store for PostgresStore {
     }
 
     fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList> {
-        Box::pin(async move {
+        self.bounded(async move {
             let (sql, values) = queries::list(query);
             let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect();
             let found = self.read(|| "cannot list executions".into(), &sql, &params).await?;
@@ -339,23 +408,46 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let client = self.client().await?;
             let context = "cannot claim executions";
-            client.batch_execute("BEGIN").await.map_err(|e| backend(context, e))?;
-            match writer::claim_orphans(&client, claim).await {
-                Ok(records) => {
-                    client.batch_execute("COMMIT").await.map_err(|e| backend(context, e))?;
-                    Ok(records)
-                }
-                Err(error) => {
+            let timeout = self.inner.operation_timeout;
+            let claimed = tokio::time::timeout(timeout, async {
+                client.batch_execute("BEGIN").await.map_err(|e| backend(context, e))?;
+                writer::claim_orphans(&client, claim).await
+            })
+            .await;
+            let records = match claimed {
+                Ok(Ok(records)) => records,
+                Ok(Err(error)) => {
                     // A connection that cannot roll back is closed, and the pool drops it.
                     let _ = client.batch_execute("ROLLBACK").await;
-                    Err(error)
+                    return Err(error);
+                }
+                // Cut off inside its transaction: the connection is closed (never back in the
+                // pool with a transaction open), and the server rolls the claim back.
+                Err(_) => {
+                    drop(Object::take(client));
+                    return Err(self.timed_out(timeout));
+                }
+            };
+            match tokio::time::timeout(timeout, client.batch_execute("COMMIT")).await {
+                Ok(Ok(())) => Ok(records),
+                // The commit may have landed with its answer lost: what it claimed is read
+                // back, so that it is driven rather than left to expire.
+                unanswered => {
+                    let why = match unanswered {
+                        Ok(Err(error)) => error::chain(&error),
+                        _ => format!("no answer within {timeout:?}"),
+                    };
+                    tracing::warn!(error = %why, "a claim's commit was not answered; reading back what it took");
+                    drop(Object::take(client));
+                    self.bounded(self.claimed_after_all(claim, records)).await
                 }
             }
         })
     }
 
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>> {
-        Box::pin(self.send(|reply| Command::Renew(owner.to_owned(), lease_until, reply)))
+    fn renew_leases<'a>(&'a self, renewal: &'a Renewal) -> StoreFuture<'a, Renewals> {
+        // On a pooled connection, not in the writer's batches (see `leases`).
+        self.bounded(async move { leases::renew(&self.client().await?, renewal).await })
     }
 
     fn release<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
@@ -363,9 +455,9 @@ impl Store for PostgresStore {
     }
 
     fn owners(&self) -> StoreFuture<'_, Vec<OwnerLeases>> {
-        Box::pin(async move {
+        self.bounded(async move {
             let sql = format!(
-                "SELECT owner, COUNT(*), MAX(lease_until) FROM executions
+                "SELECT owner, COUNT(*), MAX(lease_until), MIN(lease_until) FROM executions
                  WHERE owner IS NOT NULL AND state IN {ACTIVE_STATES} GROUP BY owner"
             );
             let found = self.read(|| "cannot list the owners of executions".into(), &sql, &[]).await?;
@@ -375,6 +467,7 @@ impl Store for PostgresStore {
                     owner: row.get(0),
                     executions: row.get::<_, i64>(1) as u64,
                     lease_until: row.get::<_, Option<i64>>(2).map(Timestamp::from_micros),
+                    earliest_lease_until: row.get::<_, Option<i64>>(3).map(Timestamp::from_micros),
                 })
                 .collect())
         })
@@ -407,7 +500,7 @@ impl Store for PostgresStore {
         name: &'a str,
         position: u64,
     ) -> StoreFuture<'a, Option<InboxEntry>> {
-        Box::pin(async move {
+        self.bounded(async move {
             let sql = queries::inbox_entry();
             let found = self
                 .read(
@@ -425,7 +518,7 @@ impl Store for PostgresStore {
     }
 
     fn next_wake(&self) -> StoreFuture<'_, Option<Timestamp>> {
-        Box::pin(async move {
+        self.bounded(async move {
             let client = self.client().await?;
             let found = query(&client, queries::NEXT_WAKE, &[])
                 .await
@@ -441,37 +534,37 @@ impl Store for PostgresStore {
     }
 
     fn queues(&self, now: Timestamp) -> StoreFuture<'_, Vec<crate::queue::QueueStatus>> {
-        Box::pin(async move { queues::statuses(&self.client().await?, now).await })
+        self.bounded(async move { queues::statuses(&self.client().await?, now).await })
     }
 
     // Schedules are written on a pooled connection, each statement its own transaction: they
     // are not writes of running workflows, and the compare-and-set is one statement.
     fn schedules<'a>(&'a self, names: &'a [String], now: Timestamp) -> StoreFuture<'a, Vec<super::ScheduleState>> {
-        Box::pin(async move { schedules::states(&self.client().await?, names, now).await })
+        self.bounded(async move { schedules::states(&self.client().await?, names, now).await })
     }
 
     fn advance_schedule<'a>(&'a self, advance: &'a super::ScheduleAdvance) -> StoreFuture<'a, bool> {
-        Box::pin(async move { schedules::advance(&self.client().await?, advance).await })
+        self.bounded(async move { schedules::advance(&self.client().await?, advance).await })
     }
 
     fn pause_schedule<'a>(&'a self, name: &'a str, paused: bool) -> StoreFuture<'a, bool> {
-        Box::pin(async move { schedules::pause(&self.client().await?, name, paused).await })
+        self.bounded(async move { schedules::pause(&self.client().await?, name, paused).await })
     }
 
     fn record_event(&self, event: super::NewEvent) -> StoreFuture<'_, bool> {
-        Box::pin(async move { events::record(&self.client().await?, &event).await })
+        self.bounded(async move { events::record(&self.client().await?, &event).await })
     }
 
     fn undispatched_events(&self, limit: usize) -> StoreFuture<'_, Vec<super::NewEvent>> {
-        Box::pin(async move { events::undispatched(&self.client().await?, limit).await })
+        self.bounded(async move { events::undispatched(&self.client().await?, limit).await })
     }
 
     fn mark_dispatched<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, ()> {
-        Box::pin(async move { events::mark(&self.client().await?, ids).await })
+        self.bounded(async move { events::mark(&self.client().await?, ids).await })
     }
 
     fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {
-        Box::pin(async move {
+        self.bounded(async move {
             let context = || "cannot read the completion-token key".to_owned();
             let found = self.read(context, "SELECT value FROM secrets WHERE name = $1", &[&schema::TOKEN_KEY]).await?;
             let key: Vec<u8> = found.first().map(|row| row.get(0)).unwrap_or_default();

@@ -60,7 +60,8 @@ WITH fence AS (
 ), released AS (
     SELECT pg_notify(current_schema(), 'work') FROM fence WHERE $8 AND fence.keyed
 ), published AS (
-    UPDATE events SET held_by = NULL WHERE held_by = $1 AND $8 AND $4::text = 'completed' AND EXISTS (SELECT 1 FROM fence)
+    UPDATE events SET held_by = (SELECT parent_id FROM executions WHERE id = $1)
+    WHERE held_by = $1 AND $8 AND $4::text = 'completed' AND EXISTS (SELECT 1 FROM fence)
     RETURNING 1
 ), dropped AS (
     DELETE FROM events WHERE held_by = $1 AND $8 AND $4::text <> 'completed' AND EXISTS (SELECT 1 FROM fence)
@@ -82,6 +83,7 @@ WITH input AS (
     WHERE e.epoch = i.epoch
       AND (i.first IS NULL
            OR i.first = (SELECT COALESCE(MAX(j.idx) + 1, 0) FROM journal j WHERE j.execution_id = e.id))
+    ORDER BY e.id
     FOR SHARE OF e
 ), changed AS (
     UPDATE executions e SET
@@ -107,7 +109,7 @@ WITH input AS (
 ), released AS (
     SELECT pg_notify(current_schema(), 'work') FROM fence WHERE finished AND keyed
 ), published AS (
-    UPDATE events e SET held_by = NULL FROM input i
+    UPDATE events e SET held_by = (SELECT x.parent_id FROM executions x WHERE x.id = i.id) FROM input i
     WHERE e.held_by = i.id AND i.finished AND i.state = 'completed' AND i.id IN (SELECT id FROM fence)
     RETURNING 1
 ), dropped AS (

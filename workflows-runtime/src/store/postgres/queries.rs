@@ -39,6 +39,33 @@ pub(super) fn claim(only: bool) -> String {
     )
 }
 
+/// Extends to `$3` (never shortening) the leases of the executions `$2` that owner `$1` still
+/// holds at the epochs `$4`, each found by its key (a nested loop over the array, whatever the
+/// statistics say), skipping the rows another transaction holds.
+pub(super) fn renew() -> String {
+    format!(
+        "UPDATE executions SET lease_until = GREATEST(lease_until, $3)
+         WHERE id = ANY(ARRAY(
+             SELECT x.id FROM UNNEST($2::text[], $4::bigint[]) AS h(id, epoch)
+             CROSS JOIN LATERAL (
+                 SELECT e.id FROM executions e
+                 WHERE e.id = h.id AND e.epoch = h.epoch AND e.owner = $1 AND e.state IN {ACTIVE_STATES}
+                 FOR UPDATE SKIP LOCKED) AS x))
+         RETURNING id, epoch, cancel_requested"
+    )
+}
+
+/// Which of the executions `$2` owner `$1` still holds at the epochs `$3` (a plain read).
+pub(super) fn still_held() -> String {
+    format!(
+        "SELECT e.id FROM UNNEST($2::text[], $3::bigint[]) AS h(id, epoch)
+         CROSS JOIN LATERAL (
+             SELECT e.id FROM executions e
+             WHERE e.id = h.id AND e.epoch = h.epoch AND e.owner = $1 AND e.state IN {ACTIVE_STATES}
+             OFFSET 0) AS e"
+    )
+}
+
 /// Up to `$2` finished executions whose retention ended at or before `$1`, in the order it
 /// ended: a range of `executions_by_retention`.
 pub(super) fn purge_retained() -> String {

@@ -18,10 +18,10 @@ use super::rows::{self, ACTIVE_STATES, EXECUTION_COLUMNS};
 use super::{pipeline, queries};
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::{Failure, FailureKind};
-use crate::store::commands::{Applied, Command, Failed, apply_nothing, remember_failed};
+use crate::store::commands::{Applied, Command, Failed, apply_nothing, in_lock_order, remember_failed};
 use crate::store::{
-    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewExecution, Purge, Renewed, Reopen, Reopened, StoreError,
-    Suspend, Suspended,
+    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewExecution, Purge, Reopen, Reopened, StoreError, Suspend,
+    Suspended,
 };
 use crate::time::Timestamp;
 
@@ -85,7 +85,8 @@ pub(super) async fn run(pool: Pool, mut commands: UnboundedReceiver<Command>) {
     }
 }
 
-async fn commit(pool: &Pool, connection: &mut Option<Object>, commands: Vec<Command>, failed: &mut Failed) {
+async fn commit(pool: &Pool, connection: &mut Option<Object>, mut commands: Vec<Command>, failed: &mut Failed) {
+    in_lock_order(&mut commands);
     if connection.as_ref().is_some_and(|c| c.is_closed()) {
         *connection = None;
     }
@@ -246,7 +247,7 @@ async fn apply(client: &Object, command: Command) -> Applied {
         Command::Create(new, reply) => Applied::Create(reply, create(client, new).await),
         Command::Append(batch, reply) => Applied::Unit(reply, append(client, &batch).await),
         Command::Claim(claim, reply) => Applied::Records(reply, claim_orphans(client, &claim).await),
-        Command::Renew(owner, until, reply) => Applied::Renewed(reply, renew(client, &owner, until).await),
+        Command::Renew(renewal, reply) => Applied::Renewed(reply, super::leases::renew(client, &renewal).await),
         Command::Release(owner, reply) => Applied::Count(reply, release(client, &owner).await),
         Command::ReleaseOne(id, epoch, reply) => Applied::Flag(reply, release_one(client, &id, epoch).await),
         Command::RequestCancel(id, retain_until, reply) => {
@@ -490,23 +491,6 @@ pub(super) async fn claim_orphans(client: &Object, claim: &Claim) -> Result<Vec<
     Ok(records)
 }
 
-async fn renew(client: &Object, owner: &str, until: Timestamp) -> Result<Vec<Renewed>, StoreError> {
-    let sql = format!(
-        "UPDATE executions SET lease_until = $2 WHERE owner = $1 AND state IN {ACTIVE_STATES}
-         RETURNING id, epoch, cancel_requested"
-    );
-    let renewed =
-        query(client, &sql, &[&owner, &until.as_micros()]).await.map_err(|e| backend("cannot renew leases", e))?;
-    Ok(renewed
-        .iter()
-        .map(|row| Renewed {
-            execution: ExecutionId::from(row.get::<_, String>(0)),
-            epoch: row.get::<_, i64>(1) as u64,
-            cancel_requested: row.get(2),
-        })
-        .collect())
-}
-
 async fn request_cancel(client: &Object, id: &ExecutionId, retain_until: Timestamp) -> Result<bool, StoreError> {
     // A queued execution never started: nothing to compensate.
     let cancelled = execute(
@@ -715,18 +699,20 @@ async fn async_step_attempt(client: &Object, delivery: &Delivery) -> Result<Resu
         Ok(attempt) => attempt,
         Err(refused) => return Ok(Err(refused)),
     };
+    // What the step's inbox holds from outside: a completion (of any attempt), a delivery to
+    // this attempt.
     let delivered = query(
         client,
-        "SELECT failure IS NULL FROM inbox
-         WHERE execution_id = $1 AND kind = 'completion' AND name = $2 AND attempt = $3 LIMIT 1",
+        "SELECT COALESCE(bool_or(failure IS NULL), false), COALESCE(bool_or(attempt = $3), false) FROM inbox
+         WHERE execution_id = $1 AND kind = 'completion' AND name = $2 AND attempt IS NOT NULL",
         &[&id.as_str(), &delivery.name, &i64::from(attempt)],
     )
     .await
     .map_err(|e| backend(context(), e))?;
-    Ok(match delivered.first().map(|row| row.get::<_, bool>(0)) {
+    let (completed, this_attempt) = delivered.first().map_or((false, false), |row| (row.get(0), row.get(1)));
+    Ok(match crate::store::refused_by_earlier(completed, this_attempt) {
         None => Ok(attempt),
-        Some(true) => Err(Delivered::AlreadyCompleted),
-        Some(false) => Err(Delivered::AlreadyFailed),
+        Some(refused) => Err(refused),
     })
 }
 

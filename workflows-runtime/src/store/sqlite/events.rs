@@ -20,7 +20,9 @@ pub(super) fn record(conn: &Connection, event: &NewEvent) -> Result<bool, StoreE
 
 /// What a journal write does to events: records those its step emitted (held ones held by
 /// the execution) and, if it ends the execution (`finished`), publishes its held events if it
-/// completed, or deletes them.
+/// completed — hands them to its parent if it is a child: they belong to the top-level
+/// execution, published when it completes and dropped when it is rolled back —, or deletes
+/// them.
 pub(super) fn with_write(
     conn: &Connection,
     execution: &ExecutionId,
@@ -40,7 +42,9 @@ pub(super) fn with_write(
         .map_err(|e| backend(context(), e))?;
     }
     let sql = match finished {
-        Some(ExecutionState::Completed) => "UPDATE events SET held_by = NULL WHERE held_by = ?1",
+        Some(ExecutionState::Completed) => {
+            "UPDATE events SET held_by = (SELECT parent_id FROM executions WHERE id = ?1) WHERE held_by = ?1"
+        }
         Some(_) => "DELETE FROM events WHERE held_by = ?1",
         None => return Ok(()),
     };

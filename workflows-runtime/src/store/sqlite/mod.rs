@@ -37,8 +37,8 @@ use self::error::backend;
 use self::rows::{ACTIVE_STATES, read_journal};
 use super::{
     AppendBatch, CheckReport, Claim, CreateOutcome, DamagedExecution, Delivered, Delivery, Durability, ExecutionList,
-    ExecutionQuery, InboxEntry, InboxKind, NewExecution, OwnerLeases, Purge, Renewed, Reopen, Reopened, Store,
-    StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
+    ExecutionQuery, InboxEntry, InboxKind, NewExecution, OwnerLeases, Purge, Renewal, Renewals, Reopen, Reopened,
+    Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
 };
 use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::journal::JournalEntry;
@@ -387,8 +387,8 @@ impl Store for SqliteStore {
         Box::pin(ack)
     }
 
-    fn renew_leases<'a>(&'a self, owner: &'a str, lease_until: Timestamp) -> StoreFuture<'a, Vec<Renewed>> {
-        let ack = self.send(|reply| Command::Renew(owner.to_owned(), lease_until, reply));
+    fn renew_leases<'a>(&'a self, renewal: &'a Renewal) -> StoreFuture<'a, Renewals> {
+        let ack = self.send(|reply| Command::Renew(renewal.clone(), reply));
         Box::pin(ack)
     }
 
@@ -401,7 +401,7 @@ impl Store for SqliteStore {
         self.read(|conn| {
             let context = "cannot list the owners of executions";
             let sql = format!(
-                "SELECT owner, COUNT(*), MAX(lease_until) FROM executions
+                "SELECT owner, COUNT(*), MAX(lease_until), MIN(lease_until) FROM executions
                  WHERE owner IS NOT NULL AND state IN {ACTIVE_STATES} GROUP BY owner"
             );
             let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context, e))?;
@@ -411,6 +411,7 @@ impl Store for SqliteStore {
                         owner: r.get(0)?,
                         executions: r.get::<_, i64>(1)? as u64,
                         lease_until: r.get::<_, Option<i64>>(2)?.map(Timestamp::from_micros),
+                        earliest_lease_until: r.get::<_, Option<i64>>(3)?.map(Timestamp::from_micros),
                     })
                 })
                 .map_err(|e| backend(context, e))?;

@@ -18,8 +18,8 @@ use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::{Failure, FailureKind};
 use crate::store::commands::{Applied, Command, Failed, apply_nothing, remember_failed};
 use crate::store::{
-    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewExecution, Purge, Renewed, Reopen, Reopened, StoreError,
-    Suspend, Suspended,
+    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewExecution, Purge, Renewal, Renewals, Renewed, Reopen,
+    Reopened, StoreError, Suspend, Suspended,
 };
 use crate::time::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -155,7 +155,7 @@ fn apply(conn: &Connection, command: Command) -> Applied {
         Command::Create(new, reply) => Applied::Create(reply, in_savepoint(conn, |c| create(c, new))),
         Command::Append(batch, reply) => Applied::Unit(reply, in_savepoint(conn, |c| append(c, batch))),
         Command::Claim(claim, reply) => Applied::Records(reply, in_savepoint(conn, |c| claim_orphans(c, &claim))),
-        Command::Renew(owner, until, reply) => Applied::Renewed(reply, in_savepoint(conn, |c| renew(c, &owner, until))),
+        Command::Renew(renewal, reply) => Applied::Renewed(reply, in_savepoint(conn, |c| renew(c, &renewal))),
         Command::Release(owner, reply) => Applied::Count(reply, in_savepoint(conn, |c| release(c, &owner))),
         Command::ReleaseOne(id, epoch, reply) => {
             Applied::Flag(reply, in_savepoint(conn, |c| release_one(c, &id, epoch)))
@@ -406,28 +406,28 @@ fn claim_orphans(conn: &Connection, claim: &Claim) -> Result<Vec<ExecutionRecord
     Ok(records)
 }
 
-fn renew(conn: &Connection, owner: &str, until: Timestamp) -> Result<Vec<Renewed>, StoreError> {
+fn renew(conn: &Connection, renewal: &Renewal) -> Result<Renewals, StoreError> {
     let context = "cannot renew leases";
+    // One row at a time, by its key: only the executions the engine drives, at their epochs.
     let sql = format!(
-        "UPDATE executions SET lease_until = ?2 WHERE owner = ?1 AND state IN {ACTIVE_STATES}
-         RETURNING id, epoch, cancel_requested"
+        "UPDATE executions SET lease_until = MAX(COALESCE(lease_until, 0), ?4)
+         WHERE id = ?1 AND epoch = ?2 AND owner = ?3 AND state IN {ACTIVE_STATES}
+         RETURNING cancel_requested"
     );
     let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context, e))?;
-    let rows = statement
-        .query_map(params![owner, until.as_micros()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        })
-        .map_err(|e| backend(context, e))?;
-    let mut renewed = Vec::new();
-    for row in rows {
-        let (id, epoch, requested) = row.map_err(|e| backend(context, e))?;
-        renewed.push(Renewed {
-            execution: ExecutionId::from(id),
-            epoch: epoch as u64,
-            cancel_requested: requested != 0,
-        });
+    let mut renewed = Vec::with_capacity(renewal.held.len());
+    for (id, epoch) in &renewal.held {
+        let requested: Option<i64> = statement
+            .query_row(params![id.as_str(), *epoch as i64, renewal.owner, renewal.lease_until.as_micros()], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| backend(context, e))?;
+        if let Some(requested) = requested {
+            renewed.push(Renewed { execution: id.clone(), epoch: *epoch, cancel_requested: requested != 0 });
+        }
     }
-    Ok(renewed)
+    Ok(Renewals { renewed, busy: Vec::new() })
 }
 
 fn request_cancel(conn: &Connection, id: &ExecutionId, retain_until: Timestamp) -> Result<bool, StoreError> {
@@ -607,17 +607,18 @@ fn async_step_attempt(conn: &Connection, delivery: &Delivery) -> Result<Result<u
         Ok(attempt) => attempt,
         Err(refused) => return Ok(Err(refused)),
     };
-    let delivered: Option<bool> = conn
+    // What the step's inbox holds from outside: a completion (of any attempt), a delivery to
+    // this attempt.
+    let (completed, this_attempt): (bool, bool) = conn
         .prepare_cached(
-            "SELECT failure IS NULL FROM inbox
-             WHERE execution_id = ?1 AND kind = 'completion' AND name = ?2 AND attempt = ?3 LIMIT 1",
+            "SELECT COALESCE(MAX(failure IS NULL), 0), COALESCE(MAX(attempt = ?3), 0) FROM inbox
+             WHERE execution_id = ?1 AND kind = 'completion' AND name = ?2 AND attempt IS NOT NULL",
         )
-        .and_then(|mut s| s.query_row(params![id.as_str(), delivery.name, attempt], |r| r.get(0)).optional())
+        .and_then(|mut s| s.query_row(params![id.as_str(), delivery.name, attempt], |r| Ok((r.get(0)?, r.get(1)?))))
         .map_err(|e| backend(context(), e))?;
-    Ok(match delivered {
+    Ok(match crate::store::refused_by_earlier(completed, this_attempt) {
         None => Ok(attempt),
-        Some(true) => Err(Delivered::AlreadyCompleted),
-        Some(false) => Err(Delivered::AlreadyFailed),
+        Some(refused) => Err(refused),
     })
 }
 

@@ -597,3 +597,51 @@ fn check_names_damaged_executions() {
     assert_eq!(json["damaged"][0]["id"], "rotted");
     assert_eq!(json["executions"], 2);
 }
+
+/// `events --failed` lists the events a subscriber's execution could not be started for, as
+/// text and JSON; `events retry` sets one to be tried again, `events drop` gives it up; an
+/// event that is not undelivered is an error that says how to list them.
+#[test]
+fn undelivered_events_are_listed_retried_and_dropped() {
+    let cli = Cli::new();
+    cli.run(&["run", "hello_world", "--input", HELLO]).expect(0);
+    let conn = rusqlite::Connection::open(cli.store()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64;
+    for (event, subscriber, retry_at) in
+        [("ev-1", "confirm", None), ("ev-1", "reserve", Some(now + 60_000_000)), ("ev-2", "confirm", None)]
+    {
+        conn.execute(
+            "INSERT INTO undelivered (event_id, subscriber, name, payload, emitted_at, attempts, error, first_failed_at,
+                                      last_failed_at, retry_at)
+             VALUES (?1, ?2, 'order.placed', '{\"order\":1}', ?3, 5, 'execution confirm@ev-1 exists with another input', ?3, ?3, ?4)",
+            rusqlite::params![event, subscriber, now, retry_at],
+        )
+        .unwrap();
+    }
+    let text = cli.run(&["events", "--failed"]).expect(0);
+    assert!(
+        text.stdout.contains("ev-1") && text.stdout.contains("parked") && text.stdout.contains("in "),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stderr.contains("workflows events retry EVENT"), "{}", text.stderr);
+    let listed = cli.run(&["--json", "events", "--failed"]).expect(0).json();
+    let listed = listed["undelivered"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|u| u["payload"]["order"] == 1 && u["attempts"] == 5), "{listed:?}");
+    assert_eq!(listed.iter().filter(|u| u["parked"] == true).count(), 2);
+
+    let retried = cli.run(&["--json", "events", "retry", "ev-1", "--subscriber", "confirm"]).expect(0).json();
+    assert_eq!(retried["retry"], 1);
+    let dropped = cli.run(&["events", "drop", "ev-2"]).expect(0).stdout;
+    assert!(dropped.contains("dropped for 1 subscriber"), "{dropped}");
+    let left = cli.run(&["--json", "events", "--failed"]).expect(0).json();
+    let left = left["undelivered"].as_array().unwrap().clone();
+    assert_eq!(left.len(), 2);
+    assert!(left.iter().all(|u| u["event"] == "ev-1" && u["parked"] == false), "{left:?}");
+
+    let missing = cli.run(&["events", "drop", "ev-9"]).expect(1).stderr;
+    assert!(missing.contains("is not undelivered") && missing.contains("--failed"), "{missing}");
+    let bare = cli.run(&["events"]).expect(2).stderr;
+    assert!(bare.contains("--failed"), "{bare}");
+}

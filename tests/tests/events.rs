@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use workflows_runtime::prelude::*;
-use workflows_runtime::{ExecutionQuery, ExecutionState};
+use workflows_runtime::{ExecutionQuery, ExecutionState, Timestamp};
 use workflows_tests::eventually;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -397,4 +397,109 @@ async fn a_child_s_events_follow_its_parent_in_memory() {
     let handled = Arc::new(Handled::default());
     let engine = Engine::builder().memory().container(Container::new().with(handled.clone())).start().await.unwrap();
     a_child_s_events_are_published_only_when_its_parent_completes(engine, handled).await;
+}
+
+/// One subscriber that cannot start for an event (an execution holds its id with another
+/// input) fails for that event alone: the other subscriber and the later events go on; the
+/// failure is tried again with a backoff, then parked and listed; an operator who removed the
+/// cause retries it, and it is delivered. A payload no subscriber can read is parked for each
+/// at once, and dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_cannot_start_fails_alone_is_retried_parked_and_retried_by_hand() {
+    let handled = Arc::new(Handled::default());
+    let engine = Engine::builder().memory().container(Container::new().with(handled.clone())).start().await.unwrap();
+    // The id the dispatch of event `ev-1` to `confirm_order` would take, held with another input.
+    let other = Event {
+        id: "other".into(),
+        name: "order.placed".into(),
+        payload: OrderPlaced { order: 99 },
+        emitted_at: Timestamp::now(),
+    };
+    confirm_order::run_with(&engine, other, RunOptions::new().id("confirm_order@ev-1")).await.unwrap();
+    for order in 1..=5u32 {
+        engine.emit_with_id(&format!("ev-{order}"), "order.placed", OrderPlaced { order }).await.unwrap();
+    }
+    eventually(Duration::from_secs(30), || async {
+        let handled = handled.0.lock().unwrap();
+        let reserved = (1..=5).all(|o| handled.contains_key(&("reserve".to_owned(), o)));
+        let confirmed = (2..=5).all(|o| handled.contains_key(&("confirm".to_owned(), o)));
+        (reserved && confirmed).then_some(())
+    })
+    .await;
+    let failed = engine.undelivered_events(10).await.unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let failure = &failed[0];
+    assert_eq!((failure.event.as_str(), failure.subscriber.as_str()), ("ev-1", "confirm_order"));
+    assert!(failure.error.contains("confirm_order@ev-1"), "{}", failure.error);
+    assert!(failure.retry_at.is_some(), "tried again later");
+
+    // Tried again at each due time (a simulated clock: an hour on), until it is parked.
+    let mut passes = 0;
+    while engine.undelivered_events(10).await.unwrap()[0].retry_at.is_some() {
+        engine.retry_undelivered_at(Timestamp::now() + Duration::from_secs(3600)).await.unwrap();
+        passes += 1;
+        assert!(passes <= 10, "never parked");
+    }
+    let parked = engine.undelivered_events(10).await.unwrap().remove(0);
+    assert_eq!((parked.attempts, parked.retry_at), (5, None), "{parked:?}");
+    assert!(!handled.0.lock().unwrap().contains_key(&("confirm".to_owned(), 1)));
+
+    // The operator removes what held the id, and retries it.
+    engine.purge_finished_before(Timestamp::now() + Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(engine.retry_undelivered("ev-1", None).await.unwrap(), 1);
+    eventually(Duration::from_secs(30), || async {
+        let done = handled.0.lock().unwrap().contains_key(&("confirm".to_owned(), 1));
+        (done && engine.undelivered_events(10).await.ok()?.is_empty()).then_some(())
+    })
+    .await;
+
+    // No subscriber can read this payload: parked for both at once, then dropped.
+    engine.emit_with_id("garbled", "order.placed", "not an order").await.unwrap();
+    let parked = eventually(Duration::from_secs(30), || async {
+        let failed = engine.undelivered_events(10).await.ok()?;
+        (failed.len() == 2).then_some(failed)
+    })
+    .await;
+    assert!(parked.iter().all(|u| u.event == "garbled" && u.attempts == 1 && u.retry_at.is_none()), "{parked:?}");
+    assert!(parked.iter().all(|u| u.error.contains("does not")), "{parked:?}");
+    assert_eq!(engine.drop_undelivered("garbled", Some("confirm_order")).await.unwrap(), 1);
+    assert_eq!(engine.drop_undelivered("garbled", None).await.unwrap(), 1);
+    assert!(engine.undelivered_events(10).await.unwrap().is_empty());
+}
+
+/// Dispatched events are purged after their retention; an id emitted again after its event
+/// was purged is a new event, whose subscribers do not run again while their executions for
+/// it are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatched_events_are_purged_after_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let handled = Arc::new(Handled::default());
+    let engine = Engine::builder()
+        .sqlite(&path)
+        .container(Container::new().with(handled.clone()))
+        .event_retention(Duration::ZERO)
+        .purge_interval(Duration::ZERO)
+        .start()
+        .await
+        .unwrap();
+    for order in 0..30u32 {
+        engine.emit_with_id(&format!("placed-{order}"), "order.placed", OrderPlaced { order }).await.unwrap();
+    }
+    each_handled_once(&engine, &handled, 30).await;
+    let events = || {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0)).unwrap()
+    };
+    assert_eq!(events(), 30);
+    engine.purge_due().await.unwrap();
+    assert_eq!(events(), 0, "dispatched and past their retention");
+    assert!(engine.emit_with_id("placed-3", "order.placed", OrderPlaced { order: 3 }).await.unwrap(), "a new event");
+    engine.dispatch_events().await.unwrap();
+    let handled = handled.0.lock().unwrap();
+    assert_eq!(
+        handled.get(&("confirm".to_owned(), 3)),
+        Some(&1),
+        "its subscribers' executions are kept: not run again"
+    );
 }

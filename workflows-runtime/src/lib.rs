@@ -95,7 +95,7 @@ pub use source::RedisSource;
 pub use step::{Completion, StepContext, StepResponse};
 pub use store::{
     CheckReport, DamagedExecution, Durability, ExecutionQuery, IntoStore, MemoryStore, PageCursor, SqliteOptions,
-    SqliteStore, StoreError,
+    SqliteStore, StoreError, Undelivered,
 };
 #[cfg(feature = "postgres")]
 pub use store::{PostgresOptions, PostgresStore};

@@ -134,6 +134,15 @@ pub(crate) enum Command {
         #[arg(long, value_name = "AGE")]
         older_than: Option<String>,
     },
+    /// List the events a subscriber's execution could not be started for (`--failed`): those
+    /// tried again later and those parked; or retry or drop one.
+    Events {
+        /// List the events not delivered to a subscriber.
+        #[arg(long)]
+        failed: bool,
+        #[command(subcommand)]
+        action: Option<EventsCommand>,
+    },
     /// List the queues: each one's limits, how many executions wait in it, how many hold its
     /// slots, how many started within its rate window, and how long its oldest has waited.
     Queues,
@@ -184,6 +193,27 @@ fn parse_cursor(text: &str) -> Result<PageCursor, String> {
 
 fn parse_state(text: &str) -> Result<ExecutionState, String> {
     text.parse().map_err(|e: crate::execution::UnknownState| e.to_string())
+}
+
+/// What `workflows events` does to an undelivered event.
+#[derive(Debug, Subcommand)]
+pub(crate) enum EventsCommand {
+    /// Try it again (a new series of tries) for its subscribers that did not get it.
+    Retry {
+        /// The event's id, as `workflows events --failed` lists it.
+        event: String,
+        /// Only for this subscribing workflow.
+        #[arg(long)]
+        subscriber: Option<String>,
+    },
+    /// Give up delivering it to its subscribers that did not get it.
+    Drop {
+        /// The event's id, as `workflows events --failed` lists it.
+        event: String,
+        /// Only for this subscribing workflow.
+        #[arg(long)]
+        subscriber: Option<String>,
+    },
 }
 
 /// What `workflows schedules` does to one schedule.

@@ -7,7 +7,7 @@ use clap::Parser;
 use super::args::{Cli, Command};
 use super::common::{CliError, Configure, Context, EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 use super::output::note;
-use super::{executions, queues, registry, run, schedules};
+use super::{events, executions, queues, registry, run, schedules};
 use crate::engine::EngineBuilder;
 use crate::store;
 
@@ -73,6 +73,7 @@ async fn dispatch(cli: Cli, configure: Configure) -> Result<u8, CliError> {
         Command::SendEvent { id, name, payload } => run::send_event(context, &id, &name, &payload).await,
         Command::Purge { older_than } => executions::purge(context, older_than).await,
         Command::Check { full } => executions::check(&context, full).await,
+        Command::Events { failed, action } => events::run(context, failed, action).await,
         Command::Queues => queues::list(&context).await,
         Command::Schedules { action } => schedules::run(context, action).await,
         Command::Worker { grace } => run::worker(context, grace).await,

@@ -34,6 +34,7 @@
 mod args;
 mod common;
 mod dispatch;
+mod events;
 mod executions;
 mod output;
 mod pending;

@@ -32,6 +32,7 @@ pub struct EngineBuilder {
     lease: Duration,
     default_retry: Option<RetryPolicy>,
     retention: Duration,
+    event_retention: Duration,
     purge_interval: Duration,
     worker: bool,
     client_only: bool,
@@ -79,6 +80,7 @@ impl Default for EngineBuilder {
             lease: Duration::from_secs(30),
             default_retry: None,
             retention: DEFAULT_RETENTION,
+            event_retention: DEFAULT_RETENTION,
             purge_interval: Duration::from_secs(60),
             worker: true,
             client_only: false,
@@ -171,8 +173,19 @@ impl EngineBuilder {
         self
     }
 
-    /// How often the engine purges finished executions past their retention (default every
-    /// minute, in batches of 500). `Duration::ZERO` turns the background purge off.
+    /// How long dispatched events are kept (default 7 days): an event's id deduplicates its
+    /// emits for this long (an `emit_with_id` of an id whose event was purged records a new
+    /// event — whose subscribers do not run again while their executions for it are kept).
+    /// Events not dispatched yet, held by a running execution, or undelivered to a subscriber
+    /// are kept.
+    pub fn event_retention(mut self, retention: Duration) -> Self {
+        self.event_retention = retention;
+        self
+    }
+
+    /// How often the engine purges finished executions and dispatched events past their
+    /// retention (default every minute, in small batches). `Duration::ZERO` turns the
+    /// background purge off.
     pub fn purge_interval(mut self, interval: Duration) -> Self {
         self.purge_interval = interval;
         self
@@ -282,6 +295,7 @@ impl EngineBuilder {
             container: self.container,
             default_retry: self.default_retry,
             retention: self.retention,
+            event_retention: self.event_retention,
             owner,
             lease: self.lease,
             lease_clock: lease::LeaseClock::new(self.lease),

@@ -19,6 +19,9 @@ use crate::workflow::WorkflowFn;
 /// write waits behind one batch at most (about 5 ms on SQLite), however large the backlog.
 pub(crate) const PURGE_BATCH: usize = 25;
 
+/// How many events one purge write deletes at most (an event is one row).
+const EVENT_PURGE_BATCH: usize = 200;
+
 /// The longest pause between two purge batches (see [`EngineInner::purge`]).
 const PURGE_PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -119,7 +122,29 @@ impl EngineInner {
 
     /// See [`Engine::purge_due`].
     pub(crate) async fn purge_due(&self) -> Result<u64, StoreError> {
-        self.purge(Purge { retained_before: Some(Timestamp::now()), finished_before: None, limit: PURGE_BATCH }).await
+        let now = Timestamp::now();
+        let executions = self.purge(Purge { retained_before: Some(now), finished_before: None, limit: PURGE_BATCH });
+        let executions = executions.await?;
+        let events = self.purge_events(now - self.event_retention).await?;
+        if events > 0 {
+            tracing::debug!(events, "purged dispatched events past their retention");
+        }
+        Ok(executions)
+    }
+
+    /// Deletes the dispatched events emitted before `before`, in batches, pausing between them
+    /// as [`purge`](Self::purge) does.
+    pub(crate) async fn purge_events(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let began = std::time::Instant::now();
+            let deleted = self.store.purge_events(before, EVENT_PURGE_BATCH).await?;
+            total += deleted;
+            if deleted < EVENT_PURGE_BATCH as u64 {
+                return Ok(total);
+            }
+            tokio::time::sleep(began.elapsed().min(PURGE_PAUSE_MAX)).await;
+        }
     }
 
     /// Purges in batches, pausing after each as long as it took (up to [`PURGE_PAUSE_MAX`]):

@@ -40,6 +40,8 @@ pub(crate) struct EngineInner {
     pub(crate) default_retry: Option<RetryPolicy>,
     /// How long finished executions of workflows that set no retention are kept.
     pub(crate) retention: Duration,
+    /// How long dispatched events are kept (see `EngineBuilder::event_retention`).
+    pub(crate) event_retention: Duration,
     /// This engine's owner id in the store: unique per engine instance.
     pub(crate) owner: Arc<str>,
     pub(crate) lease: Duration,

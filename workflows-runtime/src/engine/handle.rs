@@ -159,6 +159,8 @@ pub(crate) async fn wait_for<O: DeserializeOwned>(engine: &Arc<EngineInner>, id:
 /// again after a delay that grows to a second.
 pub(crate) async fn finished(inner: &EngineInner, id: &ExecutionId) -> Result<ExecutionRecord, RunError> {
     let mut delay = Duration::from_millis(5);
+    // A client-only engine runs nothing: if no worker takes the execution, it says so once.
+    let mut unclaimed_since = inner.client_only.then(std::time::Instant::now);
     loop {
         let watch = inner.watch(id);
         let found = {
@@ -168,7 +170,16 @@ pub(crate) async fn finished(inner: &EngineInner, id: &ExecutionId) -> Result<Ex
             ended.as_mut().enable();
             let found = match inner.store.execution(id).await {
                 Ok(Some(record)) if record.state.is_finished() => Ok(Some(record)),
-                Ok(Some(_)) => Ok(None),
+                Ok(Some(record)) => {
+                    if let Some(since) = unclaimed_since
+                        && since.elapsed() >= inner.lease
+                        && never_claimed(&record)
+                    {
+                        unclaimed_since = None;
+                        warn_unclaimed(inner, &record, since.elapsed()).await;
+                    }
+                    Ok(None)
+                }
                 Ok(None) => Err(RunError::Interrupted {
                     execution: id.clone(),
                     reason: "the execution was removed from the store".to_owned(),
@@ -189,6 +200,32 @@ pub(crate) async fn finished(inner: &EngineInner, id: &ExecutionId) -> Result<Ex
         }
         delay = (delay * 2).min(Duration::from_secs(1));
     }
+}
+
+/// True if no worker ever took the execution: it waits, unowned, as it was created.
+fn never_claimed(record: &ExecutionRecord) -> bool {
+    record.owner.is_none()
+        && record.epoch <= 1
+        && matches!(record.state, ExecutionState::Running | ExecutionState::Pending | ExecutionState::Queued)
+}
+
+/// Says that a client-only engine's execution has waited `waited` for a worker, and how many
+/// engines hold executions on its store (a worker with nothing to do holds none).
+async fn warn_unclaimed(inner: &EngineInner, record: &ExecutionRecord, waited: Duration) {
+    let now = crate::time::Timestamp::now();
+    let owners = inner.store.owners().await.unwrap_or_default();
+    let live = owners.iter().filter(|o| o.lease_until.is_some_and(|until| until > now)).count();
+    tracing::warn!(
+        execution = %record.id,
+        workflow = %record.workflow,
+        waited_s = waited.as_secs(),
+        workers_holding_executions = live,
+        store = %inner.store.describe(),
+        "no worker has taken this execution yet: this engine is client-only and runs nothing; start a worker on \
+         the same store (`workflows worker`, or an engine that is not client-only) whose program links workflow \
+         `{}`",
+        record.workflow
+    );
 }
 
 /// The result of a finished execution, as its `run` would have returned it.

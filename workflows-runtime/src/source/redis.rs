@@ -98,13 +98,28 @@ impl RedisSource {
     /// Reads the stream until the engine closes, recording each message as an event and then
     /// acknowledging it; reconnects after an error.
     pub(crate) async fn run(self: Arc<Self>, engine: Weak<EngineInner>, consumer: String) {
+        // Doubled after each failure in a row (from 1 s to 30 s), so that a Redis that is down
+        // is not asked every second by every worker, nor logged that often.
+        let mut pause = Duration::from_secs(1);
         loop {
             if engine.upgrade().is_none_or(|inner| inner.is_closed() || inner.is_draining()) {
                 return;
             }
+            let began = std::time::Instant::now();
             if let Err(error) = self.consume(&engine, &consumer).await {
-                tracing::warn!(stream = %self.stream, %error, "the Redis event source failed; connecting again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                // A source that ran a while before failing starts again from a short pause.
+                if began.elapsed() > Duration::from_secs(60) {
+                    pause = Duration::from_secs(1);
+                }
+                tracing::warn!(
+                    url = %redact(&self.url),
+                    stream = %self.stream,
+                    %error,
+                    retry_in_s = pause.as_secs(),
+                    "the Redis event source failed; connecting again"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
             }
         }
     }
@@ -161,5 +176,27 @@ impl RedisSource {
             let _: i64 = conn.xack(&self.stream, &self.group, &[&message.id]).await?;
         }
         Ok(())
+    }
+}
+
+/// A Redis URL without its password, for messages: `redis://user:***@host:6379`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    match rest.split_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://***@{host}"),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_url_in_a_message_has_no_password() {
+        assert_eq!(super::redact("redis://app:secret@cache:6379/0"), "redis://app:***@cache:6379/0");
+        assert_eq!(super::redact("redis://:secret@cache"), "redis://:***@cache");
+        assert_eq!(super::redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

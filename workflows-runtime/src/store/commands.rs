@@ -6,7 +6,7 @@ use tokio::sync::oneshot;
 use crate::execution::{ExecutionId, ExecutionRecord};
 use crate::store::{
     AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewEvent, NewExecution, Purge, Renewal, Renewals, Reopen,
-    Reopened, ScheduleAdvance, ScheduleState, StoreError, Suspend, Suspended, WriteMode,
+    Reopened, ScheduleAdvance, ScheduleState, StoreError, Suspend, Suspended, Undelivered, WriteMode,
 };
 use crate::time::Timestamp;
 
@@ -27,6 +27,9 @@ pub(crate) enum Command {
     PauseSchedule(String, bool, Reply<bool>),
     RecordEvent(NewEvent, Reply<bool>),
     MarkDispatched(Vec<String>, Reply<()>),
+    PurgeEvents(Timestamp, usize, Reply<u64>),
+    RecordUndelivered(Box<Undelivered>, Reply<()>),
+    ForgetUndelivered(String, Option<String>, Reply<u64>),
     Acquire(ExecutionId, u64, Reply<bool>),
     Purge(Purge, Reply<u64>),
     Deliver(Delivery, Reply<Delivered>),
@@ -40,6 +43,7 @@ impl Command {
     }
 
     /// The execution whose row the command locks (first), if it locks one.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn locks(&self) -> Option<&str> {
         match self {
             Command::Append(batch, _) => Some(batch.execution.as_str()),
@@ -59,6 +63,7 @@ impl Command {
 /// every other process's batches do: two transactions that lock rows in one order can wait for
 /// each other, but never both at once (a deadlock, which the server breaks by failing one).
 /// The sort is stable: the writes of one execution keep their order.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn in_lock_order(commands: &mut [Command]) {
     commands.sort_by(|a, b| a.locks().cmp(&b.locks()));
 }
@@ -152,12 +157,16 @@ pub(crate) fn apply_nothing(command: Command) -> Applied {
     }
     match command {
         Command::Create(_, reply) => Applied::Create(reply, never()),
-        Command::Append(_, reply) | Command::DefineQueues(_, reply) | Command::MarkDispatched(_, reply) => {
-            Applied::Unit(reply, never())
-        }
+        Command::Append(_, reply)
+        | Command::DefineQueues(_, reply)
+        | Command::MarkDispatched(_, reply)
+        | Command::RecordUndelivered(_, reply) => Applied::Unit(reply, never()),
         Command::Claim(_, reply) => Applied::Records(reply, never()),
         Command::Renew(_, reply) => Applied::Renewed(reply, never()),
-        Command::Release(_, reply) | Command::Purge(_, reply) => Applied::Count(reply, never()),
+        Command::Release(_, reply)
+        | Command::Purge(_, reply)
+        | Command::PurgeEvents(_, _, reply)
+        | Command::ForgetUndelivered(_, _, reply) => Applied::Count(reply, never()),
         Command::ReleaseOne(_, _, reply)
         | Command::RequestCancel(_, _, reply)
         | Command::Acquire(_, _, reply)

@@ -143,8 +143,25 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Up to `limit` events not dispatched yet, oldest first.
     fn undispatched_events(&self, limit: usize) -> StoreFuture<'_, Vec<NewEvent>>;
 
-    /// Marks these events dispatched: the executions of their subscribers exist.
+    /// Marks these events dispatched: the executions of their subscribers exist, or their
+    /// failures are recorded (see [`Store::record_undelivered`]).
     fn mark_dispatched<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, ()>;
+
+    /// Deletes up to `limit` dispatched events emitted before `before`, oldest first (their ids
+    /// deduplicate no more). Returns how many.
+    fn purge_events(&self, before: Timestamp, limit: usize) -> StoreFuture<'_, u64>;
+
+    /// Records (or updates) an event one subscriber's execution could not be started for,
+    /// keyed by the event and the subscriber.
+    fn record_undelivered<'a>(&'a self, undelivered: &'a Undelivered) -> StoreFuture<'a, ()>;
+
+    /// The undelivered events: with `due`, up to `limit` of those whose next try is due by then
+    /// (soonest first); without, up to `limit` of them all, the latest failure first.
+    fn undelivered(&self, due: Option<Timestamp>, limit: usize) -> StoreFuture<'_, Vec<Undelivered>>;
+
+    /// Forgets the undelivered event `event` (for `subscriber` only, if given): delivered, or
+    /// dropped by an operator. Returns how many records it deleted.
+    fn forget_undelivered<'a>(&'a self, event: &'a str, subscriber: Option<&'a str>) -> StoreFuture<'a, u64>;
 
     /// The key completion tokens are signed with: one per store, made with it, the same for
     /// every process that uses it.
@@ -187,6 +204,33 @@ pub struct NewEvent {
     pub payload: Box<RawValue>,
     /// When it was emitted.
     pub at: Timestamp,
+}
+
+/// An event one subscriber's execution could not be started for (see
+/// [`Store::record_undelivered`]): tried again with a backoff, then parked until an operator
+/// retries or drops it (`workflows events --failed`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Undelivered {
+    /// The event's id.
+    pub event: String,
+    /// The event's name.
+    pub name: String,
+    /// Its payload, as emitted (kept here: the event itself may be purged meanwhile).
+    pub payload: String,
+    /// When it was emitted.
+    pub emitted_at: Timestamp,
+    /// The subscribing workflow it was not delivered to.
+    pub subscriber: String,
+    /// How many tries failed.
+    pub attempts: u32,
+    /// Why the last one failed.
+    pub error: String,
+    /// When the first try failed.
+    pub first_failed_at: Timestamp,
+    /// When the last one did.
+    pub last_failed_at: Timestamp,
+    /// When it is tried again; `None`: parked (given up on until an operator retries it).
+    pub retry_at: Option<Timestamp>,
 }
 
 /// A schedule as the store keeps it (see [`Store::schedules`]).

@@ -146,6 +146,18 @@ impl<H: Hooks> Store for Hooked<H> {
     fn mark_dispatched<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, ()> {
         self.inner.mark_dispatched(ids)
     }
+    fn purge_events(&self, before: Timestamp, limit: usize) -> StoreFuture<'_, u64> {
+        self.inner.purge_events(before, limit)
+    }
+    fn record_undelivered<'a>(&'a self, undelivered: &'a Undelivered) -> StoreFuture<'a, ()> {
+        self.inner.record_undelivered(undelivered)
+    }
+    fn undelivered(&self, due: Option<Timestamp>, limit: usize) -> StoreFuture<'_, Vec<Undelivered>> {
+        self.inner.undelivered(due, limit)
+    }
+    fn forget_undelivered<'a>(&'a self, event: &'a str, subscriber: Option<&'a str>) -> StoreFuture<'a, u64> {
+        self.inner.forget_undelivered(event, subscriber)
+    }
     fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {
         self.inner.token_key()
     }

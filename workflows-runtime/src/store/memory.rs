@@ -11,7 +11,8 @@ use serde_json::value::RawValue;
 use super::contract::{
     AppendBatch, CheckReport, Claim, CreateOutcome, Delivered, Delivery, ExecutionList, ExecutionQuery, InboxEntry,
     InboxKind, NewEvent, NewExecution, OwnerLeases, Purge, Renewal, Renewals, Renewed, Reopen, Reopened,
-    ScheduleAdvance, ScheduleState, StepEvent, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended, WriteAck,
+    ScheduleAdvance, ScheduleState, StepEvent, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended,
+    Undelivered, WriteAck,
 };
 use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::Failure;
@@ -32,6 +33,8 @@ pub struct MemoryStore {
     schedules: Mutex<HashMap<String, ScheduleState>>,
     /// The events emitted, in order.
     events: Mutex<Vec<KeptEvent>>,
+    /// The events not delivered to a subscriber, by (event, subscriber).
+    undelivered: Mutex<std::collections::BTreeMap<(String, String), Undelivered>>,
     /// The key completion tokens are signed with.
     token_key: [u8; 32],
 }
@@ -43,6 +46,7 @@ impl Default for MemoryStore {
             queues: Mutex::default(),
             schedules: Mutex::default(),
             events: Mutex::default(),
+            undelivered: Mutex::default(),
             token_key: super::contract::random_token_key(),
         }
     }
@@ -743,6 +747,47 @@ impl Store for MemoryStore {
             }
         }
         ready(())
+    }
+
+    fn purge_events(&self, before: Timestamp, limit: usize) -> StoreFuture<'_, u64> {
+        let mut events = self.events.lock();
+        let mut due: Vec<(Timestamp, String)> = events
+            .iter()
+            .filter(|k| k.dispatched && k.held_by.is_none() && k.event.at < before)
+            .map(|k| (k.event.at, k.event.id.clone()))
+            .collect();
+        due.sort();
+        due.truncate(limit);
+        let due: std::collections::HashSet<String> = due.into_iter().map(|(_, id)| id).collect();
+        events.retain(|k| !due.contains(&k.event.id));
+        ready(due.len() as u64)
+    }
+
+    fn record_undelivered<'a>(&'a self, undelivered: &'a Undelivered) -> StoreFuture<'a, ()> {
+        let key = (undelivered.event.clone(), undelivered.subscriber.clone());
+        self.undelivered.lock().insert(key, undelivered.clone());
+        ready(())
+    }
+
+    fn undelivered(&self, due: Option<Timestamp>, limit: usize) -> StoreFuture<'_, Vec<Undelivered>> {
+        let kept = self.undelivered.lock();
+        let mut found: Vec<Undelivered> = match due {
+            Some(due) => kept.values().filter(|u| u.retry_at.is_some_and(|at| at <= due)).cloned().collect(),
+            None => kept.values().cloned().collect(),
+        };
+        match due {
+            Some(_) => found.sort_by(|a, b| (a.retry_at, &a.event).cmp(&(b.retry_at, &b.event))),
+            None => found.sort_by(|a, b| (b.last_failed_at, &b.event).cmp(&(a.last_failed_at, &a.event))),
+        }
+        found.truncate(limit);
+        ready(found)
+    }
+
+    fn forget_undelivered<'a>(&'a self, event: &'a str, subscriber: Option<&'a str>) -> StoreFuture<'a, u64> {
+        let mut kept = self.undelivered.lock();
+        let before = kept.len();
+        kept.retain(|(e, s), _| !(e == event && subscriber.is_none_or(|wanted| wanted == s)));
+        ready((before - kept.len()) as u64)
     }
 
     fn pause_schedule<'a>(&'a self, name: &'a str, paused: bool) -> StoreFuture<'a, bool> {

@@ -24,7 +24,7 @@ pub(crate) use contract::{
     NewEvent, NewExecution, Notice, OwnerLeases, Purge, Renewal, Renewals, Renewed, Reopen, Reopened, ScheduleAdvance,
     ScheduleState, StepEvent, Store, StoreAck, StoreFuture, Suspend, Suspended, Transition, WriteAck, WriteMode,
 };
-pub use contract::{CheckReport, DamagedExecution, Durability, ExecutionQuery, PageCursor, StoreError};
+pub use contract::{CheckReport, DamagedExecution, Durability, ExecutionQuery, PageCursor, StoreError, Undelivered};
 pub(crate) use contract::{random_token_key, refused_by_earlier, stored_step_attempt};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]

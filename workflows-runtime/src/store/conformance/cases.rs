@@ -11,7 +11,7 @@ use crate::journal::{CallKey, JournalEntry, JournalEvent};
 use crate::queue::Queue;
 use crate::store::contract::{
     CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxKind, NewEvent, NewExecution, PageCursor, Purge, Reopen,
-    Reopened, ScheduleAdvance, StepEvent, Store, StoreError, Suspend, Suspended,
+    Reopened, ScheduleAdvance, StepEvent, Store, StoreError, Suspend, Suspended, Undelivered,
 };
 use crate::time::Timestamp;
 
@@ -824,4 +824,102 @@ pub(super) async fn events_a_step_emits_are_held_until_its_execution_completes(s
     finish(store, "kept", 1, 1, ExecutionState::Completed).await;
     finish(store, "rolled-back", 1, 1, ExecutionState::Compensated).await;
     assert_eq!(listed().await, ["kept/held", "kept/now"], "a completed execution's held event is published");
+}
+
+/// A child's held events are its parent's once it completes: published when the parent
+/// completes, dropped when it is rolled back.
+pub(super) async fn a_child_s_held_events_follow_its_parent(store: &dyn Store) {
+    let now = Timestamp::now();
+    let emitted = |id: &str| StepEvent {
+        event: NewEvent { id: id.into(), name: "stock.reserved".into(), payload: json(id), at: now },
+        held: true,
+    };
+    let listed =
+        || async { store.undispatched_events(10).await.unwrap().into_iter().map(|e| e.id).collect::<Vec<_>>() };
+    for parent in ["done", "undone"] {
+        create(store, new_execution(parent, "engine-a", now)).await;
+        let id = format!("{parent}:@child:reserve#1");
+        let mut child = new_execution(&id, "engine-a", now);
+        child.parent = Some((parent.into(), "@child:reserve#1".into()));
+        create(store, child).await;
+        let mut batch = write(&id, 1, [started(0)], None);
+        batch.events = vec![emitted(&format!("{parent}/held"))];
+        store.append(batch).await.unwrap();
+        finish(store, &id, 1, 1, ExecutionState::Completed).await;
+    }
+    assert!(listed().await.is_empty(), "a completed child's events wait for its parent");
+    finish(store, "undone", 1, 0, ExecutionState::Compensated).await;
+    finish(store, "done", 1, 0, ExecutionState::Completed).await;
+    assert_eq!(listed().await, ["done/held"], "published with the parent that completed, dropped with the other");
+}
+
+/// Dispatched events are purged once emitted before the cut-off, oldest first, within the limit;
+/// the ones not dispatched yet (or held) are kept.
+pub(super) async fn dispatched_events_are_purged_after_their_retention(store: &dyn Store) {
+    let now = Timestamp::now();
+    let event =
+        |id: &str, at: Timestamp| NewEvent { id: id.into(), name: "order.placed".into(), payload: json(id), at };
+    for (id, at) in [("old-1", now), ("old-2", now + SECOND), ("waiting", now), ("young", now + SECOND * 60)] {
+        assert!(store.record_event(event(id, at)).await.unwrap());
+    }
+    store.mark_dispatched(&["old-1".to_owned(), "old-2".to_owned(), "young".to_owned()]).await.unwrap();
+    let cut_off = now + SECOND * 30;
+    assert_eq!(store.purge_events(cut_off, 1).await.unwrap(), 1, "within the limit");
+    assert_eq!(store.purge_events(cut_off, 10).await.unwrap(), 1);
+    assert_eq!(store.purge_events(cut_off, 10).await.unwrap(), 0);
+    // Purged: the id records a new event. Kept: it is still the same event.
+    assert!(store.record_event(event("old-1", now)).await.unwrap(), "a purged id is free again");
+    assert!(!store.record_event(event("young", now)).await.unwrap(), "a kept one deduplicates");
+    let listed = store.undispatched_events(10).await.unwrap();
+    assert_eq!(listed.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["old-1", "waiting"], "not dispatched: kept");
+}
+
+/// Undelivered events are recorded per (event, subscriber), updated in place, listed (the due
+/// ones soonest first, or all of them latest failure first) and forgotten one subscriber or all.
+pub(super) async fn undelivered_events_are_recorded_listed_and_forgotten(store: &dyn Store) {
+    let now = Timestamp::now();
+    let undelivered = |event: &str, subscriber: &str, failed: Timestamp, retry_at: Option<Timestamp>| Undelivered {
+        event: event.into(),
+        name: "order.placed".into(),
+        payload: r#"{"order":1}"#.into(),
+        emitted_at: now,
+        subscriber: subscriber.into(),
+        attempts: 1,
+        error: "it conflicts".into(),
+        first_failed_at: failed,
+        last_failed_at: failed,
+        retry_at,
+    };
+    let parked = undelivered("e1", "confirm", now, None);
+    let soon = undelivered("e1", "reserve", now + SECOND, Some(now + SECOND * 2));
+    let later = undelivered("e2", "reserve", now + SECOND * 2, Some(now + SECOND * 10));
+    for u in [&parked, &soon, &later] {
+        store.record_undelivered(u).await.unwrap();
+    }
+    let due = |at: Timestamp| async move {
+        store.undelivered(Some(at), 10).await.unwrap().into_iter().map(|u| (u.event, u.subscriber)).collect::<Vec<_>>()
+    };
+    assert!(due(now).await.is_empty());
+    assert_eq!(due(now + SECOND * 20).await, [("e1".into(), "reserve".into()), ("e2".into(), "reserve".into())]);
+    let all = store.undelivered(None, 10).await.unwrap();
+    assert_eq!(all, [later.clone(), soon.clone(), parked.clone()], "latest failure first, read back whole");
+    assert_eq!(store.undelivered(None, 1).await.unwrap().len(), 1);
+
+    // A second failure updates the record: its tries, error, time and next try.
+    let again = Undelivered {
+        attempts: 2,
+        error: "still conflicts".into(),
+        last_failed_at: now + SECOND * 3,
+        retry_at: None,
+        ..soon.clone()
+    };
+    store.record_undelivered(&again).await.unwrap();
+    let all = store.undelivered(None, 10).await.unwrap();
+    assert_eq!(all[0], again);
+    assert_eq!(all.len(), 3);
+
+    assert_eq!(store.forget_undelivered("e1", Some("reserve")).await.unwrap(), 1);
+    assert_eq!(store.forget_undelivered("e1", None).await.unwrap(), 1);
+    assert_eq!(store.forget_undelivered("e1", None).await.unwrap(), 0);
+    assert_eq!(store.undelivered(None, 10).await.unwrap(), [later]);
 }

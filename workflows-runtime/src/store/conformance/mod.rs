@@ -186,6 +186,9 @@ conformance!(
     schedules_are_stored_at_first_sight_and_advanced_by_compare_and_set,
     events_are_recorded_once_and_listed_until_dispatched,
     events_a_step_emits_are_held_until_its_execution_completes,
+    a_child_s_held_events_follow_its_parent,
+    dispatched_events_are_purged_after_their_retention,
+    undelivered_events_are_recorded_listed_and_forgotten,
 );
 
 /// The rules of file stores: a store written by a newer schema is refused, and left as it was.

@@ -1,12 +1,13 @@
 //! Events on PostgreSQL (see `Store::record_event`): one row per event, each write its own
 //! statement on a pooled connection; recording one tells the workers (`NOTIFY`) so that they
-//! dispatch it at once.
+//! dispatch it at once. The dispatched ones are purged after the events' retention; the events
+//! a subscriber's execution could not be started for are rows of `undelivered`.
 
 use deadpool_postgres::Object;
 
 use super::error::backend;
 use super::writer::query;
-use crate::store::{NewEvent, StepEvent, StoreError};
+use crate::store::{NewEvent, StepEvent, StoreError, Undelivered};
 use crate::time::Timestamp;
 
 /// Records an event (and notifies the workers); false if one with its id exists.
@@ -84,4 +85,98 @@ pub(super) async fn mark(client: &Object, ids: &[String]) -> Result<(), StoreErr
         .await
         .map(drop)
         .map_err(|e| backend("cannot mark events dispatched", e))
+}
+
+/// Deletes up to `limit` dispatched events emitted before `before`, oldest first.
+pub(super) async fn purge(client: &Object, before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+    let sql = super::queries::purge_events();
+    let deleted = query(client, &sql, &[&before.as_micros(), &(limit as i64)])
+        .await
+        .map_err(|e| backend("cannot purge dispatched events", e))?;
+    Ok(deleted.len() as u64)
+}
+
+/// The columns of `undelivered`, in [`undelivered_row`]'s order.
+pub(super) const UNDELIVERED_COLUMNS: &str =
+    "event_id, name, payload, emitted_at, subscriber, attempts, error, first_failed_at, last_failed_at, retry_at";
+
+/// Records (or updates) an undelivered event.
+pub(super) async fn record_undelivered(client: &Object, u: &Undelivered) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO undelivered ({UNDELIVERED_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (event_id, subscriber) DO UPDATE SET attempts = excluded.attempts, error = excluded.error,
+             last_failed_at = excluded.last_failed_at, retry_at = excluded.retry_at"
+    );
+    query(
+        client,
+        &sql,
+        &[
+            &u.event,
+            &u.name,
+            &u.payload,
+            &u.emitted_at.as_micros(),
+            &u.subscriber,
+            &i64::from(u.attempts),
+            &u.error,
+            &u.first_failed_at.as_micros(),
+            &u.last_failed_at.as_micros(),
+            &u.retry_at.map(Timestamp::as_micros),
+        ],
+    )
+    .await
+    .map(drop)
+    .map_err(|e| backend(format!("cannot record that event {} was not delivered to {}", u.event, u.subscriber), e))
+}
+
+fn undelivered_row(r: &tokio_postgres::Row) -> Undelivered {
+    Undelivered {
+        event: r.get(0),
+        name: r.get(1),
+        payload: r.get(2),
+        emitted_at: Timestamp::from_micros(r.get(3)),
+        subscriber: r.get(4),
+        attempts: r.get::<_, i64>(5) as u32,
+        error: r.get(6),
+        first_failed_at: Timestamp::from_micros(r.get(7)),
+        last_failed_at: Timestamp::from_micros(r.get(8)),
+        retry_at: r.get::<_, Option<i64>>(9).map(Timestamp::from_micros),
+    }
+}
+
+/// The undelivered events due by `due` (soonest first), or all of them (latest failure first),
+/// up to `limit`.
+pub(super) async fn undelivered(
+    client: &Object,
+    due: Option<Timestamp>,
+    limit: usize,
+) -> Result<Vec<Undelivered>, StoreError> {
+    let context = "cannot read the undelivered events";
+    let rows = match due {
+        Some(due) => query(client, &super::queries::undelivered_due(), &[&due.as_micros(), &(limit as i64)]).await,
+        None => {
+            let sql = format!(
+                "SELECT {UNDELIVERED_COLUMNS} FROM undelivered ORDER BY last_failed_at DESC, event_id DESC LIMIT $1"
+            );
+            query(client, &sql, &[&(limit as i64)]).await
+        }
+    };
+    Ok(rows.map_err(|e| backend(context, e))?.iter().map(undelivered_row).collect())
+}
+
+/// Forgets an undelivered event (for one subscriber, or all).
+pub(super) async fn forget_undelivered(
+    client: &Object,
+    event: &str,
+    subscriber: Option<&str>,
+) -> Result<u64, StoreError> {
+    let deleted = query(
+        client,
+        "WITH deleted AS (
+             DELETE FROM undelivered WHERE event_id = $1 AND ($2::text IS NULL OR subscriber = $2) RETURNING 1
+         ) SELECT COUNT(*) FROM deleted",
+        &[&event, &subscriber],
+    )
+    .await
+    .map_err(|e| backend(format!("cannot forget undelivered event {event}"), e))?;
+    Ok(deleted.first().map_or(0, |row| row.get::<_, i64>(0) as u64))
 }

@@ -563,6 +563,22 @@ impl Store for PostgresStore {
         self.bounded(async move { events::mark(&self.client().await?, ids).await })
     }
 
+    fn purge_events(&self, before: Timestamp, limit: usize) -> StoreFuture<'_, u64> {
+        self.bounded(async move { events::purge(&self.client().await?, before, limit).await })
+    }
+
+    fn record_undelivered<'a>(&'a self, undelivered: &'a super::Undelivered) -> StoreFuture<'a, ()> {
+        self.bounded(async move { events::record_undelivered(&self.client().await?, undelivered).await })
+    }
+
+    fn undelivered(&self, due: Option<Timestamp>, limit: usize) -> StoreFuture<'_, Vec<super::Undelivered>> {
+        self.bounded(async move { events::undelivered(&self.client().await?, due, limit).await })
+    }
+
+    fn forget_undelivered<'a>(&'a self, event: &'a str, subscriber: Option<&'a str>) -> StoreFuture<'a, u64> {
+        self.bounded(async move { events::forget_undelivered(&self.client().await?, event, subscriber).await })
+    }
+
     fn token_key(&self) -> StoreFuture<'_, [u8; 32]> {
         self.bounded(async move {
             let context = || "cannot read the completion-token key".to_owned();
@@ -638,6 +654,45 @@ mod tests {
         let config = tokio_postgres::Config::from_str("postgres://app:secret@db.internal:6543/orders").unwrap();
         assert_eq!(describe(&config), "postgres://app@db.internal:6543/orders");
         assert_eq!(redact("postgres://app:secret@db/x"), "postgres://app:***@db/x");
+    }
+
+    /// What tokio-postgres logs (the server's notices, at `info`), captured for the whole test
+    /// binary.
+    struct Captured(parking_lot::Mutex<Vec<String>>);
+
+    impl log::Log for Captured {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            self.0.lock().push(record.args().to_string());
+        }
+        fn flush(&self) {}
+    }
+
+    fn captured() -> &'static Captured {
+        static CAPTURED: std::sync::OnceLock<&'static Captured> = std::sync::OnceLock::new();
+        CAPTURED.get_or_init(|| {
+            let captured: &'static Captured = Box::leak(Box::new(Captured(parking_lot::Mutex::new(Vec::new()))));
+            let _ = log::set_logger(captured);
+            log::set_max_level(log::LevelFilter::Info);
+            captured
+        })
+    }
+
+    /// Opening a store whose schema exists says nothing: no "schema ... already exists,
+    /// skipping" notice in the application's log at every start.
+    #[tokio::test]
+    async fn opening_an_existing_store_logs_no_notice() {
+        let captured = captured();
+        let Some((store, schema)) = crate::store::conformance::postgres_server::fresh_store().await else { return };
+        drop(store);
+        let url = crate::store::conformance::postgres_server::url().unwrap();
+        let again = PostgresStore::connect_with(&url, PostgresOptions::new().schema(schema.name()).pool_size(2));
+        drop(again.await.unwrap());
+        let noticed: Vec<String> =
+            captured.0.lock().iter().filter(|line| line.contains(schema.name())).cloned().collect();
+        assert!(noticed.is_empty(), "{noticed:?}");
     }
 
     #[test]

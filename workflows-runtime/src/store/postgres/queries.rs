@@ -84,6 +84,23 @@ pub(super) fn purge_finished_before() -> String {
     )
 }
 
+/// Deletes up to `$2` dispatched events emitted before `$1`, oldest first: a range of
+/// `events_dispatched`. Returns a row per event deleted.
+pub(super) fn purge_events() -> String {
+    "DELETE FROM events WHERE id IN (
+         SELECT id FROM events WHERE dispatched AND emitted_at < $1 ORDER BY emitted_at LIMIT $2)
+     RETURNING 1"
+        .to_owned()
+}
+
+/// Up to `$2` undelivered events due by `$1`, soonest first: a range of `undelivered_due`.
+pub(super) fn undelivered_due() -> String {
+    format!(
+        "SELECT {} FROM undelivered WHERE retry_at IS NOT NULL AND retry_at <= $1 ORDER BY retry_at LIMIT $2",
+        super::events::UNDELIVERED_COLUMNS
+    )
+}
+
 /// The earliest wake-up of the waiting executions: the first entry of `executions_by_wake`.
 pub(super) const NEXT_WAKE: &str =
     "SELECT MIN(wake_at) FROM executions WHERE state = 'waiting' AND wake_at IS NOT NULL";

@@ -148,6 +148,26 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE schedules ADD COLUMN missed BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE schedules ADD COLUMN last_missed BIGINT;
     "#,
+    // 9: the events a subscriber's execution could not be started for (see
+    // `Store::record_undelivered`), the ones due to be tried again in an index of their own;
+    // the dispatched events by time, purged after their retention.
+    r#"
+    CREATE TABLE undelivered (
+        event_id        TEXT NOT NULL,
+        subscriber      TEXT NOT NULL,
+        name            TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        emitted_at      BIGINT NOT NULL,
+        attempts        BIGINT NOT NULL,
+        error           TEXT NOT NULL,
+        first_failed_at BIGINT NOT NULL,
+        last_failed_at  BIGINT NOT NULL,
+        retry_at        BIGINT,
+        PRIMARY KEY (event_id, subscriber)
+    );
+    CREATE INDEX undelivered_due ON undelivered (retry_at) WHERE retry_at IS NOT NULL;
+    CREATE INDEX events_dispatched ON events (emitted_at) WHERE dispatched;
+    "#,
 ];
 
 /// The name of the completion-token key in `secrets`.
@@ -173,8 +193,11 @@ pub(super) async fn migrate(client: &mut Client, schema: &str, store: &str) -> R
     tx.execute("SELECT pg_advisory_xact_lock(hashtext('workflows schema ' || $1::text))", &[&schema])
         .await
         .map_err(|e| backend(format!("{}: cannot lock it to check its schema", context()), e))?;
+    // Quietly: the server's notices that they exist already ("schema ... already exists,
+    // skipping") would reach the application's log at every start.
     tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
+        "SET LOCAL client_min_messages = warning;
+         CREATE SCHEMA IF NOT EXISTS {schema};
          CREATE TABLE IF NOT EXISTS {schema}.store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     ))
     .await

@@ -70,8 +70,9 @@ pub(super) async fn run(pool: Pool, mut commands: UnboundedReceiver<Command>) {
             continue;
         }
         // A purge batch commits on its own, after the writes that wait with it (as on SQLite).
-        let (purges, writes): (Vec<Command>, Vec<Command>) =
-            std::mem::take(&mut queue).into_iter().partition(|c| matches!(c, Command::Purge(..)));
+        let (purges, writes): (Vec<Command>, Vec<Command>) = std::mem::take(&mut queue)
+            .into_iter()
+            .partition(|c| matches!(c, Command::Purge(..) | Command::PurgeEvents(..)));
         if !writes.is_empty() {
             commit(&pool, &mut connection, writes, &mut failed).await;
         }
@@ -265,6 +266,15 @@ async fn apply(client: &Object, command: Command) -> Applied {
         }
         Command::RecordEvent(event, reply) => Applied::Flag(reply, super::events::record(client, &event).await),
         Command::MarkDispatched(ids, reply) => Applied::Unit(reply, super::events::mark(client, &ids).await),
+        Command::PurgeEvents(before, limit, reply) => {
+            Applied::Count(reply, super::events::purge(client, before, limit).await)
+        }
+        Command::RecordUndelivered(undelivered, reply) => {
+            Applied::Unit(reply, super::events::record_undelivered(client, &undelivered).await)
+        }
+        Command::ForgetUndelivered(event, subscriber, reply) => {
+            Applied::Count(reply, super::events::forget_undelivered(client, &event, subscriber.as_deref()).await)
+        }
         Command::Acquire(id, epoch, reply) => Applied::Flag(reply, acquire(client, &id, epoch).await),
         Command::Purge(purge, reply) => Applied::Count(reply, purge_finished(client, &purge).await),
         Command::Deliver(delivery, reply) => Applied::Delivered(reply, deliver(client, &delivery).await),

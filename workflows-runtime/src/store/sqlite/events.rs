@@ -1,11 +1,13 @@
 //! Events on SQLite (see `Store::record_event`): one row per event, recorded and marked by
-//! the writer; the ones not dispatched yet are a range of a partial index, oldest first.
+//! the writer; the ones not dispatched yet are a range of a partial index, oldest first, and
+//! so are the dispatched ones, purged after the events' retention. The events a subscriber's
+//! execution could not be started for are rows of `undelivered` (see `Store::record_undelivered`).
 
 use rusqlite::{Connection, params};
 
 use super::error::backend;
 use crate::execution::{ExecutionId, ExecutionState};
-use crate::store::{NewEvent, StepEvent, StoreError};
+use crate::store::{NewEvent, StepEvent, StoreError, Undelivered};
 use crate::time::Timestamp;
 
 /// Records an event; false if one with its id exists.
@@ -85,4 +87,92 @@ pub(super) fn mark(conn: &Connection, ids: &[String]) -> Result<(), StoreError> 
         statement.execute([id]).map_err(|e| backend("cannot mark events dispatched", e))?;
     }
     Ok(())
+}
+
+/// Deletes up to `limit` dispatched events emitted before `before`, oldest first.
+pub(super) fn purge(conn: &Connection, before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM events WHERE id IN (
+             SELECT id FROM events INDEXED BY events_dispatched
+             WHERE dispatched = 1 AND emitted_at < ?1 ORDER BY emitted_at LIMIT ?2)",
+    )
+    .and_then(|mut s| s.execute(params![before.as_micros(), limit as i64]))
+    .map(|n| n as u64)
+    .map_err(|e| backend("cannot purge dispatched events", e))
+}
+
+/// The columns of `undelivered`, in [`undelivered_row`]'s order.
+const UNDELIVERED_COLUMNS: &str =
+    "event_id, name, payload, emitted_at, subscriber, attempts, error, first_failed_at, last_failed_at, retry_at";
+
+/// Records (or updates) an undelivered event.
+pub(super) fn record_undelivered(conn: &Connection, u: &Undelivered) -> Result<(), StoreError> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO undelivered ({UNDELIVERED_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (event_id, subscriber) DO UPDATE SET attempts = excluded.attempts, error = excluded.error,
+             last_failed_at = excluded.last_failed_at, retry_at = excluded.retry_at"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            u.event,
+            u.name,
+            u.payload,
+            u.emitted_at.as_micros(),
+            u.subscriber,
+            u.attempts,
+            u.error,
+            u.first_failed_at.as_micros(),
+            u.last_failed_at.as_micros(),
+            u.retry_at.map(Timestamp::as_micros),
+        ])
+    })
+    .map(drop)
+    .map_err(|e| backend(format!("cannot record that event {} was not delivered to {}", u.event, u.subscriber), e))
+}
+
+fn undelivered_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Undelivered> {
+    Ok(Undelivered {
+        event: r.get(0)?,
+        name: r.get(1)?,
+        payload: r.get(2)?,
+        emitted_at: Timestamp::from_micros(r.get(3)?),
+        subscriber: r.get(4)?,
+        attempts: r.get(5)?,
+        error: r.get(6)?,
+        first_failed_at: Timestamp::from_micros(r.get(7)?),
+        last_failed_at: Timestamp::from_micros(r.get(8)?),
+        retry_at: r.get::<_, Option<i64>>(9)?.map(Timestamp::from_micros),
+    })
+}
+
+/// The undelivered events due by `due` (soonest first), or all of them (latest failure
+/// first), up to `limit`.
+pub(super) fn undelivered(
+    conn: &Connection,
+    due: Option<Timestamp>,
+    limit: usize,
+) -> Result<Vec<Undelivered>, StoreError> {
+    let context = "cannot read the undelivered events";
+    let rows = match due {
+        Some(due) => conn
+            .prepare_cached(&format!(
+                "SELECT {UNDELIVERED_COLUMNS} FROM undelivered INDEXED BY undelivered_due
+                 WHERE retry_at IS NOT NULL AND retry_at <= ?1 ORDER BY retry_at LIMIT ?2"
+            ))
+            .and_then(|mut s| s.query_map(params![due.as_micros(), limit as i64], undelivered_row)?.collect()),
+        None => conn
+            .prepare_cached(&format!(
+                "SELECT {UNDELIVERED_COLUMNS} FROM undelivered ORDER BY last_failed_at DESC, event_id DESC LIMIT ?1"
+            ))
+            .and_then(|mut s| s.query_map(params![limit as i64], undelivered_row)?.collect()),
+    };
+    rows.map_err(|e| backend(context, e))
+}
+
+/// Forgets an undelivered event (for one subscriber, or all).
+pub(super) fn forget_undelivered(conn: &Connection, event: &str, subscriber: Option<&str>) -> Result<u64, StoreError> {
+    conn.prepare_cached("DELETE FROM undelivered WHERE event_id = ?1 AND (?2 IS NULL OR subscriber = ?2)")
+        .and_then(|mut s| s.execute(params![event, subscriber]))
+        .map(|n| n as u64)
+        .map_err(|e| backend(format!("cannot forget undelivered event {event}"), e))
 }

@@ -529,4 +529,21 @@ impl Store for SqliteStore {
     fn mark_dispatched<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, ()> {
         Box::pin(self.send(|reply| Command::MarkDispatched(ids.to_vec(), reply)))
     }
+
+    fn purge_events(&self, before: Timestamp, limit: usize) -> StoreFuture<'_, u64> {
+        Box::pin(self.send(|reply| Command::PurgeEvents(before, limit, reply)))
+    }
+
+    fn record_undelivered<'a>(&'a self, undelivered: &'a super::Undelivered) -> StoreFuture<'a, ()> {
+        Box::pin(self.send(|reply| Command::RecordUndelivered(Box::new(undelivered.clone()), reply)))
+    }
+
+    fn undelivered(&self, due: Option<Timestamp>, limit: usize) -> StoreFuture<'_, Vec<super::Undelivered>> {
+        self.read(move |conn| events::undelivered(conn, due, limit))
+    }
+
+    fn forget_undelivered<'a>(&'a self, event: &'a str, subscriber: Option<&'a str>) -> StoreFuture<'a, u64> {
+        let subscriber = subscriber.map(str::to_owned);
+        Box::pin(self.send(|reply| Command::ForgetUndelivered(event.to_owned(), subscriber, reply)))
+    }
 }

@@ -167,6 +167,26 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE schedules ADD COLUMN missed INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE schedules ADD COLUMN last_missed INTEGER;
     "#,
+    // 15: the events a subscriber's execution could not be started for (see
+    // `Store::record_undelivered`), the ones due to be tried again in an index of their own;
+    // the dispatched events by time, purged after their retention.
+    r#"
+    CREATE TABLE undelivered (
+        event_id        TEXT NOT NULL,
+        subscriber      TEXT NOT NULL,
+        name            TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        emitted_at      INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL,
+        error           TEXT NOT NULL,
+        first_failed_at INTEGER NOT NULL,
+        last_failed_at  INTEGER NOT NULL,
+        retry_at        INTEGER,
+        PRIMARY KEY (event_id, subscriber)
+    ) WITHOUT ROWID;
+    CREATE INDEX undelivered_due ON undelivered (retry_at) WHERE retry_at IS NOT NULL;
+    CREATE INDEX events_dispatched ON events (emitted_at) WHERE dispatched = 1;
+    "#,
 ];
 
 /// The name of the completion-token key in `secrets`.

@@ -64,8 +64,9 @@ pub(super) fn run(mut conn: Connection, commands: Receiver<Command>, lazy_delay:
         }
         // A purge batch commits on its own, after the writes that wait with it: the engine's
         // writes never share a transaction with it, so each waits behind one batch at most.
-        let (purges, writes): (Vec<Command>, Vec<Command>) =
-            std::mem::take(&mut queue).into_iter().partition(|c| matches!(c, Command::Purge(..)));
+        let (purges, writes): (Vec<Command>, Vec<Command>) = std::mem::take(&mut queue)
+            .into_iter()
+            .partition(|c| matches!(c, Command::Purge(..) | Command::PurgeEvents(..)));
         if !writes.is_empty() {
             commit(&mut conn, writes, &mut failed);
         }
@@ -181,6 +182,16 @@ fn apply(conn: &Connection, command: Command) -> Applied {
         Command::MarkDispatched(ids, reply) => {
             Applied::Unit(reply, in_savepoint(conn, |c| super::events::mark(c, &ids)))
         }
+        Command::PurgeEvents(before, limit, reply) => {
+            Applied::Count(reply, in_savepoint(conn, |c| super::events::purge(c, before, limit)))
+        }
+        Command::RecordUndelivered(undelivered, reply) => {
+            Applied::Unit(reply, in_savepoint(conn, |c| super::events::record_undelivered(c, &undelivered)))
+        }
+        Command::ForgetUndelivered(event, subscriber, reply) => Applied::Count(
+            reply,
+            in_savepoint(conn, |c| super::events::forget_undelivered(c, &event, subscriber.as_deref())),
+        ),
         Command::Acquire(id, epoch, reply) => Applied::Flag(reply, in_savepoint(conn, |c| acquire(c, &id, epoch))),
         Command::Purge(purge, reply) => Applied::Count(reply, in_savepoint(conn, |c| purge_finished(c, &purge))),
         Command::Deliver(delivery, reply) => Applied::Delivered(reply, in_savepoint(conn, |c| deliver(c, &delivery))),

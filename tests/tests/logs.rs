@@ -108,3 +108,23 @@ async fn a_redis_source_that_cannot_connect_names_its_url_and_backs_off() {
     assert!(failures.iter().all(|l| !l.contains("secret")), "{failures:?}");
     assert!(failures[0].contains("retry_in_s=1") && failures[1].contains("retry_in_s=2"), "{failures:?}");
 }
+
+/// A worker engine that starts on a store holding a schedule no workflow of its program has
+/// (removed or renamed) warns, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_warns_of_a_stored_schedule_it_has_no_workflow_for() {
+    logged();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("schedules.db");
+    drop(Engine::builder().sqlite(&path).run_schedules(false).start().await.unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("INSERT INTO schedules (name, since, handled, paused) VALUES ('removed_report', 1, 2, 0)", [])
+        .unwrap();
+    let _engine = Engine::builder().sqlite(&path).start().await.unwrap();
+    let warned = eventually(Duration::from_secs(30), || async {
+        let lines = lines_with("removed_report");
+        (!lines.is_empty()).then_some(lines)
+    })
+    .await;
+    assert!(warned[0].contains("has no workflow in this program"), "{warned:?}");
+}

@@ -194,9 +194,13 @@ async fn overlapping_ticks_are_skipped_and_schedules_pause_trigger_and_backfill(
     let runs = executions(&engine, "morning_digest").await;
     assert_eq!(runs.keys().cloned().collect::<Vec<_>>(), (1..=5).map(id).collect::<Vec<_>>(), "each tick once");
 
+    // Two triggers at once (the same second): two runs.
     let triggered = engine.trigger_schedule("morning_digest").await.unwrap();
-    assert!(triggered.id().as_str().starts_with("morning_digest@"));
+    let again = engine.trigger_schedule("morning_digest").await.unwrap();
+    assert!(triggered.id().as_str().starts_with("morning_digest@manual:"), "{}", triggered.id());
+    assert_ne!(triggered.id(), again.id(), "each trigger is a run of its own");
     triggered.await.unwrap();
+    again.await.unwrap();
     let error = engine.trigger_schedule("nightly").await.unwrap_err();
     assert!(error.to_string().contains("no workflow named `nightly` has a schedule"), "{error}");
 }
@@ -277,4 +281,26 @@ async fn racing_passes_on_one_postgres_schema_start_each_tick_once() {
     let Some(schema) = workflows_tests::postgres::TestSchema::new().await else { return };
     let options = || workflows_runtime::PostgresOptions::new().pool_size(3);
     racing_passes_start_each_tick_once(|| Engine::builder().postgres_with(schema.url(), options())).await;
+}
+
+/// A schedule stored by a workflow this program no longer has (removed or renamed) is listed
+/// as unknown, with its last run: nothing here runs its ticks, and it says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_schedule_without_a_workflow_is_listed_as_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("schedules.db");
+    drop(Engine::builder().sqlite(&path).run_schedules(false).start().await.unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO schedules (name, since, handled, paused, last_run) VALUES ('gone_report', 1, 2, 0, 'gone_report@x')",
+        [],
+    )
+    .unwrap();
+    let engine = Engine::builder().sqlite(&path).run_schedules(false).start().await.unwrap();
+    let unknown = engine.unknown_schedules().await.unwrap();
+    assert_eq!(unknown.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["gone_report"]);
+    assert_eq!(unknown[0].last_run.as_ref().map(|id| id.as_str()), Some("gone_report@x"));
+    // The registered ones are not unknown, stored or not.
+    engine.run_schedules_at(utc("2027-01-01T00:00:00Z")).await.unwrap();
+    assert_eq!(engine.unknown_schedules().await.unwrap().len(), 1);
 }

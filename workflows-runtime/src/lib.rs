@@ -80,7 +80,9 @@ pub use workflows_macros::workflow;
 
 pub use container::{Container, ResolveError};
 pub use emitted::{Event, FromEvent};
-pub use engine::{DeliveryError, Engine, EngineBuilder, EngineError, ExecutionHandle, RunOptions, ScheduleStatus};
+pub use engine::{
+    DeliveryError, Engine, EngineBuilder, EngineError, ExecutionHandle, RunOptions, ScheduleStatus, UnknownSchedule,
+};
 pub use error::{RunError, StepError, StepResultExt, WorkflowError};
 pub use events::{EventKind, ExecutionEvent, RecvError, Subscription};
 pub use execution::{ExecutionId, ExecutionRecord, ExecutionState, UnknownState};

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::args::ScheduleCommand;
 use super::common::{CliError, Context, EXIT_OK};
-use super::output::{Table, out, print_json, time_arg};
+use super::output::{Table, note, out, print_json, time_arg};
 use crate::schedule::CatchUp;
 
 /// `workflows schedules [pause|resume|trigger|backfill ...]`.
@@ -65,6 +65,7 @@ fn said(json: bool, name: &str, what: &str) -> Result<(), CliError> {
 
 async fn list(engine: &crate::Engine, json: bool) -> Result<(), CliError> {
     let schedules = engine.schedules().await.map_err(|e| CliError::new(e.to_string()))?;
+    let unknown = engine.unknown_schedules().await.map_err(|e| CliError::new(e.to_string()))?;
     if json {
         let listed: Vec<Value> = schedules
             .iter()
@@ -83,7 +84,27 @@ async fn list(engine: &crate::Engine, json: bool) -> Result<(), CliError> {
                 })
             })
             .collect();
-        return print_json(&json!({ "schedules": listed }));
+        let unknown: Vec<Value> = unknown
+            .iter()
+            .map(|u| {
+                json!({
+                    "name": u.name,
+                    "since": u.since.to_string(),
+                    "handled": u.handled.to_string(),
+                    "paused": u.paused,
+                    "last_run": u.last_run,
+                })
+            })
+            .collect();
+        return print_json(&json!({ "schedules": listed, "unknown": unknown }));
+    }
+    for u in &unknown {
+        note!(
+            "schedule `{}` is stored but no workflow of this program has it (removed or renamed, or only another \
+             program links it): nothing here runs its ticks (last run: {})",
+            u.name,
+            u.last_run.as_ref().map_or("none", |id| id.as_str())
+        );
     }
     if schedules.is_empty() {
         out!("no scheduled workflows: give one `#[workflow(schedule = \"0 * * * *\")]`");

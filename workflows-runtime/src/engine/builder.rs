@@ -324,6 +324,7 @@ impl EngineBuilder {
             background::spawn_scheduler(&inner);
             if self.run_schedules {
                 super::scheduler::spawn(&inner);
+                super::scheduler::spawn_unknown_check(&inner);
             }
             super::dispatch::spawn(&inner);
             #[cfg(feature = "redis")]

@@ -42,4 +42,4 @@ pub use engine::Engine;
 pub use handle::ExecutionHandle;
 pub use inbox::DeliveryError;
 pub use options::RunOptions;
-pub use scheduler::ScheduleStatus;
+pub use scheduler::{ScheduleStatus, UnknownSchedule};

@@ -56,6 +56,28 @@ pub(crate) fn registered() -> Result<Vec<Scheduled>, String> {
     Ok(scheduled)
 }
 
+/// Says, once at the start of a worker engine, which stored schedules no workflow of this
+/// program has (a scheduled workflow removed or renamed): their rows look active, and no
+/// process runs their ticks.
+pub(super) fn spawn_unknown_check(inner: &Arc<EngineInner>) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        match inner.unknown_schedules().await {
+            Ok(unknown) => {
+                for schedule in unknown {
+                    tracing::warn!(
+                        schedule = %schedule.name,
+                        last_run = ?schedule.last_run.as_ref().map(ExecutionId::as_str),
+                        "a stored schedule has no workflow in this program (removed or renamed, or only another \
+                         program links it): its ticks do not run here; `workflows schedules` lists it"
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not read the stored schedules"),
+        }
+    });
+}
+
 /// Runs the schedules of a worker engine until it closes: a pass at each tick (its jitter
 /// included), and at least every [`RECHECK`].
 pub(super) fn spawn(inner: &Arc<EngineInner>) {
@@ -203,6 +225,23 @@ impl EngineInner {
         engine.start_workflow_by_name(scheduled.name(), &*input, options).await
     }
 
+    /// The stored schedules that no workflow of this program has.
+    pub(crate) async fn unknown_schedules(&self) -> Result<Vec<UnknownSchedule>, RunError> {
+        let registry = Registry::checked();
+        let stored = self.store.stored_schedules().await?;
+        Ok(stored
+            .into_iter()
+            .filter(|state| registry.workflow(&state.name).and_then(|w| w.schedule()).is_none())
+            .map(|state| UnknownSchedule {
+                name: state.name,
+                since: state.since,
+                handled: state.handled,
+                paused: state.paused,
+                last_run: state.last_run,
+            })
+            .collect())
+    }
+
     /// The registered schedule `name`.
     pub(crate) fn schedule(&self, name: &str) -> Result<&Scheduled, RunError> {
         self.scheduled.iter().find(|s| s.name() == name).ok_or_else(|| RunError::UnknownSchedule {
@@ -238,7 +277,31 @@ pub struct ScheduleStatus {
     pub last_missed: Option<Timestamp>,
 }
 
+/// A schedule the store keeps that no workflow of this program has (see
+/// [`Engine::unknown_schedules`]).
+#[derive(Clone, Debug)]
+pub struct UnknownSchedule {
+    /// Its name: the workflow's that had it.
+    pub name: String,
+    /// When a process first saw it.
+    pub since: Timestamp,
+    /// Its ticks up to this instant were taken care of (by a process that had it).
+    pub handled: Timestamp,
+    /// Paused.
+    pub paused: bool,
+    /// Its latest run, if one started.
+    pub last_run: Option<ExecutionId>,
+}
+
 impl Engine {
+    /// The schedules the store keeps that no workflow of this program has: a scheduled
+    /// workflow removed or renamed (or one only another program links). No process of this
+    /// program runs their ticks. `workflows schedules` lists them; worker engines warn at
+    /// start.
+    pub async fn unknown_schedules(&self) -> Result<Vec<UnknownSchedule>, RunError> {
+        self.inner.unknown_schedules().await
+    }
+
     /// The workflows with a schedule: their patterns and policies, whether they are paused,
     /// their next ticks and their latest run (what `workflows schedules` shows).
     pub async fn schedules(&self) -> Result<Vec<ScheduleStatus>, RunError> {
@@ -287,17 +350,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Starts a run of schedule `name` now, outside its ticks (its id: `name@now`; the tick's
-    /// instant is now). Paused or not.
+    /// Starts a run of schedule `name` now, outside its ticks, paused or not. Each trigger is a
+    /// run of its own, under the id `name@manual:<UUIDv7>` (never a tick's); the tick's instant
+    /// is now.
     pub async fn trigger_schedule(
         &self,
         name: &str,
     ) -> Result<crate::ExecutionHandle<Box<serde_json::value::RawValue>>, RunError> {
         let scheduled = self.inner.schedule(name)?;
-        // Whole seconds, as ticks are.
-        let now = Timestamp::from_micros(Timestamp::now().as_micros() / 1_000_000 * 1_000_000);
-        let options = RunOptions::new().id(CronSchedule::tick_id(name, now));
-        self.inner.start_scheduled(scheduled, Tick { schedule: name.to_owned(), at: now }, options).await
+        let options = RunOptions::new().id(format!("{name}@manual:{}", uuid::Uuid::now_v7()));
+        let tick = Tick { schedule: name.to_owned(), at: Timestamp::now() };
+        self.inner.start_scheduled(scheduled, tick, options).await
     }
 
     /// Starts the runs of schedule `name`'s ticks from `from` to `until` (both included), each

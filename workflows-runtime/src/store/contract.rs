@@ -128,6 +128,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// stored first, handled up to `now` (the ticks before its first sight are not owed).
     fn schedules<'a>(&'a self, names: &'a [String], now: Timestamp) -> StoreFuture<'a, Vec<ScheduleState>>;
 
+    /// Every stored schedule, by name: those of workflows no process has any more too (a
+    /// scheduled workflow removed or renamed).
+    fn stored_schedules(&self) -> StoreFuture<'_, Vec<ScheduleState>>;
+
     /// Records that schedule `advance.name`'s ticks up to `advance.to` were taken care of (and
     /// its latest run, if one started), if its ticks were handled up to `advance.from` — the
     /// compare-and-set that lets racing processes agree. Returns whether it did.

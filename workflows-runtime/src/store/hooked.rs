@@ -131,6 +131,9 @@ impl<H: Hooks> Store for Hooked<H> {
     ) -> StoreFuture<'a, Vec<crate::store::ScheduleState>> {
         self.inner.schedules(names, now)
     }
+    fn stored_schedules(&self) -> StoreFuture<'_, Vec<ScheduleState>> {
+        self.inner.stored_schedules()
+    }
     fn advance_schedule<'a>(&'a self, advance: &'a crate::store::ScheduleAdvance) -> StoreFuture<'a, bool> {
         self.inner.advance_schedule(advance)
     }

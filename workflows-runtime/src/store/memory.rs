@@ -705,6 +705,12 @@ impl Store for MemoryStore {
         ready(states)
     }
 
+    fn stored_schedules(&self) -> StoreFuture<'_, Vec<ScheduleState>> {
+        let mut states: Vec<ScheduleState> = self.schedules.lock().values().cloned().collect();
+        states.sort_by(|a, b| a.name.cmp(&b.name));
+        ready(states)
+    }
+
     fn advance_schedule<'a>(&'a self, advance: &'a ScheduleAdvance) -> StoreFuture<'a, bool> {
         let mut stored = self.schedules.lock();
         let moved = match stored.get_mut(&advance.name) {

@@ -59,14 +59,9 @@ pub(super) async fn release_held(client: &Object, execution: &str, completed: bo
 
 /// Up to `limit` events not dispatched yet, oldest first.
 pub(super) async fn undispatched(client: &Object, limit: usize) -> Result<Vec<NewEvent>, StoreError> {
-    let rows = query(
-        client,
-        "SELECT id, name, payload, emitted_at FROM events WHERE NOT dispatched AND held_by IS NULL
-         ORDER BY emitted_at, id LIMIT $1",
-        &[&(limit as i64)],
-    )
-    .await
-    .map_err(|e| backend("cannot read the events to dispatch", e))?;
+    let rows = query(client, super::queries::UNDISPATCHED_EVENTS, &[&(limit as i64)])
+        .await
+        .map_err(|e| backend("cannot read the events to dispatch", e))?;
     rows.iter()
         .map(|r| {
             let id: String = r.get(0);

@@ -171,10 +171,7 @@ impl PostgresStore {
             )));
         }
         config.connect_timeout(options.connect_timeout);
-        config.options(format!(
-            "-c search_path={schema} -c idle_in_transaction_session_timeout={}",
-            options.idle_transaction_timeout.as_millis()
-        ));
+        config.options(session_options(&schema, options.idle_transaction_timeout));
         config.application_name("workflows");
         // A connection to a server that went silent (a partition, a black hole) is found dead
         // within about 10 s, not the system's two hours.
@@ -295,6 +292,23 @@ impl PostgresStore {
         let client = self.client().await?;
         query(&client, sql, params).await.map_err(|e| backend(context(), e))
     }
+}
+
+/// The settings of every session the store opens: its schema first on the search path; the
+/// idle-transaction timeout (see [`PostgresOptions::idle_transaction_timeout`]); and no plan
+/// that reads a whole table where an index can answer. A connection keeps its prepared
+/// statements for its whole life, and the server soon settles on one generic plan per
+/// statement, made once: on a fresh schema (whose tables no one analyzed yet — on a server
+/// with autovacuum off, never) reading the whole, then tiny, table looks cheapest, and that
+/// plan would be kept while the table grows to a million rows. With sequential scans priced
+/// out, every hot statement reads its index whatever the statistics say (`plans.rs` checks
+/// it); planning each execution anew instead (`plan_cache_mode = force_custom_plan`) was
+/// measured to cost a journal write more than the write.
+fn session_options(schema: &str, idle_transaction_timeout: Duration) -> String {
+    format!(
+        "-c search_path={schema} -c idle_in_transaction_session_timeout={} -c enable_seqscan=off",
+        idle_transaction_timeout.as_millis()
+    )
 }
 
 /// Takes a `schema=NAME` parameter out of a URL (tokio-postgres does not know it).
@@ -541,6 +555,10 @@ impl Store for PostgresStore {
     // are not writes of running workflows, and the compare-and-set is one statement.
     fn schedules<'a>(&'a self, names: &'a [String], now: Timestamp) -> StoreFuture<'a, Vec<super::ScheduleState>> {
         self.bounded(async move { schedules::states(&self.client().await?, names, now).await })
+    }
+
+    fn stored_schedules(&self) -> StoreFuture<'_, Vec<super::ScheduleState>> {
+        self.bounded(async move { schedules::stored(&self.client().await?).await })
     }
 
     fn advance_schedule<'a>(&'a self, advance: &'a super::ScheduleAdvance) -> StoreFuture<'a, bool> {

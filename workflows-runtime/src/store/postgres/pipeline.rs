@@ -31,7 +31,7 @@ use crate::time::Timestamp;
 /// waits for it) and changes it only when the state changes: a step's completion adds journal
 /// rows and writes no new version of the execution's row, whose eleven indexes would all take
 /// it. The first entry must follow the journal's last (its key's last entry, read backwards).
-const APPEND: &str = "
+pub(super) const APPEND: &str = "
 WITH fence AS (
     SELECT e.id, (e.exclusive_key IS NOT NULL OR e.queue IS NOT NULL) AS keyed FROM executions e
     WHERE e.id = $1 AND e.epoch = $2
@@ -73,18 +73,22 @@ SELECT (SELECT COUNT(*) FROM fence), (SELECT COUNT(*) FROM changed), (SELECT COU
 
 /// Journal writes of several executions (one each) in one statement: the same as [`APPEND`]
 /// for each, from arrays; returns the position (`ord`) of each write that passed its fence.
-const APPEND_MANY: &str = "
+pub(super) const APPEND_MANY: &str = "
 WITH input AS (
     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[],
                          $8::bool[], $9::bigint[], $10::bigint[], $11::int[])
         AS i(id, epoch, added, state, result, failure, now, finished, retain_until, first, ord)
 ), fence AS (
-    SELECT e.id, i.ord, i.finished, (e.exclusive_key IS NOT NULL OR e.queue IS NOT NULL) AS keyed FROM executions e JOIN input i ON e.id = i.id
-    WHERE e.epoch = i.epoch
-      AND (i.first IS NULL
-           OR i.first = (SELECT COALESCE(MAX(j.idx) + 1, 0) FROM journal j WHERE j.execution_id = e.id))
-    ORDER BY e.id
-    FOR SHARE OF e
+    -- Each execution found by its key, in the order of the ids (the writer sorted them: rows
+    -- are locked in one order in every process).
+    SELECT f.id, i.ord, i.finished, f.keyed FROM (SELECT * FROM input ORDER BY id) i
+    CROSS JOIN LATERAL (
+        SELECT e.id, (e.exclusive_key IS NOT NULL OR e.queue IS NOT NULL) AS keyed FROM executions e
+        WHERE e.id = i.id AND e.epoch = i.epoch
+          AND (i.first IS NULL
+               OR i.first = (SELECT COALESCE(MAX(j.idx) + 1, 0) FROM journal j WHERE j.execution_id = e.id))
+        FOR SHARE OF e
+    ) AS f
 ), changed AS (
     UPDATE executions e SET
         state = i.state,
@@ -95,7 +99,8 @@ WITH input AS (
         lease_until = CASE WHEN i.finished THEN NULL ELSE e.lease_until END,
         retain_until = i.retain_until
     FROM input i
-    WHERE e.id = i.id AND i.state IS NOT NULL AND e.id IN (SELECT id FROM fence)
+    WHERE e.id = ANY(ARRAY(SELECT f.id FROM fence f JOIN input x ON x.ord = f.ord WHERE x.state IS NOT NULL))
+      AND e.id = i.id
     RETURNING 1
 ), entries AS (
     INSERT INTO journal (execution_id, idx, at, kind, call_key, event)
@@ -109,12 +114,14 @@ WITH input AS (
 ), released AS (
     SELECT pg_notify(current_schema(), 'work') FROM fence WHERE finished AND keyed
 ), published AS (
-    UPDATE events e SET held_by = (SELECT x.parent_id FROM executions x WHERE x.id = i.id) FROM input i
-    WHERE e.held_by = i.id AND i.finished AND i.state = 'completed' AND i.id IN (SELECT id FROM fence)
+    UPDATE events e SET held_by = (SELECT x.parent_id FROM executions x WHERE x.id = e.held_by)
+    WHERE e.held_by = ANY(ARRAY(
+        SELECT f.id FROM fence f JOIN input i ON i.ord = f.ord WHERE i.finished AND i.state = 'completed'))
     RETURNING 1
 ), dropped AS (
-    DELETE FROM events e USING input i
-    WHERE e.held_by = i.id AND i.finished AND i.state <> 'completed' AND i.id IN (SELECT id FROM fence)
+    DELETE FROM events e
+    WHERE e.held_by = ANY(ARRAY(
+        SELECT f.id FROM fence f JOIN input i ON i.ord = f.ord WHERE i.finished AND i.state <> 'completed'))
     RETURNING 1
 )
 SELECT f.ord, (SELECT COUNT(*) FROM changed), (SELECT COUNT(*) FROM entries), (SELECT COUNT(*) FROM finished),

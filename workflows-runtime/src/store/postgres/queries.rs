@@ -14,11 +14,13 @@ pub(super) fn claim(only: bool) -> String {
         "((state IN {ACTIVE_STATES} AND (lease_until IS NULL OR lease_until < $3))
           OR (state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $3))"
     );
+    // Each set of ids is made into an array that the next statement looks up by key: a plan
+    // that joins them instead could read a whole index (see `plans.rs`).
     let candidates = if only {
         format!("SELECT id FROM executions WHERE id = $6 AND workflow = ANY($4) AND {due}")
     } else {
         format!(
-            "SELECT id FROM executions WHERE id IN (
+            "SELECT id FROM executions WHERE id = ANY(ARRAY(
                  (SELECT id FROM executions WHERE state IN {ACTIVE_STATES} AND lease_until IS NULL
                       AND workflow = ANY($4) LIMIT $5)
                  UNION ALL
@@ -26,7 +28,7 @@ pub(super) fn claim(only: bool) -> String {
                       AND workflow = ANY($4) LIMIT $5)
                  UNION ALL
                  (SELECT id FROM executions WHERE state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $3
-                      AND workflow = ANY($4) LIMIT $5))
+                      AND workflow = ANY($4) LIMIT $5)))
              AND {due}"
         )
     };
@@ -34,7 +36,7 @@ pub(super) fn claim(only: bool) -> String {
         "UPDATE executions SET owner = $1, lease_until = $2, epoch = epoch + 1,
              state = CASE WHEN state = 'waiting' THEN 'running' ELSE state END,
              wake_at = CASE WHEN state = 'waiting' THEN NULL ELSE wake_at END
-         WHERE id IN ({candidates} LIMIT $5 FOR UPDATE SKIP LOCKED)
+         WHERE id = ANY(ARRAY({candidates} LIMIT $5 FOR UPDATE SKIP LOCKED))
          RETURNING {EXECUTION_COLUMNS}"
     )
 }
@@ -87,8 +89,8 @@ pub(super) fn purge_finished_before() -> String {
 /// Deletes up to `$2` dispatched events emitted before `$1`, oldest first: a range of
 /// `events_dispatched`. Returns a row per event deleted.
 pub(super) fn purge_events() -> String {
-    "DELETE FROM events WHERE id IN (
-         SELECT id FROM events WHERE dispatched AND emitted_at < $1 ORDER BY emitted_at LIMIT $2)
+    "DELETE FROM events WHERE id = ANY(ARRAY(
+         SELECT id FROM events WHERE dispatched AND emitted_at < $1 ORDER BY emitted_at LIMIT $2))
      RETURNING 1"
         .to_owned()
 }
@@ -103,7 +105,7 @@ pub(super) fn undelivered_due() -> String {
 
 /// The earliest wake-up of the waiting executions: the first entry of `executions_by_wake`.
 pub(super) const NEXT_WAKE: &str =
-    "SELECT MIN(wake_at) FROM executions WHERE state = 'waiting' AND wake_at IS NOT NULL";
+    "SELECT wake_at FROM executions WHERE state = 'waiting' AND wake_at IS NOT NULL ORDER BY wake_at LIMIT 1";
 
 /// The first inbox entry of an execution's kind and name at a position or later.
 pub(super) fn inbox_entry() -> String {
@@ -118,6 +120,48 @@ pub(super) fn inbox_entry() -> String {
 pub(super) fn journal() -> String {
     format!("SELECT {JOURNAL_COLUMNS} FROM journal WHERE execution_id = $1 ORDER BY idx")
 }
+
+/// A delivery's lock on execution `$1` (until the commit: deliveries to one execution take
+/// their positions in turn), and what it needs of it.
+pub(super) const DELIVERY_LOCK: &str = "SELECT state, deadline FROM executions WHERE id = $1 FOR UPDATE";
+
+/// A delivery into the inbox of execution `$1`, at the next position of its kind and name.
+pub(super) const DELIVERY_INSERT: &str = "
+INSERT INTO inbox (execution_id, kind, name, position, payload, failure, at, attempt)
+SELECT $1::text, $2::text, $3::text, COALESCE(MAX(position) + 1, 0), $4::text, $5::text, $6::bigint, $7::bigint
+FROM inbox WHERE execution_id = $1 AND kind = $2 AND name = $3";
+
+/// A delivery's wake-up of execution `$1` (due at `$2` if it waits).
+pub(super) const DELIVERY_WAKE: &str = "
+UPDATE executions SET wakeups = wakeups + 1,
+    wake_at = CASE WHEN state = 'waiting' THEN LEAST(COALESCE(wake_at, $2), $2) ELSE wake_at END
+WHERE id = $1";
+
+/// The latest `step_*` entry of step call `$2` in the journal of execution `$1`.
+pub(super) const STEP_LATEST: &str = "
+SELECT idx, event, at FROM journal
+WHERE execution_id = $1 AND call_key = $2
+  AND kind IN ('step_started', 'step_waiting', 'step_completed', 'step_failed', 'step_skipped')
+ORDER BY idx DESC LIMIT 1";
+
+/// What the inbox of execution `$1` holds from outside for step call `$2`: a completion (of
+/// any attempt), a delivery to attempt `$3`.
+pub(super) const STEP_DELIVERED: &str = "
+SELECT COALESCE(bool_or(failure IS NULL), false), COALESCE(bool_or(attempt = $3), false) FROM inbox
+WHERE execution_id = $1 AND kind = 'completion' AND name = $2 AND attempt IS NOT NULL";
+
+/// Suspends execution `$1` held at epoch `$2`, unless a delivery arrived since wake-up count
+/// `$4` or its cancellation was requested. (Its state, `running`, is the parameter `$6`: a
+/// plan made for any value cannot read the index of the active executions for it, only the
+/// key's.)
+pub(super) const SUSPEND: &str = "
+UPDATE executions SET state = 'waiting', wake_at = $3, owner = NULL, lease_until = NULL, updated_at = $5
+WHERE id = $1 AND epoch = $2 AND wakeups = $4 AND state = $6 AND NOT cancel_requested";
+
+/// The undispatched events, oldest first: a range of `events_undispatched`.
+pub(super) const UNDISPATCHED_EVENTS: &str = "
+SELECT id, name, payload, emitted_at FROM events WHERE NOT dispatched AND held_by IS NULL
+ORDER BY emitted_at, id LIMIT $1";
 
 /// A parameter of a listing.
 pub(super) type Value = Box<dyn ToSql + Sync + Send>;

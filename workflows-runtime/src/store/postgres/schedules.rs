@@ -27,21 +27,29 @@ pub(super) async fn states(
     .map_err(|e| backend(context, e))?;
     let sql = "SELECT name, since, handled, paused, last_run, missed, last_missed FROM schedules WHERE name = ANY($1)";
     let found = query(client, sql, &[&names]).await.map_err(|e| backend(context, e))?;
-    let mut states: Vec<ScheduleState> = found
-        .iter()
-        .map(|r| ScheduleState {
-            name: r.get(0),
-            since: Timestamp::from_micros(r.get(1)),
-            handled: Timestamp::from_micros(r.get(2)),
-            paused: r.get(3),
-            last_run: r.get::<_, Option<String>>(4).map(ExecutionId::from),
-            missed: r.get::<_, i64>(5) as u64,
-            last_missed: r.get::<_, Option<i64>>(6).map(Timestamp::from_micros),
-        })
-        .collect();
+    let mut states: Vec<ScheduleState> = found.iter().map(state).collect();
     // In the order asked.
     states.sort_by_key(|state| names.iter().position(|name| *name == state.name));
     Ok(states)
+}
+
+fn state(r: &tokio_postgres::Row) -> ScheduleState {
+    ScheduleState {
+        name: r.get(0),
+        since: Timestamp::from_micros(r.get(1)),
+        handled: Timestamp::from_micros(r.get(2)),
+        paused: r.get(3),
+        last_run: r.get::<_, Option<String>>(4).map(ExecutionId::from),
+        missed: r.get::<_, i64>(5) as u64,
+        last_missed: r.get::<_, Option<i64>>(6).map(Timestamp::from_micros),
+    }
+}
+
+/// Every stored schedule, by name.
+pub(super) async fn stored(client: &Object) -> Result<Vec<ScheduleState>, StoreError> {
+    let sql = "SELECT name, since, handled, paused, last_run, missed, last_missed FROM schedules ORDER BY name";
+    let found = query(client, sql, &[]).await.map_err(|e| backend("cannot read the schedules", e))?;
+    Ok(found.iter().map(state).collect())
 }
 
 /// The compare-and-set of a schedule's handled ticks.

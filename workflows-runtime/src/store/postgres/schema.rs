@@ -150,8 +150,12 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 9: the events a subscriber's execution could not be started for (see
     // `Store::record_undelivered`), the ones due to be tried again in an index of their own;
-    // the dispatched events by time, purged after their retention.
+    // the dispatched events by time, purged after their retention; the events to dispatch
+    // (neither dispatched nor held) alone in their index, which the planner then reads
+    // whatever it estimates of the table.
     r#"
+    DROP INDEX events_undispatched;
+    CREATE INDEX events_undispatched ON events (emitted_at, id) WHERE NOT dispatched AND held_by IS NULL;
     CREATE TABLE undelivered (
         event_id        TEXT NOT NULL,
         subscriber      TEXT NOT NULL,

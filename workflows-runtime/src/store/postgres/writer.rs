@@ -623,9 +623,7 @@ async fn deliver(client: &Object, delivery: &Delivery) -> Result<Delivered, Stor
     let id = &delivery.execution;
     let context = || format!("cannot deliver to execution {id}");
     // Locked until the commit: deliveries to one execution take their positions in turn.
-    let found = query(client, "SELECT state, deadline FROM executions WHERE id = $1 FOR UPDATE", &[&id.as_str()])
-        .await
-        .map_err(|e| backend(context(), e))?;
+    let found = query(client, queries::DELIVERY_LOCK, &[&id.as_str()]).await.map_err(|e| backend(context(), e))?;
     let Some(row) = found.first() else { return Ok(Delivered::NotFound) };
     let state: ExecutionState = row.get::<_, String>(0).parse().map_err(|e| StoreError::Corrupt {
         execution: id.clone(),
@@ -649,9 +647,7 @@ async fn deliver(client: &Object, delivery: &Delivery) -> Result<Delivered, Stor
     let failure = delivery.failure.as_ref().map(rows::failure_json).transpose()?;
     execute(
         client,
-        "INSERT INTO inbox (execution_id, kind, name, position, payload, failure, at, attempt)
-         SELECT $1::text, $2::text, $3::text, COALESCE(MAX(position) + 1, 0), $4::text, $5::text, $6::bigint, $7::bigint
-         FROM inbox WHERE execution_id = $1 AND kind = $2 AND name = $3",
+        queries::DELIVERY_INSERT,
         &[
             &id.as_str(),
             &kind,
@@ -665,15 +661,9 @@ async fn deliver(client: &Object, delivery: &Delivery) -> Result<Delivered, Stor
     .await
     .map_err(|e| backend(context(), e))?;
     // Counted in all cases (see `Store::suspend`); a waiting execution is due now.
-    execute(
-        client,
-        "UPDATE executions SET wakeups = wakeups + 1,
-             wake_at = CASE WHEN state = 'waiting' THEN LEAST(COALESCE(wake_at, $2), $2) ELSE wake_at END
-         WHERE id = $1",
-        &[&id.as_str(), &delivery.at.as_micros()],
-    )
-    .await
-    .map_err(|e| backend(context(), e))?;
+    execute(client, queries::DELIVERY_WAKE, &[&id.as_str(), &delivery.at.as_micros()])
+        .await
+        .map_err(|e| backend(context(), e))?;
     if state == ExecutionState::Waiting {
         // Due now: a worker resumes it.
         notify(client, "work").await.map_err(|e| backend(context(), e))?;
@@ -686,16 +676,9 @@ async fn deliver(client: &Object, delivery: &Delivery) -> Result<Delivered, Stor
 async fn async_step_attempt(client: &Object, delivery: &Delivery) -> Result<Result<u32, Delivered>, StoreError> {
     let id = &delivery.execution;
     let context = || format!("cannot deliver to execution {id}");
-    let latest = query(
-        client,
-        "SELECT idx, event, at FROM journal
-         WHERE execution_id = $1 AND call_key = $2
-           AND kind IN ('step_started', 'step_waiting', 'step_completed', 'step_failed', 'step_skipped')
-         ORDER BY idx DESC LIMIT 1",
-        &[&id.as_str(), &delivery.name],
-    )
-    .await
-    .map_err(|e| backend(context(), e))?;
+    let latest = query(client, queries::STEP_LATEST, &[&id.as_str(), &delivery.name])
+        .await
+        .map_err(|e| backend(context(), e))?;
     let latest = latest.first().map(|row| (row.get::<_, i64>(0), row.get::<_, String>(1), row.get::<_, i64>(2)));
     let key_made = match delivery.legacy_token {
         true => query(client, "SELECT created_at FROM secrets WHERE name = $1", &[&super::schema::TOKEN_KEY])
@@ -711,14 +694,9 @@ async fn async_step_attempt(client: &Object, delivery: &Delivery) -> Result<Resu
     };
     // What the step's inbox holds from outside: a completion (of any attempt), a delivery to
     // this attempt.
-    let delivered = query(
-        client,
-        "SELECT COALESCE(bool_or(failure IS NULL), false), COALESCE(bool_or(attempt = $3), false) FROM inbox
-         WHERE execution_id = $1 AND kind = 'completion' AND name = $2 AND attempt IS NOT NULL",
-        &[&id.as_str(), &delivery.name, &i64::from(attempt)],
-    )
-    .await
-    .map_err(|e| backend(context(), e))?;
+    let delivered = query(client, queries::STEP_DELIVERED, &[&id.as_str(), &delivery.name, &i64::from(attempt)])
+        .await
+        .map_err(|e| backend(context(), e))?;
     let (completed, this_attempt) = delivered.first().map_or((false, false), |row| (row.get(0), row.get(1)));
     Ok(match crate::store::refused_by_earlier(completed, this_attempt) {
         None => Ok(attempt),
@@ -731,14 +709,14 @@ async fn suspend_one(client: &Object, suspend: &Suspend) -> Result<Suspended, St
     let context = || format!("cannot suspend execution {id}");
     let suspended = execute(
         client,
-        "UPDATE executions SET state = 'waiting', wake_at = $3, owner = NULL, lease_until = NULL, updated_at = $5
-         WHERE id = $1 AND epoch = $2 AND wakeups = $4 AND state = 'running' AND NOT cancel_requested",
+        queries::SUSPEND,
         &[
             &id.as_str(),
             &(suspend.epoch as i64),
             &suspend.wake_at.map(Timestamp::as_micros),
             &(suspend.observed_wakeups as i64),
             &Timestamp::now().as_micros(),
+            &ExecutionState::Running.as_str(),
         ],
     )
     .await

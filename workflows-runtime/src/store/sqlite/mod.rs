@@ -510,6 +510,10 @@ impl Store for SqliteStore {
         Box::pin(self.send(|reply| Command::Schedules(names.to_vec(), now, reply)))
     }
 
+    fn stored_schedules(&self) -> StoreFuture<'_, Vec<super::ScheduleState>> {
+        self.read(schedules::stored)
+    }
+
     fn advance_schedule<'a>(&'a self, advance: &'a super::ScheduleAdvance) -> StoreFuture<'a, bool> {
         Box::pin(self.send(|reply| Command::AdvanceSchedule(advance.clone(), reply)))
     }

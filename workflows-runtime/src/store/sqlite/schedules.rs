@@ -41,6 +41,31 @@ pub(super) fn states(conn: &Connection, names: &[String], now: Timestamp) -> Res
     Ok(states)
 }
 
+/// Every stored schedule, by name.
+pub(super) fn stored(conn: &Connection) -> Result<Vec<ScheduleState>, StoreError> {
+    let context = "cannot read the schedules";
+    let mut select = conn
+        .prepare_cached(
+            "SELECT name, since, handled, paused, last_run, missed, last_missed FROM schedules ORDER BY name",
+        )
+        .map_err(|e| backend(context, e))?;
+    let rows = select
+        .query_map([], |r| {
+            Ok(ScheduleState {
+                name: r.get(0)?,
+                since: Timestamp::from_micros(r.get(1)?),
+                handled: Timestamp::from_micros(r.get(2)?),
+                paused: r.get::<_, i64>(3)? != 0,
+                last_run: r.get::<_, Option<String>>(4)?.map(ExecutionId::from),
+                missed: r.get::<_, i64>(5)? as u64,
+                last_missed: r.get::<_, Option<i64>>(6)?.map(Timestamp::from_micros),
+            })
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| backend(context, e))?;
+    Ok(rows)
+}
+
 /// The compare-and-set of a schedule's handled ticks.
 pub(super) fn advance(conn: &Connection, advance: &ScheduleAdvance) -> Result<bool, StoreError> {
     conn.prepare_cached(

@@ -645,3 +645,73 @@ fn undelivered_events_are_listed_retried_and_dropped() {
     let bare = cli.run(&["events"]).expect(2).stderr;
     assert!(bare.contains("--failed"), "{bare}");
 }
+
+/// `--client-only` leaves what a command starts to the workers sharing the store, and says so:
+/// the execution waits, unowned, until a worker (here a plain `run` of the same id, whose
+/// engine is one) takes it and runs it. A worker cannot be client-only.
+#[test]
+fn client_only_commands_leave_the_work_to_the_workers_and_say_so() {
+    let cli = Cli::new();
+    let started = cli.run(&["--client-only", "run", "hello_world", "--id", "left-1", "--input", HELLO]).expect(0);
+    assert!(started.stderr.contains("left to the workers"), "{}", started.stderr);
+    assert!(started.stdout.is_empty(), "no result: it did not run here: {}", started.stdout);
+    let json = cli
+        .run(&["--json", "--client-only", "run", "hello_world", "--id", "left-2", "--input", HELLO])
+        .expect(0)
+        .json();
+    assert_eq!((json["left_to_workers"].as_bool(), json["state"].as_str()), (Some(true), Some("running")));
+    let record = cli.inspect("left-1");
+    assert_eq!(record["execution"]["state"], "running");
+    assert!(record["execution"]["owner"].is_null(), "nobody runs it yet: {record}");
+    // A worker takes it over.
+    let ran = cli.run(&["run", "hello_world", "--id", "left-1", "--input", HELLO]).expect(0);
+    assert!(ran.stdout.contains("Hello John from step two!"), "{}", ran.stdout);
+    let refused = cli.run(&["--client-only", "worker"]).expect(1);
+    assert!(refused.stderr.contains("cannot be --client-only"), "{}", refused.stderr);
+}
+
+/// `inspect` names the process that ran each attempt and when each began (the first step's
+/// start too), in text and in JSON.
+#[test]
+fn inspect_names_the_process_of_each_attempt_and_its_start() {
+    let cli = Cli::new();
+    cli.run(&["run", "hello_world", "--id", "seen", "--input", HELLO]).expect(0);
+    let inspected = cli.inspect("seen");
+    let rows = inspected["timeline"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        let by = row["by"].as_str().unwrap_or_else(|| panic!("no process: {row}"));
+        let (host, pid) = by.rsplit_once(':').unwrap();
+        assert!(!host.is_empty() && pid.parse::<u32>().is_ok(), "{by}");
+        assert!(row["started_at"].as_str().is_some_and(|at| at <= row["at"].as_str().unwrap()), "{row}");
+    }
+    let text = cli.run(&["inspect", "seen"]).expect(0).stdout;
+    assert!(text.contains("STARTED") && text.contains("PROCESS"), "{text}");
+    assert!(text.contains(rows[0]["by"].as_str().unwrap()), "{text}");
+}
+
+/// On PostgreSQL (`WORKFLOWS_TEST_POSTGRES`), `check` says what it checked — every row read
+/// back — and not a SQLite file check it did not run.
+#[test]
+fn check_on_postgres_says_what_it_checked() {
+    let Ok(server) = std::env::var("WORKFLOWS_TEST_POSTGRES") else {
+        eprintln!("PostgreSQL test skipped: set WORKFLOWS_TEST_POSTGRES to run it (`.ci/run` does)");
+        return;
+    };
+    let schema = format!("cli_{}", uuid::Uuid::now_v7().simple());
+    let separator = if server.contains('?') { '&' } else { '?' };
+    let url = format!("{server}{separator}schema={schema}");
+    let cli = Cli::new();
+    cli.run(&["--store", &url, "run", "hello_world", "--input", HELLO]).expect(0);
+    let checked = cli.run(&["--store", &url, "check"]).expect(0).stdout;
+    let json = cli.run(&["--store", &url, "--json", "check"]).expect(0).json();
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    });
+    assert!(checked.contains("PostgreSQL checks its own pages"), "{checked}");
+    assert!(!checked.contains("SQLite"), "{checked}");
+    assert!(checked.contains("checked 1 executions and 2 journal entries: no damage found"), "{checked}");
+    assert_eq!((json["clean"].as_bool(), json["store_check"].is_null()), (Some(true), true), "{json}");
+}

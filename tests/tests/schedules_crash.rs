@@ -23,10 +23,13 @@ struct Driver {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    /// Where the process writes its errors (shown when a pass fails).
+    stderr: PathBuf,
 }
 
 impl Driver {
     fn start(db: &Path, log: &Path) -> Self {
+        let stderr = db.with_extension(format!("{}.err", uuid::Uuid::now_v7().simple()));
         let mut child = Command::new(WORKER)
             .arg(db)
             .arg(log)
@@ -35,12 +38,12 @@ impl Driver {
             .env_remove("CRASH_BLOCK")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .unwrap();
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
-        Self { child, stdin, stdout }
+        Self { child, stdin, stdout, stderr }
     }
 
     /// A pass at `at` (microseconds), done when this returns.
@@ -48,7 +51,11 @@ impl Driver {
         writeln!(self.stdin, "{at}").unwrap();
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ok", "the pass at {at} failed");
+        if line.trim() != "ok" {
+            let _ = self.child.wait();
+            let errors = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+            panic!("the pass at {at} failed: {line:?}; the process said:\n{errors}");
+        }
     }
 
     fn kill(mut self) {

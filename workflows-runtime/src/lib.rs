@@ -69,13 +69,80 @@ pub mod __private;
 #[cfg(test)]
 extern crate self as workflows_runtime;
 
-/// Turns an `async fn` into a durable step.
+/// A step with a compensation, retries, a timeout, and an async step completed from outside:
 ///
-/// See the crate documentation and the README for the options
-/// (`name = "..."`, `compensate = path`, `crate = "..."`).
+/// ```
+/// use workflows_runtime::prelude::*;
+///
+/// #[step(compensate = refund_order, retry(max_attempts = 3, backoff = "10ms..1s"), timeout = "30s")]
+/// async fn charge_order(ctx: &StepContext, cents: u64) -> Result<String, StepError> {
+///     Ok(format!("payment-{cents}-{}", ctx.idempotency_key()))
+/// }
+///
+/// async fn refund_order(_ctx: &StepContext, payment: String) -> Result<(), StepError> {
+///     let _ = payment;
+///     Ok(())
+/// }
+///
+/// #[step(async)]
+/// async fn ask_manager(ctx: &StepContext, cents: u64) -> Result<Completion<bool>, StepError> {
+///     let _ = (cents, ctx.completion_token()); // send the token to whoever answers
+///     Ok(Completion::later())
+/// }
+///
+/// #[workflow]
+/// async fn pay_order(wf: &Workflow, cents: u64) -> Result<String, WorkflowError> {
+///     if cents > 10_000 && !ask_manager(wf, cents).await? {
+///         return Err(WorkflowError::new("refused by the manager"));
+///     }
+///     Ok(charge_order(wf, cents).await?)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = Engine::builder().memory().start().await?;
+/// assert!(pay_order::run(&engine, 500).await?.starts_with("payment-500-"));
+/// # Ok(()) }
+/// ```
 pub use workflows_macros::step;
-/// Turns an `async fn(&Workflow, Input) -> Result<Output, E>` into a registered workflow with
-/// generated entry points `name::run`, `name::start` and `name::run_with`.
+/// Workflows run by hand, on an event and on a schedule:
+///
+/// ```
+/// use workflows_runtime::prelude::*;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct OrderPlaced { order: u32 }
+///
+/// #[step]
+/// async fn notify_customer(order: u32) -> Result<(), StepError> {
+///     let _ = order;
+///     Ok(())
+/// }
+///
+/// #[workflow(timeout = "5m", retention = "30d")]
+/// async fn confirm_placed(wf: &Workflow, order: u32) -> Result<u32, WorkflowError> {
+///     notify_customer(wf, order).await?;
+///     Ok(order)
+/// }
+///
+/// #[workflow(on_event = "order.placed")]
+/// async fn on_order_placed(wf: &Workflow, event: Event<OrderPlaced>) -> Result<(), WorkflowError> {
+///     Ok(notify_customer(wf, event.payload.order).await?)
+/// }
+///
+/// #[workflow(schedule = "0 * * * *", tz = "Europe/Paris", overlap = "skip", catch_up = "1h", jitter = "30s")]
+/// async fn hourly_summary(wf: &Workflow, tick: Tick) -> Result<(), WorkflowError> {
+///     let _ = (wf, tick.at);
+///     Ok(())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = Engine::builder().memory().run_schedules(false).start().await?;
+/// assert_eq!(confirm_placed::run(&engine, 7).await?, 7);
+/// engine.emit("order.placed", OrderPlaced { order: 8 }).await?; // runs `on_order_placed` once
+/// # Ok(()) }
+/// ```
 pub use workflows_macros::workflow;
 
 pub use container::{Container, ResolveError};

@@ -9,13 +9,21 @@ use crate::store::PageCursor;
 #[derive(Debug, Parser)]
 #[command(name = "workflows", version, long_about = None)]
 pub struct Cli {
-    /// The store: `sqlite:PATH` or `memory`. Default: $WORKFLOWS_STORE, else `sqlite:workflows.db`.
+    /// The store: `sqlite:PATH`, `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?schema=NAME]` or
+    /// `memory`. Default: $WORKFLOWS_STORE, else `sqlite:workflows.db`.
     #[arg(long, global = true, value_name = "URL")]
     pub store: Option<String>,
 
     /// Print JSON for scripts (one document per command; its shape is documented in the README).
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Leave the work a command starts or wakes (`run`, `rerun`, `cancel`, `complete`, `fail`,
+    /// `send-event`, `schedules trigger|backfill`) to the workers sharing the store: this
+    /// process runs no workflow body, and returns once the store has it. Without it, the
+    /// command runs that work here until it finishes or waits.
+    #[arg(long, global = true)]
+    pub client_only: bool,
 
     #[command(subcommand)]
     pub(crate) command: Command,

@@ -24,6 +24,8 @@ pub(crate) struct Context {
     pub store: String,
     /// Print JSON for scripts instead of text for people.
     pub json: bool,
+    /// Leave what a command starts or wakes to the workers (see `Cli::client_only`).
+    pub client_only: bool,
     pub configure: Configure,
 }
 
@@ -57,7 +59,8 @@ impl Context {
         if !worker {
             self.check_exists()?;
         }
-        let builder = (self.configure)(crate::Engine::builder()).store_url(self.store).worker(worker);
+        let builder = (self.configure)(crate::Engine::builder()).store_url(self.store);
+        let builder = if self.client_only { builder.client_only() } else { builder.worker(worker) };
         let engine = builder.start().await.map_err(|e| CliError::new(e.to_string()))?;
         Ok((engine, self.json))
     }

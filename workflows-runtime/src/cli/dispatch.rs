@@ -56,7 +56,11 @@ pub fn main_with(configure: impl FnOnce(EngineBuilder) -> EngineBuilder + 'stati
 }
 
 async fn dispatch(cli: Cli, configure: Configure) -> Result<u8, CliError> {
-    let context = Context { store: cli.store.unwrap_or_else(store::default_url), json: cli.json, configure };
+    let store = cli.store.unwrap_or_else(store::default_url);
+    let context = Context { store, json: cli.json, client_only: cli.client_only, configure };
+    if cli.client_only && matches!(cli.command, Command::Worker { .. }) {
+        return Err(CliError::new("`worker` runs workflows: it cannot be --client-only"));
+    }
     match cli.command {
         Command::List => registry::list(&context),
         Command::Show { name, format } => registry::show(&context, &name, format),

@@ -150,14 +150,17 @@ pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u
     if timeline.is_empty() {
         out!("  (no steps ran yet)");
     } else {
-        let mut table = Table::new(&["  +TIME", "EVENT", "STEP", "ATTEMPT", "TOOK", "DETAIL"]);
+        let mut table = Table::new(&["  +TIME", "EVENT", "STEP", "ATTEMPT", "STARTED", "TOOK", "PROCESS", "DETAIL"]);
+        let since_created = |at: Timestamp| format!("+{}", duration(at.duration_since(record.created_at)));
         for row in &timeline {
             table.row(vec![
-                format!("  +{}", duration(row.at.duration_since(record.created_at))),
+                format!("  {}", since_created(row.at)),
                 row.event.replace('_', " "),
                 row.key.clone(),
                 row.attempt.map_or(String::new(), |a| a.to_string()),
+                row.started.map_or(String::new(), since_created),
                 row.took.map_or(String::new(), duration),
+                row.by.as_deref().unwrap_or_default().to_owned(),
                 row.detail.as_deref().map(shown).unwrap_or_default(),
             ]);
         }
@@ -237,7 +240,11 @@ struct Row {
     event: &'static str,
     key: String,
     attempt: Option<u32>,
+    /// When the attempt began (a step's rows).
+    started: Option<Timestamp>,
     took: Option<std::time::Duration>,
+    /// The process that ran the attempt (`host:pid`), where the journal recorded it.
+    by: Option<std::sync::Arc<str>>,
     /// The output, error, or what it waits for.
     detail: Option<String>,
     /// The same, as JSON.
@@ -252,7 +259,9 @@ impl Row {
             "event": self.event,
             "key": self.key,
             "attempt": self.attempt,
+            "started_at": self.started.map(|t| t.to_string()),
             "duration_ms": self.took.map(millis),
+            "by": self.by.as_deref(),
         });
         if let (Value::Object(row), Value::Object(fields)) = (&mut row, &self.fields) {
             row.extend(fields.clone());
@@ -333,13 +342,22 @@ fn timeline(record: &ExecutionRecord, journal: &[JournalEntry], token: &dyn Fn(&
                 }
                 JournalEvent::TimerFired { .. } | JournalEvent::WaitTimedOut { .. } => (None, None, None, json!({})),
             };
+            let (started, by) = match &entry.event {
+                JournalEvent::StepStarted { by, .. } => (Some(entry.at), by.clone()),
+                JournalEvent::StepCompleted { started_at, by, .. }
+                | JournalEvent::StepFailed { started_at, by, .. }
+                | JournalEvent::StepWaiting { started_at, by, .. } => (Some(*started_at), by.clone()),
+                _ => (None, None),
+            };
             Row {
                 index: entry.index,
                 at: entry.at,
                 event: entry.event.kind(),
                 key: key_text,
                 attempt,
+                started,
                 took,
+                by,
                 detail,
                 fields,
             }
@@ -407,19 +425,25 @@ pub(crate) async fn check(context: &Context, full: bool) -> Result<u8, CliError>
         let damaged: Vec<Value> = report.damaged.iter().map(|d| json!({ "id": d.id, "problem": d.problem })).collect();
         print_json(&json!({
             "clean": report.is_clean(),
+            "store_check": report.store_check,
             "store_problems": report.store_problems,
             "damaged": damaged,
             "executions": report.executions,
             "journal_entries": report.journal_entries,
         }))?;
     } else {
-        let which = if full { "integrity_check" } else { "quick_check" };
-        if report.store_problems.is_empty() {
-            out!("store file: ok (SQLite {which})");
-        } else {
-            out!("store file: damaged (SQLite {which}):");
-            for problem in &report.store_problems {
-                out!("  {problem}");
+        match &report.store_check {
+            Some(which) if report.store_problems.is_empty() => out!("store file: ok ({which})"),
+            Some(which) => {
+                out!("store file: damaged ({which}):");
+                for problem in &report.store_problems {
+                    out!("  {problem}");
+                }
+            }
+            None => {
+                let describe = store.describe();
+                let why = if describe.starts_with("postgres") { " (PostgreSQL checks its own pages)" } else { "" };
+                out!("store {describe}: no file of its own to check{why}; every row is read back below");
             }
         }
         for damaged in &report.damaged {
@@ -451,7 +475,10 @@ mod tests {
     }
 
     fn started(index: u64, attempt: u32) -> JournalEntry {
-        entry(index, JournalEvent::StepStarted { seq: 0, key: CallKey::new("charge", 1), attempt, input_hash: 0 })
+        entry(
+            index,
+            JournalEvent::StepStarted { seq: 0, key: CallKey::new("charge", 1), attempt, input_hash: 0, by: None },
+        )
     }
 
     fn record(state: ExecutionState) -> ExecutionRecord {
@@ -491,6 +518,7 @@ mod tests {
             started_at: Timestamp::now(),
             output: crate::journal::replay::null(),
             compensation: None,
+            by: None,
         };
         let journal = vec![started(0, 1), started(1, 2), entry(2, completed)];
         let rows = timeline(&record(ExecutionState::Completed), &journal, &|k| k.to_string());

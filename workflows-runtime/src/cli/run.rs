@@ -38,11 +38,13 @@ pub(crate) async fn run(context: Context, name: &str, input: &str, id: Option<St
         expected: definition.input_type(),
         source,
     })?;
+    let client_only = context.client_only;
     let (engine, json) = context.engine(true).await?;
     let id = id.map(ExecutionId::from).unwrap_or_default();
     let events = engine.subscribe();
     let handle = engine.start_workflow_by_name(name, &*input, RunOptions::new().id(id.clone())).await;
     let outcome = match handle {
+        Ok(_) if client_only => return left_to_workers(engine, &id, "started", json).await,
         Ok(handle) => watch(&engine, &id, events, Some(handle)).await,
         Err(error) => Err(error.into()),
     };
@@ -53,6 +55,7 @@ pub(crate) async fn run(context: Context, name: &str, input: &str, id: Option<St
 /// `workflows rerun ID [--force]`.
 pub(crate) async fn rerun(context: Context, id: &str, force: bool) -> Result<u8, CliError> {
     let store = context.store.clone();
+    let client_only = context.client_only;
     let (engine, json) = context.engine(false).await?;
     let id = ExecutionId::from(id);
     // A completed execution's steps all ran: running it again repeats their side effects.
@@ -68,9 +71,14 @@ pub(crate) async fn rerun(context: Context, id: &str, force: bool) -> Result<u8,
     }
     let events = engine.subscribe();
     let outcome = match engine.rerun(&id).await {
-        Ok(handle) => {
+        Ok(handle) if client_only => {
             let new = handle.id().clone();
             note!("re-running execution {id} as {new}");
+            return left_to_workers(engine, &new, "started", json).await;
+        }
+        Ok(handle) => {
+            let new = handle.id().clone();
+            note!("re-running execution {id} as {new}, here");
             watch(&engine, &new, events, Some(handle)).await
         }
         Err(error) => Err(super::common::run_error(&store, error)),
@@ -82,10 +90,12 @@ pub(crate) async fn rerun(context: Context, id: &str, force: bool) -> Result<u8,
 /// `workflows cancel ID`.
 pub(crate) async fn cancel(context: Context, id: &str) -> Result<u8, CliError> {
     let store = context.store.clone();
+    let client_only = context.client_only;
     let (engine, json) = context.engine(false).await?;
     let id = ExecutionId::from(id);
     let events = engine.subscribe_to(&id);
     let outcome = match engine.cancel(&id).await {
+        Ok(()) if client_only => return left_to_workers(engine, &id, "cancellation requested for", json).await,
         Ok(()) => watch(&engine, &id, events, None).await,
         Err(error) => Err(super::common::run_error(&store, error)),
     };
@@ -126,11 +136,15 @@ async fn deliver<F: std::future::Future<Output = Result<(), crate::DeliveryError
     send: impl FnOnce(Engine) -> F,
 ) -> Result<u8, CliError> {
     let store = context.store.clone();
+    let client_only = context.client_only;
     let (engine, json) = context.engine(false).await?;
     let events = engine.subscribe_to(&id);
     let outcome = match send(engine.clone()).await {
+        Ok(()) if client_only => return left_to_workers(engine, &id, "delivered to", json).await,
         Ok(()) => {
-            note!("delivered to execution {id}");
+            note!(
+                "delivered to execution {id}; running it here until it finishes or waits (--client-only leaves it to the workers)"
+            );
             watch(&engine, &id, events, None).await
         }
         Err(error) => Err(super::common::delivery_error(&store, error)),
@@ -139,8 +153,32 @@ async fn deliver<F: std::future::Future<Output = Result<(), crate::DeliveryError
     report(&engine, outcome?, json).await
 }
 
+/// Says that this process left execution `id` (which it `did`: started, delivered to…) to the
+/// workers, and how it stands now; exit code 0.
+pub(super) async fn left_to_workers(engine: Engine, id: &ExecutionId, did: &str, json: bool) -> Result<u8, CliError> {
+    let record = read(&engine, id).await;
+    engine.shutdown().await;
+    let record = record?;
+    if json {
+        print_json(&json!({
+            "execution": record.id,
+            "workflow": record.workflow,
+            "state": record.state,
+            "left_to_workers": true,
+        }))?;
+    } else {
+        note!(
+            "{did} execution {id} ({}, {}); left to the workers sharing the store — this process runs nothing. \
+             `workflows watch {id}` follows it",
+            record.workflow,
+            record.state
+        );
+    }
+    Ok(EXIT_OK)
+}
+
 /// How a watched execution stood when the command stopped watching it.
-enum Outcome {
+pub(super) enum Outcome {
     /// It finished.
     Finished(ExecutionRecord),
     /// It is suspended until a delivery or a timer.
@@ -151,7 +189,7 @@ enum Outcome {
 
 /// Shows the events of execution `id` (and its children) while this engine drives it, until
 /// it finishes, suspends, or is not driven here.
-async fn watch(
+pub(super) async fn watch(
     engine: &Engine,
     id: &ExecutionId,
     mut events: Subscription,
@@ -195,9 +233,14 @@ async fn watch(
                 }
                 let record = read(engine, id).await?;
                 // Claimed by this engine, its task about to start (it reads the journal first):
-                // give it a moment.
+                // give it a moment. Unowned (started for the workers): this engine, a worker,
+                // takes it.
                 let ours = record.state.is_active() && record.owner.as_deref() == Some(engine.owner_id());
-                if ours && starting < STARTING_TICKS {
+                let unowned = record.state.is_active() && record.owner.is_none();
+                if (ours || unowned) && starting < STARTING_TICKS {
+                    if unowned {
+                        let _ = engine.recover().await;
+                    }
                     starting += 1;
                     continue;
                 }
@@ -222,7 +265,7 @@ async fn read(engine: &Engine, id: &ExecutionId) -> Result<ExecutionRecord, CliE
 /// Prints how the execution stands; returns the exit code, which follows the execution for
 /// every command that drives one (`run`, `rerun`, `cancel`, `complete`, `fail`, `send-event`):
 /// 0 completed (or driven on elsewhere), 3 ended without completing, 4 waiting.
-async fn report(engine: &Engine, outcome: Outcome, json: bool) -> Result<u8, CliError> {
+pub(super) async fn report(engine: &Engine, outcome: Outcome, json: bool) -> Result<u8, CliError> {
     let (record, code) = match outcome {
         Outcome::Finished(record) if record.state == ExecutionState::Completed => (record, EXIT_OK),
         Outcome::Finished(record) => (record, EXIT_WORKFLOW_FAILED),

@@ -11,6 +11,7 @@ use crate::schedule::CatchUp;
 /// `workflows schedules [pause|resume|trigger|backfill ...]`.
 pub(crate) async fn run(context: Context, command: Option<ScheduleCommand>) -> Result<u8, CliError> {
     let store = context.store.clone();
+    let client_only = context.client_only;
     let (engine, json) = context.engine(false).await?;
     let failed = |error: crate::RunError| super::common::run_error(&store, error);
     let outcome = match command {
@@ -24,27 +25,51 @@ pub(crate) async fn run(context: Context, command: Option<ScheduleCommand>) -> R
             said(json, &name, "resumed")
         }
         Some(ScheduleCommand::Trigger { name }) => {
+            let events = engine.subscribe();
             let handle = engine.trigger_schedule(&name).await.map_err(failed)?;
             let id = handle.id().clone();
-            if json {
-                print_json(&json!({ "schedule": name, "execution": id }))
-            } else {
-                out!("started {id} (a worker runs it; `workflows watch {id}` follows it)");
-                Ok(())
+            if client_only {
+                return super::run::left_to_workers(engine, &id, "started", json).await;
             }
+            note!("started {id}; running it here until it finishes or waits (--client-only leaves it to the workers)");
+            let outcome = super::run::watch(&engine, &id, events, Some(handle)).await;
+            engine.shutdown().await;
+            return super::run::report(&engine, outcome?, json).await;
         }
         Some(ScheduleCommand::Backfill { name, from, until }) => {
             let (from, until) = (time_arg("FROM", &from)?, time_arg("UNTIL", &until)?);
             let ids = engine.backfill_schedule(&name, from, until).await.map_err(failed)?;
+            // Run here (unless left to the workers): each to its end, or until it waits.
+            if !client_only {
+                while engine.running() > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+            let mut states = Vec::with_capacity(ids.len());
+            for id in &ids {
+                let state = match client_only {
+                    true => None,
+                    false => engine.execution(id).await?.map(|record| record.state),
+                };
+                states.push(state);
+            }
+            let place = if client_only { "left to the workers" } else { "run here" };
             if json {
-                print_json(&json!({ "schedule": name, "executions": ids }))
+                let runs: Vec<Value> =
+                    ids.iter().zip(&states).map(|(id, state)| json!({ "id": id, "state": state })).collect();
+                print_json(
+                    &json!({ "schedule": name, "executions": ids, "runs": runs, "left_to_workers": client_only }),
+                )
             } else {
                 out!(
-                    "{} ticks from {from} to {until}, each run once (ticks that ran before are not run again):",
+                    "{} ticks from {from} to {until}, each run once (ticks that ran before are not run again), {place}:",
                     ids.len()
                 );
-                for id in &ids {
-                    out!("  {id}");
+                for (id, state) in ids.iter().zip(&states) {
+                    match state {
+                        Some(state) => out!("  {id}  {state}"),
+                        None => out!("  {id}"),
+                    }
                 }
                 Ok(())
             }

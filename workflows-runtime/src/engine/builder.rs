@@ -24,7 +24,26 @@ impl Engine {
     }
 }
 
-/// Configures and starts an [`Engine`].
+/// Configures and starts an [`Engine`]: its store, the application's services, queues,
+/// retention, leases.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use workflows_runtime::prelude::*;
+/// use workflows_runtime::Queue;
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// struct Mailer; // one of the application's services, resolved by steps
+///
+/// let engine = Engine::builder()
+///     .sqlite("workflows.db")                 // or .postgres("postgres://app@db/orders"), .memory()
+///     .container(Container::new().with(Mailer))
+///     .queue(Queue::new("emails").concurrency(10).rate(100, Duration::from_secs(60)))
+///     .retention(Duration::from_secs(30 * 24 * 3600))
+///     .start()
+///     .await?;
+/// # let _ = engine; Ok(()) }
+/// ```
 #[must_use = "call .start().await to get an engine"]
 pub struct EngineBuilder {
     store: StoreChoice,
@@ -313,6 +332,7 @@ impl EngineBuilder {
             worker: self.worker,
             client_only: self.client_only,
             same_host_takeover: self.same_host_takeover,
+            process: super::owner::process_label(),
             queues: self.queues.into_iter().map(|q| (q.name.clone(), q)).collect(),
             scheduled,
             subscribers: super::dispatch::registered(),

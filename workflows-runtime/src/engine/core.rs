@@ -86,6 +86,8 @@ pub(crate) struct EngineInner {
     pub(crate) client_only: bool,
     /// Takes over at once from a gone process on this host (see `EngineBuilder::same_host_takeover`).
     pub(crate) same_host_takeover: bool,
+    /// This process as the journal names it (`host:pid`): who ran each attempt.
+    pub(crate) process: Arc<str>,
     /// Callers waiting for executions to finish, by execution (see [`handle::wait_for`]).
     pub(crate) watchers: Mutex<HashMap<ExecutionId, Arc<tokio::sync::Notify>, foldhash::fast::RandomState>>,
     /// The runtime the engine started on: an execution run in its caller's task moves here

@@ -4,6 +4,29 @@ use crate::container::Container;
 use crate::execution::ExecutionId;
 
 /// Options of one run: its id, an exclusive key, services for this run only.
+///
+/// ```
+/// use workflows_runtime::prelude::*;
+///
+/// #[step]
+/// async fn capture_cart(cart: String) -> Result<String, StepError> {
+///     Ok(format!("captured {cart}"))
+/// }
+///
+/// #[workflow]
+/// async fn checkout_cart(wf: &Workflow, cart: String) -> Result<String, WorkflowError> {
+///     Ok(capture_cart(wf, cart).await?)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = Engine::builder().memory().start().await?;
+/// // A caller-chosen id (a second start returns the first one's result), and at most one
+/// // running execution per cart.
+/// let options = RunOptions::new().id("checkout-cart-123").exclusive_key("cart:123");
+/// assert_eq!(checkout_cart::run_with(&engine, "cart-123".into(), options).await?, "captured cart-123");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     pub(crate) id: Option<ExecutionId>,

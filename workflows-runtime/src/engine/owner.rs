@@ -29,6 +29,22 @@ struct Process {
     start: u64,
 }
 
+/// This process as people name it: `host:pid` (the host's name, else `localhost`).
+pub(crate) fn process_label() -> std::sync::Arc<str> {
+    static LABEL: OnceLock<std::sync::Arc<str>> = OnceLock::new();
+    LABEL
+        .get_or_init(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".to_owned());
+            format!("{host}:{}", std::process::id()).into()
+        })
+        .clone()
+}
+
 /// The owner id of a new engine in this process: unique per engine instance.
 pub(crate) fn new_owner_id() -> String {
     let engine = crate::execution::ExecutionId::new();

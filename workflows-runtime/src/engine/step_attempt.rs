@@ -211,8 +211,9 @@ pub(super) struct Waiting {
 /// Journals that an async step's attempt ran its body and now waits for its completion.
 pub(super) fn journal_waiting(live: &LiveExecution, seq: u32, key: &CallKey, waits: &Waiting) {
     let Waiting { attempt, input_hash, started_at, deadline, position } = *waits;
+    let by = Some(live.engine.process.clone());
     let event =
-        JournalEvent::StepWaiting { seq, key: key.clone(), attempt, input_hash, started_at, deadline, position };
+        JournalEvent::StepWaiting { seq, key: key.clone(), attempt, input_hash, started_at, deadline, position, by };
     let progress_key = key.clone();
     let ack = live.append([event], None, WriteMode::Durable, |p| {
         p.started(seq, progress_key, input_hash, attempt);
@@ -231,7 +232,8 @@ pub(super) async fn journal_start_durably(
     input_hash: u64,
     attempt: u32,
 ) -> bool {
-    let started = JournalEvent::StepStarted { seq, key: key.clone(), attempt, input_hash };
+    let by = Some(live.engine.process.clone());
+    let started = JournalEvent::StepStarted { seq, key: key.clone(), attempt, input_hash, by };
     let progress_key = key.clone();
     let ack = live.append([started], None, WriteMode::Durable, |p| p.started(seq, progress_key, input_hash, attempt));
     live.defer(ack);
@@ -250,7 +252,8 @@ pub(super) async fn journal_start_durably(
 /// with the next durable write (or soon after, by the store).
 fn journal_start(started: &Started) {
     let Started { ref live, seq, ref key, attempt, input_hash, .. } = *started;
-    let event = JournalEvent::StepStarted { seq, key: key.clone(), attempt, input_hash };
+    let by = Some(live.engine.process.clone());
+    let event = JournalEvent::StepStarted { seq, key: key.clone(), attempt, input_hash, by };
     let progress_key = key.clone();
     drop(live.append([event], None, WriteMode::Lazy, |p| p.started(seq, progress_key, input_hash, attempt)));
 }
@@ -262,8 +265,17 @@ pub(super) fn record_completion(started: &Started, output: Box<RawValue>, compen
     let Started { ref live, seq, ref key, attempt, input_hash, started_at, .. } = *started;
     let kept = compensation.clone();
     let progress_key = key.clone();
-    let completed =
-        JournalEvent::StepCompleted { seq, key: key.clone(), attempt, input_hash, started_at, output, compensation };
+    let by = Some(live.engine.process.clone());
+    let completed = JournalEvent::StepCompleted {
+        seq,
+        key: key.clone(),
+        attempt,
+        input_hash,
+        started_at,
+        output,
+        compensation,
+        by,
+    };
     let ack = live.append_completion([completed], key, attempt, |p| {
         p.started(seq, progress_key, input_hash, attempt);
         p.completed(seq, None, kept);
@@ -300,6 +312,7 @@ pub(super) fn record_failure(
         error: Box::new(failure),
         retry_at,
         consumed,
+        by: Some(live.engine.process.clone()),
     };
     // The events the failed attempt emitted are dropped: only a completion publishes.
     drop(live.take_step_events(key, attempt));

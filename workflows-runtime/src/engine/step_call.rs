@@ -432,6 +432,7 @@ async fn await_completion<S: Step>(
         started_at: waits.started_at,
         output: payload,
         compensation: compensation.clone(),
+        by: Some(live.engine.process.clone()),
     };
     let ack = live.append([completed], None, WriteMode::Durable, |p| p.completed(seq, None, compensation));
     live.defer(ack);

@@ -110,6 +110,10 @@ pub enum JournalEvent {
         /// A hash of the step's input (of its JSON, map order ignored).
         #[serde(with = "hex_u64")]
         input_hash: u64,
+        /// The process that ran the attempt (`host:pid`), for people (`workflows inspect`);
+        /// absent in journals written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<std::sync::Arc<str>>,
     },
     /// A step completed; its output is what replay returns from now on.
     StepCompleted {
@@ -129,6 +133,10 @@ pub enum JournalEvent {
         /// The input of the step's compensation, present exactly when the step has one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         compensation: Option<Box<RawValue>>,
+        /// The process that ran the attempt (`host:pid`), for people (`workflows inspect`);
+        /// absent in journals written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<std::sync::Arc<str>>,
     },
     /// An attempt of a step failed.
     StepFailed {
@@ -152,6 +160,10 @@ pub enum JournalEvent {
         /// the failure this attempt consumed; the next attempt waits for a later one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         consumed: Option<u64>,
+        /// The process that ran the attempt (`host:pid`), for people (`workflows inspect`);
+        /// absent in journals written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<std::sync::Arc<str>>,
     },
     /// A step failed for good and its `on_failure = "skip"` policy skipped it: the call
     /// returned `None`, and replay returns `None` from now on.
@@ -189,6 +201,10 @@ pub enum JournalEvent {
         /// failures consumed by earlier attempts).
         #[serde(default)]
         position: u64,
+        /// The process that ran the attempt (`host:pid`), for people (`workflows inspect`);
+        /// absent in journals written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<std::sync::Arc<str>>,
     },
     /// A durable timer (`wf.sleep`) began; it fires at `wake_at`, also after a restart.
     TimerStarted {
@@ -391,15 +407,17 @@ mod tests {
             started_at: Timestamp::from_micros(5),
             output: RawValue::from_string("{\"id\":7}".into()).unwrap(),
             compensation: None,
+            by: Some("worker-2:4242".into()),
         };
         let json = serde_json::to_string(&event).unwrap();
         assert_eq!(
             json,
-            r#"{"step_completed":{"seq":3,"key":"charge#1","attempt":1,"input_hash":"00000000000000ff","started_at":5,"output":{"id":7}}}"#
+            r#"{"step_completed":{"seq":3,"key":"charge#1","attempt":1,"input_hash":"00000000000000ff","started_at":5,"output":{"id":7},"by":"worker-2:4242"}}"#
         );
         let back: JournalEvent = serde_json::from_str(&json).unwrap();
         assert_eq!(back.step().1.to_string(), "charge#1");
-        let started = JournalEvent::StepStarted { seq: 0, key: CallKey::new("a", 1), input_hash: u64::MAX, attempt: 1 };
+        let started =
+            JournalEvent::StepStarted { seq: 0, key: CallKey::new("a", 1), input_hash: u64::MAX, attempt: 1, by: None };
         let json = serde_json::to_string(&started).unwrap();
         assert!(json.contains("\"ffffffffffffffff\""), "{json}");
         let back: JournalEvent = serde_json::from_str(&json).unwrap();

@@ -185,7 +185,9 @@ impl Progress {
 
     fn apply(&mut self, event: JournalEvent) {
         match event {
-            JournalEvent::StepStarted { seq, key, input_hash, attempt } => self.started(seq, key, input_hash, attempt),
+            JournalEvent::StepStarted { seq, key, input_hash, attempt, .. } => {
+                self.started(seq, key, input_hash, attempt)
+            }
             JournalEvent::StepCompleted { seq, key, attempt, input_hash, output, compensation, .. } => {
                 self.started(seq, key, input_hash, attempt);
                 self.completed(seq, Some(output), compensation);
@@ -210,7 +212,7 @@ impl Progress {
                 self.skipped(seq);
                 self.replay_order.push_back(seq);
             }
-            JournalEvent::StepWaiting { seq, key, attempt, input_hash, started_at, deadline, position } => {
+            JournalEvent::StepWaiting { seq, key, attempt, input_hash, started_at, deadline, position, .. } => {
                 self.started(seq, key, input_hash, attempt);
                 self.awaiting(seq, started_at, deadline, position);
             }
@@ -629,6 +631,7 @@ mod tests {
             started_at: Timestamp::now(),
             output: raw(output),
             compensation: compensation.map(raw),
+            by: None,
         }
     }
 
@@ -657,7 +660,7 @@ mod tests {
     fn completed_steps_replay_and_the_next_one_runs() {
         let mut p = Progress::from_journal(journal(vec![
             completed(0, "a", 7, "1", None),
-            JournalEvent::StepStarted { seq: 1, key: CallKey::new("b", 1), input_hash: 8, attempt: 1 },
+            JournalEvent::StepStarted { seq: 1, key: CallKey::new("b", 1), input_hash: 8, attempt: 1, by: None },
         ]));
         let (seq, key) = p.next_call("a");
         assert!(matches!(p.decide(seq, &key, 7), Decision::Completed(o) if o.get() == "1"));
@@ -688,7 +691,13 @@ mod tests {
         let mut events = Vec::new();
         for (seq, name) in ["a", "b", "c"].iter().enumerate() {
             let key = CallKey::new(*name, 1);
-            events.push(JournalEvent::StepStarted { seq: seq as u32, key: key.clone(), input_hash: 0, attempt: 1 });
+            events.push(JournalEvent::StepStarted {
+                seq: seq as u32,
+                key: key.clone(),
+                input_hash: 0,
+                attempt: 1,
+                by: None,
+            });
         }
         // Completion order c, a, b (parallel steps).
         for seq in [2u32, 0, 1] {

@@ -57,6 +57,7 @@ fn completed(seq: u32, name: &'static str, input_hash: u64, output: &str) -> [Jo
         started_at: Timestamp::now(),
         output: serde_json::value::RawValue::from_string(output.into()).unwrap(),
         compensation: None,
+        by: None,
     }]
 }
 
@@ -132,6 +133,7 @@ async fn a_step_under_way_that_the_body_no_longer_calls_is_non_determinism() {
         key: CallKey::new("echo", 2),
         attempt: 1,
         input_hash: input_hash(&(6u32,)),
+        by: None,
     });
     forge_of(&store, "echo_once", "in-flight", fingerprint, events).await;
 

@@ -10,6 +10,36 @@ use crate::journal::CallKey;
 
 /// What a step body (or a compensation) gets as its optional first parameter
 /// `ctx: &StepContext`: who it is, which attempt this is, and the application's services.
+///
+/// ```
+/// use workflows_runtime::prelude::*;
+///
+/// struct Payments; // one of the application's services
+///
+/// impl Payments {
+///     async fn charge(&self, cents: u64, idempotency_key: &str) -> Result<String, std::io::Error> {
+///         Ok(format!("{idempotency_key}: {cents}"))
+///     }
+/// }
+///
+/// #[step(retry(max_attempts = 3, backoff = "10ms"))]
+/// async fn charge_with_key(ctx: &StepContext, cents: u64) -> Result<String, StepError> {
+///     let payments = ctx.resolve::<Payments>()?;                 // the container
+///     // The same key on every attempt of this call: the provider charges once.
+///     Ok(payments.charge(cents, &ctx.idempotency_key()).await?)
+/// }
+///
+/// #[workflow]
+/// async fn pay_with_key(wf: &Workflow, cents: u64) -> Result<String, WorkflowError> {
+///     Ok(charge_with_key(wf, cents).await?)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = Engine::builder().memory().container(Container::new().with(Payments)).start().await?;
+/// assert!(pay_with_key::run(&engine, 1200).await?.ends_with(": 1200"));
+/// # Ok(()) }
+/// ```
 pub struct StepContext {
     pub(crate) live: Arc<LiveExecution>,
     pub(crate) key: CallKey,

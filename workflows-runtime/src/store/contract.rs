@@ -210,9 +210,10 @@ pub struct NewEvent {
     pub at: Timestamp,
 }
 
-/// An event one subscriber's execution could not be started for (see
-/// [`Store::record_undelivered`]): tried again with a backoff, then parked until an operator
-/// retries or drops it (`workflows events --failed`).
+/// An event one subscriber's execution could not be started for: tried again with a backoff,
+/// then parked until an operator retries or drops it
+/// ([`Engine::undelivered_events`](crate::Engine::undelivered_events), `workflows events
+/// --failed`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Undelivered {
     /// The event's id.
@@ -757,6 +758,9 @@ pub struct CheckReport {
     pub executions: u64,
     /// How many journal entries were read (of the executions that are not damaged).
     pub journal_entries: u64,
+    /// The store's own check of its storage, if it ran one (`SQLite quick_check`); `None`
+    /// where the store has none to run (PostgreSQL checks its own pages; memory).
+    pub store_check: Option<String>,
 }
 
 impl CheckReport {

@@ -158,6 +158,7 @@ pub(super) async fn a_transition_is_written_with_its_entries(store: &dyn Store) 
             started_at: now,
             output: json(42),
             compensation: Some(json("refund 42")),
+            by: Some("host-a:42".into()),
         },
     };
     let retain_until = now + Duration::from_secs(3600);
@@ -477,7 +478,7 @@ pub(super) async fn an_async_step_takes_the_first_completion_of_its_token(store:
         at: now,
         event: event(0, key.clone(), attempt),
     };
-    let started = |seq, key, attempt| JournalEvent::StepStarted { seq, key, attempt, input_hash: 0 };
+    let started = |seq, key, attempt| JournalEvent::StepStarted { seq, key, attempt, input_hash: 0, by: None };
     let failed = |seq, key, attempt| JournalEvent::StepFailed {
         seq,
         key,
@@ -487,6 +488,7 @@ pub(super) async fn an_async_step_takes_the_first_completion_of_its_token(store:
         error: Box::new(Failure::new(FailureKind::Step, "declined")),
         retry_at: Some(Timestamp::now()),
         consumed: Some(0),
+        by: None,
     };
     assert_eq!(store.deliver(&completion("approval", &key, None)).await.unwrap(), Delivered::NotStarted);
 

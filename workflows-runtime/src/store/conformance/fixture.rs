@@ -106,7 +106,13 @@ pub(crate) fn started(index: u64) -> JournalEntry {
     JournalEntry {
         index,
         at: Timestamp::now(),
-        event: JournalEvent::StepStarted { seq, key: CallKey::new("charge", seq + 1), attempt: 1, input_hash: 7 },
+        event: JournalEvent::StepStarted {
+            seq,
+            key: CallKey::new("charge", seq + 1),
+            attempt: 1,
+            input_hash: 7,
+            by: None,
+        },
     }
 }
 

@@ -16,6 +16,7 @@ use crate::store::{CheckReport, DamagedExecution, StoreError};
 pub(super) fn run(conn: &Connection, full: bool) -> Result<CheckReport, StoreError> {
     let mut report = CheckReport::default();
     let pragma = if full { "PRAGMA integrity_check" } else { "PRAGMA quick_check" };
+    report.store_check = Some(format!("SQLite {}", if full { "integrity_check" } else { "quick_check" }));
     let context = "cannot check the store";
     let mut statement = conn.prepare(pragma).map_err(|e| backend(context, e))?;
     let found = statement.query_map([], |r| r.get::<_, String>(0)).map_err(|e| backend(context, e))?;

@@ -18,52 +18,39 @@ pub(super) fn states(conn: &Connection, names: &[String], now: Timestamp) -> Res
         )
         .map_err(|e| backend(context, e))?;
     let mut select = conn
-        .prepare_cached("SELECT since, handled, paused, last_run, missed, last_missed FROM schedules WHERE name = ?1")
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM schedules WHERE name = ?1"))
         .map_err(|e| backend(context, e))?;
     let mut states = Vec::with_capacity(names.len());
     for name in names {
         insert.execute(params![name, now.as_micros()]).map_err(|e| backend(context, e))?;
-        let state = select
-            .query_row([name], |r| {
-                Ok(ScheduleState {
-                    name: name.clone(),
-                    since: Timestamp::from_micros(r.get(0)?),
-                    handled: Timestamp::from_micros(r.get(1)?),
-                    paused: r.get::<_, i64>(2)? != 0,
-                    last_run: r.get::<_, Option<String>>(3)?.map(ExecutionId::from),
-                    missed: r.get::<_, i64>(4)? as u64,
-                    last_missed: r.get::<_, Option<i64>>(5)?.map(Timestamp::from_micros),
-                })
-            })
-            .map_err(|e| backend(context, e))?;
-        states.push(state);
+        states.push(select.query_row([name], state).map_err(|e| backend(context, e))?);
     }
     Ok(states)
+}
+
+/// A schedule's columns, in [`state`]'s order.
+const COLUMNS: &str = "name, since, handled, paused, last_run, missed, last_missed";
+
+fn state(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleState> {
+    Ok(ScheduleState {
+        name: r.get(0)?,
+        since: Timestamp::from_micros(r.get(1)?),
+        handled: Timestamp::from_micros(r.get(2)?),
+        paused: r.get::<_, i64>(3)? != 0,
+        last_run: r.get::<_, Option<String>>(4)?.map(ExecutionId::from),
+        missed: r.get::<_, i64>(5)? as u64,
+        last_missed: r.get::<_, Option<i64>>(6)?.map(Timestamp::from_micros),
+    })
 }
 
 /// Every stored schedule, by name.
 pub(super) fn stored(conn: &Connection) -> Result<Vec<ScheduleState>, StoreError> {
     let context = "cannot read the schedules";
     let mut select = conn
-        .prepare_cached(
-            "SELECT name, since, handled, paused, last_run, missed, last_missed FROM schedules ORDER BY name",
-        )
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM schedules ORDER BY name"))
         .map_err(|e| backend(context, e))?;
-    let rows = select
-        .query_map([], |r| {
-            Ok(ScheduleState {
-                name: r.get(0)?,
-                since: Timestamp::from_micros(r.get(1)?),
-                handled: Timestamp::from_micros(r.get(2)?),
-                paused: r.get::<_, i64>(3)? != 0,
-                last_run: r.get::<_, Option<String>>(4)?.map(ExecutionId::from),
-                missed: r.get::<_, i64>(5)? as u64,
-                last_missed: r.get::<_, Option<i64>>(6)?.map(Timestamp::from_micros),
-            })
-        })
-        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| backend(context, e))?;
-    Ok(rows)
+    let rows = select.query_map([], state).and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+    rows.map_err(|e| backend(context, e))
 }
 
 /// The compare-and-set of a schedule's handled ticks.

@@ -715,3 +715,88 @@ fn check_on_postgres_says_what_it_checked() {
     assert!(checked.contains("checked 1 executions and 2 journal entries: no damage found"), "{checked}");
     assert_eq!((json["clean"].as_bool(), json["store_check"].is_null()), (Some(true), true), "{json}");
 }
+
+#[test]
+fn compensate_reverts_a_completed_execution_after_a_confirmation_and_over_a_filter() {
+    let cli = Cli::new();
+    let first = cli.run(&["run", "order_saga", "--input", ORDER, "--json"]).expect(0).json();
+    let id = first["execution"].as_str().unwrap().to_owned();
+    cli.run(&["run", "order_saga", "--input", ORDER]).expect(0);
+
+    // No terminal to confirm on: it says how to go on, and changes nothing.
+    let refused = cli.run(&["compensate", &id]).expect(1);
+    assert!(refused.stdout.contains("1 execution to compensate"), "{}", refused.stdout);
+    assert!(refused.stdout.contains("undo charge_payment#1, reserve_stock#1"), "{}", refused.stdout);
+    assert!(refused.stderr.contains("pass --yes"), "{}", refused.stderr);
+    assert_eq!(cli.executions(&["--state", "completed"]).len(), 2);
+
+    let done = cli.run(&["compensate", &id, "--yes"]).expect(0);
+    assert!(done.stdout.contains(&format!("{id}: compensated")), "{}", done.stdout);
+    let inspected = cli.inspect(&id);
+    assert_eq!(inspected["execution"]["state"], "compensated");
+    assert_eq!(
+        events(&inspected)[3..],
+        [
+            "compensation_started charge_payment#1",
+            "compensation_completed charge_payment#1",
+            "compensation_started reserve_stock#1",
+            "compensation_completed reserve_stock#1",
+        ]
+    );
+    let again = cli.run(&["compensate", &id, "--yes"]).expect(3);
+    assert!(again.stdout.contains("compensated already"), "{}", again.stdout);
+
+    // Over a filter: says how many, touches exactly those.
+    let bulk =
+        cli.run(&["compensate", "--workflow", "order_saga", "--state", "completed", "--yes", "--json"]).expect(0);
+    let bulk = bulk.json();
+    assert_eq!(bulk["selected"], 1);
+    assert_eq!(bulk["outcomes"][0]["compensated"], true);
+    assert_eq!(cli.executions(&["--state", "compensated"]).len(), 2);
+    let wrong = cli.run(&["compensate", "--state", "running", "--yes"]).expect(1);
+    assert!(wrong.stderr.contains("workflows cancel"), "{}", wrong.stderr);
+
+    // `list` shows each workflow's version and its executions in flight.
+    let listed = cli.run(&["list", "--json"]).expect(0).json();
+    let saga = listed["workflows"].as_array().unwrap().iter().find(|w| w["name"] == "order_saga").unwrap().clone();
+    assert_eq!(
+        (saga["version"].clone(), saga["in_flight"].clone(), saga["latest"].clone()),
+        (0.into(), 0.into(), true.into())
+    );
+    let text = cli.run(&["list"]).expect(0).stdout;
+    assert!(text.contains("VERSION") && text.contains("IN FLIGHT"), "{text}");
+}
+
+#[test]
+fn export_writes_a_journal_and_replay_check_reports_what_this_code_would_block() {
+    let cli = Cli::new();
+    let ran = cli.run(&["run", "order_saga", "--input", ORDER, "--json"]).expect(0).json();
+    let id = ran["execution"].as_str().unwrap().to_owned();
+    let exported = cli.run(&["export", &id]).expect(0);
+    let journals = cli.dir.path().join("journals");
+    std::fs::create_dir(&journals).unwrap();
+    std::fs::write(journals.join("order.json"), &exported.stdout).unwrap();
+    // The same journal as another build would have written it: its second step was another.
+    let other = exported.stdout.replace("charge_payment#1", "charge_card#1");
+    assert_ne!(other, exported.stdout);
+    std::fs::write(journals.join("other.json"), other).unwrap();
+    std::fs::write(journals.join("notes.txt"), "not a journal").unwrap();
+
+    let dir = journals.to_str().unwrap();
+    let checked = cli.run(&["replay-check", "--journals", dir, "--json"]).expect(1).json();
+    assert_eq!((checked["checked"].clone(), checked["diverging"].clone()), (2.into(), 1.into()));
+    let rows = checked["executions"].as_array().unwrap();
+    assert_eq!(rows[0]["verdict"], "replays");
+    assert_eq!(rows[1]["verdict"], "diverges");
+    let message = rows[1]["failure"]["message"].as_str().unwrap();
+    assert!(message.contains("`charge_payment#1` now, but the journal recorded `charge_card#1`"), "{message}");
+    let text = cli.run(&["replay-check", "--journals", dir]).expect(1).stdout;
+    assert!(text.contains("WOULD BLOCK") && text.contains("1 would be blocked"), "{text}");
+
+    // From the store: what is in flight (nothing here), or the states asked.
+    let store = cli.run(&["replay-check", "--state", "completed", "--json"]).expect(0).json();
+    assert_eq!((store["checked"].clone(), store["diverging"].clone()), (1.into(), 0.into()));
+    std::fs::write(journals.join("broken.json"), "{").unwrap();
+    let broken = cli.run(&["replay-check", "--journals", dir]).expect(1);
+    assert!(broken.stderr.contains("is not an exported execution"), "{}", broken.stderr);
+}

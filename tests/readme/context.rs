@@ -175,6 +175,13 @@ async fn charge(cents: u64) -> Result<(), StepError> {
     Ok(())
 }
 
+// == fraud-check
+#[step]
+async fn fraud_check(order: Order) -> Result<(), StepError> {
+    let _ = order;
+    Ok(())
+}
+
 // == reserve-line
 #[step]
 async fn reserve(line: String) -> Result<u32, StepError> {

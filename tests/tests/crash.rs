@@ -415,7 +415,7 @@ fn a_live_owner_keeps_its_execution_until_it_dies() {
 }
 
 #[test]
-fn a_deploy_that_changes_the_step_sequence_stops_old_executions_and_says_the_code_changed() {
+fn a_deploy_that_changes_the_step_sequence_blocks_old_executions_and_the_old_build_resumes_them() {
     let s = Scenario::new("full");
     let v1 = s.worker(&["start", "before-deploy", "evolving"]).env("CRASH_BLOCK", "part:b").spawn().unwrap();
     s.wait_for_log("part:b blocked");
@@ -424,13 +424,17 @@ fn a_deploy_that_changes_the_step_sequence_stops_old_executions_and_says_the_cod
 
     // The new build resumes it: its body calls `part("c")` where the journal has `part("b")`.
     let outcome = finish(s.program(WORKER_V2, &["resume", "before-deploy"]).spawn().unwrap());
-    assert_eq!(outcome.trim(), "STATE failed");
+    assert_eq!(outcome.trim(), "STATE blocked");
     let conn = rusqlite::Connection::open(&s.db).unwrap();
-    let (failure, fingerprint): (String, String) = conn
-        .query_row("SELECT failure, fingerprint FROM executions WHERE id = 'before-deploy'", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+    let (failure, fingerprint, owner, blocked_by): (String, String, Option<String>, String) = conn
+        .query_row(
+            "SELECT failure, fingerprint, owner, blocked_by FROM executions WHERE id = 'before-deploy'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
         .unwrap();
+    assert_eq!(owner, None, "its lease is given up");
+    assert_eq!(blocked_by.split(' ').count(), 1, "blocked by the new build: {blocked_by}");
     let failure: serde_json::Value = serde_json::from_str(&failure).unwrap();
     let message = failure["message"].as_str().unwrap();
     assert_eq!(failure["kind"], "non_determinism");
@@ -441,12 +445,55 @@ fn a_deploy_that_changes_the_step_sequence_stops_old_executions_and_says_the_cod
     );
     assert_eq!(s.count("part c begin 1"), 0, "nothing runs with the wrong data: {:?}", s.log());
     assert_eq!(s.count_prefix("part a begin"), 1);
+    drop(conn);
+
+    // The old build linked again (a rollback of the deploy) takes it over and completes it,
+    // on the old path; the new build never ran a body of it.
+    assert_eq!(s.resume("before-deploy").trim(), "STATE completed");
+    assert_eq!(s.log(), ["part a begin 1", "part b begin 1", "part:b blocked", "part b begin 2", "part c begin 1"]);
 
     // The same build resumes an interrupted execution of the same code without complaint.
     let v1 = s.worker(&["start", "same-build", "evolving"]).env("CRASH_BLOCK", "part:b").spawn().unwrap();
     wait_until("the second execution to block", || s.count("part:b blocked") == 2);
     kill(v1);
     assert_eq!(s.resume("same-build").trim(), "STATE completed");
+}
+
+/// Two versions of a workflow side by side: the old build (version 0 only) and the new one
+/// (versions 0 and 1) on one store, each killed mid-step. New executions start on the highest
+/// version; each resumes on the version that started it; the old build never takes an
+/// execution of the version it lacks, the new one resumes both.
+#[test]
+fn versions_side_by_side_each_execution_resumes_on_its_own_and_old_workers_leave_the_new_one() {
+    let s = Scenario::new("full");
+    // Both running at once (neither takes the other's execution over: its owner is alive).
+    let old = s.worker(&["start", "old", "versioned"]).env("CRASH_BLOCK", "part:v1-b").spawn().unwrap();
+    s.wait_for_log("part:v1-b blocked");
+    let new = s.program(WORKER_V2, &["start", "new", "versioned"]).env("CRASH_BLOCK", "part:v2-b").spawn().unwrap();
+    s.wait_for_log("part:v2-b blocked");
+    kill(old);
+    kill(new);
+    let row = |id: &str| -> (i64, i64) {
+        let conn = rusqlite::Connection::open(&s.db).unwrap();
+        conn.query_row("SELECT version, epoch FROM executions WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+    };
+    assert_eq!((row("old").0, row("new").0), (0, 1), "a new execution starts on the highest version");
+
+    // The old build takes `old` over; `new`, an orphan in the same claim, stays one.
+    assert_eq!(s.resume("old").trim(), "STATE completed");
+    assert_eq!(row("new").1, 1, "never claimed by a build without its version");
+    assert_eq!(s.count_prefix("part v2-"), 2, "{:?}", s.log());
+
+    // The new build resumes an execution of the old version on the old code, and `new` on its.
+    let old_too = s.worker(&["start", "old-too", "versioned"]).env("CRASH_BLOCK", "part:v1-b").spawn().unwrap();
+    wait_until("the second old execution to block", || s.count("part:v1-b blocked") == 2);
+    kill(old_too);
+    assert_eq!(finish(s.program(WORKER_V2, &["resume", "old-too"]).spawn().unwrap()).trim(), "STATE completed");
+    assert_eq!(finish(s.program(WORKER_V2, &["resume", "new"]).spawn().unwrap()).trim(), "STATE completed");
+    for (id, result) in [("old", "v1-av1-b"), ("old-too", "v1-av1-b"), ("new", "v2-av2-b")] {
+        assert_eq!(stored_result(&s, id).as_deref(), Some(format!("\"{result}\"").as_str()), "{id}: {:?}", s.log());
+    }
 }
 
 /// The stored result of an execution, read from the file.

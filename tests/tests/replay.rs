@@ -1,6 +1,6 @@
 //! Journal and replay: an execution resumes on a new engine over the same store without
 //! re-running completed steps; parallel steps get deterministic keys; a workflow that no longer
-//! calls the same steps is stopped with a non-determinism error naming the key. (Replay of
+//! calls the same steps is blocked with a non-determinism error naming the key. (Replay of
 //! journals written by other code — forged in the store — is tested in the runtime crate:
 //! `journal::replay_tests`.)
 
@@ -263,7 +263,7 @@ async fn wobbly(wf: &Workflow, _input: ()) -> Result<u32, WorkflowError> {
 }
 
 #[tokio::test]
-async fn a_body_that_takes_another_path_on_replay_fails_with_the_differing_key() {
+async fn a_body_that_takes_another_path_on_replay_is_blocked_with_the_differing_key() {
     let store = Arc::new(MemoryStore::new());
     let probe = Arc::new(Probe::default());
     let engine1 = engine_on(&store, &probe).start().await.unwrap();
@@ -275,13 +275,13 @@ async fn a_body_that_takes_another_path_on_replay_fails_with_the_differing_key()
     TAKE_OTHER_PATH.store(true, Ordering::SeqCst);
     let engine2 = engine_on(&store, &probe).start().await.unwrap();
     let error = wobbly::run_with(&engine2, (), RunOptions::new().id(&id)).await.unwrap_err();
-    let RunError::Failed { failure, .. } = &error else { panic!("expected a failure without compensation: {error}") };
+    let RunError::Blocked { failure, .. } = &error else { panic!("expected it blocked: {error}") };
     assert_eq!(failure.kind, FailureKind::NonDeterminism);
     let message = &failure.message;
     assert!(message.contains("`path_b#1`") && message.contains("`path_a#1`"), "{message}");
     assert!(message.contains("code is unchanged"), "{message}");
     assert_eq!(probe.runs.count("path_b"), 0, "nothing runs with the wrong data");
-    assert_eq!(engine2.execution(&id).await.unwrap().unwrap().state, ExecutionState::Failed);
+    assert_eq!(engine2.execution(&id).await.unwrap().unwrap().state, ExecutionState::Blocked);
 }
 
 #[tokio::test]

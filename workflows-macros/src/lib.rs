@@ -68,7 +68,7 @@ pub fn step(args: TokenStream, item: TokenStream) -> TokenStream {
 /// | option | meaning |
 /// |---|---|
 /// | `name = "..."` | the registered name (default: the function's name) |
-/// | `version = N` | recorded with each execution |
+/// | `version = N` | recorded with each execution; several versions of one name may be linked side by side: new executions start on the highest, each resumes on its own (default 0) |
 /// | `timeout = "5m"` | from the execution's start: past it, the execution is compensated and ends `timed_out` |
 /// | `retention = "30d"` | how long a finished execution is kept before it is purged |
 /// | `on_event = "order.placed"` | a subscriber: runs once for each event of that name, its input `Event<T>` |

@@ -321,6 +321,20 @@ pub enum RunError {
         /// Why it failed.
         failure: Box<Failure>,
     },
+    /// The code that ran the execution cannot replay its journal: it is parked `blocked`, with
+    /// nothing compensated, until a process whose code can replay it takes it over (a fixed
+    /// deploy) or an operator cancels it.
+    #[error(
+        "workflow `{workflow}` (execution {execution}) is blocked: {failure}; it resumes when a process whose code          can replay it takes it over, or cancel it to compensate it"
+    )]
+    Blocked {
+        /// The workflow's name.
+        workflow: String,
+        /// The execution's id.
+        execution: ExecutionId,
+        /// Where the code diverges from the journal.
+        failure: Box<Failure>,
+    },
     /// The execution was cancelled; its completed steps were compensated (state `cancelled`).
     #[error("workflow `{workflow}` (execution {execution}) was cancelled; its completed steps were compensated")]
     Cancelled {
@@ -467,6 +481,7 @@ impl RunError {
             Self::Compensated { execution, .. }
             | Self::CompensationFailed { execution, .. }
             | Self::Failed { execution, .. }
+            | Self::Blocked { execution, .. }
             | Self::Output { execution, .. }
             | Self::Conflict { execution, .. }
             | Self::Cancelled { execution, .. }
@@ -491,7 +506,8 @@ impl RunError {
             Self::Compensated { failure, .. }
             | Self::CompensationFailed { failure, .. }
             | Self::TimedOut { failure, .. }
-            | Self::Failed { failure, .. } => Some(failure),
+            | Self::Failed { failure, .. }
+            | Self::Blocked { failure, .. } => Some(failure),
             _ => None,
         }
     }

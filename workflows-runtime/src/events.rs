@@ -157,6 +157,13 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         wake_at: Option<Timestamp>,
     },
+    /// The code that ran it cannot replay its journal: it is parked `blocked`, nothing
+    /// compensated, until a process whose code can replay it takes it (see
+    /// [`ExecutionState::Blocked`]).
+    Blocked {
+        /// Where the code diverges from the journal.
+        failure: Box<Failure>,
+    },
     /// The execution finished.
     Finished {
         /// Its final state.
@@ -172,7 +179,7 @@ impl EventKind {
     /// start is published when it starts, journaled or not).
     pub(crate) fn from_journal(event: &JournalEvent) -> Option<Self> {
         Some(match event {
-            JournalEvent::StepStarted { .. } => return None,
+            JournalEvent::StepStarted { .. } | JournalEvent::Patched { .. } => return None,
             JournalEvent::StepCompleted { key, attempt, output, .. } => {
                 Self::StepCompleted { key: key.clone(), attempt: *attempt, output: output.clone() }
             }

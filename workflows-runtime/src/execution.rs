@@ -141,7 +141,9 @@ impl<'de> Deserialize<'de> for ExecutionId {
 /// pending → running → completed
 ///              │
 ///              ├──→ compensating → compensated | compensation_failed
-///              └──→ failed   (a failure that must not be compensated, e.g. non-determinism)
+///              ├──→ blocked  (its journal cannot be replayed by the code that claimed it:
+///              │              it runs again in a process whose code can)
+///              └──→ failed   (a failure that must not be compensated, e.g. undecodable data)
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -167,14 +169,19 @@ pub enum ExecutionState {
     Cancelled,
     /// Exceeded its time limit; its completed steps were compensated.
     TimedOut,
-    /// Failed in a way that must not be compensated automatically (non-determinism,
-    /// undecodable stored data, input that does not match the workflow).
+    /// Failed in a way that must not be compensated automatically (undecodable stored data,
+    /// input that does not match the workflow).
     Failed,
+    /// Parked: the code that claimed it cannot replay its journal (a step call that differs
+    /// since it started, a patch it lacks). Nothing was compensated and nobody drives it; a
+    /// process whose code can replay it takes it over by itself (a fixed deploy), and only an
+    /// operator fails or compensates it. Its failure says where the code diverges.
+    Blocked,
 }
 
 impl ExecutionState {
     /// Every state, in life-cycle order.
-    pub const ALL: [ExecutionState; 11] = [
+    pub const ALL: [ExecutionState; 12] = [
         Self::Queued,
         Self::Pending,
         Self::Running,
@@ -186,6 +193,7 @@ impl ExecutionState {
         Self::Cancelled,
         Self::TimedOut,
         Self::Failed,
+        Self::Blocked,
     ];
 
     /// The state's name as stored and shown: `running`, `compensation_failed`, ...
@@ -202,6 +210,7 @@ impl ExecutionState {
             Self::Cancelled => "cancelled",
             Self::TimedOut => "timed_out",
             Self::Failed => "failed",
+            Self::Blocked => "blocked",
         }
     }
 
@@ -223,6 +232,12 @@ impl ExecutionState {
     pub const fn is_active(self) -> bool {
         matches!(self, Self::Pending | Self::Running | Self::Compensating)
     }
+
+    /// True for the states whose execution nobody owns once it is in them: the finished ones
+    /// and `blocked` (a write that moves an execution there gives up its lease).
+    pub const fn releases_owner(self) -> bool {
+        self.is_finished() || matches!(self, Self::Blocked)
+    }
 }
 
 impl fmt::Display for ExecutionState {
@@ -234,7 +249,7 @@ impl fmt::Display for ExecutionState {
 /// The error of parsing an unknown [`ExecutionState`] name.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "unknown execution state `{0}`; expected one of: queued, pending, running, waiting, completed, compensating, compensated, compensation_failed, cancelled, timed_out, failed"
+    "unknown execution state `{0}`; expected one of: queued, pending, running, waiting, completed, compensating, compensated, compensation_failed, cancelled, timed_out, failed, blocked"
 )]
 pub struct UnknownState(pub String);
 
@@ -293,4 +308,9 @@ pub struct ExecutionRecord {
     pub parent: Option<(ExecutionId, String)>,
     /// When it times out (`#[workflow(timeout = "...")]` from its start), if it does.
     pub deadline: Option<Timestamp>,
+    /// The builds (see [`crate::Engine::build_id`]) whose code could not replay its journal and
+    /// blocked it: none of them takes it again (a build that diverges from a journal diverges
+    /// from every longer one), any other build may.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_by: Vec<String>,
 }

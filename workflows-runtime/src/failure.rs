@@ -27,6 +27,8 @@ pub enum FailureKind {
     Cancelled,
     /// The execution exceeded its time limit.
     TimedOut,
+    /// An operator compensated the execution (`workflows compensate`, `Engine::compensate`).
+    Operator,
 }
 
 /// A failure as stored with an execution or in its journal: a message plus, for step failures,

@@ -148,7 +148,8 @@ pub use workflows_macros::workflow;
 pub use container::{Container, ResolveError};
 pub use emitted::{Event, FromEvent};
 pub use engine::{
-    DeliveryError, Engine, EngineBuilder, EngineError, ExecutionHandle, RunOptions, ScheduleStatus, UnknownSchedule,
+    DeliveryError, Engine, EngineBuilder, EngineError, ExecutionHandle, ExportedExecution, ReplayReport, ReplayVerdict,
+    RunOptions, ScheduleStatus, UnknownSchedule, replay_check,
 };
 pub use error::{RunError, StepError, StepResultExt, WorkflowError};
 pub use events::{EventKind, ExecutionEvent, RecvError, Subscription};

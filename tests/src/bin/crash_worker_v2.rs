@@ -26,6 +26,15 @@ async fn evolving(wf: &Workflow, _input: ()) -> Result<String, WorkflowError> {
     Ok(format!("{a}{c}{b}"))
 }
 
+/// A second version of `versioned`, beside the first (in `common`): new executions run it,
+/// those the first started go on with the first.
+#[workflow(name = "versioned", version = 1)]
+async fn versioned_v2(wf: &Workflow, _input: ()) -> Result<String, WorkflowError> {
+    let a = part(wf, "v2-a".into()).await?;
+    let b = part(wf, "v2-b".into()).await?;
+    Ok(format!("{a}{b}"))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     common::main().await

@@ -93,6 +93,30 @@ pub(crate) enum Command {
         #[arg(long, default_value = "200ms", value_name = "DURATION", value_parser = parse_duration)]
         every: std::time::Duration,
     },
+    /// Write an execution's record and journal as JSON (`> order-17.json`): a fixture for
+    /// `replay-check --journals`.
+    Export {
+        /// The execution's id.
+        id: String,
+    },
+    /// Replay recorded executions against this program's code, running no step, and report each
+    /// one it would block and where (exit code 1 if one would): for CI, before a deploy. Reads
+    /// the store's executions in flight and blocked (or those of --state), or the files of
+    /// --journals.
+    #[command(name = "replay-check")]
+    ReplayCheck {
+        /// A directory of exported executions (`*.json`, from `workflows export`) instead of the
+        /// store.
+        #[arg(long, value_name = "DIR")]
+        journals: Option<std::path::PathBuf>,
+        /// Only executions of this workflow (from the store).
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only executions in this state (repeat for several; from the store). Default: every
+        /// state but the finished ones.
+        #[arg(long, value_parser = parse_state)]
+        state: Vec<ExecutionState>,
+    },
     /// Run a finished execution's workflow again, with the same input, as a new execution.
     Rerun {
         /// The finished execution's id.
@@ -100,6 +124,23 @@ pub(crate) enum Command {
         /// Re-run a completed execution (its steps' side effects happen again).
         #[arg(long)]
         force: bool,
+    },
+    /// Revert executions that completed, failed or are blocked: the compensations of their
+    /// completed steps run here, in reverse order, and each ends `compensated`. One execution by
+    /// id, or every one a filter selects (it says how many first, then touches exactly those).
+    Compensate {
+        /// The execution's id (or select several with --workflow / --state).
+        #[arg(required_unless_present_any = ["workflow", "state"], conflicts_with_all = ["workflow", "state"])]
+        id: Option<String>,
+        /// Every execution of this workflow (with --state: in one of those states).
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Every execution in this state (repeat for several): completed, failed or blocked.
+        #[arg(long, value_parser = parse_state)]
+        state: Vec<ExecutionState>,
+        /// Do not ask for a confirmation.
+        #[arg(long)]
+        yes: bool,
     },
     /// Cancel an execution: its completed steps are compensated.
     Cancel {

@@ -7,7 +7,7 @@ use clap::Parser;
 use super::args::{Cli, Command};
 use super::common::{CliError, Configure, Context, EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 use super::output::note;
-use super::{events, executions, queues, registry, run, schedules};
+use super::{events, executions, operator, queues, registry, replay, run, schedules};
 use crate::engine::EngineBuilder;
 use crate::store;
 
@@ -62,7 +62,7 @@ async fn dispatch(cli: Cli, configure: Configure) -> Result<u8, CliError> {
         return Err(CliError::new("`worker` runs workflows: it cannot be --client-only"));
     }
     match cli.command {
-        Command::List => registry::list(&context),
+        Command::List => registry::list(&context).await,
         Command::Show { name, format } => registry::show(&context, &name, format),
         Command::Run { name, input, id } => run::run(context, &name, &input, id).await,
         Command::Executions { state, workflow, since, limit, page, after } => {
@@ -72,6 +72,13 @@ async fn dispatch(cli: Cli, configure: Configure) -> Result<u8, CliError> {
         Command::Watch { id, every } => executions::watch(&context, &id, every).await,
         Command::Rerun { id, force } => run::rerun(context, &id, force).await,
         Command::Cancel { id } => run::cancel(context, &id).await,
+        Command::Export { id } => replay::export(&context, &id).await,
+        Command::ReplayCheck { journals, workflow, state } => {
+            replay::replay_check_command(&context, journals, workflow, state).await
+        }
+        Command::Compensate { id, workflow, state, yes } => {
+            operator::compensate(context, id, workflow, state, yes).await
+        }
         Command::Complete { token, output } => run::complete(context, &token, &output).await,
         Command::Fail { token, error, permanent } => run::fail(context, &token, &error, permanent).await,
         Command::SendEvent { id, name, payload } => run::send_event(context, &id, &name, &payload).await,

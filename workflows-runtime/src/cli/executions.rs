@@ -112,6 +112,7 @@ pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u
             "queue": record.queue,
             "cancel_requested": record.cancel_requested,
             "wake_at": record.wake_at.map(|t| t.to_string()),
+            "blocked_by": record.blocked_by,
         });
         if let (Value::Object(execution), Value::Object(extra)) = (&mut execution, extra) {
             execution.extend(extra);
@@ -171,6 +172,16 @@ pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u
     }
     if record.state.is_finished() && record.state != ExecutionState::Completed {
         out!("\nrun it again with the same input: workflows rerun {}", record.id);
+    }
+    if record.state == ExecutionState::Blocked {
+        out!(
+            "\nblocked: the code of build{} {} cannot replay its journal (see the failure above). Deploy code that \
+             replays it (keep the old step sequence, or branch with `wf.patched(..)`): a process of another build \
+             takes it over by itself. Or give up on it: workflows cancel {} (compensates its completed steps)",
+            if record.blocked_by.len() == 1 { "" } else { "s" },
+            record.blocked_by.join(", "),
+            record.id
+        );
     }
     Ok(EXIT_OK)
 }
@@ -310,6 +321,7 @@ fn timeline(record: &ExecutionRecord, journal: &[JournalEntry], token: &dyn Fn(&
                 JournalEvent::TimerStarted { wake_at, .. } => {
                     (None, None, Some(format!("until {wake_at}")), json!({ "wake_at": wake_at.to_string() }))
                 }
+                JournalEvent::Patched { .. } => (None, None, Some("took the patched branch".to_owned()), json!({})),
                 JournalEvent::EventAwaited { deadline, .. } => {
                     awaited.insert(key_text.clone(), entry.at);
                     let until = deadline.map(|d| format!(" until {d}")).unwrap_or_default();
@@ -505,6 +517,7 @@ mod tests {
             wakeups: 0,
             parent: None,
             deadline: None,
+            blocked_by: Vec::new(),
         }
     }
 

@@ -1,18 +1,52 @@
 //! `list` and `show`: what is registered in this program.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 use super::args::Format;
 use super::common::{CliError, Context, EXIT_OK};
 use super::output::{Table, out, print_json};
+use crate::execution::ExecutionState;
 use crate::policy::Backoff;
 use crate::registry::{Call, Flow, Registry, StepDefinition, WorkflowDefinition};
+use crate::store::ExecutionQuery;
 
-/// `workflows list`.
-pub(crate) fn list(context: &Context) -> Result<u8, CliError> {
+/// How many unfinished executions `list` reads at most to count them per version.
+const IN_FLIGHT_LIMIT: usize = 100_000;
+
+/// The executions not finished yet on the store, per workflow and version; `None` where there
+/// is no store yet (nothing ran).
+async fn in_flight(context: &Context) -> Result<Option<BTreeMap<(String, u32), u64>>, CliError> {
+    let Ok(store) = context.existing_store().await else { return Ok(None) };
+    let states = ExecutionState::ALL.into_iter().filter(|s| !s.is_finished()).collect();
+    let query = ExecutionQuery { states, limit: Some(IN_FLIGHT_LIMIT), ..Default::default() };
+    let mut counts = BTreeMap::new();
+    for record in store.list_executions(&query).await?.records {
+        *counts.entry((record.workflow, record.version)).or_default() += 1;
+    }
+    Ok(Some(counts))
+}
+
+/// `workflows list`: each workflow's versions linked here (the highest runs new executions),
+/// with the executions of each still in flight on the store.
+pub(crate) async fn list(context: &Context) -> Result<u8, CliError> {
     let registry = Registry::global()?;
+    let in_flight = in_flight(context).await?;
+    let count = |w: &WorkflowDefinition| {
+        in_flight.as_ref().map(|counts| counts.get(&(w.name().to_owned(), w.version())).copied().unwrap_or(0))
+    };
     if context.json {
-        let workflows: Vec<Value> = registry.workflows().into_iter().map(workflow_json).collect();
+        let workflows: Vec<Value> = registry
+            .all_versions()
+            .into_iter()
+            .map(|w| {
+                let mut json = workflow_json(w);
+                json["latest"] = json!(registry.workflow(w.name()).is_some_and(|l| l.version() == w.version()));
+                json["in_flight"] = json!(count(w));
+                json
+            })
+            .collect();
         let steps: Vec<Value> = registry.steps().into_iter().map(step_json).collect();
         print_json(&json!({ "workflows": workflows, "steps": steps }))?;
         return Ok(EXIT_OK);
@@ -25,8 +59,8 @@ pub(crate) fn list(context: &Context) -> Result<u8, CliError> {
         return Ok(EXIT_OK);
     }
     out!("Workflows");
-    let mut table = Table::new(&["  NAME", "INPUT -> OUTPUT", "CALLS", "DEFINED AT"]);
-    for workflow in registry.workflows() {
+    let mut table = Table::new(&["  NAME", "VERSION", "IN FLIGHT", "INPUT -> OUTPUT", "CALLS", "DEFINED AT"]);
+    for workflow in registry.all_versions() {
         let mut calls = workflow.calls().join(", ");
         if calls.is_empty() {
             calls = "-".into();
@@ -41,7 +75,22 @@ pub(crate) fn list(context: &Context) -> Result<u8, CliError> {
         if let Some(event) = workflow.on_event() {
             types.push_str(&format!(" (on event `{event}`)"));
         }
-        table.row(vec![format!("  {}", workflow.name()), types, calls, location(workflow.location())]);
+        let versions = registry.versions(workflow.name()).len();
+        let version = match registry.workflow(workflow.name()) {
+            Some(latest) if versions > 1 && latest.version() == workflow.version() => {
+                format!("{} (new runs)", workflow.version())
+            }
+            _ => workflow.version().to_string(),
+        };
+        let running = count(workflow).map_or_else(|| "-".to_owned(), |n| n.to_string());
+        table.row(vec![
+            format!("  {}", workflow.name()),
+            version,
+            running,
+            types,
+            calls,
+            location(workflow.location()),
+        ]);
     }
     table.print();
     out!("\nSteps");

@@ -438,6 +438,7 @@ impl Progress {
             }
             EventKind::TimerStarted { key, wake_at } => format!("{key} sleeps until {wake_at}"),
             EventKind::TimerFired { key } => format!("{key} woke up"),
+            EventKind::Blocked { failure } => format!("blocked: {}", failure.message),
             EventKind::EventAwaited { key } => format!("{key} waits for the event"),
             EventKind::EventReceived { key } => format!("{key} received the event"),
             EventKind::WaitTimedOut { key } => format!("{key} timed out"),

@@ -84,6 +84,12 @@ fn spawn_claims(inner: &Arc<EngineInner>) {
                         Ok(Err(error)) => tracing::warn!(%error, "could not take over orphaned executions"),
                         Err(_) => tracing::warn!("could not take over orphaned executions: the store did not answer"),
                     }
+                    // Blocked executions another build parked since the last look.
+                    match tokio::time::timeout(lease, inner.unblock()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => tracing::warn!(%error, "could not look at blocked executions"),
+                        Err(_) => tracing::warn!("could not look at blocked executions: the store did not answer"),
+                    }
                     next_claim = next_claim_at(earliest, lease);
                 }
                 Work::Claim => next_claim = tokio::time::Instant::now() + lease / 2,
@@ -287,6 +293,14 @@ impl EngineInner {
                 tracing::info!(resumed, took_ms = started.elapsed().as_millis() as u64, "recovery at start: done")
             }
             Err(error) => tracing::warn!(%error, "recovery at start stopped; the periodic claim goes on"),
+        }
+        if let Err(error) = self.report_blocked().await {
+            tracing::warn!(%error, "could not count the blocked executions");
+        }
+        match self.unblock().await {
+            Ok(0) => {}
+            Ok(resumed) => tracing::info!(resumed, "blocked executions this build may replay: taken over"),
+            Err(error) => tracing::warn!(%error, "could not take over blocked executions; the periodic claim goes on"),
         }
         earliest
     }

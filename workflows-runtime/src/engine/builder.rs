@@ -58,6 +58,8 @@ pub struct EngineBuilder {
     queues: Vec<crate::Queue>,
     run_schedules: bool,
     same_host_takeover: bool,
+    build_id: Option<String>,
+    replay_only: bool,
     #[cfg(feature = "redis")]
     sources: Vec<std::sync::Arc<crate::RedisSource>>,
 }
@@ -106,6 +108,8 @@ impl Default for EngineBuilder {
             queues: Vec::new(),
             run_schedules: true,
             same_host_takeover: true,
+            build_id: None,
+            replay_only: false,
             #[cfg(feature = "redis")]
             sources: Vec::new(),
         }
@@ -282,6 +286,21 @@ impl EngineBuilder {
         self
     }
 
+    /// The build this engine records when it blocks an execution, and claims blocked
+    /// executions as (see [`Engine::build_id`]): by default a hash of the process's executable.
+    /// For tests that play two deploys in one process.
+    #[doc(hidden)]
+    pub fn build_id(mut self, build: impl Into<String>) -> Self {
+        self.build_id = Some(build.into());
+        self
+    }
+
+    /// An engine that replays journals and runs nothing else (see `replay_check`).
+    pub(crate) fn replay_only(mut self) -> Self {
+        self.replay_only = true;
+        self
+    }
+
     /// Builds the registry (failing on duplicate names) and opens the store; then (for a
     /// worker) starts resuming, in the background, the executions on the store that have no
     /// live owner, and renewing leases. Returns without waiting for the recovery (its progress
@@ -333,6 +352,8 @@ impl EngineBuilder {
             client_only: self.client_only,
             same_host_takeover: self.same_host_takeover,
             process: super::owner::process_label(),
+            build_override: self.build_id.map(Arc::from),
+            replay_only: self.replay_only,
             queues: self.queues.into_iter().map(|q| (q.name.clone(), q)).collect(),
             scheduled,
             subscribers: super::dispatch::registered(),

@@ -77,6 +77,11 @@ pub fn call_child<W: WorkflowFn>(
                 }
                 child
             }
+            // A replay check starts no child: the journal ends here.
+            Decision::Run { .. } if live.engine.replay_only => {
+                live.abort(Abort::ReplayEnd);
+                return std::future::pending().await;
+            }
             Decision::Run { .. } => {
                 let _busy = live.busy();
                 let input = crate::journal::json::to_raw(&input).map_err(|e| {

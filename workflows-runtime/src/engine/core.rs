@@ -88,6 +88,12 @@ pub(crate) struct EngineInner {
     pub(crate) same_host_takeover: bool,
     /// This process as the journal names it (`host:pid`): who ran each attempt.
     pub(crate) process: Arc<str>,
+    /// Replays only (see `replay_check`): no step body, compensation or child runs; an
+    /// execution that reaches what its journal does not record stops there.
+    pub(crate) replay_only: bool,
+    /// The build to record and claim blocked executions as, when not this process's own (see
+    /// `blocked::this_build` and `EngineBuilder::build_id`).
+    pub(crate) build_override: Option<Arc<str>>,
     /// Callers waiting for executions to finish, by execution (see [`handle::wait_for`]).
     pub(crate) watchers: Mutex<HashMap<ExecutionId, Arc<tokio::sync::Notify>, foldhash::fast::RandomState>>,
     /// The runtime the engine started on: an execution run in its caller's task moves here
@@ -125,6 +131,9 @@ impl Stopper {
 pub(crate) enum Abort {
     /// The execution fails without compensation.
     Fail(Failure),
+    /// The code cannot replay the journal: the execution is parked `blocked` (see
+    /// [`super::blocked`]), nothing compensated.
+    Block(Failure),
     /// A step failed for good (with `on_failure = "fail"`): compensate.
     Compensate(Failure),
     /// The execution was cancelled or ran out of time: compensate, and end `cancelled` or
@@ -132,6 +141,9 @@ pub(crate) enum Abort {
     Stop(Failure),
     /// A store write failed: the execution stays as stored; another start resumes it.
     Store(StoreError),
+    /// A replay-only engine reached what the journal does not record: it stops there, writing
+    /// nothing (see `replay_check`).
+    ReplayEnd,
     /// This engine can no longer prove that it holds the execution's lease (see
     /// [`super::lease`]): it gives the execution up, for whoever owns it now.
     LeaseLost(String),
@@ -151,6 +163,8 @@ pub(crate) struct LiveExecution {
     pub(crate) lease_lost: tokio::sync::Notify,
     /// The workflow fingerprint recorded when the execution started.
     pub(crate) started_fingerprint: Cow<'static, str>,
+    /// The builds that could not replay it before (see `blocked`).
+    pub(crate) blocked_by: Vec<String>,
     /// Set with `state.abort`, so the driver can check it on every poll without the lock.
     pub(crate) aborted: AtomicBool,
     /// True while journaled outcomes remain to be replayed (see [`LiveExecution::turn`]).

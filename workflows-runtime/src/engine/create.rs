@@ -92,6 +92,7 @@ impl EngineInner {
             in_queue: false,
             parent: options.parent,
             wakeups: 0,
+            blocked_by: Vec::new(),
         };
         let live = LiveExecution::new(id, definition, inner.clone(), Progress::new(definition.calls().len()), setup);
         Ok(Created::New(Arc::new(live), queued))

@@ -111,7 +111,7 @@ pub(crate) async fn drive<O: Serialize, F: Future<Output = Result<O, WorkflowErr
         }
         ended => ended,
     };
-    if matches!(ended, Body::Aborted(Abort::Store(_) | Abort::LeaseLost(_))) {
+    if matches!(ended, Body::Aborted(Abort::Store(_) | Abort::LeaseLost(_) | Abort::ReplayEnd)) {
         // Given up: the step bodies under way are dropped with the body, as in a crash.
         live.tear_down();
     }
@@ -126,11 +126,16 @@ pub(crate) async fn drive<O: Serialize, F: Future<Output = Result<O, WorkflowErr
             Err(Box::pin(compensate(live, failure, true)).await)
         }
         Body::Aborted(Abort::Fail(failure)) => Err(Box::pin(fail(live, failure)).await),
+        Body::Aborted(Abort::Block(failure)) => Err(Box::pin(super::blocked::block(live, failure)).await),
         Body::Aborted(Abort::Compensate(failure) | Abort::Stop(failure)) => {
             Err(Box::pin(compensate(live, failure, true)).await)
         }
         Body::Aborted(Abort::Store(error)) => Err(interrupted(live, error)),
         Body::Aborted(Abort::LeaseLost(why)) => Err(gave_up(live, &why)),
+        Body::Aborted(Abort::ReplayEnd) => Err(RunError::Interrupted {
+            execution: live.id.clone(),
+            reason: "the replay reached the end of the journal".to_owned(),
+        }),
         Body::Suspend => unreachable!("handled above"),
     };
     release_slots(live);
@@ -228,7 +233,7 @@ async fn complete<O: Serialize>(live: &Arc<LiveExecution>, output: O) -> Result<
     live.finish_detached().await;
     // A journal entry the body never reached means the body took another path than before.
     if let Some(mismatch) = live.with_progress(|p| p.unreached(p.calls())) {
-        return Err(Box::pin(fail(live, live.non_determinism(&mismatch))).await);
+        return Err(Box::pin(super::blocked::block(live, live.non_determinism(&mismatch))).await);
     }
     let json = match crate::journal::json::to_raw(&output) {
         Ok(json) => json,

@@ -226,6 +226,14 @@ impl Engine {
         self.inner.recover().await
     }
 
+    /// The build this engine runs: a hash of the process's executable. An execution that this
+    /// build's code could not replay is blocked with it in its
+    /// [`blocked_by`](crate::ExecutionRecord::blocked_by), and only other builds (a fixed
+    /// deploy) take it again.
+    pub fn build_id(&self) -> String {
+        self.inner.build().to_string()
+    }
+
     /// Subscribes to the events of every execution this engine drives: started, step
     /// started/completed/failed/waiting, compensation started/completed, finished, ... (see
     /// [`EventKind`](crate::EventKind)). Only executions driven in this process are seen; the

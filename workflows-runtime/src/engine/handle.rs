@@ -125,7 +125,7 @@ pub(super) async fn existing<O: DeserializeOwned>(
             ),
         });
     }
-    let state = if record.state.is_finished() {
+    let state = if record.state.is_finished() || record.state == ExecutionState::Blocked {
         State::Ready(outcome(&engine, record.clone()).await)
     } else {
         State::Attached(engine)
@@ -169,7 +169,10 @@ pub(crate) async fn finished(inner: &EngineInner, id: &ExecutionId) -> Result<Ex
             // Registered before reading, so an end in between is not missed.
             ended.as_mut().enable();
             let found = match inner.store.execution(id).await {
-                Ok(Some(record)) if record.state.is_finished() => Ok(Some(record)),
+                // Blocked: it runs again only where other code takes it; the caller hears why.
+                Ok(Some(record)) if record.state.is_finished() || record.state == ExecutionState::Blocked => {
+                    Ok(Some(record))
+                }
                 Ok(Some(record)) => {
                     if let Some(since) = unclaimed_since
                         && since.elapsed() >= inner.lease
@@ -260,6 +263,7 @@ pub(crate) async fn outcome<O: DeserializeOwned>(engine: &EngineInner, record: E
         }
         ExecutionState::Cancelled => Err(RunError::Cancelled { workflow, execution }),
         ExecutionState::TimedOut => Err(RunError::TimedOut { workflow, execution, failure: failure() }),
+        ExecutionState::Blocked => Err(RunError::Blocked { workflow, execution, failure: failure() }),
         _ => Err(RunError::Failed { workflow, execution, failure: failure() }),
     }
 }

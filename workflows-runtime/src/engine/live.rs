@@ -47,6 +47,8 @@ pub(crate) struct Setup {
     pub parent: Option<(ExecutionId, String)>,
     /// How many deliveries its record had counted.
     pub wakeups: u64,
+    /// The builds that could not replay it before (see [`ExecutionRecord::blocked_by`](crate::ExecutionRecord::blocked_by)).
+    pub blocked_by: Vec<String>,
 }
 
 impl LiveExecution {
@@ -69,6 +71,7 @@ impl LiveExecution {
             in_queue,
             parent,
             wakeups,
+            blocked_by,
         } = setup;
         let lease = HeldLease::granted(&engine.lease_clock, lease_from);
         Self {
@@ -80,6 +83,7 @@ impl LiveExecution {
             lease,
             lease_lost: tokio::sync::Notify::new(),
             started_fingerprint,
+            blocked_by,
             aborted: AtomicBool::new(false),
             replaying: AtomicBool::new(progress.replaying()),
             state: Mutex::new(State { progress, abort: None }),
@@ -401,7 +405,7 @@ impl LiveExecution {
 
     /// Aborts with a non-determinism failure that explains whether the code changed.
     pub fn abort_mismatch(&self, mismatch: &Mismatch) {
-        self.abort(Abort::Fail(self.non_determinism(mismatch)));
+        self.abort(Abort::Block(self.non_determinism(mismatch)));
     }
 
     pub fn non_determinism(&self, mismatch: &Mismatch) -> Failure {
@@ -492,7 +496,7 @@ impl LiveExecution {
         taken
     }
 
-    fn submit(
+    pub(crate) fn submit(
         &self,
         events: impl IntoIterator<Item = JournalEvent>,
         transition: Option<Transition>,
@@ -602,7 +606,7 @@ impl LiveExecution {
             })),
             _ => None,
         };
-        let transition = Transition { state, result, failure, retain_until };
+        let transition = Transition { state, result, failure, retain_until, blocked_by: Vec::new() };
         self.submit([], Some(transition), WriteMode::Durable, deliver, Vec::new(), |_| {})
     }
 }
@@ -614,6 +618,10 @@ fn transition_event(transition: &Transition) -> Option<EventKind> {
         ExecutionState::Compensating => {
             let failure = failure.unwrap_or_else(|| Box::new(Failure::new(FailureKind::Workflow, "failed")));
             Some(EventKind::Compensating { failure })
+        }
+        ExecutionState::Blocked => {
+            let failure = failure.unwrap_or_else(|| Box::new(Failure::new(FailureKind::NonDeterminism, "blocked")));
+            Some(EventKind::Blocked { failure })
         }
         state if state.is_finished() => Some(EventKind::Finished { state, failure }),
         _ => None,

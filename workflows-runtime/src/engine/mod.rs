@@ -2,6 +2,7 @@
 //! whose owner went away.
 
 mod background;
+pub(crate) mod blocked;
 mod builder;
 mod child;
 pub(crate) mod child_call;
@@ -22,12 +23,15 @@ mod lease;
 #[cfg(test)]
 mod lease_tests;
 pub(crate) mod live;
+mod operator;
 mod options;
 mod owner;
 pub(crate) mod panic;
+pub(crate) mod patch;
 mod recovery;
 #[cfg(test)]
 mod recovery_tests;
+mod replay_check;
 mod rollback;
 mod scheduler;
 mod state;
@@ -42,4 +46,5 @@ pub use engine::Engine;
 pub use handle::ExecutionHandle;
 pub use inbox::DeliveryError;
 pub use options::RunOptions;
+pub use replay_check::{ExportedExecution, ReplayReport, ReplayVerdict, replay_check};
 pub use scheduler::{ScheduleStatus, UnknownSchedule};

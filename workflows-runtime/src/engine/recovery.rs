@@ -26,7 +26,13 @@ impl EngineInner {
     /// Claims orphaned executions (and suspended ones that are due) and resumes them;
     /// returns how many.
     pub(crate) async fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
-        self.claim(None).await
+        self.claim(None, None).await
+    }
+
+    /// Claims and resumes the blocked executions that `build` did not block (see
+    /// [`super::blocked`]); returns how many.
+    pub(crate) async fn claim_blocked(self: &Arc<Self>, build: String) -> Result<usize, StoreError> {
+        self.claim(None, Some(build)).await
     }
 
     /// Gives back the executions of owners this engine can prove are gone (an engine of a
@@ -73,22 +79,34 @@ impl EngineInner {
 
     /// Claims and resumes execution `id` if it needs an engine (woken, or orphaned).
     pub(crate) async fn resume_one(self: &Arc<Self>, id: &ExecutionId) -> Result<bool, StoreError> {
-        Ok(self.claim(Some(id.clone())).await? > 0)
+        Ok(self.claim(Some(id.clone()), None).await? > 0)
     }
 
     /// Boxed (as `Send`): resuming executions can wake or cancel others, which claims again,
     /// and the compiler cannot see through that cycle.
-    fn claim(self: &Arc<Self>, only: Option<ExecutionId>) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(self.claim_now(only))
+    fn claim(
+        self: &Arc<Self>,
+        only: Option<ExecutionId>,
+        unblock: Option<String>,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(self.claim_now(only, unblock))
     }
 
-    async fn claim_now(self: &Arc<Self>, only: Option<ExecutionId>) -> Result<usize, StoreError> {
+    async fn claim_now(
+        self: &Arc<Self>,
+        only: Option<ExecutionId>,
+        unblock: Option<String>,
+    ) -> Result<usize, StoreError> {
         // A client-only engine leaves everything to the workers, what it woke or cancelled too.
         if self.is_draining() || self.client_only {
             return Ok(0);
         }
-        let workflows: Vec<String> =
-            crate::registry::Registry::checked().workflows().iter().map(|w| w.name().to_owned()).collect();
+        // Every version linked here, and only those.
+        let workflows: Vec<String> = crate::registry::Registry::checked()
+            .all_versions()
+            .iter()
+            .map(|w| Claim::workflow_key(w.name(), w.version()))
+            .collect();
         let mut resumed = 0;
         loop {
             // Recovery runs in the background from start: a shutdown or a drain that begins
@@ -106,6 +124,7 @@ impl EngineInner {
                 limit: CLAIM_BATCH,
                 workflows: workflows.clone(),
                 only: only.clone(),
+                unblock: unblock.clone(),
             };
             let records = self.store.claim_orphans(&claim).await?;
             let count = records.len();
@@ -139,8 +158,12 @@ impl EngineInner {
             self.store.release_execution(&record.id, record.epoch).await?;
             return Ok(());
         }
-        // The claim only returns workflows of this registry.
-        let Some(definition) = crate::registry::Registry::checked().workflow(&record.workflow) else { return Ok(()) };
+        // The claim only returns versions of workflows of this registry: each resumes on the
+        // version that started it.
+        let Some(definition) = crate::registry::Registry::checked().workflow_version(&record.workflow, record.version)
+        else {
+            return Ok(());
+        };
         let (progress, corrupt) = match self.store.journal(&record.id).await {
             Ok(journal) => (Progress::from_journal(journal), None),
             // A journal row that cannot be decoded fails this execution, not the engine.
@@ -162,6 +185,7 @@ impl EngineInner {
             in_queue: record.queue.is_some(),
             parent: record.parent,
             wakeups: record.wakeups,
+            blocked_by: record.blocked_by,
         };
         let live = LiveExecution::new(record.id.clone(), definition, self.clone(), progress, setup);
         let live = Arc::new(live);

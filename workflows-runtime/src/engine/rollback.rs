@@ -21,6 +21,13 @@ use crate::time::Timestamp;
 /// `compensation_failed`. `transition` is false when resuming an execution that is already
 /// `compensating`.
 pub(crate) async fn compensate(live: &Arc<LiveExecution>, failure: Failure, transition: bool) -> RunError {
+    if live.engine.replay_only {
+        // A replay check runs no compensation: the replay matched the journal up to here.
+        return RunError::Interrupted {
+            execution: live.id.clone(),
+            reason: "the replay reached a rollback".to_owned(),
+        };
+    }
     // Step bodies still running (their calls were dropped with the body) end first, and their
     // outcomes are journaled: one that completed is compensated with the others.
     live.finish_detached().await;
@@ -139,6 +146,7 @@ async fn undo(
             now,
             lease_until: now + inner.lease,
             failure: why.clone(),
+            operator: false,
         };
         let record = match inner.store.reopen(&reopen).await? {
             Reopened::Yes(record) => record,
@@ -152,6 +160,11 @@ async fn undo(
             Reopened::No(ExecutionState::CompensationFailed) => {
                 return Ok(Err(format!("child execution {child} could not be fully compensated")));
             }
+            Reopened::No(ExecutionState::Blocked) => {
+                return Ok(Err(format!(
+                    "child execution {child} is blocked: cancel it, or deploy code that replays it"
+                )));
+            }
             // Driven by a live owner (compensating, or still running): wait for it, then look again.
             Reopened::No(_) => {
                 if let Err(error) = handle::finished(inner, child).await {
@@ -161,10 +174,11 @@ async fn undo(
             }
             Reopened::NotFound => return Ok(Err(format!("child execution {child} is not in the store (purged?)"))),
         };
-        let Some(definition) = crate::registry::Registry::checked().workflow(&record.workflow) else {
+        let Some(definition) = crate::registry::Registry::checked().workflow_version(&record.workflow, record.version)
+        else {
             return Ok(Err(format!(
-                "workflow `{}` of child execution {child} is not registered here",
-                record.workflow
+                "workflow `{}` version {} of child execution {child} is not linked here",
+                record.workflow, record.version
             )));
         };
         let progress = Progress::from_journal(inner.store.journal(child).await?);
@@ -179,6 +193,7 @@ async fn undo(
             in_queue: record.queue.is_some(),
             parent: None,
             wakeups: 0,
+            blocked_by: Vec::new(),
         };
         let child_live = Arc::new(LiveExecution::new(record.id.clone(), definition, inner.clone(), progress, setup));
         // Tracked like a task of its own while it compensates, so that its lease is renewed.

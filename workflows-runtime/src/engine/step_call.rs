@@ -504,6 +504,11 @@ fn begin(live: &LiveExecution, seq: u32, key: &CallKey, input_hash: u64) -> Begi
         return Begin::Stop;
     }
     match live.with_progress(|p| p.decide(seq, key, input_hash)) {
+        // A replay check runs no step body: the journal ends here.
+        Decision::Run { .. } if live.engine.replay_only => {
+            live.abort(Abort::ReplayEnd);
+            Begin::Stop
+        }
         Decision::Run { attempt, not_before, inbox_from } => Begin::Run { attempt, not_before, inbox_from },
         Decision::AwaitCompletion { attempt, started_at, deadline, position } => {
             Begin::Await { attempt, started_at, deadline, position }

@@ -279,6 +279,14 @@ pub enum JournalEvent {
         /// Why.
         error: Box<Failure>,
     },
+    /// The body asked `wf.patched(..)` for the first time at this point, in code that has the
+    /// patch: it took the patch's branch, and replays take it again.
+    Patched {
+        /// The call's sequence number: its place in program order.
+        seq: u32,
+        /// The patch's key (`@patch:ID#n`).
+        key: CallKey,
+    },
     /// A step's compensation began.
     CompensationStarted {
         /// Position of the compensated call in program order.
@@ -326,6 +334,7 @@ impl JournalEvent {
             | Self::ChildStarted { seq, key, .. }
             | Self::ChildCompleted { seq, key, .. }
             | Self::ChildFailed { seq, key, .. }
+            | Self::Patched { seq, key }
             | Self::CompensationStarted { seq, key }
             | Self::CompensationCompleted { seq, key }
             | Self::CompensationFailed { seq, key, .. } => (*seq, key),

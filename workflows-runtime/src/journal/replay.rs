@@ -40,6 +40,18 @@ pub(crate) enum Decision {
     Mismatch(Mismatch),
 }
 
+/// What a patch check (`wf.patched`) finds at the body's current point.
+#[derive(Debug)]
+pub(crate) enum Patch {
+    /// The journal recorded the patch here: its branch was taken.
+    Recorded,
+    /// The journal went past this point without it: the old branch.
+    Before,
+    /// The journal has nothing here or later: the patch's branch is taken now, at this
+    /// position and key (to journal).
+    New(u32, CallKey),
+}
+
 /// The journal and the workflow disagree about a step call.
 #[derive(Debug, Clone)]
 pub(crate) struct Mismatch {
@@ -57,6 +69,15 @@ impl Mismatch {
     /// Describes the difference, naming the keys.
     pub fn describe(&self) -> String {
         let seq = self.seq;
+        if let Some((recorded, _)) = &self.recorded
+            && let Some(patch) = recorded.name().strip_prefix("@patch:")
+        {
+            return format!(
+                "the journal recorded that the execution took patch `{patch}` at call #{seq}, but the code no longer \
+                 checks it there (keep `wf.patched(\"{patch}\")`, or `wf.deprecate_patch(\"{patch}\")`, until the \
+                 executions that took it finish)"
+            );
+        }
         match (&self.recorded, &self.called) {
             (Some((recorded, _)), Some((called, _))) if recorded != called => {
                 format!("step call #{seq} is `{called}` now, but the journal recorded `{recorded}` at that position")
@@ -242,6 +263,7 @@ impl Progress {
                 self.failed(seq, *error);
                 self.replay_order.push_back(seq);
             }
+            JournalEvent::Patched { seq, key } => self.patched(seq, key),
             JournalEvent::CompensationStarted { seq, key } => {
                 self.slot_or_insert(seq, key).compensation = Compensation::Started
             }
@@ -308,6 +330,38 @@ impl Progress {
             }
         };
         (seq, CallKey::new(name, occurrence))
+    }
+
+    /// What `wf.patched(id)` answers at the body's current point (`name` is `@patch:ID`):
+    /// true where the journal recorded the patch here, false where it recorded something else
+    /// here or later (the execution went past this point without the patch), and — at the
+    /// journal's end — true, the call taking the next position (the caller journals it).
+    pub fn patch(&mut self, name: Cow<'static, str>) -> Patch {
+        let seq = self.next_seq;
+        let (at, key) = self.next_call(name);
+        debug_assert_eq!(at, seq);
+        match self.slots.get(seq as usize) {
+            Some(Some(slot)) if slot.key == key => Patch::Recorded,
+            // Recorded something else here or later: the old code ran on past this point.
+            _ if self.slots.len() > seq as usize => {
+                self.undo_call(&key);
+                Patch::Before
+            }
+            _ => Patch::New(seq, key),
+        }
+    }
+
+    /// Takes back the latest call, of `key` (a patch check that did not take a position).
+    pub fn undo_call(&mut self, key: &CallKey) {
+        self.next_seq -= 1;
+        if let Some((_, count)) = self.occurrences.iter_mut().find(|(name, _)| name.as_ref() == key.name()) {
+            *count -= 1;
+        }
+    }
+
+    /// Records that the body took a patch's branch at `seq`.
+    pub fn patched(&mut self, seq: u32, key: CallKey) {
+        self.slot_or_insert(seq, key).status = Status::Completed { output: None };
     }
 
     /// What the step call at `seq` must do.
@@ -684,6 +738,45 @@ mod tests {
         let Decision::Mismatch(m) = p.decide(seq, &key, 99) else { panic!("expected a mismatch") };
         assert!(m.describe().contains("different input"), "{}", m.describe());
         assert!(p.unreached(0).is_some());
+    }
+
+    #[test]
+    fn a_patch_is_taken_where_the_journal_ends_or_recorded_it_and_not_where_it_went_past() {
+        let patch = || Cow::Borrowed("@patch:p");
+        // The journal ends here: taken, at the next position.
+        let mut p = Progress::from_journal(journal(vec![completed(0, "a", 7, "1", None)]));
+        let (seq, key) = p.next_call("a");
+        assert!(matches!(p.decide(seq, &key, 7), Decision::Completed(_)));
+        let Patch::New(seq, key) = p.patch(patch()) else { panic!("the patch is new here") };
+        assert_eq!((seq, key.to_string().as_str()), (1, "@patch:p#1"));
+        p.patched(seq, key.clone());
+
+        // Replayed from a journal that recorded it: taken again, and the next call follows it.
+        let mut events = vec![completed(0, "a", 7, "1", None), JournalEvent::Patched { seq: 1, key }];
+        events.push(completed(2, "b", 8, "2", None));
+        let mut p = Progress::from_journal(journal(events));
+        p.next_call("a");
+        assert!(matches!(p.patch(patch()), Patch::Recorded));
+        let (seq, key) = p.next_call("b");
+        assert!(matches!(p.decide(seq, &key, 8), Decision::Completed(_)), "b at position 2");
+
+        // Replayed from a journal the old code wrote: not taken, and it takes no position.
+        let mut p =
+            Progress::from_journal(journal(vec![completed(0, "a", 7, "1", None), completed(1, "b", 8, "2", None)]));
+        p.next_call("a");
+        assert!(matches!(p.patch(patch()), Patch::Before));
+        let (seq, key) = p.next_call("b");
+        assert_eq!(seq, 1);
+        assert!(matches!(p.decide(seq, &key, 8), Decision::Completed(_)));
+        assert!(matches!(p.patch(patch()), Patch::New(2, _)), "past the journal's end, a check is new again");
+    }
+
+    #[test]
+    fn a_recorded_patch_the_code_no_longer_checks_is_named_as_one() {
+        let key = CallKey::new("@patch:fraud-check", 1);
+        let p = Progress::from_journal(journal(vec![JournalEvent::Patched { seq: 0, key }]));
+        let mismatch = p.unreached(0).expect("unreached");
+        assert!(mismatch.describe().contains("took patch `fraud-check` at call #0"), "{}", mismatch.describe());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Replay of journals that other code wrote: an older build's journal, forged in the store,
 //! meets today's workflow. Changed inputs and calls the body no longer makes are
-//! non-determinism, naming the key and the code change; an undecodable stored output fails
-//! that execution only; an unchanged journal resumes where it was.
+//! non-determinism: the execution is blocked (never failed, nothing compensated), naming the
+//! key and the code change; an undecodable stored output fails that execution only; an
+//! unchanged journal resumes where it was.
 //!
 //! In the crate: forging a journal takes the store contract, which is not public.
 
@@ -69,6 +70,7 @@ async fn a_changed_input_is_detected_and_blamed_on_the_code_change() {
 
     let engine = Engine::builder().store(store.clone()).start().await.unwrap();
     let error = echo_twice::run_with(&engine, 5, RunOptions::new().id("changed")).await.unwrap_err();
+    assert!(matches!(error, RunError::Blocked { .. }), "{error}");
     let failure = error.failure().expect("a failure");
     assert_eq!(failure.kind, FailureKind::NonDeterminism);
     assert!(
@@ -143,8 +145,9 @@ async fn a_step_under_way_that_the_body_no_longer_calls_is_non_determinism() {
     assert_eq!(failure.kind, FailureKind::NonDeterminism, "{error}");
     assert!(failure.message.contains("finished without calling step `echo#2` (call #1)"), "{}", failure.message);
     let record = store.execution(&"in-flight".into()).await.unwrap().unwrap();
-    assert_eq!(record.state, ExecutionState::Failed);
+    assert_eq!(record.state, ExecutionState::Blocked);
     assert!(record.result.is_none());
+    assert_eq!((record.owner, record.lease_until), (None, None), "its lease is given up");
 }
 
 #[tokio::test]

@@ -15,9 +15,12 @@ pub use info::{Flow, SourceLocation, WorkflowInfo};
 /// All registered workflows and steps, by name.
 ///
 /// Built once per process from the `inventory` registrations the macros emit; see
-/// [`Engine::registry`](crate::Engine::registry).
+/// [`Engine::registry`](crate::Engine::registry). A workflow may be linked in several versions
+/// side by side (`#[workflow(name = "order", version = 1)]` beside `version = 2`): new
+/// executions start on the highest, and each execution resumes on the version that started it.
 pub struct Registry {
-    workflows: HashMap<&'static str, &'static WorkflowDefinition>,
+    /// Each workflow's versions, lowest first.
+    workflows: HashMap<&'static str, Vec<&'static WorkflowDefinition>>,
     steps: HashMap<&'static str, &'static StepDefinition>,
 }
 
@@ -61,15 +64,20 @@ impl Registry {
         steps: impl IntoIterator<Item = &'static StepDefinition>,
     ) -> Result<Registry, RegistryError> {
         let mut duplicates = Vec::new();
-        let mut workflow_map: HashMap<&'static str, &'static WorkflowDefinition> = HashMap::new();
+        let mut workflow_map: HashMap<&'static str, Vec<&'static WorkflowDefinition>> = HashMap::new();
         for workflow in workflows {
-            if let Some(first) = workflow_map.insert(workflow.name(), workflow) {
+            let versions = workflow_map.entry(workflow.name()).or_default();
+            if let Some(first) = versions.iter().find(|w| w.version() == workflow.version()) {
                 duplicates.push(Duplicate {
                     kind: "workflow",
                     name: workflow.name(),
+                    version: Some(workflow.version()),
                     first: first.location(),
                     second: workflow.location(),
                 });
+            } else {
+                versions.push(workflow);
+                versions.sort_by_key(|w| w.version());
             }
         }
         let mut step_map: HashMap<&'static str, &'static StepDefinition> = HashMap::new();
@@ -78,6 +86,7 @@ impl Registry {
                 duplicates.push(Duplicate {
                     kind: "step",
                     name: step.name(),
+                    version: None,
                     first: first.location(),
                     second: step.location(),
                 });
@@ -96,9 +105,20 @@ impl Registry {
         Ok(Registry { workflows: workflow_map, steps: step_map })
     }
 
-    /// The workflow registered under `name`.
+    /// The workflow registered under `name`: its highest version, which new executions run.
     pub fn workflow(&self, name: &str) -> Option<&'static WorkflowDefinition> {
-        self.workflows.get(name).copied()
+        self.workflows.get(name).and_then(|versions| versions.last().copied())
+    }
+
+    /// Version `version` of the workflow registered under `name`, if it is linked here: the
+    /// code an execution that started on it resumes on.
+    pub fn workflow_version(&self, name: &str, version: u32) -> Option<&'static WorkflowDefinition> {
+        self.workflows.get(name)?.iter().find(|w| w.version() == version).copied()
+    }
+
+    /// The versions of the workflow registered under `name` linked here, lowest first.
+    pub fn versions(&self, name: &str) -> &[&'static WorkflowDefinition] {
+        self.workflows.get(name).map_or(&[], Vec::as_slice)
     }
 
     /// The step registered under `name`.
@@ -106,10 +126,17 @@ impl Registry {
         self.steps.get(name).copied()
     }
 
-    /// All workflows, sorted by name.
+    /// All workflows, sorted by name: the highest version of each (what new executions run).
     pub fn workflows(&self) -> Vec<&'static WorkflowDefinition> {
-        let mut all: Vec<_> = self.workflows.values().copied().collect();
+        let mut all: Vec<_> = self.workflows.values().filter_map(|versions| versions.last().copied()).collect();
         all.sort_by_key(|w| w.name());
+        all
+    }
+
+    /// Every version of every workflow, sorted by name, then version.
+    pub fn all_versions(&self) -> Vec<&'static WorkflowDefinition> {
+        let mut all: Vec<_> = self.workflows.values().flatten().copied().collect();
+        all.sort_by_key(|w| (w.name(), w.version()));
         all
     }
 
@@ -143,6 +170,7 @@ impl Registry {
         let workflows: Vec<_> = self
             .workflows
             .values()
+            .flatten()
             .filter(|w| w.fn_name() == callee)
             .map(|w| (w.location().module_path, Call::Workflow(w)))
             .collect();
@@ -187,11 +215,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// Two definitions share a name.
+/// Two definitions share a name (and, for workflows, a version).
 #[derive(Clone, Debug)]
 struct Duplicate {
     kind: &'static str,
     name: &'static str,
+    version: Option<u32>,
     first: SourceLocation,
     second: SourceLocation,
 }
@@ -215,15 +244,28 @@ impl fmt::Display for RegistryError {
             if i > 0 {
                 f.write_str("; ")?;
             }
-            write!(
-                f,
-                "two {kind}s are registered as `{name}`: one at {first} and one at {second}; \
-                 rename one of them, or give it another name with #[{kind}(name = \"...\")]",
-                kind = d.kind,
-                name = d.name,
-                first = d.first,
-                second = d.second,
-            )?;
+            match d.version {
+                // Versions side by side are fine; the same version twice is not.
+                Some(version) => write!(
+                    f,
+                    "two workflows are registered as `{name}` version {version}: one at {first} and one at \
+                     {second}; rename one of them (#[workflow(name = \"...\")]), or, to keep an old body beside \
+                     a new one, give them different versions (#[workflow(version = N)]: new executions start on the \
+                     highest)",
+                    name = d.name,
+                    first = d.first,
+                    second = d.second,
+                )?,
+                None => write!(
+                    f,
+                    "two {kind}s are registered as `{name}`: one at {first} and one at {second}; \
+                     rename one of them, or give it another name with #[{kind}(name = \"...\")]",
+                    kind = d.kind,
+                    name = d.name,
+                    first = d.first,
+                    second = d.second,
+                )?,
+            }
         }
         Ok(())
     }

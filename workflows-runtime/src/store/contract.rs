@@ -55,7 +55,8 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// the claim is for one execution — `queued` ones their queue's stored limits admit now
     /// (see `store::queues`: they become `running`, or `pending` if they have
     /// an exclusive key; their start time is recorded for the rate limit). Sets their owner and
-    /// lease, increments their epoch, and returns them.
+    /// lease, increments their epoch, and returns them. A claim with `unblock` set takes
+    /// `blocked` executions instead (see [`Claim::unblock`]): they become `running`.
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>>;
 
     /// Extends the leases of the executions the engine drives (`renewal.held`: each still
@@ -79,9 +80,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn release_execution<'a>(&'a self, id: &'a ExecutionId, epoch: u64) -> StoreFuture<'a, bool>;
 
     /// Marks an active or waiting execution's cancellation as requested (a waiting one is
-    /// woken, so that an engine takes it over and cancels it); a `queued` one, which never
-    /// started, ends `cancelled` at once, kept until `retain_until`. Returns false if it is
-    /// finished or unknown.
+    /// woken, so that an engine takes it over and cancels it; a `blocked` one becomes
+    /// `running` with no owner, so that the next claim takes it and compensates it without
+    /// running its body); a `queued` one, which never started, ends `cancelled` at once, kept
+    /// until `retain_until`. Returns false if it is finished or unknown.
     fn request_cancel<'a>(&'a self, id: &'a ExecutionId, retain_until: Timestamp) -> StoreFuture<'a, bool>;
 
     /// Moves a `pending` execution (held at `epoch`) to `running` if it is the oldest one
@@ -177,9 +179,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     fn check(&self, full: bool) -> StoreFuture<'_, CheckReport>;
 
-    /// Takes a `completed` execution (a child whose parent compensates) into `compensating`,
-    /// owned by `reopen.owner` with a new epoch, and returns it; or takes over one already
-    /// `compensating` whose owner is gone.
+    /// Takes a `completed` execution (a child whose parent compensates) — or, for an
+    /// operator, a `failed` or `blocked` one — into `compensating`, owned by `reopen.owner`
+    /// with a new epoch, and returns it; or takes over one already `compensating` whose owner
+    /// is gone.
     fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened>;
 
     /// What other processes sharing the store did that this engine should react to at once
@@ -303,6 +306,9 @@ pub struct Reopen {
     pub lease_until: Timestamp,
     /// Why it is compensated.
     pub failure: Failure,
+    /// An operator's compensation (`Engine::compensate`): a `failed` or `blocked` execution is
+    /// taken too, not only a `completed` one.
+    pub operator: bool,
 }
 
 /// What [`Store::reopen`] did.
@@ -376,6 +382,16 @@ pub(crate) fn async_step_attempt(latest: Option<&JournalEvent>) -> Result<u32, D
         // Not started, or the attempt failed and the next one has not started.
         _ => Err(Delivered::NotStarted),
     }
+}
+
+/// The builds of [`ExecutionRecord::blocked_by`] from their stored text (space-separated).
+pub(crate) fn blocked_by_list(text: Option<&str>) -> Vec<String> {
+    text.map(|t| t.split_whitespace().map(str::to_owned).collect()).unwrap_or_default()
+}
+
+/// The stored text of [`Transition::blocked_by`]: `None` for a transition to another state.
+pub(crate) fn blocked_by_text(transition: &Transition) -> Option<String> {
+    (transition.state == ExecutionState::Blocked).then(|| transition.blocked_by.join(" "))
 }
 
 /// Why a completion from outside is refused for what the step's inbox holds, if it is: the
@@ -591,6 +607,9 @@ pub struct Transition {
     pub failure: Option<Failure>,
     /// When a finished execution may be purged.
     pub retain_until: Option<Timestamp>,
+    /// For a move to `blocked`: every build that could not replay the execution, this one
+    /// included (stored as [`ExecutionRecord::blocked_by`]; ignored for other states).
+    pub blocked_by: Vec<String>,
 }
 
 /// Journal entries and an optional state change of one execution, written atomically.
@@ -729,10 +748,31 @@ pub struct Claim {
     pub lease_until: Timestamp,
     /// At most this many.
     pub limit: usize,
-    /// Only executions of these workflows (the ones the claiming engine can run).
+    /// Only executions of these workflows, each `name@version` (see [`Claim::workflow_key`]):
+    /// the versions the claiming engine has the code of. An execution of a version the engine
+    /// lacks is left for a worker that has it (a rolling deploy: old workers never take what
+    /// new ones started).
     pub workflows: Vec<String>,
     /// Only this execution, if set.
     pub only: Option<ExecutionId>,
+    /// Set (to the claiming engine's build, see [`ExecutionRecord::blocked_by`]): take only
+    /// `blocked` executions that this build has not blocked — its code may replay them — and
+    /// nothing else.
+    pub unblock: Option<String>,
+}
+
+impl Claim {
+    /// How [`Claim::workflows`] names version `version` of workflow `name`.
+    pub fn workflow_key(name: &str, version: u32) -> String {
+        format!("{name}@{version}")
+    }
+
+    /// True if the claim is for executions of version `version` of workflow `name`.
+    pub fn runs(&self, name: &str, version: u32) -> bool {
+        self.workflows
+            .iter()
+            .any(|key| key.rsplit_once('@').is_some_and(|(n, v)| n == name && v.parse::<u32>().ok() == Some(version)))
+    }
 }
 
 /// What [`Store::list_executions`] found: the executions, and the rows that could not be

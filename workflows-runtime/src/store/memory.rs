@@ -90,6 +90,8 @@ struct Entry {
     wakeups: u64,
     parent: Option<(ExecutionId, String)>,
     deadline: Option<Timestamp>,
+    /// The builds that could not replay it (see [`ExecutionRecord::blocked_by`]).
+    blocked_by: Vec<String>,
     journal: Vec<JournalEntry>,
     /// The epoch a write failed at: later writes at that epoch are refused (see
     /// [`StoreError::earlier_write_failed`]).
@@ -123,13 +125,20 @@ impl Entry {
             wakeups: self.wakeups,
             parent: self.parent.clone(),
             deadline: self.deadline,
+            blocked_by: self.blocked_by.clone(),
         }
     }
 
     /// Holds its exclusive key: past the queue and not finished.
     fn holds_key(&self, key: &str) -> bool {
         self.exclusive_key.as_deref() == Some(key)
-            && matches!(self.state, ExecutionState::Running | ExecutionState::Compensating | ExecutionState::Waiting)
+            && matches!(
+                self.state,
+                ExecutionState::Running
+                    | ExecutionState::Compensating
+                    | ExecutionState::Waiting
+                    | ExecutionState::Blocked
+            )
     }
 
     /// Holds a slot of `queue` (see `store::queues`).
@@ -210,9 +219,14 @@ impl MemoryStore {
             entry.failure = transition.failure;
             entry.retain_until = transition.retain_until;
             entry.updated_at = Timestamp::now();
-            if transition.state.is_finished() {
+            if transition.state == ExecutionState::Blocked {
+                entry.blocked_by = transition.blocked_by;
+            }
+            if transition.state.releases_owner() {
                 entry.owner = None;
                 entry.lease_until = None;
+            }
+            if transition.state.is_finished() {
                 // Kept until its retention ends: no spare capacity.
                 entry.journal.shrink_to_fit();
             }
@@ -292,7 +306,7 @@ fn admit<'q>(
         let mut waiting: Vec<(Timestamp, ExecutionId)> = executions
             .iter()
             .filter(|(_, e)| e.state == ExecutionState::Queued && e.queue.as_deref() == Some(name))
-            .filter(|(_, e)| claim.workflows.iter().any(|w| *w == e.workflow))
+            .filter(|(_, e)| claim.runs(&e.workflow, e.version))
             .map(|(id, e)| (e.created_at, id.clone()))
             .collect();
         if waiting.is_empty() || left == 0 {
@@ -385,6 +399,7 @@ impl Store for MemoryStore {
             wakeups: 0,
             parent: new.parent,
             deadline: new.deadline,
+            blocked_by: Vec::new(),
             inbox: HashMap::new(),
             failed_at: None,
             // Sized for the steps the workflow's code calls, so appending them does not regrow
@@ -425,7 +440,11 @@ impl Store for MemoryStore {
     fn claim_orphans<'a>(&'a self, claim: &'a Claim) -> StoreFuture<'a, Vec<ExecutionRecord>> {
         let mut executions = self.executions.lock();
         let claimable = |(_, e): &(&ExecutionId, &mut Box<Entry>)| {
-            e.is_orphan(claim.now) && claim.workflows.iter().any(|w| *w == e.workflow)
+            let wanted = match &claim.unblock {
+                Some(build) => e.state == ExecutionState::Blocked && !e.blocked_by.contains(build),
+                None => e.is_orphan(claim.now),
+            };
+            wanted && claim.runs(&e.workflow, e.version)
         };
         // One execution (a wake-up, a cancellation) is looked up, not searched for.
         let mut orphans: Vec<(&ExecutionId, &mut Box<Entry>)> = match &claim.only {
@@ -445,10 +464,13 @@ impl Store for MemoryStore {
                     e.state = ExecutionState::Running;
                     e.wake_at = None;
                 }
+                if e.state == ExecutionState::Blocked {
+                    e.state = ExecutionState::Running;
+                }
                 e.record(id)
             })
             .collect();
-        if claim.only.is_none() && claimed.len() < claim.limit {
+        if claim.only.is_none() && claim.unblock.is_none() && claimed.len() < claim.limit {
             let queues = self.queues.lock().clone();
             let left = claim.limit - claimed.len();
             claimed.extend(admit(&mut executions, queues.values(), claim, &owner, left));
@@ -521,6 +543,16 @@ impl Store for MemoryStore {
                 entry.cancel_requested = true;
                 entry.updated_at = Timestamp::now();
                 entry.retain_until = Some(retain_until);
+                true
+            }
+            // Becomes an orphan: the next claim takes it and compensates it, without replaying
+            // its body (which this code could not).
+            Some(entry) if entry.state == ExecutionState::Blocked => {
+                entry.state = ExecutionState::Running;
+                entry.cancel_requested = true;
+                entry.owner = None;
+                entry.lease_until = None;
+                entry.updated_at = Timestamp::now();
                 true
             }
             Some(entry) if entry.state.is_active() || entry.state == ExecutionState::Waiting => {
@@ -644,6 +676,11 @@ impl Store for MemoryStore {
         let orphaned = entry.owner.is_none() || entry.lease_until.is_none_or(|t| t < reopen.now);
         match entry.state {
             ExecutionState::Completed => {
+                entry.state = ExecutionState::Compensating;
+                entry.failure = Some(reopen.failure.clone());
+                entry.retain_until = None;
+            }
+            ExecutionState::Failed | ExecutionState::Blocked if reopen.operator => {
                 entry.state = ExecutionState::Compensating;
                 entry.failure = Some(reopen.failure.clone());
                 entry.retain_until = None;

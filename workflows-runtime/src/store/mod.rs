@@ -25,7 +25,9 @@ pub(crate) use contract::{
     ScheduleState, StepEvent, Store, StoreAck, StoreFuture, Suspend, Suspended, Transition, WriteAck, WriteMode,
 };
 pub use contract::{CheckReport, DamagedExecution, Durability, ExecutionQuery, PageCursor, StoreError, Undelivered};
-pub(crate) use contract::{random_token_key, refused_by_earlier, stored_step_attempt};
+pub(crate) use contract::{
+    blocked_by_list, blocked_by_text, random_token_key, refused_by_earlier, stored_step_attempt,
+};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};

@@ -1,6 +1,7 @@
 //! What both crash-test workers share: the side-effect log, the `crash_saga`, `approval_flow`,
 //! `fan_saga`, `budget_saga` and `stale_saga` workflows, and the command line
-//! (`DB LOG full|process start ID PLAN_JSON|approval|fan:N|budget|stale:PAUSE | resume ID | complete ID TOKEN JSON`),
+//! (`DB LOG full|process start ID PLAN_JSON|approval|fan:N|budget|stale:PAUSE | resume ID | complete ID TOKEN JSON`;
+//! it prints `STATE <state>` once the execution finished, or is blocked by this build),
 //! and the fleet test's processes (`work -`, `orders PREFIX N`, `queued PREFIX N`, `events PREFIX N`,
 //! `schedules -`: see `fleet`). `DB` is a SQLite
 //! file, or a `postgres://` URL.
@@ -110,6 +111,15 @@ async fn undo(ctx: &StepContext, k: u32) -> Result<(), StepError> {
 pub async fn part(ctx: &StepContext, name: String) -> Result<String, StepError> {
     effect(ctx, format!("part {name} begin {}", ctx.attempt()), &format!("part:{name}")).await?;
     Ok(name)
+}
+
+/// The first version of the `versioned` workflow, linked in every build; `crash_worker_v2`
+/// links a second beside it.
+#[workflow(name = "versioned")]
+async fn versioned_v1(wf: &Workflow, _input: ()) -> Result<String, WorkflowError> {
+    let a = part(wf, "v1-a".into()).await?;
+    let b = part(wf, "v1-b".into()).await?;
+    Ok(format!("{a}{b}"))
 }
 
 #[workflow]
@@ -300,8 +310,8 @@ pub async fn main() -> ExitCode {
     let id = ExecutionId::from(id.as_str());
     if command == "start" {
         // The outcome is read back from the store below, like after a resume.
-        if rest[0] == "evolving" {
-            let _ = engine.start_workflow_by_name("evolving", serde_json::Value::Null, RunOptions::new().id(&id)).await;
+        if rest[0] == "evolving" || rest[0] == "versioned" {
+            let _ = engine.start_workflow_by_name(&rest[0], serde_json::Value::Null, RunOptions::new().id(&id)).await;
         } else if let Some(pause) = rest[0].strip_prefix("stale:") {
             let pause: Pause = serde_json::from_str(&format!("\"{pause}\"")).expect("Backoff, Sleep or Compensation");
             let _ = stale_saga::run_with(&engine, pause, RunOptions::new().id(&id)).await;
@@ -327,6 +337,13 @@ pub async fn main() -> ExitCode {
     loop {
         match engine.execution(&id).await {
             Ok(Some(record)) if record.state.is_finished() => {
+                println!("STATE {}", record.state);
+                return ExitCode::SUCCESS;
+            }
+            // Blocked by this build: another build's worker may take it, not this one.
+            Ok(Some(record))
+                if record.state == ExecutionState::Blocked && record.blocked_by.contains(&engine.build_id()) =>
+            {
                 println!("STATE {}", record.state);
                 return ExitCode::SUCCESS;
             }

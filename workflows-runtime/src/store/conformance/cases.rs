@@ -10,8 +10,8 @@ use crate::failure::{Failure, FailureKind};
 use crate::journal::{CallKey, JournalEntry, JournalEvent};
 use crate::queue::Queue;
 use crate::store::contract::{
-    CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxKind, NewEvent, NewExecution, PageCursor, Purge, Reopen,
-    Reopened, ScheduleAdvance, StepEvent, Store, StoreError, Suspend, Suspended, Undelivered,
+    Claim, CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxKind, NewEvent, NewExecution, PageCursor, Purge,
+    Reopen, Reopened, ScheduleAdvance, StepEvent, Store, StoreError, Suspend, Suspended, Undelivered,
 };
 use crate::time::Timestamp;
 
@@ -82,7 +82,7 @@ pub(super) async fn a_claim_takes_only_the_workflows_it_names_and_no_more_than_i
     }
     let later = now + LEASE + SECOND;
     let mut other_workflows = claim("engine-b", later);
-    other_workflows.workflows = vec!["another_workflow".into()];
+    other_workflows.workflows = vec![Claim::workflow_key("another_workflow", 0), Claim::workflow_key(WORKFLOW, 1)];
     assert!(claimed(store, &other_workflows).await.is_empty());
 
     let mut only = claim("engine-b", later);
@@ -565,6 +565,7 @@ pub(super) async fn reopen_takes_a_completed_execution_into_compensation(store: 
         now: at,
         lease_until: at + LEASE,
         failure: Failure::new(FailureKind::Cancelled, "the parent was cancelled"),
+        operator: false,
     };
     match store.reopen(&reopen("engine-b", now)).await.unwrap() {
         Reopened::Yes(record) => {
@@ -589,6 +590,27 @@ pub(super) async fn reopen_takes_a_completed_execution_into_compensation(store: 
     let mut unknown = reopen("engine-d", now);
     unknown.execution = "nobody".into();
     assert!(matches!(store.reopen(&unknown).await.unwrap(), Reopened::NotFound));
+
+    // A failed or blocked execution: only for an operator; a running one never.
+    for (id, state) in [("failed", ExecutionState::Failed), ("blocked", ExecutionState::Blocked)] {
+        create(store, new_execution(id, "engine-a", now)).await;
+        let ended = if state == ExecutionState::Blocked { to_blocked(&["b"]) } else { to_state(state, None) };
+        store.append(write(id, 1, [], Some(ended))).await.unwrap();
+        let mut by_parent = reopen("engine-d", now);
+        by_parent.execution = id.into();
+        assert!(matches!(store.reopen(&by_parent).await.unwrap(), Reopened::No(s) if s == state));
+        let by_operator = Reopen { operator: true, ..by_parent };
+        match store.reopen(&by_operator).await.unwrap() {
+            Reopened::Yes(record) => assert_eq!(
+                (record.state, record.epoch, record.owner.as_deref()),
+                (ExecutionState::Compensating, 2, Some("engine-d"))
+            ),
+            other => panic!("expected {id} taken, got {other:?}"),
+        }
+    }
+    create(store, new_execution("running", "engine-a", now)).await;
+    let running = Reopen { execution: "running".into(), operator: true, ..reopen("engine-d", now) };
+    assert!(matches!(store.reopen(&running).await.unwrap(), Reopened::No(ExecutionState::Running)));
 }
 
 /// The key completion tokens are signed with is made with the store and stays the same.
@@ -924,4 +946,35 @@ pub(super) async fn undelivered_events_are_recorded_listed_and_forgotten(store: 
     assert_eq!(store.forget_undelivered("e1", None).await.unwrap(), 1);
     assert_eq!(store.forget_undelivered("e1", None).await.unwrap(), 0);
     assert_eq!(store.undelivered(None, 10).await.unwrap(), [later]);
+}
+
+/// A blocked execution gives up its lease and keeps the builds that blocked it: ordinary
+/// claims pass it by, a claim to unblock takes it only for another build (and only blocked
+/// ones), and cancelling it makes it an orphan any claim takes, to compensate it.
+pub(super) async fn a_blocked_execution_is_claimed_only_by_another_build_or_to_be_cancelled(store: &dyn Store) {
+    let now = Timestamp::now();
+    for id in ["blocked", "running"] {
+        create(store, new_execution(id, "engine-a", now)).await;
+    }
+    store.append(write("blocked", 1, [], Some(to_blocked(&["v1", "v2"])))).await.unwrap();
+    let blocked = record(store, &"blocked".into()).await;
+    assert_eq!(blocked.state, ExecutionState::Blocked);
+    assert_eq!(blocked.blocked_by, ["v1", "v2"]);
+    assert_eq!((blocked.owner, blocked.lease_until), (None, None));
+    assert!(renew(store, "engine-a", &[("blocked", 1)], now + LEASE).await.is_empty(), "not renewed");
+
+    let later = now + LEASE + SECOND;
+    let unblock = |build: &str| Claim { unblock: Some(build.to_owned()), ..claim("engine-b", later) };
+    assert_eq!(claimed(store, &claim("engine-b", now + SECOND)).await, Vec::<String>::new(), "an ordinary claim");
+    assert_eq!(claimed(store, &unblock("v2")).await, Vec::<String>::new(), "a build that blocked it");
+    assert_eq!(claimed(store, &unblock("v")).await, ["blocked"], "another build (not a prefix match)");
+    let taken = record(store, &"blocked".into()).await;
+    assert_eq!((taken.state, taken.epoch, taken.owner.as_deref()), (ExecutionState::Running, 2, Some("engine-b")));
+    assert_eq!(taken.blocked_by, ["v1", "v2"], "kept: it would block those builds again");
+
+    // Blocked again, then cancelled: any claim takes it, with its cancellation requested.
+    store.append(write("blocked", 2, [], Some(to_blocked(&["v1", "v2", "v"])))).await.unwrap();
+    assert!(store.request_cancel(&"blocked".into(), now + RETAIN).await.unwrap());
+    let taken = store.claim_orphans(&claim("engine-c", Timestamp::now())).await.unwrap();
+    assert_eq!(taken.iter().map(|r| (r.id.as_str(), r.cancel_requested)).collect::<Vec<_>>(), [("blocked", true)]);
 }

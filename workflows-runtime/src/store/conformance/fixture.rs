@@ -66,8 +66,20 @@ pub(crate) fn claim(owner: &str, now: Timestamp) -> Claim {
         now,
         lease_until: now + LEASE,
         limit: 100,
-        workflows: vec![WORKFLOW.into()],
+        workflows: vec![Claim::workflow_key(WORKFLOW, 0)],
         only: None,
+        unblock: None,
+    }
+}
+
+/// A move to `blocked` by the builds `by` (the last one blocking it now).
+pub(crate) fn to_blocked(by: &[&str]) -> Transition {
+    Transition {
+        state: ExecutionState::Blocked,
+        result: None,
+        failure: Some(crate::failure::Failure::new(crate::failure::FailureKind::NonDeterminism, "diverged")),
+        retain_until: None,
+        blocked_by: by.iter().map(|b| (*b).to_owned()).collect(),
     }
 }
 
@@ -141,6 +153,7 @@ pub(crate) fn to_state(state: ExecutionState, retain_until: Option<Timestamp>) -
         result: (state == ExecutionState::Completed).then(|| json("done")),
         failure: None,
         retain_until,
+        blocked_by: Vec::new(),
     }
 }
 

@@ -154,6 +154,7 @@ macro_rules! on_store {
 
 conformance!(
     create_is_idempotent,
+    a_blocked_execution_is_claimed_only_by_another_build_or_to_be_cancelled,
     a_claim_takes_only_executions_whose_lease_expired,
     an_execution_created_without_an_owner_is_claimed_at_once,
     a_claim_takes_only_the_workflows_it_names_and_no_more_than_its_limit,

@@ -132,6 +132,7 @@ fn hot_statements() -> Vec<(&'static str, String, String)> {
         ),
         ("a claim", queries::claim(false), "'o', 1, 1, '{w1,w2}', 100".to_owned()),
         ("a claim of one execution", queries::claim(true), "'o', 1, 1, '{w1,w2}', 100, 'e10'".to_owned()),
+        ("a claim of blocked executions", queries::unblock(), "'o', 1, '{w1,w2}', 100, 'b1'".to_owned()),
         ("a renewal", queries::renew(), "'o0', '{e10,e70}', 1, '{1,1}'".to_owned()),
         ("a renewal's check", queries::still_held(), "'o0', '{e10,e70}', '{1,1}'".to_owned()),
         ("the next wake-up", queries::NEXT_WAKE.to_owned(), String::new()),

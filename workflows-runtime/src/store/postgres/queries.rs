@@ -17,18 +17,18 @@ pub(super) fn claim(only: bool) -> String {
     // Each set of ids is made into an array that the next statement looks up by key: a plan
     // that joins them instead could read a whole index (see `plans.rs`).
     let candidates = if only {
-        format!("SELECT id FROM executions WHERE id = $6 AND workflow = ANY($4) AND {due}")
+        format!("SELECT id FROM executions WHERE id = $6 AND workflow || '@' || version = ANY($4) AND {due}")
     } else {
         format!(
             "SELECT id FROM executions WHERE id = ANY(ARRAY(
                  (SELECT id FROM executions WHERE state IN {ACTIVE_STATES} AND lease_until IS NULL
-                      AND workflow = ANY($4) LIMIT $5)
+                      AND workflow || '@' || version = ANY($4) LIMIT $5)
                  UNION ALL
                  (SELECT id FROM executions WHERE state IN {ACTIVE_STATES} AND lease_until < $3
-                      AND workflow = ANY($4) LIMIT $5)
+                      AND workflow || '@' || version = ANY($4) LIMIT $5)
                  UNION ALL
                  (SELECT id FROM executions WHERE state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $3
-                      AND workflow = ANY($4) LIMIT $5)))
+                      AND workflow || '@' || version = ANY($4) LIMIT $5)))
              AND {due}"
         )
     };
@@ -37,6 +37,22 @@ pub(super) fn claim(only: bool) -> String {
              state = CASE WHEN state = 'waiting' THEN 'running' ELSE state END,
              wake_at = CASE WHEN state = 'waiting' THEN NULL ELSE wake_at END
          WHERE id = ANY(ARRAY({candidates} LIMIT $5 FOR UPDATE SKIP LOCKED))
+         RETURNING {EXECUTION_COLUMNS}"
+    )
+}
+
+/// Takes up to `$4` blocked executions of the workflows `$3` that build `$5` did not block (see
+/// `Claim::unblock`), for owner `$1` until `$2`: they become `running`. A range of
+/// `executions_by_state` (blocked executions have no lease).
+pub(super) fn unblock() -> String {
+    format!(
+        "UPDATE executions SET owner = $1, lease_until = $2, epoch = epoch + 1, state = 'running'
+         WHERE id = ANY(ARRAY(
+             SELECT id FROM executions
+             WHERE state = 'blocked' AND workflow || '@' || version = ANY($3)
+               AND position(' ' || $5::text || ' ' IN ' ' || COALESCE(blocked_by, '') || ' ') = 0
+             LIMIT $4 FOR UPDATE SKIP LOCKED))
+           AND state = 'blocked'
          RETURNING {EXECUTION_COLUMNS}"
     )
 }

@@ -37,7 +37,7 @@ pub(super) fn admit_sql() -> String {
         "UPDATE executions SET owner = $2, lease_until = $3, epoch = epoch + 1, admitted_at = $4, updated_at = $4,
              state = CASE WHEN exclusive_key IS NULL THEN 'running' ELSE 'pending' END
          WHERE id = ANY(ARRAY(SELECT id FROM executions
-                              WHERE queue = $1 AND state = 'queued' AND workflow = ANY($5)
+                              WHERE queue = $1 AND state = 'queued' AND workflow || '@' || version = ANY($5)
                               ORDER BY created_at, id LIMIT $6))
          RETURNING {EXECUTION_COLUMNS}"
     )

@@ -15,7 +15,7 @@ use crate::time::Timestamp;
 /// The columns [`execution`] reads, in order.
 pub(super) const EXECUTION_COLUMNS: &str = "id, workflow, fingerprint, version, input, state, result, failure, \
      created_at, updated_at, owner, lease_until, epoch, exclusive_key, rerun_of, cancel_requested, retain_until, \
-     wake_at, wakeups, parent_id, parent_key, deadline, queue";
+     wake_at, wakeups, parent_id, parent_key, deadline, queue, blocked_by";
 
 /// The columns [`journal_entry`] reads, in order.
 pub(super) const JOURNAL_COLUMNS: &str = "idx, at, call_key, event";
@@ -81,6 +81,7 @@ pub(super) fn execution(row: &Row) -> Result<ExecutionRecord, StoreError> {
             _ => None,
         },
         deadline: time(21)?,
+        blocked_by: crate::store::blocked_by_list(get::<Option<String>>(row, 23)?.as_deref()),
         id,
     })
 }

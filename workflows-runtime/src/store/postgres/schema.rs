@@ -172,6 +172,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX undelivered_due ON undelivered (retry_at) WHERE retry_at IS NOT NULL;
     CREATE INDEX events_dispatched ON events (emitted_at) WHERE dispatched;
     "#,
+    // 10: the builds that could not replay a `blocked` execution (space-separated; see
+    // `ExecutionRecord::blocked_by`).
+    r#"
+    ALTER TABLE executions ADD COLUMN blocked_by TEXT;
+    "#,
 ];
 
 /// The name of the completion-token key in `secrets`.

@@ -313,7 +313,7 @@ async fn create(client: &Object, new: NewExecution) -> Result<CreateOutcome, Sto
     if let Some(key) = &new.exclusive_key {
         lock_key(client, key).await.map_err(|e| backend(context(), e))?;
         let sql = format!(
-            "SELECT id FROM executions WHERE exclusive_key = $1 AND (state IN {ACTIVE_STATES} OR state = 'waiting')
+            "SELECT id FROM executions WHERE exclusive_key = $1 AND (state IN {ACTIVE_STATES} OR state IN ('waiting', 'blocked'))
              ORDER BY created_at, id LIMIT 1"
         );
         let holder: Option<String> =
@@ -424,7 +424,7 @@ async fn append(client: &Object, batch: &AppendBatch) -> Result<(), StoreError> 
             "UPDATE executions SET state = $2, result = $3, failure = $4, updated_at = $5,
                  owner = CASE WHEN $6 THEN NULL ELSE owner END,
                  lease_until = CASE WHEN $6 THEN NULL ELSE lease_until END,
-                 retain_until = $7
+                 retain_until = $7, blocked_by = COALESCE($8, blocked_by)
              WHERE id = $1
              RETURNING exclusive_key IS NOT NULL OR queue IS NOT NULL",
             &[
@@ -433,8 +433,9 @@ async fn append(client: &Object, batch: &AppendBatch) -> Result<(), StoreError> 
                 &transition.result.as_deref().map(|r| r.get()),
                 &failure,
                 &Timestamp::now().as_micros(),
-                &transition.state.is_finished(),
+                &transition.state.releases_owner(),
                 &transition.retain_until.map(Timestamp::as_micros),
+                &crate::store::blocked_by_text(transition),
             ],
         )
         .await
@@ -461,14 +462,13 @@ async fn append(client: &Object, batch: &AppendBatch) -> Result<(), StoreError> 
 
 pub(super) async fn claim_orphans(client: &Object, claim: &Claim) -> Result<Vec<ExecutionRecord>, StoreError> {
     let context = "cannot claim orphaned executions";
-    let sql = queries::claim(claim.only.is_some());
     let only = claim.only.as_ref().map(ExecutionId::as_str).unwrap_or_default();
     let limit = claim.limit as i64;
     let (owner, until, now) = (&claim.owner, claim.lease_until.as_micros(), claim.now.as_micros());
-    let params: Vec<&(dyn ToSql + Sync)> = if claim.only.is_some() {
-        vec![owner, &until, &now, &claim.workflows, &limit, &only]
-    } else {
-        vec![owner, &until, &now, &claim.workflows, &limit]
+    let (sql, params): (String, Vec<&(dyn ToSql + Sync)>) = match (&claim.only, &claim.unblock) {
+        (Some(_), _) => (queries::claim(true), vec![owner, &until, &now, &claim.workflows, &limit, &only]),
+        (None, Some(build)) => (queries::unblock(), vec![owner, &until, &claim.workflows, &limit, build]),
+        (None, None) => (queries::claim(false), vec![owner, &until, &now, &claim.workflows, &limit]),
     };
     let claimed = query(client, &sql, &params).await.map_err(|e| backend(context, e))?;
     let mut records = Vec::with_capacity(claimed.len());
@@ -494,7 +494,7 @@ pub(super) async fn claim_orphans(client: &Object, claim: &Claim) -> Result<Vec<
             Err(other) => return Err(other),
         }
     }
-    if claim.only.is_none() && records.len() < claim.limit {
+    if claim.only.is_none() && claim.unblock.is_none() && records.len() < claim.limit {
         let left = claim.limit - records.len();
         records.extend(super::queues::admit(client, claim, left).await?);
     }
@@ -515,6 +515,22 @@ async fn request_cancel(client: &Object, id: &ExecutionId, retain_until: Timesta
         notify(client, &format!("finished {id}"))
             .await
             .map_err(|e| backend(format!("cannot cancel queued execution {id}"), e))?;
+        return Ok(true);
+    }
+    // A blocked one becomes an orphan: the next claim takes it and compensates it, without
+    // replaying its body (which this code could not).
+    let context = || format!("cannot cancel blocked execution {id}");
+    let unblocked = execute(
+        client,
+        "UPDATE executions SET state = 'running', cancel_requested = true, owner = NULL, lease_until = NULL,
+             updated_at = $2
+         WHERE id = $1 AND state = 'blocked'",
+        &[&id.as_str(), &Timestamp::now().as_micros()],
+    )
+    .await
+    .map_err(|e| backend(context(), e))?;
+    if unblocked == 1 {
+        notify(client, "work").await.map_err(|e| backend(context(), e))?;
         return Ok(true);
     }
     // A waiting execution is woken, so that an engine takes it over and cancels it.
@@ -549,7 +565,7 @@ async fn acquire(client: &Object, id: &ExecutionId, epoch: u64) -> Result<bool, 
            AND NOT EXISTS (
                SELECT 1 FROM executions AS other
                WHERE other.exclusive_key = executions.exclusive_key
-                 AND other.state IN ('running', 'compensating', 'waiting'))
+                 AND other.state IN ('running', 'compensating', 'waiting', 'blocked'))
            AND id = (
                SELECT other.id FROM executions AS other
                WHERE other.exclusive_key = executions.exclusive_key AND other.state = 'pending'
@@ -742,18 +758,25 @@ async fn reopen_one(client: &Object, reopen: &Reopen) -> Result<Reopened, StoreE
     let failure = rows::failure_json(&reopen.failure)?;
     let sql = format!(
         "UPDATE executions SET owner = $2, lease_until = $3, epoch = epoch + 1, updated_at = $4,
-             failure = CASE WHEN state = 'completed' THEN $5 ELSE failure END,
-             retain_until = CASE WHEN state = 'completed' THEN NULL ELSE retain_until END,
+             failure = CASE WHEN state = 'compensating' THEN failure ELSE $5 END,
+             retain_until = CASE WHEN state = 'compensating' THEN retain_until ELSE NULL END,
              state = 'compensating'
          WHERE id = $1
-           AND (state = 'completed'
+           AND (state = 'completed' OR ($6 AND state IN ('failed', 'blocked'))
                 OR (state = 'compensating' AND (owner IS NULL OR lease_until IS NULL OR lease_until < $4)))
          RETURNING {EXECUTION_COLUMNS}"
     );
     let updated = query(
         client,
         &sql,
-        &[&id.as_str(), &reopen.owner, &reopen.lease_until.as_micros(), &reopen.now.as_micros(), &failure],
+        &[
+            &id.as_str(),
+            &reopen.owner,
+            &reopen.lease_until.as_micros(),
+            &reopen.now.as_micros(),
+            &failure,
+            &reopen.operator,
+        ],
     )
     .await
     .map_err(|e| backend(context(), e))?;

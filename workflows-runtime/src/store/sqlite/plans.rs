@@ -47,7 +47,7 @@ fn assert_indexed(plan: &[String], table: &str, indexes: &[&str]) {
 #[test]
 fn claims_read_three_index_ranges_and_sort_nothing() {
     let (_dir, conn) = connection();
-    let plan = plan(&conn, &queries::claim(false), None);
+    let plan = plan(&conn, &queries::claim(queries::Claiming::All), None);
     // The update itself finds the chosen executions by their key.
     assert_indexed(&plan, "executions", &["executions_by_state", "executions_by_wake", "PRIMARY KEY"]);
     assert_eq!(plan.iter().filter(|l| l.contains("INDEX executions_by_state (")).count(), 2, "{plan:?}");
@@ -56,7 +56,14 @@ fn claims_read_three_index_ranges_and_sort_nothing() {
 #[test]
 fn a_claim_of_one_execution_looks_it_up_by_its_key() {
     let (_dir, conn) = connection();
-    assert_indexed(&plan(&conn, &queries::claim(true), None), "executions", &["PRIMARY KEY"]);
+    assert_indexed(&plan(&conn, &queries::claim(queries::Claiming::Only), None), "executions", &["PRIMARY KEY"]);
+}
+
+#[test]
+fn a_claim_of_blocked_executions_reads_their_range_of_the_state_index() {
+    let (_dir, conn) = connection();
+    let plan = plan(&conn, &queries::claim(queries::Claiming::Unblock), None);
+    assert_indexed(&plan, "executions", &["executions_by_state", "PRIMARY KEY"]);
 }
 
 #[test]

@@ -40,8 +40,31 @@ pub(super) fn purge_finished_before() -> String {
     )
 }
 
+/// Which executions a claim looks for (see [`claim`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Claiming {
+    /// Every kind that needs an engine.
+    All,
+    /// One execution, by its key.
+    Only,
+    /// Blocked executions the claiming build did not block.
+    Unblock,
+}
+
+impl Claiming {
+    pub(super) fn of(claim: &crate::store::Claim) -> Self {
+        match (&claim.only, &claim.unblock) {
+            (Some(_), _) => Self::Only,
+            (None, Some(_)) => Self::Unblock,
+            (None, None) => Self::All,
+        }
+    }
+}
+
 /// Takes over up to `?5` executions of the workflows `?4` (a JSON list) that need an engine, for
-/// owner `?1` until `?2`, at time `?3`; or only execution `?6`, looked up by its key.
+/// owner `?1` until `?2`, at time `?3`; or only execution `?6`, looked up by its key; or (with
+/// `Claiming::Unblock`) the blocked executions that build `?7` did not block, from the
+/// `blocked` range of `executions_by_state`.
 ///
 /// The candidates come from three index ranges, each read only as far as the limit needs:
 /// active executions nobody holds (`executions_by_state`, `lease_until IS NULL`: an owner and
@@ -49,11 +72,16 @@ pub(super) fn purge_finished_before() -> String {
 /// index, the range below `?3`, longest expired first), and waiting ones due (`executions_by_wake`).
 /// No sort: a batch costs the same with ten orphans left or a hundred thousand, and executions
 /// just taken (their lease now in the future) fall outside every range.
-pub(super) fn claim(only: bool) -> String {
-    let candidates = if only {
+pub(super) fn claim(claiming: Claiming) -> String {
+    let candidates = if claiming == Claiming::Unblock {
+        "SELECT id FROM executions INDEXED BY executions_by_state
+         WHERE ?6 IS NULL AND state = 'blocked' AND workflow || '@' || version IN (SELECT value FROM json_each(?4))
+           AND instr(' ' || COALESCE(blocked_by, '') || ' ', ' ' || ?7 || ' ') = 0"
+            .to_owned()
+    } else if claiming == Claiming::Only {
         format!(
             "SELECT id FROM executions
-             WHERE id = ?6 AND workflow IN (SELECT value FROM json_each(?4))
+             WHERE id = ?6 AND workflow || '@' || version IN (SELECT value FROM json_each(?4))
                AND ((state IN {ACTIVE_STATES} AND (lease_until IS NULL OR lease_until < ?3))
                     OR (state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?3))"
         )
@@ -61,22 +89,23 @@ pub(super) fn claim(only: bool) -> String {
         format!(
             "SELECT id FROM executions INDEXED BY executions_by_state
              WHERE ?6 IS NULL AND state IN {ACTIVE_STATES} AND lease_until IS NULL
-               AND workflow IN (SELECT value FROM json_each(?4))
+               AND workflow || '@' || version IN (SELECT value FROM json_each(?4))
              UNION ALL
              SELECT id FROM executions INDEXED BY executions_by_state
              WHERE ?6 IS NULL AND state IN {ACTIVE_STATES} AND lease_until < ?3
-               AND workflow IN (SELECT value FROM json_each(?4))
+               AND workflow || '@' || version IN (SELECT value FROM json_each(?4))
              UNION ALL
              SELECT id FROM executions INDEXED BY executions_by_wake
              WHERE ?6 IS NULL AND state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?3
-               AND workflow IN (SELECT value FROM json_each(?4))"
+               AND workflow || '@' || version IN (SELECT value FROM json_each(?4))"
         )
     };
     format!(
         "UPDATE executions SET owner = ?1, lease_until = ?2, epoch = epoch + 1,
-             state = CASE WHEN state = 'waiting' THEN 'running' ELSE state END,
+             state = CASE WHEN state IN ('waiting', 'blocked') THEN 'running' ELSE state END,
              wake_at = CASE WHEN state = 'waiting' THEN NULL ELSE wake_at END
          WHERE id IN (SELECT id FROM ({candidates}) LIMIT ?5)
+           AND ?7 IS ?7 -- every kind takes the same parameters
          RETURNING {}",
         rows::EXECUTION_COLUMNS
     )

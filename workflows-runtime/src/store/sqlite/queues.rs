@@ -55,7 +55,7 @@ pub(super) fn admit_sql() -> String {
         "UPDATE executions SET owner = ?2, lease_until = ?3, epoch = epoch + 1, admitted_at = ?4, updated_at = ?4,
              state = CASE WHEN exclusive_key IS NULL THEN 'running' ELSE 'pending' END
          WHERE id IN (SELECT id FROM executions INDEXED BY executions_queued
-                      WHERE queue = ?1 AND state = 'queued' AND workflow IN (SELECT value FROM json_each(?5))
+                      WHERE queue = ?1 AND state = 'queued' AND workflow || '@' || version IN (SELECT value FROM json_each(?5))
                       ORDER BY created_at, id LIMIT ?6)
          RETURNING {}",
         rows::EXECUTION_COLUMNS

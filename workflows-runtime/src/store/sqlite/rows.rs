@@ -15,7 +15,7 @@ use crate::time::Timestamp;
 /// The columns [`execution`] reads, in order.
 pub(super) const EXECUTION_COLUMNS: &str = "id, workflow, fingerprint, version, input, state, result, failure, \
      created_at, updated_at, owner, lease_until, epoch, exclusive_key, rerun_of, cancel_requested, retain_until, \
-     wake_at, wakeups, parent_id, parent_key, deadline, checksum, result_checksum, queue";
+     wake_at, wakeups, parent_id, parent_key, deadline, checksum, result_checksum, queue, blocked_by";
 
 /// The columns [`journal_entry`] reads, in order.
 pub(super) const JOURNAL_COLUMNS: &str = "execution_id, idx, at, call_key, event, kind, checksum";
@@ -149,6 +149,7 @@ pub(super) fn execution(row: &Row<'_>) -> Result<ExecutionRecord, StoreError> {
             _ => None,
         },
         deadline: deadline.map(Timestamp::from_micros),
+        blocked_by: crate::store::blocked_by_list(text(25, "blocked_by")?.as_deref()),
         id,
     })
 }

@@ -220,7 +220,7 @@ fn create(conn: &Connection, new: NewExecution) -> Result<CreateOutcome, StoreEr
     let mut state = ExecutionState::Running;
     if let Some(key) = &new.exclusive_key {
         let sql = format!(
-            "SELECT id FROM executions WHERE exclusive_key = ?1 AND (state IN {ACTIVE_STATES} OR state = 'waiting')
+            "SELECT id FROM executions WHERE exclusive_key = ?1 AND (state IN {ACTIVE_STATES} OR state IN ('waiting', 'blocked'))
              ORDER BY created_at, id LIMIT 1"
         );
         let holder: Option<String> = conn
@@ -345,7 +345,7 @@ fn append(conn: &Connection, batch: AppendBatch) -> Result<(), StoreError> {
             "UPDATE executions SET state = ?2, result = ?3, failure = ?4, updated_at = ?5,
                  owner = CASE WHEN ?6 THEN NULL ELSE owner END,
                  lease_until = CASE WHEN ?6 THEN NULL ELSE lease_until END,
-                 retain_until = ?7, result_checksum = ?8
+                 retain_until = ?7, result_checksum = ?8, blocked_by = COALESCE(?9, blocked_by)
              WHERE id = ?1",
         )
         .and_then(|mut s| {
@@ -355,9 +355,10 @@ fn append(conn: &Connection, batch: AppendBatch) -> Result<(), StoreError> {
                 transition.result.as_deref().map(|r| r.get()),
                 failure,
                 Timestamp::now().as_micros(),
-                transition.state.is_finished(),
+                transition.state.releases_owner(),
                 transition.retain_until.map(Timestamp::as_micros),
                 transition.result.as_deref().map(|result| checksum::result(result.get())),
+                crate::store::blocked_by_text(transition),
             ])
         })
         .map_err(|e| backend(context(), e))?;
@@ -372,7 +373,7 @@ fn append(conn: &Connection, batch: AppendBatch) -> Result<(), StoreError> {
 
 fn claim_orphans(conn: &Connection, claim: &Claim) -> Result<Vec<ExecutionRecord>, StoreError> {
     let context = "cannot claim orphaned executions";
-    let sql = queries::claim(claim.only.is_some());
+    let sql = queries::claim(queries::Claiming::of(claim));
     let workflows = serde_json::to_string(&claim.workflows).map_err(|e| backend(context, e))?;
     let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context, e))?;
     let mut claimed = statement
@@ -382,7 +383,8 @@ fn claim_orphans(conn: &Connection, claim: &Claim) -> Result<Vec<ExecutionRecord
             claim.now.as_micros(),
             workflows,
             claim.limit as i64,
-            claim.only.as_ref().map(ExecutionId::as_str)
+            claim.only.as_ref().map(ExecutionId::as_str),
+            claim.unblock.as_deref(),
         ])
         .map_err(|e| backend(context, e))?;
     let mut records = Vec::new();
@@ -410,7 +412,7 @@ fn claim_orphans(conn: &Connection, claim: &Claim) -> Result<Vec<ExecutionRecord
         )
         .map_err(|e| backend(context, e))?;
     }
-    if claim.only.is_none() && records.len() < claim.limit {
+    if claim.only.is_none() && claim.unblock.is_none() && records.len() < claim.limit {
         let left = claim.limit - records.len();
         records.extend(super::queues::admit(conn, claim, left)?);
     }
@@ -453,6 +455,15 @@ fn request_cancel(conn: &Connection, id: &ExecutionId, retain_until: Timestamp) 
     if cancelled == 1 {
         return Ok(true);
     }
+    // A blocked one becomes an orphan: the next claim takes it and compensates it, without
+    // replaying its body (which this code could not).
+    conn.prepare_cached(
+        "UPDATE executions SET state = 'running', cancel_requested = 1, owner = NULL, lease_until = NULL,
+             updated_at = ?2
+         WHERE id = ?1 AND state = 'blocked'",
+    )
+    .and_then(|mut s| s.execute(params![id.as_str(), Timestamp::now().as_micros()]))
+    .map_err(|e| backend(format!("cannot cancel blocked execution {id}"), e))?;
     // A waiting execution is woken, so that an engine takes it over and cancels it.
     let sql = format!(
         "UPDATE executions SET cancel_requested = 1, updated_at = ?2,
@@ -472,7 +483,7 @@ fn acquire(conn: &Connection, id: &ExecutionId, epoch: u64) -> Result<bool, Stor
            AND NOT EXISTS (
                SELECT 1 FROM executions AS other
                WHERE other.exclusive_key = executions.exclusive_key
-                 AND other.state IN ('running', 'compensating', 'waiting'))
+                 AND other.state IN ('running', 'compensating', 'waiting', 'blocked'))
            AND id = (
                SELECT other.id FROM executions AS other
                WHERE other.exclusive_key = executions.exclusive_key AND other.state = 'pending'
@@ -674,18 +685,25 @@ fn reopen_one(conn: &Connection, reopen: &Reopen) -> Result<Reopened, StoreError
     let failure = rows::failure_json(&reopen.failure)?;
     let sql = format!(
         "UPDATE executions SET owner = ?2, lease_until = ?3, epoch = epoch + 1, updated_at = ?4,
-             failure = CASE WHEN state = 'completed' THEN ?5 ELSE failure END,
-             retain_until = CASE WHEN state = 'completed' THEN NULL ELSE retain_until END,
+             failure = CASE WHEN state = 'compensating' THEN failure ELSE ?5 END,
+             retain_until = CASE WHEN state = 'compensating' THEN retain_until ELSE NULL END,
              state = 'compensating'
          WHERE id = ?1
-           AND (state = 'completed'
+           AND (state = 'completed' OR (?6 AND state IN ('failed', 'blocked'))
                 OR (state = 'compensating' AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?4)))
          RETURNING {}",
         rows::EXECUTION_COLUMNS
     );
     let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context(), e))?;
     let mut updated = statement
-        .query(params![id.as_str(), reopen.owner, reopen.lease_until.as_micros(), reopen.now.as_micros(), failure])
+        .query(params![
+            id.as_str(),
+            reopen.owner,
+            reopen.lease_until.as_micros(),
+            reopen.now.as_micros(),
+            failure,
+            reopen.operator
+        ])
         .map_err(|e| backend(context(), e))?;
     if let Some(row) = updated.next().map_err(|e| backend(context(), e))? {
         return Ok(Reopened::Yes(Box::new(rows::execution(row)?)));

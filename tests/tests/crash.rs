@@ -15,6 +15,7 @@ use serde_json::json;
 const WORKER: &str = env!("CARGO_BIN_EXE_crash_worker");
 /// The same program after a deploy that reordered the `evolving` workflow's steps.
 const WORKER_V2: &str = env!("CARGO_BIN_EXE_crash_worker_v2");
+const WORKER_V3: &str = env!("CARGO_BIN_EXE_crash_worker_v3");
 const DURABILITIES: [&str; 2] = ["full", "process"];
 
 /// One store file and side-effect log, and the processes run on them.
@@ -494,6 +495,56 @@ fn versions_side_by_side_each_execution_resumes_on_its_own_and_old_workers_leave
     for (id, result) in [("old", "v1-av1-b"), ("old-too", "v1-av1-b"), ("new", "v2-av2-b")] {
         assert_eq!(stored_result(&s, id).as_deref(), Some(format!("\"{result}\"").as_str()), "{id}: {:?}", s.log());
     }
+}
+
+/// A step with `on_failure = "pause"` fails for good: the execution is paused, nothing
+/// compensated. An operator retries the step; the worker running the retry is killed mid-step;
+/// another takes the execution over and the step completes within its fresh budget.
+#[test]
+fn a_paused_step_retried_by_an_operator_survives_a_sigkill_and_completes() {
+    let s = Scenario::new("full");
+    assert_eq!(finish(s.worker(&["start", "p1", "pausing"]).spawn().unwrap()).trim(), "STATE paused");
+    assert_eq!(s.log(), ["part before begin 1", "flaky begin 1", "flaky begin 2"]);
+    let retry =
+        s.worker(&["retry", "p1", "flaky#1"]).env("CRASH_FLAKY_OK", "1").env("CRASH_BLOCK", "flaky").spawn().unwrap();
+    s.wait_for_log("flaky blocked");
+    kill(retry);
+    let resumed = finish(s.worker(&["resume", "p1"]).env("CRASH_FLAKY_OK", "1").spawn().unwrap());
+    assert_eq!(resumed.trim(), "STATE completed");
+    assert_eq!(
+        s.log(),
+        [
+            "part before begin 1",
+            "flaky begin 1",
+            "flaky begin 2",
+            "flaky begin 3",
+            "flaky blocked",
+            "flaky begin 4",
+            "flaky end 4"
+        ]
+    );
+}
+
+/// The newcomer's deploy, process by process: v1 runs an execution into its second step and is
+/// killed; v2 (a step moved, no patch) blocks it, running nothing; v3 (the same change behind
+/// `wf.patched`) resumes it on the old path — b before c —, and runs a new execution on the
+/// new one.
+#[test]
+fn a_patched_deploy_resumes_what_the_unpatched_one_blocked_on_the_old_path() {
+    let s = Scenario::new("full");
+    let v1 = s.worker(&["start", "before-deploy", "evolving"]).env("CRASH_BLOCK", "part:b").spawn().unwrap();
+    s.wait_for_log("part:b blocked");
+    // Its start journaled: the execution went past the patch's point before the patch existed.
+    s.wait_for_journal("before-deploy", "step_started", "part#2");
+    kill(v1);
+    assert_eq!(finish(s.program(WORKER_V2, &["resume", "before-deploy"]).spawn().unwrap()).trim(), "STATE blocked");
+    assert_eq!(s.log(), ["part a begin 1", "part b begin 1", "part:b blocked"], "v2 ran nothing");
+
+    assert_eq!(finish(s.program(WORKER_V3, &["resume", "before-deploy"]).spawn().unwrap()).trim(), "STATE completed");
+    assert_eq!(stored_result(&s, "before-deploy").as_deref(), Some("\"abc\""), "the old path: {:?}", s.log());
+    let after = finish(s.program(WORKER_V3, &["start", "after-deploy", "evolving"]).spawn().unwrap());
+    assert_eq!(after.trim(), "STATE completed");
+    assert_eq!(stored_result(&s, "after-deploy").as_deref(), Some("\"acb\""), "the new path: {:?}", s.log());
 }
 
 /// The stored result of an execution, read from the file.

@@ -128,3 +128,71 @@ async fn a_worker_warns_of_a_stored_schedule_it_has_no_workflow_for() {
     .await;
     assert!(warned[0].contains("has no workflow in this program"), "{warned:?}");
 }
+
+/// Which code `drifting` has: a deploy that adds a step before `tally`.
+static DRIFTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[step]
+async fn tally(n: u32) -> Result<u32, StepError> {
+    Ok(n)
+}
+
+#[step]
+async fn audit(n: u32) -> Result<u32, StepError> {
+    Ok(n)
+}
+
+#[workflow]
+async fn drifting(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
+    if DRIFTED.load(std::sync::atomic::Ordering::SeqCst) {
+        audit(wf, n).await?;
+    }
+    let total = tally(wf, n).await?;
+    let _go: bool = wf.wait_for_event("go").await?;
+    Ok(total)
+}
+
+/// A worker that starts on a store with blocked executions says so once, with their counts per
+/// workflow and version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_counts_the_blocked_executions_at_start() {
+    logged();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drift.db");
+    let before = Engine::builder().sqlite(&path).build_id("before").start().await.unwrap();
+    for id in ["d-1", "d-2"] {
+        drifting::start_with(&before, 1, RunOptions::new().id(id)).await.unwrap();
+    }
+    let waiting = |engine: Engine| async move {
+        let query = workflows_runtime::ExecutionQuery {
+            states: vec![workflows_runtime::ExecutionState::Waiting],
+            ..Default::default()
+        };
+        engine.executions(&query).await.unwrap().len()
+    };
+    eventually(Duration::from_secs(30), || {
+        let engine = before.clone();
+        async move { (waiting(engine).await == 2).then_some(()) }
+    })
+    .await;
+    before.shutdown().await;
+
+    DRIFTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let after = Engine::builder().sqlite(&path).build_id("after").start().await.unwrap();
+    for id in ["d-1", "d-2"] {
+        let result = drifting::run_with(&after, 1, RunOptions::new().id(id));
+        after.send_event(&id.into(), "go", true).await.unwrap();
+        assert!(matches!(result.await, Err(RunError::Blocked { .. })));
+    }
+    after.shutdown().await;
+
+    // The same build starts again: it does not take them, and says how many there are.
+    let again = Engine::builder().sqlite(&path).build_id("after").start().await.unwrap();
+    let warned = eventually(Duration::from_secs(30), || async {
+        let lines = lines_with("executions are blocked");
+        (!lines.is_empty()).then_some(lines)
+    })
+    .await;
+    assert!(warned[0].contains("2 executions are blocked (drifting v0: 2)"), "{warned:?}");
+    again.shutdown().await;
+}

@@ -14,7 +14,10 @@
 //!   sleep, a compensation's backoff) — inside a write transaction or not: the server ends a
 //!   transaction left idle, so its row locks do not hold the execution —, two others take the
 //!   execution over and finish it, and after SIGCONT the stale worker starts no body and no
-//!   compensation, and writes nothing.
+//!   compensation, and writes nothing;
+//! - **a rolling deploy**: an old build (`crash_worker`, the saga's version 0) and a new one
+//!   (`crash_worker_v2`, versions 0 and 1) at once, under SIGKILLs: each order runs on the
+//!   version that started it, and the new version's bodies only in the new build.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -48,7 +51,12 @@ impl Fleet {
     }
 
     fn process(&self, args: &[&str]) -> Child {
-        Command::new(WORKER)
+        self.process_of(WORKER, args)
+    }
+
+    /// A process of `program` (a build of the crash worker) on the fleet's schema.
+    fn process_of(&self, program: &str, args: &[&str]) -> Child {
+        Command::new(program)
             .arg(self.schema.url())
             .arg(&self.log)
             .arg("full")
@@ -395,4 +403,72 @@ fn a_stalled_worker_starts_no_body_and_no_compensation_after_losing_its_lease() 
             _ => assert_eq!(after.iter().filter(|l| *l == "release").count(), 1, "{after:?}"),
         }
     }
+}
+
+const WORKER_V2: &str = env!("CARGO_BIN_EXE_crash_worker_v2");
+const DEPLOY_ORDERS: u32 = 80;
+const DEPLOY_KILLS: usize = 12;
+
+/// A rolling deploy: an old worker (the saga's version zero only) and a new one (versions zero
+/// and one) on one schema at once, orders of both versions in flight (an old client starts
+/// version zero orders, a new one version one orders), SIGKILLs of random processes, each
+/// restarted as the same build: every order completes (or is compensated), each ran only the
+/// steps of the version that started it, and no body or compensation of the new version ran
+/// in an old worker.
+#[test]
+fn a_rolling_deploy_runs_each_execution_on_its_version_and_only_where_it_is_linked() {
+    let Some(fleet) = Fleet::new(1000) else { return };
+    let mut random = seeded();
+    let orders = DEPLOY_ORDERS.to_string();
+    let new_build = std::cell::RefCell::new(HashSet::new());
+    let start = |slot: usize| {
+        let (program, args): (&str, [&str; 3]) = match slot {
+            0 => (WORKER, ["orders", "old", &orders]),
+            1 => (WORKER, ["work", "-", ""]),
+            2 => (WORKER_V2, ["work", "-", ""]),
+            _ => (WORKER_V2, ["orders", "new", &orders]),
+        };
+        let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+        let child = fleet.process_of(program, &args);
+        if program == WORKER_V2 {
+            new_build.borrow_mut().insert(child.id());
+        }
+        child
+    };
+    let mut processes: Vec<Child> = (0..4).map(start).collect();
+    let total = i64::from(DEPLOY_ORDERS) * 2;
+    let (_killed, kills) =
+        kill_randomly(&fleet, &mut processes, start, &mut random, DEPLOY_ORDERS * 2, DEPLOY_KILLS, true);
+    wait_until("every order to finish", Duration::from_secs(120), || finished(&fleet) == total);
+    for mut process in processes {
+        let _ = process.kill();
+        let _ = process.wait();
+    }
+    println!("{kills} kills");
+
+    let versions = fleet.query("SELECT version, COUNT(*) FROM executions GROUP BY version ORDER BY version");
+    let versions: Vec<(i64, i64)> = versions.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let per_version = i64::from(DEPLOY_ORDERS);
+    assert_eq!(versions, [(0, per_version), (1, per_version)], "old orders on version 0, new ones on 1");
+    let new_build = new_build.into_inner();
+    let (bodies, compensations) = runs(&fleet.log());
+    for ((order, step), runs) in bodies.iter().chain(&compensations) {
+        let new_version = *step > 10;
+        assert_eq!(new_version, order.starts_with("new-"), "{order} ran step {step} of the other version");
+        if new_version {
+            for run in runs {
+                assert!(new_build.contains(&run.pid), "{order} step {step} ran in an old worker: {run:?}");
+            }
+        }
+    }
+    assert!(bodies.keys().any(|(order, _)| order.starts_with("new-")), "new orders ran");
+    let duplicates = fleet.query(
+        "SELECT execution_id, call_key FROM journal WHERE kind = 'step_completed'
+         GROUP BY execution_id, call_key HAVING COUNT(*) > 1",
+    );
+    assert!(duplicates.is_empty(), "a step completed twice in a journal");
+    let states = fleet.query("SELECT state, COUNT(*) FROM executions GROUP BY state ORDER BY state");
+    let states: Vec<(String, i64)> = states.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let failing = i64::from(DEPLOY_ORDERS / 5) * 2;
+    assert_eq!(states, [("compensated".to_owned(), failing), ("completed".to_owned(), total - failing)]);
 }

@@ -228,3 +228,82 @@ async fn a_deploy_blocks_what_it_cannot_replay_and_a_patched_one_resumes_it() {
         deploy(|build| Engine::builder().postgres(schema.url()).build_id(build)).await;
     }
 }
+
+/// Whether `op_flaky` succeeds.
+#[derive(Default)]
+struct Service(std::sync::atomic::AtomicBool);
+
+#[step(compensate = op_unreserve)]
+async fn op_reserve(ctx: &StepContext, order: String) -> Result<String, StepError> {
+    ctx.resolve::<Arc<Log>>()?.push(format!("reserve {order}"));
+    Ok(order)
+}
+
+async fn op_unreserve(ctx: &StepContext, order: String) -> Result<(), StepError> {
+    ctx.resolve::<Arc<Log>>()?.push(format!("unreserve {order}"));
+    Ok(())
+}
+
+#[step(retry(max_attempts = 2, backoff = "1ms"), on_failure = "pause")]
+async fn op_flaky(ctx: &StepContext, order: String) -> Result<String, StepError> {
+    ctx.resolve::<Arc<Log>>()?.push(format!("flaky {order} attempt {}", ctx.attempt()));
+    if !ctx.resolve::<Arc<Service>>()?.0.load(Ordering::SeqCst) {
+        return Err(StepError::new("the carrier is down"));
+    }
+    Ok(order)
+}
+
+#[workflow]
+async fn op_order(wf: &Workflow, order: String) -> Result<String, WorkflowError> {
+    op_reserve(wf, order.clone()).await?;
+    let shipped = op_flaky(wf, order).await?;
+    Ok(format!("shipped {shipped}"))
+}
+
+async fn pause_and_retry(builder: EngineBuilder) {
+    let (log, service) = (Arc::new(Log::default()), Arc::new(Service::default()));
+    let engine = builder.container(Container::new().with(log.clone()).with(service.clone())).start().await.unwrap();
+    let error = op_order::run_with(&engine, "p1".to_owned(), RunOptions::new().id("p1")).await.unwrap_err();
+    assert!(matches!(error, RunError::Paused { .. }), "{error}");
+    let record = state(&engine, "p1").await;
+    assert_eq!((record.state, record.owner.clone()), (ExecutionState::Paused, None));
+    assert_eq!(record.failure.and_then(|f| f.key).as_deref(), Some("op_flaky#1"));
+    assert_eq!(log.lines(), ["reserve p1", "flaky p1 attempt 1", "flaky p1 attempt 2"], "nothing compensated");
+
+    // A key that did not fail, an execution that is not paused: refused, nothing changes.
+    let wrong = engine.retry_step(&"p1".into(), "op_reserve#1").await.unwrap_err();
+    assert!(wrong.to_string().contains("the steps that did: op_flaky#1"), "{wrong}");
+
+    // Retried while the carrier is still down: a fresh budget of two attempts, then paused again.
+    engine.retry_step(&"p1".into(), "op_flaky#1").await.unwrap();
+    until_state(&engine, "p1", ExecutionState::Paused).await;
+    let attempts = |log: &Log| log.lines().iter().filter(|l| l.starts_with("flaky p1")).count();
+    eventually(Duration::from_secs(30), || async { (attempts(&log) == 4).then_some(()) }).await;
+    // Back up: the retry completes it, with the step's other attempts' history kept.
+    service.0.store(true, Ordering::SeqCst);
+    engine.retry_step(&"p1".into(), "op_flaky#1").await.unwrap();
+    let done = until_state(&engine, "p1", ExecutionState::Completed).await;
+    assert_eq!(done.result.map(|r| r.get().to_owned()).as_deref(), Some("\"shipped p1\""));
+    assert_eq!(log.lines().last().map(String::as_str), Some("flaky p1 attempt 5"));
+    assert_eq!(log.count("unreserve p1"), 0);
+    let refused = engine.retry_step(&"p1".into(), "op_flaky#1").await.unwrap_err();
+    assert!(refused.to_string().contains("only a paused execution"), "{refused}");
+
+    // Given up on: compensated once.
+    service.0.store(false, Ordering::SeqCst);
+    op_order::run_with(&engine, "p2".to_owned(), RunOptions::new().id("p2")).await.unwrap_err();
+    engine.compensate(&"p2".into()).await.unwrap();
+    assert_eq!(state(&engine, "p2").await.state, ExecutionState::Compensated);
+    assert_eq!(log.count("unreserve p2"), 1);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_pauses_is_retried_with_a_fresh_budget_or_compensated() {
+    pause_and_retry(Engine::builder().memory()).await;
+    let dir = tempfile::tempdir().unwrap();
+    pause_and_retry(Engine::builder().sqlite(dir.path().join("pause.db"))).await;
+    if let Some(schema) = workflows_tests::postgres::TestSchema::new().await {
+        pause_and_retry(Engine::builder().postgres(schema.url())).await;
+    }
+}

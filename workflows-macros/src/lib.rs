@@ -37,7 +37,7 @@ use proc_macro::TokenStream;
 /// | `compensate = path` | an `async fn(&StepContext, C) -> Result<(), E>` run when the workflow fails after this step completed; `C` is the output, or what `StepResponse::compensate_with` gave |
 /// | `retry(max_attempts = N, backoff = "100ms..10s", factor = 2, jitter = 0.2)` | retries of a failed attempt (`backoff = "1s"`: fixed) |
 /// | `timeout = "30s"` | per attempt: the body is stopped, the attempt fails |
-/// | `on_failure = "fail" \| "continue" \| "skip"` | what a permanent failure does: fail the workflow (default), return the error as a value, or return `None` |
+/// | `on_failure = "fail" \| "continue" \| "skip" \| "pause"` | what a permanent failure does: fail the workflow (default), return the error as a value, return `None`, or park the execution `paused` until an operator retries the step (`workflows retry-step`) or compensates it |
 /// | `async` | an async step: it starts work elsewhere and returns `Result<Completion<T>, E>`; the workflow waits, suspended, until `Engine::complete_step(token, output)` or `fail_step(token, error)` (the token is `ctx.completion_token()`), from any process |
 /// | `crate = "path"` | where `workflows_runtime` is, if renamed or re-exported |
 #[proc_macro_attribute]

@@ -31,7 +31,7 @@ impl StepPolicy {
         match arg.key.to_string().as_str() {
             "retry" => self.retry = parse_retry(arg, errors),
             "timeout" => self.timeout = errors.push_result(arg.duration()),
-            "on_failure" => self.on_failure = errors.push_result(arg.choice(&["fail", "continue", "skip"])),
+            "on_failure" => self.on_failure = errors.push_result(arg.choice(&["fail", "continue", "skip", "pause"])),
             _ => return false,
         }
         true
@@ -72,6 +72,7 @@ impl StepPolicy {
         let on_failure = match self.on_failure.as_deref() {
             Some("continue") => quote!(#private::OnFailure::Continue),
             Some("skip") => quote!(#private::OnFailure::Skip),
+            Some("pause") => quote!(#private::OnFailure::Pause),
             _ => quote!(#private::OnFailure::Fail),
         };
         quote!(#private::StepPolicy { retry: #retry, timeout: #timeout, on_failure: #on_failure })

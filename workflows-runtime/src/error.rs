@@ -335,6 +335,20 @@ pub enum RunError {
         /// Where the code diverges from the journal.
         failure: Box<Failure>,
     },
+    /// A step with `on_failure = "pause"` failed for good: the execution is parked `paused`,
+    /// nothing compensated, until an operator retries the step or compensates it.
+    #[error(
+        "workflow `{workflow}` (execution {execution}) is paused: {failure}; retry the step (`workflows retry-step`) \
+         or compensate it (`workflows compensate`)"
+    )]
+    Paused {
+        /// The workflow's name.
+        workflow: String,
+        /// The execution's id.
+        execution: ExecutionId,
+        /// The step's failure.
+        failure: Box<Failure>,
+    },
     /// The execution was cancelled; its completed steps were compensated (state `cancelled`).
     #[error("workflow `{workflow}` (execution {execution}) was cancelled; its completed steps were compensated")]
     Cancelled {
@@ -482,6 +496,7 @@ impl RunError {
             | Self::CompensationFailed { execution, .. }
             | Self::Failed { execution, .. }
             | Self::Blocked { execution, .. }
+            | Self::Paused { execution, .. }
             | Self::Output { execution, .. }
             | Self::Conflict { execution, .. }
             | Self::Cancelled { execution, .. }
@@ -507,7 +522,8 @@ impl RunError {
             | Self::CompensationFailed { failure, .. }
             | Self::TimedOut { failure, .. }
             | Self::Failed { failure, .. }
-            | Self::Blocked { failure, .. } => Some(failure),
+            | Self::Blocked { failure, .. }
+            | Self::Paused { failure, .. } => Some(failure),
             _ => None,
         }
     }

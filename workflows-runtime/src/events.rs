@@ -157,6 +157,17 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         wake_at: Option<Timestamp>,
     },
+    /// An operator retried a step that had failed for good (`workflows retry-step`).
+    StepRetried {
+        /// The step call.
+        key: CallKey,
+    },
+    /// A step with `on_failure = "pause"` failed for good: the execution is parked `paused`,
+    /// nothing compensated, until an operator retries the step or compensates it.
+    Paused {
+        /// The step's failure.
+        failure: Box<Failure>,
+    },
     /// The code that ran it cannot replay its journal: it is parked `blocked`, nothing
     /// compensated, until a process whose code can replay it takes it (see
     /// [`ExecutionState::Blocked`]).
@@ -180,6 +191,7 @@ impl EventKind {
     pub(crate) fn from_journal(event: &JournalEvent) -> Option<Self> {
         Some(match event {
             JournalEvent::StepStarted { .. } | JournalEvent::Patched { .. } => return None,
+            JournalEvent::StepRetried { key, .. } => Self::StepRetried { key: key.clone() },
             JournalEvent::StepCompleted { key, attempt, output, .. } => {
                 Self::StepCompleted { key: key.clone(), attempt: *attempt, output: output.clone() }
             }

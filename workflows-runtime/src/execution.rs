@@ -141,6 +141,8 @@ impl<'de> Deserialize<'de> for ExecutionId {
 /// pending → running → completed
 ///              │
 ///              ├──→ compensating → compensated | compensation_failed
+///              ├──→ paused   (a step with `on_failure = "pause"` failed for good: an
+///              │              operator retries the step or compensates it)
 ///              ├──→ blocked  (its journal cannot be replayed by the code that claimed it:
 ///              │              it runs again in a process whose code can)
 ///              └──→ failed   (a failure that must not be compensated, e.g. undecodable data)
@@ -172,6 +174,10 @@ pub enum ExecutionState {
     /// Failed in a way that must not be compensated automatically (undecodable stored data,
     /// input that does not match the workflow).
     Failed,
+    /// Parked after a step with `on_failure = "pause"` failed for good: nothing compensated,
+    /// nobody drives it, until an operator retries the step
+    /// ([`Engine::retry_step`](crate::Engine::retry_step)) or compensates it.
+    Paused,
     /// Parked: the code that claimed it cannot replay its journal (a step call that differs
     /// since it started, a patch it lacks). Nothing was compensated and nobody drives it; a
     /// process whose code can replay it takes it over by itself (a fixed deploy), and only an
@@ -181,7 +187,7 @@ pub enum ExecutionState {
 
 impl ExecutionState {
     /// Every state, in life-cycle order.
-    pub const ALL: [ExecutionState; 12] = [
+    pub const ALL: [ExecutionState; 13] = [
         Self::Queued,
         Self::Pending,
         Self::Running,
@@ -193,6 +199,7 @@ impl ExecutionState {
         Self::Cancelled,
         Self::TimedOut,
         Self::Failed,
+        Self::Paused,
         Self::Blocked,
     ];
 
@@ -210,6 +217,7 @@ impl ExecutionState {
             Self::Cancelled => "cancelled",
             Self::TimedOut => "timed_out",
             Self::Failed => "failed",
+            Self::Paused => "paused",
             Self::Blocked => "blocked",
         }
     }
@@ -233,10 +241,17 @@ impl ExecutionState {
         matches!(self, Self::Pending | Self::Running | Self::Compensating)
     }
 
-    /// True for the states whose execution nobody owns once it is in them: the finished ones
-    /// and `blocked` (a write that moves an execution there gives up its lease).
+    /// True for `paused` and `blocked`: not finished, but nothing happens to the execution
+    /// until something outside acts (an operator, another build); a caller waiting for its
+    /// result hears why.
+    pub const fn is_parked(self) -> bool {
+        matches!(self, Self::Paused | Self::Blocked)
+    }
+
+    /// True for the states whose execution nobody owns once it is in them: the finished ones,
+    /// `paused` and `blocked` (a write that moves an execution there gives up its lease).
     pub const fn releases_owner(self) -> bool {
-        self.is_finished() || matches!(self, Self::Blocked)
+        self.is_finished() || matches!(self, Self::Blocked | Self::Paused)
     }
 }
 
@@ -249,7 +264,7 @@ impl fmt::Display for ExecutionState {
 /// The error of parsing an unknown [`ExecutionState`] name.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "unknown execution state `{0}`; expected one of: queued, pending, running, waiting, completed, compensating, compensated, compensation_failed, cancelled, timed_out, failed, blocked"
+    "unknown execution state `{0}`; expected one of: queued, pending, running, waiting, completed, compensating, compensated, compensation_failed, cancelled, timed_out, failed, paused, blocked"
 )]
 pub struct UnknownState(pub String);
 

@@ -123,6 +123,10 @@ pub enum OnFailure {
     Continue,
     /// The step is recorded as skipped and the call returns `Ok(None)`.
     Skip,
+    /// The execution parks `paused`: nothing compensated, nobody drives it, until an operator
+    /// retries the step with a fresh attempt budget ([`Engine::retry_step`](crate::Engine::retry_step),
+    /// `workflows retry-step`) or gives up on it (`workflows compensate`).
+    Pause,
 }
 
 impl OnFailure {
@@ -132,6 +136,7 @@ impl OnFailure {
             Self::Fail => "fail",
             Self::Continue => "continue",
             Self::Skip => "skip",
+            Self::Pause => "pause",
         }
     }
 }

@@ -35,6 +35,18 @@ async fn versioned_v2(wf: &Workflow, _input: ()) -> Result<String, WorkflowError
     Ok(format!("{a}{b}"))
 }
 
+/// A second version of the fleet's saga, beside the first: its steps are 11 to 13, so the side-
+/// effect log tells which version ran a body.
+#[workflow(name = "fleet_saga", version = 1)]
+async fn fleet_saga_v2(wf: &Workflow, order: common::fleet::Order) -> Result<u32, WorkflowError> {
+    let mut done = 0;
+    for step in 11..=13 {
+        common::fleet::fleet_step(wf, order.clone(), step).await?;
+        done += 1;
+    }
+    Ok(done)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     common::main().await

@@ -125,7 +125,7 @@ pub(crate) enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Revert executions that completed, failed or are blocked: the compensations of their
+    /// Revert executions that completed, failed, paused or are blocked: the compensations of their
     /// completed steps run here, in reverse order, and each ends `compensated`. One execution by
     /// id, or every one a filter selects (it says how many first, then touches exactly those).
     Compensate {
@@ -135,12 +135,21 @@ pub(crate) enum Command {
         /// Every execution of this workflow (with --state: in one of those states).
         #[arg(long)]
         workflow: Option<String>,
-        /// Every execution in this state (repeat for several): completed, failed or blocked.
+        /// Every execution in this state (repeat for several): completed, failed, paused or blocked.
         #[arg(long, value_parser = parse_state)]
         state: Vec<ExecutionState>,
         /// Do not ask for a confirmation.
         #[arg(long)]
         yes: bool,
+    },
+    /// Run again the step that paused an execution (`on_failure = "pause"`), with a fresh
+    /// attempt budget; the execution resumes here until it finishes or waits.
+    #[command(name = "retry-step")]
+    RetryStep {
+        /// The paused execution's id.
+        id: String,
+        /// The step's call key, as `inspect` shows it (`charge_card#1`).
+        key: String,
     },
     /// Cancel an execution: its completed steps are compensated.
     Cancel {

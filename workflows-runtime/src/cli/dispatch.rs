@@ -72,6 +72,7 @@ async fn dispatch(cli: Cli, configure: Configure) -> Result<u8, CliError> {
         Command::Watch { id, every } => executions::watch(&context, &id, every).await,
         Command::Rerun { id, force } => run::rerun(context, &id, force).await,
         Command::Cancel { id } => run::cancel(context, &id).await,
+        Command::RetryStep { id, key } => run::retry_step(context, &id, &key).await,
         Command::Export { id } => replay::export(&context, &id).await,
         Command::ReplayCheck { journals, workflow, state } => {
             replay::replay_check_command(&context, journals, workflow, state).await

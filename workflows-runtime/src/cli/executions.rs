@@ -173,6 +173,15 @@ pub(crate) async fn inspect(context: &Context, id: &str, full: bool) -> Result<u
     if record.state.is_finished() && record.state != ExecutionState::Completed {
         out!("\nrun it again with the same input: workflows rerun {}", record.id);
     }
+    if record.state == ExecutionState::Paused {
+        let key = record.failure.as_ref().and_then(|f| f.key.clone()).unwrap_or_else(|| "KEY".to_owned());
+        out!(
+            "\npaused: its step {key} failed for good. Run it again with a fresh attempt budget: workflows retry-step \
+             {} {key}; or give up on it: workflows compensate {}",
+            record.id,
+            record.id
+        );
+    }
     if record.state == ExecutionState::Blocked {
         out!(
             "\nblocked: the code of build{} {} cannot replay its journal (see the failure above). Deploy code that \
@@ -322,6 +331,10 @@ fn timeline(record: &ExecutionRecord, journal: &[JournalEntry], token: &dyn Fn(&
                     (None, None, Some(format!("until {wake_at}")), json!({ "wake_at": wake_at.to_string() }))
                 }
                 JournalEvent::Patched { .. } => (None, None, Some("took the patched branch".to_owned()), json!({})),
+                JournalEvent::StepRetried { by, .. } => {
+                    let who = by.as_deref().map(|b| format!(" (from {b})")).unwrap_or_default();
+                    (None, None, Some(format!("retried by an operator{who}: a fresh attempt budget")), json!({}))
+                }
                 JournalEvent::EventAwaited { deadline, .. } => {
                     awaited.insert(key_text.clone(), entry.at);
                     let until = deadline.map(|d| format!(" until {d}")).unwrap_or_default();

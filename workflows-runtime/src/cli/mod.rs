@@ -24,7 +24,7 @@
 //! steps resolve from the container.
 //!
 //! Commands (`workflows help` lists them; every command takes `--store` and `--json`):
-//! `list`, `show`, `run`, `executions`, `inspect`, `watch`, `export`, `replay-check`, `rerun`, `cancel`, `compensate`, `complete`, `fail`,
+//! `list`, `show`, `run`, `executions`, `inspect`, `watch`, `export`, `replay-check`, `rerun`, `cancel`, `compensate`, `retry-step`, `complete`, `fail`,
 //! `send-event`, `purge`, `check`, `queues`, `schedules`, `worker`. Exit codes: 0 success; 1 the command failed (the message
 //! says why); 2 the command line is wrong; 3 the workflow ran and failed (compensated,
 //! failed, cancelled, timed out); 4 the execution waits for something (suspended). Codes 3

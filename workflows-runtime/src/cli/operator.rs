@@ -11,7 +11,8 @@ use crate::journal::replay::Progress;
 use crate::store::ExecutionQuery;
 
 /// The states `compensate` reverts.
-const COMPENSABLE: [ExecutionState; 3] = [ExecutionState::Completed, ExecutionState::Failed, ExecutionState::Blocked];
+const COMPENSABLE: [ExecutionState; 4] =
+    [ExecutionState::Completed, ExecutionState::Failed, ExecutionState::Paused, ExecutionState::Blocked];
 
 /// `workflows compensate ID | --workflow W --state S [--yes]`: lists what it will touch, asks,
 /// then compensates exactly those, one after the other, here.
@@ -29,8 +30,8 @@ pub(crate) async fn compensate(
     }
     if let Some(state) = states.iter().find(|s| !COMPENSABLE.contains(s)) {
         return Err(CliError::new(format!(
-            "--state {state}: only completed, failed or blocked executions are compensated (cancel a running or \
-             waiting one: `workflows cancel ID`)"
+            "--state {state}: only completed, failed, paused or blocked executions are compensated (cancel a \
+             running or waiting one: `workflows cancel ID`)"
         )));
     }
     let store = context.existing_store().await?;

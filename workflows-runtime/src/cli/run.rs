@@ -103,6 +103,22 @@ pub(crate) async fn cancel(context: Context, id: &str) -> Result<u8, CliError> {
     report(&engine, outcome?, json).await
 }
 
+/// `workflows retry-step ID KEY`: the execution resumes here (or, `--client-only`, in a worker).
+pub(crate) async fn retry_step(context: Context, id: &str, key: &str) -> Result<u8, CliError> {
+    let store = context.store.clone();
+    let client_only = context.client_only;
+    let (engine, json) = context.engine(false).await?;
+    let id = ExecutionId::from(id);
+    let events = engine.subscribe_to(&id);
+    let outcome = match engine.retry_step(&id, key).await {
+        Ok(()) if client_only => return left_to_workers(engine, &id, "step retried for", json).await,
+        Ok(()) => watch(&engine, &id, events, None).await,
+        Err(error) => Err(super::common::run_error(&store, error)),
+    };
+    engine.shutdown().await;
+    report(&engine, outcome?, json).await
+}
+
 /// `workflows complete TOKEN --output JSON`.
 pub(crate) async fn complete(context: Context, token: &str, output: &str) -> Result<u8, CliError> {
     let output = json_arg("--output", output, None)?;
@@ -439,6 +455,8 @@ impl Progress {
             EventKind::TimerStarted { key, wake_at } => format!("{key} sleeps until {wake_at}"),
             EventKind::TimerFired { key } => format!("{key} woke up"),
             EventKind::Blocked { failure } => format!("blocked: {}", failure.message),
+            EventKind::Paused { failure } => format!("paused: {}", failure.message),
+            EventKind::StepRetried { key } => format!("{key} retried by an operator"),
             EventKind::EventAwaited { key } => format!("{key} waits for the event"),
             EventKind::EventReceived { key } => format!("{key} received the event"),
             EventKind::WaitTimedOut { key } => format!("{key} timed out"),

@@ -1,5 +1,7 @@
-//! Blocked executions: parked when the code that claimed them cannot replay their journal, and
-//! taken again by a process whose code may (a fixed deploy, the old version linked again).
+//! Parked executions. Blocked ones: parked when the code that claimed them cannot replay their
+//! journal, and taken again by a process whose code may (a fixed deploy, the old version linked
+//! again). Paused ones: parked after a step with `on_failure = "pause"` failed for good, until an
+//! operator acts (`operator`).
 //!
 //! A build that diverges from a journal diverges from every longer one (journals only grow,
 //! and replay is deterministic), so each blocked execution keeps the builds that could not
@@ -94,6 +96,40 @@ pub(crate) async fn block(live: &Arc<LiveExecution>, failure: Failure) -> RunErr
     );
     // A parent waiting for it keeps waiting: it did not finish.
     RunError::Blocked {
+        workflow: live.definition.name().to_owned(),
+        execution: live.id.clone(),
+        failure: Box::new(failure),
+    }
+}
+
+/// Parks the execution `paused` after a step with `on_failure = "pause"` failed for good: its
+/// lease given up, nothing compensated, until an operator retries the step
+/// ([`crate::Engine::retry_step`]) or compensates it.
+pub(crate) async fn pause(live: &Arc<LiveExecution>, failure: Failure) -> RunError {
+    live.finish_detached().await;
+    let transition = Transition {
+        state: ExecutionState::Paused,
+        result: None,
+        failure: Some(failure.clone()),
+        retain_until: None,
+        blocked_by: Vec::new(),
+    };
+    let ack = live.submit([], Some(transition), WriteMode::Durable, None, Vec::new(), |_| {});
+    if let Err(error) = live.durable(ack).await {
+        return interrupted(live, error);
+    }
+    let key = failure.key.clone().unwrap_or_default();
+    tracing::warn!(
+        execution = %live.id,
+        workflow = live.definition.name(),
+        step = %key,
+        "execution paused: {}; `workflows retry-step {} {key}` runs the step again, `workflows compensate {}` gives \
+         up on it",
+        failure.message,
+        live.id,
+        live.id
+    );
+    RunError::Paused {
         workflow: live.definition.name().to_owned(),
         execution: live.id.clone(),
         failure: Box::new(failure),

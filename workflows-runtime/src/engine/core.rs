@@ -141,6 +141,9 @@ pub(crate) enum Abort {
     Stop(Failure),
     /// A store write failed: the execution stays as stored; another start resumes it.
     Store(StoreError),
+    /// A step with `on_failure = "pause"` failed for good: the execution is parked `paused`
+    /// (see `blocked::pause`), nothing compensated.
+    Pause(Failure),
     /// A replay-only engine reached what the journal does not record: it stops there, writing
     /// nothing (see `replay_check`).
     ReplayEnd,

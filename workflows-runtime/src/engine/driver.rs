@@ -127,6 +127,7 @@ pub(crate) async fn drive<O: Serialize, F: Future<Output = Result<O, WorkflowErr
         }
         Body::Aborted(Abort::Fail(failure)) => Err(Box::pin(fail(live, failure)).await),
         Body::Aborted(Abort::Block(failure)) => Err(Box::pin(super::blocked::block(live, failure)).await),
+        Body::Aborted(Abort::Pause(failure)) => Err(Box::pin(super::blocked::pause(live, failure)).await),
         Body::Aborted(Abort::Compensate(failure) | Abort::Stop(failure)) => {
             Err(Box::pin(compensate(live, failure, true)).await)
         }

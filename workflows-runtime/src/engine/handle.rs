@@ -125,7 +125,7 @@ pub(super) async fn existing<O: DeserializeOwned>(
             ),
         });
     }
-    let state = if record.state.is_finished() || record.state == ExecutionState::Blocked {
+    let state = if record.state.is_finished() || record.state.is_parked() {
         State::Ready(outcome(&engine, record.clone()).await)
     } else {
         State::Attached(engine)
@@ -170,9 +170,7 @@ pub(crate) async fn finished(inner: &EngineInner, id: &ExecutionId) -> Result<Ex
             ended.as_mut().enable();
             let found = match inner.store.execution(id).await {
                 // Blocked: it runs again only where other code takes it; the caller hears why.
-                Ok(Some(record)) if record.state.is_finished() || record.state == ExecutionState::Blocked => {
-                    Ok(Some(record))
-                }
+                Ok(Some(record)) if record.state.is_finished() || record.state.is_parked() => Ok(Some(record)),
                 Ok(Some(record)) => {
                     if let Some(since) = unclaimed_since
                         && since.elapsed() >= inner.lease
@@ -264,6 +262,7 @@ pub(crate) async fn outcome<O: DeserializeOwned>(engine: &EngineInner, record: E
         ExecutionState::Cancelled => Err(RunError::Cancelled { workflow, execution }),
         ExecutionState::TimedOut => Err(RunError::TimedOut { workflow, execution, failure: failure() }),
         ExecutionState::Blocked => Err(RunError::Blocked { workflow, execution, failure: failure() }),
+        ExecutionState::Paused => Err(RunError::Paused { workflow, execution, failure: failure() }),
         _ => Err(RunError::Failed { workflow, execution, failure: failure() }),
     }
 }

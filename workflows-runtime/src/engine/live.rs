@@ -619,6 +619,10 @@ fn transition_event(transition: &Transition) -> Option<EventKind> {
             let failure = failure.unwrap_or_else(|| Box::new(Failure::new(FailureKind::Workflow, "failed")));
             Some(EventKind::Compensating { failure })
         }
+        ExecutionState::Paused => {
+            let failure = failure.unwrap_or_else(|| Box::new(Failure::new(FailureKind::Step, "paused")));
+            Some(EventKind::Paused { failure })
+        }
         ExecutionState::Blocked => {
             let failure = failure.unwrap_or_else(|| Box::new(Failure::new(FailureKind::NonDeterminism, "blocked")));
             Some(EventKind::Blocked { failure })

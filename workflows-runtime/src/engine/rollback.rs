@@ -11,10 +11,9 @@ use super::handle;
 use crate::error::RunError;
 use crate::execution::{ExecutionId, ExecutionState};
 use crate::failure::{Failure, FailureKind};
-use crate::journal::replay::{Compensate, Progress};
+use crate::journal::replay::Compensate;
 use crate::journal::{CallKey, JournalEvent};
-use crate::store::{Reopen, Reopened, WriteMode};
-use crate::time::Timestamp;
+use crate::store::{Reopened, Reopening, WriteMode};
 
 /// Compensates every completed step in reverse completion order, then ends the execution
 /// `compensated` (or `cancelled` / `timed_out`, after which the failure's kind is named) or
@@ -137,17 +136,7 @@ async fn undo(
 ) -> Result<Result<(), String>, crate::store::StoreError> {
     let why = Failure::new(FailureKind::Workflow, format!("its parent execution {parent} compensates"));
     loop {
-        // Before the write that grants the lease: it is provable from here.
-        let lease_from = std::time::Instant::now();
-        let now = Timestamp::now();
-        let reopen = Reopen {
-            execution: child.clone(),
-            owner: inner.owner.to_string(),
-            now,
-            lease_until: now + inner.lease,
-            failure: why.clone(),
-            operator: false,
-        };
+        let (lease_from, reopen) = inner.reopen_request(child, Reopening::ParentCompensates, why.clone());
         let record = match inner.store.reopen(&reopen).await? {
             Reopened::Yes(record) => record,
             // Undone already, or it never completed (it compensated itself then).
@@ -174,28 +163,14 @@ async fn undo(
             }
             Reopened::NotFound => return Ok(Err(format!("child execution {child} is not in the store (purged?)"))),
         };
-        let Some(definition) = crate::registry::Registry::checked().workflow_version(&record.workflow, record.version)
-        else {
-            return Ok(Err(format!(
-                "workflow `{}` version {} of child execution {child} is not linked here",
-                record.workflow, record.version
-            )));
-        };
-        let progress = Progress::from_journal(inner.store.journal(child).await?);
         let failure = record.failure.clone().unwrap_or_else(|| why.clone());
-        let setup = super::live::Setup {
-            container: None,
-            epoch: record.epoch,
-            lease_from,
-            started_fingerprint: record.fingerprint.into(),
-            deadline: None,
-            exclusive_key: None,
-            in_queue: record.queue.is_some(),
-            parent: None,
-            wakeups: 0,
-            blocked_by: Vec::new(),
+        // Compensated as a unit, with no parent to hear of it: its parent compensates.
+        let record = crate::execution::ExecutionRecord { parent: None, deadline: None, ..*record };
+        let child_live = match inner.compensating(record, lease_from).await {
+            Ok(live) => Arc::new(live),
+            Err(RunError::Store(error)) => return Err(error),
+            Err(other) => return Ok(Err(format!("child execution {child}: {other}"))),
         };
-        let child_live = Arc::new(LiveExecution::new(record.id.clone(), definition, inner.clone(), progress, setup));
         // Tracked like a task of its own while it compensates, so that its lease is renewed.
         let compensating = inner.track(&child_live, Box::pin(compensate(&child_live, failure, false)));
         return Ok(match compensating.await {

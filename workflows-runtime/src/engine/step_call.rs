@@ -193,10 +193,10 @@ async fn run_step_general<S: Step>(
     begin: Begin,
 ) -> Result<Option<S::Output>, StepError> {
     let Call { live, definition, seq, key, barrier } = call;
-    let (mut attempt, mut not_before, mut inbox_from, mut waiting) = match begin {
-        Begin::Run { attempt, not_before, inbox_from } => (attempt, not_before, inbox_from, None),
-        Begin::Await { attempt, started_at, deadline, position } => {
-            (attempt, None, position, Some(Waiting { attempt, input_hash, started_at, deadline, position }))
+    let (mut attempt, mut not_before, mut inbox_from, mut waiting, base) = match begin {
+        Begin::Run { attempt, not_before, inbox_from, base } => (attempt, not_before, inbox_from, None, base),
+        Begin::Await { attempt, started_at, deadline, position, base } => {
+            (attempt, None, position, Some(Waiting { attempt, input_hash, started_at, deadline, position }), base)
         }
         Begin::Replay(output) => {
             live.turn(Some(seq)).await;
@@ -222,11 +222,11 @@ async fn run_step_general<S: Step>(
     let retry = budget.unwrap_or_default();
     if waiting.is_none()
         && let Some(budget) = budget
-        && attempt > budget.max_attempts()
+        && attempt - base > budget.max_attempts()
     {
         // The last attempt the budget allows started before (a crash or a lost lease
         // interrupted it, or a deploy lowered the budget): no further attempt starts.
-        let error = out_of_attempts(budget.max_attempts(), attempt, not_before.is_none()).with_step(
+        let error = out_of_attempts(budget.max_attempts(), attempt - base, not_before.is_none()).with_step(
             definition.name(),
             &key.to_string(),
             attempt - 1,
@@ -244,7 +244,7 @@ async fn run_step_general<S: Step>(
         return std::future::pending().await;
     }
     // Attempts after the first decode their input from JSON: the first one consumed it.
-    let retry_input = if retry.max_attempts() > attempt || waiting.is_some() {
+    let retry_input = if retry.max_attempts() > attempt - base || waiting.is_some() {
         Some(
             crate::journal::json::to_raw(&input)
                 .map_err(|e| StepError::permanent(format!("the step's input cannot be serialized to JSON: {e}")))?,
@@ -349,10 +349,10 @@ async fn run_step_general<S: Step>(
             inbox_from = position + 1;
         }
         let failed = Failed { seq, key: &key, attempt, input_hash, started_at, consumed };
-        if error.is_permanent() || attempt >= retry.max_attempts() {
+        if error.is_permanent() || attempt - base >= retry.max_attempts() {
             return failed_for_good(live, definition, &failed, error).await;
         }
-        let retry_at = Timestamp::now() + retry.delay(attempt, random_unit());
+        let retry_at = Timestamp::now() + retry.delay(attempt - base, random_unit());
         record_failure(live, &failed, error.to_failure(), Some(retry_at));
         // The failure is durable before the next attempt runs.
         let upto = live.submitted();
@@ -449,6 +449,10 @@ async fn settle(live: &LiveExecution, definition: &StepDefinition, error: StepEr
             live.abort(Abort::Compensate(error.to_failure()));
             std::future::pending().await
         }
+        OnFailure::Pause => {
+            live.abort(Abort::Pause(error.to_failure()));
+            std::future::pending().await
+        }
     }
 }
 
@@ -482,12 +486,15 @@ enum Begin {
         attempt: u32,
         not_before: Option<Timestamp>,
         inbox_from: u64,
+        /// The attempts before an operator's retry: the budget counts after them.
+        base: u32,
     },
     Await {
         attempt: u32,
         started_at: Timestamp,
         deadline: Option<Timestamp>,
         position: u64,
+        base: u32,
     },
     Replay(Box<RawValue>),
     Skipped,
@@ -509,9 +516,9 @@ fn begin(live: &LiveExecution, seq: u32, key: &CallKey, input_hash: u64) -> Begi
             live.abort(Abort::ReplayEnd);
             Begin::Stop
         }
-        Decision::Run { attempt, not_before, inbox_from } => Begin::Run { attempt, not_before, inbox_from },
-        Decision::AwaitCompletion { attempt, started_at, deadline, position } => {
-            Begin::Await { attempt, started_at, deadline, position }
+        Decision::Run { attempt, not_before, inbox_from, base } => Begin::Run { attempt, not_before, inbox_from, base },
+        Decision::AwaitCompletion { attempt, started_at, deadline, position, base } => {
+            Begin::Await { attempt, started_at, deadline, position, base }
         }
         // Timers, events and children have their own keys (`@...`): these cannot meet a step.
         decision @ (Decision::Wait { .. } | Decision::TimedOut) => {

@@ -279,6 +279,17 @@ pub enum JournalEvent {
         /// Why.
         error: Box<Failure>,
     },
+    /// An operator retried a step that failed for good and paused the execution
+    /// (`workflows retry-step`): its next attempt runs, with a fresh attempt budget.
+    StepRetried {
+        /// The step call's sequence number: its place in program order.
+        seq: u32,
+        /// The step call's key.
+        key: CallKey,
+        /// The process that retried it (`host:pid`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<std::sync::Arc<str>>,
+    },
     /// The body asked `wf.patched(..)` for the first time at this point, in code that has the
     /// patch: it took the patch's branch, and replays take it again.
     Patched {
@@ -335,6 +346,7 @@ impl JournalEvent {
             | Self::ChildCompleted { seq, key, .. }
             | Self::ChildFailed { seq, key, .. }
             | Self::Patched { seq, key }
+            | Self::StepRetried { seq, key, .. }
             | Self::CompensationStarted { seq, key }
             | Self::CompensationCompleted { seq, key }
             | Self::CompensationFailed { seq, key, .. } => (*seq, key),

@@ -19,14 +19,15 @@ use crate::time::Timestamp;
 pub(crate) enum Decision {
     /// Run the step body: this is attempt number `attempt`, not before `not_before` (a
     /// retry's backoff that was under way). An async step's attempt waits for the first
-    /// completion delivered at inbox position `inbox_from` or later.
-    Run { attempt: u32, not_before: Option<Timestamp>, inbox_from: u64 },
+    /// completion delivered at inbox position `inbox_from` or later. The attempts up to
+    /// `base` came before an operator's retry: the attempt budget counts from there.
+    Run { attempt: u32, not_before: Option<Timestamp>, inbox_from: u64, base: u32 },
     /// The step was skipped before: return `None`.
     Skipped,
     /// An async step's attempt `attempt` ran its body (which sent its request) and waits for
     /// its completion (at inbox position `position` or later) until `deadline`: wait, do not
     /// run the body again.
-    AwaitCompletion { attempt: u32, started_at: Timestamp, deadline: Option<Timestamp>, position: u64 },
+    AwaitCompletion { attempt: u32, started_at: Timestamp, deadline: Option<Timestamp>, position: u64, base: u32 },
     /// A timer, event wait or child is under way: wait until `until` (a timer's wake time or a
     /// wait's deadline), or for the child; an event wait waits for inbox position `position`.
     Wait { until: Option<Timestamp>, child: Option<crate::execution::ExecutionId>, position: u64 },
@@ -140,6 +141,8 @@ struct Slot {
     child: Option<crate::execution::ExecutionId>,
     /// For an async step: the inbox position its next attempt waits from.
     inbox_next: u64,
+    /// The attempts made before an operator retried the step (the budget counts after them).
+    base: u32,
     compensation: Compensation,
 }
 
@@ -264,6 +267,15 @@ impl Progress {
                 self.replay_order.push_back(seq);
             }
             JournalEvent::Patched { seq, key } => self.patched(seq, key),
+            JournalEvent::StepRetried { seq, key, .. } => {
+                let slot = self.slot_or_insert(seq, key);
+                slot.base = slot.attempts;
+                slot.status = Status::Running { retry_at: None };
+                // Its final failure took a turn; the next attempt's outcome takes it now.
+                if let Some(index) = self.replay_order.iter().position(|&s| s == seq) {
+                    self.replay_order.remove(index);
+                }
+            }
             JournalEvent::CompensationStarted { seq, key } => {
                 self.slot_or_insert(seq, key).compensation = Compensation::Started
             }
@@ -289,6 +301,7 @@ impl Progress {
             compensation_input: None,
             child: None,
             inbox_next: 0,
+            base: 0,
             compensation: Compensation::Pending,
         })
     }
@@ -359,6 +372,25 @@ impl Progress {
         }
     }
 
+    /// The call whose key is `key` if it failed for good: its position (for `retry_step`).
+    pub fn failed_for_good(&self, key: &str) -> Option<(u32, CallKey)> {
+        self.slots.iter().enumerate().find_map(|(seq, slot)| {
+            let slot = slot.as_ref()?;
+            (matches!(slot.status, Status::Failed(_)) && slot.key.to_string() == key)
+                .then(|| (seq as u32, slot.key.clone()))
+        })
+    }
+
+    /// The calls that failed for good, by key (for an error that names them).
+    pub fn failed_keys(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|slot| matches!(slot.status, Status::Failed(_)))
+            .map(|slot| slot.key.to_string())
+            .collect()
+    }
+
     /// Records that the body took a patch's branch at `seq`.
     pub fn patched(&mut self, seq: u32, key: CallKey) {
         self.slot_or_insert(seq, key).status = Status::Completed { output: None };
@@ -367,7 +399,7 @@ impl Progress {
     /// What the step call at `seq` must do.
     pub fn decide(&mut self, seq: u32, key: &CallKey, input_hash: u64) -> Decision {
         let Some(Some(slot)) = self.slots.get_mut(seq as usize) else {
-            return Decision::Run { attempt: 1, not_before: None, inbox_from: 0 };
+            return Decision::Run { attempt: 1, not_before: None, inbox_from: 0, base: 0 };
         };
         let hash_differs = slot.input_hash.is_some_and(|h| h != input_hash);
         if slot.key != *key || hash_differs {
@@ -379,14 +411,18 @@ impl Progress {
             });
         }
         match &mut slot.status {
-            Status::Running { retry_at } => {
-                Decision::Run { attempt: slot.attempts + 1, not_before: *retry_at, inbox_from: slot.inbox_next }
-            }
+            Status::Running { retry_at } => Decision::Run {
+                attempt: slot.attempts + 1,
+                not_before: *retry_at,
+                inbox_from: slot.inbox_next,
+                base: slot.base,
+            },
             Status::AwaitingCompletion { started_at, deadline, position } => Decision::AwaitCompletion {
                 attempt: slot.attempts,
                 started_at: *started_at,
                 deadline: *deadline,
                 position: *position,
+                base: slot.base,
             },
             Status::Waiting { until, child } => {
                 Decision::Wait { until: *until, child: child.clone(), position: slot.inbox_next }

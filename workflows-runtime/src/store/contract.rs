@@ -180,9 +180,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn check(&self, full: bool) -> StoreFuture<'_, CheckReport>;
 
     /// Takes a `completed` execution (a child whose parent compensates) — or, for an
-    /// operator, a `failed` or `blocked` one — into `compensating`, owned by `reopen.owner`
-    /// with a new epoch, and returns it; or takes over one already `compensating` whose owner
-    /// is gone.
+    /// operator, a `failed`, `paused` or `blocked` one — into `compensating`, owned by
+    /// `reopen.owner` with a new epoch, and returns it; or takes over one already
+    /// `compensating` whose owner is gone. For an operator's retry, takes a `paused` execution
+    /// into `running` instead (see [`Reopening`]).
     fn reopen<'a>(&'a self, reopen: &'a Reopen) -> StoreFuture<'a, Reopened>;
 
     /// What other processes sharing the store did that this engine should react to at once
@@ -306,9 +307,21 @@ pub struct Reopen {
     pub lease_until: Timestamp,
     /// Why it is compensated.
     pub failure: Failure,
-    /// An operator's compensation (`Engine::compensate`): a `failed` or `blocked` execution is
-    /// taken too, not only a `completed` one.
-    pub operator: bool,
+    /// Who takes it, and into what.
+    pub purpose: Reopening,
+}
+
+/// What a [`Reopen`] is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reopening {
+    /// Its parent compensates: a `completed` child goes `compensating`.
+    ParentCompensates,
+    /// An operator compensates it (`Engine::compensate`): a `completed`, `failed`, `paused` or
+    /// `blocked` execution goes `compensating`.
+    OperatorCompensates,
+    /// An operator retries its failed step (`Engine::retry_step`): a `paused` execution goes
+    /// `running`, its failure cleared.
+    OperatorRetries,
 }
 
 /// What [`Store::reopen`] did.

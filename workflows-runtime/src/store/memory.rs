@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use super::contract::{
     AppendBatch, CheckReport, Claim, CreateOutcome, Delivered, Delivery, ExecutionList, ExecutionQuery, InboxEntry,
-    InboxKind, NewEvent, NewExecution, OwnerLeases, Purge, Renewal, Renewals, Renewed, Reopen, Reopened,
+    InboxKind, NewEvent, NewExecution, OwnerLeases, Purge, Renewal, Renewals, Renewed, Reopen, Reopened, Reopening,
     ScheduleAdvance, ScheduleState, StepEvent, Store, StoreAck, StoreError, StoreFuture, Suspend, Suspended,
     Undelivered, WriteAck,
 };
@@ -138,6 +138,7 @@ impl Entry {
                     | ExecutionState::Compensating
                     | ExecutionState::Waiting
                     | ExecutionState::Blocked
+                    | ExecutionState::Paused
             )
     }
 
@@ -547,7 +548,7 @@ impl Store for MemoryStore {
             }
             // Becomes an orphan: the next claim takes it and compensates it, without replaying
             // its body (which this code could not).
-            Some(entry) if entry.state == ExecutionState::Blocked => {
+            Some(entry) if matches!(entry.state, ExecutionState::Blocked | ExecutionState::Paused) => {
                 entry.state = ExecutionState::Running;
                 entry.cancel_requested = true;
                 entry.owner = None;
@@ -674,13 +675,19 @@ impl Store for MemoryStore {
         let mut executions = self.executions.lock();
         let Some(entry) = executions.get_mut(&reopen.execution) else { return ready(Reopened::NotFound) };
         let orphaned = entry.owner.is_none() || entry.lease_until.is_none_or(|t| t < reopen.now);
+        let operator = reopen.purpose == Reopening::OperatorCompensates;
         match entry.state {
+            ExecutionState::Paused if reopen.purpose == Reopening::OperatorRetries => {
+                entry.state = ExecutionState::Running;
+                entry.failure = None;
+            }
+            state if reopen.purpose == Reopening::OperatorRetries => return ready(Reopened::No(state)),
             ExecutionState::Completed => {
                 entry.state = ExecutionState::Compensating;
                 entry.failure = Some(reopen.failure.clone());
                 entry.retain_until = None;
             }
-            ExecutionState::Failed | ExecutionState::Blocked if reopen.operator => {
+            ExecutionState::Failed | ExecutionState::Blocked | ExecutionState::Paused if operator => {
                 entry.state = ExecutionState::Compensating;
                 entry.failure = Some(reopen.failure.clone());
                 entry.retain_until = None;

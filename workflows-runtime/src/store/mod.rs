@@ -21,8 +21,9 @@ use std::sync::Arc;
 
 pub(crate) use contract::{
     AppendBatch, Claim, CreateOutcome, Delivered, Delivery, ExecutionList, InboxEntry, InboxKind, JournalEntries,
-    NewEvent, NewExecution, Notice, OwnerLeases, Purge, Renewal, Renewals, Renewed, Reopen, Reopened, ScheduleAdvance,
-    ScheduleState, StepEvent, Store, StoreAck, StoreFuture, Suspend, Suspended, Transition, WriteAck, WriteMode,
+    NewEvent, NewExecution, Notice, OwnerLeases, Purge, Renewal, Renewals, Renewed, Reopen, Reopened, Reopening,
+    ScheduleAdvance, ScheduleState, StepEvent, Store, StoreAck, StoreFuture, Suspend, Suspended, Transition, WriteAck,
+    WriteMode,
 };
 pub use contract::{CheckReport, DamagedExecution, Durability, ExecutionQuery, PageCursor, StoreError, Undelivered};
 pub(crate) use contract::{

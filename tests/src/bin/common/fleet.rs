@@ -34,11 +34,12 @@ fn pause(order: &str, step: u32) -> Duration {
     Duration::from_millis(5 + hash % 25)
 }
 
+/// Step `step` of an order (steps 1 to 3; 11 to 13 in the second version of the saga).
 #[step(compensate = fleet_undo)]
-async fn fleet_step(ctx: &StepContext, order: Order, step: u32) -> Result<(String, u32), StepError> {
+pub async fn fleet_step(ctx: &StepContext, order: Order, step: u32) -> Result<(String, u32), StepError> {
     record(ctx, &order.id, step, "begin")?;
     tokio::time::sleep(pause(&order.id, step)).await;
-    if order.fail && step == 3 {
+    if order.fail && step % 10 == 3 {
         record(ctx, &order.id, step, "failed")?;
         return Err(StepError::permanent("declined as planned"));
     }
@@ -71,13 +72,13 @@ pub const QUEUE_CONCURRENCY: u32 = 4;
 
 /// Starts orders `PREFIX-0` .. `PREFIX-{n-1}` (every fifth fails), one every millisecond or so,
 /// for the workers to run, on [`QUEUE`] if `queued` (a restarted client starts the same ids
-/// again: idempotent).
+/// again: idempotent), on the highest version of `fleet_saga` this program links.
 pub async fn start_orders(engine: &Engine, prefix: &str, n: u32, queued: bool) {
     for k in 0..n {
         let order = Order { id: format!("{prefix}-{k}"), fail: k % 5 == 4 };
         let options = RunOptions::new().id(&order.id);
         let options = if queued { options.queue(QUEUE) } else { options };
-        let _ = fleet_saga::start_with(engine, order.clone(), options).await;
+        let _ = engine.start_workflow_by_name("fleet_saga", &order, options).await;
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

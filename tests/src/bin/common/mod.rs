@@ -6,7 +6,7 @@
 //! `schedules -`: see `fleet`). `DB` is a SQLite
 //! file, or a `postgres://` URL.
 
-mod fleet;
+pub mod fleet;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -111,6 +111,29 @@ async fn undo(ctx: &StepContext, k: u32) -> Result<(), StepError> {
 pub async fn part(ctx: &StepContext, name: String) -> Result<String, StepError> {
     effect(ctx, format!("part {name} begin {}", ctx.attempt()), &format!("part:{name}")).await?;
     Ok(name)
+}
+
+/// Fails unless `CRASH_FLAKY_OK` is set; its failures pause the execution after two attempts.
+#[step(retry(max_attempts = 2, backoff = "10ms"), on_failure = "pause")]
+pub async fn flaky(ctx: &StepContext, n: u32) -> Result<u32, StepError> {
+    let effects = ctx.resolve::<SideEffects>()?;
+    effects.record(format!("flaky begin {}", ctx.attempt()));
+    if std::env::var("CRASH_BLOCK").ok().as_deref() == Some("flaky") && ctx.attempt() == 3 {
+        effects.record("flaky blocked".to_owned());
+        std::future::pending::<()>().await;
+    }
+    if std::env::var_os("CRASH_FLAKY_OK").is_none() {
+        return Err(StepError::new("the service is down"));
+    }
+    effects.record(format!("flaky end {}", ctx.attempt()));
+    Ok(n)
+}
+
+#[workflow]
+async fn pausing(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
+    let a = part(wf, "before".into()).await?;
+    let b = flaky(wf, n).await?;
+    Ok(a.len() as u32 + b)
 }
 
 /// The first version of the `versioned` workflow, linked in every build; `crash_worker_v2`
@@ -315,6 +338,8 @@ pub async fn main() -> ExitCode {
         } else if let Some(pause) = rest[0].strip_prefix("stale:") {
             let pause: Pause = serde_json::from_str(&format!("\"{pause}\"")).expect("Backoff, Sleep or Compensation");
             let _ = stale_saga::run_with(&engine, pause, RunOptions::new().id(&id)).await;
+        } else if rest[0] == "pausing" {
+            let _ = pausing::run_with(&engine, 7, RunOptions::new().id(&id)).await;
         } else if rest[0] == "budget" {
             let _ = budget_saga::run_with(&engine, (), RunOptions::new().id(&id)).await;
         } else if rest[0] == "approval" {
@@ -327,6 +352,12 @@ pub async fn main() -> ExitCode {
             let _ = crash_saga::run_with(&engine, plan, RunOptions::new().id(&id)).await;
         }
     }
+    if command == "retry"
+        && let Err(error) = engine.retry_step(&id, &rest[0]).await
+    {
+        eprintln!("crash_worker: {error}");
+        return ExitCode::FAILURE;
+    }
     if command == "complete" {
         let output: serde_json::Value = serde_json::from_str(&rest[1]).expect("an output");
         if let Err(error) = engine.complete_step(&rest[0], output).await {
@@ -337,6 +368,10 @@ pub async fn main() -> ExitCode {
     loop {
         match engine.execution(&id).await {
             Ok(Some(record)) if record.state.is_finished() => {
+                println!("STATE {}", record.state);
+                return ExitCode::SUCCESS;
+            }
+            Ok(Some(record)) if record.state == ExecutionState::Paused && command != "retry" => {
                 println!("STATE {}", record.state);
                 return ExitCode::SUCCESS;
             }

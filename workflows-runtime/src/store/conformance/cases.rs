@@ -11,7 +11,7 @@ use crate::journal::{CallKey, JournalEntry, JournalEvent};
 use crate::queue::Queue;
 use crate::store::contract::{
     Claim, CreateOutcome, Delivered, Delivery, ExecutionQuery, InboxKind, NewEvent, NewExecution, PageCursor, Purge,
-    Reopen, Reopened, ScheduleAdvance, StepEvent, Store, StoreError, Suspend, Suspended, Undelivered,
+    Reopen, Reopened, Reopening, ScheduleAdvance, StepEvent, Store, StoreError, Suspend, Suspended, Undelivered,
 };
 use crate::time::Timestamp;
 
@@ -565,7 +565,7 @@ pub(super) async fn reopen_takes_a_completed_execution_into_compensation(store: 
         now: at,
         lease_until: at + LEASE,
         failure: Failure::new(FailureKind::Cancelled, "the parent was cancelled"),
-        operator: false,
+        purpose: Reopening::ParentCompensates,
     };
     match store.reopen(&reopen("engine-b", now)).await.unwrap() {
         Reopened::Yes(record) => {
@@ -599,7 +599,7 @@ pub(super) async fn reopen_takes_a_completed_execution_into_compensation(store: 
         let mut by_parent = reopen("engine-d", now);
         by_parent.execution = id.into();
         assert!(matches!(store.reopen(&by_parent).await.unwrap(), Reopened::No(s) if s == state));
-        let by_operator = Reopen { operator: true, ..by_parent };
+        let by_operator = Reopen { purpose: Reopening::OperatorCompensates, ..by_parent };
         match store.reopen(&by_operator).await.unwrap() {
             Reopened::Yes(record) => assert_eq!(
                 (record.state, record.epoch, record.owner.as_deref()),
@@ -609,7 +609,8 @@ pub(super) async fn reopen_takes_a_completed_execution_into_compensation(store: 
         }
     }
     create(store, new_execution("running", "engine-a", now)).await;
-    let running = Reopen { execution: "running".into(), operator: true, ..reopen("engine-d", now) };
+    let running =
+        Reopen { execution: "running".into(), purpose: Reopening::OperatorCompensates, ..reopen("engine-d", now) };
     assert!(matches!(store.reopen(&running).await.unwrap(), Reopened::No(ExecutionState::Running)));
 }
 

@@ -147,10 +147,10 @@ pub(super) fn fits(commands: &[Command], failed: &Failed) -> bool {
     commands.iter().all(|command| match command {
         Command::Append(batch, _) => {
             let first = batch.entries.iter().next().map(|e| e.index);
-            // A move to `blocked` (rare) stores its builds: the careful way.
+            // A move to `blocked` or `paused` (rare) gives up the lease: the careful way.
             batch.deliver.is_none()
                 && batch.events.is_empty()
-                && batch.transition.as_ref().is_none_or(|t| t.state != crate::execution::ExecutionState::Blocked)
+                && batch.transition.as_ref().is_none_or(|t| !t.state.is_parked())
                 && failed.get(&batch.execution) != Some(&batch.epoch)
                 && batch.entries.iter().enumerate().all(|(offset, e)| Some(e.index) == first.map(|f| f + offset as u64))
         }

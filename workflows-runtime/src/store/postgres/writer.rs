@@ -20,8 +20,8 @@ use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
 use crate::failure::{Failure, FailureKind};
 use crate::store::commands::{Applied, Command, Failed, apply_nothing, in_lock_order, remember_failed};
 use crate::store::{
-    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewExecution, Purge, Reopen, Reopened, StoreError, Suspend,
-    Suspended,
+    AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewExecution, Purge, Reopen, Reopened, Reopening,
+    StoreError, Suspend, Suspended,
 };
 use crate::time::Timestamp;
 
@@ -313,7 +313,7 @@ async fn create(client: &Object, new: NewExecution) -> Result<CreateOutcome, Sto
     if let Some(key) = &new.exclusive_key {
         lock_key(client, key).await.map_err(|e| backend(context(), e))?;
         let sql = format!(
-            "SELECT id FROM executions WHERE exclusive_key = $1 AND (state IN {ACTIVE_STATES} OR state IN ('waiting', 'blocked'))
+            "SELECT id FROM executions WHERE exclusive_key = $1 AND (state IN {ACTIVE_STATES} OR state IN ('waiting', 'blocked', 'paused'))
              ORDER BY created_at, id LIMIT 1"
         );
         let holder: Option<String> =
@@ -524,7 +524,7 @@ async fn request_cancel(client: &Object, id: &ExecutionId, retain_until: Timesta
         client,
         "UPDATE executions SET state = 'running', cancel_requested = true, owner = NULL, lease_until = NULL,
              updated_at = $2
-         WHERE id = $1 AND state = 'blocked'",
+         WHERE id = $1 AND state IN ('blocked', 'paused')",
         &[&id.as_str(), &Timestamp::now().as_micros()],
     )
     .await
@@ -565,7 +565,7 @@ async fn acquire(client: &Object, id: &ExecutionId, epoch: u64) -> Result<bool, 
            AND NOT EXISTS (
                SELECT 1 FROM executions AS other
                WHERE other.exclusive_key = executions.exclusive_key
-                 AND other.state IN ('running', 'compensating', 'waiting', 'blocked'))
+                 AND other.state IN ('running', 'compensating', 'waiting', 'blocked', 'paused'))
            AND id = (
                SELECT other.id FROM executions AS other
                WHERE other.exclusive_key = executions.exclusive_key AND other.state = 'pending'
@@ -756,16 +756,25 @@ async fn reopen_one(client: &Object, reopen: &Reopen) -> Result<Reopened, StoreE
     let id = &reopen.execution;
     let context = || format!("cannot compensate execution {id}");
     let failure = rows::failure_json(&reopen.failure)?;
-    let sql = format!(
-        "UPDATE executions SET owner = $2, lease_until = $3, epoch = epoch + 1, updated_at = $4,
+    let sql = if reopen.purpose == Reopening::OperatorRetries {
+        format!(
+            "UPDATE executions SET owner = $2, lease_until = $3, epoch = epoch + 1, updated_at = $4, failure = NULL,
+                 state = 'running'
+             WHERE id = $1 AND state = 'paused' AND $5::text IS NOT DISTINCT FROM $5::text AND $6::bool IS NOT NULL
+             RETURNING {EXECUTION_COLUMNS}"
+        )
+    } else {
+        format!(
+            "UPDATE executions SET owner = $2, lease_until = $3, epoch = epoch + 1, updated_at = $4,
              failure = CASE WHEN state = 'compensating' THEN failure ELSE $5 END,
              retain_until = CASE WHEN state = 'compensating' THEN retain_until ELSE NULL END,
              state = 'compensating'
          WHERE id = $1
-           AND (state = 'completed' OR ($6 AND state IN ('failed', 'blocked'))
+           AND (state = 'completed' OR ($6 AND state IN ('failed', 'blocked', 'paused'))
                 OR (state = 'compensating' AND (owner IS NULL OR lease_until IS NULL OR lease_until < $4)))
          RETURNING {EXECUTION_COLUMNS}"
-    );
+        )
+    };
     let updated = query(
         client,
         &sql,
@@ -775,7 +784,7 @@ async fn reopen_one(client: &Object, reopen: &Reopen) -> Result<Reopened, StoreE
             &reopen.lease_until.as_micros(),
             &reopen.now.as_micros(),
             &failure,
-            &reopen.operator,
+            &(reopen.purpose == Reopening::OperatorCompensates),
         ],
     )
     .await

@@ -19,7 +19,7 @@ use crate::failure::{Failure, FailureKind};
 use crate::store::commands::{Applied, Command, Failed, apply_nothing, remember_failed};
 use crate::store::{
     AppendBatch, Claim, CreateOutcome, Delivered, Delivery, NewExecution, Purge, Renewal, Renewals, Renewed, Reopen,
-    Reopened, StoreError, Suspend, Suspended,
+    Reopened, Reopening, StoreError, Suspend, Suspended,
 };
 use crate::time::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -220,7 +220,7 @@ fn create(conn: &Connection, new: NewExecution) -> Result<CreateOutcome, StoreEr
     let mut state = ExecutionState::Running;
     if let Some(key) = &new.exclusive_key {
         let sql = format!(
-            "SELECT id FROM executions WHERE exclusive_key = ?1 AND (state IN {ACTIVE_STATES} OR state IN ('waiting', 'blocked'))
+            "SELECT id FROM executions WHERE exclusive_key = ?1 AND (state IN {ACTIVE_STATES} OR state IN ('waiting', 'blocked', 'paused'))
              ORDER BY created_at, id LIMIT 1"
         );
         let holder: Option<String> = conn
@@ -460,7 +460,7 @@ fn request_cancel(conn: &Connection, id: &ExecutionId, retain_until: Timestamp) 
     conn.prepare_cached(
         "UPDATE executions SET state = 'running', cancel_requested = 1, owner = NULL, lease_until = NULL,
              updated_at = ?2
-         WHERE id = ?1 AND state = 'blocked'",
+         WHERE id = ?1 AND state IN ('blocked', 'paused')",
     )
     .and_then(|mut s| s.execute(params![id.as_str(), Timestamp::now().as_micros()]))
     .map_err(|e| backend(format!("cannot cancel blocked execution {id}"), e))?;
@@ -483,7 +483,7 @@ fn acquire(conn: &Connection, id: &ExecutionId, epoch: u64) -> Result<bool, Stor
            AND NOT EXISTS (
                SELECT 1 FROM executions AS other
                WHERE other.exclusive_key = executions.exclusive_key
-                 AND other.state IN ('running', 'compensating', 'waiting', 'blocked'))
+                 AND other.state IN ('running', 'compensating', 'waiting', 'blocked', 'paused'))
            AND id = (
                SELECT other.id FROM executions AS other
                WHERE other.exclusive_key = executions.exclusive_key AND other.state = 'pending'
@@ -683,17 +683,27 @@ fn reopen_one(conn: &Connection, reopen: &Reopen) -> Result<Reopened, StoreError
     let id = &reopen.execution;
     let context = || format!("cannot compensate execution {id}");
     let failure = rows::failure_json(&reopen.failure)?;
-    let sql = format!(
-        "UPDATE executions SET owner = ?2, lease_until = ?3, epoch = epoch + 1, updated_at = ?4,
+    let sql = if reopen.purpose == Reopening::OperatorRetries {
+        format!(
+            "UPDATE executions SET owner = ?2, lease_until = ?3, epoch = epoch + 1, updated_at = ?4, failure = NULL,
+                 state = 'running'
+             WHERE id = ?1 AND state = 'paused' AND ?5 IS ?5 AND ?6 IS ?6
+             RETURNING {}",
+            rows::EXECUTION_COLUMNS
+        )
+    } else {
+        format!(
+            "UPDATE executions SET owner = ?2, lease_until = ?3, epoch = epoch + 1, updated_at = ?4,
              failure = CASE WHEN state = 'compensating' THEN failure ELSE ?5 END,
              retain_until = CASE WHEN state = 'compensating' THEN retain_until ELSE NULL END,
              state = 'compensating'
          WHERE id = ?1
-           AND (state = 'completed' OR (?6 AND state IN ('failed', 'blocked'))
+           AND (state = 'completed' OR (?6 AND state IN ('failed', 'blocked', 'paused'))
                 OR (state = 'compensating' AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?4)))
          RETURNING {}",
-        rows::EXECUTION_COLUMNS
-    );
+            rows::EXECUTION_COLUMNS
+        )
+    };
     let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context(), e))?;
     let mut updated = statement
         .query(params![
@@ -702,7 +712,7 @@ fn reopen_one(conn: &Connection, reopen: &Reopen) -> Result<Reopened, StoreError
             reopen.lease_until.as_micros(),
             reopen.now.as_micros(),
             failure,
-            reopen.operator
+            reopen.purpose == Reopening::OperatorCompensates
         ])
         .map_err(|e| backend(context(), e))?;
     if let Some(row) = updated.next().map_err(|e| backend(context(), e))? {

@@ -4,15 +4,15 @@
 
 use std::sync::Arc;
 
-use super::core::{EngineInner, LiveExecution};
+use super::core::EngineInner;
 use super::engine::Engine;
 use super::rollback::compensate;
 use crate::error::RunError;
-use crate::execution::{ExecutionId, ExecutionRecord, ExecutionState};
+use crate::execution::{ExecutionId, ExecutionState};
 use crate::failure::{Failure, FailureKind};
 use crate::journal::replay::Progress;
 use crate::journal::{JournalEntry, JournalEvent};
-use crate::store::{AppendBatch, Reopen, Reopened, Reopening, WriteMode};
+use crate::store::{AppendBatch, Reopened, Reopening, WriteMode};
 use crate::time::Timestamp;
 
 impl Engine {
@@ -122,57 +122,5 @@ impl EngineInner {
             RunError::Compensated { .. } => Ok(()),
             other => Err(other),
         }
-    }
-
-    /// A request to take execution `id` over for `purpose` (see [`Reopen`]), and when the write
-    /// that will grant its lease began: the lease is provable from then on.
-    pub(crate) fn reopen_request(
-        &self,
-        id: &ExecutionId,
-        purpose: Reopening,
-        failure: Failure,
-    ) -> (std::time::Instant, Reopen) {
-        let lease_from = std::time::Instant::now();
-        let now = Timestamp::now();
-        let owner = self.owner.to_string();
-        (lease_from, Reopen { execution: id.clone(), owner, now, lease_until: now + self.lease, failure, purpose })
-    }
-
-    /// The live execution of a record taken into `compensating` (its lease granted by a write
-    /// that began at `lease_from`), to run its compensations from its journal. A version not
-    /// linked here is given back, for a process that has its code.
-    pub(crate) async fn compensating(
-        self: &Arc<Self>,
-        record: ExecutionRecord,
-        lease_from: std::time::Instant,
-    ) -> Result<LiveExecution, RunError> {
-        let Some(definition) = crate::registry::Registry::checked().workflow_version(&record.workflow, record.version)
-        else {
-            // Given back at once, for a process that has the code.
-            self.store.release_execution(&record.id, record.epoch).await?;
-            return Err(RunError::Conflict {
-                execution: record.id.clone(),
-                reason: format!(
-                    "workflow `{}` version {} is not linked in this program: compensate it from a program that \
-                     has it (its compensations are its code); it stays compensating, and a worker that has it \
-                     finishes the compensation",
-                    record.workflow, record.version
-                ),
-            });
-        };
-        let progress = Progress::from_journal(self.store.journal(&record.id).await?);
-        let setup = super::live::Setup {
-            container: None,
-            epoch: record.epoch,
-            lease_from,
-            started_fingerprint: record.fingerprint.into(),
-            deadline: None,
-            exclusive_key: record.exclusive_key,
-            in_queue: record.queue.is_some(),
-            parent: record.parent,
-            wakeups: record.wakeups,
-            blocked_by: record.blocked_by,
-        };
-        Ok(LiveExecution::new(record.id, definition, self.clone(), progress, setup))
     }
 }

@@ -428,8 +428,21 @@ impl Store for MemoryStore {
     }
 
     fn list_executions<'a>(&'a self, query: &'a ExecutionQuery) -> StoreFuture<'a, ExecutionList> {
-        let mut records: Vec<_> =
-            self.executions.lock().iter().map(|(id, e)| e.record(id)).filter(|record| query.matches(record)).collect();
+        // The state and the workflow first, from the entry: a record (a copy of its input) is
+        // made only for the executions a listing may return (the engines' look for blocked
+        // executions lists one state of a store that holds many).
+        let wanted = |e: &Entry| {
+            (query.states.is_empty() || query.states.contains(&e.state))
+                && query.workflow.as_deref().is_none_or(|w| *w == *e.workflow)
+        };
+        let mut records: Vec<_> = self
+            .executions
+            .lock()
+            .iter()
+            .filter(|(_, e)| wanted(e))
+            .map(|(id, e)| e.record(id))
+            .filter(|record| query.matches(record))
+            .collect();
         records.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
         records.drain(..query.offset.min(records.len()));
         if let Some(limit) = query.limit {

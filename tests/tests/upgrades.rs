@@ -17,7 +17,8 @@ use workflows_runtime::{
 };
 use workflows_tests::{Log, eventually};
 
-/// Which code the body has: 1 = v1, 2 = v2 without a patch, 3 = v2 with the patch.
+/// Which code the body has: 1 = v1, 2 = v2 without a patch, 3 = v2 with the patch, 4 = the
+/// patch retired (`deprecate_patch`).
 static CODE: AtomicU8 = AtomicU8::new(1);
 
 #[step(compensate = up_unreserve)]
@@ -60,6 +61,10 @@ async fn up_order(wf: &Workflow, order: String) -> Result<String, WorkflowError>
     match CODE.load(Ordering::SeqCst) {
         2 => up_fraud_check(wf, order.clone()).await?,
         3 if wf.patched("fraud-check") => up_fraud_check(wf, order.clone()).await?,
+        4 => {
+            wf.deprecate_patch("fraud-check").await;
+            up_fraud_check(wf, order.clone()).await?;
+        }
         _ => {}
     }
     up_charge(wf, order.clone()).await?;
@@ -188,9 +193,17 @@ async fn deploy(builder: impl Fn(&str) -> EngineBuilder) {
     let ran = log.lines().len();
     assert!(matches!(replay_check([o3.clone()]).await.unwrap()[0].verdict, ReplayVerdict::Replays));
     CODE.store(1, Ordering::SeqCst);
-    let report = replay_check([o3]).await.unwrap().remove(0);
+    let report = replay_check([o3.clone()]).await.unwrap().remove(0);
     let ReplayVerdict::Diverges(failure) = report.verdict else { panic!("{report:?}") };
     assert!(failure.message.contains("took patch `fraud-check` at call #1"), "{}", failure.message);
+    // The patch retired: what took it replays; what went past it before it existed would be
+    // blocked, with an error that names the execution and the patch.
+    CODE.store(4, Ordering::SeqCst);
+    assert!(matches!(replay_check([o3]).await.unwrap()[0].verdict, ReplayVerdict::Replays));
+    let report = replay_check([exported[0].clone()]).await.unwrap().remove(0);
+    let ReplayVerdict::Diverges(failure) = report.verdict else { panic!("{report:?}") };
+    assert!(failure.message.contains("went past patch `fraud-check` before the patch existed"), "{}", failure.message);
+    assert!(failure.message.contains("execution o1"), "{}", failure.message);
     CODE.store(3, Ordering::SeqCst);
     assert_eq!(log.lines().len(), ran, "the replay check ran no step body");
     for id in ["o1", "o2", "o3"] {

@@ -297,6 +297,9 @@ impl EngineInner {
         if let Err(error) = self.report_blocked().await {
             tracing::warn!(%error, "could not count the blocked executions");
         }
+        if let Err(error) = self.report_unlinked_versions().await {
+            tracing::warn!(%error, "could not count the executions of versions not linked here");
+        }
         match self.unblock().await {
             Ok(0) => {}
             Ok(resumed) => tracing::info!(resumed, "blocked executions this build may replay: taken over"),

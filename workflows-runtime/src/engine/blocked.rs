@@ -177,11 +177,90 @@ impl EngineInner {
         );
         Ok(())
     }
+
+    /// Says at start how many executions in flight are of a version of a linked workflow that
+    /// this program does not link, per workflow and version: no worker of this build takes them
+    /// (a build that links the version must).
+    pub(crate) async fn report_unlinked_versions(&self) -> Result<(), StoreError> {
+        let unlinked = self.unlinked_versions().await?;
+        if unlinked.is_empty() {
+            return Ok(());
+        }
+        let per_version = unlinked
+            .iter()
+            .map(|((workflow, version), n)| format!("{workflow} v{version}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::warn!(
+            "executions in flight need a version this program does not link ({per_version}): no worker of this \
+             build takes them; run a worker whose program links that version (`#[workflow(version = N)]`), or \
+             cancel them"
+        );
+        Ok(())
+    }
+
+    /// The executions not finished of the workflows linked here whose version is not linked,
+    /// counted per workflow and version (at most [`REPORT_LIMIT`] read per workflow).
+    pub(crate) async fn unlinked_versions(&self) -> Result<BTreeMap<(String, u32), usize>, StoreError> {
+        let registry = crate::registry::Registry::checked();
+        let states: Vec<ExecutionState> = ExecutionState::ALL.into_iter().filter(|s| !s.is_finished()).collect();
+        let mut counts = BTreeMap::new();
+        for workflow in registry.workflows() {
+            let query = ExecutionQuery {
+                states: states.clone(),
+                workflow: Some(workflow.name().to_owned()),
+                limit: Some(REPORT_LIMIT),
+                ..Default::default()
+            };
+            for record in self.store.list_executions(&query).await?.records {
+                if registry.workflow_version(&record.workflow, record.version).is_none() {
+                    *counts.entry((record.workflow, record.version)).or_default() += 1;
+                }
+            }
+        }
+        Ok(counts)
+    }
 }
 
 impl EngineInner {
     /// The build this engine runs (see [`this_build`]), unless its builder named another.
     pub(crate) fn build(&self) -> Arc<str> {
         self.build_override.clone().unwrap_or_else(this_build)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::prelude::*;
+    use crate::store::Store;
+    use crate::store::conformance::fixture;
+    use crate::{MemoryStore, Timestamp};
+
+    #[workflow]
+    async fn blocked_tests_versioned(_wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
+        Ok(n)
+    }
+
+    /// An execution of a version this program does not link is counted, per version; one of
+    /// the linked version, or of a workflow this program does not have, is not.
+    #[tokio::test]
+    async fn executions_of_versions_not_linked_here_are_counted() {
+        let store = Arc::new(MemoryStore::new());
+        let now = Timestamp::now();
+        for (id, workflow, version) in [
+            ("v7-a", "blocked_tests_versioned", 7),
+            ("v7-b", "blocked_tests_versioned", 7),
+            ("v0", "blocked_tests_versioned", 0),
+            ("other", "someone_elses_workflow", 3),
+        ] {
+            let mut new = fixture::new_execution(id, "gone", now);
+            (new.workflow, new.version) = (workflow, version);
+            store.create_execution(new).await.unwrap();
+        }
+        let engine = Engine::builder().store(store.clone()).worker(false).start().await.unwrap();
+        let counts = engine.inner.unlinked_versions().await.unwrap();
+        assert_eq!(counts.into_iter().collect::<Vec<_>>(), [(("blocked_tests_versioned".to_owned(), 7), 2)]);
     }
 }

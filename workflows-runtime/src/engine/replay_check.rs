@@ -117,7 +117,12 @@ impl EngineInner {
         };
         // A copy of the execution, held by this engine: the replay's writes (a patch taken at
         // the journal's end, the block itself) land here and nowhere else.
-        let id = ExecutionId::new();
+        // Under its own id, so that what the replay says names it (a second copy of one
+        // execution in the same check gets a fresh one).
+        let id = match self.store.execution(&record.id).await? {
+            None => record.id.clone(),
+            Some(_) => ExecutionId::new(),
+        };
         let now = Timestamp::now();
         let new = NewExecution {
             id: id.clone(),

@@ -89,29 +89,28 @@ pub(crate) async fn rerun(context: Context, id: &str, force: bool) -> Result<u8,
 
 /// `workflows cancel ID`.
 pub(crate) async fn cancel(context: Context, id: &str) -> Result<u8, CliError> {
-    let store = context.store.clone();
-    let client_only = context.client_only;
-    let (engine, json) = context.engine(false).await?;
-    let id = ExecutionId::from(id);
-    let events = engine.subscribe_to(&id);
-    let outcome = match engine.cancel(&id).await {
-        Ok(()) if client_only => return left_to_workers(engine, &id, "cancellation requested for", json).await,
-        Ok(()) => watch(&engine, &id, events, None).await,
-        Err(error) => Err(super::common::run_error(&store, error)),
-    };
-    engine.shutdown().await;
-    report(&engine, outcome?, json).await
+    act(context, id, "cancellation requested for", |engine, id| async move { engine.cancel(&id).await }).await
 }
 
 /// `workflows retry-step ID KEY`: the execution resumes here (or, `--client-only`, in a worker).
 pub(crate) async fn retry_step(context: Context, id: &str, key: &str) -> Result<u8, CliError> {
+    act(context, id, "step retried for", |engine, id| async move { engine.retry_step(&id, key).await }).await
+}
+
+/// An operator's action on execution `id`, then (unless `--client-only`: the workers take it,
+/// `done` says what was done) the execution followed here until it finishes or waits.
+async fn act<F, Fut>(context: Context, id: &str, done: &str, action: F) -> Result<u8, CliError>
+where
+    F: FnOnce(Engine, ExecutionId) -> Fut,
+    Fut: std::future::Future<Output = Result<(), RunError>>,
+{
     let store = context.store.clone();
     let client_only = context.client_only;
     let (engine, json) = context.engine(false).await?;
     let id = ExecutionId::from(id);
     let events = engine.subscribe_to(&id);
-    let outcome = match engine.retry_step(&id, key).await {
-        Ok(()) if client_only => return left_to_workers(engine, &id, "step retried for", json).await,
+    let outcome = match action(engine.clone(), id.clone()).await {
+        Ok(()) if client_only => return left_to_workers(engine, &id, done, json).await,
         Ok(()) => watch(&engine, &id, events, None).await,
         Err(error) => Err(super::common::run_error(&store, error)),
     };

@@ -760,7 +760,7 @@ async fn reopen_one(client: &Object, reopen: &Reopen) -> Result<Reopened, StoreE
         format!(
             "UPDATE executions SET owner = $2, lease_until = $3, epoch = epoch + 1, updated_at = $4, failure = NULL,
                  state = 'running'
-             WHERE id = $1 AND state = 'paused' AND $5::text IS NOT DISTINCT FROM $5::text AND $6::bool IS NOT NULL
+             WHERE id = $1 AND state = 'paused'
              RETURNING {EXECUTION_COLUMNS}"
         )
     } else {
@@ -775,20 +775,12 @@ async fn reopen_one(client: &Object, reopen: &Reopen) -> Result<Reopened, StoreE
          RETURNING {EXECUTION_COLUMNS}"
         )
     };
-    let updated = query(
-        client,
-        &sql,
-        &[
-            &id.as_str(),
-            &reopen.owner,
-            &reopen.lease_until.as_micros(),
-            &reopen.now.as_micros(),
-            &failure,
-            &(reopen.purpose == Reopening::OperatorCompensates),
-        ],
-    )
-    .await
-    .map_err(|e| backend(context(), e))?;
+    let operator = reopen.purpose == Reopening::OperatorCompensates;
+    let (lease_until, now) = (reopen.lease_until.as_micros(), reopen.now.as_micros());
+    let all: [&(dyn ToSql + Sync); 6] = [&id.as_str(), &reopen.owner, &lease_until, &now, &failure, &operator];
+    // A retry sets no failure and takes only paused executions: it reads the first four.
+    let taken = if reopen.purpose == Reopening::OperatorRetries { &all[..4] } else { &all[..] };
+    let updated = query(client, &sql, taken).await.map_err(|e| backend(context(), e))?;
     if let Some(row) = updated.first() {
         return Ok(Reopened::Yes(Box::new(rows::execution(row)?)));
     }

@@ -75,7 +75,7 @@ impl Claiming {
 pub(super) fn claim(claiming: Claiming) -> String {
     let candidates = if claiming == Claiming::Unblock {
         "SELECT id FROM executions INDEXED BY executions_by_state
-         WHERE ?6 IS NULL AND state = 'blocked' AND workflow || '@' || version IN (SELECT value FROM json_each(?4))
+         WHERE state = 'blocked' AND workflow || '@' || version IN (SELECT value FROM json_each(?4))
            AND instr(' ' || COALESCE(blocked_by, '') || ' ', ' ' || ?7 || ' ') = 0"
             .to_owned()
     } else if claiming == Claiming::Only {
@@ -105,7 +105,6 @@ pub(super) fn claim(claiming: Claiming) -> String {
              state = CASE WHEN state IN ('waiting', 'blocked') THEN 'running' ELSE state END,
              wake_at = CASE WHEN state = 'waiting' THEN NULL ELSE wake_at END
          WHERE id IN (SELECT id FROM ({candidates}) LIMIT ?5)
-           AND ?7 IS ?7 -- every kind takes the same parameters
          RETURNING {}",
         rows::EXECUTION_COLUMNS
     )

@@ -376,17 +376,18 @@ fn claim_orphans(conn: &Connection, claim: &Claim) -> Result<Vec<ExecutionRecord
     let sql = queries::claim(queries::Claiming::of(claim));
     let workflows = serde_json::to_string(&claim.workflows).map_err(|e| backend(context, e))?;
     let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context, e))?;
-    let mut claimed = statement
-        .query(params![
-            claim.owner,
-            claim.lease_until.as_micros(),
-            claim.now.as_micros(),
-            workflows,
-            claim.limit as i64,
-            claim.only.as_ref().map(ExecutionId::as_str),
-            claim.unblock.as_deref(),
-        ])
-        .map_err(|e| backend(context, e))?;
+    let all = params![
+        claim.owner,
+        claim.lease_until.as_micros(),
+        claim.now.as_micros(),
+        workflows,
+        claim.limit as i64,
+        claim.only.as_ref().map(ExecutionId::as_str),
+        claim.unblock.as_deref(),
+    ];
+    // The build (`?7`) only for a claim of blocked executions, the only kind that reads it.
+    let taken = if claim.unblock.is_some() { all } else { &all[..6] };
+    let mut claimed = statement.query(taken).map_err(|e| backend(context, e))?;
     let mut records = Vec::new();
     let mut corrupt = Vec::new();
     while let Some(row) = claimed.next().map_err(|e| backend(context, e))? {
@@ -687,7 +688,7 @@ fn reopen_one(conn: &Connection, reopen: &Reopen) -> Result<Reopened, StoreError
         format!(
             "UPDATE executions SET owner = ?2, lease_until = ?3, epoch = epoch + 1, updated_at = ?4, failure = NULL,
                  state = 'running'
-             WHERE id = ?1 AND state = 'paused' AND ?5 IS ?5 AND ?6 IS ?6
+             WHERE id = ?1 AND state = 'paused'
              RETURNING {}",
             rows::EXECUTION_COLUMNS
         )
@@ -705,16 +706,17 @@ fn reopen_one(conn: &Connection, reopen: &Reopen) -> Result<Reopened, StoreError
         )
     };
     let mut statement = conn.prepare_cached(&sql).map_err(|e| backend(context(), e))?;
-    let mut updated = statement
-        .query(params![
-            id.as_str(),
-            reopen.owner,
-            reopen.lease_until.as_micros(),
-            reopen.now.as_micros(),
-            failure,
-            reopen.purpose == Reopening::OperatorCompensates
-        ])
-        .map_err(|e| backend(context(), e))?;
+    let all = params![
+        id.as_str(),
+        reopen.owner,
+        reopen.lease_until.as_micros(),
+        reopen.now.as_micros(),
+        failure,
+        reopen.purpose == Reopening::OperatorCompensates
+    ];
+    // A retry sets no failure and takes only paused executions: it reads the first four.
+    let taken = if reopen.purpose == Reopening::OperatorRetries { &all[..4] } else { all };
+    let mut updated = statement.query(taken).map_err(|e| backend(context(), e))?;
     if let Some(row) = updated.next().map_err(|e| backend(context(), e))? {
         return Ok(Reopened::Yes(Box::new(rows::execution(row)?)));
     }

@@ -103,7 +103,7 @@ async fn refund_payment(ctx: &StepContext, payment: String) -> Result<(), StepEr
 }
 
 #[step]
-async fn create_shipment(ctx: &StepContext, reservation: Reservation) -> Result<String, StepError> {
+pub async fn create_shipment(ctx: &StepContext, reservation: Reservation) -> Result<String, StepError> {
     let backends = ctx.resolve::<Backends>()?;
     if backends.carrier_down {
         backends.record("create_shipment: the carrier is unavailable".to_owned());

@@ -343,7 +343,10 @@ fn generate(step: &Step, function: ItemFn) -> TokenStream {
         #visibility fn #ident<'__wf>(
             __wf_workflow: &'__wf #krate::Workflow,
             #(#arg_names: #arg_types),*
-        ) -> impl #private::Future<Output = #private::Result<#returned, #krate::StepError>> + #private::Send + '__wf {
+        ) -> impl #private::Future<Output = #private::Result<#returned, #krate::StepError>>
+               + #private::Send
+               + #private::StepCall<Input = (#(#arg_types,)*), Output = #output, Compensation = #compensation>
+               + '__wf {
             #body_fn
 
             mod __wf_step {

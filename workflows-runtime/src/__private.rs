@@ -15,7 +15,7 @@ pub use crate::registry::definition::{
 };
 pub use crate::registry::{Flow, SourceLocation, StepDefinition, WorkflowDefinition};
 pub use crate::schedule::{Overlap, ScheduleSpec, tick_input};
-pub use crate::step::{CompensationInput, CompensationTakes, Outcome, Step, StepFn, StepInput, StepOutput};
+pub use crate::step::{CompensationInput, CompensationTakes, Outcome, Step, StepCall, StepFn, StepInput, StepOutput};
 pub use crate::workflow::{WorkflowFn, check_input, erased_entry};
 
 pub use std::future::Future;

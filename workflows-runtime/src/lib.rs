@@ -59,6 +59,8 @@ mod schedule;
 mod source;
 mod step;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod time;
 mod workflow;
 
@@ -148,8 +150,8 @@ pub use workflows_macros::workflow;
 pub use container::{Container, ResolveError};
 pub use emitted::{Event, FromEvent};
 pub use engine::{
-    DeliveryError, Engine, EngineBuilder, EngineError, ExecutionHandle, ExportedExecution, ReplayReport, ReplayVerdict,
-    RunOptions, ScheduleStatus, UnknownSchedule, replay_check,
+    DeliveryError, Engine, EngineBuilder, EngineError, ExecutionHandle, ExportedExecution, LoadError, ReplayReport,
+    ReplayVerdict, RunOptions, ScheduleStatus, UnknownSchedule, replay_check,
 };
 pub use error::{RunError, StepError, StepResultExt, WorkflowError};
 pub use events::{EventKind, ExecutionEvent, RecvError, Subscription};

@@ -13,8 +13,13 @@ use serde::{Deserialize, Serialize};
 pub struct Timestamp(i64);
 
 impl Timestamp {
-    /// The current wall-clock time.
+    /// The current wall-clock time: the system's, or under a test clock (the `testing`
+    /// feature's `TestClock`) the test clock's.
     pub fn now() -> Self {
+        #[cfg(feature = "testing")]
+        if let Some(now) = virtual_clock::now() {
+            return now;
+        }
         Self::from(SystemTime::now())
     }
 
@@ -84,6 +89,99 @@ impl fmt::Display for Timestamp {
             write!(f, "{}", humantime::format_rfc3339_millis(SystemTime::from(*self)))
         } else {
             write!(f, "{} µs since 1970-01-01T00:00:00Z", self.0)
+        }
+    }
+}
+
+/// `work`, to run on another thread, made to follow the clock the current thread follows (the
+/// system's, or a test clock: see [`virtual_clock`]).
+pub(crate) fn on_this_clock<R>(work: impl FnOnce() -> R + Send) -> impl FnOnce() -> R + Send {
+    #[cfg(feature = "testing")]
+    let clock = virtual_clock::current();
+    move || {
+        #[cfg(feature = "testing")]
+        let _clock = virtual_clock::enter(clock);
+        work()
+    }
+}
+
+/// Time under a test clock: the wall-clock time follows the paused clock of one Tokio runtime,
+/// for the threads that work for that runtime (its own, the SQLite store's writer, the blocking
+/// reads), and only for them: the other tests of the same process keep the system's time.
+#[cfg(feature = "testing")]
+pub(crate) mod virtual_clock {
+    use std::cell::RefCell;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::Timestamp;
+
+    /// A runtime whose Tokio clock is paused, and the wall-clock time its instants count from.
+    #[derive(Clone, Debug)]
+    pub(crate) struct VirtualClock {
+        runtime: tokio::runtime::Handle,
+        wall: Timestamp,
+        instant: tokio::time::Instant,
+    }
+
+    impl VirtualClock {
+        /// A clock that reads `wall` now and moves with the current runtime's (paused) clock.
+        pub(crate) fn starting_at(wall: Timestamp) -> Self {
+            Self { runtime: tokio::runtime::Handle::current(), wall, instant: tokio::time::Instant::now() }
+        }
+
+        /// The runtime's instant now (read from any thread).
+        pub(crate) fn instant(&self) -> tokio::time::Instant {
+            let _runtime = self.runtime.enter();
+            tokio::time::Instant::now()
+        }
+
+        /// The clock's wall-clock time.
+        pub(crate) fn now(&self) -> Timestamp {
+            self.wall + self.instant().duration_since(self.instant)
+        }
+    }
+
+    /// False until a test clock was first installed: the system's time costs one load.
+    static IN_USE: AtomicBool = AtomicBool::new(false);
+
+    thread_local! {
+        static CURRENT: RefCell<Option<VirtualClock>> = const { RefCell::new(None) };
+    }
+
+    /// The test clock the current thread follows, if any.
+    pub(crate) fn current() -> Option<VirtualClock> {
+        if !IN_USE.load(Ordering::Relaxed) {
+            return None;
+        }
+        CURRENT.with(|current| current.borrow().clone())
+    }
+
+    /// The test clock's time, if the current thread follows one.
+    pub(crate) fn now() -> Option<Timestamp> {
+        current().map(|clock| clock.now())
+    }
+
+    /// Makes the current thread follow `clock` (or the system's time) until the guard drops.
+    pub(crate) fn enter(clock: Option<VirtualClock>) -> Entered {
+        if clock.is_some() {
+            IN_USE.store(true, Ordering::Relaxed);
+        }
+        Entered(CURRENT.with(|current| current.replace(clock)))
+    }
+
+    /// Makes the current thread follow `clock` for good (the thread of a test's runtime).
+    pub(crate) fn install(clock: VirtualClock) {
+        std::mem::forget(enter(Some(clock)));
+    }
+
+    /// Restores what the thread followed before [`enter`].
+    #[must_use = "the thread follows the clock until this guard drops"]
+    pub(crate) struct Entered(Option<VirtualClock>);
+
+    impl Drop for Entered {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            CURRENT.with(|current| *current.borrow_mut() = previous);
         }
     }
 }

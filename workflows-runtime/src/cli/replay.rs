@@ -92,30 +92,9 @@ pub(crate) async fn replay_check_command(
 
 /// The `*.json` files of `dir`, each an exported execution (`workflows export`), by name.
 fn read_dir(dir: &std::path::Path) -> Result<Vec<ExportedExecution>, CliError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| CliError::new(format!("cannot read the journals in `{}`: {e}", dir.display())))?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-        .collect();
-    paths.sort();
-    paths
-        .iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| CliError::new(format!("cannot read `{}`: {e}", path.display())))?;
-            serde_json::from_str(&text).map_err(|e| {
-                CliError::new(format!(
-                    "`{}` is not an exported execution (`workflows export ID > FILE` writes one): {e}",
-                    path.display()
-                ))
-            })
-        })
-        .collect()
+    ExportedExecution::load(dir).map_err(|e| CliError::new(e.to_string()))
 }
 
-/// The executions of the store the check reads: every one in flight or blocked (or in the
-/// states asked), of one workflow if asked, with their journals.
 async fn from_store(
     context: &Context,
     workflow: Option<String>,

@@ -43,10 +43,10 @@ fn spawn_claims(inner: &Arc<EngineInner>) {
     let weak = Arc::downgrade(inner);
     let lease = inner.lease;
     let purge_every = inner.purge_interval;
+    let purge_period = inner.poll(if purge_every.is_zero() { Duration::from_secs(3600) } else { purge_every });
     let work = inner.work_available.clone();
     tokio::spawn(async move {
-        let mut purge =
-            tokio::time::interval(if purge_every.is_zero() { Duration::from_secs(3600) } else { purge_every });
+        let mut purge = tokio::time::interval(purge_period);
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_claim = tokio::time::Instant::now() + lease / 2;
         if let Some(inner) = weak.upgrade().filter(|inner| inner.worker) {
@@ -169,28 +169,29 @@ pub(super) fn spawn_scheduler(inner: &Arc<EngineInner>) {
             changed.as_mut().enable();
             let slept = slept_until.take();
             let next = inner.store.next_wake().await.map(|next| next.into_iter().chain(slept).min());
+            let recheck = inner.poll(TIMER_RECHECK);
             let pause = match next {
                 Ok(Some(at)) if at <= Timestamp::now() => match inner.recover().await {
                     // Some were resumed: look again at once.
                     Ok(resumed) if resumed > 0 => continue,
                     // Due but not claimable here (another engine's workflow, or a store error).
-                    Ok(_) => TIMER_RECHECK,
+                    Ok(_) => recheck,
                     Err(error) => {
                         tracing::warn!(%error, "could not resume suspended executions that are due");
-                        TIMER_RECHECK
+                        recheck
                     }
                 },
                 Ok(Some(at)) => {
                     let pause = at.duration_since(Timestamp::now());
-                    if pause <= TIMER_RECHECK {
+                    if pause <= recheck {
                         slept_until = Some(at);
                     }
-                    pause.min(TIMER_RECHECK)
+                    pause.min(recheck)
                 }
-                Ok(None) => TIMER_RECHECK,
+                Ok(None) => recheck,
                 Err(error) => {
                     tracing::warn!(%error, "could not read the next wake-up time");
-                    TIMER_RECHECK
+                    recheck
                 }
             };
             tokio::select! {
@@ -227,7 +228,7 @@ impl EngineInner {
             lease_until: Timestamp::now() + self.lease,
         };
         // Before the write: the renewed leases are provable from here.
-        let began = std::time::Instant::now();
+        let began = tokio::time::Instant::now();
         // A store that does not answer (a network partition) must not hold up the check below:
         // after a third of the lease the executions whose proof ran out are given up anyway.
         // The renewal may still land later; it then holds those leases one lease longer.

@@ -48,7 +48,8 @@ impl Engine {
 pub struct EngineBuilder {
     store: StoreChoice,
     container: Container,
-    lease: Duration,
+    /// `None`: 30 s, or under a test clock an hour (see [`VIRTUAL_LEASE`]).
+    lease: Option<Duration>,
     default_retry: Option<RetryPolicy>,
     retention: Duration,
     event_retention: Duration,
@@ -62,6 +63,10 @@ pub struct EngineBuilder {
     replay_only: bool,
     #[cfg(feature = "redis")]
     sources: Vec<std::sync::Arc<crate::RedisSource>>,
+    #[cfg(feature = "testing")]
+    doubles: super::double::Doubles,
+    #[cfg(feature = "testing")]
+    body_observer: Option<super::double::BodyObserver>,
 }
 
 /// Which store the engine will use; file stores are opened by `start`.
@@ -98,7 +103,7 @@ impl Default for EngineBuilder {
         Self {
             store: StoreChoice::Default,
             container: Container::new(),
-            lease: Duration::from_secs(30),
+            lease: None,
             default_retry: None,
             retention: DEFAULT_RETENTION,
             event_retention: DEFAULT_RETENTION,
@@ -112,6 +117,10 @@ impl Default for EngineBuilder {
             replay_only: false,
             #[cfg(feature = "redis")]
             sources: Vec::new(),
+            #[cfg(feature = "testing")]
+            doubles: Default::default(),
+            #[cfg(feature = "testing")]
+            body_observer: None,
         }
     }
 }
@@ -128,7 +137,7 @@ impl EngineBuilder {
 
     /// Keeps executions in any implementation of the store contract (the crate's own tests
     /// wrap a store to hold or fail its operations).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn store_contract(mut self, store: Arc<dyn Store>) -> Self {
         self.store = StoreChoice::Given(store);
         self
@@ -218,7 +227,7 @@ impl EngineBuilder {
     /// The engine renews its leases every third of it; when a process dies, another engine on
     /// the same store takes its executions over once their leases expire.
     pub fn lease_duration(mut self, lease: Duration) -> Self {
-        self.lease = lease.max(Duration::from_millis(30));
+        self.lease = Some(lease.max(Duration::from_millis(30)));
         self
     }
 
@@ -301,6 +310,27 @@ impl EngineBuilder {
         self
     }
 
+    /// Runs `double` instead of its step's body (and compensation, if the double has one) in
+    /// this engine: a test's (the `testing` feature; see [`crate::testing::Double`]). A second
+    /// double of the same step replaces the first.
+    #[cfg(feature = "testing")]
+    pub fn double<I, O, C>(mut self, double: &crate::testing::Double<I, O, C>) -> Self
+    where
+        I: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        O: Send + 'static,
+        C: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        double.register(&mut self.doubles);
+        self
+    }
+
+    /// Tells `observer` of every step body that begins (the crash explorer's check).
+    #[cfg(feature = "testing")]
+    pub(crate) fn observe_bodies(mut self, observer: super::double::BodyObserver) -> Self {
+        self.body_observer = Some(observer);
+        self
+    }
+
     /// Builds the registry (failing on duplicate names) and opens the store; then (for a
     /// worker) starts resuming, in the background, the executions on the store that have no
     /// live owner, and renewing leases. Returns without waiting for the recovery (its progress
@@ -323,6 +353,8 @@ impl EngineBuilder {
                 open_blocking(move || Ok(Arc::new(SqliteStore::open_with(path, options)?) as Arc<dyn Store>)).await?
             }
         };
+        let virtual_time = under_test_clock(&*store)?;
+        let lease = self.lease.unwrap_or(if virtual_time { VIRTUAL_LEASE } else { DEFAULT_LEASE });
         let owner = Arc::from(owner::new_owner_id());
         let token_key = token::TokenKey::new(store.token_key().await?);
         if !self.queues.is_empty() {
@@ -335,8 +367,13 @@ impl EngineBuilder {
             retention: self.retention,
             event_retention: self.event_retention,
             owner,
-            lease: self.lease,
-            lease_clock: lease::LeaseClock::new(self.lease),
+            lease,
+            lease_clock: lease::LeaseClock::new(lease),
+            virtual_time,
+            #[cfg(feature = "testing")]
+            doubles: self.doubles,
+            #[cfg(feature = "testing")]
+            body_observer: self.body_observer,
             token_key,
             live: Mutex::new(HashMap::default()),
             abandoned: Mutex::new(Vec::new()),
@@ -383,11 +420,37 @@ impl EngineBuilder {
     }
 }
 
+/// The lease of an engine that is not told one.
+const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// The lease of an engine under a test clock that is not told one: an hour of the test's time
+/// (which costs no real time), so that skipping a month renews a few hundred times, not a
+/// quarter of a million.
+const VIRTUAL_LEASE: Duration = Duration::from_secs(3600);
+
+/// True if the engine starts under a test clock (the `testing` feature's `TestClock`); an error
+/// if its store cannot follow one.
+fn under_test_clock(store: &dyn Store) -> Result<bool, EngineError> {
+    #[cfg(feature = "testing")]
+    if crate::time::virtual_clock::current().is_some() {
+        if store.postgres_schema().is_some() {
+            return Err(EngineError::Store(StoreError::Unavailable(format!(
+                "the test clock works with the memory and SQLite stores, not with {}: a round trip to a \
+                 server lets Tokio's paused clock jump ahead; test on `.memory()` or `.sqlite(..)`",
+                store.describe()
+            ))));
+        }
+        return Ok(true);
+    }
+    let _ = store;
+    Ok(false)
+}
+
 /// Opens a store off the async threads (file stores do blocking I/O).
 async fn open_blocking(
     open: impl FnOnce() -> Result<Arc<dyn Store>, StoreError> + Send + 'static,
 ) -> Result<Arc<dyn Store>, StoreError> {
-    tokio::task::spawn_blocking(open)
+    tokio::task::spawn_blocking(crate::time::on_this_clock(open))
         .await
         .map_err(|e| StoreError::Unavailable(format!("opening the store was interrupted: {e}")))?
 }

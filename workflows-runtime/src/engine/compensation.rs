@@ -30,6 +30,15 @@ pub fn compensation_hook<'a, S: Step>(
                 std::any::type_name::<S::Compensation>()
             ))
         })?;
+        #[cfg(feature = "testing")]
+        if let Some(observe) = &ctx.live.engine.body_observer {
+            observe(&ctx.live.id, &ctx.key, super::double::Began::Compensation);
+        }
+        #[cfg(feature = "testing")]
+        let input = match ctx.live.engine.doubles.compensate::<S>(input) {
+            Ok(compensated) => return compensated,
+            Err(input) => input,
+        };
         S::compensate(ctx, input).await
     })
 }

@@ -47,6 +47,14 @@ pub(crate) struct EngineInner {
     pub(crate) lease: Duration,
     /// The clock leases are proven by (see [`lease`]).
     pub(crate) lease_clock: LeaseClock,
+    /// Under a test clock (see [`EngineInner::poll`]).
+    pub(crate) virtual_time: bool,
+    /// The steps doubled in this engine (a test's).
+    #[cfg(feature = "testing")]
+    pub(crate) doubles: super::double::Doubles,
+    /// Told of every step body that begins (the crash explorer's check).
+    #[cfg(feature = "testing")]
+    pub(crate) body_observer: Option<super::double::BodyObserver>,
     /// What completion tokens are signed with (see [`token`]).
     pub(crate) token_key: TokenKey,
     /// Executions this engine is driving.

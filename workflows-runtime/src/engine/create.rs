@@ -44,7 +44,7 @@ impl EngineInner {
         }
         let id = options.id.unwrap_or_default();
         // Before the write that grants the lease: the lease is provable from here.
-        let lease_from = std::time::Instant::now();
+        let lease_from = tokio::time::Instant::now();
         let now = inner.creation_time();
         let deadline = definition.timeout().map(|timeout| now + timeout);
         let new = NewExecution {

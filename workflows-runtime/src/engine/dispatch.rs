@@ -75,7 +75,7 @@ pub(super) fn spawn(inner: &Arc<EngineInner>) {
             let wake = emitted.notified();
             tokio::pin!(wake);
             wake.as_mut().enable();
-            {
+            let poll = {
                 let Some(inner) = weak.upgrade() else { return };
                 if inner.is_closed() || inner.is_draining() {
                     return;
@@ -86,10 +86,11 @@ pub(super) fn spawn(inner: &Arc<EngineInner>) {
                 if let Err(error) = inner.retry_undelivered(Timestamp::now()).await {
                     tracing::warn!(%error, "could not try the undelivered events again");
                 }
-            }
+                inner.poll(POLL)
+            };
             tokio::select! {
                 () = wake => {}
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep(poll) => {}
             }
         }
     });

@@ -298,6 +298,20 @@ impl Engine {
     }
 }
 
+#[cfg(feature = "testing")]
+impl Engine {
+    /// Stops the engine as a SIGKILL would: its executions' tasks are dropped where they are,
+    /// and nothing more is written (not even the release of its leases: they run out). The
+    /// crash explorer's crash; the store must refuse what is still under way.
+    pub(crate) fn kill(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let running: Vec<Stopper> = self.inner.live.lock().drain().filter_map(|(_, task)| task.handle).collect();
+        for task in &running {
+            task.abort();
+        }
+    }
+}
+
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Engine").field("store", &self.inner.store.describe()).field("owner", &self.inner.owner).finish()

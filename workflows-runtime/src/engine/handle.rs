@@ -199,7 +199,7 @@ pub(crate) async fn finished(inner: &EngineInner, id: &ExecutionId) -> Result<Ex
         if let Some(record) = found? {
             return Ok(record);
         }
-        delay = (delay * 2).min(Duration::from_secs(1));
+        delay = (delay * 2).min(inner.poll(Duration::from_secs(1)));
     }
 }
 

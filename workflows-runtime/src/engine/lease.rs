@@ -23,7 +23,9 @@
 //! an idempotency key for this (`StepContext::idempotency_key`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// How much of the lease the engine does not count on: a fifth.
 const MARGIN_DIVISOR: u32 = 5;

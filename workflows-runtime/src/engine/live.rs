@@ -34,7 +34,7 @@ pub(crate) struct Setup {
     /// The lease epoch every write carries.
     pub epoch: u64,
     /// When the write that granted the lease began (see [`super::lease`]).
-    pub lease_from: std::time::Instant,
+    pub lease_from: tokio::time::Instant,
     /// The workflow fingerprint recorded when the execution started.
     pub started_fingerprint: Cow<'static, str>,
     /// When the execution times out.
@@ -263,12 +263,12 @@ impl LiveExecution {
     }
 
     /// The lease was renewed by a write that began at `from` and has returned.
-    pub fn lease_renewed(&self, from: std::time::Instant) {
+    pub fn lease_renewed(&self, from: tokio::time::Instant) {
         self.lease.renewed(&self.engine.lease_clock, from);
     }
 
     /// True if the last write that granted or renewed the lease had returned before `at`.
-    pub fn lease_confirmed_before(&self, at: std::time::Instant) -> bool {
+    pub fn lease_confirmed_before(&self, at: tokio::time::Instant) -> bool {
         self.lease.confirmed_before(&self.engine.lease_clock, at)
     }
 

@@ -11,6 +11,8 @@ mod control;
 pub(crate) mod core;
 mod create;
 mod dispatch;
+#[cfg(feature = "testing")]
+pub(crate) mod double;
 mod driver;
 #[allow(clippy::module_inception)]
 mod engine;
@@ -46,5 +48,5 @@ pub use engine::Engine;
 pub use handle::ExecutionHandle;
 pub use inbox::DeliveryError;
 pub use options::RunOptions;
-pub use replay_check::{ExportedExecution, ReplayReport, ReplayVerdict, replay_check};
+pub use replay_check::{ExportedExecution, LoadError, ReplayReport, ReplayVerdict, replay_check};
 pub use scheduler::{ScheduleStatus, UnknownSchedule};

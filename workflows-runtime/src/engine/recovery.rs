@@ -115,7 +115,7 @@ impl EngineInner {
                 return Ok(resumed);
             }
             // Before the write that grants the leases: they are provable from here.
-            let lease_from = std::time::Instant::now();
+            let lease_from = tokio::time::Instant::now();
             let now = Timestamp::now();
             let claim = Claim {
                 owner: self.owner.to_string(),
@@ -150,7 +150,7 @@ impl EngineInner {
     pub(crate) async fn resume(
         self: &Arc<Self>,
         record: ExecutionRecord,
-        lease_from: std::time::Instant,
+        lease_from: tokio::time::Instant,
     ) -> Result<(), StoreError> {
         if self.is_closed() {
             // Claimed while this engine shut down (recovery runs in the background): given

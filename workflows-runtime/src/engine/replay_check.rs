@@ -29,6 +29,42 @@ pub struct ExportedExecution {
     pub journal: Vec<JournalEntry>,
 }
 
+impl ExportedExecution {
+    /// Reads exported executions: the file `workflows export ID > FILE` wrote, or every `.json`
+    /// file of a directory of them, in the order of their names.
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Vec<Self>, LoadError> {
+        let path = path.as_ref();
+        let failed = |why: String| LoadError(why);
+        if !path.is_dir() {
+            return Ok(vec![Self::load_file(path)?]);
+        }
+        let entries = std::fs::read_dir(path)
+            .map_err(|e| failed(format!("cannot read the journals in `{}`: {e}", path.display())))?;
+        let mut paths: Vec<std::path::PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+            .collect();
+        paths.sort();
+        paths.iter().map(|path| Self::load_file(path)).collect()
+    }
+
+    fn load_file(path: &std::path::Path) -> Result<Self, LoadError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| LoadError(format!("cannot read `{}`: {e}", path.display())))?;
+        serde_json::from_str(&text).map_err(|e| {
+            LoadError(format!(
+                "`{}` is not an exported execution (`workflows export ID > FILE` writes one): {e}",
+                path.display()
+            ))
+        })
+    }
+}
+
+/// Exported executions could not be read: which file, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LoadError(String);
+
 /// What replaying one recorded execution against this program's code found.
 #[derive(Clone, Debug)]
 pub enum ReplayVerdict {
@@ -159,7 +195,7 @@ impl EngineInner {
         let setup = super::live::Setup {
             container: None,
             epoch: 1,
-            lease_from: std::time::Instant::now(),
+            lease_from: tokio::time::Instant::now(),
             started_fingerprint: record.fingerprint.clone().into(),
             // No deadline: the replay must not time out and compensate.
             deadline: None,

@@ -190,8 +190,8 @@ impl EngineInner {
         id: &ExecutionId,
         purpose: Reopening,
         failure: Failure,
-    ) -> (std::time::Instant, Reopen) {
-        let lease_from = std::time::Instant::now();
+    ) -> (tokio::time::Instant, Reopen) {
+        let lease_from = tokio::time::Instant::now();
         let now = Timestamp::now();
         let owner = self.owner.to_string();
         (lease_from, Reopen { execution: id.clone(), owner, now, lease_until: now + self.lease, failure, purpose })
@@ -203,7 +203,7 @@ impl EngineInner {
     pub(crate) async fn compensating(
         self: &Arc<Self>,
         record: ExecutionRecord,
-        lease_from: std::time::Instant,
+        lease_from: tokio::time::Instant,
     ) -> Result<LiveExecution, RunError> {
         let Some(definition) = crate::registry::Registry::checked().workflow_version(&record.workflow, record.version)
         else {

@@ -99,8 +99,9 @@ pub(super) fn spawn(inner: &Arc<EngineInner>) {
                     Some(now + Duration::from_secs(1))
                 }
             };
+            let recheck = inner.poll(RECHECK);
             drop(inner);
-            let pause = next.map_or(RECHECK, |at| at.duration_since(Timestamp::now()).min(RECHECK));
+            let pause = next.map_or(recheck, |at| at.duration_since(Timestamp::now()).min(recheck));
             tokio::time::sleep(pause).await;
         }
     });

@@ -10,6 +10,9 @@ use crate::execution::ExecutionId;
 use crate::policy::RetryPolicy;
 use crate::registry::StepDefinition;
 
+/// The shortest period of the looks for other processes' writes under a test clock.
+const VIRTUAL_POLL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 pin_project_lite::pin_project! {
     /// An execution's task, in its tracing span. A struct rather than an `async` wrapper (or
     /// `Instrument`), which would store or move the execution's large future once more.
@@ -173,6 +176,14 @@ impl EngineInner {
     /// attempt is not retried — while an attempt a crash interrupted runs again.
     pub(crate) fn retry_budget(&self, step: &StepDefinition) -> Option<RetryPolicy> {
         step.policy.retry.or(self.default_retry)
+    }
+
+    /// How long to wait before looking again for what other processes may have written, when
+    /// `every` is the usual period: under a test clock at least an hour of the test's time (in
+    /// a test one process writes, and tells its engines at once; the look is a safety net, and
+    /// a month skipped should not look a million times).
+    pub(crate) fn poll(&self, every: std::time::Duration) -> std::time::Duration {
+        if self.virtual_time { every.max(VIRTUAL_POLL) } else { every }
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -77,9 +77,23 @@ impl<S: Step> Running<S> {
         let Started { live, definition, key, attempt, .. } = &started;
         live.step_started();
         live.emit(|| Some(EventKind::StepStarted { key: key.clone(), attempt: *attempt }));
-        let span = tracing::info_span!("step", step = definition.name(), key = %key, attempt);
+        let span =
+            tracing::info_span!("step", step = definition.name(), key = %key, attempt, double = tracing::field::Empty);
         let deadline = definition.policy.timeout.map(|timeout| (tokio::time::Instant::now() + timeout, timeout));
         let ctx = StepContext { live: live.clone(), key: key.clone(), attempt: *attempt, body: true };
+        #[cfg(feature = "testing")]
+        if let Some(observe) = &live.engine.body_observer {
+            observe(&live.id, key, super::double::Began::Step);
+        }
+        #[cfg(feature = "testing")]
+        let input = match live.engine.doubles.run::<S>(input, *attempt) {
+            Ok(outcome) => {
+                span.record("double", true);
+                let body: Body<S> = Box::pin(std::future::ready(outcome));
+                return Self { body: Some(body), started: Some(started), journaled, deadline, timer: None, span };
+            }
+            Err(input) => input,
+        };
         let body: Body<S> = Box::pin(async move { S::call(&ctx, input).await });
         Self { body: Some(body), started: Some(started), journaled, deadline, timer: None, span }
     }

@@ -5,6 +5,7 @@
 //! output in memory only if the step has a compensation (then as its compensation input).
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -22,7 +23,7 @@ use crate::journal::replay::Decision;
 use crate::journal::{CallKey, JournalEvent, input_hash};
 use crate::policy::OnFailure;
 use crate::registry::StepDefinition;
-use crate::step::{Outcome, Step};
+use crate::step::{Outcome, Step, StepCall};
 use crate::store::{InboxKind, WriteMode};
 use crate::time::Timestamp;
 use crate::workflow::Workflow;
@@ -36,8 +37,36 @@ use crate::workflow::Workflow;
 pub fn call_step<S: Step>(
     wf: &Workflow,
     input: S::Input,
-) -> impl Future<Output = Result<S::Output, StepError>> + Send + '_ {
-    Required { call: prepare::<S>(wf, input) }
+) -> impl Future<Output = Result<S::Output, StepError>>
++ Send
++ StepCall<Step = S, Input = S::Input, Output = S::Output, Compensation = S::Compensation>
++ '_ {
+    Named { call: Required { call: prepare::<S>(wf, input) }, step: PhantomData }
+}
+
+pin_project_lite::pin_project! {
+    /// A step call that names its step in its type (see [`StepCall`]); costs nothing.
+    struct Named<S, F> {
+        #[pin]
+        call: F,
+        step: PhantomData<fn() -> S>,
+    }
+}
+
+impl<S, F: Future> Future for Named<S, F> {
+    type Output = F::Output;
+
+    #[inline(always)]
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        self.project().call.poll(cx)
+    }
+}
+
+impl<S: Step, F> StepCall for Named<S, F> {
+    type Step = S;
+    type Input = S::Input;
+    type Output = S::Output;
+    type Compensation = S::Compensation;
 }
 
 pin_project_lite::pin_project! {
@@ -73,8 +102,11 @@ pub fn check_output<S: Step>(output: &RawValue) -> Result<(), serde_json::Error>
 pub fn call_step_or_skip<S: Step>(
     wf: &Workflow,
     input: S::Input,
-) -> impl Future<Output = Result<Option<S::Output>, StepError>> + Send + '_ {
-    prepare::<S>(wf, input)
+) -> impl Future<Output = Result<Option<S::Output>, StepError>>
++ Send
++ StepCall<Step = S, Input = S::Input, Output = S::Output, Compensation = S::Compensation>
++ '_ {
+    Named { call: prepare::<S>(wf, input), step: PhantomData }
 }
 
 #[inline(always)]

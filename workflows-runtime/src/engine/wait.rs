@@ -42,7 +42,8 @@ pub(crate) async fn delivery(
         if remaining == Some(Duration::ZERO) {
             return None;
         }
-        let pause = remaining.map_or(LOOK_AGAIN, |r| r.min(LOOK_AGAIN));
+        let look_again = live.engine.poll(LOOK_AGAIN);
+        let pause = remaining.map_or(look_again, |r| r.min(look_again));
         tokio::select! {
             () = changed => {}
             () = tokio::time::sleep(pause) => {}

@@ -46,3 +46,19 @@ pub trait StepFn: 'static {
         std::future::ready(Ok(()))
     }
 }
+
+/// What a `#[step]` function's call returns names its step and the step's types (the step's
+/// type, which the user cannot name, is reached through the function: see the `testing`
+/// feature's `Double::of`). Not public API: the macro adds it to every step function's return
+/// type, with the types of the step's signature.
+#[doc(hidden)]
+pub trait StepCall {
+    /// The step.
+    type Step: 'static;
+    /// Its arguments (after the workflow), as a tuple.
+    type Input;
+    /// Its output.
+    type Output;
+    /// Its compensation's input.
+    type Compensation;
+}

@@ -11,7 +11,7 @@ mod response;
 pub use checks::{CompensationInput, CompensationTakes, Step, StepInput, StepOutput};
 pub use context::StepContext;
 #[doc(hidden)]
-pub use function::StepFn;
+pub use function::{StepCall, StepFn};
 #[doc(hidden)]
 pub use response::Outcome;
 pub use response::{Completion, StepResponse};

@@ -103,9 +103,11 @@ pub(crate) async fn open_url(url: &str) -> Result<Arc<dyn Store>, StoreError> {
             return Err(StoreError::Unavailable("`sqlite:` needs a file path, e.g. `sqlite:workflows.db`".into()));
         }
         let path = path.to_owned();
-        return tokio::task::spawn_blocking(move || SqliteStore::open(path).map(|s| Arc::new(s) as Arc<dyn Store>))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("opening the store was interrupted: {e}")))?;
+        return tokio::task::spawn_blocking(crate::time::on_this_clock(move || {
+            SqliteStore::open(path).map(|s| Arc::new(s) as Arc<dyn Store>)
+        }))
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("opening the store was interrupted: {e}")))?;
     }
     if is_postgres_url(url) {
         #[cfg(feature = "postgres")]

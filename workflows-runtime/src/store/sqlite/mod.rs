@@ -158,14 +158,14 @@ impl SqliteStore {
         let (lazy_delay, busy_timeout) = (options.lazy_delay, options.busy_timeout);
         let writer = std::thread::Builder::new()
             .name("workflows-sqlite-writer".into())
-            .spawn(move || {
+            .spawn(crate::time::on_this_clock(move || {
                 let mut conn = conn;
                 if let Err(error) = busy::poll_on_this_thread(&mut conn, busy_timeout) {
                     // SQLite's own handler (set by `configure`) stays: slower to notice a free lock.
                     tracing::warn!(%error, "cannot set the store's busy handler");
                 }
                 writer::run(conn, receiver, lazy_delay)
-            })
+            }))
             .map_err(|e| backend("cannot start the store's writer thread", e))?;
         let store = Self {
             inner: Arc::new(Inner {
@@ -244,7 +244,10 @@ impl SqliteStore {
         self.inner.close();
     }
 
-    fn send<T>(&self, command: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command) -> StoreAck<T> {
+    fn send<T: Send + 'static>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> StoreAck<T> {
         let (reply, receiver) = oneshot::channel();
         let sent = match &*self.inner.commands.lock() {
             Some(commands) => commands.send(command(reply)).is_ok(),
@@ -256,6 +259,10 @@ impl SqliteStore {
                 self.inner.path.display()
             ))));
         }
+        #[cfg(feature = "testing")]
+        if crate::time::virtual_clock::current().is_some() {
+            return StoreAck::pending(wait_blocking(receiver));
+        }
         StoreAck::pending(receiver)
     }
 
@@ -266,7 +273,7 @@ impl SqliteStore {
     ) -> StoreFuture<'static, T> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
+            tokio::task::spawn_blocking(crate::time::on_this_clock(move || {
                 let conn = inner.reader()?;
                 let result = read(&conn);
                 let mut idle = inner.readers.lock();
@@ -274,11 +281,27 @@ impl SqliteStore {
                     idle.push(conn);
                 }
                 result
-            })
+            }))
             .await
             .map_err(|e| backend("a store read was cancelled", e))?
         })
     }
+}
+
+/// Under a test clock, the wait for the writer's answer, on a blocking thread: Tokio moves a
+/// paused clock on when its runtime has nothing to do, unless a blocking task runs — and the
+/// clock must not jump ahead while a commit is under way (a lease would seem to run out).
+#[cfg(feature = "testing")]
+fn wait_blocking<T: Send + 'static>(
+    answer: oneshot::Receiver<Result<T, StoreError>>,
+) -> oneshot::Receiver<Result<T, StoreError>> {
+    let (forward, forwarded) = oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        if let Ok(answer) = answer.blocking_recv() {
+            let _ = forward.send(answer);
+        }
+    });
+    forwarded
 }
 
 impl Inner {

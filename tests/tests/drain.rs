@@ -1,11 +1,13 @@
 //! Stopping a worker gracefully (`Engine::drain`, what `workflows worker` does on Ctrl-C):
 //! running executions finish within the grace period; the ones that do not are released and
-//! resumed by another engine; nothing new is taken over meanwhile.
+//! resumed by another engine; nothing new is taken over meanwhile. Under the test clock: the
+//! 300 ms leases and the waits that show nothing happened are the clock's, not the machine's.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use workflows_runtime::prelude::*;
+use workflows_runtime::testing::TestClock;
 use workflows_runtime::{ExecutionState, MemoryStore};
 use workflows_tests::{Gate, eventually};
 
@@ -33,6 +35,7 @@ async fn engine(store: &Arc<MemoryStore>, gate: &Arc<Gate>) -> Engine {
 
 #[tokio::test]
 async fn a_draining_engine_lets_running_executions_finish() {
+    let clock = TestClock::start();
     let (store, gate) = (Arc::new(MemoryStore::new()), Arc::new(Gate::default()));
     let engine = engine(&store, &gate).await;
     let handle = drained::start_with(&engine, 1, RunOptions::new().id("in-flight")).await.unwrap();
@@ -42,7 +45,7 @@ async fn a_draining_engine_lets_running_executions_finish() {
         let engine = engine.clone();
         async move { engine.drain(Duration::from_secs(30)).await }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    clock.advance(Duration::from_secs(10)).await;
     assert!(!draining.is_finished(), "it waits for the execution in flight");
     gate.open();
     assert_eq!(handle.result().await.unwrap(), 3);
@@ -53,6 +56,7 @@ async fn a_draining_engine_lets_running_executions_finish() {
 
 #[tokio::test]
 async fn what_does_not_finish_within_the_grace_period_is_released_and_resumed_elsewhere() {
+    let _clock = TestClock::start();
     let (store, gate) = (Arc::new(MemoryStore::new()), Arc::new(Gate::default()));
     let first = engine(&store, &gate).await;
     drained::start_with(&first, 1, RunOptions::new().id("stuck")).await.unwrap();
@@ -73,6 +77,7 @@ async fn what_does_not_finish_within_the_grace_period_is_released_and_resumed_el
 
 #[tokio::test]
 async fn a_draining_engine_takes_nothing_over() {
+    let clock = TestClock::start();
     let (store, gate) = (Arc::new(MemoryStore::new()), Arc::new(Gate::default()));
     let other = engine(&store, &gate).await;
     drained::start_with(&other, 1, RunOptions::new().id("released")).await.unwrap();
@@ -85,12 +90,13 @@ async fn a_draining_engine_takes_nothing_over() {
         let worker = worker.clone();
         async move { worker.drain(Duration::from_secs(30)).await }
     });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    clock.settle().await;
     // The other engine stops and releases its execution: any engine could take it over now.
     other.shutdown().await;
     assert_eq!(store_record(&worker, "released").await.owner, None);
-    // Longer than the worker's takeover period (half its lease): still not taken over.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Many times the worker's takeover period (half its lease), within its grace period: still
+    // not taken over.
+    clock.advance(Duration::from_secs(10)).await;
     assert_eq!(store_record(&worker, "released").await.owner, None, "a draining worker takes over nothing");
     hold.open();
     assert_eq!(draining.await.unwrap(), 0);

@@ -181,8 +181,9 @@ async fn audit_order(wf: &Workflow, event: Event<OrderPlaced>) -> Result<(), Wor
 /// Events from steps: recorded with the completion of the attempt that emitted them (a failed
 /// attempt's are dropped), `emit` published once the execution completes and dropped if it is
 /// compensated, `emit_now` published at once; each handled once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn events_from_steps_are_published_once_and_only_for_executions_that_complete() {
+    let clock = workflows_runtime::testing::TestClock::start();
     let handled = Arc::new(Handled::default());
     let services = Container::new().with(handled.clone()).with(Arc::new(Attempts::default()));
     let engine = Engine::builder().memory().container(services).start().await.unwrap();
@@ -199,8 +200,8 @@ async fn events_from_steps_are_published_once_and_only_for_executions_that_compl
         (done == 2 * placed.len() + 20).then_some(())
     })
     .await;
-    // Give a wrongly published event time to show up.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A day of the test clock: a wrongly published event would have been dispatched.
+    clock.advance(Duration::from_secs(24 * 3600)).await;
     let handled = handled.0.lock().unwrap();
     for order in 0..20u32 {
         let expected = if placed.contains(&order) { Some(&1) } else { None };
@@ -262,8 +263,9 @@ async fn emit_then_wait(wf: &Workflow, order: u32) -> Result<u32, WorkflowError>
 
 /// A step that emitted, replayed on another engine after the first one stopped: the event is
 /// published once, when the execution completes there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn an_event_from_a_replayed_step_is_published_once() {
+    let clock = workflows_runtime::testing::TestClock::start();
     let store = Arc::new(workflows_runtime::MemoryStore::new());
     let handled = Arc::new(Handled::default());
     let closed = Arc::new(workflows_tests::Gate::default());
@@ -283,7 +285,7 @@ async fn an_event_from_a_replayed_step_is_published_once() {
             .then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    clock.advance(Duration::from_secs(24 * 3600)).await;
     let seen = handled.0.lock().unwrap().clone();
     assert_eq!(seen.get(&("confirm".to_owned(), 100)), Some(&1), "{seen:?}");
     assert_eq!(seen.get(&("reserve".to_owned(), 100)), Some(&1), "{seen:?}");

@@ -53,6 +53,11 @@ impl Store {
     fn engine(&self, outbox: &Arc<Outbox>) -> EngineBuilder {
         self.builder().container(Container::new().with(outbox.clone()))
     }
+
+    /// Virtual time for the engines started from now on (on either store).
+    fn clock(&self) -> workflows_runtime::testing::TestClock {
+        workflows_runtime::testing::TestClock::start()
+    }
 }
 
 async fn token(outbox: &Outbox, n: usize) -> String {
@@ -169,6 +174,7 @@ async fn napper(wf: &Workflow, _input: ()) -> Result<(), WorkflowError> {
 }
 
 async fn a_sleep_continues_across_a_restart_without_starting_over(store: Store) {
+    let _clock = store.clock();
     let outbox = Arc::new(Outbox::default());
     let first = store.engine(&outbox).start().await.unwrap();
     let handle = napper::start(&first, ()).await.unwrap();
@@ -474,6 +480,7 @@ async fn a_suspended_execution_times_out_at_its_deadline(store: Store) {
 /// Between its deadline and the moment an engine wakes it, a delivery is refused too: it
 /// would be ignored by the execution, which times out.
 async fn a_delivery_after_the_deadline_is_refused_before_the_execution_wakes(store: Store) {
+    let clock = store.clock();
     let outbox = Arc::new(Outbox::default());
     // A client engine: it drives what it starts, but takes over nothing, so nothing wakes the
     // execution at its deadline here.
@@ -481,7 +488,7 @@ async fn a_delivery_after_the_deadline_is_refused_before_the_execution_wakes(sto
     let id = ExecutionId::from("late");
     let handle = deadline_while_waiting::start_with(&client, Waits::Event, RunOptions::new().id(&id)).await.unwrap();
     wait_for_state(&client, &id, ExecutionState::Waiting).await;
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    clock.advance(Duration::from_secs(3600)).await;
     assert_eq!(state(&client, &id).await, ExecutionState::Waiting, "nobody woke it");
     let late = client.send_event(&id, "payment", 5u64).await.unwrap_err();
     assert!(matches!(late, DeliveryError::TimedOut { .. }), "{late}");

@@ -430,6 +430,8 @@ async fn cancelling_a_running_execution_cancels_its_step_and_compensates() {
 
 #[tokio::test]
 async fn an_execution_driven_by_another_engine_is_cancelled_by_that_engine() {
+    // The 150 ms lease is the test clock's, not the machine's.
+    let _clock = workflows_runtime::testing::TestClock::start();
     let store = Arc::new(MemoryStore::new());
     let effects = Arc::new(Effects::default());
     let builder = || {

@@ -259,6 +259,8 @@ async fn store_urls_name_sqlite_files_and_memory_and_refuse_the_rest() {
 
 #[tokio::test]
 async fn an_execution_stopped_by_a_store_error_is_taken_over_once_the_store_works_again() {
+    // The 300 ms lease is the test clock's: a slow commit on a loaded machine does not outlast it.
+    let _clock = workflows_runtime::testing::TestClock::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flaky.db");
     let gate = Arc::new(Gate::default());
@@ -361,6 +363,8 @@ async fn two_chains_on_a_locked_file(wf: &Workflow, _input: ()) -> Result<u32, W
 /// not durable, whichever of them hears of the failure first.
 #[tokio::test]
 async fn no_step_starts_behind_a_write_that_failed() {
+    // The 300 ms lease is the test clock's: a slow commit on a loaded machine does not outlast it.
+    let _clock = workflows_runtime::testing::TestClock::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("failed-write.db");
     let log = Arc::new(Log::default());
@@ -517,10 +521,11 @@ async fn silent_damage_is_detected_on_read_and_by_the_integrity_check() {
 
 #[tokio::test]
 async fn a_client_only_engine_leaves_what_it_starts_to_the_workers() {
+    let clock = workflows_runtime::testing::TestClock::start();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("fleet.db")).unwrap());
     let gate = Arc::new(Gate::opened());
-    // A worker polls every half lease: 200 ms.
+    // A worker polls every half lease: 200 ms of the test clock.
     let engine = || {
         Engine::builder()
             .store(store.clone())
@@ -531,7 +536,7 @@ async fn a_client_only_engine_leaves_what_it_starts_to_the_workers() {
     let handle = sum_then_hold::start_with(&client, 5, RunOptions::new().id("queued-for-workers")).await.unwrap();
     let record = client.execution(handle.id()).await.unwrap().unwrap();
     assert_eq!((record.state, record.owner), (ExecutionState::Running, None), "nobody holds it");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    clock.advance(Duration::from_secs(3600)).await;
     assert_eq!(gate.arrived(), 0, "the client runs nothing");
 
     let _worker = engine().start().await.unwrap();

@@ -17,9 +17,10 @@ pub(crate) fn release_slots(live: &LiveExecution) {
     if live.in_queue && live.engine.worker {
         live.engine.work_available.notify_one();
     }
-    // Events it emitted here are published now (held ones if it completed); the events of
-    // steps completed before a takeover are found by the dispatcher's poll.
-    if live.emitted.load(std::sync::atomic::Ordering::Acquire) {
+    // Events it emitted here are published now (held ones if it completed), and so are the
+    // held events of steps completed before a takeover (its epoch says it was taken over; the
+    // replay did not emit them again): the dispatcher looks at once, not at its next poll.
+    if live.emitted.load(std::sync::atomic::Ordering::Acquire) || live.epoch > 1 {
         live.engine.events_emitted.notify_one();
         // A child's held events are its parent's now (the top-level execution publishes them):
         // its end, if it is driven here, wakes the dispatcher too.

@@ -1,6 +1,7 @@
 //! Journal and replay: an execution resumes on a new engine over the same store without
 //! re-running completed steps; parallel steps get deterministic keys; a workflow that no longer
-//! calls the same steps is blocked with a non-determinism error naming the key. (Replay of
+//! calls the same steps is blocked with a non-determinism error naming the key; an exported
+//! journal kept as a test fixture replays, or fails naming where the code departs. (Replay of
 //! journals written by other code — forged in the store — is tested in the runtime crate:
 //! `journal::replay_tests`.)
 
@@ -360,4 +361,40 @@ async fn parallel_chains_replay_in_the_order_their_steps_first_completed() {
     let second = engine_on(&store, &probe).start().await.unwrap();
     let output = two_chains::run_with(&second, (), RunOptions::new().id(&id)).await;
     assert_eq!(output.unwrap(), 88);
+}
+
+#[step]
+async fn doubled_later(n: u32) -> Result<u32, StepError> {
+    Ok(n * 2)
+}
+
+#[workflow]
+async fn kept_as_fixture(wf: &Workflow, n: u32) -> Result<u32, WorkflowError> {
+    Ok(doubled_later(wf, n).await? + doubled_later(wf, n + 1).await?)
+}
+
+/// Recorded journals kept as regression fixtures (`testing::replay_fixture`): an exported
+/// execution replays against the code that wrote it; a journal the code departs from fails
+/// the fixture, naming the execution and where.
+#[tokio::test]
+async fn a_recorded_journal_kept_as_a_fixture_replays_or_names_where_the_code_departs() {
+    let engine = Engine::builder().memory().start().await.unwrap();
+    let handle = kept_as_fixture::start_with(&engine, 3, RunOptions::new().id("fixture-1")).await.unwrap();
+    assert_eq!(handle.result().await.unwrap(), 14);
+    let exported = engine.export(&"fixture-1".into()).await.unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = serde_json::to_string_pretty(&exported).unwrap();
+    std::fs::write(dir.path().join("fixture-1.json"), &json).unwrap();
+    let reports = workflows_runtime::testing::replay_fixture(dir.path()).await.unwrap();
+    assert_eq!(reports.len(), 1);
+
+    // A journal written by other code: its second call was another step.
+    let forged = json.replace("doubled_later#2", "charged_twice#1").replace("fixture-1", "fixture-2");
+    std::fs::write(dir.path().join("fixture-2.json"), forged).unwrap();
+    let failure = workflows_runtime::testing::replay_fixture(dir.path()).await.unwrap_err();
+    let message = failure.to_string();
+    assert!(message.starts_with("1 of 2 recorded executions do not replay"), "{message}");
+    assert!(message.contains("fixture-2 (kept_as_fixture v0, completed): would block"), "{message}");
+    assert!(message.contains("charged_twice#1"), "{message}");
+    assert!(!message.contains("fixture-1 "), "{message}");
 }

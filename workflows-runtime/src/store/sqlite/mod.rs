@@ -338,8 +338,25 @@ impl Drop for Inner {
 fn configure(conn: &Connection, options: &SqliteOptions, path: &Path) -> Result<(), StoreError> {
     let context = || format!("cannot configure the workflows store {}", path.display());
     conn.busy_timeout(options.busy_timeout).map_err(|e| backend(context(), e))?;
-    let mode: String =
-        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| backend(context(), e))?;
+    // Read first: a file in WAL already (every store after its first open) needs no change.
+    // Both statements may meet a lock SQLite refuses at once, without its busy handler (WAL
+    // recovery after a killed process, a mode change while another process writes): tried
+    // again within the busy timeout.
+    let began = std::time::Instant::now();
+    let journal_mode = |sql: &str| loop {
+        match conn.query_row(sql, [], |r| r.get::<_, String>(0)) {
+            Err(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == rusqlite::ErrorCode::DatabaseBusy && began.elapsed() < options.busy_timeout =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            answer => return answer.map_err(|e| backend(context(), e)),
+        }
+    };
+    let mut mode = journal_mode("PRAGMA journal_mode")?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        mode = journal_mode("PRAGMA journal_mode = WAL")?;
+    }
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Unavailable(format!(
             "{} cannot use write-ahead logging (journal mode is {mode}); use a file on a local disk",

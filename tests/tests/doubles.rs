@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use workflows_runtime::prelude::*;
 use workflows_runtime::testing::{Double, DoubleCall};
-use workflows_runtime::{EngineBuilder, JournalEvent};
+use workflows_runtime::{EngineBuilder, EventKind, JournalEvent};
 
 /// What the real compensation was given.
 static REFUNDED: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -48,9 +48,18 @@ async fn a_double_runs_instead_of_the_step_and_is_journaled_like_it() {
     each_store(async |builder: EngineBuilder| {
         let charge = Double::of(charge_card, |customer: String, cents: u64| Ok(format!("receipt-{customer}-{cents}")));
         let engine = builder.double(&charge).start().await.unwrap();
+        let mut events = engine.subscribe();
         let handle = checkout::start(&engine, "ada".to_owned()).await.unwrap();
         let id = handle.id().clone();
         assert_eq!(handle.result().await.unwrap(), "receipt-ada-1250 / parcel for ada");
+        // The event stream tells the double from the real step.
+        let mut started = Vec::new();
+        while let Some(Ok(event)) = events.try_recv() {
+            if let EventKind::StepStarted { key, double, .. } = event.kind {
+                started.push((key.to_string(), double));
+            }
+        }
+        assert_eq!(started, [("charge_card#1".to_owned(), true), ("ship#1".to_owned(), false)]);
         assert_eq!(charge.calls(), vec![DoubleCall { input: ("ada".to_owned(), 1250), attempt: 1 }]);
         // Journaled as the step's output: a replay reads it from there.
         let journal = engine.journal(&id).await.unwrap();

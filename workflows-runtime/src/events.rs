@@ -48,6 +48,9 @@ pub enum EventKind {
         key: CallKey,
         /// The attempt, from 1.
         attempt: u32,
+        /// A test's double runs instead of the step's body (the `testing` feature's `Double`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        double: bool,
     },
     /// A step completed.
     StepCompleted {

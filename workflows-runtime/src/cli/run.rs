@@ -425,13 +425,14 @@ impl Progress {
         let line = match &event.kind {
             EventKind::Started => format!("started {} (execution {})", event.workflow, event.execution),
             EventKind::Resumed => format!("resumed {} (execution {})", event.workflow, event.execution),
-            EventKind::StepStarted { key, attempt } => {
+            EventKind::StepStarted { key, attempt, double } => {
                 self.running.insert((event.execution.clone(), key.to_string()), Instant::now());
                 if self.terminal {
                     self.redraw();
                     return;
                 }
-                format!("{key} started (attempt {attempt})")
+                let double = if *double { ", a test's double" } else { "" };
+                format!("{key} started (attempt {attempt}{double})")
             }
             EventKind::StepCompleted { key, output, .. } => {
                 self.steps_done += 1;

@@ -111,7 +111,8 @@ type CompensationBody<C> = dyn Fn(C) -> Result<(), StepError> + Send + Sync;
 /// step's body, with the step's retries, timeout and journaling: its output is journaled as the
 /// step's, replayed after a restart, and handed to the step's compensation (or to the doubled
 /// compensation, [`compensate_with`](Double::compensate_with)). Each call is recorded for the
-/// test's assertions ([`calls`](Double::calls)); the attempt's tracing span says `double = true`.
+/// test's assertions ([`calls`](Double::calls)); the attempt's `step_started` event says
+/// `double: true` (so does `workflows run`'s timeline), and its tracing span `double = true`.
 /// Clones share the record of calls.
 pub struct Double<I, O, C> {
     step: TypeId,
@@ -256,6 +257,11 @@ impl Doubles {
             return None;
         }
         self.0.get(&TypeId::of::<S>())?.downcast_ref()
+    }
+
+    /// True if step `S` is doubled here.
+    pub(crate) fn doubles<S: Step>(&self) -> bool {
+        self.get::<S>().is_some()
     }
 
     /// The double's outcome for this attempt of step `S`, if `S` is doubled here.

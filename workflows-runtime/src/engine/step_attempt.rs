@@ -76,7 +76,11 @@ impl<S: Step> Running<S> {
     pub fn start(started: Started, input: S::Input, journaled: bool) -> Self {
         let Started { live, definition, key, attempt, .. } = &started;
         live.step_started();
-        live.emit(|| Some(EventKind::StepStarted { key: key.clone(), attempt: *attempt }));
+        #[cfg(feature = "testing")]
+        let double = live.engine.doubles.doubles::<S>();
+        #[cfg(not(feature = "testing"))]
+        let double = false;
+        live.emit(|| Some(EventKind::StepStarted { key: key.clone(), attempt: *attempt, double }));
         let span =
             tracing::info_span!("step", step = definition.name(), key = %key, attempt, double = tracing::field::Empty);
         let deadline = definition.policy.timeout.map(|timeout| (tokio::time::Instant::now() + timeout, timeout));

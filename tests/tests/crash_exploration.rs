@@ -1,6 +1,6 @@
 //! Crash exploration (`workflows_runtime::testing::explore_crashes`): passes on the order saga
 //! (completed and compensated), on a workflow with parallel steps, an async step completed
-//! from outside and a child, on memory and SQLite; fails — naming the write and the rule — on
+//! from outside and a child; fails — naming the write and the rule — on
 //! planted bugs: input taken from randomness or the wall clock outside a step, and a step whose
 //! side effect the journal does not cover.
 
@@ -55,7 +55,6 @@ async fn the_order_saga_compensates_in_reverse_order_after_a_crash_at_every_writ
                 _ => Err(format!("the payment is refunded, then the stock released: {log:?}")),
             }
         })
-        .sqlite()
         .run()
         .await
         .unwrap_or_else(|failure| panic!("{failure}"));
@@ -108,30 +107,29 @@ async fn approved_order(wf: &Workflow, sku: String) -> Result<String, WorkflowEr
 
 #[tokio::test]
 async fn parallel_steps_an_async_step_and_a_child_survive_a_crash_at_every_write() {
-    for sqlite in [false, true] {
-        let exploration = explore_crashes::<approved_order>("teapot".to_owned())
-            .container(|| Container::new().with(Inbox::default()))
-            .outside(|engine, world| async move {
-                // The manager answers every request in the inbox, again after a restart.
-                let mut answered = HashSet::new();
-                loop {
-                    let tokens = world.resolve::<Inbox>().unwrap().0.lock().unwrap().clone();
-                    for token in tokens {
-                        if answered.insert(token.clone()) {
-                            let _ = engine.complete_step(&token, true).await;
-                        }
+    let report = explore_crashes::<approved_order>("teapot".to_owned())
+        .container(|| Container::new().with(Inbox::default()))
+        .outside(|engine, world| async move {
+            // The manager answers every request in the inbox, again after a restart.
+            let mut answered = HashSet::new();
+            loop {
+                let tokens = world.resolve::<Inbox>().unwrap().0.lock().unwrap().clone();
+                for token in tokens {
+                    if answered.insert(token.clone()) {
+                        let _ = engine.complete_step(&token, true).await;
                     }
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
-            });
-        let exploration = if sqlite { exploration.sqlite() } else { exploration };
-        let report = exploration.run().await.unwrap_or_else(|failure| panic!("{failure}"));
-        print(&report);
-        assert!(
-            report.writes().iter().any(|write| write.contains("ship_parcel")),
-            "the child's writes are explored: {report}"
-        );
-    }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        })
+        .run()
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    print(&report);
+    assert!(
+        report.writes().iter().any(|write| write.contains("ship_parcel")),
+        "the child's writes are explored: {report}"
+    );
 }
 
 // Planted bugs.

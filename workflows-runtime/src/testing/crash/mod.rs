@@ -23,7 +23,7 @@ use crate::engine::double::BodyObserver;
 use crate::engine::{Engine, EngineBuilder, RunOptions};
 use crate::execution::{ExecutionId, ExecutionState};
 use crate::journal::{CallKey, JournalEntry, JournalEvent};
-use crate::store::{MemoryStore, SqliteStore, Store};
+use crate::store::{MemoryStore, Store};
 use crate::testing::TestClock;
 use crate::workflow::WorkflowFn;
 
@@ -61,7 +61,6 @@ pub fn explore_crashes<W: WorkflowFn>(input: W::Input) -> CrashExploration<W> {
         configure: Box::new(|builder| builder),
         check: None,
         outside: None,
-        sqlite: false,
         workflow: PhantomData,
     }
 }
@@ -95,15 +94,14 @@ type Check = dyn Fn(&Container, &Ending) -> Result<(), String>;
 /// [`StepContext::idempotency_key`](crate::StepContext::idempotency_key)).
 ///
 /// Runs under the test clock (it starts one if the runtime has none), in process, on the
-/// memory store or a temporary SQLite file ([`sqlite`](Self::sqlite)). Needs Tokio's
-/// current-thread runtime, as [`TestClock`] does.
+/// memory store: deterministic, each scenario in milliseconds. Needs Tokio's current-thread
+/// runtime, as [`TestClock`] does.
 pub struct CrashExploration<W> {
     input: Value,
     world: Box<dyn Fn() -> Container>,
     configure: Box<dyn Fn(EngineBuilder) -> EngineBuilder>,
     check: Option<Box<Check>>,
     outside: Option<Box<Outside>>,
-    sqlite: bool,
     workflow: PhantomData<fn() -> W>,
 }
 
@@ -167,13 +165,6 @@ impl<W: WorkflowFn> CrashExploration<W> {
         self
     }
 
-    /// Runs every scenario on a temporary SQLite file (commits not synced: a crash of the process is what is simulated) rather than in memory: the
-    /// durable code paths are the ones under test.
-    pub fn sqlite(mut self) -> Self {
-        self.sqlite = true;
-        self
-    }
-
     /// Runs the exploration: the report, or the first scenario that broke a rule.
     pub async fn run(self) -> Result<CrashReport, Box<CrashFailure>> {
         let _clock = crate::time::virtual_clock::current().is_none().then(TestClock::start);
@@ -229,20 +220,9 @@ impl<W: WorkflowFn> CrashExploration<W> {
 
     /// One scenario: run, crash at `point` (if given and reached), restart, let it end.
     async fn scenario(&self, point: Option<CrashPoint>) -> Result<Ran, String> {
-        let dir = tempdir_if(self.sqlite)?;
-        let store: Arc<dyn Store> = match &dir {
-            Some(dir) => {
-                let options = crate::store::SqliteOptions::default().durability(crate::store::Durability::Process);
-                let path = dir.join("explore.db");
-                let opened = tokio::task::spawn_blocking(crate::time::on_this_clock(move || {
-                    SqliteStore::open_with(path, options)
-                }))
-                .await
-                .map_err(|e| e.to_string())?;
-                Arc::new(opened.map_err(|e| e.to_string())?)
-            }
-            None => Arc::new(MemoryStore::new()),
-        };
+        // In memory: its writes complete where they are made, so every scenario runs the same
+        // way (a file store's writer thread would let timing choose among them).
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let scenario = Arc::new(Scenario::default());
         let world = (self.world)();
         let id = ExecutionId::from("explored");
@@ -369,31 +349,6 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-fn tempdir_if(sqlite: bool) -> Result<Option<TempDir>, String> {
-    sqlite.then(TempDir::new).transpose()
-}
-
-/// A temporary directory, removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> Result<Self, String> {
-        let path = std::env::temp_dir().join(format!("workflows-explore-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        Ok(Self(path))
-    }
-
-    fn join(&self, name: &str) -> std::path::PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -289,7 +289,7 @@ impl<W: WorkflowFn> CrashExploration<W> {
             failure: record.failure.map(|failure| failure.message),
         };
         let bodies = scenario.bodies.lock().clone();
-        Ok(Ran { ending, journal, writes, bodies, world, crashed })
+        Ok(Ran { ending, journal, writes, bodies, world })
     }
 
     /// The rules of a scenario against the run without a crash.
@@ -361,8 +361,6 @@ struct Ran {
     /// Step bodies begun, in order (with the call if it began after its completion landed).
     bodies: Vec<(String, Option<CallKey>)>,
     world: Container,
-    #[allow(dead_code)]
-    crashed: bool,
 }
 
 fn body_counts(bodies: &[(String, Option<CallKey>)]) -> BTreeMap<String, usize> {
